@@ -1,0 +1,48 @@
+//! The `wharf` command line. Parsing happens in two steps, as in ripgrep: [`args`] is what
+//! the user typed (clap), each command module resolves it into what the program will do
+//! (e.g. [`serve::ServeConfig`]) and does it.
+//!
+//! Architecture invariant: errors leave here as one line on stderr and a non-zero exit.
+
+mod args;
+mod client;
+mod config;
+mod gc;
+mod logging;
+pub mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+
+/// Run the command line; the binary's whole `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(anyhow::anyhow!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Gc(args) => gc::run(&cli.global, args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn fail(e: anyhow::Error) -> ExitCode {
+    // One line: the error and its causes joined by ": ".
+    let line = format!("{e:#}").replace('\n', " ");
+    eprintln!("wharf: error: {line}");
+    ExitCode::FAILURE
+}

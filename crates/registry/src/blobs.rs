@@ -1,0 +1,303 @@
+//! Blobs: reads, deletes, mounts, and the three ways to push one (monolithic, chunked
+//! upload sessions, cross-repository mount).
+
+use std::sync::{Arc, Mutex};
+
+use uuid::Uuid;
+use wharf_oci::{Digest, RepositoryName, Sha256Hasher};
+use wharf_storage::{ByteRange, ByteStream, RepoKey, UploadRecord, now_millis};
+
+use crate::hashing::{finish, hashing};
+use crate::{RegistryError, RegistryService};
+
+/// A blob being read: its full size, the range served (if one was asked), the bytes.
+pub struct BlobRead {
+    pub size: u64,
+    pub range: Option<ByteRange>,
+    pub stream: ByteStream,
+}
+
+/// Where an upload session stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UploadStatus {
+    pub id: Uuid,
+    /// Bytes received so far.
+    pub size: u64,
+}
+
+/// A requested byte range of a blob, as a `Range` header asks for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeRequest {
+    /// From `start` to `end` inclusive, or to the end of the blob.
+    From { start: u64, end: Option<u64> },
+    /// The last `n` bytes.
+    Suffix(u64),
+}
+
+fn supported(digest: &Digest) -> Result<(), RegistryError> {
+    if digest.is_supported() {
+        Ok(())
+    } else {
+        Err(RegistryError::Unsupported(format!(
+            "digest algorithm {} is not supported; use sha256",
+            digest.algorithm().as_str()
+        )))
+    }
+}
+
+impl RegistryService {
+    /// The size of a blob visible in `repo`.
+    pub async fn stat_blob(&self, repo: &RepoKey, digest: &Digest) -> Result<u64, RegistryError> {
+        self.meta
+            .linked_blob_size(repo, digest)
+            .await?
+            .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))
+    }
+
+    /// Read a blob visible in `repo`, whole or a range of it.
+    pub async fn read_blob(
+        &self,
+        repo: &RepoKey,
+        digest: &Digest,
+        range: Option<RangeRequest>,
+    ) -> Result<BlobRead, RegistryError> {
+        let size = self.stat_blob(repo, digest).await?;
+        let range = match range {
+            None => None,
+            Some(RangeRequest::From { start, end }) => {
+                let end = end.unwrap_or(u64::MAX).min(size.saturating_sub(1));
+                if start >= size || start > end {
+                    return Err(RegistryError::RangeNotSatisfiable { size });
+                }
+                Some(ByteRange { start, end })
+            }
+            Some(RangeRequest::Suffix(n)) => {
+                if n == 0 || size == 0 {
+                    return Err(RegistryError::RangeNotSatisfiable { size });
+                }
+                Some(ByteRange {
+                    start: size.saturating_sub(n),
+                    end: size - 1,
+                })
+            }
+        };
+        let stream = self
+            .blobs
+            .read(digest, range)
+            .await?
+            .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?;
+        Ok(BlobRead {
+            size,
+            range,
+            stream,
+        })
+    }
+
+    /// Remove a blob from a repository. Its bytes stay while anything else uses them.
+    pub async fn delete_blob(&self, repo: &RepoKey, digest: &Digest) -> Result<(), RegistryError> {
+        if self.meta.unlink_blob(repo, digest).await? {
+            Ok(())
+        } else {
+            Err(RegistryError::BlobUnknown(digest.clone()))
+        }
+    }
+
+    /// Make a blob of repository `from` (same registry) visible in `repo` without copying.
+    /// `false` when `from` doesn't have it: the caller then starts a normal upload.
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoKey,
+        digest: &Digest,
+        from: &RepositoryName,
+    ) -> Result<bool, RegistryError> {
+        let source = RepoKey {
+            registry: repo.registry,
+            name: from.clone(),
+        };
+        if self.meta.linked_blob_size(&source, digest).await?.is_none() {
+            return Ok(false);
+        }
+        Ok(self.meta.link_blob(repo, digest).await?)
+    }
+
+    /// Push a whole blob in one request (`POST ?digest=` or a `PUT` with the body).
+    pub async fn put_blob(
+        &self,
+        repo: &RepoKey,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<(), RegistryError> {
+        supported(digest)?;
+        let id = Uuid::new_v4();
+        self.blobs.create_upload(id).await?;
+        let hasher = Arc::new(Mutex::new(Sha256Hasher::new()));
+        let result = self
+            .blobs
+            .append_upload(id, 0, hashing(body, hasher.clone()))
+            .await;
+        let len = match result {
+            Ok(len) => len,
+            Err(e) => {
+                self.blobs.abort_upload(id).await?;
+                return Err(RegistryError::from_append(e));
+            }
+        };
+        self.commit(repo, id, len, finish(hasher), digest).await
+    }
+
+    /// Start a chunked upload session.
+    pub async fn start_upload(&self, repo: &RepoKey) -> Result<UploadStatus, RegistryError> {
+        let id = Uuid::new_v4();
+        self.blobs.create_upload(id).await?;
+        let now = now_millis();
+        let record = UploadRecord {
+            id,
+            repo: repo.clone(),
+            size: 0,
+            hash_state: Sha256Hasher::new().save(),
+            created_at: now,
+            updated_at: now,
+        };
+        if let Err(e) = self.meta.create_upload(&record).await {
+            self.blobs.abort_upload(id).await?;
+            return Err(e.into());
+        }
+        Ok(UploadStatus { id, size: 0 })
+    }
+
+    async fn upload_record(&self, repo: &RepoKey, id: Uuid) -> Result<UploadRecord, RegistryError> {
+        match self.meta.upload(id).await? {
+            Some(u) if &u.repo == repo => Ok(u),
+            _ => Err(RegistryError::BlobUploadUnknown),
+        }
+    }
+
+    pub async fn upload_status(
+        &self,
+        repo: &RepoKey,
+        id: Uuid,
+    ) -> Result<UploadStatus, RegistryError> {
+        let u = self.upload_record(repo, id).await?;
+        Ok(UploadStatus { id, size: u.size })
+    }
+
+    /// Append a chunk. `start` is where the client says it begins (`Content-Range`),
+    /// `len` how long it says it is; a chunk that doesn't start at the current end is
+    /// refused with the current size, and stores nothing.
+    pub async fn upload_chunk(
+        &self,
+        repo: &RepoKey,
+        id: Uuid,
+        start: Option<u64>,
+        len: Option<u64>,
+        body: ByteStream,
+    ) -> Result<UploadStatus, RegistryError> {
+        let _guard = self.locks.upload(id).await;
+        let upload = self.upload_record(repo, id).await?;
+        if let Some(start) = start
+            && start != upload.size
+        {
+            return Err(RegistryError::ChunkOutOfOrder { size: upload.size });
+        }
+        let (size, hasher) = self.append(&upload, body).await?;
+        if let Some(len) = len
+            && size - upload.size != len
+        {
+            // Not recorded: the next chunk overwrites these bytes.
+            return Err(RegistryError::SizeInvalid(format!(
+                "chunk was {} bytes, its Content-Range or Content-Length said {len}",
+                size - upload.size
+            )));
+        }
+        self.meta.update_upload(id, size, &hasher.save()).await?;
+        Ok(UploadStatus { id, size })
+    }
+
+    /// Append `body` to an upload, continuing its saved hash.
+    async fn append(
+        &self,
+        upload: &UploadRecord,
+        body: ByteStream,
+    ) -> Result<(u64, Sha256Hasher), RegistryError> {
+        let restored = Sha256Hasher::restore(&upload.hash_state).map_err(|e| {
+            RegistryError::Storage(wharf_storage::StorageError::Corrupt(e.to_string()))
+        })?;
+        let hasher = Arc::new(Mutex::new(restored));
+        let size = self
+            .blobs
+            .append_upload(upload.id, upload.size, hashing(body, hasher.clone()))
+            .await
+            .map_err(RegistryError::from_append)?;
+        let hasher = finish(hasher);
+        if hasher.len() != size {
+            return Err(RegistryError::Storage(
+                wharf_storage::StorageError::Corrupt(format!(
+                    "upload {} holds {size} bytes but {} were hashed",
+                    upload.id,
+                    hasher.len()
+                )),
+            ));
+        }
+        Ok((size, hasher))
+    }
+
+    /// Close an upload (`PUT ?digest=`, optionally with a last chunk) and publish the blob.
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoKey,
+        id: Uuid,
+        digest: &Digest,
+        last_chunk: Option<ByteStream>,
+    ) -> Result<(), RegistryError> {
+        supported(digest)?;
+        let _guard = self.locks.upload(id).await;
+        let upload = self.upload_record(repo, id).await?;
+        let (size, hasher) = match last_chunk {
+            Some(body) => self.append(&upload, body).await?,
+            None => (
+                upload.size,
+                Sha256Hasher::restore(&upload.hash_state).map_err(|e| {
+                    RegistryError::Storage(wharf_storage::StorageError::Corrupt(e.to_string()))
+                })?,
+            ),
+        };
+        let result = self.commit(repo, id, size, hasher, digest).await;
+        if !matches!(result, Err(RegistryError::Storage(_))) {
+            // Committed or rejected: either way the session is over.
+            self.meta.delete_upload(id).await?;
+        }
+        result
+    }
+
+    /// Verify the hash of an upload's bytes against `digest` and publish it, or drop it.
+    async fn commit(
+        &self,
+        repo: &RepoKey,
+        id: Uuid,
+        size: u64,
+        hasher: Sha256Hasher,
+        digest: &Digest,
+    ) -> Result<(), RegistryError> {
+        let actual = hasher.digest();
+        if &actual != digest {
+            self.blobs.abort_upload(id).await?;
+            return Err(RegistryError::DigestInvalid(format!(
+                "{digest} was claimed, the {size} bytes received hash to {actual}"
+            )));
+        }
+        let _guard = self.locks.digest(digest).await;
+        self.blobs.commit_upload(id, size, digest).await?;
+        self.meta.add_blob(digest, size, repo).await?;
+        tracing::debug!(%digest, size, repo = %repo.name, "blob committed");
+        Ok(())
+    }
+
+    /// Abandon an upload session.
+    pub async fn cancel_upload(&self, repo: &RepoKey, id: Uuid) -> Result<(), RegistryError> {
+        let _guard = self.locks.upload(id).await;
+        self.upload_record(repo, id).await?;
+        self.meta.delete_upload(id).await?;
+        self.blobs.abort_upload(id).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,104 @@
+//! Content discovery: tag lists, the catalog, referrers.
+
+use std::collections::BTreeMap;
+
+use wharf_oci::Digest;
+use wharf_oci::manifest::Descriptor;
+use wharf_storage::RepoKey;
+
+use crate::{RegistryError, RegistryService};
+
+/// One page of names, and whether more follow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub items: Vec<String>,
+    /// Set when the page was cut at `n`: the last item, to pass as `last` next time.
+    pub next_last: Option<String>,
+}
+
+fn page(mut items: Vec<String>, n: Option<u32>) -> Page {
+    match n {
+        Some(n) if items.len() > n as usize => {
+            items.truncate(n as usize);
+            let next_last = items.last().cloned();
+            Page { items, next_last }
+        }
+        _ => Page {
+            items,
+            next_last: None,
+        },
+    }
+}
+
+impl RegistryService {
+    /// Tags of a repository in lexical order, after `last`, at most `n`.
+    pub async fn tags(
+        &self,
+        repo: &RepoKey,
+        last: Option<&str>,
+        n: Option<u32>,
+    ) -> Result<Page, RegistryError> {
+        if n == Some(0) {
+            // Still an error for a repository that doesn't exist.
+            self.meta
+                .tags(repo, last, Some(0))
+                .await?
+                .ok_or_else(|| RegistryError::NameUnknown(repo.name.to_string()))?;
+            return Ok(Page {
+                items: Vec::new(),
+                next_last: None,
+            });
+        }
+        let items = self
+            .meta
+            .tags(repo, last, n.map(|n| n.saturating_add(1)))
+            .await?
+            .ok_or_else(|| RegistryError::NameUnknown(repo.name.to_string()))?;
+        Ok(page(items, n))
+    }
+
+    /// Repositories of a registry in lexical order, after `last`, at most `n`.
+    pub async fn catalog(
+        &self,
+        registry: i64,
+        last: Option<&str>,
+        n: Option<u32>,
+    ) -> Result<Page, RegistryError> {
+        if n == Some(0) {
+            return Ok(Page {
+                items: Vec::new(),
+                next_last: None,
+            });
+        }
+        let items = self
+            .meta
+            .repositories(registry, last, n.map(|n| n.saturating_add(1)))
+            .await?;
+        Ok(page(items, n))
+    }
+
+    /// Manifests in `repo` whose subject is `subject`, optionally only of one artifact type.
+    pub async fn referrers(
+        &self,
+        repo: &RepoKey,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>, RegistryError> {
+        let records = self.meta.referrers(repo, subject).await?;
+        Ok(records
+            .into_iter()
+            .filter(|r| artifact_type.is_none() || r.artifact_type.as_deref() == artifact_type)
+            .map(|r| Descriptor {
+                media_type: r.media_type,
+                digest: r.digest,
+                size: r.size,
+                urls: Vec::new(),
+                platform: None,
+                artifact_type: r.artifact_type,
+                annotations: r
+                    .annotations
+                    .and_then(|a| serde_json::from_str::<BTreeMap<String, String>>(&a).ok()),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,104 @@
+//! Garbage collection: blobs nothing uses any more, and abandoned uploads.
+//!
+//! Safe while pushes go on:
+//! - a grace period protects blobs that were just pushed and await their manifest;
+//! - a blob's row is removed only in a transaction that re-checks that nothing links to
+//!   or references it, so a manifest PUT either sees the blob (and references it first)
+//!   or fails cleanly with MANIFEST_BLOB_UNKNOWN;
+//! - the bytes are deleted under the digest lock that blob commits take, so a concurrent
+//!   push of the same content can't have its fresh copy removed.
+
+use std::time::{Duration, SystemTime};
+
+use wharf_storage::now_millis;
+
+use crate::{RegistryError, RegistryService};
+
+/// How careful a GC pass is.
+#[derive(Clone, Copy, Debug)]
+pub struct GcOptions {
+    /// Blobs pushed or linked more recently than this are kept even if unreferenced.
+    pub grace: Duration,
+    /// Upload sessions idle for longer than this are abandoned.
+    pub upload_ttl: Duration,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            grace: Duration::from_secs(3600),
+            upload_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// What a GC pass removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GcReport {
+    pub links_removed: u64,
+    pub blobs_deleted: u64,
+    pub bytes_freed: u64,
+    pub uploads_removed: u64,
+}
+
+impl RegistryService {
+    /// One garbage-collection pass.
+    pub async fn gc(&self, options: GcOptions) -> Result<GcReport, RegistryError> {
+        let mut report = GcReport::default();
+        let now = now_millis();
+        let cutoff = now - options.grace.as_millis() as i64;
+
+        report.links_removed = self.meta.unlink_stale_blobs(cutoff).await?;
+        for digest in self.meta.unreferenced_blobs(cutoff).await? {
+            let _guard = self.locks.digest(&digest).await;
+            if self
+                .meta
+                .forget_blob_if_unreferenced(&digest, cutoff)
+                .await?
+            {
+                report.bytes_freed += self.blobs.stat(&digest).await?.unwrap_or(0);
+                self.blobs.delete(&digest).await?;
+                report.blobs_deleted += 1;
+            }
+        }
+        // Bytes without a row: left by a crash between a commit's rename and its row.
+        let grace_start = SystemTime::now() - options.grace;
+        for stored in self.blobs.list().await? {
+            if stored.modified >= grace_start {
+                continue;
+            }
+            let _guard = self.locks.digest(&stored.digest).await;
+            if self.meta.blob_size(&stored.digest).await?.is_none() {
+                self.blobs.delete(&stored.digest).await?;
+                report.blobs_deleted += 1;
+                report.bytes_freed += stored.size;
+            }
+        }
+
+        let upload_cutoff = now - options.upload_ttl.as_millis() as i64;
+        for id in self.meta.idle_uploads(upload_cutoff).await? {
+            let _guard = self.locks.upload(id).await;
+            self.meta.delete_upload(id).await?;
+            self.blobs.abort_upload(id).await?;
+            report.uploads_removed += 1;
+        }
+        // Upload data without a session: monolithic pushes cut off by a crash.
+        // (Their files are written to continuously, so an active one is never this old.)
+        let ttl_start = SystemTime::now() - options.upload_ttl;
+        for stored in self.blobs.list_uploads().await? {
+            if stored.modified >= ttl_start {
+                continue;
+            }
+            let _guard = self.locks.upload(stored.id).await;
+            if self.meta.upload(stored.id).await?.is_none() {
+                self.blobs.abort_upload(stored.id).await?;
+                report.uploads_removed += 1;
+            }
+        }
+        if report != GcReport::default() {
+            tracing::info!(?report, "garbage collection");
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,113 @@
+//! The registry's domain logic, on top of the storage traits and below HTTP.
+//!
+//! [`RegistryService`] implements every operation of the OCI distribution spec — blob
+//! uploads (monolithic, chunked, mounted), manifests, tags, referrers, deletes — plus
+//! garbage collection, in terms of [`wharf_storage::BlobStore`] and
+//! [`wharf_storage::MetadataStore`].
+//!
+//! Architecture invariants:
+//! - Every byte of a blob is hashed exactly once, by [`hashing`], as it streams into the
+//!   blob store; a blob is committed only when that hash equals the digest claimed.
+//! - A manifest is stored only after every blob and child it needs is in its repository,
+//!   and in the same transaction as its tag.
+//! - Blob commits and GC deletions of one digest are serialised by [`locks`], so GC never
+//!   removes bytes that a concurrent push has just made visible.
+//! - This crate knows nothing about HTTP: errors are [`RegistryError`] values that the
+//!   HTTP layer turns into OCI error bodies.
+
+mod blobs;
+mod discovery;
+mod error;
+mod gc;
+mod hashing;
+mod locks;
+mod manifests;
+
+use std::sync::Arc;
+
+use wharf_storage::{BlobStore, MetadataStore, RegistryRecord};
+
+pub use blobs::{BlobRead, RangeRequest, UploadStatus};
+pub use discovery::Page;
+pub use error::RegistryError;
+pub use gc::{GcOptions, GcReport};
+pub use manifests::{MAX_MANIFEST_SIZE, StoredManifest};
+pub use wharf_storage::{ByteRange, ByteStream, ManifestMeta, ManifestRecord, RepoKey};
+
+/// The registry operations, shared by every request handler.
+#[derive(Clone)]
+pub struct RegistryService {
+    blobs: Arc<dyn BlobStore>,
+    meta: Arc<dyn MetadataStore>,
+    locks: Arc<locks::Locks>,
+}
+
+impl RegistryService {
+    pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetadataStore>) -> Self {
+        RegistryService {
+            blobs,
+            meta,
+            locks: Arc::new(locks::Locks::default()),
+        }
+    }
+
+    /// The registry that answers `host` (a login server such as `myreg.localhost:5000`):
+    /// the registry named by its first label when `host` is `<name>.<domain>`, else the
+    /// default registry.
+    pub async fn registry_for_host(
+        &self,
+        host: Option<&str>,
+        domain: &str,
+    ) -> Result<RegistryRecord, RegistryError> {
+        if let Some(name) = host.and_then(|h| registry_label(h, domain))
+            && let Some(r) = self.meta.registry_by_name(&name).await?
+        {
+            return Ok(r);
+        }
+        Ok(self.meta.default_registry().await?)
+    }
+
+    /// The metadata store, for layers (management, import) that keep their own records.
+    pub fn metadata(&self) -> &Arc<dyn MetadataStore> {
+        &self.meta
+    }
+}
+
+/// `myreg` from `myreg.<domain>[:port]`, lowercased; `None` for any other host.
+fn registry_label(host: &str, domain: &str) -> Option<String> {
+    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    let host = host.to_ascii_lowercase();
+    let suffix = format!(".{}", domain.to_ascii_lowercase());
+    let label = host.strip_suffix(&suffix)?;
+    (!label.is_empty() && !label.contains('.')).then(|| label.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::registry_label;
+
+    #[test]
+    fn host_labels() {
+        assert_eq!(
+            registry_label("myreg.localhost:5000", "localhost").as_deref(),
+            Some("myreg")
+        );
+        assert_eq!(
+            registry_label("MyReg.LocalHost", "localhost").as_deref(),
+            Some("myreg")
+        );
+        assert_eq!(registry_label("localhost:5000", "localhost"), None);
+        assert_eq!(registry_label("a.b.localhost", "localhost"), None);
+        assert_eq!(registry_label("127.0.0.1:5000", "localhost"), None);
+        assert_eq!(
+            registry_label("x.example.com", "example.com").as_deref(),
+            Some("x")
+        );
+    }
+}

@@ -1,0 +1,82 @@
+//! OCI error bodies: `{"errors":[{"code","message","detail"}]}` with the spec's codes.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use wharf_registry::RegistryError;
+
+/// A [`RegistryError`] on its way out as an OCI error response.
+#[derive(Debug)]
+pub struct OciError(pub RegistryError);
+
+impl From<RegistryError> for OciError {
+    fn from(e: RegistryError) -> Self {
+        OciError(e)
+    }
+}
+
+impl OciError {
+    fn parts(&self) -> (StatusCode, &'static str) {
+        use RegistryError::*;
+        match &self.0 {
+            BlobUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
+            BlobUploadUnknown => (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"),
+            BlobUploadInvalid(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
+            DigestInvalid(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
+            ManifestBlobUnknown(_) => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
+            ManifestInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
+            ManifestUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
+            ManifestChildUnknown(_) => (StatusCode::BAD_REQUEST, "MANIFEST_UNKNOWN"),
+            NameInvalid(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
+            NameUnknown(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
+            SizeInvalid(_) => (StatusCode::BAD_REQUEST, "SIZE_INVALID"),
+            TagInvalid(_) => (StatusCode::BAD_REQUEST, "TAG_INVALID"),
+            Unsupported(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
+            ChunkOutOfOrder { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID"),
+            RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "SIZE_INVALID"),
+            TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID"),
+            BodyIncomplete(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
+            Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+        }
+    }
+}
+
+/// An OCI error response from parts, for conditions that aren't registry errors
+/// (unknown routes, bad query parameters).
+pub(crate) fn oci_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({ "errors": [{ "code": code, "message": message }] });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+impl IntoResponse for OciError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.parts();
+        let message = match &self.0 {
+            RegistryError::Storage(e) => {
+                tracing::error!(error = %e, "storage failure");
+                "internal storage error; see the server log".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut res = oci_error(status, code, &message);
+        match &self.0 {
+            RegistryError::ChunkOutOfOrder { size } => {
+                if let Ok(v) = HeaderValue::from_str(&crate::oci::range_value(*size)) {
+                    res.headers_mut().insert(header::RANGE, v);
+                }
+            }
+            RegistryError::RangeNotSatisfiable { size } => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    res.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+            }
+            _ => {}
+        }
+        res
+    }
+}

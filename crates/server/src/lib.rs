@@ -1,0 +1,84 @@
+//! wharf's HTTP layer. Only this crate knows HTTP: routes, headers, status codes and the
+//! JSON shapes on the wire. Handlers parse the request into domain values
+//! ([`wharf_oci`] types), call [`wharf_registry::RegistryService`], and turn the result
+//! or the [`wharf_registry::RegistryError`] into a response.
+//!
+//! Routes:
+//! - `/v2/…` — the OCI distribution API ([`oci`]), on every registry's login server;
+//! - `/_wharf/…` — admin endpoints ([`admin`]) used by the CLI (`wharf gc`).
+//!
+//! Architecture invariant: no handler holds a whole blob in memory; blob bodies are
+//! streams from the socket to the blob store and back.
+
+mod admin;
+mod error;
+mod oci;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+use wharf_registry::{GcOptions, RegistryService};
+
+pub use error::OciError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: RegistryService,
+    pub settings: Arc<Settings>,
+}
+
+/// Server settings handlers need.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Registries answer at `<name>.<domain>`.
+    pub domain: String,
+    /// How the GC endpoint collects.
+    pub gc: GcOptions,
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(oci::routes())
+        .merge(admin::routes())
+        .with_state(state)
+        .layer(axum::middleware::map_response(api_version_header))
+        .layer(
+            TraceLayer::new_for_http()
+                // Paths only: queries and headers may carry secrets in later APIs.
+                .make_span_with(|req: &Request| {
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                })
+                .on_request(())
+                .on_response(
+                    |res: &axum::response::Response, latency: std::time::Duration, _: &tracing::Span| {
+                        tracing::info!(status = res.status().as_u16(), ms = latency.as_millis() as u64, "served");
+                    },
+                ),
+        )
+}
+
+async fn api_version_header(mut res: axum::response::Response) -> axum::response::Response {
+    res.headers_mut().insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    res
+}
+
+/// Serve until `shutdown` resolves, then finish in-flight requests and return.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,86 @@
+//! `GET /v2/_catalog`, `GET /v2/<name>/tags/list`, `GET /v2/<name>/referrers/<digest>`
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use wharf_oci::media_type;
+use wharf_registry::{Page, RegistryError};
+
+use super::blobs::value;
+use super::{Req, Result, parse_digest};
+
+/// `n` and `last` from the query.
+fn paging(req: &Req<'_>) -> std::result::Result<(Option<u32>, Option<String>), RegistryError> {
+    let n = match req.query.get("n") {
+        None => None,
+        Some(s) if s.is_empty() => None,
+        Some(s) => Some(s.parse::<u32>().map_err(|_| {
+            RegistryError::Unsupported(format!("n must be a non-negative integer, got {s:?}"))
+        })?),
+    };
+    Ok((n, req.query.get("last").filter(|s| !s.is_empty()).cloned()))
+}
+
+/// Add `Link: <path?n=&last=>; rel="next"` when the page was cut.
+fn link_next(mut res: Response, path: &str, page: &Page, n: Option<u32>) -> Response {
+    if let (Some(last), Some(n)) = (&page.next_last, n) {
+        let link = format!("<{path}?n={n}&last={}>; rel=\"next\"", encode(last));
+        res.headers_mut().insert(header::LINK, value(link));
+    }
+    res
+}
+
+/// Percent-encode a query value (names and tags hold only `[A-Za-z0-9._/-]`).
+fn encode(s: &str) -> String {
+    s.replace('/', "%2F")
+}
+
+pub(super) async fn catalog(req: Req<'_>) -> Result {
+    let (n, last) = paging(&req)?;
+    let page = req
+        .state
+        .registry
+        .catalog(req.registry, last.as_deref(), n)
+        .await?;
+    let res = axum::Json(json!({ "repositories": page.items })).into_response();
+    Ok(link_next(res, "/v2/_catalog", &page, n))
+}
+
+pub(super) async fn tags(req: Req<'_>, name: &str) -> Result {
+    let repo = req.repo(name)?;
+    let (n, last) = paging(&req)?;
+    let page = req.state.registry.tags(&repo, last.as_deref(), n).await?;
+    let res = axum::Json(json!({ "name": repo.name, "tags": page.items })).into_response();
+    Ok(link_next(
+        res,
+        &format!("/v2/{}/tags/list", repo.name),
+        &page,
+        n,
+    ))
+}
+
+pub(super) async fn referrers(req: Req<'_>, name: &str, digest: &str) -> Result {
+    let repo = req.repo(name)?;
+    let digest = parse_digest(digest)?;
+    let artifact_type = req.query.get("artifactType").filter(|s| !s.is_empty());
+    let manifests = req
+        .state
+        .registry
+        .referrers(&repo, &digest, artifact_type.map(String::as_str))
+        .await?;
+    let body = json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_INDEX,
+        "manifests": manifests,
+    });
+    let mut res = (
+        [(header::CONTENT_TYPE, media_type::OCI_INDEX)],
+        body.to_string(),
+    )
+        .into_response();
+    if artifact_type.is_some() {
+        res.headers_mut()
+            .insert("oci-filters-applied", value("artifactType".into()));
+    }
+    Ok(res)
+}

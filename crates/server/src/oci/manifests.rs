@@ -1,0 +1,143 @@
+//! `GET|HEAD|PUT|DELETE /v2/<name>/manifests/<reference>`
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use wharf_oci::media_type;
+use wharf_registry::{MAX_MANIFEST_SIZE, RegistryError};
+
+use super::blobs::value;
+use super::{Req, Result, parse_reference};
+use crate::error::oci_error;
+
+pub(super) async fn handle(req: Req<'_>, method: &Method, name: &str, reference: &str) -> Result {
+    let repo = req.repo(name)?;
+    let reference = match parse_reference(reference) {
+        Ok(r) => r,
+        // Nothing can be stored under an invalid reference: reading it finds nothing.
+        Err(_) if *method != Method::PUT => {
+            return Err(
+                RegistryError::ManifestUnknown(reference.chars().take(200).collect()).into(),
+            );
+        }
+        Err(e) => return Err(e),
+    };
+    let registry = &req.state.registry;
+    match *method {
+        Method::GET => {
+            let m = registry.get_manifest(&repo, &reference).await?;
+            negotiate(req.headers, &m.media_type)?;
+            let mut res = Response::new(Body::from(m.content.clone()));
+            let h = res.headers_mut();
+            h.insert(header::CONTENT_TYPE, value(m.media_type));
+            h.insert(header::CONTENT_LENGTH, value(m.content.len().to_string()));
+            h.insert("docker-content-digest", value(m.digest.to_string()));
+            h.insert(header::ETAG, value(format!("\"{}\"", m.digest)));
+            Ok(res)
+        }
+        Method::HEAD => {
+            let m = registry.head_manifest(&repo, &reference).await?;
+            negotiate(req.headers, &m.media_type)?;
+            let mut res = Response::new(Body::empty());
+            let h = res.headers_mut();
+            h.insert(header::CONTENT_TYPE, value(m.media_type));
+            h.insert(header::CONTENT_LENGTH, value(m.size.to_string()));
+            h.insert("docker-content-digest", value(m.digest.to_string()));
+            h.insert(header::ETAG, value(format!("\"{}\"", m.digest)));
+            Ok(res)
+        }
+        Method::PUT => {
+            let declared = req
+                .header(header::CONTENT_LENGTH)
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            let too_large = RegistryError::TooLarge {
+                what: "manifest",
+                limit: MAX_MANIFEST_SIZE as u64,
+            };
+            if declared.is_some_and(|n| n > MAX_MANIFEST_SIZE as u64) {
+                return Err(too_large.into());
+            }
+            let content_type = req.header(header::CONTENT_TYPE).map(str::to_owned);
+            let body = match axum::body::to_bytes(req.body, MAX_MANIFEST_SIZE).await {
+                Ok(b) => b,
+                Err(e) if is_length_limit(&e) => return Err(too_large.into()),
+                Err(e) => return Err(RegistryError::BodyIncomplete(e.to_string()).into()),
+            };
+            let stored = registry
+                .put_manifest(&repo, &reference, content_type.as_deref(), body)
+                .await?;
+            let mut res = (
+                StatusCode::CREATED,
+                [
+                    (
+                        header::LOCATION,
+                        value(format!("/v2/{}/manifests/{}", repo.name, stored.digest)),
+                    ),
+                    (
+                        header::HeaderName::from_static("docker-content-digest"),
+                        value(stored.digest.to_string()),
+                    ),
+                    (header::CONTENT_LENGTH, value("0".into())),
+                ],
+            )
+                .into_response();
+            if let Some(subject) = stored.subject {
+                res.headers_mut()
+                    .insert("oci-subject", value(subject.to_string()));
+            }
+            Ok(res)
+        }
+        Method::DELETE => {
+            registry.delete_manifest(&repo, &reference).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        _ => Ok(oci_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "UNSUPPORTED",
+            "method not allowed on a manifest",
+        )),
+    }
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util_limit::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// Refuse a manifest the client said it can't take, as distribution does: a client that
+/// lists specific types in `Accept` and not this one gets MANIFEST_UNKNOWN.
+fn negotiate(headers: &HeaderMap, stored: &str) -> std::result::Result<(), RegistryError> {
+    let mut accepted = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(media_type::essence)
+        .filter(|t| !t.is_empty())
+        .peekable();
+    if accepted.peek().is_none() {
+        return Ok(());
+    }
+    let stored_essence = media_type::essence(stored);
+    let mut listed = Vec::new();
+    for t in accepted {
+        if t == "*/*" || t == stored_essence || t == "application/*" {
+            return Ok(());
+        }
+        listed.push(t);
+    }
+    Err(RegistryError::ManifestUnknown(format!(
+        "the manifest is {stored}, which the Accept header ({}) does not include",
+        listed.join(", ")
+    )))
+}
+
+mod http_body_util_limit {
+    pub(super) use http_body_util::LengthLimitError;
+}

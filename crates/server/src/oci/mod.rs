@@ -1,0 +1,239 @@
+//! The OCI distribution API under `/v2/`.
+//!
+//! Repository names contain slashes, so `/v2/<name>/…` can't be matched by a router
+//! pattern; [`parse_route`] splits the path from the end, where the grammar is fixed
+//! (`manifests/<ref>`, `blobs/<digest>`, `blobs/uploads/[<id>]`, `tags/list`,
+//! `referrers/<digest>`), and validates the name that is left.
+
+mod blobs;
+mod discovery;
+mod manifests;
+mod uploads;
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use futures::TryStreamExt;
+use wharf_oci::{Digest, Reference, RepositoryName};
+use wharf_registry::{ByteStream, RegistryError, RepoKey};
+
+use crate::error::oci_error;
+use crate::{AppState, OciError};
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v2/", get(base))
+        .route("/v2", get(base))
+        .route("/v2/{*path}", any(dispatch))
+}
+
+/// `GET /v2/`: the API version check every client starts with.
+async fn base() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], "{}")
+}
+
+/// A parsed `/v2/…` path.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Route<'a> {
+    Catalog,
+    Tags { name: &'a str },
+    Manifest { name: &'a str, reference: &'a str },
+    Blob { name: &'a str, digest: &'a str },
+    Uploads { name: &'a str },
+    Upload { name: &'a str, id: &'a str },
+    Referrers { name: &'a str, digest: &'a str },
+}
+
+/// Split a path after `/v2/` into a route; `None` if it matches no API.
+pub(crate) fn parse_route(path: &str) -> Option<Route<'_>> {
+    if path == "_catalog" {
+        return Some(Route::Catalog);
+    }
+    // name/<a>/<b>: the last two segments select the route.
+    let (rest, last) = path.rsplit_once('/')?;
+    if let Some(name) = rest.strip_suffix("/tags").filter(|_| last == "list") {
+        return Some(Route::Tags { name });
+    }
+    if let Some(name) = rest.strip_suffix("/blobs/uploads") {
+        return Some(if last.is_empty() {
+            Route::Uploads { name }
+        } else {
+            Route::Upload { name, id: last }
+        });
+    }
+    if last == "uploads"
+        && let Some(name) = rest.strip_suffix("/blobs")
+    {
+        return Some(Route::Uploads { name });
+    }
+    let (name, kind) = rest.rsplit_once('/')?;
+    match kind {
+        "manifests" => Some(Route::Manifest {
+            name,
+            reference: last,
+        }),
+        "blobs" => Some(Route::Blob { name, digest: last }),
+        "referrers" => Some(Route::Referrers { name, digest: last }),
+        _ => None,
+    }
+}
+
+async fn dispatch(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().strip_prefix("/v2/").unwrap_or("");
+    // `/v2/<name>/blobs/uploads/` ends in an empty segment: keep it for the parser.
+    let Some(route) = parse_route(path) else {
+        return oci_error(StatusCode::NOT_FOUND, "UNSUPPORTED", "no such API route");
+    };
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or(parts.uri.authority().map(|a| a.as_str()));
+    let registry = match state
+        .registry
+        .registry_for_host(host, &state.settings.domain)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return OciError(e).into_response(),
+    };
+    let req = Req {
+        state: &state,
+        registry: registry.id,
+        query,
+        headers: &parts.headers,
+        body,
+    };
+    let result = match (route, &parts.method) {
+        (Route::Catalog, &Method::GET) => discovery::catalog(req).await,
+        (Route::Tags { name }, &Method::GET) => discovery::tags(req, name).await,
+        (Route::Referrers { name, digest }, &Method::GET) => {
+            discovery::referrers(req, name, digest).await
+        }
+        (Route::Manifest { name, reference }, m) => {
+            manifests::handle(req, m, name, reference).await
+        }
+        (Route::Blob { name, digest }, m) => blobs::handle(req, m, name, digest).await,
+        (Route::Uploads { name }, &Method::POST) => uploads::start(req, name).await,
+        (Route::Upload { name, id }, m) => uploads::handle(req, m, name, id).await,
+        _ => {
+            return oci_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "UNSUPPORTED",
+                "method not allowed here",
+            );
+        }
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// One request's parts, as handlers need them.
+pub(crate) struct Req<'a> {
+    state: &'a AppState,
+    registry: i64,
+    query: HashMap<String, String>,
+    headers: &'a HeaderMap,
+    body: Body,
+}
+
+impl Req<'_> {
+    fn repo(&self, name: &str) -> Result<RepoKey> {
+        let name =
+            RepositoryName::parse(name).map_err(|e| RegistryError::NameInvalid(e.to_string()))?;
+        Ok(RepoKey {
+            registry: self.registry,
+            name,
+        })
+    }
+
+    fn header(&self, name: header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body as a stream of chunks, errors as `io::Error`.
+    fn body_stream(body: Body) -> ByteStream {
+        Box::pin(body.into_data_stream().map_err(std::io::Error::other))
+    }
+}
+
+fn parse_digest(s: &str) -> Result<Digest> {
+    s.parse::<Digest>()
+        .map_err(|e| RegistryError::DigestInvalid(e.to_string()).into())
+}
+
+fn parse_reference(s: &str) -> Result<Reference> {
+    Reference::parse(s).map_err(|e| match e {
+        wharf_oci::ReferenceError::Digest(d) => RegistryError::DigestInvalid(d.to_string()).into(),
+        wharf_oci::ReferenceError::Tag(t) => RegistryError::TagInvalid(t.to_string()).into(),
+    })
+}
+
+/// The value of an upload's `Range` header: `0-<last byte>` (`0-0` when empty, as
+/// distribution answers).
+pub(crate) fn range_value(size: u64) -> String {
+    format!("0-{}", size.saturating_sub(1))
+}
+
+type Result<T = Response> = std::result::Result<T, OciError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_parse_from_the_end() {
+        use Route::*;
+        assert_eq!(parse_route("_catalog"), Some(Catalog));
+        assert_eq!(parse_route("a/b/tags/list"), Some(Tags { name: "a/b" }));
+        assert_eq!(
+            parse_route("a/manifests/latest"),
+            Some(Manifest {
+                name: "a",
+                reference: "latest"
+            })
+        );
+        assert_eq!(
+            parse_route("x/manifests/y/manifests/v1"),
+            Some(Manifest {
+                name: "x/manifests/y",
+                reference: "v1"
+            })
+        );
+        assert_eq!(
+            parse_route("a/b/blobs/sha256:00"),
+            Some(Blob {
+                name: "a/b",
+                digest: "sha256:00"
+            })
+        );
+        assert_eq!(parse_route("a/blobs/uploads/"), Some(Uploads { name: "a" }));
+        assert_eq!(parse_route("a/blobs/uploads"), Some(Uploads { name: "a" }));
+        assert_eq!(
+            parse_route("a/blobs/uploads/abc"),
+            Some(Upload {
+                name: "a",
+                id: "abc"
+            })
+        );
+        assert_eq!(
+            parse_route("a/referrers/sha256:00"),
+            Some(Referrers {
+                name: "a",
+                digest: "sha256:00"
+            })
+        );
+        assert_eq!(parse_route("a/tags/lists"), None);
+        assert_eq!(parse_route("a"), None);
+        assert_eq!(parse_route("a/unknown/x"), None);
+    }
+}

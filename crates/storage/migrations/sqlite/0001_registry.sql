@@ -1,0 +1,79 @@
+-- Registries hosted by this server; exactly one has is_default = 1.
+CREATE TABLE registries (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    is_default  INTEGER NOT NULL DEFAULT 0,
+    created_at  INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX registries_one_default ON registries(is_default) WHERE is_default = 1;
+INSERT INTO registries (name, is_default, created_at) VALUES ('default', 1, CAST(strftime('%s','now') AS INTEGER) * 1000);
+
+CREATE TABLE repositories (
+    id           INTEGER PRIMARY KEY,
+    registry_id  INTEGER NOT NULL REFERENCES registries(id) ON DELETE CASCADE,
+    name         TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    UNIQUE (registry_id, name)
+);
+
+-- One row per stored blob, whatever the number of repositories it is in.
+-- touched_at starts the GC grace period (set when the blob is committed).
+CREATE TABLE blobs (
+    digest      TEXT PRIMARY KEY,
+    size        INTEGER NOT NULL,
+    touched_at  INTEGER NOT NULL
+);
+
+-- Which blobs are visible in which repository (pushed or mounted there).
+CREATE TABLE repo_blobs (
+    repo_id    INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+    digest     TEXT NOT NULL REFERENCES blobs(digest),
+    linked_at  INTEGER NOT NULL,
+    PRIMARY KEY (repo_id, digest)
+);
+CREATE INDEX repo_blobs_digest ON repo_blobs(digest);
+
+-- Manifests, byte for byte as pushed.
+CREATE TABLE manifests (
+    repo_id        INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+    digest         TEXT NOT NULL,
+    media_type     TEXT NOT NULL,
+    artifact_type  TEXT,
+    subject        TEXT,
+    annotations    TEXT,
+    size           INTEGER NOT NULL,
+    content        BLOB NOT NULL,
+    created_at     INTEGER NOT NULL,
+    PRIMARY KEY (repo_id, digest)
+);
+CREATE INDEX manifests_subject ON manifests(repo_id, subject) WHERE subject IS NOT NULL;
+
+-- What each manifest points to: kind 0 = blob (config, layer), 1 = child manifest.
+CREATE TABLE manifest_refs (
+    repo_id          INTEGER NOT NULL,
+    manifest_digest  TEXT NOT NULL,
+    target           TEXT NOT NULL,
+    kind             INTEGER NOT NULL,
+    PRIMARY KEY (repo_id, manifest_digest, target),
+    FOREIGN KEY (repo_id, manifest_digest) REFERENCES manifests(repo_id, digest) ON DELETE CASCADE
+);
+CREATE INDEX manifest_refs_target ON manifest_refs(target, repo_id);
+
+CREATE TABLE tags (
+    repo_id     INTEGER NOT NULL,
+    name        TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (repo_id, name),
+    FOREIGN KEY (repo_id, digest) REFERENCES manifests(repo_id, digest) ON DELETE CASCADE
+);
+CREATE INDEX tags_digest ON tags(repo_id, digest);
+
+CREATE TABLE uploads (
+    id          TEXT PRIMARY KEY,
+    repo_id     INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+    size        INTEGER NOT NULL,
+    hash_state  BLOB NOT NULL,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);

@@ -1,0 +1,94 @@
+use std::io;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+use uuid::Uuid;
+use wharf_oci::Digest;
+
+use crate::StorageError;
+
+/// A stream of bytes in or out of a store.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'static>>;
+
+/// An inclusive byte range `start..=end` of a blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl ByteRange {
+    pub fn len(&self) -> u64 {
+        self.end - self.start + 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// A blob found by [`BlobStore::list`].
+#[derive(Clone, Debug)]
+pub struct StoredBlob {
+    pub digest: Digest,
+    pub size: u64,
+    pub modified: SystemTime,
+}
+
+/// An upload's data found by [`BlobStore::list_uploads`].
+#[derive(Clone, Debug)]
+pub struct StoredUpload {
+    pub id: Uuid,
+    pub modified: SystemTime,
+}
+
+/// Content-addressed blob storage with resumable upload sessions.
+///
+/// Invariant every implementation keeps: a blob is readable under a digest only after
+/// [`commit_upload`](Self::commit_upload) has made it durable and published it
+/// atomically, so a crash never leaves a readable blob whose bytes are not the ones
+/// committed under that name. The caller verifies the digest before committing.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// The size of a stored blob, or `None` if it isn't stored.
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError>;
+
+    /// Read a blob, or a range of it (the caller checks the range against the size).
+    async fn read(
+        &self,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<Option<ByteStream>, StorageError>;
+
+    /// Remove a blob. Removing a missing blob is not an error.
+    async fn delete(&self, digest: &Digest) -> Result<(), StorageError>;
+
+    /// Every stored blob (for garbage collection).
+    async fn list(&self) -> Result<Vec<StoredBlob>, StorageError>;
+
+    /// Start an empty upload session.
+    async fn create_upload(&self, id: Uuid) -> Result<(), StorageError>;
+
+    /// Append `data` to an upload whose recorded length is `offset`, durably; returns the
+    /// new length. Bytes past `offset` left by an earlier, interrupted append are dropped
+    /// first. On error the recorded length stays `offset`.
+    async fn append_upload(
+        &self,
+        id: Uuid,
+        offset: u64,
+        data: ByteStream,
+    ) -> Result<u64, StorageError>;
+
+    /// Publish an upload of `len` bytes as the blob `digest` (already verified by the
+    /// caller). If the blob is already stored, the upload is just dropped.
+    async fn commit_upload(&self, id: Uuid, len: u64, digest: &Digest) -> Result<(), StorageError>;
+
+    /// Drop an upload's data. Dropping a missing upload is not an error.
+    async fn abort_upload(&self, id: Uuid) -> Result<(), StorageError>;
+
+    /// Every upload whose data is stored (for cleaning up abandoned ones).
+    async fn list_uploads(&self) -> Result<Vec<StoredUpload>, StorageError>;
+}

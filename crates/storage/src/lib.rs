@@ -1,0 +1,34 @@
+//! Where wharf keeps things: two traits and their implementations.
+//!
+//! - [`BlobStore`]: content-addressed bytes (layers, configs) and the upload sessions that
+//!   produce them. Streams in, streams out, ranged reads; no filesystem path crosses the
+//!   trait, so an object store can implement it. Embedded: [`FsBlobStore`].
+//! - [`MetadataStore`]: registries, repositories, manifests, tags, blob links, upload
+//!   session state. Every method is one transaction. Embedded: [`SqliteMetadataStore`].
+//!
+//! Architecture invariant: storage knows nothing about HTTP, auth or the wire formats;
+//! it never computes a digest (the registry layer hashes, once, as bytes arrive) and
+//! never decides policy — it stores what it is given, atomically.
+
+mod blob;
+mod error;
+mod fs;
+mod meta;
+mod sqlite;
+
+pub use blob::{BlobStore, ByteRange, ByteStream, StoredBlob, StoredUpload};
+pub use error::StorageError;
+pub use fs::FsBlobStore;
+pub use meta::{
+    BlobRef, ManifestMeta, ManifestRecord, MetadataStore, PutManifest, PutManifestOutcome,
+    ReferrerRecord, RegistryRecord, RepoKey, UploadRecord,
+};
+pub use sqlite::SqliteMetadataStore;
+
+/// Milliseconds since the Unix epoch, the timestamp unit of every store.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,190 @@
+use async_trait::async_trait;
+use bytes::Bytes;
+use uuid::Uuid;
+use wharf_oci::{Digest, Reference, RepositoryName, Tag};
+
+use crate::StorageError;
+
+/// A registry hosted by this server. Exactly one is the default, which answers any host
+/// that names no other registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryRecord {
+    pub id: i64,
+    pub name: String,
+    pub is_default: bool,
+    pub created_at: i64,
+}
+
+/// A repository: a name within a registry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RepoKey {
+    pub registry: i64,
+    pub name: RepositoryName,
+}
+
+/// A chunked upload in progress: how many bytes it holds and the hash state after them.
+#[derive(Clone, Debug)]
+pub struct UploadRecord {
+    pub id: Uuid,
+    pub repo: RepoKey,
+    pub size: u64,
+    pub hash_state: Vec<u8>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A stored manifest, with its bytes exactly as pushed.
+#[derive(Clone, Debug)]
+pub struct ManifestRecord {
+    pub digest: Digest,
+    pub media_type: String,
+    pub content: Bytes,
+    pub artifact_type: Option<String>,
+    pub subject: Option<Digest>,
+    /// The manifest's `annotations`, as JSON.
+    pub annotations: Option<String>,
+    pub created_at: i64,
+}
+
+/// What a HEAD needs of a manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestMeta {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+}
+
+/// A blob or child manifest a manifest points to, with the size it declares.
+/// `required: false` marks non-distributable layers, which may be absent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobRef {
+    pub digest: Digest,
+    pub size: u64,
+    pub required: bool,
+}
+
+/// Everything one manifest PUT stores, in one transaction.
+#[derive(Clone, Debug)]
+pub struct PutManifest {
+    pub repo: RepoKey,
+    pub record: ManifestRecord,
+    pub blobs: Vec<BlobRef>,
+    pub children: Vec<BlobRef>,
+    pub tag: Option<Tag>,
+}
+
+/// The result of [`MetadataStore::put_manifest`]. Anything but `Stored` stored nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PutManifestOutcome {
+    Stored,
+    BlobUnknown(Digest),
+    ManifestUnknown(Digest),
+    SizeMismatch {
+        digest: Digest,
+        declared: u64,
+        actual: u64,
+    },
+}
+
+/// A manifest whose `subject` is a given digest, as the referrers API lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReferrerRecord {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<String>,
+}
+
+/// Registry metadata. Every method is a single transaction; a tag never points at a
+/// manifest that isn't stored, and a manifest is never stored before every blob it needs.
+#[async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    /// The registry that answers hosts naming no other.
+    async fn default_registry(&self) -> Result<RegistryRecord, StorageError>;
+    async fn registry_by_name(&self, name: &str) -> Result<Option<RegistryRecord>, StorageError>;
+
+    /// The size of a blob stored anywhere on this server.
+    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StorageError>;
+    /// The size of a blob if it is visible in `repo`.
+    async fn linked_blob_size(
+        &self,
+        repo: &RepoKey,
+        digest: &Digest,
+    ) -> Result<Option<u64>, StorageError>;
+    /// Record a committed blob (refreshing its GC grace period) and link it into `repo`.
+    async fn add_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        repo: &RepoKey,
+    ) -> Result<(), StorageError>;
+    /// Link an already stored blob into `repo` (cross-repository mount); `false` if the
+    /// blob isn't stored.
+    async fn link_blob(&self, repo: &RepoKey, digest: &Digest) -> Result<bool, StorageError>;
+    /// Remove a blob from `repo`; `false` if it wasn't there.
+    async fn unlink_blob(&self, repo: &RepoKey, digest: &Digest) -> Result<bool, StorageError>;
+
+    async fn create_upload(&self, upload: &UploadRecord) -> Result<(), StorageError>;
+    async fn upload(&self, id: Uuid) -> Result<Option<UploadRecord>, StorageError>;
+    async fn update_upload(
+        &self,
+        id: Uuid,
+        size: u64,
+        hash_state: &[u8],
+    ) -> Result<(), StorageError>;
+    async fn delete_upload(&self, id: Uuid) -> Result<(), StorageError>;
+    /// Uploads not touched since `cutoff` (ms).
+    async fn idle_uploads(&self, cutoff: i64) -> Result<Vec<Uuid>, StorageError>;
+
+    /// Check that every required blob and child is in the repository with the declared
+    /// size, then store the manifest, its references and the tag, all or nothing.
+    async fn put_manifest(&self, put: &PutManifest) -> Result<PutManifestOutcome, StorageError>;
+    async fn manifest(
+        &self,
+        repo: &RepoKey,
+        reference: &Reference,
+    ) -> Result<Option<ManifestRecord>, StorageError>;
+    async fn manifest_meta(
+        &self,
+        repo: &RepoKey,
+        reference: &Reference,
+    ) -> Result<Option<ManifestMeta>, StorageError>;
+    /// Delete a manifest and every tag pointing at it; `false` if it wasn't there.
+    async fn delete_manifest(&self, repo: &RepoKey, digest: &Digest) -> Result<bool, StorageError>;
+    async fn delete_tag(&self, repo: &RepoKey, tag: &Tag) -> Result<bool, StorageError>;
+    /// Tags in lexical order after `last`, at most `limit`; `None` if the repository has
+    /// no manifests.
+    async fn tags(
+        &self,
+        repo: &RepoKey,
+        last: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Option<Vec<String>>, StorageError>;
+    /// Repositories with at least one manifest, in lexical order after `last`.
+    async fn repositories(
+        &self,
+        registry: i64,
+        last: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Vec<String>, StorageError>;
+    /// Manifests in `repo` whose subject is `subject`.
+    async fn referrers(
+        &self,
+        repo: &RepoKey,
+        subject: &Digest,
+    ) -> Result<Vec<ReferrerRecord>, StorageError>;
+
+    /// GC step 1: drop links, made before `cutoff`, to blobs that no manifest in the same
+    /// repository references. Returns how many.
+    async fn unlink_stale_blobs(&self, cutoff: i64) -> Result<u64, StorageError>;
+    /// GC step 2: blobs linked nowhere, referenced by nothing, untouched since `cutoff`.
+    async fn unreferenced_blobs(&self, cutoff: i64) -> Result<Vec<Digest>, StorageError>;
+    /// GC step 3: forget a blob if it is still unreferenced and untouched since `cutoff`;
+    /// `true` if it was forgotten (the caller then deletes its bytes).
+    async fn forget_blob_if_unreferenced(
+        &self,
+        digest: &Digest,
+        cutoff: i64,
+    ) -> Result<bool, StorageError>;
+}

@@ -1,1 +1,11 @@
-fn main() {}
+//! wharf's integration tests: each drives the real `wharf` binary over loopback, with
+//! real peers where a scenario has one. Helpers are in `util`.
+
+mod bad_input;
+mod clients;
+mod conformance;
+mod crash;
+mod gc;
+mod oci_api;
+mod serve;
+mod util;

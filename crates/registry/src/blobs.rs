@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use futures::StreamExt;
 use uuid::Uuid;
 use wharf_oci::{Digest, RepositoryName, Sha256Hasher};
 use wharf_storage::{ByteRange, ByteStream, RepoKey, UploadRecord, now_millis};
@@ -128,6 +129,9 @@ impl RegistryService {
         body: ByteStream,
     ) -> Result<(), RegistryError> {
         supported(digest)?;
+        if self.meta.touch_blob(digest).await? {
+            return self.put_known_blob(repo, digest, body).await;
+        }
         let id = Uuid::new_v4();
         self.blobs.create_upload(id).await?;
         let hasher = Arc::new(Mutex::new(Sha256Hasher::new()));
@@ -143,6 +147,39 @@ impl RegistryService {
             }
         };
         self.commit(repo, id, len, finish(hasher), digest).await
+    }
+
+    /// A monolithic push of a blob the server already stores: the bytes are hashed (the
+    /// client must prove it has them before the blob becomes visible in its repository)
+    /// but not written again.
+    async fn put_known_blob(
+        &self,
+        repo: &RepoKey,
+        digest: &Digest,
+        mut body: ByteStream,
+    ) -> Result<(), RegistryError> {
+        let mut hasher = Sha256Hasher::new();
+        while let Some(chunk) = body.next().await {
+            hasher.update(&chunk.map_err(|e| RegistryError::BodyIncomplete(e.to_string()))?);
+        }
+        let actual = hasher.digest();
+        if &actual != digest {
+            return Err(RegistryError::DigestInvalid(format!(
+                "{digest} was claimed, the {} bytes received hash to {actual}",
+                hasher.len()
+            )));
+        }
+        let _guard = self.locks.digest(digest).await;
+        // The touch above kept GC away for a grace period; check it still holds.
+        match (self.meta.blob_size(digest).await?, self.blobs.stat(digest).await?) {
+            (Some(size), Some(_)) if size == hasher.len() => {
+                self.meta.add_blob(digest, size, repo).await?;
+                Ok(())
+            }
+            _ => Err(RegistryError::BlobUploadInvalid(
+                "the blob was garbage-collected while it was being pushed; push it again".into(),
+            )),
+        }
     }
 
     /// Start a chunked upload session.

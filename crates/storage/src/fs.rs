@@ -10,7 +10,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -20,7 +20,7 @@ use crate::StorageError;
 use crate::blob::{BlobStore, ByteRange, ByteStream, StoredBlob, StoredUpload};
 
 /// Bytes collected from the request before they are handed to the writer thread.
-const WRITE_BATCH: usize = 1 << 20;
+const WRITE_BATCH: usize = 256 << 10;
 /// Batches in flight between the receiving task and the writer thread.
 const WRITE_QUEUE: usize = 4;
 /// Start background writeback every this many bytes, so the final fsync has little left.
@@ -332,8 +332,16 @@ fn read_ahead(mut file: File, count: u64) -> ByteStream {
         let mut left = count;
         while left > 0 {
             let n = (left as usize).min(READ_CHUNK);
-            let mut buf = BytesMut::zeroed(n);
-            let result = file.read_exact(&mut buf).map(|()| buf.freeze());
+            // read_to_end fills spare capacity without zeroing it first.
+            let mut buf = Vec::with_capacity(n);
+            let result = match (&mut file).take(n as u64).read_to_end(&mut buf) {
+                Ok(got) if got == n => Ok(Bytes::from(buf)),
+                Ok(got) => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("blob file ended {} bytes early", left - got as u64),
+                )),
+                Err(e) => Err(e),
+            };
             let failed = result.is_err();
             if tx.blocking_send(result).is_err() || failed {
                 return; // the client went away, or the read failed (reported above)

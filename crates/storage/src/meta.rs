@@ -119,6 +119,8 @@ pub trait MetadataStore: Send + Sync + 'static {
         size: u64,
         repo: &RepoKey,
     ) -> Result<(), StorageError>;
+    /// Restart a stored blob's GC grace period; `false` if the blob isn't stored.
+    async fn touch_blob(&self, digest: &Digest) -> Result<bool, StorageError>;
     /// Link an already stored blob into `repo` (cross-repository mount); `false` if the
     /// blob isn't stored.
     async fn link_blob(&self, repo: &RepoKey, digest: &Digest) -> Result<bool, StorageError>;

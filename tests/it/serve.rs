@@ -1,0 +1,158 @@
+//! `wharf serve`: zero configuration, flags, environment, config file, logs, shutdown.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::util::*;
+
+fn wait_up(port: u16) {
+    for _ in 0..400 {
+        if client().get(format!("http://127.0.0.1:{port}/v2/")).send().is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("server on {port} did not come up");
+}
+
+#[test]
+fn zero_config_uses_wharf_data_in_the_working_directory() {
+    let cwd = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Only the listen address is moved off the default port (tests run in parallel).
+    let mut child = Command::new(wharf_bin())
+        .arg("serve")
+        .current_dir(cwd.path())
+        .env("WHARF_LISTEN", format!("127.0.0.1:{port}"))
+        .env_remove("WHARF_DATA_DIR")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_up(port);
+    let reg = Reg { base: format!("http://127.0.0.1:{port}"), http: client() };
+    reg.push_image("zero", "v1", &[b"zero config"]);
+    assert!(cwd.path().join("wharf-data/wharf.db").exists());
+    assert_eq!(assert_blob_files_match_names(&cwd.path().join("wharf-data")), 2);
+    signal(child.id(), "TERM");
+    let status = wait_timeout(&mut child, Duration::from_secs(20)).unwrap();
+    assert!(status.success(), "exit status {status}");
+    let mut log = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(log.contains(&format!("listening on http://127.0.0.1:{port}")), "{log}");
+}
+
+#[test]
+fn config_file_environment_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file_port, flag_port) = (free_port(), free_port());
+    let config = dir.path().join("wharf.toml");
+    std::fs::write(
+        &config,
+        format!("listen = \"127.0.0.1:{file_port}\"\ndata_dir = \"{}\"\nlog_format = \"json\"\n", dir.path().join("from-file").display()),
+    )
+    .unwrap();
+
+    // The file alone.
+    let mut child = Command::new(wharf_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_up(file_port);
+    signal(child.id(), "TERM");
+    assert!(wait_timeout(&mut child, Duration::from_secs(20)).unwrap().success());
+    assert!(dir.path().join("from-file/wharf.db").exists());
+    let mut log = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    // JSON logs: every line is an object.
+    for line in log.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string());
+    }
+
+    // A flag beats the environment, which beats the file.
+    let mut child = Command::new(wharf_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--listen", &format!("127.0.0.1:{flag_port}")])
+        .env("WHARF_DATA_DIR", dir.path().join("from-env"))
+        .env("WHARF_LISTEN", format!("127.0.0.1:{file_port}"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_up(flag_port);
+    signal(child.id(), "TERM");
+    assert!(wait_timeout(&mut child, Duration::from_secs(20)).unwrap().success());
+    assert!(dir.path().join("from-env/wharf.db").exists());
+}
+
+#[test]
+fn bad_configuration_is_one_line_and_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "listen = 5\nunknown_key = true\n").unwrap();
+    for args in [
+        vec!["serve".to_owned(), "--config".to_owned(), config.display().to_string()],
+        vec!["serve".to_owned(), "--config".to_owned(), "/nonexistent/wharf.toml".to_owned()],
+        vec!["serve".to_owned(), "--listen".to_owned(), "not-an-address".to_owned()],
+    ] {
+        let out = Command::new(wharf_bin()).args(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.trim().is_empty(), "{args:?}: an error is printed");
+        if !args.contains(&"--listen".to_owned()) {
+            assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line, got {err}");
+            assert!(err.starts_with("wharf: error: "), "{err}");
+        }
+    }
+}
+
+#[test]
+fn a_data_directory_has_one_server() {
+    let w = Wharf::start();
+    let out = Command::new(wharf_bin())
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--data-dir"])
+        .arg(&w.data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another wharf server"), "{err}");
+    assert_eq!(w.reg().get("/v2/").status(), 200, "the first server is unaffected");
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_then_exits_0() {
+    let mut w = Wharf::start();
+    let blob = bytes(20, 2_000_000);
+    let d = digest_of(&blob);
+    // A slow client: headers and half the body, then SIGTERM, then the rest.
+    let mut s = TcpStream::connect(("127.0.0.1", w.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "POST /v2/slow/blobs/uploads/?digest={d} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        blob.len()
+    )
+    .unwrap();
+    s.write_all(&blob[..1_000_000]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = w.pid();
+    signal(pid, "TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    // New connections are no longer accepted...
+    assert!(client().get(format!("{}/v2/", w.url())).send().is_err(), "still accepting after SIGTERM");
+    // ...but the request in flight completes.
+    s.write_all(&blob[1_000_000..]).unwrap();
+    let mut res = String::new();
+    s.read_to_string(&mut res).unwrap();
+    assert!(res.starts_with("HTTP/1.1 201"), "{res}");
+    let status = w.terminate_wait();
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(assert_blob_files_match_names(&w.data), 1);
+}

@@ -1,0 +1,398 @@
+//! Test harness: the real `wharf` binary on a free loopback port, real peers (the CNCF
+//! distribution registry, skopeo, podman, helm, oras) started from `../shared/tools`, and
+//! a small blocking registry client for sessions written by hand.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{Client, Response};
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `../shared/tools`, or `$WHARF_SHARED_TOOLS`.
+pub fn tools_dir() -> PathBuf {
+    std::env::var_os("WHARF_SHARED_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools"))
+}
+
+pub fn wharf_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_wharf")
+}
+
+pub fn client() -> Client {
+    static PROVIDER: Once = Once::new();
+    PROVIDER.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    Client::builder().timeout(Duration::from_secs(300)).build().unwrap()
+}
+
+/// A `wharf serve` process on its own port and data directory, killed on drop.
+pub struct Wharf {
+    child: Option<Child>,
+    pub port: u16,
+    pub data: PathBuf,
+    pub args: Vec<String>,
+    log: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Wharf {
+    pub fn start() -> Wharf {
+        Wharf::start_with(&[])
+    }
+
+    pub fn start_with(args: &[&str]) -> Wharf {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let mut w = Wharf::start_in(&data, args);
+        w._tmp = Some(tmp);
+        w
+    }
+
+    /// Start on a given data directory (kept after the process stops).
+    pub fn start_in(data: &Path, args: &[&str]) -> Wharf {
+        let mut w = Wharf {
+            child: None,
+            port: free_port(),
+            data: data.to_owned(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            log: data.with_extension("log"),
+            _tmp: None,
+        };
+        w.spawn();
+        w
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(wharf_bin())
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(&self.data)
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && client().get(format!("{}/v2/", self.url())).send().is_ok_and(|r| r.status() == 200)
+            {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("wharf exited with {status} before it was ready; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("wharf did not come up; log:\n{}", self.log());
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:<port>`, as clients name the registry.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        signal(c.id(), "TERM");
+        wait_timeout(&mut c, Duration::from_secs(30)).expect("wharf did not exit after SIGTERM")
+    }
+
+    /// Wait for an exit already under way (after a signal sent by hand).
+    pub fn terminate_wait(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        wait_timeout(&mut c, Duration::from_secs(30)).expect("wharf did not exit")
+    }
+
+    /// Start again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn reg(&self) -> Reg {
+        Reg { base: self.url(), http: client() }
+    }
+}
+
+impl Drop for Wharf {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+    assert!(ok.success(), "kill -{sig} {pid}");
+}
+
+pub fn wait_timeout(c: &mut Child, t: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + t;
+    while Instant::now() < deadline {
+        if let Some(s) = c.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// The CNCF distribution registry (Debian `docker-registry`) on a free loopback port.
+pub struct Distribution {
+    pub port: u16,
+    tmp: tempfile::TempDir,
+}
+
+impl Distribution {
+    pub fn start(auth: Option<(&str, &str)>) -> Distribution {
+        let tmp = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut cmd = Command::new(tools_dir().join("start-distribution.sh"));
+        cmd.arg(port.to_string()).env("HARNESS_TMP", tmp.path());
+        if let Some((u, p)) = auth {
+            cmd.arg(u).arg(p);
+        }
+        let out = cmd.output().expect("start-distribution.sh (is docker-registry installed? run scripts/test.sh)");
+        assert!(out.status.success(), "start-distribution.sh: {}", String::from_utf8_lossy(&out.stderr));
+        Distribution { port, tmp }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        let _ = Command::new(tools_dir().join("stop-distribution.sh"))
+            .arg(self.port.to_string())
+            .env("HARNESS_TMP", self.tmp.path())
+            .output();
+    }
+}
+
+/// Push the reproducible test content of `make-images.py` to `host`; its JSON summary.
+pub fn make_images(host: &str, workdir: &Path, extra: &[&str]) -> Value {
+    let out = Command::new("python3")
+        .arg(tools_dir().join("make-images.py"))
+        .arg(host)
+        .arg("--workdir")
+        .arg(workdir)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "make-images.py: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Run a command; panic with its output if it fails; its stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A hand-driven registry client for the OCI API.
+pub struct Reg {
+    pub base: String,
+    pub http: Client,
+}
+
+impl Reg {
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http") { path.to_owned() } else { format!("{}{path}", self.base) }
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.http.get(self.url(path)).send().unwrap()
+    }
+
+    pub fn head(&self, path: &str) -> Response {
+        self.http.head(self.url(path)).send().unwrap()
+    }
+
+    pub fn delete(&self, path: &str) -> Response {
+        self.http.delete(self.url(path)).send().unwrap()
+    }
+
+    /// Monolithic push (`POST ?digest=`); the digest.
+    pub fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
+        let d = digest_of(bytes);
+        let r = self
+            .http
+            .post(self.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
+            .body(bytes.to_vec())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 201, "push blob: {}", r.text().unwrap());
+        d
+    }
+
+    pub fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) -> Response {
+        self.http
+            .put(self.url(&format!("/v2/{repo}/manifests/{reference}")))
+            .header("content-type", media_type)
+            .body(bytes.to_vec())
+            .send()
+            .unwrap()
+    }
+
+    /// Push an image of the given layer contents under `repo:tag`; its manifest bytes and digest.
+    pub fn push_image(&self, repo: &str, tag: &str, layers: &[&[u8]]) -> (Vec<u8>, String) {
+        let config = json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}, "repo": repo, "tag": tag});
+        let config = serde_json::to_vec(&config).unwrap();
+        let manifest = image_manifest(&config, layers);
+        self.push_blob(repo, &config);
+        for l in layers {
+            self.push_blob(repo, l);
+        }
+        let r = self.put_manifest(repo, tag, OCI_MANIFEST, &manifest);
+        assert_eq!(r.status(), 201, "push manifest: {}", r.text().unwrap());
+        let d = digest_of(&manifest);
+        (manifest, d)
+    }
+
+    /// Start an upload session; its absolute Location.
+    pub fn start_upload(&self, repo: &str) -> String {
+        let r = self.http.post(self.url(&format!("/v2/{repo}/blobs/uploads/"))).send().unwrap();
+        assert_eq!(r.status(), 202);
+        self.url(location(r.headers()))
+    }
+}
+
+/// The OCI manifest for a config and layers (bytes as a client would write them).
+pub fn image_manifest(config: &[u8], layers: &[&[u8]]) -> Vec<u8> {
+    let m = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": digest_of(config), "size": config.len()},
+        "layers": layers.iter().map(|l| json!({"mediaType": OCI_LAYER, "digest": digest_of(l), "size": l.len()})).collect::<Vec<_>>(),
+    });
+    serde_json::to_vec_pretty(&m).unwrap()
+}
+
+pub fn location(h: &HeaderMap) -> &str {
+    h.get("location").expect("Location header").to_str().unwrap()
+}
+
+pub fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
+    h.get(name).unwrap_or_else(|| panic!("missing header {name}")).to_str().unwrap()
+}
+
+/// The first OCI error code of an error response.
+pub fn error_code(r: Response) -> String {
+    let v: Value = r.json().expect("an OCI error body");
+    v["errors"][0]["code"].as_str().expect("errors[0].code").to_owned()
+}
+
+/// Send raw bytes over a fresh connection and read whatever comes back (for requests
+/// reqwest won't make, such as a body shorter than its Content-Length).
+pub fn raw_request(port: u16, head: &str, body: &[u8], close_after: bool) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    if close_after {
+        s.shutdown(std::net::Shutdown::Both).ok();
+        return String::new();
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Every file under `<data>/blobs/sha256` hashes to its name; how many there are.
+pub fn assert_blob_files_match_names(data: &Path) -> usize {
+    let mut n = 0;
+    let root = data.join("blobs/sha256");
+    let Ok(shards) = std::fs::read_dir(&root) else { return 0 };
+    for shard in shards {
+        for f in std::fs::read_dir(shard.unwrap().path()).unwrap() {
+            let f = f.unwrap();
+            let bytes = std::fs::read(f.path()).unwrap();
+            let name = f.file_name().into_string().unwrap();
+            assert_eq!(hex::encode(Sha256::digest(&bytes)), name, "blob file {} holds other bytes", f.path().display());
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Pseudo-random bytes from a seed (reproducible test content).
+/// (splitmix64: a test needs bytes that don't compress, not a CSPRNG.)
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        v.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}

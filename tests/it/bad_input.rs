@@ -14,7 +14,12 @@ fn wrong_digest_stores_nothing() {
     let reg = w.reg();
     let blob = bytes(10, 10_000);
     let claimed = digest_of(b"other bytes");
-    let r = reg.http.post(reg.url(&format!("/v2/bad/blobs/uploads/?digest={claimed}"))).body(blob.clone()).send().unwrap();
+    let r = reg
+        .http
+        .post(reg.url(&format!("/v2/bad/blobs/uploads/?digest={claimed}")))
+        .body(blob.clone())
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(error_code(r), "DIGEST_INVALID");
     assert_eq!(reg.head(&format!("/v2/bad/blobs/{claimed}")).status(), 404);
@@ -28,9 +33,19 @@ fn wrong_digest_stores_nothing() {
     assert_eq!(error_code(reg.http.get(&loc).send().unwrap()), "BLOB_UPLOAD_UNKNOWN");
 
     // Malformed and unsupported digests.
-    let r = reg.http.post(reg.url("/v2/bad/blobs/uploads/?digest=sha256:xyz")).body(blob.clone()).send().unwrap();
+    let r = reg
+        .http
+        .post(reg.url("/v2/bad/blobs/uploads/?digest=sha256:xyz"))
+        .body(blob.clone())
+        .send()
+        .unwrap();
     assert_eq!(error_code(r), "DIGEST_INVALID");
-    let r = reg.http.post(reg.url(&format!("/v2/bad/blobs/uploads/?digest=sha512:{}", "a".repeat(128)))).body(blob).send().unwrap();
+    let r = reg
+        .http
+        .post(reg.url(&format!("/v2/bad/blobs/uploads/?digest=sha512:{}", "a".repeat(128))))
+        .body(blob)
+        .send()
+        .unwrap();
     assert_eq!(error_code(r), "UNSUPPORTED");
     let r = reg.http.put(format!("{}?", reg.start_upload("bad"))).send().unwrap();
     assert_eq!(error_code(r), "DIGEST_INVALID");
@@ -55,7 +70,9 @@ fn truncated_bodies_store_nothing() {
     let loc = reg.start_upload("trunc");
     let path = loc.trim_start_matches(&reg.base).to_owned();
     reg.http.patch(&loc).body(blob[..100].to_vec()).send().unwrap();
-    let head = format!("PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 900\r\nContent-Range: 100-999\r\n\r\n");
+    let head = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 900\r\nContent-Range: 100-999\r\n\r\n"
+    );
     raw_request(w.port, &head, &blob[100..400], true);
     std::thread::sleep(std::time::Duration::from_millis(300));
 
@@ -63,7 +80,13 @@ fn truncated_bodies_store_nothing() {
     let r = reg.http.get(&loc).send().unwrap();
     assert_eq!(header(r.headers(), "range"), "0-99");
     // The upload continues cleanly from there.
-    let r = reg.http.patch(&loc).header("content-range", "100-999").body(blob[100..].to_vec()).send().unwrap();
+    let r = reg
+        .http
+        .patch(&loc)
+        .header("content-range", "100-999")
+        .body(blob[100..].to_vec())
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 202);
     assert_eq!(reg.http.put(format!("{loc}?digest={d}")).send().unwrap().status(), 201);
     assert_eq!(reg.get(&format!("/v2/trunc/blobs/{d}")).bytes().unwrap().as_ref(), blob.as_slice());
@@ -75,11 +98,18 @@ fn bad_content_range() {
     let w = Wharf::start();
     let reg = w.reg();
     let loc = reg.start_upload("cr");
-    let r = reg.http.patch(&loc).header("content-range", "bytes=abc").body(vec![0u8; 10]).send().unwrap();
+    let r = reg
+        .http
+        .patch(&loc)
+        .header("content-range", "bytes=abc")
+        .body(vec![0u8; 10])
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(error_code(r), "BLOB_UPLOAD_INVALID");
     // The range says 20 bytes, the body has 10.
-    let r = reg.http.patch(&loc).header("content-range", "0-19").body(vec![0u8; 10]).send().unwrap();
+    let r =
+        reg.http.patch(&loc).header("content-range", "0-19").body(vec![0u8; 10]).send().unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(error_code(r), "SIZE_INVALID");
     let r = reg.http.get(&loc).send().unwrap();
@@ -114,7 +144,12 @@ fn invalid_names_and_tags() {
 fn malformed_and_oversized_manifests() {
     let w = Wharf::start();
     let reg = w.reg();
-    for body in [&b"{not json"[..], b"[]", br#"{"schemaVersion":1,"name":"x"}"#, br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#] {
+    for body in [
+        &b"{not json"[..],
+        b"[]",
+        br#"{"schemaVersion":1,"name":"x"}"#,
+        br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#,
+    ] {
         let r = reg.put_manifest("mf", "v1", OCI_MANIFEST, body);
         assert_eq!(r.status(), 400, "{}", String::from_utf8_lossy(body));
         assert_eq!(error_code(r), "MANIFEST_INVALID");
@@ -127,8 +162,12 @@ fn malformed_and_oversized_manifests() {
     assert_eq!(error_code(reg.put_manifest("mf", "v1", DOCKER_MANIFEST, &m)), "MANIFEST_INVALID");
     // A descriptor whose size disagrees with the stored blob.
     let wrong_size = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": config, "size": 3}, "layers": []})).unwrap();
-    assert_eq!(error_code(reg.put_manifest("mf", "v1", OCI_MANIFEST, &wrong_size)), "MANIFEST_INVALID");
+        "config": {"mediaType": OCI_CONFIG, "digest": config, "size": 3}, "layers": []}))
+    .unwrap();
+    assert_eq!(
+        error_code(reg.put_manifest("mf", "v1", OCI_MANIFEST, &wrong_size)),
+        "MANIFEST_INVALID"
+    );
     assert_eq!(error_code(reg.get("/v2/mf/tags/list")), "NAME_UNKNOWN");
 
     // 4 MiB is the limit: a manifest of exactly 4 MiB is taken, one byte more is 413.
@@ -136,9 +175,11 @@ fn malformed_and_oversized_manifests() {
     let padded = |len: usize| {
         let base = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
             "config": {"mediaType": OCI_CONFIG, "digest": config, "size": 2}, "layers": [],
-            "annotations": {"pad": ""}})).unwrap();
+            "annotations": {"pad": ""}}))
+        .unwrap();
         let pad = "p".repeat(len - base.len());
-        let s = String::from_utf8(base).unwrap().replace("\"pad\":\"\"", &format!("\"pad\":\"{pad}\""));
+        let s =
+            String::from_utf8(base).unwrap().replace("\"pad\":\"\"", &format!("\"pad\":\"{pad}\""));
         assert_eq!(s.len(), len);
         s.into_bytes()
     };
@@ -155,7 +196,10 @@ fn unknown_uploads() {
     let reg = w.reg();
     let random = "/v2/up/blobs/uploads/6f9619ff-8b86-d011-b42d-00cf4fc964ff";
     assert_eq!(error_code(reg.get(random)), "BLOB_UPLOAD_UNKNOWN");
-    assert_eq!(error_code(reg.http.patch(reg.url(random)).body(vec![1]).send().unwrap()), "BLOB_UPLOAD_UNKNOWN");
+    assert_eq!(
+        error_code(reg.http.patch(reg.url(random)).body(vec![1]).send().unwrap()),
+        "BLOB_UPLOAD_UNKNOWN"
+    );
     let r = reg.http.put(reg.url(&format!("{random}?digest={}", digest_of(b"")))).send().unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(error_code(r), "BLOB_UPLOAD_UNKNOWN");
@@ -185,7 +229,8 @@ fn path_traversal_is_refused() {
         let status: u16 = res[9..12].parse().unwrap();
         assert!(status == 400 || status == 404, "{path}: {res}");
         let body = res.split("\r\n\r\n").nth(1).unwrap_or("");
-        let v: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{path}: OCI error body, got {body:?}"));
+        let v: Value = serde_json::from_str(body)
+            .unwrap_or_else(|_| panic!("{path}: OCI error body, got {body:?}"));
         assert!(v["errors"][0]["code"].is_string(), "{path}: {body}");
     }
     // Nothing outside the data directory was created or read; the server is fine.

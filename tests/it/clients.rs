@@ -13,7 +13,11 @@ fn skopeo_raw_digest(reference: &str) -> String {
         .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")])
         .output()
         .expect("skopeo (run scripts/test.sh to install it)");
-    assert!(raw.status.success(), "skopeo inspect {reference}: {}", String::from_utf8_lossy(&raw.stderr));
+    assert!(
+        raw.status.success(),
+        "skopeo inspect {reference}: {}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
     digest_of(&raw.stdout)
 }
 
@@ -39,11 +43,16 @@ fn skopeo_copies_multi_platform_images_both_ways_keeping_digests() {
     let summary = make_images(&dist.host(), work.path(), &["--only", "single,multiarch"]);
     let w = Wharf::start();
 
-    for (reference, all) in [("harness/multiarch:oci", true), ("harness/multiarch:docker", true), ("harness/single:10m", false)] {
+    for (reference, all) in [
+        ("harness/multiarch:oci", true),
+        ("harness/multiarch:docker", true),
+        ("harness/single:10m", false),
+    ] {
         let want = item(&summary, reference)["digest"].as_str().unwrap().to_owned();
         assert_eq!(skopeo_raw_digest(&format!("{}/{reference}", dist.host())), want);
         // distribution -> wharf
-        let into_wharf = format!("{}/copied/{}", w.host(), reference.trim_start_matches("harness/"));
+        let into_wharf =
+            format!("{}/copied/{}", w.host(), reference.trim_start_matches("harness/"));
         skopeo_copy(all, &format!("{}/{reference}", dist.host()), &into_wharf);
         assert_eq!(skopeo_raw_digest(&into_wharf), want, "{reference} in wharf");
         // wharf -> wharf, another repository
@@ -70,7 +79,12 @@ fn skopeo_copies_multi_platform_images_both_ways_keeping_digests() {
     assert_eq!(platforms.len(), 3);
     for p in platforms {
         let d = p["digest"].as_str().unwrap();
-        let r = reg.http.get(reg.url(&format!("/v2/copied/multiarch/manifests/{d}"))).header("accept", OCI_MANIFEST).send().unwrap();
+        let r = reg
+            .http
+            .get(reg.url(&format!("/v2/copied/multiarch/manifests/{d}")))
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(digest_of(&r.bytes().unwrap()), d);
     }
@@ -91,9 +105,12 @@ fn podman(storage: &Path) -> Command {
     }
     std::fs::create_dir_all(storage.join("xdg")).unwrap();
     let mut cmd = Command::new("podman");
-    cmd.env("CONTAINERS_STORAGE_CONF", conf)
-        .env("XDG_RUNTIME_DIR", storage.join("xdg"))
-        .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"]);
+    cmd.env("CONTAINERS_STORAGE_CONF", conf).env("XDG_RUNTIME_DIR", storage.join("xdg")).args([
+        "--cgroup-manager",
+        "cgroupfs",
+        "--events-backend",
+        "file",
+    ]);
     cmd
 }
 
@@ -142,14 +159,22 @@ fn helm_pulls_a_chart_pushed_by_distribution_harness() {
     let w = Wharf::start();
     let work = tempfile::tempdir().unwrap();
     let summary = make_images(&w.host(), work.path(), &["--only", "helm"]);
-    let helm = std::env::var("TOOLS").unwrap_or_else(|_| "/tmp/harness-tools".into()) + "/helm3/helm/helm";
+    let helm =
+        std::env::var("TOOLS").unwrap_or_else(|_| "/tmp/harness-tools".into()) + "/helm3/helm/helm";
     let home = tempfile::tempdir().unwrap();
     let out = run(Command::new(&helm)
         .env("HOME", home.path())
         .env("HELM_CACHE_HOME", home.path().join("cache"))
         .env("HELM_CONFIG_HOME", home.path().join("config"))
         .env("HELM_DATA_HOME", home.path().join("data"))
-        .args(["template", "r", &format!("oci://{}/harness/charts/harness-chart", w.host()), "--version", "0.1.0", "--plain-http"]));
+        .args([
+            "template",
+            "r",
+            &format!("oci://{}/harness/charts/harness-chart", w.host()),
+            "--version",
+            "0.1.0",
+            "--plain-http",
+        ]));
     assert!(out.contains("name: r-cm"), "{out}");
     assert_eq!(
         item(&summary, "harness/charts/harness-chart:0.1.0")["digest"],
@@ -181,13 +206,25 @@ assert r.headers.get("OCI-Subject") == subject.digest, r.headers
 found = c.do_request(f"http://{reg}/v2/oras/app/referrers/{subject.digest}", "GET").json()
 print(json.dumps({"subject": subject.digest, "referrers": found}))
 "#;
-    let out = run(Command::new(format!("{venv}/bin/python")).current_dir(work.path()).arg("-c").arg(script).arg(w.host()));
+    let out = run(Command::new(format!("{venv}/bin/python"))
+        .current_dir(work.path())
+        .arg("-c")
+        .arg(script)
+        .arg(w.host()));
     let v: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     let referrers = v["referrers"]["manifests"].as_array().unwrap();
     assert_eq!(referrers.len(), 1, "{v}");
     assert_eq!(referrers[0]["annotations"]["org.example.kind"], "sbom");
     // The referrer really is what the tag points to.
     let reg = w.reg();
-    let tagged = reg.http.get(reg.url("/v2/oras/app/manifests/sbom")).header("accept", OCI_MANIFEST).send().unwrap();
-    assert_eq!(header(tagged.headers(), "docker-content-digest"), referrers[0]["digest"].as_str().unwrap());
+    let tagged = reg
+        .http
+        .get(reg.url("/v2/oras/app/manifests/sbom"))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .unwrap();
+    assert_eq!(
+        header(tagged.headers(), "docker-content-digest"),
+        referrers[0]["digest"].as_str().unwrap()
+    );
 }

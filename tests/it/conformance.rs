@@ -19,7 +19,8 @@ fn oci_conformance_suite_passes() {
     let summary = stdout.lines().last().unwrap_or_default().to_owned();
     let log = std::fs::read_to_string(report.path().join("output.log")).unwrap_or_default();
     assert!(out.status.success(), "{summary}\n{log}");
-    let n: Vec<u32> = summary.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).collect();
+    let n: Vec<u32> =
+        summary.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).collect();
     let [passed, failed, skipped] = n[..] else { panic!("unexpected summary {summary:?}") };
     assert_eq!(failed, 0, "{log}");
     // Four specs can't run against any registry: two setup steps that need content given

@@ -20,7 +20,13 @@ impl Lcg {
 }
 
 /// Push one image, its blobs monolithic or chunked; `Err` if the server went away.
-fn push_image(reg: &Reg, rng: &mut Lcg, repo: &str, tag: &str, seed: u64) -> Result<String, String> {
+fn push_image(
+    reg: &Reg,
+    rng: &mut Lcg,
+    repo: &str,
+    tag: &str,
+    seed: u64,
+) -> Result<String, String> {
     let mut layers = Vec::new();
     for i in 0..(1 + rng.next(3)) {
         layers.push(bytes(seed * 10 + i, 1024 + rng.next(3 << 20) as usize));
@@ -30,12 +36,21 @@ fn push_image(reg: &Reg, rng: &mut Lcg, repo: &str, tag: &str, seed: u64) -> Res
     for blob in std::iter::once(&config).chain(layers.iter()) {
         let d = digest_of(blob);
         if rng.next(2) == 0 {
-            let r = reg.http.post(reg.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}"))).body(blob.clone()).send().map_err(err)?;
+            let r = reg
+                .http
+                .post(reg.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
+                .body(blob.clone())
+                .send()
+                .map_err(err)?;
             if r.status() != 201 {
                 return Err(format!("monolithic push: {}", r.status()));
             }
         } else {
-            let r = reg.http.post(reg.url(&format!("/v2/{repo}/blobs/uploads/"))).send().map_err(err)?;
+            let r = reg
+                .http
+                .post(reg.url(&format!("/v2/{repo}/blobs/uploads/")))
+                .send()
+                .map_err(err)?;
             let mut loc = reg.url(location(r.headers()));
             let third = blob.len() / 3;
             for (start, end) in [(0, third), (third, 2 * third)] {
@@ -51,7 +66,12 @@ fn push_image(reg: &Reg, rng: &mut Lcg, repo: &str, tag: &str, seed: u64) -> Res
                 }
                 loc = reg.url(location(r.headers()));
             }
-            let r = reg.http.put(format!("{loc}?digest={d}")).body(blob[2 * third..].to_vec()).send().map_err(err)?;
+            let r = reg
+                .http
+                .put(format!("{loc}?digest={d}"))
+                .body(blob[2 * third..].to_vec())
+                .send()
+                .map_err(err)?;
             if r.status() != 201 {
                 return Err(format!("closing chunk: {}", r.status()));
             }

@@ -2,8 +2,8 @@
 //! pushes go on.
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -40,7 +40,10 @@ fn gc_removes_only_what_nothing_references() {
     assert!(blob_file(&w, &digest_of(&own_b)).exists());
     // b is whole; a's blobs are no longer served.
     for l in [&own_b, &shared] {
-        assert_eq!(reg.get(&format!("/v2/gc/b/blobs/{}", digest_of(l))).bytes().unwrap().as_ref(), l.as_slice());
+        assert_eq!(
+            reg.get(&format!("/v2/gc/b/blobs/{}", digest_of(l))).bytes().unwrap().as_ref(),
+            l.as_slice()
+        );
     }
     assert_eq!(reg.get(&format!("/v2/gc/a/blobs/{}", digest_of(&own_a))).status(), 404);
     assert_blob_files_match_names(&w.data);
@@ -130,7 +133,11 @@ fn gc_while_pushing_keeps_every_pushed_image_whole() {
         if i % 5 == 4 {
             // Delete an older image so that GC has real work.
             let (tag, m) = tagged.remove(0);
-            assert_eq!(reg.delete(&format!("/v2/busy/manifests/{}", digest_of(&m))).status(), 202, "{tag}");
+            assert_eq!(
+                reg.delete(&format!("/v2/busy/manifests/{}", digest_of(&m))).status(),
+                202,
+                "{tag}"
+            );
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -151,7 +158,10 @@ fn gc_while_pushing_keeps_every_pushed_image_whole() {
 
 #[test]
 fn gc_cli_reports_an_unreachable_server_in_one_line() {
-    let out = Command::new(wharf_bin()).args(["gc", "--server", &format!("http://127.0.0.1:{}", free_port())]).output().unwrap();
+    let out = Command::new(wharf_bin())
+        .args(["gc", "--server", &format!("http://127.0.0.1:{}", free_port())])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");

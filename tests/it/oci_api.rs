@@ -33,16 +33,36 @@ fn push_and_pull_a_blob_every_way() {
     }
 
     // Ranges: 206 with Content-Range, suffix ranges, 416 past the end.
-    let r = reg.http.get(reg.url(&format!("/v2/app/blobs/{da}"))).header("range", "bytes=10-19").send().unwrap();
+    let r = reg
+        .http
+        .get(reg.url(&format!("/v2/app/blobs/{da}")))
+        .header("range", "bytes=10-19")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 206);
     assert_eq!(header(r.headers(), "content-range"), "bytes 10-19/100000");
     assert_eq!(r.bytes().unwrap().as_ref(), &a[10..20]);
-    let r = reg.http.get(reg.url(&format!("/v2/app/blobs/{da}"))).header("range", "bytes=-5").send().unwrap();
+    let r = reg
+        .http
+        .get(reg.url(&format!("/v2/app/blobs/{da}")))
+        .header("range", "bytes=-5")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 206);
     assert_eq!(r.bytes().unwrap().as_ref(), &a[a.len() - 5..]);
-    let r = reg.http.get(reg.url(&format!("/v2/app/blobs/{da}"))).header("range", "bytes=99990-").send().unwrap();
+    let r = reg
+        .http
+        .get(reg.url(&format!("/v2/app/blobs/{da}")))
+        .header("range", "bytes=99990-")
+        .send()
+        .unwrap();
     assert_eq!(r.bytes().unwrap().as_ref(), &a[99990..]);
-    let r = reg.http.get(reg.url(&format!("/v2/app/blobs/{da}"))).header("range", "bytes=100000-").send().unwrap();
+    let r = reg
+        .http
+        .get(reg.url(&format!("/v2/app/blobs/{da}")))
+        .header("range", "bytes=100000-")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 416);
     assert_eq!(header(r.headers(), "content-range"), "bytes */100000");
 
@@ -76,11 +96,23 @@ fn chunked_upload_with_status_and_out_of_order_chunks() {
     let loc = reg.url(location(r.headers()));
 
     // A chunk that skips ahead is refused with where the upload stands; nothing is kept.
-    let r = reg.http.patch(&loc).header("content-range", "2000-2999").body(blob[2000..].to_vec()).send().unwrap();
+    let r = reg
+        .http
+        .patch(&loc)
+        .header("content-range", "2000-2999")
+        .body(blob[2000..].to_vec())
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 416);
     assert_eq!(header(r.headers(), "range"), "0-999");
     // A retried chunk that starts before the end is refused too.
-    let r = reg.http.patch(&loc).header("content-range", "0-999").body(blob[..1000].to_vec()).send().unwrap();
+    let r = reg
+        .http
+        .patch(&loc)
+        .header("content-range", "0-999")
+        .body(blob[..1000].to_vec())
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 416);
 
     // A chunk without Content-Range is appended (streamed PATCH).
@@ -91,7 +123,10 @@ fn chunked_upload_with_status_and_out_of_order_chunks() {
     // Last chunk with the closing PUT.
     let r = reg.http.put(format!("{loc}?digest={d}")).body(blob[2000..].to_vec()).send().unwrap();
     assert_eq!(r.status(), 201);
-    assert_eq!(reg.get(&format!("/v2/chunky/blobs/{d}")).bytes().unwrap().as_ref(), blob.as_slice());
+    assert_eq!(
+        reg.get(&format!("/v2/chunky/blobs/{d}")).bytes().unwrap().as_ref(),
+        blob.as_slice()
+    );
     // The session is gone.
     assert_eq!(error_code(reg.http.get(&loc).send().unwrap()), "BLOB_UPLOAD_UNKNOWN");
 }
@@ -102,7 +137,14 @@ fn chunked_upload_survives_a_restart() {
     let blob = bytes(4, 200_000);
     let d = digest_of(&blob);
     let loc = w.reg().start_upload("resumable");
-    let r = w.reg().http.patch(&loc).header("content-range", "0-99999").body(blob[..100_000].to_vec()).send().unwrap();
+    let r = w
+        .reg()
+        .http
+        .patch(&loc)
+        .header("content-range", "0-99999")
+        .body(blob[..100_000].to_vec())
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 202);
 
     w.restart();
@@ -111,11 +153,20 @@ fn chunked_upload_survives_a_restart() {
     let r = reg.http.get(&loc).send().unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(header(r.headers(), "range"), "0-99999");
-    let r = reg.http.patch(&loc).header("content-range", "100000-199999").body(blob[100_000..].to_vec()).send().unwrap();
+    let r = reg
+        .http
+        .patch(&loc)
+        .header("content-range", "100000-199999")
+        .body(blob[100_000..].to_vec())
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 202);
     let r = reg.http.put(format!("{loc}?digest={d}")).send().unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().unwrap());
-    assert_eq!(reg.get(&format!("/v2/resumable/blobs/{d}")).bytes().unwrap().as_ref(), blob.as_slice());
+    assert_eq!(
+        reg.get(&format!("/v2/resumable/blobs/{d}")).bytes().unwrap().as_ref(),
+        blob.as_slice()
+    );
 }
 
 #[test]
@@ -138,17 +189,29 @@ fn cross_repository_mount() {
     let blob = bytes(5, 4096);
     let d = reg.push_blob("source/repo", &blob);
 
-    let r = reg.http.post(reg.url(&format!("/v2/target/blobs/uploads/?mount={d}&from=source/repo"))).send().unwrap();
+    let r = reg
+        .http
+        .post(reg.url(&format!("/v2/target/blobs/uploads/?mount={d}&from=source/repo")))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 201);
     assert_eq!(location(r.headers()), format!("/v2/target/blobs/{d}"));
-    assert_eq!(reg.get(&format!("/v2/target/blobs/{d}")).bytes().unwrap().as_ref(), blob.as_slice());
+    assert_eq!(
+        reg.get(&format!("/v2/target/blobs/{d}")).bytes().unwrap().as_ref(),
+        blob.as_slice()
+    );
 
     // Not in `from`: a plain upload session instead (202).
-    let r = reg.http.post(reg.url(&format!("/v2/target2/blobs/uploads/?mount={d}&from=nothere"))).send().unwrap();
+    let r = reg
+        .http
+        .post(reg.url(&format!("/v2/target2/blobs/uploads/?mount={d}&from=nothere")))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 202);
     assert!(location(r.headers()).starts_with("/v2/target2/blobs/uploads/"));
     // No `from`: never mounted automatically (OCI_AUTOMATIC_CROSSMOUNT=0).
-    let r = reg.http.post(reg.url(&format!("/v2/target3/blobs/uploads/?mount={d}"))).send().unwrap();
+    let r =
+        reg.http.post(reg.url(&format!("/v2/target3/blobs/uploads/?mount={d}"))).send().unwrap();
     assert_eq!(r.status(), 202);
     assert_eq!(reg.head(&format!("/v2/target3/blobs/{d}")).status(), 404);
 }
@@ -175,7 +238,12 @@ fn manifests_are_served_byte_for_byte() {
     assert_eq!(location(r.headers()), format!("/v2/bytes/manifests/{d}"));
 
     for reference in ["v1", d.as_str()] {
-        let r = reg.http.get(reg.url(&format!("/v2/bytes/manifests/{reference}"))).header("accept", OCI_MANIFEST).send().unwrap();
+        let r = reg
+            .http
+            .get(reg.url(&format!("/v2/bytes/manifests/{reference}")))
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(header(r.headers(), "content-type"), OCI_MANIFEST);
         assert_eq!(header(r.headers(), "docker-content-digest"), d);
@@ -248,7 +316,10 @@ fn manifests_need_their_content_but_not_their_subject() {
     assert_eq!(error_code(r), "MANIFEST_BLOB_UNKNOWN");
     // A blob in another repository doesn't count.
     reg.push_blob("elsewhere", &layer);
-    assert_eq!(error_code(reg.put_manifest("deps", "v1", OCI_MANIFEST, &manifest)), "MANIFEST_BLOB_UNKNOWN");
+    assert_eq!(
+        error_code(reg.put_manifest("deps", "v1", OCI_MANIFEST, &manifest)),
+        "MANIFEST_BLOB_UNKNOWN"
+    );
     reg.push_blob("deps", &layer);
     assert_eq!(reg.put_manifest("deps", "v1", OCI_MANIFEST, &manifest).status(), 201);
 
@@ -316,7 +387,14 @@ fn referrers_are_listed_and_filtered() {
     let (subject, sd) = reg.push_image("refs", "v1", &[b"app"]);
     let empty = reg.push_blob("refs", b"{}");
     let mut pushed = Vec::new();
-    for (i, at) in ["application/vnd.example.sbom", "application/vnd.example.sig", "application/vnd.example.sbom"].iter().enumerate() {
+    for (i, at) in [
+        "application/vnd.example.sbom",
+        "application/vnd.example.sig",
+        "application/vnd.example.sbom",
+    ]
+    .iter()
+    .enumerate()
+    {
         let m = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": at,
             "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2}, "layers": [],
             "subject": {"mediaType": OCI_MANIFEST, "digest": sd, "size": subject.len()},
@@ -390,7 +468,10 @@ fn names_of_any_depth_up_to_255_characters() {
     // Path segments that look like API words are still names.
     let tricky = "x/manifests/blobs/tags/uploads/referrers";
     reg.push_image(tricky, "latest", &[b"tricky"]);
-    assert_eq!(reg.get(&format!("/v2/{tricky}/tags/list")).json::<Value>().unwrap()["tags"], json!(["latest"]));
+    assert_eq!(
+        reg.get(&format!("/v2/{tricky}/tags/list")).json::<Value>().unwrap()["tags"],
+        json!(["latest"])
+    );
 
     let long = format!("{}/{}", "n".repeat(127), "m".repeat(127));
     assert_eq!(long.len(), 255);
@@ -404,7 +485,8 @@ fn any_unknown_host_is_the_default_registry() {
     let reg = w.reg();
     reg.push_image("hosted", "v1", &[b"h"]);
     for host in ["localhost", "nosuchregistry.localhost", "registry.example.com:443"] {
-        let r = reg.http.get(reg.url("/v2/hosted/manifests/v1")).header("host", host).send().unwrap();
+        let r =
+            reg.http.get(reg.url("/v2/hosted/manifests/v1")).header("host", host).send().unwrap();
         assert_eq!(r.status(), 200, "host {host}");
     }
 }

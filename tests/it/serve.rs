@@ -52,7 +52,10 @@ fn config_file_environment_and_flags() {
     let config = dir.path().join("wharf.toml");
     std::fs::write(
         &config,
-        format!("listen = \"127.0.0.1:{file_port}\"\ndata_dir = \"{}\"\nlog_format = \"json\"\n", dir.path().join("from-file").display()),
+        format!(
+            "listen = \"127.0.0.1:{file_port}\"\ndata_dir = \"{}\"\nlog_format = \"json\"\n",
+            dir.path().join("from-file").display()
+        ),
     )
     .unwrap();
 
@@ -71,7 +74,8 @@ fn config_file_environment_and_flags() {
     child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
     // JSON logs: every line is an object.
     for line in log.lines() {
-        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         assert!(v["level"].is_string());
     }
 
@@ -146,7 +150,10 @@ fn sigterm_finishes_in_flight_requests_then_exits_0() {
     signal(pid, "TERM");
     std::thread::sleep(Duration::from_millis(300));
     // New connections are no longer accepted...
-    assert!(client().get(format!("{}/v2/", w.url())).send().is_err(), "still accepting after SIGTERM");
+    assert!(
+        client().get(format!("{}/v2/", w.url())).send().is_err(),
+        "still accepting after SIGTERM"
+    );
     // ...but the request in flight completes.
     s.write_all(&blob[1_000_000..]).unwrap();
     let mut res = String::new();

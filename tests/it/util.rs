@@ -108,7 +108,10 @@ impl Wharf {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && client().get(format!("{}/v2/", self.url())).send().is_ok_and(|r| r.status() == 200)
+                && client()
+                    .get(format!("{}/v2/", self.url()))
+                    .send()
+                    .is_ok_and(|r| r.status() == 200)
             {
                 return;
             }
@@ -206,8 +209,14 @@ impl Distribution {
         if let Some((u, p)) = auth {
             cmd.arg(u).arg(p);
         }
-        let out = cmd.output().expect("start-distribution.sh (is docker-registry installed? run scripts/test.sh)");
-        assert!(out.status.success(), "start-distribution.sh: {}", String::from_utf8_lossy(&out.stderr));
+        let out = cmd
+            .output()
+            .expect("start-distribution.sh (is docker-registry installed? run scripts/test.sh)");
+        assert!(
+            out.status.success(),
+            "start-distribution.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Distribution { port, tmp }
     }
 
@@ -291,7 +300,13 @@ impl Reg {
         d
     }
 
-    pub fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) -> Response {
+    pub fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Response {
         self.http
             .put(self.url(&format!("/v2/{repo}/manifests/{reference}")))
             .header("content-type", media_type)
@@ -374,7 +389,12 @@ pub fn assert_blob_files_match_names(data: &Path) -> usize {
             let f = f.unwrap();
             let bytes = std::fs::read(f.path()).unwrap();
             let name = f.file_name().into_string().unwrap();
-            assert_eq!(hex::encode(Sha256::digest(&bytes)), name, "blob file {} holds other bytes", f.path().display());
+            assert_eq!(
+                hex::encode(Sha256::digest(&bytes)),
+                name,
+                "blob file {} holds other bytes",
+                f.path().display()
+            );
             n += 1;
         }
     }

@@ -6,11 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "wharf",
-    version,
-    about = "A self-hosted OCI registry with server-side import"
-)]
+#[command(name = "wharf", version, about = "A self-hosted OCI registry with server-side import")]
 pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) global: GlobalArgs,
@@ -22,12 +18,7 @@ pub(crate) struct Cli {
 #[derive(Args, Debug, Clone)]
 pub(crate) struct GlobalArgs {
     /// The wharf server to talk to.
-    #[arg(
-        long,
-        global = true,
-        env = "WHARF_SERVER",
-        default_value = "http://127.0.0.1:5000"
-    )]
+    #[arg(long, global = true, env = "WHARF_SERVER", default_value = "http://127.0.0.1:5000")]
     pub(crate) server: String,
 }
 

@@ -14,10 +14,7 @@ impl Client {
             .user_agent(concat!("wharf-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("cannot build the HTTP client")?;
-        Ok(Client {
-            http,
-            base: server.trim_end_matches('/').to_owned(),
-        })
+        Ok(Client { http, base: server.trim_end_matches('/').to_owned() })
     }
 
     pub(crate) async fn post_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {

@@ -63,8 +63,7 @@ mod opt_duration {
         d: D,
     ) -> Result<Option<Duration>, D::Error> {
         let s = Option::<String>::deserialize(d)?;
-        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
-            .transpose()
+        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom)).transpose()
     }
 }
 

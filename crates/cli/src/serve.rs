@@ -40,10 +40,7 @@ impl ServeConfig {
             None => FileConfig::default(),
         };
         let defaults = GcOptions::default();
-        let format = args
-            .log_format
-            .or(file.log_format)
-            .unwrap_or(LogFormat::Human);
+        let format = args.log_format.or(file.log_format).unwrap_or(LogFormat::Human);
         Ok(ServeConfig {
             listen: args
                 .listen
@@ -57,20 +54,11 @@ impl ServeConfig {
                 LogFormat::Human => LogFormatChoice::Human,
                 LogFormat::Json => LogFormatChoice::Json,
             },
-            domain: args
-                .domain
-                .or(file.domain)
-                .unwrap_or_else(|| "localhost".to_owned()),
-            gc_interval: args
-                .gc_interval
-                .or(file.gc.interval)
-                .unwrap_or(Duration::from_secs(3600)),
+            domain: args.domain.or(file.domain).unwrap_or_else(|| "localhost".to_owned()),
+            gc_interval: args.gc_interval.or(file.gc.interval).unwrap_or(Duration::from_secs(3600)),
             gc: GcOptions {
                 grace: args.gc_grace.or(file.gc.grace).unwrap_or(defaults.grace),
-                upload_ttl: args
-                    .upload_ttl
-                    .or(file.gc.upload_ttl)
-                    .unwrap_or(defaults.upload_ttl),
+                upload_ttl: args.upload_ttl.or(file.gc.upload_ttl).unwrap_or(defaults.upload_ttl),
             },
         })
     }
@@ -86,22 +74,16 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;
 
-    let blobs = FsBlobStore::open(&config.data_dir).await.with_context(|| {
-        format!(
-            "cannot open the blob store in {}",
-            config.data_dir.display()
-        )
-    })?;
+    let blobs = FsBlobStore::open(&config.data_dir)
+        .await
+        .with_context(|| format!("cannot open the blob store in {}", config.data_dir.display()))?;
     let meta = SqliteMetadataStore::open(&config.data_dir.join("wharf.db"))
         .await
         .context("cannot open the metadata database")?;
     let registry = RegistryService::new(Arc::new(blobs), Arc::new(meta));
     let state = AppState {
         registry: registry.clone(),
-        settings: Arc::new(Settings {
-            domain: config.domain.clone(),
-            gc: config.gc,
-        }),
+        settings: Arc::new(Settings { domain: config.domain.clone(), gc: config.gc }),
     };
 
     let listener = TcpListener::bind(config.listen)
@@ -136,10 +118,7 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => {
-            anyhow::bail!(
-                "data directory {} is in use by another wharf server",
-                dir.display()
-            )
+            anyhow::bail!("data directory {} is in use by another wharf server", dir.display())
         }
         Err(std::fs::TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("cannot lock {}", path.display()))

@@ -53,10 +53,7 @@ impl Digest {
 
     /// A SHA-256 digest from the 32 raw bytes of a hash.
     pub fn from_sha256_bytes(bytes: &[u8]) -> Digest {
-        Digest {
-            algorithm: Algorithm::Sha256,
-            hex: hex::encode(bytes),
-        }
+        Digest { algorithm: Algorithm::Sha256, hex: hex::encode(bytes) }
     }
 
     pub fn algorithm(&self) -> Algorithm {
@@ -90,23 +87,16 @@ impl FromStr for Digest {
                         b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b)
                     }) =>
             {
-                return Err(DigestError::UnsupportedAlgorithm(
-                    other.chars().take(50).collect(),
-                ));
+                return Err(DigestError::UnsupportedAlgorithm(other.chars().take(50).collect()));
             }
             _ => return Err(malformed()),
         };
         if hex.len() != algorithm.hex_len()
-            || !hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
             return Err(malformed());
         }
-        Ok(Digest {
-            algorithm,
-            hex: hex.to_owned(),
-        })
+        Ok(Digest { algorithm, hex: hex.to_owned() })
     }
 }
 
@@ -161,10 +151,7 @@ mod tests {
             "SHA256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
             "../../etc/passwd",
         ] {
-            assert!(
-                matches!(bad.parse::<Digest>(), Err(DigestError::Malformed(_))),
-                "{bad}"
-            );
+            assert!(matches!(bad.parse::<Digest>(), Err(DigestError::Malformed(_))), "{bad}");
         }
         assert!(matches!(
             "md5:d41d8cd98f00b204e9800998ecf8427e".parse::<Digest>(),

@@ -38,11 +38,7 @@ pub struct Descriptor {
 pub struct Platform {
     pub architecture: String,
     pub os: String,
-    #[serde(
-        rename = "os.version",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
     pub os_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
@@ -60,16 +56,10 @@ impl std::fmt::Display for Platform {
 
 /// What a manifest points to.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "built once per manifest PUT; boxing buys nothing"
-)]
+#[allow(clippy::large_enum_variant, reason = "built once per manifest PUT; boxing buys nothing")]
 pub enum Content {
     /// An image manifest (or an artifact shaped like one): a config and layers, all blobs.
-    Image {
-        config: Option<Descriptor>,
-        layers: Vec<Descriptor>,
-    },
+    Image { config: Option<Descriptor>, layers: Vec<Descriptor> },
     /// An index / manifest list: child manifests.
     Index { manifests: Vec<Descriptor> },
 }
@@ -149,12 +139,7 @@ impl Manifest {
             return Err(ManifestError::Schema1);
         }
         let media_type = header_type.or(field_type).unwrap_or_else(|| {
-            if obj.contains_key("manifests") {
-                mt::OCI_INDEX
-            } else {
-                mt::OCI_MANIFEST
-            }
-            .to_owned()
+            if obj.contains_key("manifests") { mt::OCI_INDEX } else { mt::OCI_MANIFEST }.to_owned()
         });
 
         let content = if mt::is_index(&media_type)
@@ -191,9 +176,7 @@ impl Manifest {
         let artifact_type = match obj.get("artifactType") {
             Some(Value::String(s)) => Some(s.clone()),
             None | Some(Value::Null) => match &content {
-                Content::Image {
-                    config: Some(c), ..
-                } => Some(c.media_type.clone()),
+                Content::Image { config: Some(c), .. } => Some(c.media_type.clone()),
                 _ => None,
             },
             Some(_) => {
@@ -203,23 +186,13 @@ impl Manifest {
                 });
             }
         };
-        let annotations =
-            match obj.get("annotations") {
-                None | Some(Value::Null) => None,
-                Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
-                    ManifestError::Descriptor {
-                        field: "annotations",
-                        reason: e.to_string(),
-                    }
-                })?),
-            };
-        Ok(Manifest {
-            media_type,
-            content,
-            subject,
-            artifact_type,
-            annotations,
-        })
+        let annotations = match obj.get("annotations") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
+                ManifestError::Descriptor { field: "annotations", reason: e.to_string() }
+            })?),
+        };
+        Ok(Manifest { media_type, content, subject, artifact_type, annotations })
     }
 
     /// Every blob this manifest needs (config and layers); empty for an index.
@@ -243,18 +216,13 @@ impl Manifest {
 fn descriptors(v: &Value, field: &'static str) -> Result<Vec<Descriptor>, ManifestError> {
     match v {
         Value::Array(items) => items.iter().map(|i| descriptor(i, field)).collect(),
-        _ => Err(ManifestError::Descriptor {
-            field,
-            reason: "must be an array".into(),
-        }),
+        _ => Err(ManifestError::Descriptor { field, reason: "must be an array".into() }),
     }
 }
 
 fn descriptor(v: &Value, field: &'static str) -> Result<Descriptor, ManifestError> {
-    Descriptor::deserialize(v).map_err(|e| ManifestError::Descriptor {
-        field,
-        reason: e.to_string(),
-    })
+    Descriptor::deserialize(v)
+        .map_err(|e| ManifestError::Descriptor { field, reason: e.to_string() })
 }
 
 #[cfg(test)]
@@ -289,10 +257,7 @@ mod tests {
             mt::OCI_MANIFEST
         );
         let m = Manifest::parse(image(&extra).as_bytes(), None).unwrap();
-        assert_eq!(
-            m.artifact_type.as_deref(),
-            Some("application/vnd.example.sbom")
-        );
+        assert_eq!(m.artifact_type.as_deref(), Some("application/vnd.example.sbom"));
         assert_eq!(m.subject.unwrap().digest.to_string(), D1);
         assert_eq!(m.annotations.unwrap()["a"], "b");
     }
@@ -306,23 +271,14 @@ mod tests {
         );
         let m = Manifest::parse(body.as_bytes(), Some(mt::DOCKER_LIST)).unwrap();
         assert_eq!(m.children().len(), 1);
-        assert_eq!(
-            m.children()[0].platform.as_ref().unwrap().to_string(),
-            "linux/arm/v7"
-        );
+        assert_eq!(m.children()[0].platform.as_ref().unwrap().to_string(), "linux/arm/v7");
         assert_eq!(m.blobs().count(), 0);
     }
 
     #[test]
     fn rejects_bad_manifests() {
-        assert!(matches!(
-            Manifest::parse(b"{", None),
-            Err(ManifestError::Json(_))
-        ));
-        assert!(matches!(
-            Manifest::parse(b"[]", None),
-            Err(ManifestError::NotObject)
-        ));
+        assert!(matches!(Manifest::parse(b"{", None), Err(ManifestError::Json(_))));
+        assert!(matches!(Manifest::parse(b"[]", None), Err(ManifestError::NotObject)));
         assert!(matches!(
             Manifest::parse(br#"{"schemaVersion":1}"#, None),
             Err(ManifestError::Schema1)
@@ -331,10 +287,8 @@ mod tests {
             Manifest::parse(image("").as_bytes(), Some(mt::DOCKER_MANIFEST)),
             Err(ManifestError::MediaTypeMismatch { .. })
         ));
-        let no_config = format!(
-            r#"{{"schemaVersion":2,"mediaType":"{}","layers":[]}}"#,
-            mt::OCI_MANIFEST
-        );
+        let no_config =
+            format!(r#"{{"schemaVersion":2,"mediaType":"{}","layers":[]}}"#, mt::OCI_MANIFEST);
         assert!(matches!(
             Manifest::parse(no_config.as_bytes(), None),
             Err(ManifestError::MissingField(..))
@@ -342,10 +296,7 @@ mod tests {
         let bad_digest = image("").replace(D2, "sha256:nothex");
         assert!(matches!(
             Manifest::parse(bad_digest.as_bytes(), None),
-            Err(ManifestError::Descriptor {
-                field: "layers",
-                ..
-            })
+            Err(ManifestError::Descriptor { field: "layers", .. })
         ));
     }
 
@@ -360,15 +311,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.media_type, mt::OCI_MANIFEST);
-        assert_eq!(
-            m.artifact_type.as_deref(),
-            Some("application/vnd.cncf.helm.config.v1+json")
-        );
-        let custom = Manifest::parse(
-            br#"{"hello":"world"}"#,
-            Some("application/vnd.example.thing+json"),
-        )
-        .unwrap();
+        assert_eq!(m.artifact_type.as_deref(), Some("application/vnd.cncf.helm.config.v1+json"));
+        let custom =
+            Manifest::parse(br#"{"hello":"world"}"#, Some("application/vnd.example.thing+json"))
+                .unwrap();
         assert_eq!(custom.media_type, "application/vnd.example.thing+json");
         assert_eq!(custom.blobs().count(), 0);
     }

@@ -39,9 +39,7 @@ impl RepositoryName {
             return Err(NameError::NameTooLong);
         }
         if !NAME_RE.is_match(s) {
-            return Err(NameError::InvalidName(
-                s.chars().take(MAX_NAME_LEN).collect(),
-            ));
+            return Err(NameError::InvalidName(s.chars().take(MAX_NAME_LEN).collect()));
         }
         Ok(RepositoryName(s.to_owned()))
     }

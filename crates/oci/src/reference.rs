@@ -13,9 +13,7 @@ impl Reference {
     /// Parse a reference: anything with a `:` must be a digest, anything else a tag.
     pub fn parse(s: &str) -> Result<Reference, ReferenceError> {
         if s.contains(':') {
-            Ok(Reference::Digest(
-                s.parse().map_err(ReferenceError::Digest)?,
-            ))
+            Ok(Reference::Digest(s.parse().map_err(ReferenceError::Digest)?))
         } else {
             Ok(Reference::Tag(Tag::parse(s).map_err(ReferenceError::Tag)?))
         }

@@ -76,10 +76,7 @@ impl RegistryService {
                 if n == 0 || size == 0 {
                     return Err(RegistryError::RangeNotSatisfiable { size });
                 }
-                Some(ByteRange {
-                    start: size.saturating_sub(n),
-                    end: size - 1,
-                })
+                Some(ByteRange { start: size.saturating_sub(n), end: size - 1 })
             }
         };
         let stream = self
@@ -87,11 +84,7 @@ impl RegistryService {
             .read(digest, range)
             .await?
             .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?;
-        Ok(BlobRead {
-            size,
-            range,
-            stream,
-        })
+        Ok(BlobRead { size, range, stream })
     }
 
     /// Remove a blob from a repository. Its bytes stay while anything else uses them.
@@ -111,10 +104,7 @@ impl RegistryService {
         digest: &Digest,
         from: &RepositoryName,
     ) -> Result<bool, RegistryError> {
-        let source = RepoKey {
-            registry: repo.registry,
-            name: from.clone(),
-        };
+        let source = RepoKey { registry: repo.registry, name: from.clone() };
         if self.meta.linked_blob_size(&source, digest).await?.is_none() {
             return Ok(false);
         }
@@ -135,10 +125,7 @@ impl RegistryService {
         let id = Uuid::new_v4();
         self.blobs.create_upload(id).await?;
         let hasher = Arc::new(Mutex::new(Sha256Hasher::new()));
-        let result = self
-            .blobs
-            .append_upload(id, 0, hashing(body, hasher.clone()))
-            .await;
+        let result = self.blobs.append_upload(id, 0, hashing(body, hasher.clone())).await;
         let len = match result {
             Ok(len) => len,
             Err(e) => {
@@ -267,13 +254,11 @@ impl RegistryService {
             .map_err(RegistryError::from_append)?;
         let hasher = finish(hasher);
         if hasher.len() != size {
-            return Err(RegistryError::Storage(
-                wharf_storage::StorageError::Corrupt(format!(
-                    "upload {} holds {size} bytes but {} were hashed",
-                    upload.id,
-                    hasher.len()
-                )),
-            ));
+            return Err(RegistryError::Storage(wharf_storage::StorageError::Corrupt(format!(
+                "upload {} holds {size} bytes but {} were hashed",
+                upload.id,
+                hasher.len()
+            ))));
         }
         Ok((size, hasher))
     }

@@ -23,10 +23,7 @@ fn page(mut items: Vec<String>, n: Option<u32>) -> Page {
             let next_last = items.last().cloned();
             Page { items, next_last }
         }
-        _ => Page {
-            items,
-            next_last: None,
-        },
+        _ => Page { items, next_last: None },
     }
 }
 
@@ -44,10 +41,7 @@ impl RegistryService {
                 .tags(repo, last, Some(0))
                 .await?
                 .ok_or_else(|| RegistryError::NameUnknown(repo.name.to_string()))?;
-            return Ok(Page {
-                items: Vec::new(),
-                next_last: None,
-            });
+            return Ok(Page { items: Vec::new(), next_last: None });
         }
         let items = self
             .meta
@@ -65,15 +59,9 @@ impl RegistryService {
         n: Option<u32>,
     ) -> Result<Page, RegistryError> {
         if n == Some(0) {
-            return Ok(Page {
-                items: Vec::new(),
-                next_last: None,
-            });
+            return Ok(Page { items: Vec::new(), next_last: None });
         }
-        let items = self
-            .meta
-            .repositories(registry, last, n.map(|n| n.saturating_add(1)))
-            .await?;
+        let items = self.meta.repositories(registry, last, n.map(|n| n.saturating_add(1))).await?;
         Ok(page(items, n))
     }
 

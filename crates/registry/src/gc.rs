@@ -25,10 +25,7 @@ pub struct GcOptions {
 
 impl Default for GcOptions {
     fn default() -> Self {
-        GcOptions {
-            grace: Duration::from_secs(3600),
-            upload_ttl: Duration::from_secs(24 * 3600),
-        }
+        GcOptions { grace: Duration::from_secs(3600), upload_ttl: Duration::from_secs(24 * 3600) }
     }
 }
 
@@ -52,11 +49,7 @@ impl RegistryService {
         report.links_removed = self.meta.unlink_stale_blobs(cutoff).await?;
         for digest in self.meta.unreferenced_blobs(cutoff).await? {
             let _guard = self.locks.digest(&digest).await;
-            if self
-                .meta
-                .forget_blob_if_unreferenced(&digest, cutoff)
-                .await?
-            {
+            if self.meta.forget_blob_if_unreferenced(&digest, cutoff).await? {
                 report.bytes_freed += self.blobs.stat(&digest).await?.unwrap_or(0);
                 self.blobs.delete(&digest).await?;
                 report.blobs_deleted += 1;

@@ -11,10 +11,7 @@ use wharf_storage::ByteStream;
 pub(crate) fn hashing(body: ByteStream, hasher: Arc<Mutex<Sha256Hasher>>) -> ByteStream {
     Box::pin(body.inspect(move |chunk| {
         if let Ok(bytes) = chunk {
-            hasher
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .update(bytes);
+            hasher.lock().unwrap_or_else(PoisonError::into_inner).update(bytes);
         }
     }))
 }
@@ -23,9 +20,6 @@ pub(crate) fn hashing(body: ByteStream, hasher: Arc<Mutex<Sha256Hasher>>) -> Byt
 pub(crate) fn finish(hasher: Arc<Mutex<Sha256Hasher>>) -> Sha256Hasher {
     match Arc::try_unwrap(hasher) {
         Ok(m) => m.into_inner().unwrap_or_else(PoisonError::into_inner),
-        Err(shared) => shared
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone(),
+        Err(shared) => shared.lock().unwrap_or_else(PoisonError::into_inner).clone(),
     }
 }

@@ -44,11 +44,7 @@ pub struct RegistryService {
 
 impl RegistryService {
     pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetadataStore>) -> Self {
-        RegistryService {
-            blobs,
-            meta,
-            locks: Arc::new(locks::Locks::default()),
-        }
+        RegistryService { blobs, meta, locks: Arc::new(locks::Locks::default()) }
     }
 
     /// The registry that answers `host` (a login server such as `myreg.localhost:5000`):
@@ -75,13 +71,9 @@ impl RegistryService {
 
 /// `myreg` from `myreg.<domain>[:port]`, lowercased; `None` for any other host.
 fn registry_label(host: &str, domain: &str) -> Option<String> {
-    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
-        if port.bytes().all(|b| b.is_ascii_digit()) {
-            h
-        } else {
-            host
-        }
-    });
+    let host = host
+        .rsplit_once(':')
+        .map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
     let host = host.to_ascii_lowercase();
     let suffix = format!(".{}", domain.to_ascii_lowercase());
     let label = host.strip_suffix(&suffix)?;
@@ -94,20 +86,11 @@ mod tests {
 
     #[test]
     fn host_labels() {
-        assert_eq!(
-            registry_label("myreg.localhost:5000", "localhost").as_deref(),
-            Some("myreg")
-        );
-        assert_eq!(
-            registry_label("MyReg.LocalHost", "localhost").as_deref(),
-            Some("myreg")
-        );
+        assert_eq!(registry_label("myreg.localhost:5000", "localhost").as_deref(), Some("myreg"));
+        assert_eq!(registry_label("MyReg.LocalHost", "localhost").as_deref(), Some("myreg"));
         assert_eq!(registry_label("localhost:5000", "localhost"), None);
         assert_eq!(registry_label("a.b.localhost", "localhost"), None);
         assert_eq!(registry_label("127.0.0.1:5000", "localhost"), None);
-        assert_eq!(
-            registry_label("x.example.com", "example.com").as_deref(),
-            Some("x")
-        );
+        assert_eq!(registry_label("x.example.com", "example.com").as_deref(), Some("x"));
     }
 }

@@ -68,11 +68,7 @@ impl RegistryService {
         let children = manifest
             .children()
             .iter()
-            .map(|d| BlobRef {
-                digest: d.digest.clone(),
-                size: d.size,
-                required: true,
-            })
+            .map(|d| BlobRef { digest: d.digest.clone(), size: d.size, required: true })
             .collect();
         let annotations = manifest
             .annotations
@@ -100,13 +96,11 @@ impl RegistryService {
             PutManifestOutcome::Stored => Ok(StoredManifest { digest, subject }),
             PutManifestOutcome::BlobUnknown(d) => Err(RegistryError::ManifestBlobUnknown(d)),
             PutManifestOutcome::ManifestUnknown(d) => Err(RegistryError::ManifestChildUnknown(d)),
-            PutManifestOutcome::SizeMismatch {
-                digest,
-                declared,
-                actual,
-            } => Err(RegistryError::ManifestInvalid(format!(
-                "descriptor of {digest} says {declared} bytes, the stored content has {actual}"
-            ))),
+            PutManifestOutcome::SizeMismatch { digest, declared, actual } => {
+                Err(RegistryError::ManifestInvalid(format!(
+                    "descriptor of {digest} says {declared} bytes, the stored content has {actual}"
+                )))
+            }
         }
     }
 
@@ -142,10 +136,6 @@ impl RegistryService {
             Reference::Digest(d) => self.meta.delete_manifest(repo, d).await?,
             Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
         };
-        if found {
-            Ok(())
-        } else {
-            Err(RegistryError::ManifestUnknown(reference.to_string()))
-        }
+        if found { Ok(()) } else { Err(RegistryError::ManifestUnknown(reference.to_string())) }
     }
 }

@@ -45,12 +45,7 @@ impl OciError {
 /// (unknown routes, bad query parameters).
 pub(crate) fn oci_error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = json!({ "errors": [{ "code": code, "message": message }] });
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 impl IntoResponse for OciError {

@@ -65,10 +65,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn api_version_header(mut res: axum::response::Response) -> axum::response::Response {
-    res.headers_mut().insert(
-        "docker-distribution-api-version",
-        HeaderValue::from_static("registry/2.0"),
-    );
+    res.headers_mut()
+        .insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
     res
 }
 
@@ -78,7 +76,5 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }

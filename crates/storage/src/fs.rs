@@ -40,10 +40,7 @@ impl FsBlobStore {
     /// Open (creating if needed) a store rooted at `root`.
     pub async fn open(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
         let root = root.into();
-        let store = FsBlobStore {
-            blobs: root.join("blobs"),
-            uploads: root.join("uploads"),
-        };
+        let store = FsBlobStore { blobs: root.join("blobs"), uploads: root.join("uploads") };
         let (b, u) = (store.blobs.join("sha256"), store.uploads.clone());
         blocking(move || {
             fs::create_dir_all(&b)?;
@@ -56,10 +53,7 @@ impl FsBlobStore {
 
     fn blob_path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
-        self.blobs
-            .join(digest.algorithm().as_str())
-            .join(&hex[..2])
-            .join(hex)
+        self.blobs.join(digest.algorithm().as_str()).join(&hex[..2]).join(hex)
     }
 
     fn upload_path(&self, id: Uuid) -> PathBuf {
@@ -141,11 +135,7 @@ impl BlobStore for FsBlobStore {
                         continue;
                     };
                     let meta = entry.metadata()?;
-                    out.push(StoredBlob {
-                        digest,
-                        size: meta.len(),
-                        modified: meta.modified()?,
-                    });
+                    out.push(StoredBlob { digest, size: meta.len(), modified: meta.modified()? });
                 }
             }
             Ok(out)
@@ -199,9 +189,8 @@ impl BlobStore for FsBlobStore {
             let _ = tx.send(batch).await;
         }
         drop(tx);
-        let written = writer
-            .await
-            .map_err(|e| io::Error::other(format!("writer thread failed: {e}")))??;
+        let written =
+            writer.await.map_err(|e| io::Error::other(format!("writer thread failed: {e}")))??;
         match input_error {
             Some(e) => Err(StorageError::Input(e)),
             None => Ok(written),
@@ -229,9 +218,8 @@ impl BlobStore for FsBlobStore {
                 f.set_len(len)?;
                 f.sync_all()?;
             }
-            let parent = dst
-                .parent()
-                .ok_or_else(|| StorageError::Corrupt("bad blob path".into()))?;
+            let parent =
+                dst.parent().ok_or_else(|| StorageError::Corrupt("bad blob path".into()))?;
             if !parent.exists() {
                 fs::create_dir_all(parent)?;
                 if let Some(grandparent) = parent.parent() {
@@ -259,17 +247,11 @@ impl BlobStore for FsBlobStore {
             let mut out = Vec::new();
             for entry in fs::read_dir(&dir)? {
                 let entry = entry?;
-                let Some(id) = entry
-                    .file_name()
-                    .to_str()
-                    .and_then(|s| Uuid::parse_str(s).ok())
+                let Some(id) = entry.file_name().to_str().and_then(|s| Uuid::parse_str(s).ok())
                 else {
                     continue;
                 };
-                out.push(StoredUpload {
-                    id,
-                    modified: entry.metadata()?.modified()?,
-                });
+                out.push(StoredUpload { id, modified: entry.metadata()?.modified()? });
             }
             Ok(out)
         })
@@ -281,11 +263,9 @@ fn open_for_append(path: &Path, offset: u64) -> Result<File, StorageError> {
     let mut file = match OpenOptions::new().write(true).open(path) {
         Ok(f) => f,
         // The empty file of a fresh session may not have survived a power cut.
-        Err(e) if e.kind() == io::ErrorKind::NotFound && offset == 0 => OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && offset == 0 => {
+            OpenOptions::new().write(true).create(true).truncate(false).open(path)?
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(StorageError::Corrupt("upload data is missing".into()));
         }
@@ -388,9 +368,7 @@ mod tests {
     use super::*;
 
     fn stream(chunks: Vec<&'static [u8]>) -> ByteStream {
-        Box::pin(futures::stream::iter(
-            chunks.into_iter().map(|c| Ok(Bytes::from_static(c))),
-        ))
+        Box::pin(futures::stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from_static(c)))))
     }
 
     async fn read_all(s: ByteStream) -> Vec<u8> {
@@ -404,25 +382,16 @@ mod tests {
         let store = FsBlobStore::open(dir.path()).await.unwrap();
         let id = Uuid::new_v4();
         store.create_upload(id).await.unwrap();
-        let n = store
-            .append_upload(id, 0, stream(vec![b"hello ", b"wor"]))
-            .await
-            .unwrap();
+        let n = store.append_upload(id, 0, stream(vec![b"hello ", b"wor"])).await.unwrap();
         assert_eq!(n, 9);
-        let n = store
-            .append_upload(id, 9, stream(vec![b"ld"]))
-            .await
-            .unwrap();
+        let n = store.append_upload(id, 9, stream(vec![b"ld"])).await.unwrap();
         let digest = Digest::sha256_of(b"hello world");
         store.commit_upload(id, n, &digest).await.unwrap();
         assert_eq!(store.stat(&digest).await.unwrap(), Some(11));
         let all = store.read(&digest, None).await.unwrap().unwrap();
         assert_eq!(read_all(all).await, b"hello world");
-        let part = store
-            .read(&digest, Some(ByteRange { start: 6, end: 10 }))
-            .await
-            .unwrap()
-            .unwrap();
+        let part =
+            store.read(&digest, Some(ByteRange { start: 6, end: 10 })).await.unwrap().unwrap();
         assert_eq!(read_all(part).await, b"world");
         assert!(store.list_uploads().await.unwrap().is_empty());
         assert_eq!(store.list().await.unwrap()[0].digest, digest);
@@ -434,33 +403,18 @@ mod tests {
         let store = FsBlobStore::open(dir.path()).await.unwrap();
         let id = Uuid::new_v4();
         store.create_upload(id).await.unwrap();
-        store
-            .append_upload(id, 0, stream(vec![b"abc"]))
-            .await
-            .unwrap();
+        store.append_upload(id, 0, stream(vec![b"abc"])).await.unwrap();
         // A failing body: some bytes arrive, then the client disconnects.
         let failing: ByteStream = Box::pin(futures::stream::iter(vec![
             Ok(Bytes::from_static(b"XYZ")),
             Err(io::Error::new(io::ErrorKind::UnexpectedEof, "gone")),
         ]));
-        assert!(matches!(
-            store.append_upload(id, 3, failing).await,
-            Err(StorageError::Input(_))
-        ));
+        assert!(matches!(store.append_upload(id, 3, failing).await, Err(StorageError::Input(_))));
         // The recorded length is still 3; the next append overwrites the torn bytes.
-        assert_eq!(
-            store
-                .append_upload(id, 3, stream(vec![b"def"]))
-                .await
-                .unwrap(),
-            6
-        );
+        assert_eq!(store.append_upload(id, 3, stream(vec![b"def"])).await.unwrap(), 6);
         let digest = Digest::sha256_of(b"abcdef");
         store.commit_upload(id, 6, &digest).await.unwrap();
-        assert_eq!(
-            read_all(store.read(&digest, None).await.unwrap().unwrap()).await,
-            b"abcdef"
-        );
+        assert_eq!(read_all(store.read(&digest, None).await.unwrap().unwrap()).await, b"abcdef");
     }
 
     #[tokio::test]

@@ -79,11 +79,7 @@ pub enum PutManifestOutcome {
     Stored,
     BlobUnknown(Digest),
     ManifestUnknown(Digest),
-    SizeMismatch {
-        digest: Digest,
-        declared: u64,
-        actual: u64,
-    },
+    SizeMismatch { digest: Digest, declared: u64, actual: u64 },
 }
 
 /// A manifest whose `subject` is a given digest, as the referrers API lists it.

@@ -43,10 +43,8 @@ impl SqliteMetadataStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await?;
+        let write =
+            SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
         sqlx::migrate!("./migrations/sqlite").run(&write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
@@ -104,13 +102,11 @@ async fn repo_id_tx(tx: &mut Transaction<'_, Sqlite>, repo: &RepoKey) -> Result<
 
 impl SqliteMetadataStore {
     async fn repo_id(&self, repo: &RepoKey) -> Result<Option<i64>, StorageError> {
-        Ok(
-            sqlx::query_scalar("SELECT id FROM repositories WHERE registry_id = $1 AND name = $2")
-                .bind(repo.registry)
-                .bind(repo.name.as_str())
-                .fetch_optional(&self.read)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("SELECT id FROM repositories WHERE registry_id = $1 AND name = $2")
+            .bind(repo.registry)
+            .bind(repo.name.as_str())
+            .fetch_optional(&self.read)
+            .await?)
     }
 
     /// The digest a reference resolves to in a repository.

@@ -34,10 +34,7 @@ pub(super) async fn handle(req: Req<'_>, method: &Method, name: &str, digest: &s
             let read = registry.read_blob(&repo, &digest, range).await?;
             let mut res = Response::new(Body::from_stream(read.stream));
             let h = res.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
             h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
             h.insert("docker-content-digest", value(digest.to_string()));
             h.insert(header::ETAG, value(format!("\"{digest}\"")));
@@ -85,11 +82,7 @@ fn parse_range(v: &str) -> Option<RangeRequest> {
         return Some(RangeRequest::Suffix(end.parse().ok()?));
     }
     let start: u64 = start.parse().ok()?;
-    let end = if end.is_empty() {
-        None
-    } else {
-        Some(end.parse().ok()?)
-    };
+    let end = if end.is_empty() { None } else { Some(end.parse().ok()?) };
     if end.is_some_and(|e| e < start) {
         return None;
     }
@@ -102,20 +95,8 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert_eq!(
-            parse_range("bytes=0-9"),
-            Some(RangeRequest::From {
-                start: 0,
-                end: Some(9)
-            })
-        );
-        assert_eq!(
-            parse_range("bytes=10-"),
-            Some(RangeRequest::From {
-                start: 10,
-                end: None
-            })
-        );
+        assert_eq!(parse_range("bytes=0-9"), Some(RangeRequest::From { start: 0, end: Some(9) }));
+        assert_eq!(parse_range("bytes=10-"), Some(RangeRequest::From { start: 10, end: None }));
         assert_eq!(parse_range("bytes=-5"), Some(RangeRequest::Suffix(5)));
         assert_eq!(parse_range("bytes=5-1"), None);
         assert_eq!(parse_range("bytes=0-1,4-5"), None);

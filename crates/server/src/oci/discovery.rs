@@ -37,11 +37,7 @@ fn encode(s: &str) -> String {
 
 pub(super) async fn catalog(req: Req<'_>) -> Result {
     let (n, last) = paging(&req)?;
-    let page = req
-        .state
-        .registry
-        .catalog(req.registry, last.as_deref(), n)
-        .await?;
+    let page = req.state.registry.catalog(req.registry, last.as_deref(), n).await?;
     let res = axum::Json(json!({ "repositories": page.items })).into_response();
     Ok(link_next(res, "/v2/_catalog", &page, n))
 }
@@ -51,36 +47,24 @@ pub(super) async fn tags(req: Req<'_>, name: &str) -> Result {
     let (n, last) = paging(&req)?;
     let page = req.state.registry.tags(&repo, last.as_deref(), n).await?;
     let res = axum::Json(json!({ "name": repo.name, "tags": page.items })).into_response();
-    Ok(link_next(
-        res,
-        &format!("/v2/{}/tags/list", repo.name),
-        &page,
-        n,
-    ))
+    Ok(link_next(res, &format!("/v2/{}/tags/list", repo.name), &page, n))
 }
 
 pub(super) async fn referrers(req: Req<'_>, name: &str, digest: &str) -> Result {
     let repo = req.repo(name)?;
     let digest = parse_digest(digest)?;
     let artifact_type = req.query.get("artifactType").filter(|s| !s.is_empty());
-    let manifests = req
-        .state
-        .registry
-        .referrers(&repo, &digest, artifact_type.map(String::as_str))
-        .await?;
+    let manifests =
+        req.state.registry.referrers(&repo, &digest, artifact_type.map(String::as_str)).await?;
     let body = json!({
         "schemaVersion": 2,
         "mediaType": media_type::OCI_INDEX,
         "manifests": manifests,
     });
-    let mut res = (
-        [(header::CONTENT_TYPE, media_type::OCI_INDEX)],
-        body.to_string(),
-    )
-        .into_response();
+    let mut res =
+        ([(header::CONTENT_TYPE, media_type::OCI_INDEX)], body.to_string()).into_response();
     if artifact_type.is_some() {
-        res.headers_mut()
-            .insert("oci-filters-applied", value("artifactType".into()));
+        res.headers_mut().insert("oci-filters-applied", value("artifactType".into()));
     }
     Ok(res)
 }

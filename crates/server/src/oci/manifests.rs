@@ -17,7 +17,7 @@ pub(super) async fn handle(req: Req<'_>, method: &Method, name: &str, reference:
         // Nothing can be stored under an invalid reference: reading it finds nothing.
         Err(_) if *method != Method::PUT => {
             return Err(
-                RegistryError::ManifestUnknown(reference.chars().take(200).collect()).into(),
+                RegistryError::ManifestUnknown(reference.chars().take(200).collect()).into()
             );
         }
         Err(e) => return Err(e),
@@ -47,13 +47,10 @@ pub(super) async fn handle(req: Req<'_>, method: &Method, name: &str, reference:
             Ok(res)
         }
         Method::PUT => {
-            let declared = req
-                .header(header::CONTENT_LENGTH)
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            let too_large = RegistryError::TooLarge {
-                what: "manifest",
-                limit: MAX_MANIFEST_SIZE as u64,
-            };
+            let declared =
+                req.header(header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
+            let too_large =
+                RegistryError::TooLarge { what: "manifest", limit: MAX_MANIFEST_SIZE as u64 };
             if declared.is_some_and(|n| n > MAX_MANIFEST_SIZE as u64) {
                 return Err(too_large.into());
             }
@@ -63,9 +60,8 @@ pub(super) async fn handle(req: Req<'_>, method: &Method, name: &str, reference:
                 Err(e) if is_length_limit(&e) => return Err(too_large.into()),
                 Err(e) => return Err(RegistryError::BodyIncomplete(e.to_string()).into()),
             };
-            let stored = registry
-                .put_manifest(&repo, &reference, content_type.as_deref(), body)
-                .await?;
+            let stored =
+                registry.put_manifest(&repo, &reference, content_type.as_deref(), body).await?;
             let mut res = (
                 StatusCode::CREATED,
                 [
@@ -82,8 +78,7 @@ pub(super) async fn handle(req: Req<'_>, method: &Method, name: &str, reference:
             )
                 .into_response();
             if let Some(subject) = stored.subject {
-                res.headers_mut()
-                    .insert("oci-subject", value(subject.to_string()));
+                res.headers_mut().insert("oci-subject", value(subject.to_string()));
             }
             Ok(res)
         }

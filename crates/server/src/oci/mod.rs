@@ -73,10 +73,7 @@ pub(crate) fn parse_route(path: &str) -> Option<Route<'_>> {
     }
     let (name, kind) = rest.rsplit_once('/')?;
     match kind {
-        "manifests" => Some(Route::Manifest {
-            name,
-            reference: last,
-        }),
+        "manifests" => Some(Route::Manifest { name, reference: last }),
         "blobs" => Some(Route::Blob { name, digest: last }),
         "referrers" => Some(Route::Referrers { name, digest: last }),
         _ => None,
@@ -99,21 +96,11 @@ async fn dispatch(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or(parts.uri.authority().map(|a| a.as_str()));
-    let registry = match state
-        .registry
-        .registry_for_host(host, &state.settings.domain)
-        .await
-    {
+    let registry = match state.registry.registry_for_host(host, &state.settings.domain).await {
         Ok(r) => r,
         Err(e) => return OciError(e).into_response(),
     };
-    let req = Req {
-        state: &state,
-        registry: registry.id,
-        query,
-        headers: &parts.headers,
-        body,
-    };
+    let req = Req { state: &state, registry: registry.id, query, headers: &parts.headers, body };
     let result = match (route, &parts.method) {
         (Route::Catalog, &Method::GET) => discovery::catalog(req).await,
         (Route::Tags { name }, &Method::GET) => discovery::tags(req, name).await,
@@ -150,10 +137,7 @@ impl Req<'_> {
     fn repo(&self, name: &str) -> Result<RepoKey> {
         let name =
             RepositoryName::parse(name).map_err(|e| RegistryError::NameInvalid(e.to_string()))?;
-        Ok(RepoKey {
-            registry: self.registry,
-            name,
-        })
+        Ok(RepoKey { registry: self.registry, name })
     }
 
     fn header(&self, name: header::HeaderName) -> Option<&str> {
@@ -167,8 +151,7 @@ impl Req<'_> {
 }
 
 fn parse_digest(s: &str) -> Result<Digest> {
-    s.parse::<Digest>()
-        .map_err(|e| RegistryError::DigestInvalid(e.to_string()).into())
+    s.parse::<Digest>().map_err(|e| RegistryError::DigestInvalid(e.to_string()).into())
 }
 
 fn parse_reference(s: &str) -> Result<Reference> {
@@ -197,40 +180,22 @@ mod tests {
         assert_eq!(parse_route("a/b/tags/list"), Some(Tags { name: "a/b" }));
         assert_eq!(
             parse_route("a/manifests/latest"),
-            Some(Manifest {
-                name: "a",
-                reference: "latest"
-            })
+            Some(Manifest { name: "a", reference: "latest" })
         );
         assert_eq!(
             parse_route("x/manifests/y/manifests/v1"),
-            Some(Manifest {
-                name: "x/manifests/y",
-                reference: "v1"
-            })
+            Some(Manifest { name: "x/manifests/y", reference: "v1" })
         );
         assert_eq!(
             parse_route("a/b/blobs/sha256:00"),
-            Some(Blob {
-                name: "a/b",
-                digest: "sha256:00"
-            })
+            Some(Blob { name: "a/b", digest: "sha256:00" })
         );
         assert_eq!(parse_route("a/blobs/uploads/"), Some(Uploads { name: "a" }));
         assert_eq!(parse_route("a/blobs/uploads"), Some(Uploads { name: "a" }));
-        assert_eq!(
-            parse_route("a/blobs/uploads/abc"),
-            Some(Upload {
-                name: "a",
-                id: "abc"
-            })
-        );
+        assert_eq!(parse_route("a/blobs/uploads/abc"), Some(Upload { name: "a", id: "abc" }));
         assert_eq!(
             parse_route("a/referrers/sha256:00"),
-            Some(Referrers {
-                name: "a",
-                digest: "sha256:00"
-            })
+            Some(Referrers { name: "a", digest: "sha256:00" })
         );
         assert_eq!(parse_route("a/tags/lists"), None);
         assert_eq!(parse_route("a"), None);

@@ -92,14 +92,8 @@ fn created(repo: &RepoKey, digest: &Digest) -> Response {
     (
         StatusCode::CREATED,
         [
-            (
-                header::LOCATION,
-                value(format!("/v2/{}/blobs/{digest}", repo.name)),
-            ),
-            (
-                header::HeaderName::from_static("docker-content-digest"),
-                value(digest.to_string()),
-            ),
+            (header::LOCATION, value(format!("/v2/{}/blobs/{digest}", repo.name))),
+            (header::HeaderName::from_static("docker-content-digest"), value(digest.to_string())),
             (header::CONTENT_LENGTH, value("0".into())),
         ],
     )
@@ -111,15 +105,9 @@ fn accepted(repo: &RepoKey, status: UploadStatus) -> Response {
     (
         StatusCode::ACCEPTED,
         [
-            (
-                header::LOCATION,
-                value(format!("/v2/{}/blobs/uploads/{}", repo.name, status.id)),
-            ),
+            (header::LOCATION, value(format!("/v2/{}/blobs/uploads/{}", repo.name, status.id))),
             (header::RANGE, value(range_value(status.size))),
-            (
-                header::HeaderName::from_static("docker-upload-uuid"),
-                value(status.id.to_string()),
-            ),
+            (header::HeaderName::from_static("docker-upload-uuid"), value(status.id.to_string())),
             (header::CONTENT_LENGTH, value("0".into())),
         ],
     )
@@ -129,10 +117,7 @@ fn accepted(repo: &RepoKey, status: UploadStatus) -> Response {
 /// `<start>-<end>` (also accepted: `bytes <start>-<end>[/<total>|/*]`), end inclusive.
 fn parse_content_range(v: &str) -> Option<(u64, u64)> {
     let v = v.trim();
-    let v = v
-        .strip_prefix("bytes ")
-        .or_else(|| v.strip_prefix("bytes="))
-        .unwrap_or(v);
+    let v = v.strip_prefix("bytes ").or_else(|| v.strip_prefix("bytes=")).unwrap_or(v);
     let v = v.split('/').next()?;
     let (start, end) = v.split_once('-')?;
     let (start, end): (u64, u64) = (start.trim().parse().ok()?, end.trim().parse().ok()?);

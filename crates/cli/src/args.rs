@@ -1,4 +1,5 @@
 //! What the user typed: clap's view of the command line, nothing resolved yet.
+//! Client commands take the flags of their `az acr` counterparts.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,12 +21,32 @@ pub(crate) struct GlobalArgs {
     /// The wharf server to talk to.
     #[arg(long, global = true, env = "WHARF_SERVER", default_value = "http://127.0.0.1:5000")]
     pub(crate) server: String,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value = "json")]
+    pub(crate) output: Output,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Output {
+    Json,
+    Table,
 }
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
     /// Run the registry server.
     Serve(ServeArgs),
+    /// Import an image into a registry from another registry, server-side.
+    Import(ImportArgs),
+    /// Manage registries.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+    /// Look at and delete repositories, tags and manifests.
+    #[command(subcommand)]
+    Repository(RepositoryCommand),
+    /// Long-running operations (imports).
+    #[command(subcommand)]
+    Operation(OperationCommand),
     /// Remove unreferenced blobs and abandoned uploads now (on a running server).
     Gc(GcArgs),
 }
@@ -56,6 +77,19 @@ pub(crate) struct ServeArgs {
     /// Upload sessions idle for longer than this are removed [default: 24h].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub(crate) upload_ttl: Option<std::time::Duration>,
+    /// A source registry reached over plain HTTP, which may be on a loopback or private
+    /// address (repeatable): host or host:port.
+    #[arg(long = "insecure-source", value_name = "HOST[:PORT]")]
+    pub(crate) insecure_sources: Vec<String>,
+    /// Fetch a registry's images from a mirror (repeatable), e.g. docker.io=http://127.0.0.1:5001.
+    #[arg(long = "registry-mirror", value_name = "HOST=URL")]
+    pub(crate) registry_mirrors: Vec<String>,
+    /// Blobs an import downloads at once [default: 4].
+    #[arg(long)]
+    pub(crate) import_parallelism: Option<usize>,
+    /// How long importImage waits for completion before answering 202 [default: 2s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) import_sync_wait: Option<std::time::Duration>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -63,6 +97,164 @@ pub(crate) struct ServeArgs {
 pub(crate) enum LogFormat {
     Human,
     Json,
+}
+
+/// Which registry: `az`'s `--name/-n`, `--resource-group/-g`, plus `--subscription`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct RegistryRef {
+    /// The registry's name.
+    #[arg(long, short = 'n')]
+    pub(crate) name: String,
+    /// Its resource group (looked up when omitted).
+    #[arg(long = "resource-group", short = 'g')]
+    pub(crate) resource_group: Option<String>,
+    /// Its subscription (looked up when omitted).
+    #[arg(long)]
+    pub(crate) subscription: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ImportArgs {
+    #[command(flatten)]
+    pub(crate) target: RegistryRef,
+    /// Source image, or fully qualified source containing the registry's login server.
+    /// With --registry it is always an image name.
+    #[arg(long)]
+    pub(crate) source: String,
+    /// Source registry on this server: name, login server or resource ID.
+    #[arg(long, short = 'r')]
+    pub(crate) registry: Option<String>,
+    /// Username for the source registry.
+    #[arg(long, short = 'u')]
+    pub(crate) username: Option<String>,
+    /// Password or token for the source registry.
+    #[arg(long, short = 'p')]
+    pub(crate) password: Option<String>,
+    /// Target repository and tag, repo[:tag] (repeatable).
+    #[arg(long = "image", short = 't')]
+    pub(crate) images: Vec<String>,
+    /// Target repository for an untagged copy (repeatable).
+    #[arg(long = "repository")]
+    pub(crate) repositories: Vec<String>,
+    /// Overwrite existing target tags.
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Return once the import has started.
+    #[arg(long)]
+    pub(crate) no_wait: bool,
+    /// Don't copy signatures, SBOMs and other referrers.
+    #[arg(long)]
+    pub(crate) no_referrers: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum RegistryCommand {
+    /// Create a registry.
+    Create {
+        #[command(flatten)]
+        registry: RegistryRef,
+        /// Where it is (free text, as in ARM).
+        #[arg(long, short = 'l', default_value = "local")]
+        location: String,
+        #[arg(long, default_value = "Standard")]
+        sku: String,
+        /// Enable the admin user.
+        #[arg(long)]
+        admin_enabled: bool,
+    },
+    /// List registries.
+    List {
+        #[arg(long = "resource-group", short = 'g')]
+        resource_group: Option<String>,
+        #[arg(long)]
+        subscription: Option<String>,
+    },
+    /// Show a registry's resource.
+    Show {
+        #[command(flatten)]
+        registry: RegistryRef,
+    },
+    /// Delete a registry and everything in it.
+    Delete {
+        #[command(flatten)]
+        registry: RegistryRef,
+        /// Don't ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum RepositoryCommand {
+    /// List repositories.
+    List {
+        #[command(flatten)]
+        registry: RegistryRef,
+        /// At most this many.
+        #[arg(long)]
+        top: Option<u32>,
+    },
+    /// List the tags of a repository.
+    ShowTags {
+        #[command(flatten)]
+        registry: RegistryRef,
+        #[arg(long)]
+        repository: String,
+        /// Show details, not just names.
+        #[arg(long)]
+        detail: bool,
+        #[arg(long)]
+        top: Option<u32>,
+        /// time_asc or time_desc.
+        #[arg(long)]
+        orderby: Option<String>,
+    },
+    /// List the manifests of a repository.
+    ShowManifests {
+        #[command(flatten)]
+        registry: RegistryRef,
+        #[arg(long)]
+        repository: String,
+        #[arg(long)]
+        detail: bool,
+        #[arg(long)]
+        top: Option<u32>,
+        #[arg(long)]
+        orderby: Option<String>,
+    },
+    /// Show a repository, or one image (repo:tag or repo@digest).
+    Show {
+        #[command(flatten)]
+        registry: RegistryRef,
+        #[arg(long)]
+        repository: Option<String>,
+        #[arg(long, short = 't')]
+        image: Option<String>,
+    },
+    /// Delete a repository, or an image (its manifest and every tag on it).
+    Delete {
+        #[command(flatten)]
+        registry: RegistryRef,
+        #[arg(long)]
+        repository: Option<String>,
+        #[arg(long, short = 't')]
+        image: Option<String>,
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Remove a tag, keeping the manifest.
+    Untag {
+        #[command(flatten)]
+        registry: RegistryRef,
+        #[arg(long, short = 't')]
+        image: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum OperationCommand {
+    /// Show an operation's status (id or Location URL).
+    Show { id: String },
 }
 
 #[derive(Args, Debug)]

@@ -10,6 +10,12 @@
 //! interval = "1h"
 //! grace = "1h"
 //! upload_ttl = "24h"
+//!
+//! [import]
+//! insecure_sources = ["127.0.0.1:5001"]
+//! registry_mirrors = { "docker.io" = "http://127.0.0.1:5001" }
+//! parallelism = 4
+//! sync_wait = "2s"
 //! ```
 
 use std::net::SocketAddr;
@@ -30,6 +36,20 @@ pub(crate) struct FileConfig {
     pub(crate) domain: Option<String>,
     #[serde(default)]
     pub(crate) gc: GcConfig,
+    #[serde(default)]
+    pub(crate) import: ImportConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ImportConfig {
+    #[serde(default)]
+    pub(crate) insecure_sources: Vec<String>,
+    #[serde(default)]
+    pub(crate) registry_mirrors: std::collections::BTreeMap<String, String>,
+    pub(crate) parallelism: Option<usize>,
+    #[serde(default, with = "opt_duration")]
+    pub(crate) sync_wait: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,12 +94,14 @@ mod tests {
     #[test]
     fn parses_a_full_file() {
         let c: FileConfig = toml::from_str(
-            "listen = \"127.0.0.1:6000\"\ndata_dir = \"/tmp/x\"\nlog_format = \"json\"\n[gc]\ngrace = \"5m\"\n",
+            "listen = \"127.0.0.1:6000\"\ndata_dir = \"/tmp/x\"\nlog_format = \"json\"\n[gc]\ngrace = \"5m\"\n[import]\ninsecure_sources = [\"a:1\"]\nregistry_mirrors = { \"docker.io\" = \"http://m\" }\n",
         )
         .unwrap();
         assert_eq!(c.listen.unwrap().port(), 6000);
         assert_eq!(c.log_format, Some(LogFormat::Json));
         assert_eq!(c.gc.grace, Some(Duration::from_secs(300)));
+        assert_eq!(c.import.insecure_sources, ["a:1"]);
+        assert_eq!(c.import.registry_mirrors["docker.io"], "http://m");
     }
 
     #[test]

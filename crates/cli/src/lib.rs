@@ -8,7 +8,12 @@ mod args;
 mod client;
 mod config;
 mod gc;
+mod import;
 mod logging;
+mod operation;
+mod output;
+mod registry_cmd;
+mod repository;
 pub mod serve;
 
 use std::process::ExitCode;
@@ -29,6 +34,10 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Gc(args) => gc::run(&cli.global, args).await,
+            Command::Import(args) => import::run(&cli.global, args).await,
+            Command::Registry(cmd) => registry_cmd::run(&cli.global, cmd).await,
+            Command::Repository(cmd) => repository::run(&cli.global, cmd).await,
+            Command::Operation(cmd) => operation::run(&cli.global, cmd).await,
         }
     });
     match result {

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use wharf_import::{EgressPolicy, ImportService, ImportSettings};
+use wharf_management::authz::AllowAll;
+use wharf_management::{LoginServers, Management};
 use wharf_registry::{GcOptions, RegistryService};
 use wharf_server::{AppState, Settings};
 use wharf_storage::{FsBlobStore, SqliteMetadataStore};
@@ -24,6 +27,11 @@ pub struct ServeConfig {
     pub domain: String,
     pub gc_interval: Duration,
     pub gc: GcOptions,
+    /// `host[:port]` sources allowed over plain HTTP and on private addresses.
+    pub insecure_sources: Vec<String>,
+    /// `(registry host, mirror URL)`.
+    pub registry_mirrors: Vec<(String, String)>,
+    pub import: ImportSettings,
 }
 
 /// The log format, as resolved.
@@ -40,6 +48,7 @@ impl ServeConfig {
             None => FileConfig::default(),
         };
         let defaults = GcOptions::default();
+        let import_defaults = ImportSettings::default();
         let format = args.log_format.or(file.log_format).unwrap_or(LogFormat::Human);
         Ok(ServeConfig {
             listen: args
@@ -59,6 +68,36 @@ impl ServeConfig {
             gc: GcOptions {
                 grace: args.gc_grace.or(file.gc.grace).unwrap_or(defaults.grace),
                 upload_ttl: args.upload_ttl.or(file.gc.upload_ttl).unwrap_or(defaults.upload_ttl),
+            },
+            insecure_sources: if args.insecure_sources.is_empty() {
+                file.import.insecure_sources
+            } else {
+                args.insecure_sources
+            },
+            registry_mirrors: if args.registry_mirrors.is_empty() {
+                file.import.registry_mirrors.into_iter().collect()
+            } else {
+                args.registry_mirrors
+                    .iter()
+                    .map(|m| {
+                        m.split_once('=')
+                            .map(|(h, u)| (h.trim().to_owned(), u.trim().to_owned()))
+                            .ok_or_else(|| {
+                                anyhow::anyhow!("--registry-mirror '{m}' is not HOST=URL")
+                            })
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            },
+            import: ImportSettings {
+                parallel_blobs: args
+                    .import_parallelism
+                    .or(file.import.parallelism)
+                    .unwrap_or(import_defaults.parallel_blobs),
+                sync_wait: args
+                    .import_sync_wait
+                    .or(file.import.sync_wait)
+                    .unwrap_or(import_defaults.sync_wait),
+                ..import_defaults
             },
         })
     }
@@ -80,16 +119,40 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let meta = SqliteMetadataStore::open(&config.data_dir.join("wharf.db"))
         .await
         .context("cannot open the metadata database")?;
-    let registry = RegistryService::new(Arc::new(blobs), Arc::new(meta));
-    let state = AppState {
-        registry: registry.clone(),
-        settings: Arc::new(Settings { domain: config.domain.clone(), gc: config.gc }),
-    };
+    let meta = Arc::new(meta);
+    let registry = RegistryService::new(Arc::new(blobs), meta.clone());
 
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    // Login servers carry the port clients reach the server on.
+    let port_suffix = match addr.port() {
+        80 | 443 => String::new(),
+        p => format!(":{p}"),
+    };
+    let management =
+        Management::new(meta.clone(), LoginServers { domain: config.domain.clone(), port_suffix });
+    let policy = EgressPolicy::new(&config.insecure_sources, &config.registry_mirrors)
+        .map_err(anyhow::Error::msg)?;
+    let authz = Arc::new(AllowAll);
+    let imports = ImportService::new(
+        registry.clone(),
+        management.clone(),
+        meta.clone(),
+        policy,
+        authz.clone(),
+        config.import.clone(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    imports.resume_unfinished().await.map_err(|e| anyhow::anyhow!("cannot resume imports: {e}"))?;
+    let state = AppState {
+        registry: registry.clone(),
+        management,
+        imports,
+        authz,
+        settings: Arc::new(Settings { domain: config.domain.clone(), gc: config.gc }),
+    };
     tracing::info!(
         %addr,
         data_dir = %config.data_dir.display(),

@@ -87,6 +87,15 @@ impl RegistryService {
         Ok(BlobRead { size, range, stream })
     }
 
+    /// If the server stores a blob (in any repository), restart its GC grace period and
+    /// return its size: an import then links it instead of downloading it again.
+    pub async fn retain_blob(&self, digest: &Digest) -> Result<Option<u64>, RegistryError> {
+        if !self.meta.touch_blob(digest).await? {
+            return Ok(None);
+        }
+        Ok(self.meta.blob_size(digest).await?)
+    }
+
     /// Remove a blob from a repository. Its bytes stay while anything else uses them.
     pub async fn delete_blob(&self, repo: &RepoKey, digest: &Digest) -> Result<(), RegistryError> {
         if self.meta.unlink_blob(repo, digest).await? {
@@ -122,18 +131,12 @@ impl RegistryService {
         if self.meta.touch_blob(digest).await? {
             return self.put_known_blob(repo, digest, body).await;
         }
-        let id = Uuid::new_v4();
-        self.blobs.create_upload(id).await?;
-        let hasher = Arc::new(Mutex::new(Sha256Hasher::new()));
-        let result = self.blobs.append_upload(id, 0, hashing(body, hasher.clone())).await;
-        let len = match result {
-            Ok(len) => len,
-            Err(e) => {
-                self.blobs.abort_upload(id).await?;
-                return Err(RegistryError::from_append(e));
-            }
-        };
-        self.commit(repo, id, len, finish(hasher), digest).await
+        let mut ingest = self.ingest_begin().await?;
+        if let Some(e) = self.ingest_append(&mut ingest, body).await? {
+            self.ingest_abort(ingest).await?;
+            return Err(RegistryError::BodyIncomplete(e.to_string()));
+        }
+        self.ingest_finish(ingest, digest, Some(repo)).await
     }
 
     /// A monolithic push of a blob the server already stores: the bytes are hashed (the
@@ -160,13 +163,63 @@ impl RegistryService {
         // The touch above kept GC away for a grace period; check it still holds.
         match (self.meta.blob_size(digest).await?, self.blobs.stat(digest).await?) {
             (Some(size), Some(_)) if size == hasher.len() => {
-                self.meta.add_blob(digest, size, repo).await?;
+                self.meta.add_blob(digest, size, Some(repo)).await?;
                 Ok(())
             }
             _ => Err(RegistryError::BlobUploadInvalid(
                 "the blob was garbage-collected while it was being pushed; push it again".into(),
             )),
         }
+    }
+
+    /// Start writing a blob whose bytes arrive in one or more streams (a monolithic push,
+    /// or an import that resumes broken downloads). Nothing is visible until
+    /// [`ingest_finish`](Self::ingest_finish).
+    pub async fn ingest_begin(&self) -> Result<Ingest, RegistryError> {
+        let id = Uuid::new_v4();
+        self.blobs.create_upload(id).await?;
+        Ok(Ingest { id, len: 0, hasher: Sha256Hasher::new() })
+    }
+
+    /// Append a stream, hashing it on the way. If the stream breaks, what arrived before is
+    /// kept (`ingest.len()` says how much) and the stream's error is returned, so that the
+    /// caller can resume from there.
+    pub async fn ingest_append(
+        &self,
+        ingest: &mut Ingest,
+        body: ByteStream,
+    ) -> Result<Option<std::io::Error>, RegistryError> {
+        let hasher = Arc::new(Mutex::new(ingest.hasher.clone()));
+        let appended =
+            self.blobs.append_upload(ingest.id, ingest.len, hashing(body, hasher.clone())).await?;
+        let hasher = finish(hasher);
+        if hasher.len() != appended.len {
+            return Err(corrupt(format!(
+                "upload {} holds {} bytes but {} were hashed",
+                ingest.id,
+                appended.len,
+                hasher.len()
+            )));
+        }
+        ingest.len = appended.len;
+        ingest.hasher = hasher;
+        Ok(appended.input_error)
+    }
+
+    /// Verify the bytes against `digest` and publish the blob: linked into `repo`, or only
+    /// staged (stored, visible nowhere) without one.
+    pub async fn ingest_finish(
+        &self,
+        ingest: Ingest,
+        digest: &Digest,
+        repo: Option<&RepoKey>,
+    ) -> Result<(), RegistryError> {
+        self.commit(repo, ingest.id, ingest.len, ingest.hasher, digest).await
+    }
+
+    /// Drop an unfinished ingest.
+    pub async fn ingest_abort(&self, ingest: Ingest) -> Result<(), RegistryError> {
+        Ok(self.blobs.abort_upload(ingest.id).await?)
     }
 
     /// Start a chunked upload session.
@@ -207,7 +260,8 @@ impl RegistryService {
 
     /// Append a chunk. `start` is where the client says it begins (`Content-Range`),
     /// `len` how long it says it is; a chunk that doesn't start at the current end is
-    /// refused with the current size, and stores nothing.
+    /// refused with the current size, and a chunk that breaks off or has the wrong length
+    /// is not recorded (the next one overwrites its bytes).
     pub async fn upload_chunk(
         &self,
         repo: &RepoKey,
@@ -223,11 +277,10 @@ impl RegistryService {
         {
             return Err(RegistryError::ChunkOutOfOrder { size: upload.size });
         }
-        let (size, hasher) = self.append(&upload, body).await?;
+        let (size, hasher) = self.append_chunk(&upload, body).await?;
         if let Some(len) = len
             && size - upload.size != len
         {
-            // Not recorded: the next chunk overwrites these bytes.
             return Err(RegistryError::SizeInvalid(format!(
                 "chunk was {} bytes, its Content-Range or Content-Length said {len}",
                 size - upload.size
@@ -237,30 +290,20 @@ impl RegistryService {
         Ok(UploadStatus { id, size })
     }
 
-    /// Append `body` to an upload, continuing its saved hash.
-    async fn append(
+    /// Append `body` to an upload session, continuing its saved hash; a body that breaks
+    /// off is an error (the session stays where it was).
+    async fn append_chunk(
         &self,
         upload: &UploadRecord,
         body: ByteStream,
     ) -> Result<(u64, Sha256Hasher), RegistryError> {
-        let restored = Sha256Hasher::restore(&upload.hash_state).map_err(|e| {
-            RegistryError::Storage(wharf_storage::StorageError::Corrupt(e.to_string()))
-        })?;
-        let hasher = Arc::new(Mutex::new(restored));
-        let size = self
-            .blobs
-            .append_upload(upload.id, upload.size, hashing(body, hasher.clone()))
-            .await
-            .map_err(RegistryError::from_append)?;
-        let hasher = finish(hasher);
-        if hasher.len() != size {
-            return Err(RegistryError::Storage(wharf_storage::StorageError::Corrupt(format!(
-                "upload {} holds {size} bytes but {} were hashed",
-                upload.id,
-                hasher.len()
-            ))));
+        let hasher =
+            Sha256Hasher::restore(&upload.hash_state).map_err(|e| corrupt(e.to_string()))?;
+        let mut ingest = Ingest { id: upload.id, len: upload.size, hasher };
+        if let Some(e) = self.ingest_append(&mut ingest, body).await? {
+            return Err(RegistryError::BodyIncomplete(e.to_string()));
         }
-        Ok((size, hasher))
+        Ok((ingest.len, ingest.hasher))
     }
 
     /// Close an upload (`PUT ?digest=`, optionally with a last chunk) and publish the blob.
@@ -275,15 +318,13 @@ impl RegistryService {
         let _guard = self.locks.upload(id).await;
         let upload = self.upload_record(repo, id).await?;
         let (size, hasher) = match last_chunk {
-            Some(body) => self.append(&upload, body).await?,
+            Some(body) => self.append_chunk(&upload, body).await?,
             None => (
                 upload.size,
-                Sha256Hasher::restore(&upload.hash_state).map_err(|e| {
-                    RegistryError::Storage(wharf_storage::StorageError::Corrupt(e.to_string()))
-                })?,
+                Sha256Hasher::restore(&upload.hash_state).map_err(|e| corrupt(e.to_string()))?,
             ),
         };
-        let result = self.commit(repo, id, size, hasher, digest).await;
+        let result = self.commit(Some(repo), id, size, hasher, digest).await;
         if !matches!(result, Err(RegistryError::Storage(_))) {
             // Committed or rejected: either way the session is over.
             self.meta.delete_upload(id).await?;
@@ -294,7 +335,7 @@ impl RegistryService {
     /// Verify the hash of an upload's bytes against `digest` and publish it, or drop it.
     async fn commit(
         &self,
-        repo: &RepoKey,
+        repo: Option<&RepoKey>,
         id: Uuid,
         size: u64,
         hasher: Sha256Hasher,
@@ -310,7 +351,7 @@ impl RegistryService {
         let _guard = self.locks.digest(digest).await;
         self.blobs.commit_upload(id, size, digest).await?;
         self.meta.add_blob(digest, size, repo).await?;
-        tracing::debug!(%digest, size, repo = %repo.name, "blob committed");
+        tracing::debug!(%digest, size, "blob committed");
         Ok(())
     }
 
@@ -322,4 +363,26 @@ impl RegistryService {
         self.blobs.abort_upload(id).await?;
         Ok(())
     }
+}
+
+/// A blob being written: see [`RegistryService::ingest_begin`].
+pub struct Ingest {
+    id: Uuid,
+    len: u64,
+    hasher: Sha256Hasher,
+}
+
+impl Ingest {
+    /// Bytes received and stored so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+fn corrupt(message: String) -> RegistryError {
+    RegistryError::Storage(wharf_storage::StorageError::Corrupt(message))
 }

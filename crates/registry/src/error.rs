@@ -45,13 +45,3 @@ pub enum RegistryError {
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
-
-impl RegistryError {
-    /// A storage error caused by the caller's stream becomes `BodyIncomplete`.
-    pub(crate) fn from_append(e: StorageError) -> Self {
-        match e {
-            StorageError::Input(io) => RegistryError::BodyIncomplete(io.to_string()),
-            other => RegistryError::Storage(other),
-        }
-    }
-}

@@ -20,6 +20,7 @@ mod discovery;
 mod error;
 mod gc;
 mod hashing;
+mod listing;
 mod locks;
 mod manifests;
 
@@ -27,12 +28,16 @@ use std::sync::Arc;
 
 use wharf_storage::{BlobStore, MetadataStore, RegistryRecord};
 
-pub use blobs::{BlobRead, RangeRequest, UploadStatus};
+pub use blobs::{BlobRead, Ingest, RangeRequest, UploadStatus};
 pub use discovery::Page;
 pub use error::RegistryError;
 pub use gc::{GcOptions, GcReport};
-pub use manifests::{MAX_MANIFEST_SIZE, StoredManifest};
-pub use wharf_storage::{ByteRange, ByteStream, ManifestMeta, ManifestRecord, RepoKey};
+pub use listing::ManifestDetail;
+pub use manifests::{CommitError, MAX_MANIFEST_SIZE, StoredManifest};
+pub use wharf_storage::{
+    ByteRange, ByteStream, CommitBatch, ListOrder, ManifestMeta, ManifestRecord, PutManifest,
+    RepoKey, TagRecord,
+};
 
 /// The registry operations, shared by every request handler.
 #[derive(Clone)]
@@ -61,6 +66,18 @@ impl RegistryService {
             return Ok(r);
         }
         Ok(self.meta.default_registry().await?)
+    }
+
+    /// The registry named by a login server `<name>.<domain>[:port]`, if it is one of ours.
+    pub async fn registry_named_by_host(
+        &self,
+        host: &str,
+        domain: &str,
+    ) -> Result<Option<RegistryRecord>, RegistryError> {
+        match registry_label(host, domain) {
+            Some(name) => Ok(self.meta.registry_by_name(&name).await?),
+            None => Ok(None),
+        }
     }
 
     /// The metadata store, for layers (management, import) that keep their own records.

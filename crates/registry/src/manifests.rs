@@ -1,10 +1,12 @@
 //! Manifests: validated, stored byte for byte, tagged in the same transaction.
 
 use bytes::Bytes;
-use wharf_oci::manifest::Manifest;
+use futures::StreamExt;
+use wharf_oci::manifest::{Manifest, Platform};
 use wharf_oci::{Digest, Reference, media_type};
 use wharf_storage::{
-    BlobRef, ManifestMeta, ManifestRecord, PutManifest, PutManifestOutcome, RepoKey, now_millis,
+    BlobRef, CommitBatch, CommitOutcome, ManifestMeta, ManifestRecord, PutManifest,
+    PutManifestOutcome, RepoKey, now_millis,
 };
 
 use crate::{RegistryError, RegistryService};
@@ -13,11 +15,33 @@ use crate::{RegistryError, RegistryService};
 /// implementation and of ACR).
 pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
 
+/// Image configs larger than this aren't read for their platform.
+const MAX_CONFIG_READ: u64 = 1 << 20;
+
 /// What a manifest PUT stored.
 #[derive(Clone, Debug)]
 pub struct StoredManifest {
     pub digest: Digest,
     pub subject: Option<Digest>,
+}
+
+/// Why [`RegistryService::commit_batch`] stored nothing.
+#[derive(Debug)]
+pub enum CommitError {
+    /// A tag exists and points elsewhere (and the batch doesn't force).
+    TagExists {
+        repo: RepoKey,
+        tag: wharf_oci::Tag,
+    },
+    /// A staged blob was garbage-collected before the batch committed.
+    BlobMissing(Digest),
+    Registry(RegistryError),
+}
+
+impl From<RegistryError> for CommitError {
+    fn from(e: RegistryError) -> Self {
+        CommitError::Registry(e)
+    }
 }
 
 impl RegistryService {
@@ -29,12 +53,6 @@ impl RegistryService {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<StoredManifest, RegistryError> {
-        if body.len() > MAX_MANIFEST_SIZE {
-            return Err(RegistryError::TooLarge {
-                what: "manifest",
-                limit: MAX_MANIFEST_SIZE as u64,
-            });
-        }
         let digest = Digest::sha256_of(&body);
         let tag = match reference {
             Reference::Digest(claimed) => {
@@ -53,10 +71,31 @@ impl RegistryService {
             }
             Reference::Tag(t) => Some(t.clone()),
         };
+        let mut put = self.prepare_manifest(repo, content_type, body).await?;
+        put.tag = tag;
+        let subject = put.record.subject.clone();
+        outcome(repo, self.meta.put_manifest(&put).await?)?;
+        Ok(StoredManifest { digest, subject })
+    }
+
+    /// Check a manifest and build what storing it takes (untagged), without storing it.
+    pub async fn prepare_manifest(
+        &self,
+        repo: &RepoKey,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<PutManifest, RegistryError> {
+        if body.len() > MAX_MANIFEST_SIZE {
+            return Err(RegistryError::TooLarge {
+                what: "manifest",
+                limit: MAX_MANIFEST_SIZE as u64,
+            });
+        }
+        let digest = Digest::sha256_of(&body);
         let manifest = Manifest::parse(&body, content_type)
             .map_err(|e| RegistryError::ManifestInvalid(e.to_string()))?;
 
-        let blobs = manifest
+        let blobs: Vec<BlobRef> = manifest
             .blobs()
             .map(|d| BlobRef {
                 digest: d.digest.clone(),
@@ -76,31 +115,77 @@ impl RegistryService {
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| RegistryError::ManifestInvalid(e.to_string()))?;
-        let subject = manifest.subject.as_ref().map(|s| s.digest.clone());
-        let put = PutManifest {
+        let platform =
+            self.config_platform(&manifest).await.and_then(|p| serde_json::to_string(&p).ok());
+        Ok(PutManifest {
             repo: repo.clone(),
             record: ManifestRecord {
-                digest: digest.clone(),
+                digest,
                 media_type: manifest.media_type.clone(),
                 content: body,
                 artifact_type: manifest.artifact_type.clone(),
-                subject: subject.clone(),
+                subject: manifest.subject.as_ref().map(|s| s.digest.clone()),
                 annotations,
+                platform,
+                blob_bytes: blobs.iter().map(|b| b.size).sum(),
                 created_at: now_millis(),
             },
             blobs,
             children,
-            tag,
+            tag: None,
+        })
+    }
+
+    /// The os/architecture of an image manifest, read from its config (if stored).
+    async fn config_platform(&self, manifest: &Manifest) -> Option<Platform> {
+        let wharf_oci::manifest::Content::Image { config: Some(config), .. } = &manifest.content
+        else {
+            return None;
         };
-        match self.meta.put_manifest(&put).await? {
-            PutManifestOutcome::Stored => Ok(StoredManifest { digest, subject }),
-            PutManifestOutcome::BlobUnknown(d) => Err(RegistryError::ManifestBlobUnknown(d)),
-            PutManifestOutcome::ManifestUnknown(d) => Err(RegistryError::ManifestChildUnknown(d)),
-            PutManifestOutcome::SizeMismatch { digest, declared, actual } => {
-                Err(RegistryError::ManifestInvalid(format!(
-                    "descriptor of {digest} says {declared} bytes, the stored content has {actual}"
-                )))
+        if !(config.media_type == media_type::OCI_CONFIG
+            || config.media_type == media_type::DOCKER_CONFIG)
+            || config.size > MAX_CONFIG_READ
+        {
+            return None;
+        }
+        let mut stream = self.blobs.read(&config.digest, None).await.ok()??;
+        let mut bytes = Vec::with_capacity(config.size as usize);
+        while let Some(chunk) = stream.next().await {
+            bytes.extend_from_slice(&chunk.ok()?);
+            if bytes.len() as u64 > MAX_CONFIG_READ {
+                return None;
             }
+        }
+        #[derive(serde::Deserialize)]
+        struct Config {
+            architecture: Option<String>,
+            os: Option<String>,
+            variant: Option<String>,
+            #[serde(rename = "os.version")]
+            os_version: Option<String>,
+        }
+        let c: Config = serde_json::from_slice(&bytes).ok()?;
+        Some(Platform {
+            architecture: c.architecture.unwrap_or_default(),
+            os: c.os.unwrap_or_default(),
+            os_version: c.os_version,
+            variant: c.variant,
+        })
+    }
+
+    /// Store blob links, manifests and tag moves in one transaction, or nothing: the last
+    /// step of an import.
+    pub async fn commit_batch(&self, batch: &CommitBatch) -> Result<(), CommitError> {
+        match self.meta.commit_batch(batch).await.map_err(RegistryError::from)? {
+            CommitOutcome::Committed => Ok(()),
+            CommitOutcome::BlobMissing(d) => Err(CommitError::BlobMissing(d)),
+            CommitOutcome::Manifest { repo, outcome: o, .. } => {
+                Err(outcome(&repo, o).err().map_or(
+                    CommitError::Registry(RegistryError::ManifestInvalid("rejected".into())),
+                    CommitError::Registry,
+                ))
+            }
+            CommitOutcome::TagExists { repo, tag, .. } => Err(CommitError::TagExists { repo, tag }),
         }
     }
 
@@ -137,5 +222,18 @@ impl RegistryService {
             Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
         };
         if found { Ok(()) } else { Err(RegistryError::ManifestUnknown(reference.to_string())) }
+    }
+}
+
+fn outcome(_repo: &RepoKey, o: PutManifestOutcome) -> Result<(), RegistryError> {
+    match o {
+        PutManifestOutcome::Stored => Ok(()),
+        PutManifestOutcome::BlobUnknown(d) => Err(RegistryError::ManifestBlobUnknown(d)),
+        PutManifestOutcome::ManifestUnknown(d) => Err(RegistryError::ManifestChildUnknown(d)),
+        PutManifestOutcome::SizeMismatch { digest, declared, actual } => {
+            Err(RegistryError::ManifestInvalid(format!(
+                "descriptor of {digest} says {declared} bytes, the stored content has {actual}"
+            )))
+        }
     }
 }

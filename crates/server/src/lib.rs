@@ -5,12 +5,16 @@
 //!
 //! Routes:
 //! - `/v2/…` — the OCI distribution API ([`oci`]), on every registry's login server;
+//! - `/acr/v1/…` — ACR's repository/tag/manifest details ([`acr`]), likewise;
+//! - `/subscriptions/…` — the ARM-shaped management API and import ([`arm`]);
 //! - `/_wharf/…` — admin endpoints ([`admin`]) used by the CLI (`wharf gc`).
 //!
 //! Architecture invariant: no handler holds a whole blob in memory; blob bodies are
 //! streams from the socket to the blob store and back.
 
+mod acr;
 mod admin;
+mod arm;
 mod error;
 mod oci;
 
@@ -22,6 +26,9 @@ use axum::extract::Request;
 use axum::http::HeaderValue;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
+use wharf_import::ImportService;
+use wharf_management::Management;
+use wharf_management::authz::Authorizer;
 use wharf_registry::{GcOptions, RegistryService};
 
 pub use error::OciError;
@@ -30,6 +37,9 @@ pub use error::OciError;
 #[derive(Clone)]
 pub struct AppState {
     pub registry: RegistryService,
+    pub management: Management,
+    pub imports: ImportService,
+    pub authz: Arc<dyn Authorizer>,
     pub settings: Arc<Settings>,
 }
 
@@ -46,6 +56,8 @@ pub struct Settings {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(oci::routes())
+        .merge(acr::routes())
+        .merge(arm::routes())
         .merge(admin::routes())
         .with_state(state)
         .layer(axum::middleware::map_response(api_version_header))

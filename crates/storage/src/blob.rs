@@ -30,6 +30,15 @@ impl ByteRange {
     }
 }
 
+/// What [`BlobStore::append_upload`] did.
+#[derive(Debug)]
+pub struct Appended {
+    /// The upload's length now, all of it durable.
+    pub len: u64,
+    /// Set when the input stream failed before its end.
+    pub input_error: Option<std::io::Error>,
+}
+
 /// A blob found by [`BlobStore::list`].
 #[derive(Clone, Debug)]
 pub struct StoredBlob {
@@ -72,15 +81,16 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Start an empty upload session.
     async fn create_upload(&self, id: Uuid) -> Result<(), StorageError>;
 
-    /// Append `data` to an upload whose recorded length is `offset`, durably; returns the
-    /// new length. Bytes past `offset` left by an earlier, interrupted append are dropped
-    /// first. On error the recorded length stays `offset`.
+    /// Append `data` to an upload whose recorded length is `offset`, durably. Bytes past
+    /// `offset` left by an earlier, interrupted append are dropped first. When `data` fails
+    /// part-way, every byte it yielded before failing is still appended, and the failure is
+    /// reported in [`Appended::input_error`]; the caller keeps or discards them.
     async fn append_upload(
         &self,
         id: Uuid,
         offset: u64,
         data: ByteStream,
-    ) -> Result<u64, StorageError>;
+    ) -> Result<Appended, StorageError>;
 
     /// Publish an upload of `len` bytes as the blob `digest` (already verified by the
     /// caller). If the blob is already stored, the upload is just dropped.

@@ -1,11 +1,9 @@
 use std::io;
 
-/// A storage failure. `Input` is the caller's stream failing (a client that went away);
-/// everything else is the store's own fault.
+/// A storage failure: the store's own fault (a failing input stream is reported in
+/// [`crate::Appended`] instead).
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("reading the request body failed: {0}")]
-    Input(io::Error),
     #[error("storage I/O error: {0}")]
     Io(#[from] io::Error),
     #[error("database error: {0}")]

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use wharf_oci::Digest;
 
 use crate::StorageError;
-use crate::blob::{BlobStore, ByteRange, ByteStream, StoredBlob, StoredUpload};
+use crate::blob::{Appended, BlobStore, ByteRange, ByteStream, StoredBlob, StoredUpload};
 
 /// Bytes collected from the request before they are handed to the writer thread.
 const WRITE_BATCH: usize = 256 << 10;
@@ -157,7 +157,7 @@ impl BlobStore for FsBlobStore {
         id: Uuid,
         offset: u64,
         mut data: ByteStream,
-    ) -> Result<u64, StorageError> {
+    ) -> Result<Appended, StorageError> {
         let path = self.upload_path(id);
         let file = blocking(move || open_for_append(&path, offset)).await?;
 
@@ -185,16 +185,15 @@ impl BlobStore for FsBlobStore {
                 }
             }
         }
-        if input_error.is_none() && !batch.is_empty() {
+        // Everything the input yielded is written, even when it then failed: the caller's
+        // hash covers exactly these bytes.
+        if !batch.is_empty() {
             let _ = tx.send(batch).await;
         }
         drop(tx);
-        let written =
+        let len =
             writer.await.map_err(|e| io::Error::other(format!("writer thread failed: {e}")))??;
-        match input_error {
-            Some(e) => Err(StorageError::Input(e)),
-            None => Ok(written),
-        }
+        Ok(Appended { len, input_error })
     }
 
     async fn commit_upload(&self, id: Uuid, len: u64, digest: &Digest) -> Result<(), StorageError> {
@@ -382,9 +381,9 @@ mod tests {
         let store = FsBlobStore::open(dir.path()).await.unwrap();
         let id = Uuid::new_v4();
         store.create_upload(id).await.unwrap();
-        let n = store.append_upload(id, 0, stream(vec![b"hello ", b"wor"])).await.unwrap();
+        let n = store.append_upload(id, 0, stream(vec![b"hello ", b"wor"])).await.unwrap().len;
         assert_eq!(n, 9);
-        let n = store.append_upload(id, 9, stream(vec![b"ld"])).await.unwrap();
+        let n = store.append_upload(id, 9, stream(vec![b"ld"])).await.unwrap().len;
         let digest = Digest::sha256_of(b"hello world");
         store.commit_upload(id, n, &digest).await.unwrap();
         assert_eq!(store.stat(&digest).await.unwrap(), Some(11));
@@ -409,9 +408,11 @@ mod tests {
             Ok(Bytes::from_static(b"XYZ")),
             Err(io::Error::new(io::ErrorKind::UnexpectedEof, "gone")),
         ]));
-        assert!(matches!(store.append_upload(id, 3, failing).await, Err(StorageError::Input(_))));
-        // The recorded length is still 3; the next append overwrites the torn bytes.
-        assert_eq!(store.append_upload(id, 3, stream(vec![b"def"])).await.unwrap(), 6);
+        let appended = store.append_upload(id, 3, failing).await.unwrap();
+        assert!(appended.input_error.is_some());
+        assert_eq!(appended.len, 6, "what arrived before the failure is kept");
+        // A caller that discards them appends at its recorded length again.
+        assert_eq!(store.append_upload(id, 3, stream(vec![b"def"])).await.unwrap().len, 6);
         let digest = Digest::sha256_of(b"abcdef");
         store.commit_upload(id, 6, &digest).await.unwrap();
         assert_eq!(read_all(store.read(&digest, None).await.unwrap().unwrap()).await, b"abcdef");

@@ -16,12 +16,19 @@ mod fs;
 mod meta;
 mod sqlite;
 
-pub use blob::{BlobStore, ByteRange, ByteStream, StoredBlob, StoredUpload};
+/// The subscription every fresh server has, holding the default resource group.
+pub const DEFAULT_SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000000";
+/// The resource group every fresh server has, holding the default registry.
+pub const DEFAULT_RESOURCE_GROUP: &str = "default";
+
+pub use blob::{Appended, BlobStore, ByteRange, ByteStream, StoredBlob, StoredUpload};
 pub use error::StorageError;
 pub use fs::FsBlobStore;
 pub use meta::{
-    BlobRef, ManifestMeta, ManifestRecord, MetadataStore, PutManifest, PutManifestOutcome,
-    ReferrerRecord, RegistryRecord, RepoKey, UploadRecord,
+    BlobRef, CommitBatch, CommitOutcome, CreateRegistryOutcome, JobRecord, ListOrder,
+    ManagementStore, ManifestListing, ManifestMeta, ManifestRecord, MetadataStore, PutManifest,
+    PutManifestOutcome, ReferrerRecord, RegistryRecord, RepoKey, ResourceGroupRecord,
+    SubscriptionRecord, TagRecord, UploadRecord,
 };
 pub use sqlite::SqliteMetadataStore;
 

@@ -12,6 +12,14 @@ pub struct RegistryRecord {
     pub id: i64,
     pub name: String,
     pub is_default: bool,
+    pub subscription: String,
+    pub resource_group: String,
+    pub location: String,
+    pub sku: String,
+    /// The ARM resource's mutable properties, as JSON (the management layer's schema).
+    pub properties: String,
+    /// The ARM resource's tags, as JSON.
+    pub tags: String,
     pub created_at: i64,
 }
 
@@ -43,7 +51,70 @@ pub struct ManifestRecord {
     pub subject: Option<Digest>,
     /// The manifest's `annotations`, as JSON.
     pub annotations: Option<String>,
+    /// For an image manifest, the platform of its config, as JSON.
+    pub platform: Option<String>,
+    /// Total size of the blobs the manifest references.
+    pub blob_bytes: u64,
     pub created_at: i64,
+}
+
+/// A manifest with the tags that point at it, for listings.
+#[derive(Clone, Debug)]
+pub struct ManifestListing {
+    pub record: ManifestRecord,
+    pub tags: Vec<String>,
+}
+
+/// A tag, for listings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagRecord {
+    pub name: String,
+    pub digest: Digest,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// How a listing is ordered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ListOrder {
+    /// By name (tags) or digest (manifests), lexically.
+    #[default]
+    Name,
+    /// Most recently updated first.
+    TimeDesc,
+    /// Least recently updated first.
+    TimeAsc,
+}
+
+/// Everything the last step of an import stores, in one transaction: blob links, manifests
+/// (children before parents) and tag moves.
+#[derive(Clone, Debug, Default)]
+pub struct CommitBatch {
+    pub links: Vec<(RepoKey, Digest)>,
+    pub manifests: Vec<PutManifest>,
+    pub tags: Vec<(RepoKey, Tag, Digest)>,
+    /// Move tags that already point elsewhere (`Force`); otherwise such a tag fails the batch.
+    pub force: bool,
+}
+
+/// The result of [`MetadataStore::commit_batch`]. Anything but `Committed` stored nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Committed,
+    /// A blob to link is no longer stored (garbage-collected since it was staged).
+    BlobMissing(Digest),
+    /// A manifest failed its checks.
+    Manifest {
+        repo: RepoKey,
+        digest: Digest,
+        outcome: PutManifestOutcome,
+    },
+    /// `force` is off and a tag already points at another manifest.
+    TagExists {
+        repo: RepoKey,
+        tag: Tag,
+        current: Digest,
+    },
 }
 
 /// What a HEAD needs of a manifest.
@@ -108,12 +179,13 @@ pub trait MetadataStore: Send + Sync + 'static {
         repo: &RepoKey,
         digest: &Digest,
     ) -> Result<Option<u64>, StorageError>;
-    /// Record a committed blob (refreshing its GC grace period) and link it into `repo`.
+    /// Record a committed blob (refreshing its GC grace period) and link it into `repo`
+    /// (without a repository, the blob is staged: stored, visible nowhere yet).
     async fn add_blob(
         &self,
         digest: &Digest,
         size: u64,
-        repo: &RepoKey,
+        repo: Option<&RepoKey>,
     ) -> Result<(), StorageError>;
     /// Restart a stored blob's GC grace period; `false` if the blob isn't stored.
     async fn touch_blob(&self, digest: &Digest) -> Result<bool, StorageError>;
@@ -138,6 +210,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Check that every required blob and child is in the repository with the declared
     /// size, then store the manifest, its references and the tag, all or nothing.
     async fn put_manifest(&self, put: &PutManifest) -> Result<PutManifestOutcome, StorageError>;
+    /// Store manifests, blob links and tag moves all at once, or nothing.
+    async fn commit_batch(&self, batch: &CommitBatch) -> Result<CommitOutcome, StorageError>;
     async fn manifest(
         &self,
         repo: &RepoKey,
@@ -173,6 +247,29 @@ pub trait MetadataStore: Send + Sync + 'static {
         subject: &Digest,
     ) -> Result<Vec<ReferrerRecord>, StorageError>;
 
+    /// The tag records of a repository, after `last` (by name), at most `limit`.
+    async fn tag_records(
+        &self,
+        repo: &RepoKey,
+        last: Option<&str>,
+        limit: Option<u32>,
+        order: ListOrder,
+    ) -> Result<Option<Vec<TagRecord>>, StorageError>;
+    /// The manifests of a repository with their tags, after `last` (by digest), at most `limit`.
+    async fn manifest_listing(
+        &self,
+        repo: &RepoKey,
+        last: Option<&str>,
+        limit: Option<u32>,
+        order: ListOrder,
+    ) -> Result<Option<Vec<ManifestListing>>, StorageError>;
+    /// Delete a repository with its manifests and tags; what was deleted, or `None` if it
+    /// didn't exist.
+    async fn delete_repository(
+        &self,
+        repo: &RepoKey,
+    ) -> Result<Option<(Vec<Digest>, Vec<String>)>, StorageError>;
+
     /// GC step 1: drop links, made before `cutoff`, to blobs that no manifest in the same
     /// repository references. Returns how many.
     async fn unlink_stale_blobs(&self, cutoff: i64) -> Result<u64, StorageError>;
@@ -185,4 +282,108 @@ pub trait MetadataStore: Send + Sync + 'static {
         digest: &Digest,
         cutoff: i64,
     ) -> Result<bool, StorageError>;
+}
+
+/// A subscription: the outermost container of resources.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriptionRecord {
+    pub id: String,
+    pub display_name: String,
+    pub created_at: i64,
+}
+
+/// A resource group within a subscription.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceGroupRecord {
+    pub subscription: String,
+    pub name: String,
+    pub location: String,
+    pub tags: String,
+    pub created_at: i64,
+}
+
+/// An import job (a long-running operation) as stored. Never holds source credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobRecord {
+    pub id: String,
+    pub registry_id: i64,
+    /// The import request without credentials, as JSON.
+    pub request: String,
+    /// Whether the job can be restarted after a server restart (it had no credentials).
+    pub resumable: bool,
+    pub status: String,
+    pub progress: String,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// The result of creating a registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CreateRegistryOutcome {
+    Created(RegistryRecord),
+    /// Another registry on this server has the name.
+    NameTaken,
+    /// The resource group doesn't exist.
+    NoResourceGroup,
+}
+
+/// The management plane's records: subscriptions, resource groups, registries, import jobs.
+#[async_trait]
+pub trait ManagementStore: Send + Sync + 'static {
+    async fn put_subscription(&self, id: &str, display_name: &str) -> Result<bool, StorageError>;
+    async fn subscription(&self, id: &str) -> Result<Option<SubscriptionRecord>, StorageError>;
+    async fn subscriptions(&self) -> Result<Vec<SubscriptionRecord>, StorageError>;
+
+    /// Create or update a resource group; `true` if it was created.
+    async fn put_resource_group(&self, rg: &ResourceGroupRecord) -> Result<bool, StorageError>;
+    async fn resource_group(
+        &self,
+        subscription: &str,
+        name: &str,
+    ) -> Result<Option<ResourceGroupRecord>, StorageError>;
+    async fn resource_groups(
+        &self,
+        subscription: &str,
+    ) -> Result<Vec<ResourceGroupRecord>, StorageError>;
+    /// Delete a resource group and every registry in it; `false` if it didn't exist.
+    async fn delete_resource_group(
+        &self,
+        subscription: &str,
+        name: &str,
+    ) -> Result<bool, StorageError>;
+
+    async fn create_registry(
+        &self,
+        r: &RegistryRecord,
+    ) -> Result<CreateRegistryOutcome, StorageError>;
+    /// Update location, sku, properties and tags of a registry.
+    async fn update_registry(&self, r: &RegistryRecord) -> Result<(), StorageError>;
+    async fn registry(&self, id: i64) -> Result<Option<RegistryRecord>, StorageError>;
+    /// A registry by its ARM coordinates (case-insensitive).
+    async fn registry_in(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+        name: &str,
+    ) -> Result<Option<RegistryRecord>, StorageError>;
+    /// Registries of a subscription, or of one resource group in it; all of them for `None`.
+    async fn registries(
+        &self,
+        subscription: Option<&str>,
+        resource_group: Option<&str>,
+    ) -> Result<Vec<RegistryRecord>, StorageError>;
+    async fn delete_registry(&self, id: i64) -> Result<bool, StorageError>;
+
+    async fn create_job(&self, job: &JobRecord) -> Result<(), StorageError>;
+    async fn update_job(
+        &self,
+        id: &str,
+        status: &str,
+        progress: &str,
+        error: Option<&str>,
+    ) -> Result<(), StorageError>;
+    async fn job(&self, id: &str) -> Result<Option<JobRecord>, StorageError>;
+    /// Jobs not finished (for resuming or failing them after a restart).
+    async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StorageError>;
 }

@@ -3,6 +3,7 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use wharf_oci::media_type;
 use wharf_registry::{MAX_MANIFEST_SIZE, RegistryError};
 
@@ -47,19 +48,8 @@ pub(super) async fn handle(req: Req<'_>, method: &Method, name: &str, reference:
             Ok(res)
         }
         Method::PUT => {
-            let declared =
-                req.header(header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
-            let too_large =
-                RegistryError::TooLarge { what: "manifest", limit: MAX_MANIFEST_SIZE as u64 };
-            if declared.is_some_and(|n| n > MAX_MANIFEST_SIZE as u64) {
-                return Err(too_large.into());
-            }
             let content_type = req.header(header::CONTENT_TYPE).map(str::to_owned);
-            let body = match axum::body::to_bytes(req.body, MAX_MANIFEST_SIZE).await {
-                Ok(b) => b,
-                Err(e) if is_length_limit(&e) => return Err(too_large.into()),
-                Err(e) => return Err(RegistryError::BodyIncomplete(e.to_string()).into()),
-            };
+            let body = read_manifest_body(req.body).await?;
             let stored =
                 registry.put_manifest(&repo, &reference, content_type.as_deref(), body).await?;
             let mut res = (
@@ -94,15 +84,28 @@ pub(super) async fn handle(req: Req<'_>, method: &Method, name: &str, reference:
     }
 }
 
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if err.is::<http_body_util_limit::LengthLimitError>() {
-            return true;
+/// Read a manifest body of at most [`MAX_MANIFEST_SIZE`] bytes. A larger one is read to
+/// its end (up to a bound) but not kept, so that the client, still sending, gets the 413
+/// instead of a reset connection.
+async fn read_manifest_body(body: Body) -> std::result::Result<bytes::Bytes, RegistryError> {
+    const DRAIN_LIMIT: usize = 64 << 20;
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| RegistryError::BodyIncomplete(e.to_string()))?;
+        seen += chunk.len();
+        if seen > DRAIN_LIMIT {
+            break;
         }
-        source = err.source();
+        if seen <= MAX_MANIFEST_SIZE {
+            buf.extend_from_slice(&chunk);
+        }
     }
-    false
+    if seen > MAX_MANIFEST_SIZE {
+        return Err(RegistryError::TooLarge { what: "manifest", limit: MAX_MANIFEST_SIZE as u64 });
+    }
+    Ok(bytes::Bytes::from(buf))
 }
 
 /// Refuse a manifest the client said it can't take, as distribution does: a client that
@@ -131,8 +134,4 @@ fn negotiate(headers: &HeaderMap, stored: &str) -> std::result::Result<(), Regis
         "the manifest is {stored}, which the Accept header ({}) does not include",
         listed.join(", ")
     )))
-}
-
-mod http_body_util_limit {
-    pub(super) use http_body_util::LengthLimitError;
 }

@@ -1,85 +1,16 @@
-//! The embedded metadata store: SQLite in WAL mode, one file under the data directory.
-//!
-//! Writes go through a pool of exactly one connection, so transactions never contend
-//! for SQLite's single writer lock inside the process; reads use a separate pool and see
-//! the last committed state (WAL snapshots). The data directory is locked by the server,
-//! so no other process writes.
-
-use std::path::Path;
-use std::str::FromStr;
-use std::time::Duration;
-
 use async_trait::async_trait;
 use bytes::Bytes;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
+use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 use wharf_oci::{Digest, Reference, RepositoryName, Tag};
 
+use super::{SqliteMetadataStore, digest_col, opt_digest_col, registry_row};
 use crate::meta::*;
 use crate::{StorageError, now_millis};
 
-/// SQLite-backed [`MetadataStore`].
-#[derive(Clone, Debug)]
-pub struct SqliteMetadataStore {
-    read: SqlitePool,
-    write: SqlitePool,
-}
-
 const KIND_BLOB: i64 = 0;
 const KIND_MANIFEST: i64 = 1;
-
-impl SqliteMetadataStore {
-    /// Open (creating and migrating if needed) the database at `path`.
-    pub async fn open(path: &Path) -> Result<Self, StorageError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a transaction that returned is durable, not only crash-consistent.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30));
-        let write =
-            SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
-        sqlx::migrate!("./migrations/sqlite").run(&write).await?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.read_only(true))
-            .await?;
-        Ok(SqliteMetadataStore { read, write })
-    }
-
-    /// An in-memory-like store in a temp file, for tests.
-    pub async fn open_in(dir: &Path) -> Result<Self, StorageError> {
-        Self::open(&dir.join("wharf.db")).await
-    }
-}
-
-fn digest_col(row: &SqliteRow, col: &str) -> Result<Digest, StorageError> {
-    let s: String = row.try_get(col)?;
-    Digest::from_str(&s).map_err(|e| StorageError::Corrupt(format!("stored digest {s:?}: {e}")))
-}
-
-fn opt_digest_col(row: &SqliteRow, col: &str) -> Result<Option<Digest>, StorageError> {
-    let s: Option<String> = row.try_get(col)?;
-    s.map(|s| {
-        Digest::from_str(&s).map_err(|e| StorageError::Corrupt(format!("stored digest {s:?}: {e}")))
-    })
-    .transpose()
-}
-
-fn registry_row(row: &SqliteRow) -> Result<RegistryRecord, StorageError> {
-    Ok(RegistryRecord {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        is_default: row.try_get::<i64, _>("is_default")? != 0,
-        created_at: row.try_get("created_at")?,
-    })
-}
 
 /// The id of a repository, creating it when `create`.
 async fn repo_id_tx(tx: &mut Transaction<'_, Sqlite>, repo: &RepoKey) -> Result<i64, StorageError> {
@@ -178,11 +109,10 @@ impl MetadataStore for SqliteMetadataStore {
         &self,
         digest: &Digest,
         size: u64,
-        repo: &RepoKey,
+        repo: Option<&RepoKey>,
     ) -> Result<(), StorageError> {
         let now = now_millis();
         let mut tx = self.write.begin().await?;
-        let repo_id = repo_id_tx(&mut tx, repo).await?;
         sqlx::query(
             "INSERT INTO blobs (digest, size, touched_at) VALUES ($1, $2, $3)
              ON CONFLICT (digest) DO UPDATE SET touched_at = excluded.touched_at",
@@ -192,15 +122,10 @@ impl MetadataStore for SqliteMetadataStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO repo_blobs (repo_id, digest, linked_at) VALUES ($1, $2, $3)
-             ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
-        )
-        .bind(repo_id)
-        .bind(digest.to_string())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        if let Some(repo) = repo {
+            let repo_id = repo_id_tx(&mut tx, repo).await?;
+            link_tx(&mut tx, repo_id, digest).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -329,106 +254,58 @@ impl MetadataStore for SqliteMetadataStore {
 
     async fn put_manifest(&self, put: &PutManifest) -> Result<PutManifestOutcome, StorageError> {
         let mut tx = self.write.begin().await?;
-        let repo_id = repo_id_tx(&mut tx, &put.repo).await?;
+        let outcome = insert_manifest_tx(&mut tx, put).await?;
+        if outcome == PutManifestOutcome::Stored {
+            tx.commit().await?;
+        }
+        Ok(outcome)
+    }
 
-        for blob in &put.blobs {
-            let size: Option<i64> = sqlx::query_scalar(
-                "SELECT b.size FROM repo_blobs l JOIN blobs b ON b.digest = l.digest
-                  WHERE l.repo_id = $1 AND l.digest = $2",
-            )
-            .bind(repo_id)
-            .bind(blob.digest.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
-            match size {
-                None if blob.required => {
-                    return Ok(PutManifestOutcome::BlobUnknown(blob.digest.clone()));
-                }
-                Some(actual) if actual as u64 != blob.size => {
-                    return Ok(PutManifestOutcome::SizeMismatch {
-                        digest: blob.digest.clone(),
-                        declared: blob.size,
-                        actual: actual as u64,
-                    });
-                }
-                _ => {}
+    async fn commit_batch(&self, batch: &CommitBatch) -> Result<CommitOutcome, StorageError> {
+        let mut tx = self.write.begin().await?;
+        for (repo, digest) in &batch.links {
+            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = $1")
+                .bind(digest.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_none() {
+                return Ok(CommitOutcome::BlobMissing(digest.clone()));
+            }
+            let repo_id = repo_id_tx(&mut tx, repo).await?;
+            link_tx(&mut tx, repo_id, digest).await?;
+        }
+        for put in &batch.manifests {
+            let outcome = insert_manifest_tx(&mut tx, put).await?;
+            if outcome != PutManifestOutcome::Stored {
+                return Ok(CommitOutcome::Manifest {
+                    repo: put.repo.clone(),
+                    digest: put.record.digest.clone(),
+                    outcome,
+                });
             }
         }
-        for child in &put.children {
-            let size: Option<i64> = sqlx::query_scalar(
-                "SELECT size FROM manifests WHERE repo_id = $1 AND digest = $2
-                 UNION ALL
-                 SELECT b.size FROM repo_blobs l JOIN blobs b ON b.digest = l.digest
-                  WHERE l.repo_id = $1 AND l.digest = $2
-                 LIMIT 1",
-            )
-            .bind(repo_id)
-            .bind(child.digest.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
-            match size {
-                None => return Ok(PutManifestOutcome::ManifestUnknown(child.digest.clone())),
-                Some(actual) if actual as u64 != child.size => {
-                    return Ok(PutManifestOutcome::SizeMismatch {
-                        digest: child.digest.clone(),
-                        declared: child.size,
-                        actual: actual as u64,
-                    });
-                }
-                _ => {}
+        for (repo, tag, digest) in &batch.tags {
+            let repo_id = repo_id_tx(&mut tx, repo).await?;
+            let current: Option<String> =
+                sqlx::query_scalar("SELECT digest FROM tags WHERE repo_id = $1 AND name = $2")
+                    .bind(repo_id)
+                    .bind(tag.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(current) = current
+                && !batch.force
+                && current != digest.to_string()
+            {
+                return Ok(CommitOutcome::TagExists {
+                    repo: repo.clone(),
+                    tag: tag.clone(),
+                    current: current.parse().map_err(|e| StorageError::Corrupt(format!("{e}")))?,
+                });
             }
-        }
-
-        let rec = &put.record;
-        let digest = rec.digest.to_string();
-        sqlx::query(
-            "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations, size, content, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (repo_id, digest) DO NOTHING",
-        )
-        .bind(repo_id)
-        .bind(&digest)
-        .bind(&rec.media_type)
-        .bind(&rec.artifact_type)
-        .bind(rec.subject.as_ref().map(|d| d.to_string()))
-        .bind(&rec.annotations)
-        .bind(rec.content.len() as i64)
-        .bind(rec.content.as_ref())
-        .bind(rec.created_at)
-        .execute(&mut *tx)
-        .await?;
-        let refs = put
-            .blobs
-            .iter()
-            .map(|b| (b, KIND_BLOB))
-            .chain(put.children.iter().map(|c| (c, KIND_MANIFEST)));
-        for (r, kind) in refs {
-            sqlx::query(
-                "INSERT INTO manifest_refs (repo_id, manifest_digest, target, kind)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            )
-            .bind(repo_id)
-            .bind(&digest)
-            .bind(r.digest.to_string())
-            .bind(kind)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(tag) = &put.tag {
-            sqlx::query(
-                "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (repo_id, name) DO UPDATE
-                   SET digest = excluded.digest, updated_at = excluded.updated_at",
-            )
-            .bind(repo_id)
-            .bind(tag.as_str())
-            .bind(&digest)
-            .bind(now_millis())
-            .execute(&mut *tx)
-            .await?;
+            move_tag_tx(&mut tx, repo_id, tag, digest).await?;
         }
         tx.commit().await?;
-        Ok(PutManifestOutcome::Stored)
+        Ok(CommitOutcome::Committed)
     }
 
     async fn manifest(
@@ -450,15 +327,7 @@ impl MetadataStore for SqliteMetadataStore {
         else {
             return Ok(None);
         };
-        Ok(Some(ManifestRecord {
-            digest: digest_col(&row, "digest")?,
-            media_type: row.try_get("media_type")?,
-            content: Bytes::from(row.try_get::<Vec<u8>, _>("content")?),
-            artifact_type: row.try_get("artifact_type")?,
-            subject: opt_digest_col(&row, "subject")?,
-            annotations: row.try_get("annotations")?,
-            created_at: row.try_get("created_at")?,
-        }))
+        Ok(Some(manifest_row(&row)?))
     }
 
     async fn manifest_meta(
@@ -592,6 +461,120 @@ impl MetadataStore for SqliteMetadataStore {
             .collect()
     }
 
+    async fn tag_records(
+        &self,
+        repo: &RepoKey,
+        last: Option<&str>,
+        limit: Option<u32>,
+        order: ListOrder,
+    ) -> Result<Option<Vec<TagRecord>>, StorageError> {
+        let Some(repo_id) = self.repo_id(repo).await? else {
+            return Ok(None);
+        };
+        let order_by = match order {
+            ListOrder::Name => "name",
+            ListOrder::TimeDesc => "updated_at DESC, name",
+            ListOrder::TimeAsc => "updated_at ASC, name",
+        };
+        let rows = // Only constant fragments are formatted in.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT name, digest, created_at, updated_at FROM tags
+              WHERE repo_id = $1 AND name > $2 ORDER BY {order_by} LIMIT $3"
+        )))
+        .bind(repo_id)
+        .bind(last.unwrap_or(""))
+        .bind(limit.map(i64::from).unwrap_or(-1))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TagRecord {
+                    name: r.try_get("name")?,
+                    digest: digest_col(r, "digest")?,
+                    created_at: r.try_get("created_at")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StorageError>>()
+            .map(Some)
+    }
+
+    async fn manifest_listing(
+        &self,
+        repo: &RepoKey,
+        last: Option<&str>,
+        limit: Option<u32>,
+        order: ListOrder,
+    ) -> Result<Option<Vec<ManifestListing>>, StorageError> {
+        let Some(repo_id) = self.repo_id(repo).await? else {
+            return Ok(None);
+        };
+        let order_by = match order {
+            ListOrder::Name => "m.digest",
+            ListOrder::TimeDesc => "m.created_at DESC, m.digest",
+            ListOrder::TimeAsc => "m.created_at ASC, m.digest",
+        };
+        let rows = // Only constant fragments are formatted in.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT m.*, (SELECT group_concat(t.name, char(10)) FROM tags t
+                           WHERE t.repo_id = m.repo_id AND t.digest = m.digest) AS tag_names
+               FROM manifests m WHERE m.repo_id = $1 AND m.digest > $2
+              ORDER BY {order_by} LIMIT $3"
+        )))
+        .bind(repo_id)
+        .bind(last.unwrap_or(""))
+        .bind(limit.map(i64::from).unwrap_or(-1))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let names: Option<String> = r.try_get("tag_names")?;
+                let mut tags: Vec<String> =
+                    names.map(|n| n.split('\n').map(str::to_owned).collect()).unwrap_or_default();
+                tags.sort();
+                Ok(ManifestListing { record: manifest_row(r)?, tags })
+            })
+            .collect::<Result<Vec<_>, StorageError>>()
+            .map(Some)
+    }
+
+    async fn delete_repository(
+        &self,
+        repo: &RepoKey,
+    ) -> Result<Option<(Vec<Digest>, Vec<String>)>, StorageError> {
+        let mut tx = self.write.begin().await?;
+        let Some(repo_id): Option<i64> =
+            sqlx::query_scalar("SELECT id FROM repositories WHERE registry_id = $1 AND name = $2")
+                .bind(repo.registry)
+                .bind(repo.name.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let digests: Vec<String> =
+            sqlx::query_scalar("SELECT digest FROM manifests WHERE repo_id = $1 ORDER BY digest")
+                .bind(repo_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        let tags: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM tags WHERE repo_id = $1 ORDER BY name")
+                .bind(repo_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        // Manifests, tags, references, links and uploads go with it (ON DELETE CASCADE).
+        sqlx::query("DELETE FROM repositories WHERE id = $1")
+            .bind(repo_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let digests = digests
+            .iter()
+            .map(|d| d.parse().map_err(|e| StorageError::Corrupt(format!("{e}"))))
+            .collect::<Result<_, _>>()?;
+        Ok(Some((digests, tags)))
+    }
+
     async fn unlink_stale_blobs(&self, cutoff: i64) -> Result<u64, StorageError> {
         let done = sqlx::query(
             "DELETE FROM repo_blobs WHERE linked_at < $1 AND NOT EXISTS (
@@ -632,4 +615,155 @@ impl MetadataStore for SqliteMetadataStore {
         .await?;
         Ok(done.rows_affected() > 0)
     }
+}
+
+fn manifest_row(row: &SqliteRow) -> Result<ManifestRecord, StorageError> {
+    Ok(ManifestRecord {
+        digest: digest_col(row, "digest")?,
+        media_type: row.try_get("media_type")?,
+        content: Bytes::from(row.try_get::<Vec<u8>, _>("content")?),
+        artifact_type: row.try_get("artifact_type")?,
+        subject: opt_digest_col(row, "subject")?,
+        annotations: row.try_get("annotations")?,
+        platform: row.try_get("platform")?,
+        blob_bytes: row.try_get::<i64, _>("blob_bytes")? as u64,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+async fn link_tx(
+    tx: &mut Transaction<'_, Sqlite>,
+    repo_id: i64,
+    digest: &Digest,
+) -> Result<(), StorageError> {
+    sqlx::query(
+        "INSERT INTO repo_blobs (repo_id, digest, linked_at) VALUES ($1, $2, $3)
+         ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
+    )
+    .bind(repo_id)
+    .bind(digest.to_string())
+    .bind(now_millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn move_tag_tx(
+    tx: &mut Transaction<'_, Sqlite>,
+    repo_id: i64,
+    tag: &Tag,
+    digest: &Digest,
+) -> Result<(), StorageError> {
+    let now = now_millis();
+    sqlx::query(
+        "INSERT INTO tags (repo_id, name, digest, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
+         ON CONFLICT (repo_id, name) DO UPDATE
+           SET digest = excluded.digest, updated_at = excluded.updated_at
+           WHERE tags.digest != excluded.digest",
+    )
+    .bind(repo_id)
+    .bind(tag.as_str())
+    .bind(digest.to_string())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Check a manifest's references and store it (and its tag) inside `tx`.
+async fn insert_manifest_tx(
+    tx: &mut Transaction<'_, Sqlite>,
+    put: &PutManifest,
+) -> Result<PutManifestOutcome, StorageError> {
+    let repo_id = repo_id_tx(tx, &put.repo).await?;
+    for blob in &put.blobs {
+        let size: Option<i64> = sqlx::query_scalar(
+            "SELECT b.size FROM repo_blobs l JOIN blobs b ON b.digest = l.digest
+              WHERE l.repo_id = $1 AND l.digest = $2",
+        )
+        .bind(repo_id)
+        .bind(blob.digest.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+        match size {
+            None if blob.required => {
+                return Ok(PutManifestOutcome::BlobUnknown(blob.digest.clone()));
+            }
+            Some(actual) if actual as u64 != blob.size => {
+                return Ok(PutManifestOutcome::SizeMismatch {
+                    digest: blob.digest.clone(),
+                    declared: blob.size,
+                    actual: actual as u64,
+                });
+            }
+            _ => {}
+        }
+    }
+    for child in &put.children {
+        let size: Option<i64> = sqlx::query_scalar(
+            "SELECT size FROM manifests WHERE repo_id = $1 AND digest = $2
+             UNION ALL
+             SELECT b.size FROM repo_blobs l JOIN blobs b ON b.digest = l.digest
+              WHERE l.repo_id = $1 AND l.digest = $2
+             LIMIT 1",
+        )
+        .bind(repo_id)
+        .bind(child.digest.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+        match size {
+            None => return Ok(PutManifestOutcome::ManifestUnknown(child.digest.clone())),
+            Some(actual) if actual as u64 != child.size => {
+                return Ok(PutManifestOutcome::SizeMismatch {
+                    digest: child.digest.clone(),
+                    declared: child.size,
+                    actual: actual as u64,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    let rec = &put.record;
+    let digest = rec.digest.to_string();
+    sqlx::query(
+        "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations,
+                                platform, blob_bytes, size, content, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (repo_id, digest) DO NOTHING",
+    )
+    .bind(repo_id)
+    .bind(&digest)
+    .bind(&rec.media_type)
+    .bind(&rec.artifact_type)
+    .bind(rec.subject.as_ref().map(|d| d.to_string()))
+    .bind(&rec.annotations)
+    .bind(&rec.platform)
+    .bind(rec.blob_bytes as i64)
+    .bind(rec.content.len() as i64)
+    .bind(rec.content.as_ref())
+    .bind(rec.created_at)
+    .execute(&mut **tx)
+    .await?;
+    let refs = put
+        .blobs
+        .iter()
+        .map(|b| (b, KIND_BLOB))
+        .chain(put.children.iter().map(|c| (c, KIND_MANIFEST)));
+    for (r, kind) in refs {
+        sqlx::query(
+            "INSERT INTO manifest_refs (repo_id, manifest_digest, target, kind)
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(repo_id)
+        .bind(&digest)
+        .bind(r.digest.to_string())
+        .bind(kind)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if let Some(tag) = &put.tag {
+        move_tag_tx(tx, repo_id, tag, &rec.digest).await?;
+    }
+    Ok(PutManifestOutcome::Stored)
 }

@@ -1,0 +1,123 @@
+//! `wharf registry create|list|show|delete`
+
+use anyhow::bail;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::args::{GlobalArgs, RegistryCommand};
+use crate::client::{Client, DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION};
+use crate::output::print;
+
+const COLUMNS: &[(&str, &str)] = &[
+    ("NAME", "/name"),
+    ("RESOURCE GROUP", "/id"),
+    ("LOCATION", "/location"),
+    ("SKU", "/sku/name"),
+    ("LOGIN SERVER", "/properties/loginServer"),
+    ("CREATION DATE", "/properties/creationDate"),
+];
+
+fn table_rows(v: &serde_json::Value) -> serde_json::Value {
+    // The resource group column is read from the ID, as az shows it.
+    let fix = |r: &serde_json::Value| {
+        let mut r = r.clone();
+        let rg = r["id"].as_str().and_then(|id| id.split('/').nth(4)).unwrap_or("").to_owned();
+        r["id"] = json!(rg);
+        r
+    };
+    match v {
+        serde_json::Value::Array(a) => a.iter().map(fix).collect(),
+        other => fix(other),
+    }
+}
+
+pub(crate) async fn run(global: &GlobalArgs, cmd: RegistryCommand) -> anyhow::Result<()> {
+    let client = Client::new(&global.server)?;
+    match cmd {
+        RegistryCommand::Create { registry, location, sku, admin_enabled } => {
+            let sub = registry.subscription.as_deref().unwrap_or(DEFAULT_SUBSCRIPTION);
+            let rg = registry.resource_group.as_deref().unwrap_or(DEFAULT_RESOURCE_GROUP);
+            if registry.resource_group.is_some() {
+                // Like `az group create` before `az acr create`: make sure the group exists.
+                let path = format!("/subscriptions/{sub}/resourcegroups/{rg}");
+                if client.arm(Method::GET, &path, None).await.is_err() {
+                    client.arm(Method::PUT, &path, Some(&json!({"location": location}))).await?;
+                }
+            }
+            let path = format!(
+                "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry/registries/{}",
+                registry.name
+            );
+            let existing = client
+                .send(
+                    Method::GET,
+                    &format!("{path}?api-version={}", crate::client::API_VERSION),
+                    None,
+                    None,
+                )
+                .await?;
+            if existing.status.is_success() {
+                bail!(
+                    "(AlreadyExists) The registry '{}' already exists in resource group '{rg}'.",
+                    registry.name
+                );
+            }
+            let body = json!({"location": location, "sku": {"name": sku}, "properties": {"adminUserEnabled": admin_enabled}});
+            let created = client.arm(Method::PUT, &path, Some(&body)).await?;
+            print(global.output, &table_rows_or(global, created.body), COLUMNS);
+        }
+        RegistryCommand::List { resource_group, subscription } => {
+            let list = match (&subscription, &resource_group) {
+                (None, None) => serde_json::Value::Array(client.all_registries().await?),
+                (sub, rg) => {
+                    let sub = sub.as_deref().unwrap_or(DEFAULT_SUBSCRIPTION);
+                    let path = match rg {
+                        Some(rg) => format!(
+                            "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry/registries"
+                        ),
+                        None => format!(
+                            "/subscriptions/{sub}/providers/Microsoft.ContainerRegistry/registries"
+                        ),
+                    };
+                    client.arm(Method::GET, &path, None).await?.body["value"].clone()
+                }
+            };
+            print(global.output, &table_rows_or(global, list), COLUMNS);
+        }
+        RegistryCommand::Show { registry } => {
+            let r = client.registry(&registry).await?;
+            print(global.output, &table_rows_or(global, r), COLUMNS);
+        }
+        RegistryCommand::Delete { registry, yes } => {
+            let r = client.registry(&registry).await?;
+            if !yes
+                && !confirm(&format!("Delete registry '{}' and everything in it?", registry.name))?
+            {
+                bail!("not deleted");
+            }
+            let id = r["id"].as_str().unwrap_or_default().to_owned();
+            client.arm(Method::DELETE, &id, None).await?;
+        }
+    }
+    Ok(())
+}
+
+fn table_rows_or(global: &GlobalArgs, v: serde_json::Value) -> serde_json::Value {
+    match global.output {
+        crate::args::Output::Table => table_rows(&v),
+        crate::args::Output::Json => v,
+    }
+}
+
+/// Ask on the terminal; a non-interactive stdin answers no.
+pub(crate) fn confirm(question: &str) -> anyhow::Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        bail!("{question} Pass --yes to confirm without a prompt.");
+    }
+    eprint!("{question} (y/N): ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+}

@@ -1,0 +1,298 @@
+//! Egress policy: which source registries the server may contact, and how.
+//!
+//! A registry that imports on request is a server-side request forgery risk: a source
+//! address must not let a caller reach the server's own network. So sources that resolve
+//! to loopback, private, link-local or other non-global addresses are refused unless the
+//! operator allowed that host (`--insecure-source`), which is also what permits plain HTTP,
+//! like Docker's `insecure-registries`. The check runs on every resolved address (a DNS
+//! resolver that filters) and on every IP-literal URL, redirects included.
+//! Registry mirrors (`--registry-mirror docker.io=http://…`) redirect a registry's traffic.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use url::Url;
+
+use crate::ImportError;
+use crate::request::is_docker_hub;
+
+/// Where the server may fetch sources from.
+#[derive(Clone, Debug, Default)]
+pub struct EgressPolicy {
+    /// `host` or `host:port`, lowercase.
+    insecure: Vec<String>,
+    /// Registry host (lowercase; `docker.io` for every Docker Hub alias) → base URL.
+    mirrors: Vec<(String, Url)>,
+}
+
+/// How to reach one source registry.
+#[derive(Clone, Debug)]
+pub(crate) struct Endpoint {
+    /// `scheme://host[:port]` of the registry API.
+    pub(crate) base: Url,
+    /// The registry as the user named it, for messages.
+    pub(crate) display: String,
+}
+
+impl EgressPolicy {
+    /// `insecure`: `host[:port]` entries; `mirrors`: `(host, url)` pairs.
+    pub fn new(insecure: &[String], mirrors: &[(String, String)]) -> Result<EgressPolicy, String> {
+        let insecure = insecure
+            .iter()
+            .map(|h| {
+                let h = h.trim().to_ascii_lowercase();
+                if h.is_empty() || h.contains('/') {
+                    Err(format!("invalid insecure source '{h}': expected host or host:port"))
+                } else {
+                    Ok(h)
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        let mirrors = mirrors
+            .iter()
+            .map(|(host, url)| {
+                let mut host = host.trim().to_ascii_lowercase();
+                if is_docker_hub(&host) {
+                    host = "docker.io".into();
+                }
+                let url = Url::parse(url.trim())
+                    .map_err(|e| format!("invalid mirror URL '{url}': {e}"))?;
+                if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                    return Err(format!(
+                        "invalid mirror URL '{url}': expected http(s)://host[:port]"
+                    ));
+                }
+                Ok((host, url))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(EgressPolicy { insecure, mirrors })
+    }
+
+    /// Whether `host` (any port) or `host:port` is listed as an insecure source.
+    fn listed(&self, host: &str, port: Option<u16>) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        self.insecure.iter().any(|entry| {
+            let (h, p) = split_host_port(entry);
+            h == host && (p.is_none() || p == port)
+        })
+    }
+
+    /// May a connection to `ip` be made for `host`?
+    pub(crate) fn address_allowed(&self, host: &str, port: Option<u16>, ip: IpAddr) -> bool {
+        is_global(ip) || self.listed(host, port)
+    }
+
+    /// Check a URL before a request to it (the first one, and every redirect).
+    pub(crate) fn check_url(&self, url: &Url) -> Result<(), String> {
+        let host = url.host_str().ok_or_else(|| format!("{url} has no host"))?;
+        let port = url.port_or_known_default();
+        if url.scheme() == "http" && !self.listed(host, port) && !self.listed(host, url.port()) {
+            return Err(format!(
+                "plain HTTP to {host} is not allowed; configure it as an insecure source (--insecure-source {host})"
+            ));
+        }
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("unsupported URL scheme in {url}"));
+        }
+        if let Some(ip) = literal_ip(host)
+            && !self.address_allowed(host, url.port(), ip)
+        {
+            return Err(format!(
+                "{host} is a loopback, private or link-local address; allow it with --insecure-source {host}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Where a `registryUri` is reached: a mirror, plain HTTP for insecure sources, else HTTPS.
+    pub(crate) fn endpoint(&self, registry_uri: &str) -> Result<Endpoint, ImportError> {
+        let raw = registry_uri.trim();
+        let bad = |why: &str| {
+            ImportError::InvalidParameters(format!("Invalid source registry '{raw}': {why}"))
+        };
+        let (scheme, rest) = match raw.split_once("://") {
+            Some((s, r)) => (Some(s.to_ascii_lowercase()), r),
+            None => (None, raw),
+        };
+        let hostport = rest.split('/').next().unwrap_or("").to_ascii_lowercase();
+        if hostport.is_empty() || hostport.contains('@') {
+            return Err(bad("expected host[:port]"));
+        }
+        let (host, port) = split_host_port(&hostport);
+        let port = match port {
+            Some(p) => Some(p),
+            None if hostport.contains(':') && !hostport.starts_with('[') => {
+                return Err(bad("invalid port"));
+            }
+            None => None,
+        };
+        let canonical = if is_docker_hub(&host) { "docker.io".to_owned() } else { host.clone() };
+        if let Some((_, mirror)) =
+            self.mirrors.iter().find(|(h, _)| *h == canonical || *h == hostport)
+        {
+            let mut base = mirror.clone();
+            base.set_path("");
+            self.check_url(&base).map_err(ImportError::SourceAddressNotAllowed)?;
+            return Ok(Endpoint { base, display: raw.to_owned() });
+        }
+        let target = if canonical == "docker.io" {
+            "registry-1.docker.io".to_owned()
+        } else {
+            hostport.clone()
+        };
+        let insecure = self.listed(&host, port);
+        let scheme = match scheme.as_deref() {
+            Some("http") if insecure => "http",
+            Some("http") => {
+                return Err(ImportError::SourceAddressNotAllowed(format!(
+                    "plain HTTP to {hostport} is not allowed; configure it as an insecure source (--insecure-source {hostport})"
+                )));
+            }
+            Some("https") => "https",
+            Some(other) => return Err(bad(&format!("unsupported scheme '{other}'"))),
+            None if insecure => "http",
+            None => "https",
+        };
+        let base = Url::parse(&format!("{scheme}://{target}")).map_err(|e| bad(&e.to_string()))?;
+        self.check_url(&base).map_err(ImportError::SourceAddressNotAllowed)?;
+        Ok(Endpoint { base, display: raw.to_owned() })
+    }
+}
+
+fn split_host_port(s: &str) -> (String, Option<u16>) {
+    if let Some(rest) = s.strip_prefix('[') {
+        // [v6]:port
+        let (h, p) = rest.split_once(']').unwrap_or((rest, ""));
+        return (h.to_owned(), p.strip_prefix(':').and_then(|p| p.parse().ok()));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h.to_owned(), p.parse().ok()),
+        _ => (s.to_owned(), None),
+    }
+}
+
+fn literal_ip(host: &str) -> Option<IpAddr> {
+    host.trim_start_matches('[').trim_end_matches(']').parse().ok()
+}
+
+/// Whether an address is on the public internet (std's `is_global` is unstable).
+pub(crate) fn is_global(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_global_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_global_v4(v4);
+            }
+            let seg0 = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (seg0 & 0xfe00) == 0xfc00 // unique local
+                || (seg0 & 0xffc0) == 0xfe80 // link-local
+                || v6 == Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0))
+        }
+    }
+}
+
+fn is_global_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    !(ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_documentation()
+        || ip.is_multicast()
+        || a == 0
+        || a >= 240
+        || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
+        || (a == 192 && b == 0 && ip.octets()[2] == 0)) // IETF protocol assignments
+}
+
+/// A DNS resolver that only returns addresses the policy allows for the name.
+pub(crate) struct PolicyResolver(pub(crate) Arc<EgressPolicy>);
+
+impl reqwest::dns::Resolve for PolicyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.0.clone();
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = found
+                .iter()
+                .copied()
+                .filter(|a| policy.address_allowed(&host, None, a.ip()))
+                .collect();
+            if allowed.is_empty() && !found.is_empty() {
+                let err = std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{host} resolves only to loopback, private or link-local addresses; allow it with --insecure-source {host}"
+                    ),
+                );
+                return Err(Box::new(err) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_addresses() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(!is_global(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "140.82.112.3", "2606:4700::1111"] {
+            assert!(is_global(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn endpoints() {
+        let p = EgressPolicy::new(
+            &["127.0.0.1:5001".into(), "localhost".into()],
+            &[("registry.hub.docker.com".into(), "http://127.0.0.1:5001".into())],
+        )
+        .unwrap();
+        assert_eq!(p.endpoint("127.0.0.1:5001").unwrap().base.as_str(), "http://127.0.0.1:5001/");
+        assert_eq!(p.endpoint("http://localhost:7/").unwrap().base.as_str(), "http://localhost:7/");
+        // Every Docker Hub alias goes to the mirror.
+        for hub in ["docker.io", "index.docker.io", "registry.hub.docker.com"] {
+            assert_eq!(p.endpoint(hub).unwrap().base.as_str(), "http://127.0.0.1:5001/", "{hub}");
+        }
+        assert_eq!(p.endpoint("ghcr.io").unwrap().base.as_str(), "https://ghcr.io/");
+        assert!(matches!(
+            p.endpoint("127.0.0.1:5002"),
+            Err(ImportError::SourceAddressNotAllowed(_))
+        ));
+        assert!(matches!(
+            p.endpoint("http://ghcr.io"),
+            Err(ImportError::SourceAddressNotAllowed(_))
+        ));
+        assert!(matches!(p.endpoint("10.0.0.1"), Err(ImportError::SourceAddressNotAllowed(_))));
+        assert!(matches!(p.endpoint("[::1]:5000"), Err(ImportError::SourceAddressNotAllowed(_))));
+        assert!(matches!(p.endpoint("ftp://x.io"), Err(ImportError::InvalidParameters(_))));
+        let none = EgressPolicy::default();
+        assert_eq!(
+            none.endpoint("docker.io").unwrap().base.as_str(),
+            "https://registry-1.docker.io/"
+        );
+    }
+}

@@ -1,0 +1,124 @@
+//! Where an import reads from: another registry over HTTP, or a registry on this server.
+
+use async_trait::async_trait;
+use wharf_oci::manifest::Descriptor;
+use wharf_oci::{Digest, Reference, RepositoryName};
+use wharf_registry::{ByteStream, RegistryError, RegistryService, RepoKey};
+
+use crate::ImportError;
+use crate::remote::{Fetched, RemoteRegistry};
+
+#[async_trait]
+pub(crate) trait Source: Send + Sync {
+    /// The source as messages name it.
+    fn display(&self) -> String;
+    /// A manifest, verified against the digest when asked by digest; `None` if absent.
+    async fn manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<Option<Fetched>, ImportError>;
+    /// A blob from `offset` on; `None` if absent.
+    async fn blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<Option<ByteStream>, ImportError>;
+    async fn referrers(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Vec<Descriptor>, ImportError>;
+}
+
+pub(crate) struct RemoteSource(pub(crate) RemoteRegistry);
+
+#[async_trait]
+impl Source for RemoteSource {
+    fn display(&self) -> String {
+        self.0.display().to_owned()
+    }
+
+    async fn manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<Option<Fetched>, ImportError> {
+        self.0.manifest(repo, reference).await
+    }
+
+    async fn blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<Option<ByteStream>, ImportError> {
+        self.0.blob(repo, digest, offset).await
+    }
+
+    async fn referrers(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Vec<Descriptor>, ImportError> {
+        self.0.referrers(repo, digest).await
+    }
+}
+
+/// A registry on this server: read through the registry service, never over HTTP.
+pub(crate) struct LocalSource {
+    pub(crate) registry: RegistryService,
+    pub(crate) registry_id: i64,
+    pub(crate) name: String,
+}
+
+impl LocalSource {
+    fn key(&self, repo: &RepositoryName) -> RepoKey {
+        RepoKey { registry: self.registry_id, name: repo.clone() }
+    }
+}
+
+#[async_trait]
+impl Source for LocalSource {
+    fn display(&self) -> String {
+        format!("registry '{}'", self.name)
+    }
+
+    async fn manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<Option<Fetched>, ImportError> {
+        match self.registry.get_manifest(&self.key(repo), reference).await {
+            Ok(m) => {
+                Ok(Some(Fetched { digest: m.digest, media_type: m.media_type, bytes: m.content }))
+            }
+            Err(RegistryError::ManifestUnknown(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<Option<ByteStream>, ImportError> {
+        let range =
+            (offset > 0).then_some(wharf_registry::RangeRequest::From { start: offset, end: None });
+        match self.registry.read_blob(&self.key(repo), digest, range).await {
+            Ok(read) => Ok(Some(read.stream)),
+            Err(RegistryError::BlobUnknown(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn referrers(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Vec<Descriptor>, ImportError> {
+        Ok(self.registry.referrers(&self.key(repo), digest, None).await?)
+    }
+}

@@ -1,0 +1,339 @@
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{SqliteMetadataStore, registry_row};
+use crate::meta::*;
+use crate::{StorageError, now_millis};
+
+fn rg_row(r: &SqliteRow) -> Result<ResourceGroupRecord, StorageError> {
+    Ok(ResourceGroupRecord {
+        subscription: r.try_get("subscription_id")?,
+        name: r.try_get("name")?,
+        location: r.try_get("location")?,
+        tags: r.try_get("tags")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn sub_row(r: &SqliteRow) -> Result<SubscriptionRecord, StorageError> {
+    Ok(SubscriptionRecord {
+        id: r.try_get("id")?,
+        display_name: r.try_get("display_name")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn job_row(r: &SqliteRow) -> Result<JobRecord, StorageError> {
+    Ok(JobRecord {
+        id: r.try_get("id")?,
+        registry_id: r.try_get("registry_id")?,
+        request: r.try_get("request")?,
+        resumable: r.try_get::<i64, _>("resumable")? != 0,
+        status: r.try_get("status")?,
+        progress: r.try_get("progress")?,
+        error: r.try_get("error")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+/// Job states after which nothing changes.
+const FINISHED: &str = "('Succeeded', 'Failed', 'Canceled')";
+
+#[async_trait]
+impl ManagementStore for SqliteMetadataStore {
+    async fn put_subscription(&self, id: &str, display_name: &str) -> Result<bool, StorageError> {
+        let mut tx = self.write.begin().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM subscriptions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO subscriptions (id, display_name, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name",
+        )
+        .bind(id)
+        .bind(display_name)
+        .bind(now_millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(exists.is_none())
+    }
+
+    async fn subscription(&self, id: &str) -> Result<Option<SubscriptionRecord>, StorageError> {
+        sqlx::query("SELECT * FROM subscriptions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?
+            .as_ref()
+            .map(sub_row)
+            .transpose()
+    }
+
+    async fn subscriptions(&self) -> Result<Vec<SubscriptionRecord>, StorageError> {
+        let rows =
+            sqlx::query("SELECT * FROM subscriptions ORDER BY id").fetch_all(&self.read).await?;
+        rows.iter().map(sub_row).collect()
+    }
+
+    async fn put_resource_group(&self, rg: &ResourceGroupRecord) -> Result<bool, StorageError> {
+        let mut tx = self.write.begin().await?;
+        let exists: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM resource_groups WHERE subscription_id = $1 AND name = $2",
+        )
+        .bind(&rg.subscription)
+        .bind(&rg.name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO resource_groups (subscription_id, name, location, tags, created_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (subscription_id, name) DO UPDATE SET tags = excluded.tags",
+        )
+        .bind(&rg.subscription)
+        .bind(&rg.name)
+        .bind(&rg.location)
+        .bind(&rg.tags)
+        .bind(rg.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(exists.is_none())
+    }
+
+    async fn resource_group(
+        &self,
+        subscription: &str,
+        name: &str,
+    ) -> Result<Option<ResourceGroupRecord>, StorageError> {
+        sqlx::query("SELECT * FROM resource_groups WHERE subscription_id = $1 AND name = $2")
+            .bind(subscription)
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?
+            .as_ref()
+            .map(rg_row)
+            .transpose()
+    }
+
+    async fn resource_groups(
+        &self,
+        subscription: &str,
+    ) -> Result<Vec<ResourceGroupRecord>, StorageError> {
+        let rows =
+            sqlx::query("SELECT * FROM resource_groups WHERE subscription_id = $1 ORDER BY name")
+                .bind(subscription)
+                .fetch_all(&self.read)
+                .await?;
+        rows.iter().map(rg_row).collect()
+    }
+
+    async fn delete_resource_group(
+        &self,
+        subscription: &str,
+        name: &str,
+    ) -> Result<bool, StorageError> {
+        let mut tx = self.write.begin().await?;
+        // Everything in the group goes, as in ARM; the default registry is not deletable.
+        let default_inside: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM registries WHERE subscription_id = $1 AND resource_group = $2 AND is_default = 1",
+        )
+        .bind(subscription)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if default_inside.is_some() {
+            return Err(StorageError::Corrupt(
+                "the resource group holds the default registry and can't be deleted".into(),
+            ));
+        }
+        sqlx::query("DELETE FROM registries WHERE subscription_id = $1 AND resource_group = $2")
+            .bind(subscription)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let done =
+            sqlx::query("DELETE FROM resource_groups WHERE subscription_id = $1 AND name = $2")
+                .bind(subscription)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_registry(
+        &self,
+        r: &RegistryRecord,
+    ) -> Result<CreateRegistryOutcome, StorageError> {
+        let mut tx = self.write.begin().await?;
+        let rg: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM resource_groups WHERE subscription_id = $1 AND name = $2",
+        )
+        .bind(&r.subscription)
+        .bind(&r.resource_group)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if rg.is_none() {
+            return Ok(CreateRegistryOutcome::NoResourceGroup);
+        }
+        let taken: Option<i64> = sqlx::query_scalar("SELECT 1 FROM registries WHERE name = $1")
+            .bind(&r.name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            return Ok(CreateRegistryOutcome::NameTaken);
+        }
+        // Canonical casing of the group comes from the group itself.
+        let row = sqlx::query(
+            "INSERT INTO registries (name, is_default, subscription_id, resource_group, location, sku,
+                                     properties, tags, created_at)
+             SELECT $1, 0, subscription_id, name, $4, $5, $6, $7, $8 FROM resource_groups
+              WHERE subscription_id = $2 AND name = $3
+             RETURNING *",
+        )
+        .bind(&r.name)
+        .bind(&r.subscription)
+        .bind(&r.resource_group)
+        .bind(&r.location)
+        .bind(&r.sku)
+        .bind(&r.properties)
+        .bind(&r.tags)
+        .bind(r.created_at)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(CreateRegistryOutcome::Created(registry_row(&row)?))
+    }
+
+    async fn update_registry(&self, r: &RegistryRecord) -> Result<(), StorageError> {
+        sqlx::query(
+            "UPDATE registries SET location = $2, sku = $3, properties = $4, tags = $5 WHERE id = $1",
+        )
+        .bind(r.id)
+        .bind(&r.location)
+        .bind(&r.sku)
+        .bind(&r.properties)
+        .bind(&r.tags)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn registry(&self, id: i64) -> Result<Option<RegistryRecord>, StorageError> {
+        sqlx::query("SELECT * FROM registries WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?
+            .as_ref()
+            .map(registry_row)
+            .transpose()
+    }
+
+    async fn registry_in(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+        name: &str,
+    ) -> Result<Option<RegistryRecord>, StorageError> {
+        sqlx::query(
+            "SELECT * FROM registries WHERE subscription_id = $1 AND resource_group = $2 AND name = $3",
+        )
+        .bind(subscription)
+        .bind(resource_group)
+        .bind(name)
+        .fetch_optional(&self.read)
+        .await?
+        .as_ref()
+        .map(registry_row)
+        .transpose()
+    }
+
+    async fn registries(
+        &self,
+        subscription: Option<&str>,
+        resource_group: Option<&str>,
+    ) -> Result<Vec<RegistryRecord>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT * FROM registries
+              WHERE ($1 IS NULL OR subscription_id = $1) AND ($2 IS NULL OR resource_group = $2)
+              ORDER BY name",
+        )
+        .bind(subscription)
+        .bind(resource_group)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(registry_row).collect()
+    }
+
+    async fn delete_registry(&self, id: i64) -> Result<bool, StorageError> {
+        // Repositories, manifests, tags and links go with it; blobs are left to GC.
+        let done = sqlx::query("DELETE FROM registries WHERE id = $1 AND is_default = 0")
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_job(&self, job: &JobRecord) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO import_jobs (id, registry_id, request, resumable, status, progress, error,
+                                      created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&job.id)
+        .bind(job.registry_id)
+        .bind(&job.request)
+        .bind(job.resumable as i64)
+        .bind(&job.status)
+        .bind(&job.progress)
+        .bind(&job.error)
+        .bind(job.created_at)
+        .bind(job.updated_at)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn update_job(
+        &self,
+        id: &str,
+        status: &str,
+        progress: &str,
+        error: Option<&str>,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "UPDATE import_jobs SET status = $2, progress = $3, error = $4, updated_at = $5 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(progress)
+        .bind(error)
+        .bind(now_millis())
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<JobRecord>, StorageError> {
+        sqlx::query("SELECT * FROM import_jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?
+            .as_ref()
+            .map(job_row)
+            .transpose()
+    }
+
+    async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StorageError> {
+        let rows = // Only constant fragments are formatted in.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT * FROM import_jobs WHERE status NOT IN {FINISHED} ORDER BY created_at"
+        )))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(job_row).collect()
+    }
+}

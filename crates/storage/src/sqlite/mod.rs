@@ -1,0 +1,79 @@
+//! The embedded metadata store: SQLite in WAL mode, one file under the data directory.
+//!
+//! Writes go through a pool of exactly one connection, so transactions never contend
+//! for SQLite's single writer lock inside the process; reads use a separate pool and see
+//! the last committed state (WAL snapshots). The data directory is locked by the server,
+//! so no other process writes.
+
+mod management;
+mod registry;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use wharf_oci::Digest;
+
+use crate::StorageError;
+
+/// SQLite-backed [`crate::MetadataStore`] and [`crate::ManagementStore`].
+#[derive(Clone, Debug)]
+pub struct SqliteMetadataStore {
+    read: SqlitePool,
+    write: SqlitePool,
+}
+
+impl SqliteMetadataStore {
+    /// Open (creating and migrating if needed) the database at `path`.
+    pub async fn open(path: &Path) -> Result<Self, StorageError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a transaction that returned is durable, not only crash-consistent.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let write =
+            SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(SqliteMetadataStore { read, write })
+    }
+}
+
+pub(crate) fn digest_col(row: &SqliteRow, col: &str) -> Result<Digest, StorageError> {
+    let s: String = row.try_get(col)?;
+    Digest::from_str(&s).map_err(|e| StorageError::Corrupt(format!("stored digest {s:?}: {e}")))
+}
+
+pub(crate) fn opt_digest_col(row: &SqliteRow, col: &str) -> Result<Option<Digest>, StorageError> {
+    let s: Option<String> = row.try_get(col)?;
+    s.map(|s| {
+        Digest::from_str(&s).map_err(|e| StorageError::Corrupt(format!("stored digest {s:?}: {e}")))
+    })
+    .transpose()
+}
+
+pub(crate) fn registry_row(row: &SqliteRow) -> Result<crate::RegistryRecord, StorageError> {
+    Ok(crate::RegistryRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        is_default: row.try_get::<i64, _>("is_default")? != 0,
+        subscription: row.try_get("subscription_id")?,
+        resource_group: row.try_get("resource_group")?,
+        location: row.try_get("location")?,
+        sku: row.try_get("sku")?,
+        properties: row.try_get("properties")?,
+        tags: row.try_get("tags")?,
+        created_at: row.try_get("created_at")?,
+    })
+}

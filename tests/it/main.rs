@@ -2,10 +2,13 @@
 //! real peers where a scenario has one. Helpers are in `util`.
 
 mod bad_input;
+mod cli;
 mod clients;
 mod conformance;
 mod crash;
 mod gc;
+mod import;
+mod management;
 mod oci_api;
 mod serve;
 mod util;

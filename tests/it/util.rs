@@ -287,15 +287,21 @@ impl Reg {
         self.http.delete(self.url(path)).send().unwrap()
     }
 
-    /// Monolithic push (`POST ?digest=`); the digest.
+    /// Monolithic push (`POST ?digest=`, or POST then PUT where a registry, like
+    /// distribution 2.8, answers the POST with a session); the digest.
     pub fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
         let d = digest_of(bytes);
-        let r = self
+        let mut r = self
             .http
             .post(self.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
             .body(bytes.to_vec())
             .send()
             .unwrap();
+        if r.status() == 202 {
+            let loc = self.url(location(r.headers()));
+            let sep = if loc.contains('?') { '&' } else { '?' };
+            r = self.http.put(format!("{loc}{sep}digest={d}")).body(bytes.to_vec()).send().unwrap();
+        }
         assert_eq!(r.status(), 201, "push blob: {}", r.text().unwrap());
         d
     }
@@ -415,4 +421,168 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
     }
     v.truncate(len);
     v
+}
+
+/// The ARM api-version tests send.
+pub const API: &str = "api-version=2025-11-01";
+
+/// A management call; the status and the JSON body (`Null` when empty).
+pub fn arm(w: &Wharf, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let url = if path.contains("api-version") {
+        format!("{}{path}", w.url())
+    } else {
+        format!("{}{path}{sep}{API}", w.url())
+    };
+    let mut req = client().request(method, url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// The ARM ID of a registry in the default subscription and resource group.
+pub fn registry_id(name: &str) -> String {
+    format!(
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/default/providers/Microsoft.ContainerRegistry/registries/{name}"
+    )
+}
+
+/// What a CLI run printed.
+pub struct CliRun {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliRun {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+
+    /// Assert success; the JSON printed.
+    pub fn ok_json(&self) -> Value {
+        assert!(self.ok, "wharf failed: {}\n{}", self.stderr, self.stdout);
+        self.json()
+    }
+
+    /// Assert failure with one line on stderr; that line.
+    pub fn err_line(&self) -> String {
+        assert!(!self.ok, "expected a failure, got: {}", self.stdout);
+        let lines: Vec<&str> = self.stderr.lines().filter(|l| !l.starts_with("WARNING")).collect();
+        assert_eq!(lines.len(), 1, "one error line expected: {}", self.stderr);
+        lines[0].to_owned()
+    }
+}
+
+/// Run the `wharf` CLI against a server.
+pub fn cli(w: &Wharf, args: &[&str]) -> CliRun {
+    let out = Command::new(wharf_bin()).arg("--server").arg(w.url()).args(args).output().unwrap();
+    CliRun {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The manifest bytes a registry serves (any host; `host` picks a wharf registry).
+pub fn manifest_bytes(
+    base: &str,
+    host: Option<&str>,
+    repo: &str,
+    reference: &str,
+) -> Option<Vec<u8>> {
+    let mut req = client().get(format!("{base}/v2/{repo}/manifests/{reference}")).header(
+        "accept",
+        "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json, */*",
+    );
+    if let Some(h) = host {
+        req = req.header("host", h);
+    }
+    let r = req.send().unwrap();
+    (r.status() == 200).then(|| r.bytes().unwrap().to_vec())
+}
+
+/// `tests/it/faultproxy.py` in front of a registry.
+pub struct FaultProxy {
+    pub port: u16,
+    child: Child,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: &str, args: &[&str]) -> FaultProxy {
+        let port = free_port();
+        let mut child = Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/faultproxy.py"))
+            .arg(port.to_string())
+            .arg(upstream)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "ready");
+        FaultProxy { port, child }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn stats(&self) -> Value {
+        client()
+            .get(format!("http://127.0.0.1:{}/_proxy/stats", self.port))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Distribution {
+    /// Where its storage lives (to corrupt a blob on purpose).
+    pub fn storage(&self) -> PathBuf {
+        self.tmp
+            .path()
+            .join(format!("harness-distribution-{}/storage/docker/registry/v2", self.port))
+    }
+
+    /// Stop it, keeping its storage.
+    pub fn stop_keep(&self) {
+        let out = Command::new(tools_dir().join("stop-distribution.sh"))
+            .arg(self.port.to_string())
+            .env("HARNESS_TMP", self.tmp.path())
+            .env("KEEP_STORAGE", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+
+    /// Start it again on the same port and storage.
+    pub fn restart_keep(&self) {
+        let out = Command::new(tools_dir().join("start-distribution.sh"))
+            .arg(self.port.to_string())
+            .env("HARNESS_TMP", self.tmp.path())
+            .env("KEEP_STORAGE", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
 }

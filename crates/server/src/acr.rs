@@ -104,6 +104,39 @@ fn limit(q: &HashMap<String, String>) -> Result<Option<u32>> {
     }
 }
 
+/// Cut a list fetched with `n + 1` items back to `n`; the key to continue after, if more.
+/// (Only name order pages: `last` is lexical, as in ACR.)
+fn cut<T>(items: &mut Vec<T>, n: Option<u32>, key: impl Fn(&T) -> String) -> Option<String> {
+    let n = n? as usize;
+    if items.len() <= n {
+        return None;
+    }
+    items.truncate(n);
+    items.last().map(key)
+}
+
+/// Add ACR's `Link: <…?last=…&n=…&orderby=…>; rel="next"` when a page was cut.
+fn link(
+    mut res: Response,
+    path: &str,
+    next: Option<String>,
+    n: Option<u32>,
+    q: &HashMap<String, String>,
+) -> Response {
+    if let (Some(last), Some(n)) = (next, n)
+        && order(q) == ListOrder::Name
+    {
+        let link = format!(
+            "<{path}?last={}&n={n}&orderby=>; rel=\"next\"",
+            last.replace('/', "%2F").replace(':', "%3A")
+        );
+        if let Ok(v) = header::HeaderValue::from_str(&link) {
+            res.headers_mut().insert(header::LINK, v);
+        }
+    }
+    res
+}
+
 async fn dispatch(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
@@ -173,17 +206,21 @@ async fn handle(
         let repo = repo_key(name)?;
         return match (tag, method.clone()) {
             (None, Method::GET) => {
+                let n = limit(q)?;
+                let more = n.map(|n| n.saturating_add(1));
                 let mut tags = svc
-                    .tag_details(&repo, q.get("last").map(String::as_str), limit(q)?, order(q))
+                    .tag_details(&repo, q.get("last").map(String::as_str), more, order(q))
                     .await?;
+                let next = cut(&mut tags, n, |t| t.name.clone());
                 if let Some(d) = q.get("digest") {
                     tags.retain(|t| t.digest.to_string() == *d);
                 }
-                Ok(axum::Json(json!({
+                let res = axum::Json(json!({
                     "registry": login, "imageName": repo.name,
                     "tags": tags.iter().map(tag_json).collect::<Vec<_>>(),
                 }))
-                .into_response())
+                .into_response();
+                Ok(link(res, &format!("/acr/v1/{}/_tags", repo.name), next, n, q))
             }
             (Some(tag), Method::GET) => {
                 let tag =
@@ -214,14 +251,18 @@ async fn handle(
         let repo = repo_key(name)?;
         return match (digest, method.clone()) {
             (None, Method::GET) => {
-                let ms = svc
-                    .manifest_details(&repo, q.get("last").map(String::as_str), limit(q)?, order(q))
+                let n = limit(q)?;
+                let more = n.map(|n| n.saturating_add(1));
+                let mut ms = svc
+                    .manifest_details(&repo, q.get("last").map(String::as_str), more, order(q))
                     .await?;
-                Ok(axum::Json(json!({
+                let next = cut(&mut ms, n, |m| m.digest.to_string());
+                let res = axum::Json(json!({
                     "registry": login, "imageName": repo.name,
                     "manifests": ms.iter().map(manifest_json).collect::<Vec<_>>(),
                 }))
-                .into_response())
+                .into_response();
+                Ok(link(res, &format!("/acr/v1/{}/_manifests", repo.name), next, n, q))
             }
             (Some(d), Method::GET) => {
                 let d: Digest = d.parse().map_err(|e: wharf_oci::DigestError| {

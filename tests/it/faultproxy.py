@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""A fault-injecting HTTP proxy in front of a real registry, for import tests.
+
+    faultproxy.py PORT UPSTREAM_HOST:PORT [--rate BYTES_PER_SEC] [--first-429 N]
+                  [--retry-after SECONDS] [--break-after BYTES]
+
+Forwards every request to the upstream registry unchanged, except:
+  --rate          blob bodies are sent at most this fast (so a test can act mid-transfer);
+  --first-429     the first N blob GETs are answered 429 Too Many Requests with Retry-After;
+  --break-after   the first GET of each blob is cut off after this many body bytes
+                  (the connection is closed), so that the client must resume with Range.
+GET /_proxy/stats answers counters as JSON. Binds 127.0.0.1 only.
+"""
+import argparse
+import http.client
+import json
+import re
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ap = argparse.ArgumentParser()
+ap.add_argument("port", type=int)
+ap.add_argument("upstream")
+ap.add_argument("--rate", type=int, default=0)
+ap.add_argument("--first-429", type=int, default=0)
+ap.add_argument("--retry-after", type=int, default=1)
+ap.add_argument("--break-after", type=int, default=0)
+args = ap.parse_args()
+
+lock = threading.Lock()
+stats = {"requests": 0, "blob_gets": 0, "served_429": 0, "range_requests": 0, "blob_bytes": 0, "broken": 0}
+broken_once = set()
+BLOB = re.compile(r"^/v2/.+/blobs/sha256:[0-9a-f]{64}$")
+
+
+class Proxy(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def handle_any(self):
+        if self.path == "/_proxy/stats":
+            body = json.dumps(stats).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        path = self.path.split("?")[0]
+        is_blob_get = self.command == "GET" and BLOB.match(path)
+        with lock:
+            stats["requests"] += 1
+            if is_blob_get:
+                stats["blob_gets"] += 1
+                if self.headers.get("Range"):
+                    stats["range_requests"] += 1
+            send_429 = is_blob_get and stats["served_429"] < args.first_429
+            if send_429:
+                stats["served_429"] += 1
+            cut = is_blob_get and args.break_after and path not in broken_once and not self.headers.get("Range")
+            if cut:
+                broken_once.add(path)
+        if send_429:
+            body = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}'
+            self.send_response(429)
+            self.send_header("Retry-After", str(args.retry_after))
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        data = self.rfile.read(length) if length else None
+        up = http.client.HTTPConnection(args.upstream, timeout=120)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        headers["Host"] = args.upstream
+        up.request(self.command, self.path, body=data, headers=headers)
+        r = up.getresponse()
+        self.send_response(r.status)
+        for k, v in r.getheaders():
+            if k.lower() in ("connection", "transfer-encoding"):
+                continue
+            if k.lower() == "location":
+                v = v.replace(args.upstream, f"127.0.0.1:{args.port}")
+            self.send_header(k, v)
+        chunked = r.getheader("Content-Length") is None and self.command != "HEAD"
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        sent = 0
+        start = time.time()
+        while True:
+            chunk = r.read(64 * 1024)
+            if not chunk:
+                break
+            if cut and sent + len(chunk) > args.break_after:
+                chunk = chunk[: args.break_after - sent]
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                with lock:
+                    stats["broken"] += 1
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            if chunked:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            else:
+                self.wfile.write(chunk)
+            sent += len(chunk)
+            if is_blob_get:
+                with lock:
+                    stats["blob_bytes"] += len(chunk)
+            if args.rate and is_blob_get:
+                ahead = sent / args.rate - (time.time() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = handle_any
+
+
+server = ThreadingHTTPServer(("127.0.0.1", args.port), Proxy)
+server.daemon_threads = True
+print("ready", flush=True)
+sys.stdout.flush()
+server.serve_forever()

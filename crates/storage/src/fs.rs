@@ -6,7 +6,7 @@
 //! writing to disk overlap, and memory per transfer stays at a few MiB whatever the size.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -291,9 +291,16 @@ fn write_batches(
     let mut pos = offset;
     let mut flushed = offset;
     while let Some(batch) = rx.blocking_recv() {
-        for bytes in batch {
-            file.write_all(&bytes)?;
-            pos += bytes.len() as u64;
+        // One writev per batch rather than one write per network chunk.
+        let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|b| IoSlice::new(b)).collect();
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            let n = file.write_vectored(rest)?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::WriteZero, "short write").into());
+            }
+            pos += n as u64;
+            IoSlice::advance_slices(&mut rest, n);
         }
         if pos - flushed >= WRITEBACK_STEP {
             writeback::start(&file, flushed, pos - flushed);

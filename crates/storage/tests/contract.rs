@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 //! The contract every storage backend keeps, written once and run against each
 //! implementation: the embedded ones here; a scale-out backend adds one line per trait.
 

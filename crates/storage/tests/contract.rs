@@ -253,7 +253,7 @@ async fn metadata_contract(meta: &dyn MetadataStore) {
         "team/other never used the layer"
     );
     // m2 (deleted) used the config; m1 (untagged) still uses the layer.
-    assert_eq!(meta.unreferenced_blobs(future).await.unwrap(), [config.clone()]);
+    assert_eq!(meta.unreferenced_blobs(future).await.unwrap(), vec![config.clone()]);
     assert!(!meta.forget_blob_if_unreferenced(&layer, future).await.unwrap());
     let m1_digest = m1.record.digest.clone();
     assert!(meta.delete_manifest(&r, &m1_digest).await.unwrap());

@@ -865,10 +865,15 @@ fn two_imports_of_the_same_source_share_one_download() {
     let e = env_with("single", &["--import-sync-wait", "0s"]);
     e.create("target15");
     e.create("target16");
-    let proxy = FaultProxy::start(&e.dist.host(), &["--rate", "20000000"]);
+    let proxy = FaultProxy::start(&e.dist.host(), &["--rate", "4000000"]);
     let source = format!("{}/harness/single:10m", proxy.host());
     let a = e.import(&["-n", "target15", "--source", &source, "--no-wait"]).ok_json();
     let b = e.import(&["-n", "target16", "--source", &source, "--no-wait"]).ok_json();
+    // Both run at the same time (the download takes seconds at this rate).
+    for op in [&a["operationId"], &b["operationId"]] {
+        let s = cli(&e.wharf, &["operation", "show", op.as_str().unwrap()]).ok_json();
+        assert_eq!(s["status"], "Accepted", "{s}");
+    }
     for op in [&a["operationId"], &b["operationId"]] {
         let op = op.as_str().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -1022,4 +1027,53 @@ fn windows_images_keep_foreign_layers_byte_for_byte() {
     )
     .ok_json();
     assert!(listed.as_array().unwrap().iter().all(|m| m["os"] == "windows"), "{listed}");
+}
+
+#[test]
+fn an_import_with_credentials_cut_by_a_restart_fails_cleanly() {
+    let dist = Distribution::start(Some(("bob", "pw-1234")));
+    let work = tempfile::tempdir().unwrap();
+    let args = [
+        "--only",
+        "single",
+        "--sizes",
+        "30M",
+        "--gzip-level",
+        "0",
+        "--user",
+        "bob",
+        "--password",
+        "pw-1234",
+    ];
+    make_images(&dist.host(), work.path(), &args);
+    let proxy = FaultProxy::start(&dist.host(), &["--rate", "5000000"]);
+    let mut w = Wharf::start_with(&["--insecure-source", "127.0.0.1", "--import-sync-wait", "0s"]);
+    let source = format!("{}/harness/single:30m", proxy.host());
+    let started = cli(
+        &w,
+        &[
+            "import",
+            "-n",
+            "default",
+            "--source",
+            &source,
+            "-u",
+            "bob",
+            "-p",
+            "pw-1234",
+            "--no-wait",
+        ],
+    )
+    .ok_json();
+    let op = started["operationId"].as_str().unwrap().to_owned();
+    std::thread::sleep(Duration::from_millis(300));
+    w.restart();
+    // Credentials are never stored, so the job can't resume: it fails, it doesn't hang.
+    let err = cli(&w, &["operation", "show", &op]).err_line();
+    assert!(err.contains("ImportInterrupted"), "{err}");
+    assert!(manifest_bytes(&w.url(), None, "harness/single", "30m").is_none());
+    assert!(
+        !String::from_utf8_lossy(&std::fs::read(w.data.join("wharf.db")).unwrap())
+            .contains("pw-1234")
+    );
 }

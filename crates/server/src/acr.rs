@@ -144,7 +144,7 @@ async fn dispatch(
 ) -> Response {
     let (parts, _) = request.into_parts();
     let path = parts.uri.path().strip_prefix("/acr/v1/").unwrap_or("");
-    let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let host = crate::request_host(&parts);
     let registry = match state.registry.registry_for_host(host, &state.settings.domain).await {
         Ok(r) => r,
         Err(e) => return OciError(e).into_response(),

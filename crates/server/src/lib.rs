@@ -82,6 +82,15 @@ async fn api_version_header(mut res: axum::response::Response) -> axum::response
     res
 }
 
+/// The host a request was addressed to: `Host`, or the URI's authority (HTTP/2).
+pub(crate) fn request_host(parts: &http::request::Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or(parts.uri.authority().map(|a| a.as_str()))
+}
+
 /// Serve until `shutdown` resolves, then finish in-flight requests and return.
 pub async fn serve(
     listener: TcpListener,

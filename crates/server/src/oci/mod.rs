@@ -91,11 +91,7 @@ async fn dispatch(
     let Some(route) = parse_route(path) else {
         return oci_error(StatusCode::NOT_FOUND, "UNSUPPORTED", "no such API route");
     };
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or(parts.uri.authority().map(|a| a.as_str()));
+    let host = crate::request_host(&parts);
     let registry = match state.registry.registry_for_host(host, &state.settings.domain).await {
         Ok(r) => r,
         Err(e) => return OciError(e).into_response(),

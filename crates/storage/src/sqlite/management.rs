@@ -328,8 +328,8 @@ impl ManagementStore for SqliteMetadataStore {
     }
 
     async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StorageError> {
-        let rows = // Only constant fragments are formatted in.
-        sqlx::query(sqlx::AssertSqlSafe(format!(
+        // Only constant fragments are formatted into the SQL.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT * FROM import_jobs WHERE status NOT IN {FINISHED} ORDER BY created_at"
         )))
         .fetch_all(&self.read)

@@ -476,8 +476,8 @@ impl MetadataStore for SqliteMetadataStore {
             ListOrder::TimeDesc => "updated_at DESC, name",
             ListOrder::TimeAsc => "updated_at ASC, name",
         };
-        let rows = // Only constant fragments are formatted in.
-        sqlx::query(sqlx::AssertSqlSafe(format!(
+        // Only constant fragments are formatted into the SQL.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT name, digest, created_at, updated_at FROM tags
               WHERE repo_id = $1 AND name > $2 ORDER BY {order_by} LIMIT $3"
         )))
@@ -514,8 +514,8 @@ impl MetadataStore for SqliteMetadataStore {
             ListOrder::TimeDesc => "m.created_at DESC, m.digest",
             ListOrder::TimeAsc => "m.created_at ASC, m.digest",
         };
-        let rows = // Only constant fragments are formatted in.
-        sqlx::query(sqlx::AssertSqlSafe(format!(
+        // Only constant fragments are formatted into the SQL.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT m.*, (SELECT group_concat(t.name, char(10)) FROM tags t
                            WHERE t.repo_id = m.repo_id AND t.digest = m.digest) AS tag_names
                FROM manifests m WHERE m.repo_id = $1 AND m.digest > $2

@@ -1077,3 +1077,83 @@ fn an_import_with_credentials_cut_by_a_restart_fails_cleanly() {
             .contains("pw-1234")
     );
 }
+
+#[test]
+fn the_docker_token_flow_get_post_and_password_only() {
+    let e = env("single");
+    e.create("tokens1");
+    let image = "harness/single:10m";
+    // GET on the token service with Basic credentials.
+    let get = FaultProxy::start(&e.dist.host(), &["--token-auth", "alice:tok-pass-1"]);
+    let source = format!("{}/{image}", get.host());
+    let err = e.import(&["-n", "tokens1", "--source", &source]).err_line();
+    assert!(err.contains("SourceUnauthorized"), "{err}");
+    let err =
+        e.import(&["-n", "tokens1", "--source", &source, "-u", "alice", "-p", "nope"]).err_line();
+    assert!(err.contains("SourceUnauthorized") && err.contains("token service"), "{err}");
+    e.import(&[
+        "-n",
+        "tokens1",
+        "--source",
+        &source,
+        "-u",
+        "alice",
+        "-p",
+        "tok-pass-1",
+        "-t",
+        "get:v1",
+    ])
+    .ok_json();
+    assert!(get.stats()["tokens_get"].as_u64().unwrap() >= 1);
+
+    // A token service that only takes the OAuth2 POST: the password grant, and a password
+    // alone (a refresh token, as ACR takes an Entra token).
+    let post = FaultProxy::start(
+        &e.dist.host(),
+        &["--token-auth", "alice:tok-pass-1", "--token-post-only"],
+    );
+    let source = format!("{}/{image}", post.host());
+    e.import(&[
+        "-n",
+        "tokens1",
+        "--source",
+        &source,
+        "-u",
+        "alice",
+        "-p",
+        "tok-pass-1",
+        "-t",
+        "post:v1",
+    ])
+    .ok_json();
+    e.import(&["-n", "tokens1", "--source", &source, "-p", "tok-pass-1", "-t", "refresh:v1"])
+        .ok_json();
+    assert!(post.stats()["tokens_post"].as_u64().unwrap() >= 2);
+
+    // Anonymous tokens, as Docker Hub hands out.
+    let anonymous = FaultProxy::start(&e.dist.host(), &["--token-anonymous"]);
+    e.import(&[
+        "-n",
+        "tokens1",
+        "--source",
+        &format!("{}/{image}", anonymous.host()),
+        "-t",
+        "anon:v1",
+    ])
+    .ok_json();
+    assert!(anonymous.stats()["tokens_get"].as_u64().unwrap() >= 1);
+    for tag in ["get", "post", "refresh", "anon"] {
+        assert_eq!(digest_of(&e.manifest("tokens1", tag, "v1").unwrap()), e.digest(image));
+    }
+}
+
+#[test]
+fn server_errors_from_the_source_are_retried() {
+    let e = env("single");
+    e.create("retries1");
+    let proxy = FaultProxy::start(&e.dist.host(), &["--first-503", "3"]);
+    e.import(&["-n", "retries1", "--source", &format!("{}/harness/single:10m", proxy.host())])
+        .ok_json();
+    assert_eq!(proxy.stats()["served_503"], 3);
+    assert_complete(&e, "retries1", "harness/single", "10m");
+}

@@ -76,21 +76,25 @@ pub(crate) async fn plan(
     if include_referrers {
         // Referrers of everything copied, then referrers of those (a signature on an SBOM).
         while !added.is_empty() {
-            let mut roots = Vec::new();
-            for digest in &added {
-                for r in source.referrers(repo, digest).await? {
-                    if seen.contains(&r.digest)
-                        || roots.iter().any(|f: &Fetched| f.digest == r.digest)
-                    {
-                        continue;
-                    }
-                    if let Some(f) =
-                        source.manifest(repo, &Reference::Digest(r.digest.clone())).await?
-                    {
-                        roots.push(f);
-                    }
+            // One lookup per manifest (two where the source lacks the referrers API): in
+            // parallel, or an index of hundreds of platforms would wait on each in turn.
+            let found: Vec<Vec<wharf_oci::manifest::Descriptor>> = futures::stream::iter(added)
+                .map(|d| async move { source.referrers(repo, &d).await })
+                .buffered(FETCH_PARALLELISM)
+                .try_collect()
+                .await?;
+            let mut wanted: Vec<Digest> = Vec::new();
+            for r in found.into_iter().flatten() {
+                if !seen.contains(&r.digest) && !wanted.contains(&r.digest) {
+                    wanted.push(r.digest);
                 }
             }
+            let roots: Vec<Fetched> = futures::stream::iter(wanted)
+                .map(|d| async move { source.manifest(repo, &Reference::Digest(d)).await })
+                .buffered(FETCH_PARALLELISM)
+                .try_filter_map(|f| futures::future::ready(Ok(f)))
+                .try_collect()
+                .await?;
             added = walk(source, repo, roots, true, &mut seen, &mut plan).await?;
         }
     }

@@ -74,7 +74,7 @@ impl RegistryService {
         let mut put = self.prepare_manifest(repo, content_type, body).await?;
         put.tag = tag;
         let subject = put.record.subject.clone();
-        outcome(repo, self.meta.put_manifest(&put).await?)?;
+        outcome(self.meta.put_manifest(&put).await?)?;
         Ok(StoredManifest { digest, subject })
     }
 
@@ -179,11 +179,10 @@ impl RegistryService {
         match self.meta.commit_batch(batch).await.map_err(RegistryError::from)? {
             CommitOutcome::Committed => Ok(()),
             CommitOutcome::BlobMissing(d) => Err(CommitError::BlobMissing(d)),
-            CommitOutcome::Manifest { repo, outcome: o, .. } => {
-                Err(outcome(&repo, o).err().map_or(
-                    CommitError::Registry(RegistryError::ManifestInvalid("rejected".into())),
-                    CommitError::Registry,
-                ))
+            CommitOutcome::Manifest { digest, outcome: o, .. } => {
+                Err(CommitError::Registry(outcome(o).err().unwrap_or_else(|| {
+                    RegistryError::ManifestInvalid(format!("{digest} was rejected"))
+                })))
             }
             CommitOutcome::TagExists { repo, tag, .. } => Err(CommitError::TagExists { repo, tag }),
         }
@@ -225,7 +224,7 @@ impl RegistryService {
     }
 }
 
-fn outcome(_repo: &RepoKey, o: PutManifestOutcome) -> Result<(), RegistryError> {
+fn outcome(o: PutManifestOutcome) -> Result<(), RegistryError> {
     match o {
         PutManifestOutcome::Stored => Ok(()),
         PutManifestOutcome::BlobUnknown(d) => Err(RegistryError::ManifestBlobUnknown(d)),

@@ -136,20 +136,12 @@ impl ManagementStore for SqliteMetadataStore {
         name: &str,
     ) -> Result<bool, StorageError> {
         let mut tx = self.write.begin().await?;
-        // Everything in the group goes, as in ARM; the default registry is not deletable.
-        let default_inside: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM registries WHERE subscription_id = $1 AND resource_group = $2 AND is_default = 1",
+        // Everything in the group goes, as in ARM. The default registry never does: with it
+        // inside, the group's own delete fails on the foreign key (the management layer
+        // refuses earlier, with a clear error).
+        sqlx::query(
+            "DELETE FROM registries WHERE subscription_id = $1 AND resource_group = $2 AND is_default = 0",
         )
-        .bind(subscription)
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if default_inside.is_some() {
-            return Err(StorageError::Corrupt(
-                "the resource group holds the default registry and can't be deleted".into(),
-            ));
-        }
-        sqlx::query("DELETE FROM registries WHERE subscription_id = $1 AND resource_group = $2")
             .bind(subscription)
             .bind(name)
             .execute(&mut *tx)

@@ -11,30 +11,11 @@
 #               `wharf import` vs `skopeo copy --all` into another distribution
 #   re-import - `wharf import` end to end through the CLI when every blob is present
 #   rss       - wharf's peak RSS during the --size import, and during a 10 MiB one
-set -euo pipefail
-cd "$(dirname "$0")/.."
-SIZE=1G RUNS=3
-while [ $# -gt 0 ]; do
-  case $1 in
-    --size) SIZE=$2; shift 2 ;;
-    --runs) RUNS=$2; shift 2 ;;
-    *) echo "usage: $0 [--size 1G] [--runs N]" >&2; exit 2 ;;
-  esac
-done
-TOOLS_DIR=${WHARF_SHARED_TOOLS:-$(cd .. && pwd)/shared/tools}
-cache=${XDG_CACHE_HOME:-$HOME/.cache}/wharf
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
-WORK=$cache/bench-import
-mkdir -p "$WORK"
-cargo build --release --quiet
-WHARF=$CARGO_TARGET_DIR/release/wharf
+source "$(dirname "$0")/common.sh" bench-import "$@"
 export HARNESS_TMP=$WORK
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
 since() { python3 -c "import sys;print(float(sys.argv[2])-float(sys.argv[1]))" "$1" "$(now)"; }
-min() { python3 -c "import sys;print(min(float(x) for x in sys.argv[1:]))" "$@"; }
-median() { python3 -c "import sys,statistics;print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 
 SRC=$(free_port)
 "$TOOLS_DIR/start-distribution.sh" "$SRC" >/dev/null

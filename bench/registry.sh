@@ -10,25 +10,8 @@
 #   get   - GET of the blob to /dev/null
 #   rss   - the server's peak RSS (VmHWM) during a push of --size and of 10 MiB
 # Prints MB/s, the ratio wharf/distribution, and the RSS figures.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-SIZE=1G RUNS=3
-while [ $# -gt 0 ]; do
-  case $1 in
-    --size) SIZE=$2; shift 2 ;;
-    --runs) RUNS=$2; shift 2 ;;
-    *) echo "usage: $0 [--size 1G] [--runs N]" >&2; exit 2 ;;
-  esac
-done
-TOOLS_DIR=${WHARF_SHARED_TOOLS:-$(cd .. && pwd)/shared/tools}
-cache=${XDG_CACHE_HOME:-$HOME/.cache}/wharf
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
-WORK=$cache/bench
-mkdir -p "$WORK"
-cargo build --release --quiet
-WHARF=$CARGO_TARGET_DIR/release/wharf
+source "$(dirname "$0")/common.sh" bench "$@"
 
-bytes_of() { python3 -c "import re,sys;m=re.fullmatch(r'(\d+)([KMG]?)',sys.argv[1].upper());print(int(m[1])*{'':1,'K':1<<10,'M':1<<20,'G':1<<30}[m[2]])" "$1"; }
 N=$(bytes_of "$SIZE")
 BLOB=$WORK/blob-$SIZE
 if [ ! -f "$BLOB" ] || [ "$(stat -c %s "$BLOB")" != "$N" ]; then
@@ -45,7 +28,6 @@ python3 "$TOOLS_DIR/make-images.py" 127.0.0.1:1 --no-push --only single --sizes 
 LAYOUT=$WORK/images/layout
 REF=single-$(echo "$SIZE" | tr 'A-Z' 'a-z')
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 PID=""
 start() { # wharf|distribution -> sets PORT, PID
   PORT=$(free_port)
@@ -81,7 +63,6 @@ skopeo_push() {
   t1=$(date +%s.%N)
   python3 -c "print($t1-$t0)"
 }
-min() { python3 -c "import sys;print(min(float(x) for x in sys.argv[1:]))" "$@"; }
 
 declare -A R
 for server in distribution wharf; do

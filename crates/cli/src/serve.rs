@@ -161,7 +161,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
 
     if !config.gc_interval.is_zero() {
-        tokio::spawn(gc_loop(registry, config.gc_interval, config.gc));
+        tokio::spawn(gc_loop(registry, state.imports.clone(), config.gc_interval, config.gc));
     }
     wharf_server::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("stopped");
@@ -189,13 +189,24 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
-async fn gc_loop(registry: RegistryService, every: Duration, options: GcOptions) {
+/// How long a finished import's status can still be polled.
+const JOB_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+async fn gc_loop(
+    registry: RegistryService,
+    imports: ImportService,
+    every: Duration,
+    options: GcOptions,
+) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await; // the first tick is immediate; start after one period
     loop {
         tick.tick().await;
         if let Err(e) = registry.gc(options).await {
             tracing::warn!(error = %e, "garbage collection failed");
+        }
+        if let Err(e) = imports.forget_finished(JOB_RETENTION).await {
+            tracing::warn!(error = %e, "forgetting old import jobs failed");
         }
     }
 }

@@ -271,6 +271,11 @@ impl ImportService {
         })
     }
 
+    /// Forget finished jobs older than `age` (their status can no longer be polled).
+    pub async fn forget_finished(&self, age: Duration) -> Result<u64, ArmError> {
+        Ok(self.inner.store.delete_finished_jobs(now_millis() - age.as_millis() as i64).await?)
+    }
+
     /// After a restart: resume jobs that can be (no credentials), fail the others cleanly.
     pub async fn resume_unfinished(&self) -> Result<(), ArmError> {
         for job in self.inner.store.unfinished_jobs().await? {

@@ -386,4 +386,6 @@ pub trait ManagementStore: Send + Sync + 'static {
     async fn job(&self, id: &str) -> Result<Option<JobRecord>, StorageError>;
     /// Jobs not finished (for resuming or failing them after a restart).
     async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StorageError>;
+    /// Forget finished jobs last updated before `cutoff` (ms); how many.
+    async fn delete_finished_jobs(&self, cutoff: i64) -> Result<u64, StorageError>;
 }

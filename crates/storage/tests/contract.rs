@@ -345,6 +345,9 @@ async fn management_contract(m: &dyn ManagementStore) {
         m.job("registries-1").await.unwrap().unwrap().error.as_deref(),
         Some("{\"code\":\"X\"}")
     );
+    assert_eq!(m.delete_finished_jobs(0).await.unwrap(), 0, "too recent");
+    assert_eq!(m.delete_finished_jobs(now_millis() + 1000).await.unwrap(), 1);
+    assert!(m.job("registries-1").await.unwrap().is_none());
 
     assert!(m.delete_resource_group("s1", "rg").await.unwrap());
     assert!(m.registry(created.id).await.unwrap().is_none(), "the group took its registry");

@@ -328,4 +328,15 @@ impl ManagementStore for SqliteMetadataStore {
         .await?;
         rows.iter().map(job_row).collect()
     }
+
+    async fn delete_finished_jobs(&self, cutoff: i64) -> Result<u64, StorageError> {
+        // Only constant fragments are formatted into the SQL.
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM import_jobs WHERE status IN {FINISHED} AND updated_at < $1"
+        )))
+        .bind(cutoff)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected())
+    }
 }

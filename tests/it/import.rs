@@ -386,11 +386,68 @@ fn re_import_of_an_image_already_present_downloads_nothing() {
         fetched,
         "no blob was downloaded again"
     );
-    // Another registry on the server: still nothing downloaded (one copy per digest).
+    // Another registry, the same source: what this source served is not fetched again.
+    let files = assert_blob_files_match_names(&e.wharf.data);
     e.create("target09");
     e.import(&["-n", "target09", "--source", &source]).ok_json();
     assert_eq!(proxy.stats()["blob_bytes"].as_u64().unwrap(), fetched);
     assert_complete(&e, "target09", "harness/single", "10m");
+    // Another source naming the same digests must prove it serves the bytes: they are
+    // fetched and hashed, but not written again (one copy per digest on disk).
+    let other = FaultProxy::start(&e.dist.host(), &[]);
+    e.create("target18");
+    e.import(&["-n", "target18", "--source", &format!("{}/harness/single:10m", other.host())])
+        .ok_json();
+    assert!(other.stats()["blob_bytes"].as_u64().unwrap() >= fetched - fetched / 10);
+    assert_eq!(assert_blob_files_match_names(&e.wharf.data), files);
+    assert_complete(&e, "target18", "harness/single", "10m");
+}
+
+#[test]
+fn a_source_cannot_claim_blobs_it_does_not_serve() {
+    // Another tenant's private layer, in its own registry on this server.
+    let w = Wharf::start_with(&["--insecure-source", "127.0.0.1"]);
+    cli(&w, &["registry", "create", "-n", "victim1"]).ok_json();
+    cli(&w, &["registry", "create", "-n", "attacker1"]).ok_json();
+    let secret = bytes(80, 30_000);
+    let victim = format!("victim1.localhost:{}", w.port);
+    let reg = w.reg();
+    for b in [&secret, &b"{}".to_vec()] {
+        let r = reg
+            .http
+            .post(reg.url(&format!("/v2/private/blobs/uploads/?digest={}", digest_of(b))))
+            .header("host", &victim)
+            .body(b.clone())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    // A source that names the secret's digest (and size) in a manifest but can't serve it:
+    // the image is pushed, then the layer's bytes are removed from its storage.
+    let dist = Distribution::start(None);
+    let src = Reg { base: dist.url(), http: client() };
+    src.push_blob("bait", b"{}");
+    src.push_blob("bait", &secret);
+    let m = image_manifest(b"{}", &[&secret]);
+    assert_eq!(src.put_manifest("bait", "v1", OCI_MANIFEST, &m).status(), 201);
+    let hex = digest_of(&secret).trim_start_matches("sha256:").to_owned();
+    std::fs::remove_dir_all(dist.storage().join(format!("blobs/sha256/{}/{hex}", &hex[..2])))
+        .unwrap();
+
+    let err =
+        cli(&w, &["import", "-n", "attacker1", "--source", &format!("{}/bait:v1", dist.host())])
+            .err_line();
+    assert!(err.contains("Source"), "{err}");
+    assert!(!err.contains("30000"), "the stored size is not revealed: {err}");
+    let attacker = format!("attacker1.localhost:{}", w.port);
+    let r = reg
+        .http
+        .get(reg.url(&format!("/v2/bait/blobs/{}", digest_of(&secret))))
+        .header("host", &attacker)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404, "the secret was not linked into the attacker's registry");
+    assert!(manifest_bytes(&w.url(), Some(&attacker), "bait", "v1").is_none());
 }
 
 #[test]
@@ -660,6 +717,14 @@ fn the_arm_import_api_answers_like_acr() {
     };
     // Same digest: no conflict.
     assert_eq!(polled.status(), 200);
+    // An operation is found only under its registry's subscription.
+    let elsewhere = location.replace(
+        "/subscriptions/00000000-0000-0000-0000-000000000000/",
+        "/subscriptions/99999999-0000-0000-0000-000000000000/",
+    );
+    let r = client().get(&elsewhere).send().unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().unwrap()["error"]["code"], "OperationNotFound");
 
     // Bad bodies fail at once with the ARM envelope.
     for (body, code) in [
@@ -728,7 +793,19 @@ fn private_and_loopback_addresses_are_refused_unless_allowed() {
         let err = cli(&w, &["import", "-n", "strict1", "--source", &source]).err_line();
         assert!(err.contains("SourceAddressNotAllowed"), "{source}: {err}");
     }
-    // Allowing the host allows it (plain HTTP too).
+    // Allowing the host allows it (plain HTTP too), by name and port as well.
+    let by_name = Wharf::start_with(&["--insecure-source", &format!("localhost:{}", dist.port)]);
+    cli(
+        &by_name,
+        &[
+            "import",
+            "-n",
+            "default",
+            "--source",
+            &format!("localhost:{}/harness/single:10m", dist.port),
+        ],
+    )
+    .ok_json();
     let w = Wharf::start_with(&["--insecure-source", &dist.host()]);
     cli(&w, &["registry", "create", "-n", "strict2"]).ok_json();
     cli(
@@ -761,15 +838,18 @@ fn a_source_killed_mid_import_changes_nothing_and_a_retry_succeeds() {
         .ok_json();
     let op = started["operationId"].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while cli(&e.wharf, &["operation", "show", &op]).ok_json()["progress"]["bytesDone"]
+    // Some layers are in (the config, the smallest layer), the big ones still coming.
+    while cli(&e.wharf, &["operation", "show", &op]).ok_json()["progress"]["blobsDone"]
         .as_u64()
         .unwrap_or(0)
-        < 2_000_000
+        < 2
     {
         assert!(Instant::now() < deadline, "no progress");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The source goes away: the registry and the proxy in front of it.
     e.dist.stop_keep();
+    let proxy_port = proxy.port;
     drop(proxy);
     let failed = loop {
         let r = cli(&e.wharf, &["operation", "show", &op]);
@@ -785,18 +865,11 @@ fn a_source_killed_mid_import_changes_nothing_and_a_retry_succeeds() {
     assert!(e.manifest("target11", "app", &big_digest).is_none());
     assert_blob_files_match_names(&e.wharf.data);
 
+    // The same source again: what it served before the kill is not fetched again.
     e.dist.restart_keep();
-    let again = e
-        .import(&[
-            "-n",
-            "target11",
-            "--source",
-            &format!("{}/harness/single:40m", e.dist.host()),
-            "-t",
-            "app:v1",
-            "--force",
-        ])
-        .ok_json();
+    let _proxy = FaultProxy::start_on(proxy_port, &e.dist.host(), &[]);
+    let again =
+        e.import(&["-n", "target11", "--source", &source, "-t", "app:v1", "--force"]).ok_json();
     assert!(
         again["progress"]["blobsReused"].as_u64().unwrap() >= 1,
         "layers fetched before the kill are kept: {again}"

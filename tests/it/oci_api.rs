@@ -480,13 +480,27 @@ fn names_of_any_depth_up_to_255_characters() {
 }
 
 #[test]
-fn any_unknown_host_is_the_default_registry() {
+fn other_hosts_are_the_default_registry_unknown_registry_names_are_404() {
     let w = Wharf::start();
     let reg = w.reg();
     reg.push_image("hosted", "v1", &[b"h"]);
-    for host in ["localhost", "nosuchregistry.localhost", "registry.example.com:443"] {
+    for host in [
+        "localhost",
+        "127.0.0.1",
+        "registry.example.com:443",
+        &format!("default.localhost:{}", w.port),
+    ] {
         let r =
             reg.http.get(reg.url("/v2/hosted/manifests/v1")).header("host", host).send().unwrap();
         assert_eq!(r.status(), 200, "host {host}");
     }
+    // A login server naming no registry: never the default (a typo must not push elsewhere).
+    let host = format!("nosuchregistry.localhost:{}", w.port);
+    for path in ["/v2/", "/v2/hosted/manifests/v1"] {
+        let r = reg.http.get(reg.url(path)).header("host", &host).send().unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        assert_eq!(error_code(r), "NAME_UNKNOWN");
+    }
+    let r = reg.http.post(reg.url("/v2/x/blobs/uploads/")).header("host", &host).send().unwrap();
+    assert_eq!(r.status(), 404);
 }

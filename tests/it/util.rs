@@ -515,7 +515,11 @@ pub struct FaultProxy {
 
 impl FaultProxy {
     pub fn start(upstream: &str, args: &[&str]) -> FaultProxy {
-        let port = free_port();
+        FaultProxy::start_on(free_port(), upstream, args)
+    }
+
+    /// Start on a given port (to stand in for one that was stopped).
+    pub fn start_on(port: u16, upstream: &str, args: &[&str]) -> FaultProxy {
         let mut child = Command::new("python3")
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/faultproxy.py"))
             .arg(port.to_string())

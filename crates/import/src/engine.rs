@@ -1,13 +1,24 @@
 //! Running a planned import: blobs into the store, then one commit.
+//!
+//! Where a blob comes from, cheapest first:
+//! 1. already visible in the target registry → linked, nothing fetched;
+//! 2. the source is a registry on this server and the caller can read the blob there →
+//!    linked, nothing fetched;
+//! 3. an earlier fetch from the same source identity proved it (a retried import) → linked;
+//!    another import with that identity is fetching it → wait and share;
+//! 4. stored on the server for someone else → fetched from the source and hashed, not
+//!    written: having the bytes must not let a source that merely names a digest link
+//!    another tenant's blob;
+//! 5. otherwise → fetched, hashed and written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::watch;
-use wharf_oci::{Digest, Reference, RepositoryName};
+use wharf_oci::{Digest, Reference, RepositoryName, Sha256Hasher};
 use wharf_registry::{
     ByteStream, CommitBatch, CommitError, RegistryError, RegistryService, RepoKey,
 };
@@ -20,42 +31,79 @@ use crate::source::Source;
 
 /// Times one blob download may break off and be resumed.
 const MAX_RESUMES: u32 = 8;
+/// Commits retried when garbage collection took a staged blob in between.
+const MAX_COMMIT_ATTEMPTS: u32 = 3;
 
-/// Downloads in progress across all imports, so that two imports of the same content share
-/// one download.
+/// Downloads in progress across all imports, by (digest, source identity), so that two
+/// imports of the same content from the same source share one download.
 #[derive(Default)]
 pub(crate) struct Inflight {
-    map: Mutex<HashMap<Digest, watch::Receiver<()>>>,
+    map: Mutex<HashMap<DownloadKey, watch::Receiver<Option<bool>>>>,
+    /// Blobs a source identity was seen to serve (kept in memory, bounded).
+    proven: Mutex<HashSet<DownloadKey>>,
 }
+
+/// Proofs remembered before the set starts over.
+const MAX_PROVEN: usize = 100_000;
+
+/// A blob, and the identity of the source it is read from.
+type DownloadKey = (Digest, String);
 
 enum Role {
     Lead(LeadGuard),
-    Follow(watch::Receiver<()>),
+    Follow(watch::Receiver<Option<bool>>),
 }
 
-/// Held while leading a download; dropping it wakes the followers.
+/// Held while leading a download; finishing (or dropping) it wakes the followers.
 struct LeadGuard {
     inflight: Arc<Inflight>,
-    digest: Digest,
-    _done: watch::Sender<()>,
+    key: DownloadKey,
+    done: watch::Sender<Option<bool>>,
+}
+
+impl LeadGuard {
+    fn finish(self, ok: bool) {
+        let _ = self.done.send(Some(ok));
+    }
 }
 
 impl Drop for LeadGuard {
     fn drop(&mut self) {
-        self.inflight.map.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.digest);
+        self.inflight.map.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.key);
     }
 }
 
 impl Inflight {
-    fn join(self: &Arc<Self>, digest: &Digest) -> Role {
+    fn proven(&self, key: &DownloadKey) -> bool {
+        self.proven.lock().unwrap_or_else(PoisonError::into_inner).contains(key)
+    }
+
+    fn prove(&self, key: DownloadKey) {
+        let mut set = self.proven.lock().unwrap_or_else(PoisonError::into_inner);
+        if set.len() >= MAX_PROVEN {
+            set.clear();
+        }
+        set.insert(key);
+    }
+
+    fn join(self: &Arc<Self>, key: DownloadKey) -> Role {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(rx) = map.get(digest) {
+        if let Some(rx) = map.get(&key) {
             return Role::Follow(rx.clone());
         }
-        let (tx, rx) = watch::channel(());
-        map.insert(digest.clone(), rx);
-        Role::Lead(LeadGuard { inflight: self.clone(), digest: digest.clone(), _done: tx })
+        let (tx, rx) = watch::channel(None);
+        map.insert(key.clone(), rx);
+        Role::Lead(LeadGuard { inflight: self.clone(), key, done: tx })
     }
+}
+
+/// What to do with fetched bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fetch {
+    /// Store them.
+    Write,
+    /// The server has them: only prove the source serves them.
+    Verify,
 }
 
 pub(crate) struct Engine<'a> {
@@ -100,27 +148,7 @@ impl Engine<'_> {
 
         self.progress.set_phase("Copying");
         let cancel = Arc::new(AtomicBool::new(false));
-        let tasks: Vec<_> = plan
-            .blobs
-            .iter()
-            .map(|(digest, blob)| {
-                let (digest, blob, cancel) = (digest.clone(), blob.clone(), cancel.clone());
-                let repo = &req.source_repo;
-                Box::pin(async move {
-                    let r = self.ensure_blob(source, repo, &digest, &blob, &cancel).await;
-                    if r.is_err() {
-                        cancel.store(true, Ordering::Relaxed);
-                    }
-                    r.map(|present| (!present).then_some(digest))
-                })
-                    as futures::future::BoxFuture<'_, Result<Option<Digest>, ImportError>>
-            })
-            .collect();
-        let missing: Vec<Digest> = futures::stream::iter(tasks)
-            .buffer_unordered(self.parallel.max(1))
-            .try_filter_map(|d| futures::future::ready(Ok(d)))
-            .try_collect()
-            .await?;
+        let missing = self.ensure_blobs(source, req, target, plan.blobs.iter(), &cancel).await?;
 
         self.progress.set_phase("Committing");
         let mut attempts = 0;
@@ -134,15 +162,23 @@ impl Engine<'_> {
                         repo.name
                     )));
                 }
-                // Garbage-collected between download and commit (a tiny grace period): again.
-                Err(CommitError::BlobMissing(d)) if attempts < 3 => {
+                // A long import can outlive the GC grace period of what it staged first:
+                // restart every planned blob's grace period, fetch again what is gone.
+                Err(CommitError::BlobMissing(_)) if attempts < MAX_COMMIT_ATTEMPTS => {
                     attempts += 1;
-                    let blob = plan
-                        .blobs
-                        .get(&d)
-                        .cloned()
-                        .unwrap_or(PlannedBlob { size: 0, required: true });
-                    self.ensure_blob(source, &req.source_repo, &d, &blob, &cancel).await?;
+                    let mut gone = Vec::new();
+                    for (digest, blob) in &plan.blobs {
+                        if !missing.contains(digest)
+                            && self.registry.retain_blob(digest).await?.is_none()
+                        {
+                            gone.push((digest, blob));
+                        }
+                    }
+                    tracing::info!(
+                        blobs = gone.len(),
+                        "staged blobs were collected; fetching them again"
+                    );
+                    self.ensure_blobs(source, req, target, gone.into_iter(), &cancel).await?;
                 }
                 Err(CommitError::BlobMissing(d)) => {
                     return Err(ImportError::internal(format!(
@@ -160,6 +196,37 @@ impl Engine<'_> {
         self.progress.manifests_succeeded();
         self.progress.set_phase("Done");
         Ok(())
+    }
+
+    /// Have every blob (`--import-parallelism` at a time); the optional ones the source
+    /// doesn't have.
+    async fn ensure_blobs<'b>(
+        &self,
+        source: &dyn Source,
+        req: &ImportRequest,
+        target: i64,
+        blobs: impl Iterator<Item = (&'b Digest, &'b PlannedBlob)>,
+        cancel: &Arc<AtomicBool>,
+    ) -> Result<Vec<Digest>, ImportError> {
+        let tasks: Vec<_> = blobs
+            .map(|(digest, blob)| {
+                let (digest, blob, cancel) = (digest.clone(), blob.clone(), cancel.clone());
+                let repo = &req.source_repo;
+                Box::pin(async move {
+                    let r = self.ensure_blob(source, repo, target, &digest, &blob, &cancel).await;
+                    if r.is_err() {
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                    r.map(|present| (!present).then_some(digest))
+                })
+                    as futures::future::BoxFuture<'_, Result<Option<Digest>, ImportError>>
+            })
+            .collect();
+        futures::stream::iter(tasks)
+            .buffer_unordered(self.parallel.max(1))
+            .try_filter_map(|d| futures::future::ready(Ok(d)))
+            .try_collect()
+            .await
     }
 
     /// Everything the import stores, for one transaction.
@@ -210,36 +277,56 @@ impl Engine<'_> {
         Ok(batch)
     }
 
-    /// Make sure the server holds a blob: already stored, being downloaded by another
-    /// import, or downloaded now. `false` for an optional blob the source doesn't have.
+    /// Make sure the blob can be linked into the target (see the module's list of ways).
+    /// `false` for an optional blob the source doesn't have.
     async fn ensure_blob(
         &self,
         source: &dyn Source,
         repo: &RepositoryName,
+        target: i64,
         digest: &Digest,
         blob: &PlannedBlob,
         cancel: &Arc<AtomicBool>,
     ) -> Result<bool, ImportError> {
-        loop {
-            if let Some(size) = self.registry.retain_blob(digest).await? {
-                if size != blob.size {
-                    return Err(ImportError::SourceInvalidManifest(format!(
-                        "A descriptor gives {digest} a size of {} bytes; the blob has {size}.",
-                        blob.size
-                    )));
-                }
-                self.progress.add_bytes(size);
-                self.progress.blob_done(true);
-                return Ok(true);
+        let have = |size: u64| -> Result<bool, ImportError> {
+            if size != blob.size {
+                return Err(ImportError::SourceInvalidManifest(format!(
+                    "The size a descriptor gives {digest} does not match its content."
+                )));
             }
-            match self.inflight.join(digest) {
+            self.progress.add_bytes(size);
+            self.progress.blob_done(true);
+            Ok(true)
+        };
+        loop {
+            if let Some(size) = self.registry.retain_blob_in(target, digest).await? {
+                return have(size);
+            }
+            if let Some(size) = source.local_blob(repo, digest).await? {
+                return have(size);
+            }
+            let key = (digest.clone(), source.identity(repo));
+            if self.inflight.proven(&key) && self.registry.retain_blob(digest).await?.is_some() {
+                return have(blob.size);
+            }
+            match self.inflight.join(key.clone()) {
                 Role::Follow(mut rx) => {
-                    // Another import is fetching it: wait, then look again.
-                    let _ = rx.changed().await;
+                    // The same source is being read by another import: share its download.
+                    let done = rx.wait_for(Option::is_some).await.ok().and_then(|v| *v);
+                    if done == Some(true) && self.registry.retain_blob(digest).await?.is_some() {
+                        return have(blob.size);
+                    }
                 }
                 Role::Lead(guard) => {
-                    let result = self.download(source, repo, digest, blob, cancel).await;
-                    drop(guard);
+                    let how = match self.registry.retain_blob(digest).await? {
+                        Some(_) => Fetch::Verify,
+                        None => Fetch::Write,
+                    };
+                    let result = self.fetch(source, repo, digest, blob, cancel, how).await;
+                    if let Ok(true) = result {
+                        self.inflight.prove(key);
+                    }
+                    guard.finish(matches!(result, Ok(true)));
                     if let Ok(true) = result {
                         self.progress.blob_done(false);
                     }
@@ -249,26 +336,34 @@ impl Engine<'_> {
         }
     }
 
-    /// Stream a blob from the source into the store, resuming with `Range` when the
-    /// connection breaks, hashing once; nothing is kept unless the digest matches.
-    async fn download(
+    /// Stream a blob from the source, resuming with `Range` when the connection breaks,
+    /// hashing once; written only with `Fetch::Write`, and kept only if the digest matches.
+    async fn fetch(
         &self,
         source: &dyn Source,
         repo: &RepositoryName,
         digest: &Digest,
         blob: &PlannedBlob,
         cancel: &Arc<AtomicBool>,
+        how: Fetch,
     ) -> Result<bool, ImportError> {
-        let mut ingest = self.registry.ingest_begin().await?;
+        let mut sink = match how {
+            Fetch::Write => Sink::Store(self.registry.ingest_begin().await?),
+            Fetch::Verify => Sink::Hash(Sha256Hasher::new()),
+        };
         let mut resumes = 0;
         let outcome = loop {
             if cancel.load(Ordering::Relaxed) {
                 break Err(ImportError::Canceled("another part of the import failed".into()));
             }
-            let stream = match source.blob(repo, digest, ingest.len()).await {
+            // A connection can break after the last byte: then there is nothing to resume.
+            if sink.len() == blob.size && resumes > 0 {
+                break Ok(());
+            }
+            let stream = match source.blob(repo, digest, sink.len()).await {
                 Ok(Some(s)) => s,
                 Ok(None) if !blob.required => {
-                    let _ = self.registry.ingest_abort(ingest).await;
+                    sink.abort(self.registry).await;
                     return Ok(false);
                 }
                 Ok(None) => {
@@ -279,13 +374,9 @@ impl Engine<'_> {
                 }
                 Err(e) => break Err(e),
             };
-            let guarded = guard_stream(
-                stream,
-                blob.size - ingest.len().min(blob.size),
-                self.progress.clone(),
-                cancel.clone(),
-            );
-            match self.registry.ingest_append(&mut ingest, guarded).await {
+            let left = blob.size.saturating_sub(sink.len());
+            let guarded = guard_stream(stream, left, self.progress.clone(), cancel.clone());
+            match sink.append(self.registry, guarded).await {
                 Ok(None) => break Ok(()),
                 Ok(Some(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
                     break Err(ImportError::SourceDigestMismatch(format!(
@@ -302,34 +393,94 @@ impl Engine<'_> {
                             source.display()
                         )));
                     }
-                    tracing::info!(%digest, at = ingest.len(), error = %e, "download broke off; resuming with Range");
+                    tracing::info!(%digest, at = sink.len(), error = %e, "download broke off; resuming with Range");
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(resumes))).await;
                 }
-                Err(e) => break Err(e.into()),
+                Err(e) => break Err(e),
             }
         };
         if let Err(e) = outcome {
-            let _ = self.registry.ingest_abort(ingest).await;
+            sink.abort(self.registry).await;
             return Err(e);
         }
-        if ingest.len() != blob.size {
-            let got = ingest.len();
-            let _ = self.registry.ingest_abort(ingest).await;
+        if sink.len() != blob.size {
+            let got = sink.len();
+            sink.abort(self.registry).await;
             return Err(ImportError::SourceDigestMismatch(format!(
                 "The source {} sent {got} bytes for {digest}, whose descriptor says {}; nothing was stored.",
                 source.display(),
                 blob.size
             )));
         }
-        match self.registry.ingest_finish(ingest, digest, None).await {
-            Ok(()) => Ok(true),
-            Err(RegistryError::DigestInvalid(detail)) => {
-                Err(ImportError::SourceDigestMismatch(format!(
-                    "The source {} served bytes that do not match their digest ({detail}); nothing was stored.",
-                    source.display()
-                )))
+        let mismatch = |detail: String| {
+            ImportError::SourceDigestMismatch(format!(
+                "The source {} served bytes that do not match their digest ({detail}); nothing was stored.",
+                source.display()
+            ))
+        };
+        match sink {
+            Sink::Store(ingest) => match self.registry.ingest_finish(ingest, digest, None).await {
+                Ok(()) => Ok(true),
+                Err(RegistryError::DigestInvalid(detail)) => Err(mismatch(detail)),
+                Err(e) => Err(e.into()),
+            },
+            Sink::Hash(hasher) => {
+                let actual = hasher.digest();
+                if &actual != digest {
+                    return Err(mismatch(format!(
+                        "{digest} was claimed, the bytes hash to {actual}"
+                    )));
+                }
+                // Proven: the stored copy may be linked. Restart its grace period.
+                match self.registry.retain_blob(digest).await? {
+                    Some(_) => Ok(true),
+                    None => Err(ImportError::internal(format!(
+                        "{digest} was collected while it was verified"
+                    ))),
+                }
             }
-            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Where fetched bytes go.
+enum Sink {
+    Store(wharf_registry::Ingest),
+    Hash(Sha256Hasher),
+}
+
+impl Sink {
+    fn len(&self) -> u64 {
+        match self {
+            Sink::Store(i) => i.len(),
+            Sink::Hash(h) => h.len(),
+        }
+    }
+
+    /// Append a stream; the stream's error if it broke off (what came before is kept).
+    async fn append(
+        &mut self,
+        registry: &RegistryService,
+        stream: ByteStream,
+    ) -> Result<Option<std::io::Error>, ImportError> {
+        match self {
+            Sink::Store(ingest) => Ok(registry.ingest_append(ingest, stream).await?),
+            Sink::Hash(hasher) => {
+                let mut stream = stream;
+                while let Some(chunk) = stream.next().await {
+                    match chunk {
+                        Ok(bytes) => hasher.update(&bytes),
+                        Err(e) => return Ok(Some(e)),
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    async fn abort(self, registry: &RegistryService) {
+        if let Sink::Store(ingest) = self {
+            let _ = registry.ingest_abort(ingest).await;
         }
     }
 }

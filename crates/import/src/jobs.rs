@@ -14,7 +14,7 @@ use wharf_storage::{JobRecord, ManagementStore, RegistryRecord, now_millis};
 
 use crate::ImportError;
 use crate::engine::{Engine, Inflight};
-use crate::policy::{EgressPolicy, PolicyResolver};
+use crate::policy::{EgressPolicy, EgressRefused, PolicyResolver};
 use crate::progress::Progress;
 use crate::remote::{HostLimiter, RemoteRegistry};
 use crate::request::{ImportRequest, SourceLocation, parse_parameters};
@@ -58,6 +58,7 @@ pub enum JobStatus {
 }
 
 struct Live {
+    registry: i64,
     progress: Arc<Progress>,
     done: watch::Receiver<Option<Result<Value, ArmError>>>,
 }
@@ -85,8 +86,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A job's error as stored: code, message, and its kind (so that a polled status answers
+/// the same HTTP status before and after the job leaves memory).
 fn error_json(e: &ArmError) -> String {
-    json!({"code": e.code, "message": e.message}).to_string()
+    json!({"code": e.code, "message": e.message, "kind": format!("{:?}", e.kind)}).to_string()
+}
+
+fn kind_of(s: &str) -> ErrorKind {
+    match s {
+        "NotFound" => ErrorKind::NotFound,
+        "Conflict" => ErrorKind::Conflict,
+        "Forbidden" => ErrorKind::Forbidden,
+        "Internal" => ErrorKind::Internal,
+        _ => ErrorKind::BadRequest,
+    }
+}
+
+fn not_found(id: &str) -> ArmError {
+    ArmError::not_found("OperationNotFound", format!("The operation '{id}' was not found."))
 }
 
 impl ImportService {
@@ -107,11 +124,14 @@ impl ImportService {
                 if attempt.previous().len() >= 10 {
                     attempt.error("too many redirects")
                 } else if let Err(e) = redirect_policy.check_url(attempt.url()) {
-                    attempt.error(e)
+                    attempt.error(EgressRefused(e))
                 } else {
                     attempt.follow()
                 }
             }))
+            // Never through a proxy from the environment: the proxy would resolve source
+            // names itself, past the egress policy's resolver.
+            .no_proxy()
             .connect_timeout(Duration::from_secs(15))
             .read_timeout(Duration::from_secs(60))
             .build()
@@ -144,7 +164,9 @@ impl ImportService {
         let source = self.source(&req, caller).await.map_err(|e| e.to_arm())?;
         let id = format!("registries-{}", Uuid::new_v4());
         let now = now_millis();
-        let stored = serde_json::to_string(&req.stored()).map_err(ArmError::internal)?;
+        let mut stored = req.stored();
+        stored.caller = caller.principal.clone();
+        let stored = serde_json::to_string(&stored).map_err(ArmError::internal)?;
         self.inner
             .store
             .create_job(&JobRecord {
@@ -185,8 +207,10 @@ impl ImportService {
     ) -> watch::Receiver<Option<Result<Value, ArmError>>> {
         let (tx, rx) = watch::channel(None);
         let progress = Arc::new(Progress::default());
-        lock(&self.inner.live)
-            .insert(id.clone(), Live { progress: progress.clone(), done: rx.clone() });
+        lock(&self.inner.live).insert(
+            id.clone(),
+            Live { registry: target, progress: progress.clone(), done: rx.clone() },
+        );
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let _ = inner.store.update_job(&id, "Running", "{}", None).await;
@@ -227,10 +251,26 @@ impl ImportService {
         rx
     }
 
-    /// A job's status: live progress while it runs, the stored outcome after.
-    pub async fn status(&self, id: &str) -> Result<JobStatus, ArmError> {
-        let live = lock(&self.inner.live).get(id).map(|l| (l.progress.clone(), l.done.clone()));
-        if let Some((progress, done)) = live {
+    /// A job's status: live progress while it runs, the stored outcome after. Only a job
+    /// of a registry in `subscription` is found there.
+    pub async fn status(&self, id: &str, subscription: &str) -> Result<JobStatus, ArmError> {
+        let live = lock(&self.inner.live)
+            .get(id)
+            .map(|l| (l.registry, l.progress.clone(), l.done.clone()));
+        let registry = match &live {
+            Some((registry, ..)) => *registry,
+            None => self.inner.store.job(id).await?.ok_or_else(|| not_found(id))?.registry_id,
+        };
+        let in_subscription = self
+            .inner
+            .management
+            .registry_by_number(registry)
+            .await?
+            .is_some_and(|r| r.subscription.eq_ignore_ascii_case(subscription));
+        if !in_subscription {
+            return Err(not_found(id));
+        }
+        if let Some((_, progress, done)) = live {
             if let Some(result) = done.borrow().clone() {
                 return Ok(match result {
                     Ok(v) => JobStatus::Succeeded(v),
@@ -243,9 +283,7 @@ impl ImportService {
             }
             return Ok(JobStatus::Running(v));
         }
-        let job = self.inner.store.job(id).await?.ok_or_else(|| {
-            ArmError::not_found("OperationNotFound", format!("The operation '{id}' was not found."))
-        })?;
+        let job = self.inner.store.job(id).await?.ok_or_else(|| not_found(id))?;
         let progress: Value = serde_json::from_str(&job.progress).unwrap_or_else(|_| json!({}));
         Ok(match job.status.as_str() {
             "Succeeded" => JobStatus::Succeeded(progress),
@@ -255,15 +293,9 @@ impl ImportService {
                     .as_deref()
                     .and_then(|e| serde_json::from_str(e).ok())
                     .unwrap_or_default();
-                let code = e["code"].as_str().unwrap_or("ImportFailed");
-                let kind = if code == "TagAlreadyExists" {
-                    ErrorKind::Conflict
-                } else {
-                    ErrorKind::BadRequest
-                };
                 JobStatus::Failed(ArmError::new(
-                    kind,
-                    code,
+                    kind_of(e["kind"].as_str().unwrap_or("")),
+                    e["code"].as_str().unwrap_or("ImportFailed"),
                     e["message"].as_str().unwrap_or("The import failed."),
                 ))
             }
@@ -280,20 +312,21 @@ impl ImportService {
     pub async fn resume_unfinished(&self) -> Result<(), ArmError> {
         for job in self.inner.store.unfinished_jobs().await? {
             let target = self.inner.management.registry_by_number(job.registry_id).await?;
-            let request = serde_json::from_str::<Value>(&job.request)
-                .ok()
-                .and_then(|v| parse_parameters(&v).ok());
+            let stored = serde_json::from_str::<Value>(&job.request).ok();
+            // Read on behalf of whoever submitted it, as when it started.
+            let caller = Caller {
+                principal: stored.as_ref().and_then(|v| v["caller"].as_str()).map(str::to_owned),
+            };
+            let request = stored.and_then(|v| parse_parameters(&v).ok());
             let resumed = match (job.resumable, target, request) {
-                (true, Some(target), Some(req)) => {
-                    match self.source(&req, &Caller::default()).await {
-                        Ok(source) => {
-                            tracing::info!(job = %job.id, "resuming an import interrupted by a restart");
-                            self.spawn(job.id.clone(), target.id, req, source);
-                            true
-                        }
-                        Err(_) => false,
+                (true, Some(target), Some(req)) => match self.source(&req, &caller).await {
+                    Ok(source) => {
+                        tracing::info!(job = %job.id, "resuming an import interrupted by a restart");
+                        self.spawn(job.id.clone(), target.id, req, source);
+                        true
                     }
-                }
+                    Err(_) => false,
+                },
                 _ => false,
             };
             if !resumed {

@@ -15,6 +15,8 @@ use crate::source::Source;
 /// a source that serves cycles or endless trees, far above what real images use.
 const MAX_DEPTH: usize = 8;
 const MAX_MANIFESTS: usize = 20_000;
+/// Manifest bytes one import may hold (they are kept until the commit).
+const MAX_MANIFEST_BYTES: u64 = 256 << 20;
 /// Manifests fetched at once.
 const FETCH_PARALLELISM: usize = 8;
 
@@ -44,6 +46,8 @@ pub(crate) struct Plan {
     pub(crate) blobs: BTreeMap<Digest, PlannedBlob>,
     /// `os/arch[/variant]` of each platform of an index.
     pub(crate) platforms: Vec<String>,
+    /// Total size of the manifests fetched.
+    pub(crate) manifest_bytes: u64,
 }
 
 impl Plan {
@@ -70,6 +74,7 @@ pub(crate) async fn plan(
         manifests: Vec::new(),
         blobs: BTreeMap::new(),
         platforms: Vec::new(),
+        manifest_bytes: 0,
     };
     let mut seen = HashSet::new();
     let mut added = walk(source, repo, vec![root], false, &mut seen, &mut plan).await?;
@@ -127,6 +132,14 @@ async fn walk(
         }
         let mut next = Vec::new();
         for m in level {
+            plan.manifest_bytes += m.bytes.len() as u64;
+            if plan.manifest_bytes > MAX_MANIFEST_BYTES {
+                return Err(ImportError::SourceInvalidManifest(format!(
+                    "The image from {} holds more than {} MiB of manifests.",
+                    source.display(),
+                    MAX_MANIFEST_BYTES >> 20
+                )));
+            }
             let parsed = Manifest::parse(&m.bytes, Some(&m.media_type)).map_err(|e| {
                 ImportError::SourceInvalidManifest(format!(
                     "The manifest {repo}@{} from {} is invalid: {e}.",

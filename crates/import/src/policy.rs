@@ -8,7 +8,7 @@
 //! resolver that filters) and on every IP-literal URL, redirects included.
 //! Registry mirrors (`--registry-mirror docker.io=http://…`) redirect a registry's traffic.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use url::Url;
@@ -75,6 +75,12 @@ impl EgressPolicy {
             let (h, p) = split_host_port(entry);
             h == host && (p.is_none() || p == port)
         })
+    }
+
+    /// Whether `host` is listed, with any port.
+    fn listed_any_port(&self, host: &str) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        self.insecure.iter().any(|entry| split_host_port(entry).0 == host)
     }
 
     /// May a connection to `ip` be made for `host`?
@@ -175,27 +181,48 @@ fn literal_ip(host: &str) -> Option<IpAddr> {
     host.trim_start_matches('[').trim_end_matches(']').parse().ok()
 }
 
-/// Whether an address is on the public internet (std's `is_global` is unstable).
+/// Whether an address is on the public internet (std's `is_global` is unstable). IPv6
+/// forms that embed an IPv4 address (mapped, compatible, NAT64, 6to4) are judged by it.
 pub(crate) fn is_global(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_global_v4(v4),
         IpAddr::V6(v6) => {
+            let seg = v6.segments();
+            let low32 =
+                Ipv4Addr::new((seg[6] >> 8) as u8, seg[6] as u8, (seg[7] >> 8) as u8, seg[7] as u8);
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_global_v4(v4);
             }
-            let seg0 = v6.segments()[0];
+            // ::a.b.c.d (IPv4-compatible), 64:ff9b::/96 and 64:ff9b:1::/48 (NAT64)
+            if seg[..6] == [0; 6]
+                || (seg[0] == 0x64 && seg[1] == 0xff9b && (seg[2..6] == [0; 4] || seg[2] == 1))
+            {
+                return is_global_v4(low32);
+            }
+            // 2002:AABB:CCDD::/48 (6to4): the IPv4 address is in segments 1 and 2.
+            if seg[0] == 0x2002 {
+                let v4 = Ipv4Addr::new(
+                    (seg[1] >> 8) as u8,
+                    seg[1] as u8,
+                    (seg[2] >> 8) as u8,
+                    seg[2] as u8,
+                );
+                return is_global_v4(v4);
+            }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (seg0 & 0xfe00) == 0xfc00 // unique local
-                || (seg0 & 0xffc0) == 0xfe80 // link-local
-                || v6 == Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0))
+                || (seg[0] & 0xfe00) == 0xfc00 // unique local
+                || (seg[0] & 0xffc0) == 0xfe80 // link-local
+                || (seg[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
+                || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
+                || (seg[0] == 0x0100 && seg[1..4] == [0; 3])) // discard-only
         }
     }
 }
 
 fn is_global_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     !(ip.is_loopback()
         || ip.is_private()
         || ip.is_link_local()
@@ -206,8 +233,21 @@ fn is_global_v4(ip: Ipv4Addr) -> bool {
         || a == 0
         || a >= 240
         || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
-        || (a == 192 && b == 0 && ip.octets()[2] == 0)) // IETF protocol assignments
+        || (a == 198 && (18..20).contains(&b)) // benchmarking
+        || (a == 192 && b == 0 && c == 0)) // IETF protocol assignments
 }
+
+/// The egress policy refused an address or URL (a redirect, a resolved name).
+#[derive(Debug)]
+pub(crate) struct EgressRefused(pub(crate) String);
+
+impl std::fmt::Display for EgressRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EgressRefused {}
 
 /// A DNS resolver that only returns addresses the policy allows for the name.
 pub(crate) struct PolicyResolver(pub(crate) Arc<EgressPolicy>);
@@ -219,18 +259,17 @@ impl reqwest::dns::Resolve for PolicyResolver {
         Box::pin(async move {
             let found: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            // The resolver doesn't know the port: a listed host:port allows the host here,
+            // and `check_url` holds the port to the entry.
             let allowed: Vec<SocketAddr> = found
                 .iter()
                 .copied()
-                .filter(|a| policy.address_allowed(&host, None, a.ip()))
+                .filter(|a| is_global(a.ip()) || policy.listed_any_port(&host))
                 .collect();
             if allowed.is_empty() && !found.is_empty() {
-                let err = std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    format!(
-                        "{host} resolves only to loopback, private or link-local addresses; allow it with --insecure-source {host}"
-                    ),
-                );
+                let err = EgressRefused(format!(
+                    "{host} resolves only to loopback, private or link-local addresses; allow it with --insecure-source {host}"
+                ));
                 return Err(Box::new(err) as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
@@ -252,14 +291,24 @@ mod tests {
             "169.254.169.254",
             "0.0.0.0",
             "100.64.0.1",
+            "198.18.0.1",
             "::1",
             "fe80::1",
             "fd00::1",
+            "fec0::1",
             "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::a00:1",
+            "64:ff9b:1::a00:1",
+            "2002:a00:1::1",
+            "2001:db8::1",
         ] {
             assert!(!is_global(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["8.8.8.8", "140.82.112.3", "2606:4700::1111"] {
+        for ip in
+            ["8.8.8.8", "140.82.112.3", "2606:4700::1111", "64:ff9b::808:808", "2002:808:808::1"]
+        {
             assert!(is_global(ip.parse().unwrap()), "{ip}");
         }
     }

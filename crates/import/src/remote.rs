@@ -16,7 +16,7 @@ use wharf_oci::{Digest, Reference, RepositoryName, media_type};
 use wharf_registry::{ByteStream, MAX_MANIFEST_SIZE};
 
 use crate::ImportError;
-use crate::policy::{EgressPolicy, Endpoint};
+use crate::policy::{EgressPolicy, EgressRefused, Endpoint};
 use crate::request::Credentials;
 
 /// Tries of one request on connection errors and 5xx answers.
@@ -166,6 +166,22 @@ impl RemoteRegistry {
         &self.endpoint.display
     }
 
+    pub(crate) fn base(&self) -> &str {
+        self.endpoint.base.as_str()
+    }
+
+    /// A one-way fingerprint of the credentials (kept in memory only), so that imports with
+    /// different credentials never share what one of them could read.
+    pub(crate) fn credential_fingerprint(&self) -> String {
+        match &self.credentials {
+            None => "anonymous".into(),
+            Some(c) => {
+                let raw = format!("{}\0{}", c.username.as_deref().unwrap_or(""), c.password);
+                Digest::sha256_of(raw.as_bytes()).hex()[..16].to_owned()
+            }
+        }
+    }
+
     fn url(&self, path: &str) -> Result<Url, ImportError> {
         self.endpoint.base.join(path).map_err(ImportError::internal)
     }
@@ -175,10 +191,8 @@ impl RemoteRegistry {
         let mut source: Option<&dyn std::error::Error> = Some(e);
         let mut refused = None;
         while let Some(err) = source {
-            if let Some(io) = err.downcast_ref::<std::io::Error>()
-                && io.kind() == std::io::ErrorKind::PermissionDenied
-            {
-                refused = Some(io.to_string());
+            if let Some(r) = err.downcast_ref::<EgressRefused>() {
+                refused = Some(r.to_string());
             }
             let s = err.to_string();
             if !chain.contains(&s) {
@@ -254,7 +268,8 @@ impl RemoteRegistry {
         }
     }
 
-    /// Docker's token flow: GET with Basic credentials, or the OAuth2 POST form.
+    /// Docker's token flow: GET with Basic credentials, or the OAuth2 POST form (the
+    /// password grant, or a refresh token when only a password is given).
     async fn fetch_token(
         &self,
         realm: &str,
@@ -268,6 +283,8 @@ impl RemoteRegistry {
             ))
         })?;
         self.policy.check_url(&url).map_err(ImportError::SourceAddressNotAllowed)?;
+        let mut base = url.clone();
+        base.set_query(None);
         {
             let mut q = url.query_pairs_mut();
             if let Some(s) = service {
@@ -276,33 +293,28 @@ impl RemoteRegistry {
             q.append_pair("scope", scope);
         }
         let creds = self.credentials.as_ref();
-        let use_post = creds.is_some_and(|c| c.username.is_none());
-        let mut last = None;
-        for post in if use_post { [true, false] } else { [false, true] } {
-            if post && creds.is_none() {
-                break;
-            }
+        let use_post_first = creds.is_some_and(|c| c.username.is_none());
+        let mut last = String::new();
+        for post in if use_post_first { [true, false] } else { [false, true] } {
             let req = if post {
-                let c = creds.cloned().ok_or_else(|| ImportError::internal("no credentials"))?;
+                let Some(c) = creds else { break };
                 let mut form = vec![
                     ("service", service.unwrap_or("").to_owned()),
                     ("scope", scope.to_owned()),
                     ("client_id", "wharf".to_owned()),
                 ];
-                match c.username {
+                match &c.username {
                     Some(u) => {
                         form.push(("grant_type", "password".into()));
-                        form.push(("username", u));
-                        form.push(("password", c.password));
+                        form.push(("username", u.clone()));
+                        form.push(("password", c.password.clone()));
                     }
                     None => {
                         form.push(("grant_type", "refresh_token".into()));
-                        form.push(("refresh_token", c.password));
+                        form.push(("refresh_token", c.password.clone()));
                     }
                 }
-                let mut base = url.clone();
-                base.set_query(None);
-                self.http.post(base).form(&form)
+                self.http.post(base.clone()).form(&form)
             } else {
                 let mut r = self.http.get(url.clone());
                 if let Some(c) = creds.filter(|c| c.username.is_some()) {
@@ -310,7 +322,7 @@ impl RemoteRegistry {
                 }
                 r
             };
-            let res = req.send().await.map_err(|e| self.connect_error(&e))?;
+            let res = self.send_retrying(req, "the token service").await?;
             let status = res.status();
             let body = res.bytes().await.map_err(|e| self.connect_error(&e))?;
             if status.is_success() {
@@ -318,42 +330,41 @@ impl RemoteRegistry {
                 if let Some(t) = v["token"].as_str().or(v["access_token"].as_str()) {
                     return Ok(t.to_owned());
                 }
-                last = Some(format!("the token service answered without a token ({status})"));
+                last = format!("the token service answered without a token ({status})");
                 continue;
             }
-            last = Some(describe_error(status, &body));
-            // A POST is only worth trying where GET isn't supported.
+            last = describe_error(status, &body);
+            if status.is_server_error() {
+                return Err(ImportError::SourceUnreachable(format!(
+                    "The token service of the source registry {} failed: it answered {last}.",
+                    self.display()
+                )));
+            }
+            // The other way is only worth trying where this one isn't supported.
             if !matches!(status.as_u16(), 400 | 404 | 405) || creds.is_none() {
                 break;
             }
         }
         Err(ImportError::SourceUnauthorized(format!(
-            "The source registry {} refused the credentials: its token service answered {}.",
-            self.display(),
-            last.unwrap_or_default()
+            "The source registry {} refused the credentials: its token service answered {last}.",
+            self.display()
         )))
     }
 
-    /// One request with auth, retries on connection errors and 5xx, pauses on 429.
-    async fn send(
+    /// Send a request, retrying connection errors and 5xx answers with backoff and waiting
+    /// out 429s (pausing every request to this host). The last answer, whatever it is.
+    async fn send_retrying(
         &self,
-        method: Method,
-        path: &str,
-        headers: HeaderMap,
-        scope: &str,
+        req: reqwest::RequestBuilder,
+        what: &str,
     ) -> Result<reqwest::Response, ImportError> {
-        let url = self.url(path)?;
-        self.policy.check_url(&url).map_err(ImportError::SourceAddressNotAllowed)?;
         let mut attempt = 0;
-        let mut auth_rounds = 0;
         let mut rate_waited = Duration::ZERO;
         loop {
             self.limiter.wait().await;
-            let mut req = self.http.request(method.clone(), url.clone()).headers(headers.clone());
-            if let Some(a) = self.auth_header(scope).await {
-                req = req.header(AUTHORIZATION, a);
-            }
-            let res = match req.send().await {
+            let this =
+                req.try_clone().ok_or_else(|| ImportError::internal("request not clonable"))?;
+            let res = match this.send().await {
                 Ok(r) => r,
                 Err(e) => {
                     let err = self.connect_error(&e);
@@ -374,18 +385,6 @@ impl RemoteRegistry {
             };
             let status = res.status();
             match status.as_u16() {
-                401 if auth_rounds < 2 => {
-                    auth_rounds += 1;
-                    let challenge = res
-                        .headers()
-                        .get(WWW_AUTHENTICATE)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                    if self.authenticate(challenge.as_deref(), scope).await? {
-                        continue;
-                    }
-                    return Ok(res);
-                }
                 429 => {
                     let wait = retry_after(res.headers())
                         .unwrap_or(Duration::from_secs(1))
@@ -394,7 +393,7 @@ impl RemoteRegistry {
                     if rate_waited > MAX_RATE_LIMIT_WAIT {
                         let body = res.bytes().await.unwrap_or_default();
                         return Err(ImportError::SourceRateLimited(format!(
-                            "The source registry {} kept answering {} for {} s; try again later or pass credentials.",
+                            "The source registry {} kept answering {} from {what} for {} s; try again later or pass credentials.",
                             self.display(),
                             describe_error(status, &body),
                             rate_waited.as_secs()
@@ -406,21 +405,49 @@ impl RemoteRegistry {
                         "source rate limit: pausing this host"
                     );
                     self.limiter.pause(wait);
-                    continue;
                 }
-                500 | 502 | 503 | 504 => {
+                500 | 502 | 503 | 504 if attempt + 1 < MAX_ATTEMPTS => {
                     attempt += 1;
-                    if attempt >= MAX_ATTEMPTS {
-                        return Ok(res);
-                    }
                     let wait = retry_after(res.headers())
                         .unwrap_or_else(|| backoff(attempt))
                         .min(Duration::from_secs(30));
                     tokio::time::sleep(wait).await;
-                    continue;
                 }
                 _ => return Ok(res),
             }
+        }
+    }
+
+    /// One registry request with auth (on a 401, learn the challenge and answer it once),
+    /// through [`send_retrying`](Self::send_retrying).
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
+        scope: &str,
+    ) -> Result<reqwest::Response, ImportError> {
+        let url = self.url(path)?;
+        self.policy.check_url(&url).map_err(ImportError::SourceAddressNotAllowed)?;
+        let mut auth_rounds = 0;
+        loop {
+            let mut req = self.http.request(method.clone(), url.clone()).headers(headers.clone());
+            if let Some(a) = self.auth_header(scope).await {
+                req = req.header(AUTHORIZATION, a);
+            }
+            let res = self.send_retrying(req, "the registry").await?;
+            if res.status() == StatusCode::UNAUTHORIZED && auth_rounds < 2 {
+                auth_rounds += 1;
+                let challenge = res
+                    .headers()
+                    .get(WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                if self.authenticate(challenge.as_deref(), scope).await? {
+                    continue;
+                }
+            }
+            return Ok(res);
         }
     }
 

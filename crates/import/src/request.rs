@@ -240,6 +240,9 @@ pub(crate) struct StoredRequest {
     pub(crate) untagged_target_repositories: Vec<String>,
     pub(crate) mode: ImportMode,
     pub(crate) include_referrers: bool,
+    /// Who submitted it (to read a `resourceId` source on their behalf when resumed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) caller: Option<String>,
 }
 
 impl ImportRequest {
@@ -263,6 +266,7 @@ impl ImportRequest {
                 .collect(),
             mode: self.mode,
             include_referrers: self.include_referrers,
+            caller: None,
         }
     }
 

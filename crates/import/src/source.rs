@@ -12,6 +12,18 @@ use crate::remote::{Fetched, RemoteRegistry};
 pub(crate) trait Source: Send + Sync {
     /// The source as messages name it.
     fn display(&self) -> String;
+    /// Who reads what from where: two imports with the same identity may share one
+    /// download (the same registry, repository and credentials prove the same bytes).
+    fn identity(&self, repo: &RepositoryName) -> String;
+    /// For a registry on this server: the size of a blob the caller can read there, which
+    /// needs no download at all.
+    async fn local_blob(
+        &self,
+        _repo: &RepositoryName,
+        _digest: &Digest,
+    ) -> Result<Option<u64>, ImportError> {
+        Ok(None)
+    }
     /// A manifest, verified against the digest when asked by digest; `None` if absent.
     async fn manifest(
         &self,
@@ -38,6 +50,10 @@ pub(crate) struct RemoteSource(pub(crate) RemoteRegistry);
 impl Source for RemoteSource {
     fn display(&self) -> String {
         self.0.display().to_owned()
+    }
+
+    fn identity(&self, repo: &RepositoryName) -> String {
+        format!("{}/{repo}#{}", self.0.base(), self.0.credential_fingerprint())
     }
 
     async fn manifest(
@@ -83,6 +99,25 @@ impl LocalSource {
 impl Source for LocalSource {
     fn display(&self) -> String {
         format!("registry '{}'", self.name)
+    }
+
+    fn identity(&self, repo: &RepositoryName) -> String {
+        format!("local:{}/{repo}", self.registry_id)
+    }
+
+    async fn local_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, ImportError> {
+        match self.registry.stat_blob(&self.key(repo), digest).await {
+            Ok(size) => {
+                self.registry.retain_blob(digest).await?;
+                Ok(Some(size))
+            }
+            Err(RegistryError::BlobUnknown(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn manifest(

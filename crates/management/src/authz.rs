@@ -42,4 +42,6 @@ pub mod actions {
         "Microsoft.Resources/subscriptions/resourceGroups/delete";
     pub const SUBSCRIPTION_READ: &str = "Microsoft.Resources/subscriptions/read";
     pub const SUBSCRIPTION_WRITE: &str = "Microsoft.Resources/subscriptions/write";
+    /// wharf's own: run garbage collection now (server-wide).
+    pub const GARBAGE_COLLECT: &str = "Wharf/garbageCollect/action";
 }

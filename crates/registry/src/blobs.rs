@@ -87,13 +87,30 @@ impl RegistryService {
         Ok(BlobRead { size, range, stream })
     }
 
-    /// If the server stores a blob (in any repository), restart its GC grace period and
-    /// return its size: an import then links it instead of downloading it again.
+    /// If the server stores a blob (in any repository of any registry), restart its GC
+    /// grace period and return its size. Having the bytes is not having access to them:
+    /// an import may skip writing them, not proving the source serves them.
     pub async fn retain_blob(&self, digest: &Digest) -> Result<Option<u64>, RegistryError> {
         if !self.meta.touch_blob(digest).await? {
             return Ok(None);
         }
         Ok(self.meta.blob_size(digest).await?)
+    }
+
+    /// If a blob is visible in some repository of `registry`, restart its GC grace period
+    /// and return its size: an import into that registry may link it without a download.
+    pub async fn retain_blob_in(
+        &self,
+        registry: i64,
+        digest: &Digest,
+    ) -> Result<Option<u64>, RegistryError> {
+        match self.meta.blob_in_registry(registry, digest).await? {
+            Some(size) => {
+                self.meta.touch_blob(digest).await?;
+                Ok(Some(size))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Remove a blob from a repository. Its bytes stay while anything else uses them.

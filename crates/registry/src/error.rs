@@ -23,6 +23,8 @@ pub enum RegistryError {
     ManifestChildUnknown(Digest),
     #[error("invalid repository name: {0}")]
     NameInvalid(String),
+    #[error("there is no registry '{0}' on this server")]
+    RegistryUnknown(String),
     #[error("repository name not known to registry: {0}")]
     NameUnknown(String),
     #[error("{0}")]

@@ -72,9 +72,11 @@ impl RegistryService {
         let upload_cutoff = now - options.upload_ttl.as_millis() as i64;
         for id in self.meta.idle_uploads(upload_cutoff).await? {
             let _guard = self.locks.upload(id).await;
-            self.meta.delete_upload(id).await?;
-            self.blobs.abort_upload(id).await?;
-            report.uploads_removed += 1;
+            // Re-checked: a chunk may have arrived while this pass waited for the lock.
+            if self.meta.delete_upload_if_idle(id, upload_cutoff).await? {
+                self.blobs.abort_upload(id).await?;
+                report.uploads_removed += 1;
+            }
         }
         // Upload data without a session: monolithic pushes cut off by a crash.
         // (Their files are written to continuously, so an active one is never this old.)

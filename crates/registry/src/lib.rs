@@ -53,17 +53,20 @@ impl RegistryService {
     }
 
     /// The registry that answers `host` (a login server such as `myreg.localhost:5000`):
-    /// the registry named by its first label when `host` is `<name>.<domain>`, else the
-    /// default registry.
+    /// the registry named by its first label when `host` is `<name>.<domain>`, the default
+    /// registry for any other host. A `<name>.<domain>` naming no registry is an error, not
+    /// the default: a push to a mistyped or deleted registry must not land elsewhere.
     pub async fn registry_for_host(
         &self,
         host: Option<&str>,
         domain: &str,
     ) -> Result<RegistryRecord, RegistryError> {
-        if let Some(name) = host.and_then(|h| registry_label(h, domain))
-            && let Some(r) = self.meta.registry_by_name(&name).await?
-        {
-            return Ok(r);
+        if let Some(name) = host.and_then(|h| registry_label(h, domain)) {
+            return self
+                .meta
+                .registry_by_name(&name)
+                .await?
+                .ok_or(RegistryError::RegistryUnknown(name));
         }
         Ok(self.meta.default_registry().await?)
     }

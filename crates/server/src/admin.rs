@@ -1,8 +1,10 @@
 //! Admin endpoints the CLI calls on a running server.
 
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use wharf_management::authz::{Caller, actions};
 
 use crate::{AppState, OciError};
 
@@ -11,6 +13,12 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 /// Run one garbage-collection pass now and report what it removed.
-async fn gc(State(state): State<AppState>) -> Result<Json<wharf_registry::GcReport>, OciError> {
-    Ok(Json(state.registry.gc(state.settings.gc).await?))
+async fn gc(State(state): State<AppState>) -> Response {
+    if let Err(e) = state.authz.check(&Caller::default(), actions::GARBAGE_COLLECT, "/") {
+        return crate::arm::ArmResponse(e).into_response();
+    }
+    match state.registry.gc(state.settings.gc).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => OciError(e).into_response(),
+    }
 }

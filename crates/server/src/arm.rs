@@ -317,7 +317,7 @@ async fn handle(
         }
         (Route::Operation(sub, op), Method::GET) => {
             authz(actions::OPERATION_READ, &format!("/subscriptions/{sub}"))?;
-            match state.imports.status(&op).await? {
+            match state.imports.status(&op, &sub).await? {
                 JobStatus::Running(v) => {
                     let mut res = (StatusCode::ACCEPTED, axum::Json(v)).into_response();
                     set_header(

@@ -28,7 +28,7 @@ impl OciError {
             ManifestUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
             ManifestChildUnknown(_) => (StatusCode::BAD_REQUEST, "MANIFEST_UNKNOWN"),
             NameInvalid(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
-            NameUnknown(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
+            NameUnknown(_) | RegistryUnknown(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
             SizeInvalid(_) => (StatusCode::BAD_REQUEST, "SIZE_INVALID"),
             TagInvalid(_) => (StatusCode::BAD_REQUEST, "TAG_INVALID"),
             Unsupported(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),

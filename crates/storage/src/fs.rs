@@ -200,7 +200,12 @@ impl BlobStore for FsBlobStore {
         let src = self.upload_path(id);
         let dst = self.blob_path(digest);
         blocking(move || {
-            let actual = fs::metadata(&src)?.len();
+            let actual = match fs::metadata(&src) {
+                Ok(m) => m.len(),
+                // Renamed by an earlier attempt whose bookkeeping then failed: done already.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && dst.exists() => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
             if actual < len {
                 return Err(StorageError::Corrupt(format!(
                     "upload {id} holds {actual} bytes, {len} were recorded"

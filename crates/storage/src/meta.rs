@@ -187,6 +187,12 @@ pub trait MetadataStore: Send + Sync + 'static {
         size: u64,
         repo: Option<&RepoKey>,
     ) -> Result<(), StorageError>;
+    /// The size of a blob if it is visible in any repository of `registry`.
+    async fn blob_in_registry(
+        &self,
+        registry: i64,
+        digest: &Digest,
+    ) -> Result<Option<u64>, StorageError>;
     /// Restart a stored blob's GC grace period; `false` if the blob isn't stored.
     async fn touch_blob(&self, digest: &Digest) -> Result<bool, StorageError>;
     /// Link an already stored blob into `repo` (cross-repository mount); `false` if the
@@ -204,6 +210,9 @@ pub trait MetadataStore: Send + Sync + 'static {
         hash_state: &[u8],
     ) -> Result<(), StorageError>;
     async fn delete_upload(&self, id: Uuid) -> Result<(), StorageError>;
+    /// Delete an upload session only if it is still idle since before `cutoff` (ms);
+    /// `true` if it was deleted.
+    async fn delete_upload_if_idle(&self, id: Uuid, cutoff: i64) -> Result<bool, StorageError>;
     /// Uploads not touched since `cutoff` (ms).
     async fn idle_uploads(&self, cutoff: i64) -> Result<Vec<Uuid>, StorageError>;
 

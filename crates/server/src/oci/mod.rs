@@ -32,9 +32,18 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v2/{*path}", any(dispatch))
 }
 
-/// `GET /v2/`: the API version check every client starts with.
-async fn base() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], "{}")
+/// `GET /v2/`: the API version check every client starts with (and `docker login`'s
+/// probe: a login server naming no registry answers 404).
+async fn base(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    match state
+        .registry
+        .registry_for_host(crate::request_host(&parts), &state.settings.domain)
+        .await
+    {
+        Ok(_) => ([(header::CONTENT_TYPE, "application/json")], "{}").into_response(),
+        Err(e) => OciError(e).into_response(),
+    }
 }
 
 /// A parsed `/v2/…` path.

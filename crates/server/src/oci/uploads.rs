@@ -1,5 +1,6 @@
 //! `POST /v2/<name>/blobs/uploads/` and `GET|PATCH|PUT|DELETE /v2/<name>/blobs/uploads/<id>`
 
+use axum::body::HttpBody;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
@@ -67,10 +68,8 @@ pub(super) async fn handle(req: Req<'_>, method: &Method, name: &str, id: &str) 
                 RegistryError::DigestInvalid("the digest query parameter is required".into())
             })?;
             let digest = parse_digest(digest)?;
-            let has_body = match req.header(header::CONTENT_LENGTH) {
-                Some(len) => len.trim() != "0",
-                None => req.headers.contains_key(header::TRANSFER_ENCODING),
-            };
+            // From the body itself: HTTP/2 may send one without Content-Length.
+            let has_body = !req.body.is_end_stream();
             let body = has_body.then(|| Req::body_stream(req.body));
             registry.finish_upload(&repo, id, &digest, body).await?;
             Ok(created(&repo, &digest))

@@ -17,7 +17,7 @@ CREATE TABLE resource_groups (
 -- Registries hosted by this server; exactly one has is_default = 1 and answers any host.
 -- `properties` and `tags` are the ARM resource's JSON, owned by the management crate.
 CREATE TABLE registries (
-    id               INTEGER PRIMARY KEY,
+    id               INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: jobs hold ids
     name             TEXT NOT NULL COLLATE NOCASE UNIQUE,
     is_default       INTEGER NOT NULL DEFAULT 0,
     subscription_id  TEXT NOT NULL COLLATE NOCASE,
@@ -41,7 +41,7 @@ INSERT INTO registries (name, is_default, subscription_id, resource_group, locat
             CAST(strftime('%s','now') AS INTEGER) * 1000);
 
 CREATE TABLE repositories (
-    id           INTEGER PRIMARY KEY,
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
     registry_id  INTEGER NOT NULL REFERENCES registries(id) ON DELETE CASCADE,
     name         TEXT NOT NULL,
     created_at   INTEGER NOT NULL,

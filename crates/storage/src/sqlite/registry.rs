@@ -130,6 +130,24 @@ impl MetadataStore for SqliteMetadataStore {
         Ok(())
     }
 
+    async fn blob_in_registry(
+        &self,
+        registry: i64,
+        digest: &Digest,
+    ) -> Result<Option<u64>, StorageError> {
+        let size: Option<i64> = sqlx::query_scalar(
+            "SELECT b.size FROM repo_blobs l
+               JOIN repositories r ON r.id = l.repo_id
+               JOIN blobs b ON b.digest = l.digest
+              WHERE r.registry_id = $1 AND l.digest = $2 LIMIT 1",
+        )
+        .bind(registry)
+        .bind(digest.to_string())
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(size.map(|s| s as u64))
+    }
+
     async fn touch_blob(&self, digest: &Digest) -> Result<bool, StorageError> {
         let done = sqlx::query("UPDATE blobs SET touched_at = $2 WHERE digest = $1")
             .bind(digest.to_string())
@@ -242,6 +260,15 @@ impl MetadataStore for SqliteMetadataStore {
             .execute(&self.write)
             .await?;
         Ok(())
+    }
+
+    async fn delete_upload_if_idle(&self, id: Uuid, cutoff: i64) -> Result<bool, StorageError> {
+        let done = sqlx::query("DELETE FROM uploads WHERE id = $1 AND updated_at < $2")
+            .bind(id.to_string())
+            .bind(cutoff)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn idle_uploads(&self, cutoff: i64) -> Result<Vec<Uuid>, StorageError> {

@@ -1,6 +1,6 @@
 //! The `wharf` command line. Parsing happens in two steps, as in ripgrep: [`args`] is what
 //! the user typed (clap), each command module resolves it into what the program will do
-//! (e.g. [`serve::ServeConfig`]) and does it.
+//! (e.g. `serve::ServeConfig`) and does it.
 //!
 //! Architecture invariant: errors leave here as one line on stderr and a non-zero exit.
 
@@ -14,7 +14,7 @@ mod operation;
 mod output;
 mod registry_cmd;
 mod repository;
-pub mod serve;
+mod serve;
 
 use std::process::ExitCode;
 

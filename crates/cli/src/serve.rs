@@ -20,25 +20,18 @@ use crate::config::FileConfig;
 /// Everything `wharf serve` needs, resolved: flag, else environment, else config file,
 /// else the default.
 #[derive(Debug, Clone)]
-pub struct ServeConfig {
-    pub listen: SocketAddr,
-    pub data_dir: PathBuf,
-    pub log_format: LogFormatChoice,
-    pub domain: String,
-    pub gc_interval: Duration,
-    pub gc: GcOptions,
+pub(crate) struct ServeConfig {
+    pub(crate) listen: SocketAddr,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) log_format: LogFormat,
+    pub(crate) domain: String,
+    pub(crate) gc_interval: Duration,
+    pub(crate) gc: GcOptions,
     /// `host[:port]` sources allowed over plain HTTP and on private addresses.
-    pub insecure_sources: Vec<String>,
+    pub(crate) insecure_sources: Vec<String>,
     /// `(registry host, mirror URL)`.
-    pub registry_mirrors: Vec<(String, String)>,
-    pub import: ImportSettings,
-}
-
-/// The log format, as resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormatChoice {
-    Human,
-    Json,
+    pub(crate) registry_mirrors: Vec<(String, String)>,
+    pub(crate) import: ImportSettings,
 }
 
 impl ServeConfig {
@@ -59,10 +52,7 @@ impl ServeConfig {
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("wharf-data")),
-            log_format: match format {
-                LogFormat::Human => LogFormatChoice::Human,
-                LogFormat::Json => LogFormatChoice::Json,
-            },
+            log_format: format,
             domain: args.domain.or(file.domain).unwrap_or_else(|| "localhost".to_owned()),
             gc_interval: args.gc_interval.or(file.gc.interval).unwrap_or(Duration::from_secs(3600)),
             gc: GcOptions {
@@ -105,10 +95,7 @@ impl ServeConfig {
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig::resolve(args)?;
-    crate::logging::init(match config.log_format {
-        LogFormatChoice::Human => LogFormat::Human,
-        LogFormatChoice::Json => LogFormat::Json,
-    });
+    crate::logging::init(config.log_format);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;

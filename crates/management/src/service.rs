@@ -520,6 +520,25 @@ mod tests {
         assert!(!m.delete_registry(&id).await.unwrap());
     }
 
+    /// The Registry JSON is what ACR's SDKs deserialize: its shape is pinned.
+    #[tokio::test]
+    async fn registry_json_shape() {
+        let (m, _dir) = management().await;
+        let id = RegistryResourceId {
+            subscription: wharf_storage::DEFAULT_SUBSCRIPTION.into(),
+            resource_group: "default".into(),
+            name: "Snapshot1".into(),
+        };
+        let (_, r) = m
+            .put_registry(
+                &id,
+                &json!({"location": "westus", "sku": {"name": "Standard"}, "tags": {"team": "a"}}),
+            )
+            .await
+            .unwrap();
+        insta::assert_json_snapshot!(r, {".properties.creationDate" => "[date]"});
+    }
+
     #[tokio::test]
     async fn default_registry_exists_and_stays() {
         let (m, _dir) = management().await;

@@ -112,7 +112,30 @@ fn repository_commands() {
             .ok_json(),
         json!(["v1", "v2"])
     );
-    let detail = cli(
+    // Time order: a newer tag on another manifest comes first with time_desc, last with time_asc.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let (_, newer) = reg.push_image("team/app", "v3", &[b"newer"]);
+    let by_time = |order: &str| -> Vec<String> {
+        let v = cli(
+            &w,
+            &[
+                "repository",
+                "show-tags",
+                "-n",
+                "default",
+                "--repository",
+                "team/app",
+                "--detail",
+                "--orderby",
+                order,
+            ],
+        )
+        .ok_json();
+        v.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(by_time("time_desc")[0], "v3");
+    assert_eq!(by_time("time_asc").last().unwrap(), "v3");
+    let top = cli(
         &w,
         &[
             "repository",
@@ -121,13 +144,22 @@ fn repository_commands() {
             "default",
             "--repository",
             "team/app",
-            "--detail",
             "--orderby",
             "time_desc",
+            "--top",
+            "1",
         ],
     )
     .ok_json();
+    assert_eq!(top, json!(["v3"]));
+    let detail = cli(
+        &w,
+        &["repository", "show-tags", "-n", "default", "--repository", "team/app", "--detail"],
+    )
+    .ok_json();
     assert_eq!(detail[0]["digest"], d);
+    assert_eq!(detail[2]["digest"], newer);
+    assert!(reg.delete(&format!("/v2/team/app/manifests/{newer}")).status().is_success());
     assert!(detail[0]["lastUpdateTime"].as_str().unwrap().ends_with('Z'));
     let manifests =
         cli(&w, &["repository", "show-manifests", "-n", "default", "--repository", "team/app"])

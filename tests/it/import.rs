@@ -121,13 +121,30 @@ fn import_by_digest_untagged() {
         cli(&e.wharf, &["repository", "show-tags", "-n", "target02", "--repository", "pinned"])
             .ok_json();
     assert_eq!(tags, json!([]), "an untagged copy");
-    // Without a target: no tag, in the source's repository.
+    // The CLI without a target, like az: the source repository, tagged `latest`.
     e.import(&["-n", "target02", "--source", &source]).ok_json();
-    assert!(e.manifest("target02", "harness/single", &d).is_some());
+    assert_eq!(digest_of(&e.manifest("target02", "harness/single", "latest").unwrap()), d);
+    // The API without a target: no tag, in the source's repository.
+    let body = json!({"source": {"registryUri": e.dist.host(), "sourceImage": format!("harness/api@{d}")}});
+    run(std::process::Command::new("skopeo").args([
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{}/harness/single:10m", e.dist.host()),
+        &format!("docker://{}/harness/api:v1", e.dist.host()),
+    ]));
+    let r = client()
+        .post(format!("{}{}/importImage?{API}", e.wharf.url(), registry_id("target02")))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(e.manifest("target02", "harness/api", &d).is_some());
     assert_eq!(
         cli(
             &e.wharf,
-            &["repository", "show-tags", "-n", "target02", "--repository", "harness/single"]
+            &["repository", "show-tags", "-n", "target02", "--repository", "harness/api"]
         )
         .ok_json(),
         json!([])
@@ -379,6 +396,12 @@ fn re_import_of_an_image_already_present_downloads_nothing() {
     let source = format!("{}/harness/single:10m", proxy.host());
     e.import(&["-n", "target08", "--source", &source]).ok_json();
     let fetched = proxy.stats()["blob_bytes"].as_u64().unwrap();
+    // --no-wait answers the same shape when the server is done within its wait.
+    let quick = e
+        .import(&["-n", "target08", "--source", &source, "-t", "nowait:v1", "--no-wait"])
+        .ok_json();
+    assert_eq!(quick["status"], "Succeeded");
+    assert!(quick["operationId"].as_str().unwrap().starts_with("registries-"));
     let again = e.import(&["-n", "target08", "--source", &source, "-t", "again:v1"]).ok_json();
     assert_eq!(again["progress"]["blobsReused"], again["progress"]["blobsTotal"]);
     assert_eq!(
@@ -648,6 +671,23 @@ fn same_server_sources_by_login_server_resource_id_and_name() {
     // Nothing went over HTTP: one copy of the layer on disk.
     assert_eq!(assert_blob_files_match_names(&w.data), 2);
 
+    // An import into the registry of another subscription, polled by id alone.
+    let op = cli(
+        &w,
+        &[
+            "import",
+            "-n",
+            "sourcereg",
+            "--source",
+            &format!("targetreg.localhost:{}/by-id:v1", w.port),
+            "-t",
+            "back:v1",
+            "--no-wait",
+        ],
+    )
+    .ok_json();
+    let status = cli(&w, &["operation", "show", op["operationId"].as_str().unwrap()]).ok_json();
+    assert_eq!(status["status"], "Succeeded");
     let err =
         cli(&w, &["import", "-n", "targetreg", "-r", "nosuchreg", "--source", "app:v1"]).err_line();
     assert!(
@@ -660,7 +700,9 @@ fn same_server_sources_by_login_server_resource_id_and_name() {
 
 #[test]
 fn the_arm_import_api_answers_like_acr() {
-    let e = env_with("single", &["--import-sync-wait", "0s"]);
+    let e = env_with("single,multiarch", &["--import-sync-wait", "0s"]);
+    // Served slowly, so that polls see the import running.
+    let slow = FaultProxy::start(&e.dist.host(), &["--rate", "4000000"]);
     let (s, _) = arm(
         &e.wharf,
         Method::PUT,
@@ -670,7 +712,7 @@ fn the_arm_import_api_answers_like_acr() {
     assert_eq!(s, 201);
     let url =
         format!("{}{}/importImage?api-version=2019-05-01", e.wharf.url(), registry_id("armtarget"));
-    let body = json!({"source": {"registryUri": e.dist.host(), "sourceImage": "harness/single:10m"}, "targetTags": ["app:v1"], "mode": "NoForce"});
+    let body = json!({"source": {"registryUri": slow.host(), "sourceImage": "harness/single:10m"}, "targetTags": ["app:v1"], "mode": "NoForce"});
     let r = client().post(&url).json(&body).send().unwrap();
     assert_eq!(r.status(), 202);
     assert_eq!(header(r.headers(), "retry-after"), "1");
@@ -684,28 +726,29 @@ fn the_arm_import_api_answers_like_acr() {
     assert!(location.ends_with("?api-version=2019-05-01"));
     assert_eq!(r.text().unwrap(), "null");
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut saw_accepted = false;
+    let key = format!("harness/single@{}", e.digest("harness/single:10m"));
+    let mut saw_pending = false;
     let final_status = loop {
         let r = client().get(&location).send().unwrap();
         let code = r.status().as_u16();
+        let retry_after = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
         let v: Value = r.json().unwrap();
         if code == 200 {
             break v;
         }
+        // Running: 202, ACR's status map with each manifest Pending, and Retry-After.
         assert_eq!(code, 202);
         assert_eq!(v["status"], "Accepted");
-        saw_accepted = true;
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        saw_pending |= v[&key] == "Pending";
         assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(50));
     };
-    let _ = saw_accepted;
+    assert!(saw_pending, "polls showed the manifest Pending while the import ran");
     assert_eq!(final_status["status"], "Succeeded");
-    let key = format!("harness/single@{}", e.digest("harness/single:10m"));
     assert_eq!(final_status[&key], "Succeeded", "{final_status}");
 
-    // The NoForce conflict is an ARM error when polled.
-    let r = client().post(&url).json(&json!({"source": {"registryUri": e.dist.host(), "sourceImage": "harness/single:10m"}, "targetTags": ["app:v1"]})).send().unwrap();
-    let polled = {
+    let poll_to_end = |r: reqwest::blocking::Response| {
         let location = header(r.headers(), "location").to_owned();
         loop {
             let r = client().get(&location).send().unwrap();
@@ -715,8 +758,16 @@ fn the_arm_import_api_answers_like_acr() {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
-    // Same digest: no conflict.
-    assert_eq!(polled.status(), 200);
+    // The same image again under NoForce: no conflict.
+    let r = client().post(&url).json(&json!({"source": {"registryUri": e.dist.host(), "sourceImage": "harness/single:10m"}, "targetTags": ["app:v1"]})).send().unwrap();
+    assert_eq!(poll_to_end(r).status(), 200);
+    // Another image onto the tag under NoForce: ARM's error, when polled.
+    let r = client().post(&url).json(&json!({"source": {"registryUri": e.dist.host(), "sourceImage": "harness/multiarch:oci"}, "targetTags": ["app:v1"]})).send().unwrap();
+    let polled = poll_to_end(r);
+    assert_eq!(polled.status(), 409);
+    let v: Value = polled.json().unwrap();
+    assert_eq!(v["error"]["code"], "TagAlreadyExists");
+    assert_eq!(v["error"]["message"], "Tag app:v1 already exists in target registry.");
     // An operation is found only under its registry's subscription.
     let elsewhere = location.replace(
         "/subscriptions/00000000-0000-0000-0000-000000000000/",

@@ -292,3 +292,55 @@ fn each_registry_has_its_own_login_server_and_content() {
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().unwrap()["errors"][0]["code"], "NAME_UNKNOWN");
 }
+
+#[test]
+fn acr_listings_page_filter_and_forget_empty_repositories() {
+    let w = Wharf::start();
+    let reg = w.reg();
+    let (first, d1) = reg.push_image("paged", "a", &[b"one"]);
+    let (_, d2) = reg.push_image("paged", "b", &[b"two"]);
+    for t in ["c", "d", "e"] {
+        assert_eq!(reg.put_manifest("paged", t, OCI_MANIFEST, &first).status(), 201);
+    }
+    // Pages of two, following ACR's Link header.
+    let mut names = Vec::new();
+    let mut next = Some("/acr/v1/paged/_tags?n=2".to_owned());
+    while let Some(path) = next.take() {
+        let r = reg.get(&path);
+        assert_eq!(r.status(), 200);
+        next = r.headers().get("link").map(|l| {
+            let l = l.to_str().unwrap();
+            assert!(l.ends_with(">; rel=\"next\""), "{l}");
+            l[1..l.find('>').unwrap()].to_owned()
+        });
+        let v: Value = r.json().unwrap();
+        names.extend(
+            v["tags"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()),
+        );
+    }
+    assert_eq!(names, ["a", "b", "c", "d", "e"]);
+    // The digest filter applies before paging, and stays in the next link.
+    let r = reg.get(&format!("/acr/v1/paged/_tags?n=2&digest={d1}"));
+    let link = r.headers().get("link").unwrap().to_str().unwrap().to_owned();
+    assert!(link.contains("digest=sha256%3A"), "{link}");
+    let v: Value = r.json().unwrap();
+    let tags: Vec<&str> =
+        v["tags"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(tags, ["a", "c"]);
+    let v: Value = reg.get(&format!("/acr/v1/paged/_tags?digest={d2}")).json().unwrap();
+    assert_eq!(v["tags"].as_array().unwrap().len(), 1);
+    let manifests: Value = reg.get("/acr/v1/paged/_manifests?n=1").json().unwrap();
+    assert_eq!(manifests["manifests"].as_array().unwrap().len(), 1);
+
+    // A repository whose last manifest is gone is gone, as in /v2.
+    for d in [&d1, &d2] {
+        assert_eq!(reg.delete(&format!("/v2/paged/manifests/{d}")).status(), 202);
+    }
+    for path in
+        ["/acr/v1/paged", "/acr/v1/paged/_tags", "/acr/v1/paged/_manifests", "/v2/paged/tags/list"]
+    {
+        let r = reg.get(path);
+        assert_eq!(r.status(), 404, "{path}");
+        assert_eq!(error_code(r), "NAME_UNKNOWN");
+    }
+}

@@ -254,7 +254,12 @@ pub(crate) enum RepositoryCommand {
 #[derive(Subcommand, Debug)]
 pub(crate) enum OperationCommand {
     /// Show an operation's status (id or Location URL).
-    Show { id: String },
+    Show {
+        id: String,
+        /// The subscription of the import's registry (looked up when omitted).
+        #[arg(long)]
+        subscription: Option<String>,
+    },
 }
 
 #[derive(Args, Debug)]

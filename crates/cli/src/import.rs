@@ -135,6 +135,12 @@ pub(crate) fn resolve(args: &ImportArgs, registries: &[Value]) -> anyhow::Result
     let mut body = json!({"source": source, "mode": if args.force { "Force" } else { "NoForce" }});
     if !args.images.is_empty() {
         body["targetTags"] = json!(args.images);
+    } else if args.repositories.is_empty() {
+        // az's default target: the source image without its digest (the service then
+        // uses the source's tag, or `latest`).
+        let image = body["source"]["sourceImage"].as_str().unwrap_or_default();
+        let without_digest = image.split('@').next().unwrap_or(image).to_owned();
+        body["targetTags"] = json!([without_digest]);
     }
     if !args.repositories.is_empty() {
         body["untaggedTargetRepositories"] = json!(args.repositories);
@@ -180,7 +186,25 @@ pub(crate) async fn run(global: &GlobalArgs, args: ImportArgs) -> anyhow::Result
         }
         bail!("{msg}")
     };
+    let operation_id = |location: &str| {
+        location.split('/').next_back().unwrap_or("").split('?').next().unwrap_or("").to_owned()
+    };
     match a.status.as_u16() {
+        200 | 202 if args.no_wait => {
+            // The same answer whether or not the import already finished.
+            let location =
+                location.context("the server accepted the import but gave no Location")?;
+            eprintln!(
+                "WARNING: Import has started. Due to no-wait option, failures will not be reflected."
+            );
+            let status = if a.status.as_u16() == 200 { "Succeeded" } else { "Accepted" };
+            print(
+                global.output,
+                &json!({"status": status, "operationId": operation_id(&location), "location": location}),
+                &[("STATUS", "/status"), ("OPERATION", "/operationId")],
+            );
+            Ok(())
+        }
         200 => {
             let status = match &location {
                 Some(l) => client.send(Method::GET, l, None, None).await?.body,
@@ -192,25 +216,6 @@ pub(crate) async fn run(global: &GlobalArgs, args: ImportArgs) -> anyhow::Result
         202 => {
             let location =
                 location.context("the server accepted the import but gave no Location")?;
-            if args.no_wait {
-                eprintln!(
-                    "WARNING: Import has started. Due to no-wait option, failures will not be reflected."
-                );
-                let id = location
-                    .split('/')
-                    .next_back()
-                    .unwrap_or("")
-                    .split('?')
-                    .next()
-                    .unwrap_or("")
-                    .to_owned();
-                print(
-                    global.output,
-                    &json!({"status": "Accepted", "operationId": id, "location": location}),
-                    &[("STATUS", "/status"), ("OPERATION", "/operationId")],
-                );
-                return Ok(());
-            }
             match wait(&client, &location).await? {
                 Ok(status) => {
                     print_result(global, &status);

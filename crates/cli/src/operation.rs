@@ -6,21 +6,46 @@ use crate::args::{GlobalArgs, OperationCommand};
 use crate::client::{API_VERSION, Client, DEFAULT_SUBSCRIPTION};
 use crate::output::print;
 
-/// The operation URL for an id (`registries-<uuid>`), or the URL itself.
-pub(crate) fn operation_url(id: &str) -> String {
+/// The operation URL for an id (`registries-<uuid>`) in a subscription, or the URL itself.
+pub(crate) fn operation_url(id: &str, subscription: &str) -> String {
     if id.starts_with("http") || id.starts_with('/') {
         return id.to_owned();
     }
     format!(
-        "/subscriptions/{DEFAULT_SUBSCRIPTION}/providers/Microsoft.ContainerRegistry/locations/local/operationResults/{id}?api-version={API_VERSION}"
+        "/subscriptions/{subscription}/providers/Microsoft.ContainerRegistry/locations/local/operationResults/{id}?api-version={API_VERSION}"
     )
 }
 
 pub(crate) async fn run(global: &GlobalArgs, cmd: OperationCommand) -> anyhow::Result<()> {
     let client = Client::new(&global.server)?;
-    let OperationCommand::Show { id } = cmd;
-    let a = client.send(Method::GET, &operation_url(&id), None, None).await?;
-    if !a.status.is_success() && a.status.as_u16() != 202 {
+    let OperationCommand::Show { id, subscription } = cmd;
+    // An operation is found under its registry's subscription: the one given, else each.
+    let subscriptions = match subscription {
+        Some(s) => vec![s],
+        None => {
+            let subs = client.arm(Method::GET, "/subscriptions", None).await?;
+            let mut all: Vec<String> = subs.body["value"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s["subscriptionId"].as_str().map(str::to_owned))
+                .collect();
+            all.sort_by_key(|s| s != DEFAULT_SUBSCRIPTION);
+            all
+        }
+    };
+    let mut answer = None;
+    for sub in &subscriptions {
+        let a = client.send(Method::GET, &operation_url(&id, sub), None, None).await?;
+        let not_found = a.status.as_u16() == 404 && a.body["error"]["code"] == "OperationNotFound";
+        answer = Some(a);
+        if !not_found {
+            break;
+        }
+    }
+    let a =
+        answer.ok_or_else(|| anyhow::anyhow!("there are no subscriptions on {}", client.base))?;
+    if !a.status.is_success() {
         let e = &a.body["error"];
         anyhow::bail!(
             "({}) {}",

@@ -21,6 +21,18 @@ fn orderby(o: Option<&str>) -> anyhow::Result<&'static str> {
     }
 }
 
+/// The query of a listing: pages of `PAGE` by name, or — in time order, which doesn't page —
+/// the first `--top` (or all).
+fn page_query(top: Option<u32>, o: Option<&str>) -> anyhow::Result<String> {
+    Ok(match orderby(o)? {
+        "" => format!("n={PAGE}&orderby="),
+        time => match top {
+            Some(t) => format!("n={t}&orderby={time}"),
+            None => format!("orderby={time}"),
+        },
+    })
+}
+
 /// `repo:tag` or `repo@digest`.
 fn split_image(image: &str) -> anyhow::Result<(&str, &str, bool)> {
     if let Some((repo, digest)) = image.split_once('@') {
@@ -71,8 +83,7 @@ pub(crate) async fn run(global: &GlobalArgs, cmd: RepositoryCommand) -> anyhow::
         }
         RepositoryCommand::ShowTags { registry, repository, detail, top, orderby: o } => {
             let login = login_server(&client.registry(&registry).await?)?;
-            let path =
-                format!("/acr/v1/{repository}/_tags?n={PAGE}&orderby={}", orderby(o.as_deref())?);
+            let path = format!("/acr/v1/{repository}/_tags?{}", page_query(top, o.as_deref())?);
             let tags = paged(&client, &login, path, "tags", top).await?;
             if detail {
                 print(
@@ -91,10 +102,8 @@ pub(crate) async fn run(global: &GlobalArgs, cmd: RepositoryCommand) -> anyhow::
         }
         RepositoryCommand::ShowManifests { registry, repository, detail, top, orderby: o } => {
             let login = login_server(&client.registry(&registry).await?)?;
-            let path = format!(
-                "/acr/v1/{repository}/_manifests?n={PAGE}&orderby={}",
-                orderby(o.as_deref())?
-            );
+            let path =
+                format!("/acr/v1/{repository}/_manifests?{}", page_query(top, o.as_deref())?);
             let manifests = paged(&client, &login, path, "manifests", top).await?;
             let shown: Vec<Value> = if detail {
                 manifests

@@ -380,7 +380,11 @@ impl ImportService {
                 let host =
                     registry_uri.split("://").last().unwrap_or("").split('/').next().unwrap_or("");
                 let domain = inner.management.login_servers().domain.clone();
-                if let Some(r) = inner.registry.registry_named_by_host(host, &domain).await? {
+                // One of this server's login servers (port included: another server on this
+                // host may use the same domain) is read locally.
+                if let Some(r) = inner.registry.registry_named_by_host(host, &domain).await?
+                    && inner.management.login_server(&r).eq_ignore_ascii_case(host)
+                {
                     return local(r);
                 }
                 let endpoint = inner.policy.endpoint(registry_uri)?;

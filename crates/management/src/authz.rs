@@ -34,6 +34,9 @@ pub mod actions {
     pub const REGISTRY_DELETE: &str = "Microsoft.ContainerRegistry/registries/delete";
     pub const IMPORT_IMAGE: &str = "Microsoft.ContainerRegistry/registries/importImage/action";
     pub const PULL: &str = "Microsoft.ContainerRegistry/registries/pull/read";
+    pub const PUSH: &str = "Microsoft.ContainerRegistry/registries/push/write";
+    pub const DELETE_ARTIFACT: &str = "Microsoft.ContainerRegistry/registries/artifacts/delete";
+    pub const CATALOG_READ: &str = "Microsoft.ContainerRegistry/registries/catalog/read";
     pub const OPERATION_READ: &str = "Microsoft.ContainerRegistry/locations/operationResults/read";
     pub const CHECK_NAME: &str = "Microsoft.ContainerRegistry/checkNameAvailability/read";
     pub const RESOURCE_GROUP_READ: &str = "Microsoft.Resources/subscriptions/resourceGroups/read";

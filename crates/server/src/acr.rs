@@ -9,6 +9,7 @@ use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde_json::{Value, json};
+use wharf_management::authz::actions;
 use wharf_oci::{Digest, Reference, RepositoryName, Tag};
 use wharf_registry::{ListOrder, ManifestDetail, RegistryError, RepoKey, TagRecord};
 use wharf_storage::RegistryRecord;
@@ -126,8 +127,13 @@ fn link(
     if let (Some(last), Some(n)) = (next, n)
         && order(q) == ListOrder::Name
     {
+        let digest = q
+            .get("digest")
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("&digest={}", d.replace(':', "%3A")))
+            .unwrap_or_default();
         let link = format!(
-            "<{path}?last={}&n={n}&orderby=>; rel=\"next\"",
+            "<{path}?last={}&n={n}&orderby={digest}>; rel=\"next\"",
             last.replace('/', "%2F").replace(':', "%3A")
         );
         if let Ok(v) = header::HeaderValue::from_str(&link) {
@@ -149,6 +155,21 @@ async fn dispatch(
         Ok(r) => r,
         Err(e) => return OciError(e).into_response(),
     };
+    // One permission check: catalog, or the repository the path names.
+    let (repository, action) = if path == "_catalog" {
+        (None, actions::CATALOG_READ)
+    } else {
+        let name = ["/_tags", "/_manifests"]
+            .iter()
+            .find_map(|m| path.rfind(m).map(|i| &path[..i]))
+            .unwrap_or(path);
+        let action =
+            if parts.method == Method::DELETE { actions::DELETE_ARTIFACT } else { actions::PULL };
+        (Some(name), action)
+    };
+    if let Err(denied) = crate::authorize_data(&state, &registry, repository, action) {
+        return denied;
+    }
     handle(&state, &registry, &parts.method, path, &q)
         .await
         .unwrap_or_else(IntoResponse::into_response)
@@ -207,14 +228,16 @@ async fn handle(
         return match (tag, method.clone()) {
             (None, Method::GET) => {
                 let n = limit(q)?;
-                let more = n.map(|n| n.saturating_add(1));
+                let digest = q.get("digest").filter(|d| !d.is_empty());
+                // With a digest filter, filter first and page what is left.
+                let more = if digest.is_some() { None } else { n.map(|n| n.saturating_add(1)) };
                 let mut tags = svc
                     .tag_details(&repo, q.get("last").map(String::as_str), more, order(q))
                     .await?;
-                let next = cut(&mut tags, n, |t| t.name.clone());
-                if let Some(d) = q.get("digest") {
+                if let Some(d) = digest {
                     tags.retain(|t| t.digest.to_string() == *d);
                 }
+                let next = cut(&mut tags, n, |t| t.name.clone());
                 let res = axum::Json(json!({
                     "registry": login, "imageName": repo.name,
                     "tags": tags.iter().map(tag_json).collect::<Vec<_>>(),

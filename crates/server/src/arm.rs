@@ -165,9 +165,17 @@ async fn dispatch(
     let (parts, body) = request.into_parts();
     let request_id = uuid::Uuid::new_v4().to_string();
     let mut res = match axum::body::to_bytes(body, 4 << 20).await {
-        Ok(body) => handle(&state, &parts.method, parts.uri.path(), &query, &parts.headers, body)
-            .await
-            .unwrap_or_else(IntoResponse::into_response),
+        Ok(body) => handle(
+            &state,
+            crate::request_host(&parts),
+            &parts.method,
+            parts.uri.path(),
+            &query,
+            &parts.headers,
+            body,
+        )
+        .await
+        .unwrap_or_else(IntoResponse::into_response),
         Err(_) => ArmResponse(ArmError::bad_request(
             "RequestTooLarge",
             "The request body is larger than 4 MiB.",
@@ -183,6 +191,7 @@ async fn dispatch(
 
 async fn handle(
     state: &AppState,
+    host: Option<&str>,
     method: &Method,
     path: &str,
     query: &HashMap<String, String>,
@@ -295,7 +304,8 @@ async fn handle(
             authz(actions::IMPORT_IMAGE, &id.to_string())?;
             let target = m.registry(&id).await?;
             let req = parse_parameters(&json_body(&body)?).map_err(|e| e.to_arm())?;
-            let location = operation_url(headers, &id.subscription, &target.location, api_version);
+            let location =
+                operation_url(host, headers, &id.subscription, &target.location, api_version);
             match state.imports.submit(&target, req, &caller).await? {
                 Submitted::Done { id: op, result: Ok(_) } => {
                     let mut res = (StatusCode::OK, axum::Json(Value::Null)).into_response();
@@ -349,13 +359,18 @@ fn set_header(res: &mut Response, name: header::HeaderName, value: &str) {
 /// The Location of an import operation, as ACR shapes it:
 /// `…/subscriptions/{sub}/providers/Microsoft.ContainerRegistry/locations/{LOCATION}/operationResults/{id}`.
 fn operation_url<'a>(
+    host: Option<&str>,
     headers: &'a HeaderMap,
     sub: &'a str,
     location: &'a str,
     api_version: Option<&'a str>,
 ) -> impl Fn(&str) -> String + 'a {
-    let host =
-        headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_owned();
+    let host = host.unwrap_or("localhost").to_owned();
+    // Only letters and digits of the region go into the path (its segment is not parsed).
+    let mut region: String = location.chars().filter(char::is_ascii_alphanumeric).collect();
+    if region.is_empty() {
+        region = "LOCAL".into();
+    }
     let scheme = headers
         .get("x-forwarded-proto")
         .and_then(|h| h.to_str().ok())
@@ -365,7 +380,7 @@ fn operation_url<'a>(
     move |op: &str| {
         format!(
             "{scheme}://{host}/subscriptions/{sub}/providers/Microsoft.ContainerRegistry/locations/{}/operationResults/{op}?api-version={}",
-            location.to_ascii_uppercase(),
+            region.to_ascii_uppercase(),
             api_version.unwrap_or("2025-11-01")
         )
     }

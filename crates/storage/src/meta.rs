@@ -163,8 +163,9 @@ pub struct ReferrerRecord {
     pub annotations: Option<String>,
 }
 
-/// Registry metadata. Every method is a single transaction; a tag never points at a
-/// manifest that isn't stored, and a manifest is never stored before every blob it needs.
+/// Registry metadata. Every method that writes is one transaction, and reads see committed
+/// state only; a tag never points at a manifest that isn't stored, and a manifest is never
+/// stored before every blob it needs.
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
     /// The registry that answers hosts naming no other.
@@ -256,7 +257,8 @@ pub trait MetadataStore: Send + Sync + 'static {
         subject: &Digest,
     ) -> Result<Vec<ReferrerRecord>, StorageError>;
 
-    /// The tag records of a repository, after `last` (by name), at most `limit`.
+    /// The tag records of a repository, after `last` (by name), at most `limit`; `None` if
+    /// the repository has no manifests.
     async fn tag_records(
         &self,
         repo: &RepoKey,
@@ -264,7 +266,8 @@ pub trait MetadataStore: Send + Sync + 'static {
         limit: Option<u32>,
         order: ListOrder,
     ) -> Result<Option<Vec<TagRecord>>, StorageError>;
-    /// The manifests of a repository with their tags, after `last` (by digest), at most `limit`.
+    /// The manifests of a repository with their tags, after `last` (by digest), at most
+    /// `limit`; `None` if the repository has no manifests.
     async fn manifest_listing(
         &self,
         repo: &RepoKey,

@@ -19,6 +19,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use futures::TryStreamExt;
+use wharf_management::authz::actions;
 use wharf_oci::{Digest, Reference, RepositoryName};
 use wharf_registry::{ByteStream, RegistryError, RepoKey};
 
@@ -56,6 +57,21 @@ pub(crate) enum Route<'a> {
     Uploads { name: &'a str },
     Upload { name: &'a str, id: &'a str },
     Referrers { name: &'a str, digest: &'a str },
+}
+
+impl Route<'_> {
+    /// The repository the route is about (none for the catalog).
+    fn name(&self) -> Option<&str> {
+        match self {
+            Route::Catalog => None,
+            Route::Tags { name }
+            | Route::Manifest { name, .. }
+            | Route::Blob { name, .. }
+            | Route::Uploads { name }
+            | Route::Upload { name, .. }
+            | Route::Referrers { name, .. } => Some(name),
+        }
+    }
 }
 
 /// Split a path after `/v2/` into a route; `None` if it matches no API.
@@ -105,6 +121,15 @@ async fn dispatch(
         Ok(r) => r,
         Err(e) => return OciError(e).into_response(),
     };
+    let action = match (&route, &parts.method) {
+        (Route::Catalog, _) => actions::CATALOG_READ,
+        (_, &Method::GET | &Method::HEAD) => actions::PULL,
+        (_, &Method::DELETE) => actions::DELETE_ARTIFACT,
+        _ => actions::PUSH,
+    };
+    if let Err(denied) = crate::authorize_data(&state, &registry, route.name(), action) {
+        return denied;
+    }
     let req = Req { state: &state, registry: registry.id, query, headers: &parts.headers, body };
     let result = match (route, &parts.method) {
         (Route::Catalog, &Method::GET) => discovery::catalog(req).await,

@@ -32,6 +32,20 @@ async fn repo_id_tx(tx: &mut Transaction<'_, Sqlite>, repo: &RepoKey) -> Result<
 }
 
 impl SqliteMetadataStore {
+    /// The id of a repository that holds at least one manifest (what "exists" means to
+    /// clients: uploads alone, or a last manifest deleted, leave an empty row behind).
+    async fn listed_repo_id(&self, repo: &RepoKey) -> Result<Option<i64>, StorageError> {
+        Ok(sqlx::query_scalar(
+            "SELECT r.id FROM repositories r
+              WHERE r.registry_id = $1 AND r.name = $2
+                AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)",
+        )
+        .bind(repo.registry)
+        .bind(repo.name.as_str())
+        .fetch_optional(&self.read)
+        .await?)
+    }
+
     async fn repo_id(&self, repo: &RepoKey) -> Result<Option<i64>, StorageError> {
         Ok(sqlx::query_scalar("SELECT id FROM repositories WHERE registry_id = $1 AND name = $2")
             .bind(repo.registry)
@@ -418,17 +432,9 @@ impl MetadataStore for SqliteMetadataStore {
         last: Option<&str>,
         limit: Option<u32>,
     ) -> Result<Option<Vec<String>>, StorageError> {
-        let Some(repo_id) = self.repo_id(repo).await? else {
+        let Some(repo_id) = self.listed_repo_id(repo).await? else {
             return Ok(None);
         };
-        let has_manifests: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM manifests WHERE repo_id = $1 LIMIT 1")
-                .bind(repo_id)
-                .fetch_optional(&self.read)
-                .await?;
-        if has_manifests.is_none() {
-            return Ok(None);
-        }
         let tags = sqlx::query_scalar(
             "SELECT name FROM tags WHERE repo_id = $1 AND name > $2 ORDER BY name LIMIT $3",
         )
@@ -495,7 +501,7 @@ impl MetadataStore for SqliteMetadataStore {
         limit: Option<u32>,
         order: ListOrder,
     ) -> Result<Option<Vec<TagRecord>>, StorageError> {
-        let Some(repo_id) = self.repo_id(repo).await? else {
+        let Some(repo_id) = self.listed_repo_id(repo).await? else {
             return Ok(None);
         };
         let order_by = match order {
@@ -533,7 +539,7 @@ impl MetadataStore for SqliteMetadataStore {
         limit: Option<u32>,
         order: ListOrder,
     ) -> Result<Option<Vec<ManifestListing>>, StorageError> {
-        let Some(repo_id) = self.repo_id(repo).await? else {
+        let Some(repo_id) = self.listed_repo_id(repo).await? else {
             return Ok(None);
         };
         let order_by = match order {

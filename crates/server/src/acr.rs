@@ -167,7 +167,7 @@ async fn dispatch(
             if parts.method == Method::DELETE { actions::DELETE_ARTIFACT } else { actions::PULL };
         (Some(name), action)
     };
-    if let Err(denied) = crate::authorize_data(&state, &registry, repository, action) {
+    if let Some(denied) = crate::authorize_data(&state, &registry, repository, action) {
         return denied;
     }
     handle(&state, &registry, &parts.method, path, &q)

@@ -84,22 +84,22 @@ async fn api_version_header(mut res: axum::response::Response) -> axum::response
 
 /// The one permission check of a data-plane request: `action` on a repository of a
 /// registry (scope `<registry resource ID>/repositories/<name>`, or the registry itself).
-/// A refusal is the OCI `DENIED` error.
+/// A refusal is the OCI `DENIED` error, returned as the response to send.
 pub(crate) fn authorize_data(
     state: &AppState,
     registry: &wharf_storage::RegistryRecord,
     repository: Option<&str>,
     action: &str,
-) -> Result<(), axum::response::Response> {
+) -> Option<axum::response::Response> {
     use axum::response::IntoResponse;
     let mut scope = Management::resource_id(registry).to_string();
     if let Some(repo) = repository {
         scope.push_str("/repositories/");
         scope.push_str(repo);
     }
-    state.authz.check(&wharf_management::authz::Caller::default(), action, &scope).map_err(|e| {
-        error::oci_error(http::StatusCode::FORBIDDEN, "DENIED", &e.message).into_response()
-    })
+    let denied =
+        state.authz.check(&wharf_management::authz::Caller::default(), action, &scope).err()?;
+    Some(error::oci_error(http::StatusCode::FORBIDDEN, "DENIED", &denied.message).into_response())
 }
 
 /// The host a request was addressed to: `Host`, or the URI's authority (HTTP/2).

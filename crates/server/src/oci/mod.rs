@@ -127,7 +127,7 @@ async fn dispatch(
         (_, &Method::DELETE) => actions::DELETE_ARTIFACT,
         _ => actions::PUSH,
     };
-    if let Err(denied) = crate::authorize_data(&state, &registry, route.name(), action) {
+    if let Some(denied) = crate::authorize_data(&state, &registry, route.name(), action) {
         return denied;
     }
     let req = Req { state: &state, registry: registry.id, query, headers: &parts.headers, body };

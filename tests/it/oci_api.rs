@@ -504,3 +504,28 @@ fn other_hosts_are_the_default_registry_unknown_registry_names_are_404() {
     let r = reg.http.post(reg.url("/v2/x/blobs/uploads/")).header("host", &host).send().unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[test]
+fn http2_clients_push_and_pull_with_streamed_bodies() {
+    let w = Wharf::start();
+    let h2 = reqwest::blocking::Client::builder().http2_prior_knowledge().build().unwrap();
+    let blob = bytes(90, 300_000);
+    let d = digest_of(&blob);
+    let r = h2.post(format!("{}/v2/h2/blobs/uploads/", w.url())).send().unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 202);
+    let loc = format!("{}{}", w.url(), location(r.headers()));
+    let r = h2.patch(&loc).body(blob[..100_000].to_vec()).send().unwrap();
+    assert_eq!(r.status(), 202);
+    let loc = format!("{}{}", w.url(), location(r.headers()));
+    // The last chunk rides on the closing PUT as a stream: no Content-Length on HTTP/2.
+    let rest = std::io::Cursor::new(blob[100_000..].to_vec());
+    let r = h2
+        .put(format!("{loc}?digest={d}"))
+        .body(reqwest::blocking::Body::new(rest))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    let got = h2.get(format!("{}/v2/h2/blobs/{d}", w.url())).send().unwrap();
+    assert_eq!(got.bytes().unwrap().as_ref(), blob.as_slice());
+}

@@ -28,8 +28,6 @@ pub enum ImportError {
     #[error("{0}")]
     TagAlreadyExists(String),
     #[error("{0}")]
-    Interrupted(String),
-    #[error("{0}")]
     Canceled(String),
     #[error("{0}")]
     Internal(String),
@@ -53,16 +51,10 @@ impl ImportError {
             SourceDigestMismatch(_) => "SourceDigestMismatch",
             SourceInvalidManifest(_) => "SourceInvalidManifest",
             TagAlreadyExists(_) => "TagAlreadyExists",
-            Interrupted(_) => "ImportInterrupted",
             Canceled(_) => "ImportCanceled",
             Internal(_) => "InternalServerError",
             Arm(e) => &e.code,
         }
-    }
-
-    /// Whether trying the same request again later may succeed.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, ImportError::SourceUnreachable(_) | ImportError::SourceRateLimited(_))
     }
 
     pub fn to_arm(&self) -> ArmError {

@@ -440,7 +440,7 @@ impl MetadataStore for SqliteMetadataStore {
         )
         .bind(repo_id)
         .bind(last.unwrap_or(""))
-        .bind(limit.map(i64::from).unwrap_or(-1))
+        .bind(sql_limit(limit))
         .fetch_all(&self.read)
         .await?;
         Ok(Some(tags))
@@ -460,7 +460,7 @@ impl MetadataStore for SqliteMetadataStore {
         )
         .bind(registry)
         .bind(last.unwrap_or(""))
-        .bind(limit.map(i64::from).unwrap_or(-1))
+        .bind(sql_limit(limit))
         .fetch_all(&self.read)
         .await?)
     }
@@ -504,11 +504,7 @@ impl MetadataStore for SqliteMetadataStore {
         let Some(repo_id) = self.listed_repo_id(repo).await? else {
             return Ok(None);
         };
-        let order_by = match order {
-            ListOrder::Name => "name",
-            ListOrder::TimeDesc => "updated_at DESC, name",
-            ListOrder::TimeAsc => "updated_at ASC, name",
-        };
+        let order_by = order_by(order, "name", "updated_at");
         // Only constant fragments are formatted into the SQL.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT name, digest, created_at, updated_at FROM tags
@@ -516,7 +512,7 @@ impl MetadataStore for SqliteMetadataStore {
         )))
         .bind(repo_id)
         .bind(last.unwrap_or(""))
-        .bind(limit.map(i64::from).unwrap_or(-1))
+        .bind(sql_limit(limit))
         .fetch_all(&self.read)
         .await?;
         rows.iter()
@@ -542,11 +538,7 @@ impl MetadataStore for SqliteMetadataStore {
         let Some(repo_id) = self.listed_repo_id(repo).await? else {
             return Ok(None);
         };
-        let order_by = match order {
-            ListOrder::Name => "m.digest",
-            ListOrder::TimeDesc => "m.created_at DESC, m.digest",
-            ListOrder::TimeAsc => "m.created_at ASC, m.digest",
-        };
+        let order_by = order_by(order, "m.digest", "m.created_at");
         // Only constant fragments are formatted into the SQL.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT m.*, (SELECT group_concat(t.name, char(10)) FROM tags t
@@ -556,7 +548,7 @@ impl MetadataStore for SqliteMetadataStore {
         )))
         .bind(repo_id)
         .bind(last.unwrap_or(""))
-        .bind(limit.map(i64::from).unwrap_or(-1))
+        .bind(sql_limit(limit))
         .fetch_all(&self.read)
         .await?;
         rows.iter()
@@ -799,4 +791,19 @@ async fn insert_manifest_tx(
         move_tag_tx(tx, repo_id, tag, &rec.digest).await?;
     }
     Ok(PutManifestOutcome::Stored)
+}
+
+/// SQLite's `LIMIT` for an optional limit (`-1`: none).
+fn sql_limit(limit: Option<u32>) -> i64 {
+    limit.map(i64::from).unwrap_or(-1)
+}
+
+/// The `ORDER BY` of a listing: by `name`, or by `time` with `name` breaking ties. Both are
+/// constant column names, never input.
+fn order_by(order: ListOrder, name: &'static str, time: &'static str) -> String {
+    match order {
+        ListOrder::Name => name.to_owned(),
+        ListOrder::TimeDesc => format!("{time} DESC, {name}"),
+        ListOrder::TimeAsc => format!("{time} ASC, {name}"),
+    }
 }

@@ -17,8 +17,11 @@ cache=${XDG_CACHE_HOME:-$HOME/.cache}/wharf
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
 WORK=$cache/$BENCH_WORK_NAME
 mkdir -p "$WORK"
-cargo build --release --quiet
-WHARF=$CARGO_TARGET_DIR/release/wharf
+# WHARF=/path/to/wharf measures another build (e.g. the last release) against the same peer.
+if [ -z "${WHARF:-}" ]; then
+  cargo build --release --quiet
+  WHARF=$CARGO_TARGET_DIR/release/wharf
+fi
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 min() { python3 -c "import sys;print(min(float(x) for x in sys.argv[1:]))" "$@"; }

@@ -260,6 +260,13 @@ pub(crate) enum OperationCommand {
         #[arg(long)]
         subscription: Option<String>,
     },
+    /// Cancel a running import (id or Location URL): it ends Canceled, nothing copied stays.
+    Cancel {
+        id: String,
+        /// The subscription of the import's registry (looked up when omitted).
+        #[arg(long)]
+        subscription: Option<String>,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -16,6 +16,31 @@
 //! registry_mirrors = { "docker.io" = "http://127.0.0.1:5001" }
 //! parallelism = 4
 //! sync_wait = "2s"
+//! max_running = 8
+//! max_downloads = 32
+//! deadline = "2h"
+//! min_throughput = "16KiB"    # per second, averaged over throughput_window
+//! throughput_window = "60s"
+//! request_timeout = "60s"
+//! read_timeout = "30s"
+//! max_manifests = 1000
+//! max_manifest_bytes = "256MiB"
+//! max_blobs = 10000
+//! max_bytes = "1TiB"
+//!
+//! [limits]
+//! max_connections = 16384
+//! header_read_timeout = "20s"
+//! keepalive_timeout = "60s"
+//! body_idle_timeout = "60s"
+//! write_idle_timeout = "60s"
+//! max_header_bytes = "64KiB"
+//! max_downloads = 2048
+//! max_uploads = 512
+//! body_memory = "256MiB"
+//! http2_max_streams = 100
+//! download_buffers = "32MiB"
+//! blocking_threads = 64
 //! ```
 
 use std::net::SocketAddr;
@@ -38,6 +63,34 @@ pub(crate) struct FileConfig {
     pub(crate) gc: GcConfig,
     #[serde(default)]
     pub(crate) import: ImportConfig,
+    #[serde(default)]
+    pub(crate) limits: LimitsConfig,
+}
+
+/// `[limits]`: see `wharf_server::Limits` for what each one bounds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LimitsConfig {
+    pub(crate) max_connections: Option<usize>,
+    #[serde(default, with = "opt_duration")]
+    pub(crate) header_read_timeout: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub(crate) keepalive_timeout: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub(crate) body_idle_timeout: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub(crate) write_idle_timeout: Option<Duration>,
+    #[serde(default, with = "opt_size")]
+    pub(crate) max_header_bytes: Option<u64>,
+    pub(crate) max_downloads: Option<usize>,
+    pub(crate) max_uploads: Option<usize>,
+    #[serde(default, with = "opt_size")]
+    pub(crate) body_memory: Option<u64>,
+    pub(crate) http2_max_streams: Option<u32>,
+    #[serde(default, with = "opt_size")]
+    pub(crate) download_buffers: Option<u64>,
+    /// Threads for blocking work (file I/O); no transfer holds one while it waits.
+    pub(crate) blocking_threads: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -50,6 +103,27 @@ pub(crate) struct ImportConfig {
     pub(crate) parallelism: Option<usize>,
     #[serde(default, with = "opt_duration")]
     pub(crate) sync_wait: Option<Duration>,
+    /// Imports running at once; more wait, queued.
+    pub(crate) max_running: Option<usize>,
+    /// Blob downloads at once across all imports.
+    pub(crate) max_downloads: Option<usize>,
+    #[serde(default, with = "opt_duration")]
+    pub(crate) deadline: Option<Duration>,
+    /// Bytes per second a blob download must average over `throughput_window`.
+    #[serde(default, with = "opt_size")]
+    pub(crate) min_throughput: Option<u64>,
+    #[serde(default, with = "opt_duration")]
+    pub(crate) throughput_window: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub(crate) request_timeout: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub(crate) read_timeout: Option<Duration>,
+    pub(crate) max_manifests: Option<usize>,
+    #[serde(default, with = "opt_size")]
+    pub(crate) max_manifest_bytes: Option<u64>,
+    pub(crate) max_blobs: Option<usize>,
+    #[serde(default, with = "opt_size")]
+    pub(crate) max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,6 +161,44 @@ mod opt_duration {
     }
 }
 
+/// Sizes as a number of bytes or a string with a unit ("32KiB", "256MiB", "1G").
+pub(crate) mod opt_size {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match Option::<Raw>::deserialize(d)? {
+            None => Ok(None),
+            Some(Raw::Number(n)) => Ok(Some(n)),
+            Some(Raw::Text(s)) => parse(&s).map(Some).map_err(serde::de::Error::custom),
+        }
+    }
+
+    /// `<number>[K|M|G|T][i][B]`, binary multiples either way.
+    pub(crate) fn parse(s: &str) -> Result<u64, String> {
+        let t = s.trim();
+        let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (n, unit) = t.split_at(digits);
+        let n: u64 = n.parse().map_err(|_| format!("invalid size {s:?}"))?;
+        let shift =
+            match unit.trim().to_ascii_lowercase().trim_end_matches('b').trim_end_matches('i') {
+                "" => 0,
+                "k" => 10,
+                "m" => 20,
+                "g" => 30,
+                "t" => 40,
+                _ => return Err(format!("invalid size {s:?}: use bytes, KiB, MiB, GiB or TiB")),
+            };
+        n.checked_mul(1 << shift).ok_or_else(|| format!("size {s:?} is too large"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +214,21 @@ mod tests {
         assert_eq!(c.gc.grace, Some(Duration::from_secs(300)));
         assert_eq!(c.import.insecure_sources, ["a:1"]);
         assert_eq!(c.import.registry_mirrors["docker.io"], "http://m");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(opt_size::parse("32KiB"), Ok(32 << 10));
+        assert_eq!(opt_size::parse("256 MiB"), Ok(256 << 20));
+        assert_eq!(opt_size::parse("1G"), Ok(1 << 30));
+        assert_eq!(opt_size::parse("1024"), Ok(1024));
+        assert!(opt_size::parse("12 parsecs").is_err());
+        assert!(opt_size::parse("99999999999999999T").is_err());
+        let c: FileConfig =
+            toml::from_str("[limits]\nbody_memory = \"64MiB\"\nmax_header_bytes = 16384\n")
+                .unwrap();
+        assert_eq!(c.limits.body_memory, Some(64 << 20));
+        assert_eq!(c.limits.max_header_bytes, Some(16384));
     }
 
     #[test]

@@ -26,13 +26,22 @@ use crate::args::{Cli, Command};
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let command = match cli.command {
+        Command::Serve(args) => {
+            return match serve::main(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            };
+        }
+        other => other,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(anyhow::anyhow!("cannot start the async runtime: {e}")),
     };
     let result = runtime.block_on(async move {
-        match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+        match command {
+            Command::Serve(_) => unreachable!("served above"),
             Command::Gc(args) => gc::run(&cli.global, args).await,
             Command::Import(args) => import::run(&cli.global, args).await,
             Command::Registry(cmd) => registry_cmd::run(&cli.global, cmd).await,

@@ -1,4 +1,5 @@
-//! `wharf operation show`: the status of a long-running operation (an import).
+//! `wharf operation show|cancel`: the status of a long-running operation (an import), or
+//! stopping it.
 
 use reqwest::Method;
 
@@ -16,9 +17,20 @@ pub(crate) fn operation_url(id: &str, subscription: &str) -> String {
     )
 }
 
+/// The cancel action of an operation URL: `…/operationResults/<id>/cancel?…`.
+fn cancel_url(operation: &str) -> String {
+    match operation.split_once('?') {
+        Some((path, query)) => format!("{}/cancel?{query}", path.trim_end_matches('/')),
+        None => format!("{}/cancel?api-version={API_VERSION}", operation.trim_end_matches('/')),
+    }
+}
+
 pub(crate) async fn run(global: &GlobalArgs, cmd: OperationCommand) -> anyhow::Result<()> {
     let client = Client::new(&global.server)?;
-    let OperationCommand::Show { id, subscription } = cmd;
+    let (id, subscription, cancel) = match cmd {
+        OperationCommand::Show { id, subscription } => (id, subscription, false),
+        OperationCommand::Cancel { id, subscription } => (id, subscription, true),
+    };
     // An operation is found under its registry's subscription: the one given, else each.
     let subscriptions = match subscription {
         Some(s) => vec![s],
@@ -36,7 +48,12 @@ pub(crate) async fn run(global: &GlobalArgs, cmd: OperationCommand) -> anyhow::R
     };
     let mut answer = None;
     for sub in &subscriptions {
-        let a = client.send(Method::GET, &operation_url(&id, sub), None, None).await?;
+        let url = operation_url(&id, sub);
+        let a = if cancel {
+            client.send(Method::POST, &cancel_url(&url), None, None).await?
+        } else {
+            client.send(Method::GET, &url, None, None).await?
+        };
         let not_found = a.status.as_u16() == 404 && a.body["error"]["code"] == "OperationNotFound";
         answer = Some(a);
         if !not_found {
@@ -53,6 +70,15 @@ pub(crate) async fn run(global: &GlobalArgs, cmd: OperationCommand) -> anyhow::R
             e["message"].as_str().unwrap_or("the operation failed")
         );
     }
+    if cancel {
+        // Asynchronous: the job stops within seconds and ends Canceled.
+        print(
+            global.output,
+            &serde_json::json!({"id": id, "status": "Canceling"}),
+            &[("ID", "/id"), ("STATUS", "/status")],
+        );
+        return Ok(());
+    }
     print(
         global.output,
         &a.body,
@@ -64,4 +90,23 @@ pub(crate) async fn run(global: &GlobalArgs, cmd: OperationCommand) -> anyhow::R
         ],
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancel_urls() {
+        assert_eq!(
+            cancel_url(
+                "/subscriptions/s/providers/Microsoft.ContainerRegistry/locations/L/operationResults/registries-1?api-version=2025-11-01"
+            ),
+            "/subscriptions/s/providers/Microsoft.ContainerRegistry/locations/L/operationResults/registries-1/cancel?api-version=2025-11-01"
+        );
+        assert!(
+            cancel_url("http://h/x/registries-1")
+                .ends_with("/registries-1/cancel?api-version=2025-11-01")
+        );
+    }
 }

@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
-use wharf_import::{EgressPolicy, ImportService, ImportSettings};
+use wharf_import::{EgressPolicy, ImportService, ImportSettings, MinThroughput, PlanLimits};
 use wharf_management::authz::AllowAll;
 use wharf_management::{LoginServers, Management};
 use wharf_registry::{GcOptions, RegistryService};
-use wharf_server::{AppState, Settings};
-use wharf_storage::{FsBlobStore, SqliteMetadataStore};
+use wharf_server::{Admission, AppState, Limits, Settings};
+use wharf_storage::{FsBlobStore, SqliteMetadataStore, create_dir_durably};
 
 use crate::args::{LogFormat, ServeArgs};
 use crate::config::FileConfig;
@@ -32,7 +31,13 @@ pub(crate) struct ServeConfig {
     /// `(registry host, mirror URL)`.
     pub(crate) registry_mirrors: Vec<(String, String)>,
     pub(crate) import: ImportSettings,
+    pub(crate) limits: Limits,
+    /// Threads of the blocking pool (file I/O, hashing of whole files).
+    pub(crate) blocking_threads: usize,
 }
+
+/// Blocking-pool threads unless configured: enough for the disk, bounded for the host.
+const DEFAULT_BLOCKING_THREADS: usize = 64;
 
 impl ServeConfig {
     pub(crate) fn resolve(args: ServeArgs) -> anyhow::Result<ServeConfig> {
@@ -42,6 +47,43 @@ impl ServeConfig {
         };
         let defaults = GcOptions::default();
         let import_defaults = ImportSettings::default();
+        let ld = Limits::default();
+        let l = &file.limits;
+        let size = |v: Option<u64>, default: usize| {
+            v.map_or(Ok(default), |n| {
+                usize::try_from(n).map_err(|_| anyhow::anyhow!("limit {n} is too large"))
+            })
+        };
+        let limits = Limits {
+            max_connections: l.max_connections.unwrap_or(ld.max_connections),
+            header_read_timeout: l.header_read_timeout.unwrap_or(ld.header_read_timeout),
+            keepalive_timeout: l.keepalive_timeout.unwrap_or(ld.keepalive_timeout),
+            body_idle_timeout: l.body_idle_timeout.unwrap_or(ld.body_idle_timeout),
+            write_idle_timeout: l.write_idle_timeout.unwrap_or(ld.write_idle_timeout),
+            max_header_bytes: size(l.max_header_bytes, ld.max_header_bytes)?,
+            max_downloads: l.max_downloads.unwrap_or(ld.max_downloads),
+            max_uploads: l.max_uploads.unwrap_or(ld.max_uploads),
+            body_memory: size(l.body_memory, ld.body_memory)?,
+            http2_max_streams: l.http2_max_streams.unwrap_or(ld.http2_max_streams),
+            download_buffers: size(l.download_buffers, ld.download_buffers)?,
+        };
+        if limits.max_header_bytes < 8192 || limits.max_header_bytes > (1 << 20) {
+            anyhow::bail!("limits.max_header_bytes must be between 8KiB and 1MiB");
+        }
+        for (key, d) in [
+            ("header_read_timeout", limits.header_read_timeout),
+            ("keepalive_timeout", limits.keepalive_timeout),
+            ("body_idle_timeout", limits.body_idle_timeout),
+            ("write_idle_timeout", limits.write_idle_timeout),
+        ] {
+            if d.is_zero() || d > Duration::from_secs(7 * 24 * 3600) {
+                anyhow::bail!("limits.{key} must be between 1s and 7 days");
+            }
+        }
+        let blocking_threads = file.limits.blocking_threads.unwrap_or(DEFAULT_BLOCKING_THREADS);
+        if blocking_threads == 0 {
+            anyhow::bail!("limits.blocking_threads must be at least 1");
+        }
         let format = args.log_format.or(file.log_format).unwrap_or(LogFormat::Human);
         Ok(ServeConfig {
             listen: args
@@ -60,12 +102,12 @@ impl ServeConfig {
                 upload_ttl: args.upload_ttl.or(file.gc.upload_ttl).unwrap_or(defaults.upload_ttl),
             },
             insecure_sources: if args.insecure_sources.is_empty() {
-                file.import.insecure_sources
+                file.import.insecure_sources.clone()
             } else {
                 args.insecure_sources
             },
             registry_mirrors: if args.registry_mirrors.is_empty() {
-                file.import.registry_mirrors.into_iter().collect()
+                file.import.registry_mirrors.clone().into_iter().collect()
             } else {
                 args.registry_mirrors
                     .iter()
@@ -78,29 +120,123 @@ impl ServeConfig {
                     })
                     .collect::<anyhow::Result<_>>()?
             },
-            import: ImportSettings {
-                parallel_blobs: args
-                    .import_parallelism
-                    .or(file.import.parallelism)
-                    .unwrap_or(import_defaults.parallel_blobs),
-                sync_wait: args
-                    .import_sync_wait
-                    .or(file.import.sync_wait)
-                    .unwrap_or(import_defaults.sync_wait),
-                ..import_defaults
+            import: {
+                let i = &file.import;
+                let d = &import_defaults;
+                let settings = ImportSettings {
+                    parallel_blobs: args
+                        .import_parallelism
+                        .or(i.parallelism)
+                        .unwrap_or(d.parallel_blobs),
+                    sync_wait: args.import_sync_wait.or(i.sync_wait).unwrap_or(d.sync_wait),
+                    retry_after: d.retry_after,
+                    max_running: i.max_running.unwrap_or(d.max_running),
+                    max_downloads: i.max_downloads.unwrap_or(d.max_downloads),
+                    deadline: i.deadline.unwrap_or(d.deadline),
+                    min_throughput: MinThroughput {
+                        bytes_per_sec: i.min_throughput.unwrap_or(d.min_throughput.bytes_per_sec),
+                        window: i.throughput_window.unwrap_or(d.min_throughput.window),
+                    },
+                    request_timeout: i.request_timeout.unwrap_or(d.request_timeout),
+                    read_timeout: i.read_timeout.unwrap_or(d.read_timeout),
+                    limits: PlanLimits {
+                        max_manifests: i.max_manifests.unwrap_or(d.limits.max_manifests),
+                        max_manifest_bytes: i
+                            .max_manifest_bytes
+                            .unwrap_or(d.limits.max_manifest_bytes),
+                        max_blobs: i.max_blobs.unwrap_or(d.limits.max_blobs),
+                        max_bytes: i.max_bytes.unwrap_or(d.limits.max_bytes),
+                    },
+                };
+                for (key, v) in [
+                    ("import.parallelism", settings.parallel_blobs),
+                    ("import.max_running", settings.max_running),
+                    ("import.max_downloads", settings.max_downloads),
+                    ("import.max_manifests", settings.limits.max_manifests),
+                    ("import.max_blobs", settings.limits.max_blobs),
+                ] {
+                    if v == 0 {
+                        anyhow::bail!("{key} must be at least 1");
+                    }
+                }
+                for (key, v) in [
+                    ("import.deadline", settings.deadline),
+                    ("import.throughput_window", settings.min_throughput.window),
+                    ("import.request_timeout", settings.request_timeout),
+                    ("import.read_timeout", settings.read_timeout),
+                ] {
+                    if v.is_zero() || v > Duration::from_secs(30 * 24 * 3600) {
+                        anyhow::bail!("{key} must be between 1s and 30 days");
+                    }
+                }
+                settings
             },
+            limits,
+            blocking_threads,
         })
     }
 }
 
-pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+/// `wharf serve`: the configuration decides the runtime's shape, so it is resolved first.
+pub(crate) fn main(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig::resolve(args)?;
     crate::logging::init(config.log_format);
-    std::fs::create_dir_all(&config.data_dir)
+    let mut config = config;
+    config.limits.max_connections = fit_connections(config.limits.max_connections);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // Explicit: no transfer holds a blocking thread while it waits on a client, so a
+        // small pool serves any number of them.
+        .max_blocking_threads(config.blocking_threads)
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(config))
+}
+
+/// Raise the open-file limit to its hard maximum, and keep the connection cap below it
+/// (with room for the database, blob files and outgoing connections).
+fn fit_connections(wanted: usize) -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    const RESERVED: u64 = 512;
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(current), hard) = (limit.current, limit.maximum) else {
+        return wanted; // unlimited
+    };
+    let target = hard.unwrap_or(current);
+    let effective = if target > current {
+        match setrlimit(
+            Resource::Nofile,
+            rustix::process::Rlimit { current: Some(target), maximum: hard },
+        ) {
+            Ok(()) => target,
+            Err(e) => {
+                tracing::warn!(error = %e, current, "cannot raise the open-file limit");
+                current
+            }
+        }
+    } else {
+        current
+    };
+    let fits = usize::try_from(effective.saturating_sub(RESERVED).max(16)).unwrap_or(usize::MAX);
+    let cap = wanted.min(fits);
+    tracing::info!(open_files = effective, max_connections = cap, "open-file limit");
+    if cap < wanted {
+        tracing::warn!(
+            configured = wanted,
+            max_connections = cap,
+            "limits.max_connections lowered to fit the open-file limit"
+        );
+    }
+    cap
+}
+
+async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    // Durably: a power cut must not take the new directory away with what is stored in it.
+    create_dir_durably(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;
 
-    let blobs = FsBlobStore::open(&config.data_dir)
+    let blobs = FsBlobStore::open_with(&config.data_dir, config.limits.download_buffers)
         .await
         .with_context(|| format!("cannot open the blob store in {}", config.data_dir.display()))?;
     let meta = SqliteMetadataStore::open(&config.data_dir.join("wharf.db"))
@@ -109,8 +245,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let meta = Arc::new(meta);
     let registry = RegistryService::new(Arc::new(blobs), meta.clone());
 
-    let listener = TcpListener::bind(config.listen)
-        .await
+    let listener = wharf_server::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     // Login servers carry the port clients reach the server on.
@@ -138,7 +273,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         management,
         imports,
         authz,
-        settings: Arc::new(Settings { domain: config.domain.clone(), gc: config.gc }),
+        settings: Arc::new(Settings {
+            domain: config.domain.clone(),
+            gc: config.gc,
+            limits: config.limits.clone(),
+        }),
+        admission: Admission::new(&config.limits),
     };
     tracing::info!(
         %addr,

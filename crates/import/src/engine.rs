@@ -12,25 +12,30 @@
 //! 5. otherwise → fetched, hashed and written.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
-use tokio::sync::watch;
+use futures::{Stream, StreamExt, TryStreamExt};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use wharf_oci::{Digest, Reference, RepositoryName, Sha256Hasher};
 use wharf_registry::{
     ByteStream, CommitBatch, CommitError, RegistryError, RegistryService, RepoKey,
 };
 
 use crate::ImportError;
-use crate::plan::{Plan, PlannedBlob, plan};
+use crate::plan::{Plan, PlanLimits, PlannedBlob, plan};
 use crate::progress::Progress;
 use crate::request::{ImportMode, ImportRequest};
 use crate::source::Source;
 
-/// Times one blob download may break off and be resumed.
-const MAX_RESUMES: u32 = 8;
+/// Times one blob download may break off without having made progress since the last time.
+/// (A break after progress is resumed at once and not counted: a source that cuts every
+/// response after a few MB still finishes.)
+const MAX_STALLED_ATTEMPTS: u32 = 8;
 /// Commits retried when garbage collection took a staged blob in between.
 const MAX_COMMIT_ATTEMPTS: u32 = 3;
 
@@ -106,11 +111,25 @@ enum Fetch {
     Verify,
 }
 
+/// The slowest a download may be: `bytes_per_sec` on average over each `window` of time
+/// spent receiving it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MinThroughput {
+    pub bytes_per_sec: u64,
+    pub window: Duration,
+}
+
 pub(crate) struct Engine<'a> {
     pub(crate) registry: &'a RegistryService,
     pub(crate) inflight: &'a Arc<Inflight>,
     pub(crate) parallel: usize,
     pub(crate) progress: Arc<Progress>,
+    /// Blob downloads in flight across every import.
+    pub(crate) downloads: &'a Arc<Semaphore>,
+    pub(crate) limits: &'a PlanLimits,
+    pub(crate) min_throughput: MinThroughput,
+    /// Cancelled when the job is cancelled or runs out of time.
+    pub(crate) cancel: CancellationToken,
 }
 
 impl Engine<'_> {
@@ -121,8 +140,14 @@ impl Engine<'_> {
         target: i64,
     ) -> Result<(), ImportError> {
         self.progress.set_phase("Resolving");
-        let plan =
-            plan(source, &req.source_repo, &req.source_reference, req.include_referrers).await?;
+        let plan = plan(
+            source,
+            &req.source_repo,
+            &req.source_reference,
+            req.include_referrers,
+            self.limits,
+        )
+        .await?;
         self.progress.set_plan(req.source_repo.as_str(), &plan);
         tracing::info!(
             source = %source.display(), image = %req.source_image, digest = %plan.root,
@@ -147,7 +172,8 @@ impl Engine<'_> {
         }
 
         self.progress.set_phase("Copying");
-        let cancel = Arc::new(AtomicBool::new(false));
+        // Cancelled with the job, or by the first blob that fails.
+        let cancel = self.cancel.child_token();
         let missing = self.ensure_blobs(source, req, target, plan.blobs.iter(), &cancel).await?;
 
         self.progress.set_phase("Committing");
@@ -206,7 +232,7 @@ impl Engine<'_> {
         req: &ImportRequest,
         target: i64,
         blobs: impl Iterator<Item = (&'b Digest, &'b PlannedBlob)>,
-        cancel: &Arc<AtomicBool>,
+        cancel: &CancellationToken,
     ) -> Result<Vec<Digest>, ImportError> {
         let tasks: Vec<_> = blobs
             .map(|(digest, blob)| {
@@ -215,7 +241,7 @@ impl Engine<'_> {
                 Box::pin(async move {
                     let r = self.ensure_blob(source, repo, target, &digest, &blob, &cancel).await;
                     if r.is_err() {
-                        cancel.store(true, Ordering::Relaxed);
+                        cancel.cancel();
                     }
                     r.map(|present| (!present).then_some(digest))
                 })
@@ -286,7 +312,7 @@ impl Engine<'_> {
         target: i64,
         digest: &Digest,
         blob: &PlannedBlob,
-        cancel: &Arc<AtomicBool>,
+        cancel: &CancellationToken,
     ) -> Result<bool, ImportError> {
         let have = |size: u64| -> Result<bool, ImportError> {
             if size != blob.size {
@@ -312,7 +338,10 @@ impl Engine<'_> {
             match self.inflight.join(key.clone()) {
                 Role::Follow(mut rx) => {
                     // The same source is being read by another import: share its download.
-                    let done = rx.wait_for(Option::is_some).await.ok().and_then(|v| *v);
+                    let done = tokio::select! {
+                        r = rx.wait_for(Option::is_some) => r.ok().and_then(|v| *v),
+                        () = cancel.cancelled() => return Err(canceled()),
+                    };
                     if done == Some(true) && self.registry.retain_blob(digest).await?.is_some() {
                         return have(blob.size);
                     }
@@ -344,23 +373,36 @@ impl Engine<'_> {
         repo: &RepositoryName,
         digest: &Digest,
         blob: &PlannedBlob,
-        cancel: &Arc<AtomicBool>,
+        cancel: &CancellationToken,
         how: Fetch,
     ) -> Result<bool, ImportError> {
+        // One of the server's download slots, for the whole blob.
+        let _slot = tokio::select! {
+            slot = self.downloads.acquire() => slot.map_err(ImportError::internal)?,
+            () = cancel.cancelled() => return Err(canceled()),
+        };
         let mut sink = match how {
             Fetch::Write => Sink::Store(self.registry.ingest_begin().await?),
             Fetch::Verify => Sink::Hash(Sha256Hasher::new()),
         };
-        let mut resumes = 0;
+        let meter = Arc::new(Mutex::new(Meter::new(self.min_throughput)));
+        let mut stalled = 0;
+        let mut attempts = 0;
         let outcome = loop {
-            if cancel.load(Ordering::Relaxed) {
-                break Err(ImportError::Canceled("another part of the import failed".into()));
+            if cancel.is_cancelled() {
+                break Err(canceled());
             }
             // A connection can break after the last byte: then there is nothing to resume.
-            if sink.len() == blob.size && resumes > 0 {
+            if sink.len() == blob.size && attempts > 0 {
                 break Ok(());
             }
-            let stream = match source.blob(repo, digest, sink.len()).await {
+            attempts += 1;
+            let before = sink.len();
+            let stream = tokio::select! {
+                s = source.blob(repo, digest, before) => s,
+                () = cancel.cancelled() => Err(canceled()),
+            };
+            let stream = match stream {
                 Ok(Some(s)) => s,
                 Ok(None) if !blob.required => {
                     sink.abort(self.registry).await;
@@ -374,29 +416,47 @@ impl Engine<'_> {
                 }
                 Err(e) => break Err(e),
             };
-            let left = blob.size.saturating_sub(sink.len());
-            let guarded = guard_stream(stream, left, self.progress.clone(), cancel.clone());
-            match sink.append(self.registry, guarded).await {
+            let left = blob.size.saturating_sub(before);
+            let guarded = Guarded::new(stream, left, self.progress.clone(), cancel, meter.clone());
+            let e = match sink.append(self.registry, Box::pin(guarded)).await {
                 Ok(None) => break Ok(()),
-                Ok(Some(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                Ok(Some(e)) => e,
+                Err(e) => break Err(e),
+            };
+            match GuardError::of(&e) {
+                Some(GuardError::TooLong) => {
                     break Err(ImportError::SourceDigestMismatch(format!(
                         "The source {} sent more bytes for {digest} than its descriptor's {}; nothing was stored.",
                         source.display(),
                         blob.size
                     )));
                 }
-                Ok(Some(e)) => {
-                    resumes += 1;
-                    if resumes > MAX_RESUMES || cancel.load(Ordering::Relaxed) {
-                        break Err(ImportError::SourceUnreachable(format!(
-                            "The download of {digest} from {} broke off {resumes} times: {e}.",
-                            source.display()
-                        )));
-                    }
-                    tracing::info!(%digest, at = sink.len(), error = %e, "download broke off; resuming with Range");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(resumes))).await;
+                Some(GuardError::Canceled) => break Err(canceled()),
+                Some(GuardError::TooSlow { bytes_per_sec }) => {
+                    break Err(ImportError::SourceTooSlow(format!(
+                        "The download of {digest} from {} averaged {bytes_per_sec} bytes/s, below this server's minimum of {} bytes/s.",
+                        source.display(),
+                        self.min_throughput.bytes_per_sec
+                    )));
                 }
-                Err(e) => break Err(e),
+                None => {}
+            }
+            // Only a break without progress counts against the download.
+            if sink.len() == before {
+                stalled += 1;
+                if stalled > MAX_STALLED_ATTEMPTS {
+                    break Err(ImportError::SourceUnreachable(format!(
+                        "The download of {digest} from {} broke off {stalled} times without progress: {e}.",
+                        source.display()
+                    )));
+                }
+                tracing::info!(%digest, at = sink.len(), error = %e, "download broke off; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(200 * u64::from(stalled))) => {}
+                    () = cancel.cancelled() => {}
+                }
+            } else {
+                tracing::info!(%digest, at = sink.len(), error = %e, "download broke off; resuming with Range");
             }
         };
         if let Err(e) = outcome {
@@ -485,28 +545,149 @@ impl Sink {
     }
 }
 
-/// Counts bytes into the progress, stops at the import's cancellation, and refuses bytes
-/// past what the descriptor announced (a source can't make the server store without end).
-fn guard_stream(
-    stream: ByteStream,
-    mut left: u64,
+fn canceled() -> ImportError {
+    ImportError::Canceled("The import was canceled.".into())
+}
+
+/// Why [`Guarded`] ended a download, carried inside the `io::Error` of the stream.
+#[derive(Debug)]
+enum GuardError {
+    /// More bytes than the descriptor announced.
+    TooLong,
+    Canceled,
+    TooSlow {
+        bytes_per_sec: u64,
+    },
+}
+
+impl std::fmt::Display for GuardError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GuardError::TooLong => f.write_str("more bytes than announced"),
+            GuardError::Canceled => f.write_str("import canceled"),
+            GuardError::TooSlow { bytes_per_sec } => write!(f, "too slow ({bytes_per_sec} B/s)"),
+        }
+    }
+}
+
+impl std::error::Error for GuardError {}
+
+impl GuardError {
+    fn of(e: &std::io::Error) -> Option<&GuardError> {
+        e.get_ref().and_then(|inner| inner.downcast_ref::<GuardError>())
+    }
+
+    fn into_io(self) -> std::io::Error {
+        std::io::Error::other(self)
+    }
+}
+
+/// Throughput of one download over its attempts: bytes received in the current window, and
+/// the time spent receiving (time between attempts, or paused by a 429, doesn't count).
+struct Meter {
+    min: MinThroughput,
+    bytes: u64,
+    /// Receiving time in this window before the current attempt.
+    active: Duration,
+}
+
+impl Meter {
+    fn new(min: MinThroughput) -> Self {
+        Meter { min, bytes: 0, active: Duration::ZERO }
+    }
+}
+
+/// A source's blob stream, held to the import's rules: progress is counted, the import's
+/// cancellation stops it, no byte past what the descriptor announced is accepted, and a
+/// download slower than the minimum throughput fails.
+struct Guarded {
+    inner: ByteStream,
+    left: u64,
     progress: Arc<Progress>,
-    cancel: Arc<AtomicBool>,
-) -> ByteStream {
-    Box::pin(stream.map(move |chunk| {
-        let chunk = chunk?;
-        if cancel.load(Ordering::Relaxed) {
-            return Err(std::io::Error::other("import canceled"));
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    meter: Arc<Mutex<Meter>>,
+    /// When this attempt started receiving.
+    started: Instant,
+    /// The end of the current throughput window.
+    window_end: Pin<Box<Sleep>>,
+}
+
+impl Guarded {
+    fn new(
+        inner: ByteStream,
+        left: u64,
+        progress: Arc<Progress>,
+        cancel: &CancellationToken,
+        meter: Arc<Mutex<Meter>>,
+    ) -> Self {
+        let started = Instant::now();
+        let remaining = {
+            let m = lock(&meter);
+            m.min.window.saturating_sub(m.active)
+        };
+        Guarded {
+            inner,
+            left,
+            progress,
+            cancelled: Box::pin(cancel.clone().cancelled_owned()),
+            meter,
+            started,
+            window_end: Box::pin(tokio::time::sleep_until(started + remaining)),
         }
-        let n = chunk.len() as u64;
-        if n > left {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "more bytes than announced",
-            ));
+    }
+
+    /// The window is over: below the minimum, fail; else start the next one.
+    fn end_window(&mut self) -> Result<(), GuardError> {
+        let now = Instant::now();
+        let mut m = lock(&self.meter);
+        let window = m.min.window.max(Duration::from_millis(1));
+        let rate = (u128::from(m.bytes) * 1000 / window.as_millis().max(1)) as u64;
+        if m.min.bytes_per_sec > 0 && rate < m.min.bytes_per_sec {
+            return Err(GuardError::TooSlow { bytes_per_sec: rate });
         }
-        left -= n;
-        progress.add_bytes(n);
-        Ok(chunk)
-    }))
+        m.bytes = 0;
+        m.active = Duration::ZERO;
+        self.started = now;
+        self.window_end.as_mut().reset(now + window);
+        Ok(())
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        let mut m = lock(&self.meter);
+        m.active += self.started.elapsed();
+    }
+}
+
+impl Stream for Guarded {
+    type Item = std::io::Result<bytes::Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.cancelled.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(GuardError::Canceled.into_io())));
+        }
+        while self.window_end.as_mut().poll(cx).is_ready() {
+            if let Err(e) = self.end_window() {
+                return Poll::Ready(Some(Err(e.into_io())));
+            }
+        }
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                let n = chunk.len() as u64;
+                if n > self.left {
+                    return Poll::Ready(Some(Err(GuardError::TooLong.into_io())));
+                }
+                self.left -= n;
+                lock(&self.meter).bytes += n;
+                self.progress.add_bytes(n);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            other => other,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

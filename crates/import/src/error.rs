@@ -24,6 +24,24 @@ pub enum ImportError {
     SourceDigestMismatch(String),
     #[error("{0}")]
     SourceInvalidManifest(String),
+    /// A token, manifest or list answer larger than its bound.
+    #[error("{0}")]
+    SourceResponseTooLarge(String),
+    /// The source answered or streamed too slowly (a request timeout, or a download below
+    /// the minimum throughput).
+    #[error("{0}")]
+    SourceTooSlow(String),
+    /// The source's referrers point in a loop, or list manifests that don't refer to what
+    /// they were listed for.
+    #[error("{0}")]
+    SourceReferrerLoop(String),
+    /// The image is larger than this server's import limits allow (manifests, blobs,
+    /// bytes, nesting).
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// The import ran past its deadline.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// `NoForce` and a target tag already points at another manifest.
     #[error("{0}")]
     TagAlreadyExists(String),
@@ -50,6 +68,11 @@ impl ImportError {
             SourceAddressNotAllowed(_) => "SourceAddressNotAllowed",
             SourceDigestMismatch(_) => "SourceDigestMismatch",
             SourceInvalidManifest(_) => "SourceInvalidManifest",
+            SourceResponseTooLarge(_) => "SourceResponseTooLarge",
+            SourceTooSlow(_) => "SourceTooSlow",
+            SourceReferrerLoop(_) => "SourceReferrerLoop",
+            LimitExceeded(_) => "ImportLimitExceeded",
+            DeadlineExceeded(_) => "ImportDeadlineExceeded",
             TagAlreadyExists(_) => "TagAlreadyExists",
             Canceled(_) => "ImportCanceled",
             Internal(_) => "InternalServerError",

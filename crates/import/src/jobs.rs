@@ -1,11 +1,17 @@
-//! Import jobs: submitted, run in the background, polled, resumed after a restart.
+//! Import jobs: submitted, queued for a slot, run in the background under a deadline,
+//! polled, cancelled, resumed after a restart.
+//!
+//! Every job runs inside a supervisor task: whatever the job does — fail, run out of time,
+//! be cancelled, panic — the supervisor records an outcome, so no job stays `Running`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use wharf_management::authz::{Authorizer, Caller, actions};
 use wharf_management::{ArmError, ErrorKind, Management, RegistryResourceId};
@@ -13,14 +19,19 @@ use wharf_registry::RegistryService;
 use wharf_storage::{JobRecord, ManagementStore, RegistryRecord, now_millis};
 
 use crate::ImportError;
-use crate::engine::{Engine, Inflight};
-use crate::policy::{EgressPolicy, EgressRefused, PolicyResolver};
+use crate::engine::{Engine, Inflight, MinThroughput};
+use crate::plan::PlanLimits;
+use crate::policy::{EgressPolicy, EgressRefused, PolicyResolver, redact_url};
 use crate::progress::Progress;
 use crate::remote::{HostLimiter, RemoteRegistry};
 use crate::request::{ImportRequest, SourceLocation, parse_parameters};
 use crate::source::{LocalSource, RemoteSource, Source};
 
-/// Tunables of the import engine.
+/// How long a cancelled or timed-out job gets to stop on its own (close its downloads,
+/// drop what it staged) before it is dropped.
+const WIND_DOWN: Duration = Duration::from_secs(10);
+
+/// Tunables of the import engine; each is a key of the `[import]` configuration section.
 #[derive(Clone, Debug)]
 pub struct ImportSettings {
     /// Blobs downloaded at once per import.
@@ -29,6 +40,20 @@ pub struct ImportSettings {
     pub sync_wait: Duration,
     /// The `Retry-After` answered with a 202.
     pub retry_after: Duration,
+    /// Imports running at once on this server; more wait, queued (`Accepted`).
+    pub max_running: usize,
+    /// Blob downloads at once across all imports.
+    pub max_downloads: usize,
+    /// How long one import may run (from when it starts, not while it is queued).
+    pub deadline: Duration,
+    /// The slowest a blob download may be.
+    pub min_throughput: MinThroughput,
+    /// The whole of a small request to a source (token, manifest, referrers).
+    pub request_timeout: Duration,
+    /// The longest a source may stay silent in the middle of an answer.
+    pub read_timeout: Duration,
+    /// What one import may hold.
+    pub limits: PlanLimits,
 }
 
 impl Default for ImportSettings {
@@ -37,6 +62,16 @@ impl Default for ImportSettings {
             parallel_blobs: 4,
             sync_wait: Duration::from_secs(2),
             retry_after: Duration::from_secs(1),
+            max_running: 8,
+            max_downloads: 32,
+            deadline: Duration::from_secs(2 * 3600),
+            min_throughput: MinThroughput {
+                bytes_per_sec: 16 << 10,
+                window: Duration::from_secs(60),
+            },
+            request_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(30),
+            limits: PlanLimits::default(),
         }
     }
 }
@@ -51,16 +86,82 @@ pub enum Submitted {
 /// An import job as polled.
 #[derive(Debug)]
 pub enum JobStatus {
-    /// Not finished; ACR's status map with progress.
+    /// Not finished (queued or running); ACR's status map with progress.
     Running(Value),
     Succeeded(Value),
     Failed(ArmError),
+}
+
+/// A job's state as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum JobState {
+    /// Recorded, possibly waiting for an import slot.
+    Accepted,
+    Running,
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+impl JobState {
+    fn as_str(self) -> &'static str {
+        match self {
+            JobState::Accepted => "Accepted",
+            JobState::Running => "Running",
+            JobState::Succeeded => "Succeeded",
+            JobState::Failed => "Failed",
+            JobState::Canceled => "Canceled",
+        }
+    }
+
+    fn parse(s: &str) -> Option<JobState> {
+        [
+            JobState::Accepted,
+            JobState::Running,
+            JobState::Succeeded,
+            JobState::Failed,
+            JobState::Canceled,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+/// A job's error as stored: enough to answer a poll the same way before and after the job
+/// leaves memory.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredError {
+    code: String,
+    message: String,
+    kind: ErrorKind,
+}
+
+impl StoredError {
+    fn of(e: &ArmError) -> String {
+        let stored = StoredError { code: e.code.clone(), message: e.message.clone(), kind: e.kind };
+        serde_json::to_string(&stored).unwrap_or_default()
+    }
+
+    fn read(json: Option<&str>) -> ArmError {
+        match json.and_then(|j| serde_json::from_str::<StoredError>(j).ok()) {
+            Some(e) => ArmError::new(e.kind, &e.code, e.message),
+            None => ArmError::bad_request("ImportFailed", "The import failed."),
+        }
+    }
+}
+
+/// What [`ImportService::cancel`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The job was told to stop; it ends `Canceled` shortly.
+    Requested,
 }
 
 struct Live {
     registry: i64,
     progress: Arc<Progress>,
     done: watch::Receiver<Option<Result<Value, ArmError>>>,
+    cancel: CancellationToken,
 }
 
 struct Inner {
@@ -74,6 +175,10 @@ struct Inner {
     limiters: Mutex<HashMap<String, Arc<HostLimiter>>>,
     inflight: Arc<Inflight>,
     live: Mutex<HashMap<String, Live>>,
+    /// Import slots: jobs wait for one before they start.
+    running: Arc<Semaphore>,
+    /// Blob downloads in flight across all jobs.
+    downloads: Arc<Semaphore>,
 }
 
 /// Runs imports.
@@ -84,22 +189,6 @@ pub struct ImportService {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A job's error as stored: code, message, and its kind (so that a polled status answers
-/// the same HTTP status before and after the job leaves memory).
-fn error_json(e: &ArmError) -> String {
-    json!({"code": e.code, "message": e.message, "kind": format!("{:?}", e.kind)}).to_string()
-}
-
-fn kind_of(s: &str) -> ErrorKind {
-    match s {
-        "NotFound" => ErrorKind::NotFound,
-        "Conflict" => ErrorKind::Conflict,
-        "Forbidden" => ErrorKind::Forbidden,
-        "Internal" => ErrorKind::Internal,
-        _ => ErrorKind::BadRequest,
-    }
 }
 
 fn not_found(id: &str) -> ArmError {
@@ -124,6 +213,8 @@ impl ImportService {
                 if attempt.previous().len() >= 10 {
                     attempt.error("too many redirects")
                 } else if let Err(e) = redirect_policy.check_url(attempt.url()) {
+                    // Named without its query: a CDN's signed URL must not reach a message.
+                    tracing::info!(to = %redact_url(attempt.url()), "refused a redirect");
                     attempt.error(EgressRefused(e))
                 } else {
                     attempt.follow()
@@ -133,7 +224,7 @@ impl ImportService {
             // names itself, past the egress policy's resolver.
             .no_proxy()
             .connect_timeout(Duration::from_secs(15))
-            .read_timeout(Duration::from_secs(60))
+            .read_timeout(settings.read_timeout)
             .build()
             .map_err(|e| format!("cannot build the import HTTP client: {e}"))?;
         Ok(ImportService {
@@ -144,10 +235,12 @@ impl ImportService {
                 policy,
                 authz,
                 http,
-                settings,
                 limiters: Mutex::default(),
                 inflight: Arc::default(),
                 live: Mutex::default(),
+                running: Arc::new(Semaphore::new(settings.max_running.max(1))),
+                downloads: Arc::new(Semaphore::new(settings.max_downloads.max(1))),
+                settings,
             }),
         })
     }
@@ -174,7 +267,7 @@ impl ImportService {
                 registry_id: target.id,
                 request: stored,
                 resumable: !req.has_credentials(),
-                status: "Accepted".into(),
+                status: JobState::Accepted.as_str().into(),
                 progress: "{}".into(),
                 error: None,
                 created_at: now,
@@ -207,48 +300,69 @@ impl ImportService {
     ) -> watch::Receiver<Option<Result<Value, ArmError>>> {
         let (tx, rx) = watch::channel(None);
         let progress = Arc::new(Progress::default());
+        progress.set_phase("Queued");
+        let cancel = CancellationToken::new();
         lock(&self.inner.live).insert(
             id.clone(),
-            Live { registry: target, progress: progress.clone(), done: rx.clone() },
+            Live {
+                registry: target,
+                progress: progress.clone(),
+                done: rx.clone(),
+                cancel: cancel.clone(),
+            },
         );
         let inner = self.inner.clone();
+        // The supervisor: records an outcome whatever the job does, a panic included.
         tokio::spawn(async move {
-            let _ = inner.store.update_job(&id, "Running", "{}", None).await;
-            let engine = Engine {
-                registry: &inner.registry,
-                inflight: &inner.inflight,
-                parallel: inner.settings.parallel_blobs,
-                progress: progress.clone(),
-            };
-            let result = engine.run(source.as_ref(), &req, target).await;
-            let snapshot = progress.snapshot();
-            let (status, error) = match &result {
-                Ok(()) => ("Succeeded", None),
-                Err(e) => ("Failed", Some(e.to_arm())),
-            };
-            match &error {
-                None => tracing::info!(job = %id, image = %req.source_image, "import succeeded"),
-                Some(e) => {
-                    tracing::warn!(job = %id, image = %req.source_image, code = %e.code, error = %e.message, "import failed")
-                }
-            }
-            let _ = inner
-                .store
-                .update_job(
-                    &id,
-                    status,
-                    &snapshot.to_string(),
-                    error.as_ref().map(error_json).as_deref(),
-                )
-                .await;
-            let outcome = match error {
-                None => Ok(snapshot),
-                Some(e) => Err(e),
-            };
-            let _ = tx.send(Some(outcome));
-            lock(&inner.live).remove(&id);
+            let job = tokio::spawn(run_job(
+                inner.clone(),
+                id.clone(),
+                target,
+                req,
+                source,
+                progress.clone(),
+                cancel,
+            ));
+            let result = supervised(job).await;
+            finish(&inner, &id, result, &progress, tx).await;
         });
         rx
+    }
+
+    /// Stop a job: it ends `Canceled` (nothing it copied becomes visible). Only a job of a
+    /// registry in `subscription` is found there.
+    pub async fn cancel(&self, id: &str, subscription: &str) -> Result<CancelOutcome, ArmError> {
+        let live = lock(&self.inner.live).get(id).map(|l| (l.registry, l.cancel.clone()));
+        let registry = match &live {
+            Some((registry, _)) => *registry,
+            None => self.inner.store.job(id).await?.ok_or_else(|| not_found(id))?.registry_id,
+        };
+        if !self.in_subscription(registry, subscription).await? {
+            return Err(not_found(id));
+        }
+        match live {
+            Some((_, token)) => {
+                tracing::info!(job = %id, "import cancellation requested");
+                token.cancel();
+                Ok(CancelOutcome::Requested)
+            }
+            None => {
+                let job = self.inner.store.job(id).await?.ok_or_else(|| not_found(id))?;
+                Err(ArmError::conflict(
+                    "OperationNotCancelable",
+                    format!("The operation '{id}' has already finished ({}).", job.status),
+                ))
+            }
+        }
+    }
+
+    async fn in_subscription(&self, registry: i64, subscription: &str) -> Result<bool, ArmError> {
+        Ok(self
+            .inner
+            .management
+            .registry_by_number(registry)
+            .await?
+            .is_some_and(|r| r.subscription.eq_ignore_ascii_case(subscription)))
     }
 
     /// A job's status: live progress while it runs, the stored outcome after. Only a job
@@ -261,13 +375,7 @@ impl ImportService {
             Some((registry, ..)) => *registry,
             None => self.inner.store.job(id).await?.ok_or_else(|| not_found(id))?.registry_id,
         };
-        let in_subscription = self
-            .inner
-            .management
-            .registry_by_number(registry)
-            .await?
-            .is_some_and(|r| r.subscription.eq_ignore_ascii_case(subscription));
-        if !in_subscription {
+        if !self.in_subscription(registry, subscription).await? {
             return Err(not_found(id));
         }
         if let Some((_, progress, done)) = live {
@@ -285,19 +393,10 @@ impl ImportService {
         }
         let job = self.inner.store.job(id).await?.ok_or_else(|| not_found(id))?;
         let progress: Value = serde_json::from_str(&job.progress).unwrap_or_else(|_| json!({}));
-        Ok(match job.status.as_str() {
-            "Succeeded" => JobStatus::Succeeded(progress),
-            "Failed" | "Canceled" => {
-                let e: Value = job
-                    .error
-                    .as_deref()
-                    .and_then(|e| serde_json::from_str(e).ok())
-                    .unwrap_or_default();
-                JobStatus::Failed(ArmError::new(
-                    kind_of(e["kind"].as_str().unwrap_or("")),
-                    e["code"].as_str().unwrap_or("ImportFailed"),
-                    e["message"].as_str().unwrap_or("The import failed."),
-                ))
+        Ok(match JobState::parse(&job.status) {
+            Some(JobState::Succeeded) => JobStatus::Succeeded(progress),
+            Some(JobState::Failed | JobState::Canceled) => {
+                JobStatus::Failed(StoredError::read(job.error.as_deref()))
             }
             _ => JobStatus::Running(json!({"status": "Accepted"})),
         })
@@ -336,7 +435,12 @@ impl ImportService {
                 );
                 self.inner
                     .store
-                    .update_job(&job.id, "Failed", &job.progress, Some(&error_json(&e)))
+                    .update_job(
+                        &job.id,
+                        JobState::Failed.as_str(),
+                        &job.progress,
+                        Some(&StoredError::of(&e)),
+                    )
                     .await?;
             }
         }
@@ -396,8 +500,163 @@ impl ImportService {
                     credentials.clone(),
                     limiter,
                     inner.policy.clone(),
+                    inner.settings.request_timeout,
                 ))))
             }
+        }
+    }
+}
+
+/// Wait for a job's task; a panic becomes an internal error (logged) instead of a job that
+/// never ends.
+async fn supervised(
+    job: tokio::task::JoinHandle<Result<(), ImportError>>,
+) -> Result<(), ImportError> {
+    match job.await {
+        Ok(result) => result,
+        Err(e) => {
+            tracing::error!(error = %e, "an import task failed");
+            Err(ImportError::Internal(
+                "The import failed inside the server (the error is in its log); run it again."
+                    .into(),
+            ))
+        }
+    }
+}
+
+/// A job from its slot to its outcome: queued until an import slot is free, then run under
+/// the deadline, stopping early if cancelled.
+async fn run_job(
+    inner: Arc<Inner>,
+    id: String,
+    target: i64,
+    req: ImportRequest,
+    source: Box<dyn Source>,
+    progress: Arc<Progress>,
+    cancel: CancellationToken,
+) -> Result<(), ImportError> {
+    let canceled = || ImportError::Canceled("The import was canceled.".into());
+    if inner.running.available_permits() == 0 {
+        progress.set_note(format!(
+            "Waiting for an import slot: {} imports are running (import.max_running).",
+            inner.settings.max_running
+        ));
+    }
+    let _slot = tokio::select! {
+        slot = inner.running.clone().acquire_owned() => slot.map_err(ImportError::internal)?,
+        () = cancel.cancelled() => return Err(canceled()),
+    };
+    progress.set_note(String::new());
+    progress.set_phase("Resolving");
+    if let Err(e) = inner.store.update_job(&id, JobState::Running.as_str(), "{}", None).await {
+        tracing::warn!(job = %id, error = %e, "cannot record that an import started");
+    }
+    let engine = Engine {
+        registry: &inner.registry,
+        inflight: &inner.inflight,
+        parallel: inner.settings.parallel_blobs,
+        progress,
+        downloads: &inner.downloads,
+        limits: &inner.settings.limits,
+        min_throughput: inner.settings.min_throughput,
+        cancel: cancel.clone(),
+    };
+    let work = engine.run(source.as_ref(), &req, target);
+    tokio::pin!(work);
+    let deadline = inner.settings.deadline;
+    let stopped = tokio::select! {
+        result = &mut work => return result,
+        () = tokio::time::sleep(deadline) => ImportError::DeadlineExceeded(format!(
+            "The import did not finish within {} (import.deadline); nothing was changed.",
+            humanize(deadline)
+        )),
+        () = cancel.cancelled() => canceled(),
+    };
+    // Let the downloads stop and drop what they staged, within bounds.
+    cancel.cancel();
+    let _ = tokio::time::timeout(WIND_DOWN, &mut work).await;
+    Err(stopped)
+}
+
+/// Record a job's outcome, tell the waiters, forget it from memory.
+async fn finish(
+    inner: &Inner,
+    id: &str,
+    result: Result<(), ImportError>,
+    progress: &Progress,
+    tx: watch::Sender<Option<Result<Value, ArmError>>>,
+) {
+    let snapshot = progress.snapshot();
+    let (state, error) = match &result {
+        Ok(()) => (JobState::Succeeded, None),
+        Err(ImportError::Canceled(_)) => {
+            (JobState::Canceled, result.as_ref().err().map(ImportError::to_arm))
+        }
+        Err(e) => (JobState::Failed, Some(e.to_arm())),
+    };
+    match &error {
+        None => tracing::info!(job = %id, "import succeeded"),
+        Some(e) => tracing::warn!(job = %id, code = %e.code, error = %e.message, "import failed"),
+    }
+    if let Err(e) = inner
+        .store
+        .update_job(
+            id,
+            state.as_str(),
+            &snapshot.to_string(),
+            error.as_ref().map(StoredError::of).as_deref(),
+        )
+        .await
+    {
+        tracing::error!(job = %id, error = %e, "cannot record an import's outcome");
+    }
+    let outcome = match error {
+        None => Ok(snapshot),
+        Some(e) => Err(e),
+    };
+    let _ = tx.send(Some(outcome));
+    lock(&inner.live).remove(id);
+}
+
+/// `2h`, `90s`: a duration as the configuration file spells it.
+fn humanize(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 && s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s >= 60 && s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_job_ends_failed_with_an_internal_error() {
+        let job = tokio::spawn(async {
+            if std::hint::black_box(true) {
+                panic!("a bug in a job");
+            }
+            Ok(())
+        });
+        match supervised(job).await {
+            Err(e @ ImportError::Internal(_)) => assert_eq!(e.code(), "InternalServerError"),
+            other => panic!("expected an internal error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn stored_errors_keep_their_kind() {
+        let e =
+            ArmError::conflict("TagAlreadyExists", "Tag a:b already exists in target registry.");
+        let back = StoredError::read(Some(&StoredError::of(&e)));
+        assert_eq!(back, e);
+        assert_eq!(StoredError::read(Some("garbage")).code, "ImportFailed");
+        for st in ["Accepted", "Running", "Succeeded", "Failed", "Canceled"] {
+            assert_eq!(JobState::parse(st).map(JobState::as_str), Some(st));
         }
     }
 }

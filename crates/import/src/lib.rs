@@ -27,7 +27,9 @@ mod remote;
 mod request;
 mod source;
 
+pub use engine::MinThroughput;
 pub use error::ImportError;
-pub use jobs::{ImportService, ImportSettings, JobStatus, Submitted};
+pub use jobs::{CancelOutcome, ImportService, ImportSettings, JobStatus, Submitted};
+pub use plan::PlanLimits;
 pub use policy::EgressPolicy;
 pub use request::{Credentials, ImportMode, ImportRequest, SourceLocation, parse_parameters};

@@ -88,17 +88,28 @@ impl EgressPolicy {
         is_global(ip) || self.listed(host, port)
     }
 
-    /// Check a URL before a request to it (the first one, and every redirect).
+    /// Check a URL before a request to it (the first one, and every redirect). A host the
+    /// operator listed only with ports (`host:5000`) is reached on those ports alone,
+    /// whatever the scheme: the resolver lets its private addresses through, so the port
+    /// is what holds the entry to its word.
     pub(crate) fn check_url(&self, url: &Url) -> Result<(), String> {
-        let host = url.host_str().ok_or_else(|| format!("{url} has no host"))?;
+        let shown = redact_url(url);
+        let host = url.host_str().ok_or_else(|| format!("{shown} has no host"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("unsupported URL scheme in {shown}"));
+        }
         let port = url.port_or_known_default();
-        if url.scheme() == "http" && !self.listed(host, port) && !self.listed(host, url.port()) {
+        let listed = self.listed(host, port) || self.listed(host, url.port());
+        if url.scheme() == "http" && !listed {
             return Err(format!(
                 "plain HTTP to {host} is not allowed; configure it as an insecure source (--insecure-source {host})"
             ));
         }
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("unsupported URL scheme in {url}"));
+        if !listed && self.listed_any_port(host) {
+            let port = port.map_or_else(String::new, |p| p.to_string());
+            return Err(format!(
+                "{host} is an insecure source only on the ports listed for it, not on port {port}"
+            ));
         }
         if let Some(ip) = literal_ip(host)
             && !self.address_allowed(host, url.port(), ip)
@@ -163,6 +174,17 @@ impl EgressPolicy {
         self.check_url(&base).map_err(ImportError::SourceAddressNotAllowed)?;
         Ok(Endpoint { base, display: raw.to_owned() })
     }
+}
+
+/// A URL as messages and logs may show it: no credentials, no query (a CDN redirect's
+/// query is a signature that grants access), no fragment.
+pub(crate) fn redact_url(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.set_fragment(None);
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.to_string()
 }
 
 fn split_host_port(s: &str) -> (String, Option<u16>) {
@@ -282,6 +304,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn redacted_urls_keep_no_secrets() {
+        let u =
+            Url::parse("https://user:pw@cdn.example.com/blobs/x?sig=SECRET&exp=1#frag").unwrap();
+        assert_eq!(redact_url(&u), "https://cdn.example.com/blobs/x");
+    }
+
+    #[test]
     fn classifies_addresses() {
         for ip in [
             "127.0.0.1",
@@ -338,6 +367,15 @@ mod tests {
         assert!(matches!(p.endpoint("10.0.0.1"), Err(ImportError::SourceAddressNotAllowed(_))));
         assert!(matches!(p.endpoint("[::1]:5000"), Err(ImportError::SourceAddressNotAllowed(_))));
         assert!(matches!(p.endpoint("ftp://x.io"), Err(ImportError::InvalidParameters(_))));
+        // A port-bound entry holds for HTTPS too, and for every URL checked (redirects).
+        let bound = EgressPolicy::new(&["reg.internal:5000".into()], &[]).unwrap();
+        assert!(bound.endpoint("reg.internal:5000").is_ok());
+        assert!(matches!(
+            bound.endpoint("https://reg.internal:6379"),
+            Err(ImportError::SourceAddressNotAllowed(_))
+        ));
+        assert!(bound.check_url(&Url::parse("https://reg.internal/v2/").unwrap()).is_err());
+        assert!(bound.check_url(&Url::parse("http://reg.internal:5000/v2/").unwrap()).is_ok());
         let none = EgressPolicy::default();
         assert_eq!(
             none.endpoint("docker.io").unwrap().base.as_str(),

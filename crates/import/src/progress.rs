@@ -10,6 +10,8 @@ use crate::plan::Plan;
 #[derive(Default)]
 pub(crate) struct Progress {
     phase: Mutex<&'static str>,
+    /// Why the job waits, when it does.
+    note: Mutex<String>,
     /// `(<source repo>@<digest>, state)` per manifest, the keys ACR's status uses.
     manifests: Mutex<Vec<(String, &'static str)>>,
     platforms: Mutex<Vec<String>>,
@@ -29,6 +31,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Progress {
     pub(crate) fn set_phase(&self, phase: &'static str) {
         *lock(&self.phase) = phase;
+    }
+
+    pub(crate) fn set_note(&self, note: String) {
+        *lock(&self.note) = note;
     }
 
     pub(crate) fn set_plan(&self, repo: &str, plan: &Plan) {
@@ -65,6 +71,10 @@ impl Progress {
             out.insert(key.clone(), json!(state));
         }
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let note = lock(&self.note).clone();
+        if !note.is_empty() {
+            out.insert("message".into(), json!(note));
+        }
         out.insert(
             "progress".into(),
             json!({

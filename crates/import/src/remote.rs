@@ -23,6 +23,11 @@ use crate::request::Credentials;
 const MAX_ATTEMPTS: u32 = 6;
 /// How long 429 answers may hold a request up in all, before the import gives up.
 const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(900);
+/// The most of an error answer (401, 404, 429, 5xx…) read for its message; the rest is
+/// dropped with the connection.
+const ERROR_BODY_LIMIT: usize = 64 << 10;
+/// The largest token-service answer read.
+const TOKEN_BODY_LIMIT: usize = 1 << 20;
 
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.oci.image.manifest.v1+json, \
@@ -78,6 +83,8 @@ pub(crate) struct RemoteRegistry {
     auth: Mutex<AuthState>,
     limiter: Arc<HostLimiter>,
     policy: Arc<EgressPolicy>,
+    /// The whole of a small request (token, manifest, referrers), answer body included.
+    request_timeout: Duration,
 }
 
 /// The OCI (or any JSON) error of an answer, for messages: `404 MANIFEST_UNKNOWN "…"`.
@@ -151,6 +158,7 @@ impl RemoteRegistry {
         credentials: Option<Credentials>,
         limiter: Arc<HostLimiter>,
         policy: Arc<EgressPolicy>,
+        request_timeout: Duration,
     ) -> Self {
         RemoteRegistry {
             http,
@@ -159,6 +167,7 @@ impl RemoteRegistry {
             auth: Mutex::new(AuthState::default()),
             limiter,
             policy,
+            request_timeout,
         }
     }
 
@@ -186,9 +195,17 @@ impl RemoteRegistry {
         self.endpoint.base.join(path).map_err(ImportError::internal)
     }
 
-    fn connect_error(&self, e: &reqwest::Error) -> ImportError {
+    fn connect_error(&self, e: reqwest::Error) -> ImportError {
+        if e.is_timeout() {
+            return ImportError::SourceTooSlow(format!(
+                "The source registry {} did not answer in time.",
+                self.display()
+            ));
+        }
+        // The URL (perhaps a CDN's, signed in its query) stays out of the message.
+        let e = e.without_url();
         let mut chain = String::new();
-        let mut source: Option<&dyn std::error::Error> = Some(e);
+        let mut source: Option<&dyn std::error::Error> = Some(&e);
         let mut refused = None;
         while let Some(err) = source {
             if let Some(r) = err.downcast_ref::<EgressRefused>() {
@@ -208,7 +225,6 @@ impl RemoteRegistry {
                 "The source registry {} is not allowed: {r}.",
                 self.display()
             )),
-            // reqwest's error text holds the URL, never credentials (they travel in headers).
             None => ImportError::SourceUnreachable(format!(
                 "The source registry {} could not be reached: {chain}.",
                 self.display()
@@ -314,9 +330,9 @@ impl RemoteRegistry {
                         form.push(("refresh_token", c.password.clone()));
                     }
                 }
-                self.http.post(base.clone()).form(&form)
+                self.http.post(base.clone()).form(&form).timeout(self.request_timeout)
             } else {
-                let mut r = self.http.get(url.clone());
+                let mut r = self.http.get(url.clone()).timeout(self.request_timeout);
                 if let Some(c) = creds.filter(|c| c.username.is_some()) {
                     r = r.header(AUTHORIZATION, basic(c));
                 }
@@ -324,7 +340,11 @@ impl RemoteRegistry {
             };
             let res = self.send_retrying(req, "the token service").await?;
             let status = res.status();
-            let body = res.bytes().await.map_err(|e| self.connect_error(&e))?;
+            let body = if status.is_success() {
+                self.read_limited(res, TOKEN_BODY_LIMIT, "the token service's answer").await?
+            } else {
+                snippet(res).await
+            };
             if status.is_success() {
                 let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                 if let Some(t) = v["token"].as_str().or(v["access_token"].as_str()) {
@@ -367,7 +387,7 @@ impl RemoteRegistry {
             let res = match this.send().await {
                 Ok(r) => r,
                 Err(e) => {
-                    let err = self.connect_error(&e);
+                    let err = self.connect_error(e);
                     attempt += 1;
                     if matches!(err, ImportError::SourceAddressNotAllowed(_))
                         || attempt >= MAX_ATTEMPTS
@@ -391,7 +411,7 @@ impl RemoteRegistry {
                         .clamp(Duration::from_millis(100), Duration::from_secs(120));
                     rate_waited += wait;
                     if rate_waited > MAX_RATE_LIMIT_WAIT {
-                        let body = res.bytes().await.unwrap_or_default();
+                        let body = snippet(res).await;
                         return Err(ImportError::SourceRateLimited(format!(
                             "The source registry {} kept answering {} from {what} for {} s; try again later or pass credentials.",
                             self.display(),
@@ -426,12 +446,18 @@ impl RemoteRegistry {
         path: &str,
         headers: HeaderMap,
         scope: &str,
+        small: bool,
     ) -> Result<reqwest::Response, ImportError> {
         let url = self.url(path)?;
         self.policy.check_url(&url).map_err(ImportError::SourceAddressNotAllowed)?;
         let mut auth_rounds = 0;
         loop {
             let mut req = self.http.request(method.clone(), url.clone()).headers(headers.clone());
+            if small {
+                // A manifest or a list: the whole answer is due within the request timeout
+                // (blobs are held to a minimum throughput instead).
+                req = req.timeout(self.request_timeout);
+            }
             if let Some(a) = self.auth_header(scope).await {
                 req = req.header(AUTHORIZATION, a);
             }
@@ -454,7 +480,7 @@ impl RemoteRegistry {
     /// Map a failed answer to the import error it means.
     async fn failure(&self, res: reqwest::Response, what: &str) -> ImportError {
         let status = res.status();
-        let body = res.bytes().await.unwrap_or_default();
+        let body = snippet(res).await;
         let detail = describe_error(status, &body);
         let src = self.display();
         match status.as_u16() {
@@ -483,19 +509,27 @@ impl RemoteRegistry {
         format!("repository:{repo}:pull")
     }
 
-    /// A manifest by tag or digest, its bytes checked against the digest asked for.
+    /// A manifest by tag or digest, its bytes checked against the digest asked for (and
+    /// against `size`, the size its descriptor gives, when there is one).
     pub(crate) async fn manifest(
         &self,
         repo: &RepositoryName,
         reference: &Reference,
+        size: Option<u64>,
     ) -> Result<Option<Fetched>, ImportError> {
         let mut h = HeaderMap::new();
         h.insert(ACCEPT, http::HeaderValue::from_static(MANIFEST_ACCEPT));
         let res = self
-            .send(Method::GET, &format!("/v2/{repo}/manifests/{reference}"), h, &Self::scope(repo))
+            .send(
+                Method::GET,
+                &format!("/v2/{repo}/manifests/{reference}"),
+                h,
+                &Self::scope(repo),
+                true,
+            )
             .await?;
         if res.status() == StatusCode::NOT_FOUND {
-            let body = res.bytes().await.unwrap_or_default();
+            let body = snippet(res).await;
             tracing::debug!(source = self.display(), %repo, %reference, answer = describe_error(StatusCode::NOT_FOUND, &body), "manifest not found");
             return Ok(None);
         }
@@ -504,12 +538,20 @@ impl RemoteRegistry {
         }
         let content_type =
             res.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(media_type::essence);
-        let bytes = read_limited(res, MAX_MANIFEST_SIZE).await.map_err(|e| {
-            ImportError::SourceInvalidManifest(format!(
-                "The manifest {repo}:{reference} from {}: {e}",
-                self.display()
-            ))
-        })?;
+        let limit = size.map_or(MAX_MANIFEST_SIZE, |s| {
+            usize::try_from(s).unwrap_or(usize::MAX).min(MAX_MANIFEST_SIZE)
+        });
+        let what = format!("the manifest {repo}:{reference}");
+        let bytes = self.read_limited(res, limit, &what).await?;
+        if let Some(want) = size
+            && want != bytes.len() as u64
+        {
+            return Err(ImportError::SourceDigestMismatch(format!(
+                "The source registry {} served {} bytes for {what}, whose descriptor says {want}; nothing was stored.",
+                self.display(),
+                bytes.len()
+            )));
+        }
         let digest = Digest::sha256_of(&bytes);
         if let Reference::Digest(want) = reference
             && want != &digest
@@ -552,7 +594,7 @@ impl RemoteRegistry {
             );
         }
         let res = self
-            .send(Method::GET, &format!("/v2/{repo}/blobs/{digest}"), h, &Self::scope(repo))
+            .send(Method::GET, &format!("/v2/{repo}/blobs/{digest}"), h, &Self::scope(repo), false)
             .await?;
         match res.status().as_u16() {
             404 => return Ok(None),
@@ -575,7 +617,8 @@ impl RemoteRegistry {
                 )));
             }
         }
-        let stream = res.bytes_stream().map_err(std::io::Error::other);
+        // Errors without the URL: after a redirect it is a CDN's, signed in its query.
+        let stream = res.bytes_stream().map_err(|e| std::io::Error::other(e.without_url()));
         // A server that ignores Range sends everything again: skip what we have.
         let skip = if partial { 0 } else { offset };
         Ok(Some(Box::pin(skip_bytes(stream, skip))))
@@ -590,7 +633,13 @@ impl RemoteRegistry {
         let mut h = HeaderMap::new();
         h.insert(ACCEPT, http::HeaderValue::from_static(media_type::OCI_INDEX));
         let res = self
-            .send(Method::GET, &format!("/v2/{repo}/referrers/{digest}"), h, &Self::scope(repo))
+            .send(
+                Method::GET,
+                &format!("/v2/{repo}/referrers/{digest}"),
+                h,
+                &Self::scope(repo),
+                true,
+            )
             .await?;
         let api = res.status().is_success()
             && res
@@ -599,9 +648,8 @@ impl RemoteRegistry {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| media_type::essence(v) == media_type::OCI_INDEX);
         if api {
-            let body = read_limited(res, MAX_MANIFEST_SIZE)
-                .await
-                .map_err(|e| ImportError::SourceInvalidManifest(e.to_string()))?;
+            let what = format!("the referrers of {repo}@{digest}");
+            let body = self.read_limited(res, MAX_MANIFEST_SIZE, &what).await?;
             return Ok(index_entries(&body));
         }
         if !matches!(res.status().as_u16(), 200 | 400 | 404 | 405) {
@@ -609,7 +657,7 @@ impl RemoteRegistry {
         }
         let fallback = format!("{}-{}", digest.algorithm().as_str(), digest.hex());
         let Ok(tag) = wharf_oci::Tag::parse(&fallback) else { return Ok(Vec::new()) };
-        match self.manifest(repo, &Reference::Tag(tag)).await? {
+        match self.manifest(repo, &Reference::Tag(tag), None).await? {
             Some(f) if media_type::is_index(&f.media_type) => Ok(index_entries(&f.bytes)),
             _ => Ok(Vec::new()),
         }
@@ -630,17 +678,51 @@ fn basic(c: &Credentials) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
 }
 
-async fn read_limited(res: reqwest::Response, limit: usize) -> Result<Bytes, String> {
+impl RemoteRegistry {
+    /// Read an answer's body whole, refusing it past `limit` bytes (checked against
+    /// `Content-Length` first, then as bytes arrive: an endless body costs `limit`).
+    async fn read_limited(
+        &self,
+        res: reqwest::Response,
+        limit: usize,
+        what: &str,
+    ) -> Result<Bytes, ImportError> {
+        let too_large = || {
+            ImportError::SourceResponseTooLarge(format!(
+                "The source registry {} sent more than {limit} bytes for {what}.",
+                self.display()
+            ))
+        };
+        if res.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        let mut out = Vec::new();
+        let mut stream = res.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.connect_error(e))?;
+            if out.len().saturating_add(chunk.len()) > limit {
+                return Err(too_large());
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(out))
+    }
+}
+
+/// The start of an error answer, for its message: at most [`ERROR_BODY_LIMIT`] bytes, and
+/// whatever arrived if it broke off (the status says what happened; the body only adds
+/// detail).
+async fn snippet(res: reqwest::Response) -> Bytes {
     let mut out = Vec::new();
     let mut stream = res.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| format!("the answer broke off: {e}"))?;
-        if out.len() + chunk.len() > limit {
-            return Err(format!("larger than {limit} bytes"));
+    while let Some(Ok(chunk)) = stream.next().await {
+        let room = ERROR_BODY_LIMIT - out.len();
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= ERROR_BODY_LIMIT {
+            break;
         }
-        out.extend_from_slice(&chunk);
     }
-    Ok(Bytes::from(out))
+    Bytes::from(out)
 }
 
 fn skip_bytes(

@@ -24,11 +24,13 @@ pub(crate) trait Source: Send + Sync {
     ) -> Result<Option<u64>, ImportError> {
         Ok(None)
     }
-    /// A manifest, verified against the digest when asked by digest; `None` if absent.
+    /// A manifest, verified against the digest when asked by digest and against `size`
+    /// when a descriptor gives one; `None` if absent.
     async fn manifest(
         &self,
         repo: &RepositoryName,
         reference: &Reference,
+        size: Option<u64>,
     ) -> Result<Option<Fetched>, ImportError>;
     /// A blob from `offset` on; `None` if absent.
     async fn blob(
@@ -60,8 +62,9 @@ impl Source for RemoteSource {
         &self,
         repo: &RepositoryName,
         reference: &Reference,
+        size: Option<u64>,
     ) -> Result<Option<Fetched>, ImportError> {
-        self.0.manifest(repo, reference).await
+        self.0.manifest(repo, reference, size).await
     }
 
     async fn blob(
@@ -124,8 +127,16 @@ impl Source for LocalSource {
         &self,
         repo: &RepositoryName,
         reference: &Reference,
+        size: Option<u64>,
     ) -> Result<Option<Fetched>, ImportError> {
         match self.registry.get_manifest(&self.key(repo), reference).await {
+            Ok(m) if size.is_some_and(|s| s != m.content.len() as u64) => {
+                Err(ImportError::SourceDigestMismatch(format!(
+                    "{} holds {repo}@{} with another size than its descriptor gives.",
+                    self.display(),
+                    m.digest
+                )))
+            }
             Ok(m) => {
                 Ok(Some(Fetched { digest: m.digest, media_type: m.media_type, bytes: m.content }))
             }

@@ -38,6 +38,9 @@ pub mod actions {
     pub const DELETE_ARTIFACT: &str = "Microsoft.ContainerRegistry/registries/artifacts/delete";
     pub const CATALOG_READ: &str = "Microsoft.ContainerRegistry/registries/catalog/read";
     pub const OPERATION_READ: &str = "Microsoft.ContainerRegistry/locations/operationResults/read";
+    /// wharf's own: cancel a running import (ACR has no such action).
+    pub const OPERATION_CANCEL: &str =
+        "Microsoft.ContainerRegistry/locations/operationResults/cancel/action";
     pub const CHECK_NAME: &str = "Microsoft.ContainerRegistry/checkNameAvailability/read";
     pub const RESOURCE_GROUP_READ: &str = "Microsoft.Resources/subscriptions/resourceGroups/read";
     pub const RESOURCE_GROUP_WRITE: &str = "Microsoft.Resources/subscriptions/resourceGroups/write";

@@ -1,13 +1,17 @@
 use wharf_storage::StorageError;
 
 /// What kind of failure an [`ArmError`] is; the HTTP layer picks the status from it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ErrorKind {
     BadRequest,
     NotFound,
     Conflict,
     Forbidden,
     MethodNotAllowed,
+    /// A limit on concurrent work is reached (429); the client may retry shortly.
+    TooManyRequests,
+    /// The server can't do it right now (503); the client may retry shortly.
+    Unavailable,
     Internal,
 }
 
@@ -86,6 +90,14 @@ impl ArmError {
 
 impl From<StorageError> for ArmError {
     fn from(e: StorageError) -> Self {
+        if e.is_busy() {
+            tracing::warn!(error = %e, "storage busy");
+            return ArmError::new(
+                ErrorKind::Unavailable,
+                "ServiceUnavailable",
+                "The server is busy; retry shortly.",
+            );
+        }
         ArmError::internal(e)
     }
 }

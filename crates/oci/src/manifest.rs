@@ -220,14 +220,36 @@ fn descriptors(v: &Value, field: &'static str) -> Result<Vec<Descriptor>, Manife
     }
 }
 
+/// The largest size a descriptor may give: what storage can record (a signed 64-bit count).
+pub const MAX_DESCRIPTOR_SIZE: u64 = i64::MAX as u64;
+
 fn descriptor(v: &Value, field: &'static str) -> Result<Descriptor, ManifestError> {
-    Descriptor::deserialize(v)
-        .map_err(|e| ManifestError::Descriptor { field, reason: e.to_string() })
+    let d = Descriptor::deserialize(v)
+        .map_err(|e| ManifestError::Descriptor { field, reason: e.to_string() })?;
+    if d.size > MAX_DESCRIPTOR_SIZE {
+        return Err(ManifestError::Descriptor {
+            field,
+            reason: format!("size {} is out of range", d.size),
+        });
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_past_i64_are_refused() {
+        let d = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"a/b","digest":"{d}","size":2}},"layers":[{{"mediaType":"a/b","digest":"{d}","size":9223372036854775808}}]}}"#
+        );
+        assert!(matches!(
+            Manifest::parse(m.as_bytes(), None),
+            Err(ManifestError::Descriptor { field: "layers", .. })
+        ));
+    }
 
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";

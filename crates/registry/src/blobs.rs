@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use uuid::Uuid;
 use wharf_oci::{Digest, RepositoryName, Sha256Hasher};
-use wharf_storage::{ByteRange, ByteStream, RepoKey, UploadRecord, now_millis};
+use wharf_storage::{ByteRange, ByteStream, RepoKey, UploadKind, UploadRecord, now_millis};
 
 use crate::hashing::{finish, hashing};
+use crate::locks::Claim;
 use crate::{RegistryError, RegistryService};
 
 /// A blob being read: its full size, the range served (if one was asked), the bytes.
@@ -176,7 +177,7 @@ impl RegistryService {
                 hasher.len()
             )));
         }
-        let _guard = self.locks.digest(digest).await;
+        let _guard = self.locks.digests.lock(digest).await;
         // The touch above kept GC away for a grace period; check it still holds.
         match (self.meta.blob_size(digest).await?, self.blobs.stat(digest).await?) {
             (Some(size), Some(_)) if size == hasher.len() => {
@@ -194,7 +195,7 @@ impl RegistryService {
     /// [`ingest_finish`](Self::ingest_finish).
     pub async fn ingest_begin(&self) -> Result<Ingest, RegistryError> {
         let id = Uuid::new_v4();
-        self.blobs.create_upload(id).await?;
+        self.blobs.create_upload(id, UploadKind::Scratch).await?;
         Ok(Ingest { id, len: 0, hasher: Sha256Hasher::new() })
     }
 
@@ -242,7 +243,7 @@ impl RegistryService {
     /// Start a chunked upload session.
     pub async fn start_upload(&self, repo: &RepoKey) -> Result<UploadStatus, RegistryError> {
         let id = Uuid::new_v4();
-        self.blobs.create_upload(id).await?;
+        self.blobs.create_upload(id, UploadKind::Session).await?;
         let now = now_millis();
         let record = UploadRecord {
             id,
@@ -275,6 +276,19 @@ impl RegistryService {
         Ok(UploadStatus { id, size: u.size })
     }
 
+    /// Claim a session for one request, or refuse at once if another request is writing to
+    /// it (with the size it has, as for a chunk out of order): waiting would queue behind a
+    /// body that may never end.
+    async fn claim(&self, repo: &RepoKey, id: Uuid) -> Result<Claim, RegistryError> {
+        match self.locks.uploads.try_claim(id) {
+            Some(claim) => Ok(claim),
+            None => {
+                let upload = self.upload_record(repo, id).await?;
+                Err(RegistryError::UploadBusy { size: upload.size })
+            }
+        }
+    }
+
     /// Append a chunk. `start` is where the client says it begins (`Content-Range`),
     /// `len` how long it says it is; a chunk that doesn't start at the current end is
     /// refused with the current size, and a chunk that breaks off or has the wrong length
@@ -287,7 +301,7 @@ impl RegistryService {
         len: Option<u64>,
         body: ByteStream,
     ) -> Result<UploadStatus, RegistryError> {
-        let _guard = self.locks.upload(id).await;
+        let _claim = self.claim(repo, id).await?;
         let upload = self.upload_record(repo, id).await?;
         if let Some(start) = start
             && start != upload.size
@@ -332,7 +346,7 @@ impl RegistryService {
         last_chunk: Option<ByteStream>,
     ) -> Result<(), RegistryError> {
         supported(digest)?;
-        let _guard = self.locks.upload(id).await;
+        let _claim = self.claim(repo, id).await?;
         let upload = self.upload_record(repo, id).await?;
         let (size, hasher) = match last_chunk {
             Some(body) => self.append_chunk(&upload, body).await?,
@@ -365,7 +379,7 @@ impl RegistryService {
                 "{digest} was claimed, the {size} bytes received hash to {actual}"
             )));
         }
-        let _guard = self.locks.digest(digest).await;
+        let _guard = self.locks.digests.lock(digest).await;
         self.blobs.commit_upload(id, size, digest).await?;
         self.meta.add_blob(digest, size, repo).await?;
         tracing::debug!(%digest, size, "blob committed");
@@ -374,7 +388,7 @@ impl RegistryService {
 
     /// Abandon an upload session.
     pub async fn cancel_upload(&self, repo: &RepoKey, id: Uuid) -> Result<(), RegistryError> {
-        let _guard = self.locks.upload(id).await;
+        let _claim = self.claim(repo, id).await?;
         self.upload_record(repo, id).await?;
         self.meta.delete_upload(id).await?;
         self.blobs.abort_upload(id).await?;

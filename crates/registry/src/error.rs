@@ -36,6 +36,9 @@ pub enum RegistryError {
     /// A chunk that doesn't start where the upload ends.
     #[error("chunk out of order: the upload holds {size} bytes")]
     ChunkOutOfOrder { size: u64 },
+    /// Another request is writing to the same upload session right now.
+    #[error("another request is writing to this upload session; it holds {size} bytes")]
+    UploadBusy { size: u64 },
     /// A read range past the end of the blob.
     #[error("requested range not satisfiable: the blob has {size} bytes")]
     RangeNotSatisfiable { size: u64 },

@@ -48,7 +48,7 @@ impl RegistryService {
 
         report.links_removed = self.meta.unlink_stale_blobs(cutoff).await?;
         for digest in self.meta.unreferenced_blobs(cutoff).await? {
-            let _guard = self.locks.digest(&digest).await;
+            let _guard = self.locks.digests.lock(&digest).await;
             if self.meta.forget_blob_if_unreferenced(&digest, cutoff).await? {
                 report.bytes_freed += self.blobs.stat(&digest).await?.unwrap_or(0);
                 self.blobs.delete(&digest).await?;
@@ -61,7 +61,7 @@ impl RegistryService {
             if stored.modified >= grace_start {
                 continue;
             }
-            let _guard = self.locks.digest(&stored.digest).await;
+            let _guard = self.locks.digests.lock(&stored.digest).await;
             if self.meta.blob_size(&stored.digest).await?.is_none() {
                 self.blobs.delete(&stored.digest).await?;
                 report.blobs_deleted += 1;
@@ -71,8 +71,9 @@ impl RegistryService {
 
         let upload_cutoff = now - options.upload_ttl.as_millis() as i64;
         for id in self.meta.idle_uploads(upload_cutoff).await? {
-            let _guard = self.locks.upload(id).await;
-            // Re-checked: a chunk may have arrived while this pass waited for the lock.
+            // A request writing to it now is not idle: skip it.
+            let Some(_claim) = self.locks.uploads.try_claim(id) else { continue };
+            // Re-checked: a chunk may have arrived since the list was read.
             if self.meta.delete_upload_if_idle(id, upload_cutoff).await? {
                 self.blobs.abort_upload(id).await?;
                 report.uploads_removed += 1;
@@ -85,7 +86,7 @@ impl RegistryService {
             if stored.modified >= ttl_start {
                 continue;
             }
-            let _guard = self.locks.upload(stored.id).await;
+            let Some(_claim) = self.locks.uploads.try_claim(stored.id) else { continue };
             if self.meta.upload(stored.id).await?.is_none() {
                 self.blobs.abort_upload(stored.id).await?;
                 report.uploads_removed += 1;

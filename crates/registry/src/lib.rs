@@ -36,7 +36,7 @@ pub use listing::ManifestDetail;
 pub use manifests::{CommitError, MAX_MANIFEST_SIZE, StoredManifest};
 pub use wharf_storage::{
     ByteRange, ByteStream, CommitBatch, ListOrder, ManifestMeta, ManifestRecord, PutManifest,
-    RepoKey, TagRecord,
+    RepoKey, RepositorySummary, TagRecord,
 };
 
 /// The registry operations, shared by every request handler.

@@ -1,9 +1,10 @@
 //! Repository listings with details (tags with times, manifests with platforms): what the
-//! ACR data-plane API (`/acr/v1/…`) and `wharf repository` show.
+//! ACR data-plane API (`/acr/v1/…`) and `wharf repository` show. Read from columns kept
+//! for the purpose: no listing loads or parses manifest bytes, and one item is one lookup.
 
-use wharf_oci::Digest;
-use wharf_oci::manifest::{Content, Manifest, Platform};
-use wharf_storage::{ListOrder, RepoKey, TagRecord};
+use wharf_oci::manifest::Platform;
+use wharf_oci::{Digest, Tag};
+use wharf_storage::{ListOrder, ManifestSummary, RepoKey, RepositorySummary, TagRecord};
 
 use crate::{RegistryError, RegistryService};
 
@@ -24,6 +25,23 @@ pub struct ManifestDetail {
     pub artifact_type: Option<String>,
 }
 
+impl From<ManifestSummary> for ManifestDetail {
+    fn from(m: ManifestSummary) -> Self {
+        let platform = |p: Option<String>| p.and_then(|p| serde_json::from_str(&p).ok());
+        ManifestDetail {
+            image_size: m.size.saturating_add(m.blob_bytes),
+            digest: m.digest,
+            media_type: m.media_type,
+            created_at: m.created_at,
+            tags: m.tags,
+            platform: platform(m.platform),
+            references: m.references.into_iter().map(|(d, p)| (d, platform(p))).collect(),
+            config_media_type: m.config_media_type,
+            artifact_type: m.artifact_type,
+        }
+    }
+}
+
 impl RegistryService {
     pub async fn tag_details(
         &self,
@@ -38,6 +56,15 @@ impl RegistryService {
             .ok_or_else(|| RegistryError::NameUnknown(repo.name.to_string()))
     }
 
+    /// One tag with its times.
+    pub async fn tag_detail(&self, repo: &RepoKey, tag: &Tag) -> Result<TagRecord, RegistryError> {
+        self.meta
+            .tag_record(repo, tag)
+            .await?
+            .ok_or_else(|| RegistryError::NameUnknown(repo.name.to_string()))?
+            .ok_or_else(|| RegistryError::ManifestUnknown(format!("tag {tag} not found")))
+    }
+
     pub async fn manifest_details(
         &self,
         repo: &RepoKey,
@@ -50,37 +77,32 @@ impl RegistryService {
             .manifest_listing(repo, last, n, order)
             .await?
             .ok_or_else(|| RegistryError::NameUnknown(repo.name.to_string()))?;
-        Ok(listing
-            .into_iter()
-            .map(|l| {
-                let r = l.record;
-                let parsed = Manifest::parse(&r.content, Some(&r.media_type)).ok();
-                let references = parsed
-                    .as_ref()
-                    .map(|m| {
-                        m.children()
-                            .iter()
-                            .map(|c| (c.digest.clone(), c.platform.clone()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let config_media_type = parsed.as_ref().and_then(|m| match &m.content {
-                    Content::Image { config: Some(c), .. } => Some(c.media_type.clone()),
-                    _ => None,
-                });
-                ManifestDetail {
-                    digest: r.digest,
-                    media_type: r.media_type,
-                    image_size: r.content.len() as u64 + r.blob_bytes,
-                    created_at: r.created_at,
-                    tags: l.tags,
-                    platform: r.platform.and_then(|p| serde_json::from_str(&p).ok()),
-                    references,
-                    config_media_type,
-                    artifact_type: r.artifact_type,
-                }
-            })
-            .collect())
+        Ok(listing.into_iter().map(ManifestDetail::from).collect())
+    }
+
+    /// One manifest with its tags and platforms.
+    pub async fn manifest_detail(
+        &self,
+        repo: &RepoKey,
+        digest: &Digest,
+    ) -> Result<ManifestDetail, RegistryError> {
+        self.meta
+            .manifest_summary(repo, digest)
+            .await?
+            .ok_or_else(|| RegistryError::NameUnknown(repo.name.to_string()))?
+            .map(ManifestDetail::from)
+            .ok_or_else(|| RegistryError::ManifestUnknown(digest.to_string()))
+    }
+
+    /// A repository's counts and times.
+    pub async fn repository_detail(
+        &self,
+        repo: &RepoKey,
+    ) -> Result<RepositorySummary, RegistryError> {
+        self.meta
+            .repository_summary(repo)
+            .await?
+            .ok_or_else(|| RegistryError::NameUnknown(repo.name.to_string()))
     }
 
     /// Delete a repository: its manifests and tags. Blobs are left to GC.

@@ -102,13 +102,30 @@ impl RegistryService {
                 size: d.size,
                 // Foreign / non-distributable layers are fetched from their URLs.
                 required: !media_type::is_non_distributable(&d.media_type) || d.urls.is_empty(),
+                platform: None,
             })
             .collect();
         let children = manifest
             .children()
             .iter()
-            .map(|d| BlobRef { digest: d.digest.clone(), size: d.size, required: true })
+            .map(|d| BlobRef {
+                platform: d.platform.as_ref().and_then(|p| serde_json::to_string(p).ok()),
+                ..BlobRef::new(d.digest.clone(), d.size)
+            })
             .collect();
+        let blob_bytes = blobs
+            .iter()
+            .try_fold(0u64, |sum, b| sum.checked_add(b.size))
+            .filter(|&n| n <= wharf_oci::manifest::MAX_DESCRIPTOR_SIZE)
+            .ok_or_else(|| {
+                RegistryError::ManifestInvalid("the sizes of its blobs add up past 2^63".into())
+            })?;
+        let config_media_type = match &manifest.content {
+            wharf_oci::manifest::Content::Image { config: Some(c), .. } => {
+                Some(c.media_type.clone())
+            }
+            _ => None,
+        };
         let annotations = manifest
             .annotations
             .as_ref()
@@ -127,7 +144,8 @@ impl RegistryService {
                 subject: manifest.subject.as_ref().map(|s| s.digest.clone()),
                 annotations,
                 platform,
-                blob_bytes: blobs.iter().map(|b| b.size).sum(),
+                config_media_type,
+                blob_bytes,
                 created_at: now_millis(),
             },
             blobs,

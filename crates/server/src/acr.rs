@@ -143,6 +143,107 @@ fn link(
     res
 }
 
+/// A parsed `/acr/v1/…` request: the method and path, with the repository name, tag or
+/// digest already validated. It names the permission it needs ([`Route::action`]), and the
+/// handler receives it, so the check and the handler read the same path.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Catalog,
+    GetRepository(RepositoryName),
+    DeleteRepository(RepositoryName),
+    ListTags(RepositoryName),
+    GetTag(RepositoryName, Tag),
+    DeleteTag(RepositoryName, Tag),
+    ListManifests(RepositoryName),
+    GetManifest(RepositoryName, Digest),
+    DeleteManifest(RepositoryName, Digest),
+}
+
+impl Route {
+    /// `<name>`, `<name>/_tags[/<tag>]`, `<name>/_manifests[/<digest>]` or `_catalog`.
+    fn parse(method: &Method, path: &str) -> Result<Route> {
+        let not_allowed =
+            || oci_status(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", "method not allowed here");
+        let name = |n: &str| {
+            RepositoryName::parse(n)
+                .map_err(|e| OciError(RegistryError::NameInvalid(e.to_string())))
+        };
+        if path == "_catalog" {
+            return if *method == Method::GET { Ok(Route::Catalog) } else { Err(not_allowed()) };
+        }
+        // The markers are searched from the end: a repository may be called `x/_tags`.
+        let split = |marker: &str| -> Option<(&str, Option<&str>)> {
+            let i = path.rfind(marker)?;
+            let (name, rest) = (&path[..i], &path[i + marker.len()..]);
+            match rest {
+                "" => Some((name, None)),
+                r if r.starts_with('/') && r.len() > 1 && !r[1..].contains('/') => {
+                    Some((name, Some(&r[1..])))
+                }
+                _ => None,
+            }
+        };
+        let tag = |t: &str| {
+            Tag::parse(t).map_err(|e| OciError(RegistryError::ManifestUnknown(e.to_string())))
+        };
+        let digest = |d: &str| {
+            d.parse::<Digest>().map_err(|e| OciError(RegistryError::DigestInvalid(e.to_string())))
+        };
+        if let Some((n, t)) = split("/_tags") {
+            return match (t, method.clone()) {
+                (None, Method::GET) => Ok(Route::ListTags(name(n)?)),
+                (Some(t), Method::GET) => Ok(Route::GetTag(name(n)?, tag(t)?)),
+                (Some(t), Method::DELETE) => Ok(Route::DeleteTag(name(n)?, tag(t)?)),
+                _ => Err(not_allowed()),
+            };
+        }
+        if let Some((n, d)) = split("/_manifests") {
+            return match (d, method.clone()) {
+                (None, Method::GET) => Ok(Route::ListManifests(name(n)?)),
+                (Some(d), Method::GET) => Ok(Route::GetManifest(name(n)?, digest(d)?)),
+                (Some(d), Method::DELETE) => Ok(Route::DeleteManifest(name(n)?, digest(d)?)),
+                _ => Err(not_allowed()),
+            };
+        }
+        match method.clone() {
+            Method::GET => Ok(Route::GetRepository(name(path)?)),
+            Method::DELETE => Ok(Route::DeleteRepository(name(path)?)),
+            _ => Err(not_allowed()),
+        }
+    }
+
+    /// The permission the route needs.
+    fn action(&self) -> &'static str {
+        match self {
+            Route::Catalog => actions::CATALOG_READ,
+            Route::DeleteRepository(_) | Route::DeleteTag(..) | Route::DeleteManifest(..) => {
+                actions::DELETE_ARTIFACT
+            }
+            _ => actions::PULL,
+        }
+    }
+
+    /// The repository the route is about (none for the catalog).
+    fn repository(&self) -> Option<&RepositoryName> {
+        match self {
+            Route::Catalog => None,
+            Route::GetRepository(n)
+            | Route::DeleteRepository(n)
+            | Route::ListTags(n)
+            | Route::GetTag(n, _)
+            | Route::DeleteTag(n, _)
+            | Route::ListManifests(n)
+            | Route::GetManifest(n, _)
+            | Route::DeleteManifest(n, _) => Some(n),
+        }
+    }
+}
+
+/// An OCI error with a status of its own (not a registry error).
+fn oci_status(status: StatusCode, code: &'static str, message: &'static str) -> OciError {
+    OciError(RegistryError::Unsupported(format!("{code}:{status}:{message}")))
+}
+
 async fn dispatch(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
@@ -155,193 +256,186 @@ async fn dispatch(
         Ok(r) => r,
         Err(e) => return OciError(e).into_response(),
     };
-    // One permission check: catalog, or the repository the path names.
-    let (repository, action) = if path == "_catalog" {
-        (None, actions::CATALOG_READ)
-    } else {
-        let name = ["/_tags", "/_manifests"]
-            .iter()
-            .find_map(|m| path.rfind(m).map(|i| &path[..i]))
-            .unwrap_or(path);
-        let action =
-            if parts.method == Method::DELETE { actions::DELETE_ARTIFACT } else { actions::PULL };
-        (Some(name), action)
+    let route = match Route::parse(&parts.method, path) {
+        Ok(r) => r,
+        Err(e) => return unsupported_or(e),
     };
-    if let Some(denied) = crate::authorize_data(&state, &registry, repository, action) {
+    let repository = route.repository().map(RepositoryName::as_str);
+    if let Some(denied) = crate::authorize_data(&state, &registry, repository, route.action()) {
         return denied;
     }
-    handle(&state, &registry, &parts.method, path, &q)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    let ctx = Ctx { state: &state, registry: &registry, q: &q };
+    let result = match route {
+        Route::Catalog => catalog(ctx).await,
+        Route::GetRepository(name) => get_repository(ctx, name).await,
+        Route::DeleteRepository(name) => delete_repository(ctx, name).await,
+        Route::ListTags(name) => list_tags(ctx, name).await,
+        Route::GetTag(name, tag) => get_tag(ctx, name, tag).await,
+        Route::DeleteTag(name, tag) => delete_reference(ctx, name, Reference::Tag(tag)).await,
+        Route::ListManifests(name) => list_manifests(ctx, name).await,
+        Route::GetManifest(name, digest) => get_manifest(ctx, name, digest).await,
+        Route::DeleteManifest(name, digest) => {
+            delete_reference(ctx, name, Reference::Digest(digest)).await
+        }
+    };
+    result.unwrap_or_else(unsupported_or)
 }
 
-async fn handle(
-    state: &AppState,
-    registry: &RegistryRecord,
-    method: &Method,
-    path: &str,
-    q: &HashMap<String, String>,
-) -> Result {
-    let login = state.management.login_server(registry);
-    let svc = &state.registry;
-    let repo_key = |name: &str| -> Result<RepoKey> {
-        let name =
-            RepositoryName::parse(name).map_err(|e| RegistryError::NameInvalid(e.to_string()))?;
-        Ok(RepoKey { registry: registry.id, name })
-    };
-    if path == "_catalog" {
-        if *method != Method::GET {
-            return Ok(oci_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "UNSUPPORTED",
-                "method not allowed here",
-            ));
-        }
-        let n = limit(q)?;
-        let page = svc.catalog(registry.id, q.get("last").map(String::as_str), n).await?;
-        let mut res = axum::Json(json!({"repositories": page.items})).into_response();
-        if let (Some(last), Some(n)) = (page.next_last, n) {
-            let link = format!(
-                "</acr/v1/_catalog?last={}&n={n}&orderby=>; rel=\"next\"",
-                last.replace('/', "%2F")
-            );
-            if let Ok(v) = header::HeaderValue::from_str(&link) {
-                res.headers_mut().insert(header::LINK, v);
-            }
-        }
-        return Ok(res);
+/// Errors built by [`oci_status`] carry their own status; the rest are registry errors.
+fn unsupported_or(e: OciError) -> Response {
+    if let RegistryError::Unsupported(m) = &e.0
+        && let [code, status, message] = m.splitn(3, ':').collect::<Vec<_>>()[..]
+        && let Ok(status) = status.parse::<u16>()
+        && let Ok(status) = StatusCode::from_u16(status)
+    {
+        return oci_error(status, code, message);
     }
-    // <name>/_tags[/<tag>], <name>/_manifests[/<digest>], or <name>
-    let split = |marker: &str| -> Option<(&str, Option<&str>)> {
-        let i = path.rfind(marker)?;
-        let (name, rest) = (&path[..i], &path[i + marker.len()..]);
-        match rest {
-            "" => Some((name, None)),
-            r if r.starts_with('/') && r.len() > 1 && !r[1..].contains('/') => {
-                Some((name, Some(&r[1..])))
-            }
-            _ => None,
-        }
-    };
-    if let Some((name, tag)) = split("/_tags") {
-        let repo = repo_key(name)?;
-        return match (tag, method.clone()) {
-            (None, Method::GET) => {
-                let n = limit(q)?;
-                let digest = q.get("digest").filter(|d| !d.is_empty());
-                // With a digest filter, filter first and page what is left.
-                let more = if digest.is_some() { None } else { n.map(|n| n.saturating_add(1)) };
-                let mut tags = svc
-                    .tag_details(&repo, q.get("last").map(String::as_str), more, order(q))
-                    .await?;
-                if let Some(d) = digest {
-                    tags.retain(|t| t.digest.to_string() == *d);
-                }
-                let next = cut(&mut tags, n, |t| t.name.clone());
-                let res = axum::Json(json!({
-                    "registry": login, "imageName": repo.name,
-                    "tags": tags.iter().map(tag_json).collect::<Vec<_>>(),
-                }))
-                .into_response();
-                Ok(link(res, &format!("/acr/v1/{}/_tags", repo.name), next, n, q))
-            }
-            (Some(tag), Method::GET) => {
-                let tag =
-                    Tag::parse(tag).map_err(|e| RegistryError::ManifestUnknown(e.to_string()))?;
-                let tags = svc.tag_details(&repo, None, None, ListOrder::Name).await?;
-                let t = tags.iter().find(|t| t.name == tag.as_str()).ok_or_else(|| {
-                    RegistryError::ManifestUnknown(format!("tag {tag} not found"))
-                })?;
-                Ok(axum::Json(
-                    json!({"registry": login, "imageName": repo.name, "tag": tag_json(t)}),
-                )
-                .into_response())
-            }
-            (Some(tag), Method::DELETE) => {
-                let tag =
-                    Tag::parse(tag).map_err(|e| RegistryError::ManifestUnknown(e.to_string()))?;
-                svc.delete_manifest(&repo, &Reference::Tag(tag)).await?;
-                Ok(StatusCode::ACCEPTED.into_response())
-            }
-            _ => Ok(oci_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "UNSUPPORTED",
-                "method not allowed here",
-            )),
-        };
+    e.into_response()
+}
+
+/// What every handler needs besides its route.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    state: &'a AppState,
+    registry: &'a RegistryRecord,
+    q: &'a HashMap<String, String>,
+}
+
+impl Ctx<'_> {
+    fn key(&self, name: RepositoryName) -> RepoKey {
+        RepoKey { registry: self.registry.id, name }
     }
-    if let Some((name, digest)) = split("/_manifests") {
-        let repo = repo_key(name)?;
-        return match (digest, method.clone()) {
-            (None, Method::GET) => {
-                let n = limit(q)?;
-                let more = n.map(|n| n.saturating_add(1));
-                let mut ms = svc
-                    .manifest_details(&repo, q.get("last").map(String::as_str), more, order(q))
-                    .await?;
-                let next = cut(&mut ms, n, |m| m.digest.to_string());
-                let res = axum::Json(json!({
-                    "registry": login, "imageName": repo.name,
-                    "manifests": ms.iter().map(manifest_json).collect::<Vec<_>>(),
-                }))
-                .into_response();
-                Ok(link(res, &format!("/acr/v1/{}/_manifests", repo.name), next, n, q))
-            }
-            (Some(d), Method::GET) => {
-                let d: Digest = d.parse().map_err(|e: wharf_oci::DigestError| {
-                    RegistryError::DigestInvalid(e.to_string())
-                })?;
-                let ms = svc.manifest_details(&repo, None, None, ListOrder::Name).await?;
-                let m = ms
-                    .iter()
-                    .find(|m| m.digest == d)
-                    .ok_or_else(|| RegistryError::ManifestUnknown(d.to_string()))?;
-                Ok(axum::Json(json!({"registry": login, "imageName": repo.name, "manifest": manifest_json(m)})).into_response())
-            }
-            (Some(d), Method::DELETE) => {
-                let d: Digest = d.parse().map_err(|e: wharf_oci::DigestError| {
-                    RegistryError::DigestInvalid(e.to_string())
-                })?;
-                svc.delete_manifest(&repo, &Reference::Digest(d)).await?;
-                Ok(StatusCode::ACCEPTED.into_response())
-            }
-            _ => Ok(oci_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "UNSUPPORTED",
-                "method not allowed here",
-            )),
-        };
+
+    fn login(&self) -> String {
+        self.state.management.login_server(self.registry)
     }
-    let repo = repo_key(path)?;
-    match method.clone() {
-        Method::GET => {
-            let tags = svc.tag_details(&repo, None, None, ListOrder::Name).await?;
-            let ms = svc.manifest_details(&repo, None, None, ListOrder::Name).await?;
-            let created = ms.iter().map(|m| m.created_at).min().unwrap_or(0);
-            let updated = ms
-                .iter()
-                .map(|m| m.created_at)
-                .chain(tags.iter().map(|t| t.updated_at))
-                .max()
-                .unwrap_or(0);
-            Ok(axum::Json(json!({
-                "registry": login, "imageName": repo.name,
-                "createdTime": timestamp(created), "lastUpdateTime": timestamp(updated),
-                "manifestCount": ms.len(), "tagCount": tags.len(),
-                "changeableAttributes": changeable(),
-            }))
-            .into_response())
+}
+
+async fn catalog(ctx: Ctx<'_>) -> Result {
+    let n = limit(ctx.q)?;
+    let page = ctx
+        .state
+        .registry
+        .catalog(ctx.registry.id, ctx.q.get("last").map(String::as_str), n)
+        .await?;
+    let mut res = axum::Json(json!({"repositories": page.items})).into_response();
+    if let (Some(last), Some(n)) = (page.next_last, n) {
+        let link = format!(
+            "</acr/v1/_catalog?last={}&n={n}&orderby=>; rel=\"next\"",
+            last.replace('/', "%2F")
+        );
+        if let Ok(v) = header::HeaderValue::from_str(&link) {
+            res.headers_mut().insert(header::LINK, v);
         }
-        Method::DELETE => {
-            let (manifests, tags) = svc.delete_repository(&repo).await?;
-            Ok((
-                StatusCode::ACCEPTED,
-                axum::Json(json!({"manifestsDeleted": manifests, "tagsDeleted": tags})),
-            )
-                .into_response())
-        }
-        _ => {
-            Ok(oci_error(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", "method not allowed here"))
-        }
+    }
+    Ok(res)
+}
+
+async fn get_repository(ctx: Ctx<'_>, name: RepositoryName) -> Result {
+    let repo = ctx.key(name);
+    let s = ctx.state.registry.repository_detail(&repo).await?;
+    Ok(axum::Json(json!({
+        "registry": ctx.login(), "imageName": repo.name,
+        "createdTime": timestamp(s.created_at), "lastUpdateTime": timestamp(s.updated_at),
+        "manifestCount": s.manifest_count, "tagCount": s.tag_count,
+        "changeableAttributes": changeable(),
+    }))
+    .into_response())
+}
+
+async fn delete_repository(ctx: Ctx<'_>, name: RepositoryName) -> Result {
+    let (manifests, tags) = ctx.state.registry.delete_repository(&ctx.key(name)).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"manifestsDeleted": manifests, "tagsDeleted": tags})),
+    )
+        .into_response())
+}
+
+async fn list_tags(ctx: Ctx<'_>, name: RepositoryName) -> Result {
+    let repo = ctx.key(name);
+    let n = limit(ctx.q)?;
+    let digest = ctx.q.get("digest").filter(|d| !d.is_empty());
+    // With a digest filter, filter first and page what is left.
+    let more = if digest.is_some() { None } else { n.map(|n| n.saturating_add(1)) };
+    let mut tags = ctx
+        .state
+        .registry
+        .tag_details(&repo, ctx.q.get("last").map(String::as_str), more, order(ctx.q))
+        .await?;
+    if let Some(d) = digest {
+        tags.retain(|t| t.digest.to_string() == *d);
+    }
+    let next = cut(&mut tags, n, |t| t.name.clone());
+    let res = axum::Json(json!({
+        "registry": ctx.login(), "imageName": repo.name,
+        "tags": tags.iter().map(tag_json).collect::<Vec<_>>(),
+    }))
+    .into_response();
+    Ok(link(res, &format!("/acr/v1/{}/_tags", repo.name), next, n, ctx.q))
+}
+
+async fn get_tag(ctx: Ctx<'_>, name: RepositoryName, tag: Tag) -> Result {
+    let repo = ctx.key(name);
+    let t = ctx.state.registry.tag_detail(&repo, &tag).await?;
+    Ok(axum::Json(json!({"registry": ctx.login(), "imageName": repo.name, "tag": tag_json(&t)}))
+        .into_response())
+}
+
+async fn list_manifests(ctx: Ctx<'_>, name: RepositoryName) -> Result {
+    let repo = ctx.key(name);
+    let n = limit(ctx.q)?;
+    let more = n.map(|n| n.saturating_add(1));
+    let mut ms = ctx
+        .state
+        .registry
+        .manifest_details(&repo, ctx.q.get("last").map(String::as_str), more, order(ctx.q))
+        .await?;
+    let next = cut(&mut ms, n, |m| m.digest.to_string());
+    let res = axum::Json(json!({
+        "registry": ctx.login(), "imageName": repo.name,
+        "manifests": ms.iter().map(manifest_json).collect::<Vec<_>>(),
+    }))
+    .into_response();
+    Ok(link(res, &format!("/acr/v1/{}/_manifests", repo.name), next, n, ctx.q))
+}
+
+async fn get_manifest(ctx: Ctx<'_>, name: RepositoryName, digest: Digest) -> Result {
+    let repo = ctx.key(name);
+    let m = ctx.state.registry.manifest_detail(&repo, &digest).await?;
+    Ok(axum::Json(
+        json!({"registry": ctx.login(), "imageName": repo.name, "manifest": manifest_json(&m)}),
+    )
+    .into_response())
+}
+
+async fn delete_reference(ctx: Ctx<'_>, name: RepositoryName, reference: Reference) -> Result {
+    ctx.state.registry.delete_manifest(&ctx.key(name), &reference).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_carry_their_action_and_repository() {
+        let get = |p: &str| Route::parse(&Method::GET, p).ok();
+        assert_eq!(get("_catalog"), Some(Route::Catalog));
+        let a = RepositoryName::parse("a/b").unwrap();
+        assert_eq!(get("a/b"), Some(Route::GetRepository(a.clone())));
+        assert_eq!(get("a/b/_tags"), Some(Route::ListTags(a.clone())));
+        assert_eq!(get("a/b/_tags/v1"), Some(Route::GetTag(a.clone(), Tag::parse("v1").unwrap())));
+        // Marker names can't be repository components (they start with `_`).
+        assert!(get("x/_tags/y/_tags").is_none());
+        let d = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+        let del = Route::parse(&Method::DELETE, &format!("a/b/_manifests/{d}")).unwrap();
+        assert_eq!(del.action(), actions::DELETE_ARTIFACT);
+        assert_eq!(del.repository(), Some(&a));
+        assert_eq!(get("a/b/_manifests").unwrap().action(), actions::PULL);
+        assert!(Route::parse(&Method::PUT, "a/b").is_err());
+        assert!(Route::parse(&Method::DELETE, "_catalog").is_err());
+        assert!(get("a/b/_manifests/nope").is_none());
+        assert!(get("../etc").is_none());
     }
 }

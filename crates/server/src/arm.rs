@@ -14,11 +14,12 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde_json::{Value, json};
-use wharf_import::{JobStatus, Submitted, parse_parameters};
+use wharf_import::{CancelOutcome, JobStatus, Submitted, parse_parameters};
 use wharf_management::authz::{Caller, actions};
 use wharf_management::{ArmError, ErrorKind, RegistryResourceId, check_api_version};
 
 use crate::AppState;
+use crate::limits::ReadError;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -38,14 +39,20 @@ impl IntoResponse for ArmResponse {
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
+        let retry = matches!(e.kind, ErrorKind::TooManyRequests | ErrorKind::Unavailable);
         let mut error = json!({"code": e.code, "message": e.message});
         if let Some(t) = e.target {
             error["target"] = json!(t);
         }
         let mut res = (status, axum::Json(json!({ "error": error }))).into_response();
         res.headers_mut().insert("x-ms-failure-cause", HeaderValue::from_static("service"));
+        if retry {
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         res
     }
 }
@@ -68,6 +75,7 @@ enum Route {
     RegistriesInSubscription(String),
     CheckName(String),
     Operation(String, String),
+    CancelOperation(String, String),
     RegistriesInGroup(String, String),
     Registry(RegistryResourceId),
     ImportImage(RegistryResourceId),
@@ -106,6 +114,16 @@ fn parse(path: &str) -> Option<Route> {
                 && eq(o, "operationResults") =>
         {
             Route::Operation(sub.to_string(), id.to_string())
+        }
+        // wharf's own: ARM has no generic cancel for an operation, ACR none for import.
+        [s, sub, p, ns, l, _loc, o, id, c]
+            if eq(s, "subscriptions")
+                && acr(p, ns)
+                && eq(l, "locations")
+                && eq(o, "operationResults")
+                && eq(c, "cancel") =>
+        {
+            Route::CancelOperation(sub.to_string(), id.to_string())
         }
         [s, sub, g, _rg, p, ns, l, _loc, o, rest @ ..]
             if eq(s, "subscriptions")
@@ -164,8 +182,10 @@ async fn dispatch(
 ) -> Response {
     let (parts, body) = request.into_parts();
     let request_id = uuid::Uuid::new_v4().to_string();
-    let mut res = match axum::body::to_bytes(body, 4 << 20).await {
-        Ok(body) => handle(
+    // The body is read whole (at most 4 MiB, counted in the server's body memory).
+    let read = state.admission.read_whole(body.into_data_stream(), 4 << 20, 4 << 20).await;
+    let mut res = match read {
+        Ok((body, _memory)) => handle(
             &state,
             crate::request_host(&parts),
             &parts.method,
@@ -176,9 +196,19 @@ async fn dispatch(
         )
         .await
         .unwrap_or_else(IntoResponse::into_response),
-        Err(_) => ArmResponse(ArmError::bad_request(
+        Err(ReadError::TooLarge) => ArmResponse(ArmError::bad_request(
             "RequestTooLarge",
             "The request body is larger than 4 MiB.",
+        ))
+        .into_response(),
+        Err(ReadError::Incomplete(e)) => {
+            ArmResponse(ArmError::invalid_content(format!("the body broke off: {e}")))
+                .into_response()
+        }
+        Err(ReadError::Busy) => ArmResponse(ArmError::new(
+            ErrorKind::TooManyRequests,
+            "TooManyRequests",
+            "The server is handling too many requests; retry shortly.",
         ))
         .into_response(),
     };
@@ -346,6 +376,12 @@ async fn handle(
                 JobStatus::Failed(e) => Err(e.into()),
             }
         }
+        (Route::CancelOperation(sub, op), Method::POST) => {
+            authz(actions::OPERATION_CANCEL, &format!("/subscriptions/{sub}"))?;
+            match state.imports.cancel(&op, &sub).await? {
+                CancelOutcome::Requested => Ok(StatusCode::ACCEPTED.into_response()),
+            }
+        }
         _ => not_allowed(),
     }
 }
@@ -412,6 +448,12 @@ mod tests {
                 "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerRegistry/locations/x/operationResults/operationStatuses/registries-1"
             ),
             Some(Route::Operation("s".into(), "registries-1".into()))
+        );
+        assert_eq!(
+            parse(
+                "/subscriptions/s/providers/Microsoft.ContainerRegistry/locations/L/operationResults/registries-1/cancel"
+            ),
+            Some(Route::CancelOperation("s".into(), "registries-1".into()))
         );
         assert_eq!(
             parse(

@@ -32,10 +32,13 @@ impl OciError {
             SizeInvalid(_) => (StatusCode::BAD_REQUEST, "SIZE_INVALID"),
             TagInvalid(_) => (StatusCode::BAD_REQUEST, "TAG_INVALID"),
             Unsupported(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
-            ChunkOutOfOrder { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID"),
+            ChunkOutOfOrder { .. } | UploadBusy { .. } => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID")
+            }
             RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "SIZE_INVALID"),
             TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID"),
             BodyIncomplete(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
+            Storage(e) if e.is_busy() => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         }
     }
@@ -52,6 +55,10 @@ impl IntoResponse for OciError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
         let message = match &self.0 {
+            RegistryError::Storage(e) if e.is_busy() => {
+                tracing::warn!(error = %e, "storage busy");
+                "the registry is busy; try again shortly".to_owned()
+            }
             RegistryError::Storage(e) => {
                 tracing::error!(error = %e, "storage failure");
                 "internal storage error; see the server log".to_owned()
@@ -60,7 +67,7 @@ impl IntoResponse for OciError {
         };
         let mut res = oci_error(status, code, &message);
         match &self.0 {
-            RegistryError::ChunkOutOfOrder { size } => {
+            RegistryError::ChunkOutOfOrder { size } | RegistryError::UploadBusy { size } => {
                 if let Ok(v) = HeaderValue::from_str(&crate::oci::range_value(*size)) {
                     res.headers_mut().insert(header::RANGE, v);
                 }
@@ -70,8 +77,19 @@ impl IntoResponse for OciError {
                     res.headers_mut().insert(header::CONTENT_RANGE, v);
                 }
             }
+            RegistryError::Storage(e) if e.is_busy() => {
+                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
             _ => {}
         }
         res
     }
+}
+
+/// `429 TOOMANYREQUESTS` with `Retry-After`: a limit on concurrent work is reached; the
+/// client should come back rather than queue here.
+pub(crate) fn too_many_requests(message: &str) -> Response {
+    let mut res = oci_error(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", message);
+    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    res
 }

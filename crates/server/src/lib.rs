@@ -16,6 +16,8 @@ mod acr;
 mod admin;
 mod arm;
 mod error;
+pub mod limits;
+mod listener;
 mod oci;
 
 use std::future::Future;
@@ -32,6 +34,8 @@ use wharf_management::authz::Authorizer;
 use wharf_registry::{GcOptions, RegistryService};
 
 pub use error::OciError;
+pub use limits::{Admission, Limits};
+pub use listener::bind;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -41,6 +45,8 @@ pub struct AppState {
     pub imports: ImportService,
     pub authz: Arc<dyn Authorizer>,
     pub settings: Arc<Settings>,
+    /// Caps on transfers and body memory, shared by every request.
+    pub admission: Admission,
 }
 
 /// Server settings handlers need.
@@ -50,16 +56,23 @@ pub struct Settings {
     pub domain: String,
     /// How the GC endpoint collects.
     pub gc: GcOptions,
+    /// Connection and transfer limits.
+    pub limits: Limits,
 }
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
+    let body_idle = state.settings.limits.body_idle_timeout;
     Router::new()
         .merge(oci::routes())
         .merge(acr::routes())
         .merge(arm::routes())
         .merge(admin::routes())
         .with_state(state)
+        // A request body that sends nothing for this long fails its request.
+        .layer(axum::middleware::map_request(move |req: Request| async move {
+            req.map(|body| axum::body::Body::new(limits::IdleBody::new(body, body_idle)))
+        }))
         .layer(axum::middleware::map_response(api_version_header))
         .layer(
             TraceLayer::new_for_http()
@@ -111,11 +124,13 @@ pub(crate) fn request_host(parts: &http::request::Parts) -> Option<&str> {
         .or(parts.uri.authority().map(|a| a.as_str()))
 }
 
-/// Serve until `shutdown` resolves, then finish in-flight requests and return.
+/// Serve until `shutdown` resolves, then finish in-flight requests and return. Connections
+/// are accepted and timed out within the state's [`Limits`].
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    let limits = state.settings.limits.clone();
+    listener::serve(listener, router(state), &limits, shutdown).await
 }

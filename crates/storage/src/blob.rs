@@ -21,8 +21,9 @@ pub struct ByteRange {
 }
 
 impl ByteRange {
+    /// Bytes in the range (`end >= start` holds for every range the registry builds).
     pub fn len(&self) -> u64 {
-        self.end - self.start + 1
+        (self.end - self.start).saturating_add(1)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -54,6 +55,17 @@ pub struct StoredUpload {
     pub modified: SystemTime,
 }
 
+/// What an upload is for, which decides when it must be durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UploadKind {
+    /// A client's upload session: it is acknowledged as soon as it is created, so it (and
+    /// every acknowledged append) must survive a power cut.
+    Session,
+    /// Bytes the server writes on its own behalf (a monolithic push, an import download):
+    /// nothing is acknowledged before the commit, so creating it needs no sync.
+    Scratch,
+}
+
 /// Content-addressed blob storage with resumable upload sessions.
 ///
 /// Invariant every implementation keeps: a blob is readable under a digest only after
@@ -78,10 +90,11 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Every stored blob (for garbage collection).
     async fn list(&self) -> Result<Vec<StoredBlob>, StorageError>;
 
-    /// Start an empty upload session.
-    async fn create_upload(&self, id: Uuid) -> Result<(), StorageError>;
+    /// Start an empty upload (durably for a [`UploadKind::Session`]).
+    async fn create_upload(&self, id: Uuid, kind: UploadKind) -> Result<(), StorageError>;
 
-    /// Append `data` to an upload whose recorded length is `offset`, durably. Bytes past
+    /// Append `data` to an upload whose recorded length is `offset`, durably (the bytes are
+    /// on stable storage when this returns). Bytes past
     /// `offset` left by an earlier, interrupted append are dropped first. When `data` fails
     /// part-way, every byte it yielded before failing is still appended, and the failure is
     /// reported in [`Appended::input_error`]; the caller keeps or discards them.

@@ -1,54 +1,100 @@
 //! The embedded blob store: one file per blob under `blobs/sha256/<2 hex>/<hex>`, one file
 //! per upload session under `uploads/<uuid>`.
 //!
-//! Bytes are moved by a dedicated blocking thread per transfer, fed through a small
-//! bounded channel, so that receiving (and hashing, done by the caller's stream) and
-//! writing to disk overlap, and memory per transfer stays at a few MiB whatever the size.
+//! No transfer owns a thread. Incoming bytes are collected into batches on the async side
+//! and each batch is written by one short blocking task (the next batch is received while
+//! the previous one is written, so receiving, hashing and disk writes overlap); a client
+//! that stops sending holds at most one partial batch, flushed after [`FLUSH_IDLE`].
+//! Reads happen when the consumer asks for the next chunk: from the page cache without
+//! blocking (`preadv2(RWF_NOWAIT)`), else in a short blocking task; a consumer that stops
+//! reading holds at most two chunks (see [`FileChunks`]), and no thread.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
+use std::future::Future;
+use std::io::{self, IoSlice, IoSliceMut, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use futures::task::AtomicWaker;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 use wharf_oci::Digest;
 
 use crate::StorageError;
-use crate::blob::{Appended, BlobStore, ByteRange, ByteStream, StoredBlob, StoredUpload};
+use crate::blob::{
+    Appended, BlobStore, ByteRange, ByteStream, StoredBlob, StoredUpload, UploadKind,
+};
 
-/// Bytes collected from the request before they are handed to the writer thread.
-const WRITE_BATCH: usize = 256 << 10;
-/// Batches in flight between the receiving task and the writer thread.
-const WRITE_QUEUE: usize = 4;
+/// Bytes collected from the request before they are handed to a blocking write.
+const WRITE_BATCH: usize = 512 << 10;
+/// A partial batch is written out when no more bytes arrived for this long, so that a
+/// client that stalls mid-body doesn't keep it in memory.
+const FLUSH_IDLE: Duration = Duration::from_millis(50);
 /// Start background writeback every this many bytes, so the final fsync has little left.
 const WRITEBACK_STEP: u64 = 32 << 20;
-/// Read size when serving a blob, and chunks read ahead of the socket.
-const READ_CHUNK: usize = 512 << 10;
-const READ_QUEUE: usize = 4;
+/// Bytes read per chunk when serving a blob: large when the read budget allows it, small
+/// otherwise (see [`FileChunks`]).
+const LARGE_CHUNK: u64 = 256 << 10;
+const SMALL_CHUNK: u64 = 16 << 10;
+/// The read budget counts 4 KiB units.
+const UNIT: u64 = 4 << 10;
+const LARGE_UNITS: u32 = (LARGE_CHUNK / UNIT) as u32;
+/// Memory for large read chunks server-wide, unless configured.
+pub const DEFAULT_READ_BUDGET: usize = 32 << 20;
 
 /// Blobs and uploads as files under one directory.
 #[derive(Debug, Clone)]
 pub struct FsBlobStore {
+    root: PathBuf,
     blobs: PathBuf,
     uploads: PathBuf,
+    /// Large read chunks in flight, in 4 KiB units.
+    read_budget: Arc<Semaphore>,
 }
 
 impl FsBlobStore {
-    /// Open (creating if needed) a store rooted at `root`.
+    /// Open (creating if needed) a store rooted at `root`. Directories it creates are made
+    /// durable before it returns: a power cut must not take `blobs/` away with every blob.
     pub async fn open(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
+        Self::open_with(root, DEFAULT_READ_BUDGET).await
+    }
+
+    /// Open with `read_budget` bytes for large read chunks across all downloads (beyond
+    /// it, downloads read in small chunks).
+    pub async fn open_with(
+        root: impl Into<PathBuf>,
+        read_budget: usize,
+    ) -> Result<Self, StorageError> {
         let root = root.into();
-        let store = FsBlobStore { blobs: root.join("blobs"), uploads: root.join("uploads") };
-        let (b, u) = (store.blobs.join("sha256"), store.uploads.clone());
+        let units = usize::try_from(read_budget as u64 / UNIT).unwrap_or(usize::MAX);
+        let store = FsBlobStore {
+            root: root.clone(),
+            blobs: root.join("blobs"),
+            uploads: root.join("uploads"),
+            read_budget: Arc::new(Semaphore::new(units.min(Semaphore::MAX_PERMITS))),
+        };
+        let (b, u) = (store.blobs.clone(), store.uploads.clone());
         blocking(move || {
-            fs::create_dir_all(&b)?;
-            fs::create_dir_all(&u)?;
+            create_dir_durably(&b.join("sha256"))?;
+            create_dir_durably(&u)?;
             Ok(())
         })
         .await?;
         Ok(store)
+    }
+
+    /// The directory the store lives in.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     fn blob_path(&self, digest: &Digest) -> PathBuf {
@@ -64,14 +110,39 @@ impl FsBlobStore {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, StorageError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StorageError::Io(io::Error::other(format!("storage task failed: {e}"))))?
+    tokio::task::spawn_blocking(f).await.map_err(task_failed)?
+}
+
+fn task_failed(e: tokio::task::JoinError) -> StorageError {
+    StorageError::Io(io::Error::other(format!("storage task failed: {e}")))
 }
 
 /// fsync a directory, making the names in it durable.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// `create_dir_all`, then fsync every directory whose entries changed, from the top down.
+pub fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        if d.as_os_str().is_empty() || d.exists() {
+            break;
+        }
+        missing.push(d);
+        cur = d.parent();
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir)?;
+    // Each new directory's parent now holds a new name.
+    for d in missing.iter().rev() {
+        let parent = d.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        sync_dir(parent)?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -91,20 +162,21 @@ impl BlobStore for FsBlobStore {
     ) -> Result<Option<ByteStream>, StorageError> {
         let path = self.blob_path(digest);
         let opened = blocking(move || match File::open(&path) {
-            Ok(mut f) => {
+            Ok(f) => {
                 let len = f.metadata()?.len();
                 let (start, count) = match range {
                     Some(r) => (r.start, r.len().min(len.saturating_sub(r.start))),
                     None => (0, len),
                 };
-                f.seek(SeekFrom::Start(start))?;
-                Ok(Some((f, count)))
+                Ok(Some((f, start, count)))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         })
         .await?;
-        Ok(opened.map(|(file, count)| read_ahead(file, count)))
+        Ok(opened.map(|(file, start, count)| {
+            Box::pin(FileChunks::new(file, start, count, self.read_budget.clone())) as ByteStream
+        }))
     }
 
     async fn delete(&self, digest: &Digest) -> Result<(), StorageError> {
@@ -143,10 +215,15 @@ impl BlobStore for FsBlobStore {
         .await
     }
 
-    async fn create_upload(&self, id: Uuid) -> Result<(), StorageError> {
+    async fn create_upload(&self, id: Uuid, kind: UploadKind) -> Result<(), StorageError> {
         let path = self.upload_path(id);
+        let dir = self.uploads.clone();
         blocking(move || {
             OpenOptions::new().write(true).create_new(true).open(path)?;
+            if kind == UploadKind::Session {
+                // The session is acknowledged to the client as soon as this returns.
+                sync_dir(&dir)?;
+            }
             Ok(())
         })
         .await
@@ -160,26 +237,47 @@ impl BlobStore for FsBlobStore {
     ) -> Result<Appended, StorageError> {
         let path = self.upload_path(id);
         let file = blocking(move || open_for_append(&path, offset)).await?;
-
-        let (tx, rx) = mpsc::channel::<Vec<Bytes>>(WRITE_QUEUE);
-        let writer = tokio::task::spawn_blocking(move || write_batches(file, offset, rx));
+        let mut writer = BatchWriter::new(file, offset);
 
         let mut input_error = None;
         let mut batch = Vec::new();
         let mut batch_len = 0;
-        while let Some(item) = data.next().await {
+        // Armed while a partial batch waits for more bytes (one timer, reset, not one per
+        // network chunk).
+        let flush = tokio::time::sleep(FLUSH_IDLE);
+        tokio::pin!(flush);
+        loop {
+            let item = if batch.is_empty() {
+                data.next().await
+            } else {
+                tokio::select! {
+                    biased;
+                    item = data.next() => item,
+                    () = &mut flush => {
+                        // The client paused: write what we hold rather than keep it.
+                        batch_len = 0;
+                        writer.write(std::mem::take(&mut batch)).await?;
+                        continue;
+                    }
+                }
+            };
             match item {
-                Ok(bytes) => {
+                None => break,
+                Some(Ok(bytes)) => {
+                    if bytes.is_empty() {
+                        continue;
+                    }
+                    if batch.is_empty() {
+                        flush.as_mut().reset(tokio::time::Instant::now() + FLUSH_IDLE);
+                    }
                     batch_len += bytes.len();
                     batch.push(bytes);
                     if batch_len >= WRITE_BATCH {
                         batch_len = 0;
-                        if tx.send(std::mem::take(&mut batch)).await.is_err() {
-                            break; // the writer failed; its error is reported below
-                        }
+                        writer.write(std::mem::take(&mut batch)).await?;
                     }
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     input_error = Some(e);
                     break;
                 }
@@ -188,11 +286,9 @@ impl BlobStore for FsBlobStore {
         // Everything the input yielded is written, even when it then failed: the caller's
         // hash covers exactly these bytes.
         if !batch.is_empty() {
-            let _ = tx.send(batch).await;
+            writer.write(batch).await?;
         }
-        drop(tx);
-        let len =
-            writer.await.map_err(|e| io::Error::other(format!("writer thread failed: {e}")))??;
+        let len = writer.finish().await?;
         Ok(Appended { len, input_error })
     }
 
@@ -266,7 +362,7 @@ impl BlobStore for FsBlobStore {
 fn open_for_append(path: &Path, offset: u64) -> Result<File, StorageError> {
     let mut file = match OpenOptions::new().write(true).open(path) {
         Ok(f) => f,
-        // The empty file of a fresh session may not have survived a power cut.
+        // A scratch upload's empty file may not have survived a power cut.
         Err(e) if e.kind() == io::ErrorKind::NotFound && offset == 0 => {
             OpenOptions::new().write(true).create(true).truncate(false).open(path)?
         }
@@ -288,65 +384,244 @@ fn open_for_append(path: &Path, offset: u64) -> Result<File, StorageError> {
     Ok(file)
 }
 
-fn write_batches(
-    mut file: File,
-    offset: u64,
-    mut rx: mpsc::Receiver<Vec<Bytes>>,
-) -> Result<u64, StorageError> {
-    let mut pos = offset;
-    let mut flushed = offset;
-    while let Some(batch) = rx.blocking_recv() {
-        // One writev per batch rather than one write per network chunk.
-        let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|b| IoSlice::new(b)).collect();
-        let mut rest = &mut slices[..];
-        while !rest.is_empty() {
-            let n = file.write_vectored(rest)?;
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "short write").into());
-            }
-            pos += n as u64;
-            IoSlice::advance_slices(&mut rest, n);
+/// Writes batches to a file one short blocking task at a time, keeping at most one batch
+/// in flight so that the caller receives the next one meanwhile.
+struct BatchWriter {
+    /// The file while no write is in flight.
+    idle: Option<Cursor>,
+    /// The write in flight; gives the file back.
+    busy: Option<JoinHandle<Result<Cursor, StorageError>>>,
+}
+
+/// An open upload file, where the next write goes, and how far writeback was started.
+struct Cursor {
+    file: File,
+    pos: u64,
+    flushed: u64,
+}
+
+impl BatchWriter {
+    fn new(file: File, offset: u64) -> Self {
+        BatchWriter { idle: Some(Cursor { file, pos: offset, flushed: offset }), busy: None }
+    }
+
+    async fn settle(&mut self) -> Result<Cursor, StorageError> {
+        if let Some(h) = self.busy.take() {
+            return h.await.map_err(task_failed)?;
         }
-        if pos - flushed >= WRITEBACK_STEP {
-            writeback::start(&file, flushed, pos - flushed);
-            flushed = pos;
+        self.idle.take().ok_or_else(|| StorageError::Io(io::Error::other("writer lost its file")))
+    }
+
+    /// Start writing `batch` once the previous batch is written.
+    async fn write(&mut self, batch: Vec<Bytes>) -> Result<(), StorageError> {
+        let cursor = self.settle().await?;
+        self.busy = Some(tokio::task::spawn_blocking(move || write_batch(cursor, &batch)));
+        Ok(())
+    }
+
+    /// Wait for the last write and make everything durable; the file's length.
+    async fn finish(mut self) -> Result<u64, StorageError> {
+        let cursor = self.settle().await?;
+        blocking(move || {
+            cursor.file.sync_data()?;
+            Ok(cursor.pos)
+        })
+        .await
+    }
+}
+
+fn write_batch(mut c: Cursor, batch: &[Bytes]) -> Result<Cursor, StorageError> {
+    // One writev per batch rather than one write per network chunk.
+    let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|b| IoSlice::new(b)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = c.file.write_vectored(rest)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "short write").into());
+        }
+        c.pos += n as u64;
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    if c.pos - c.flushed >= WRITEBACK_STEP {
+        writeback::start(&c.file, c.flushed, c.pos - c.flushed);
+        c.flushed = c.pos;
+    }
+    Ok(c)
+}
+
+/// Chunks of a blob on their way to a client. A chunk is read only when the consumer asks
+/// for the next one, and a new one is handed out only while few of the earlier ones are
+/// still held downstream (by the HTTP layer's write buffer): each chunk tells the stream
+/// when it is dropped. Large chunks (fast) come out of a server-wide budget; without one,
+/// chunks are small and one at a time. So a client that stops reading pins at most two
+/// budgeted large chunks, or one small one.
+struct FileChunks {
+    file: Arc<File>,
+    pos: u64,
+    left: u64,
+    budget: Arc<Semaphore>,
+    held: Arc<Held>,
+    /// A read running on the blocking pool.
+    reading: Option<JoinHandle<io::Result<Chunk>>>,
+    /// Cleared when the filesystem doesn't support non-blocking reads.
+    nowait: bool,
+}
+
+/// How many chunks of a stream are still alive downstream, and who to wake when one goes.
+#[derive(Default)]
+struct Held {
+    count: AtomicUsize,
+    waker: AtomicWaker,
+}
+
+/// A chunk's bytes, with its share of the budget; dropping it lets its stream go on.
+struct Chunk {
+    data: Vec<u8>,
+    _budget: Option<OwnedSemaphorePermit>,
+    held: Arc<Held>,
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        self.held.count.fetch_sub(1, Ordering::AcqRel);
+        self.held.waker.wake();
+    }
+}
+
+/// Chunks alive downstream at most: two large ones (one being written, one ready), or
+/// one small one.
+const HELD_LARGE: usize = 2;
+const HELD_SMALL: usize = 1;
+
+impl FileChunks {
+    fn new(file: File, start: u64, count: u64, budget: Arc<Semaphore>) -> Self {
+        FileChunks {
+            file: Arc::new(file),
+            pos: start,
+            left: count,
+            budget,
+            held: Arc::default(),
+            reading: None,
+            nowait: true,
         }
     }
-    file.sync_data()?;
-    Ok(pos)
-}
 
-/// Stream `count` bytes from `file`'s current position, read ahead by a blocking thread.
-fn read_ahead(mut file: File, count: u64) -> ByteStream {
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_QUEUE);
-    tokio::task::spawn_blocking(move || {
-        let mut left = count;
-        while left > 0 {
-            let n = (left as usize).min(READ_CHUNK);
-            // read_to_end fills spare capacity without zeroing it first.
-            let mut buf = Vec::with_capacity(n);
-            let result = match (&mut file).take(n as u64).read_to_end(&mut buf) {
-                Ok(got) if got == n => Ok(Bytes::from(buf)),
-                Ok(got) => Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("blob file ended {} bytes early", left - got as u64),
-                )),
-                Err(e) => Err(e),
-            };
-            let failed = result.is_err();
-            if tx.blocking_send(result).is_err() || failed {
-                return; // the client went away, or the read failed (reported above)
+    /// Start the next read: a large chunk when the budget has room, else a small one.
+    /// `Ready` when it could be read at once from the page cache.
+    fn start_read(&mut self) -> Option<io::Result<Chunk>> {
+        let large = (self.left > SMALL_CHUNK)
+            .then(|| self.budget.clone().try_acquire_many_owned(LARGE_UNITS).ok())
+            .flatten();
+        let size = if large.is_some() { LARGE_CHUNK } else { SMALL_CHUNK };
+        let want = self.left.min(size) as usize;
+        let mut data = vec![0u8; want];
+        self.held.count.fetch_add(1, Ordering::AcqRel);
+        let chunk = |data: Vec<u8>| Chunk { data, _budget: large, held: self.held.clone() };
+        if self.nowait {
+            match read_cached(&self.file, &mut data, self.pos) {
+                Ok(Some(got)) if got > 0 => {
+                    data.truncate(got);
+                    return Some(Ok(chunk(data)));
+                }
+                Ok(_) => {}
+                Err(e) if is_unsupported(&e) => self.nowait = false,
+                Err(e) => return Some(Err(e)),
             }
-            left -= n as u64;
         }
-    });
-    Box::pin(tokio_stream_from(rx))
+        let mut chunk = chunk(data);
+        let (file, pos) = (self.file.clone(), self.pos);
+        self.reading = Some(tokio::task::spawn_blocking(move || {
+            let got = file.read_at(&mut chunk.data, pos)?;
+            chunk.data.truncate(got);
+            Ok(chunk)
+        }));
+        None
+    }
 }
 
-fn tokio_stream_from<T: Send + 'static>(
-    mut rx: mpsc::Receiver<T>,
-) -> impl futures::Stream<Item = T> + Send + 'static {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+impl futures::Stream for FileChunks {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let read = match this.reading.as_mut() {
+            Some(handle) => {
+                let r = ready!(Pin::new(handle).poll(cx)).map_err(io::Error::other);
+                this.reading = None;
+                r.and_then(|r| r)
+            }
+            None => {
+                if this.left == 0 {
+                    return Poll::Ready(None);
+                }
+                // Wait until downstream let go of enough of what it was given.
+                let limit = |budgeted: bool| if budgeted { HELD_LARGE } else { HELD_SMALL };
+                let busy = || {
+                    let held = this.held.count.load(Ordering::Acquire);
+                    held >= limit(this.budget.available_permits() >= LARGE_UNITS as usize)
+                };
+                if busy() {
+                    this.held.waker.register(cx.waker());
+                    if busy() {
+                        return Poll::Pending;
+                    }
+                }
+                match this.start_read() {
+                    Some(r) => r,
+                    None => return Pin::new(this).poll_next(cx),
+                }
+            }
+        };
+        let chunk = match read {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                this.left = 0;
+                return Poll::Ready(Some(Err(e)));
+            }
+        };
+        if chunk.data.is_empty() {
+            this.left = 0;
+            return Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "blob file ended early",
+            ))));
+        }
+        let n = chunk.data.len() as u64;
+        this.pos += n;
+        this.left = this.left.saturating_sub(n);
+        Poll::Ready(Some(Ok(Bytes::from_owner(chunk))))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, None)
+    }
+}
+
+/// Read what the page cache holds at `pos` without blocking; `None` if it would block.
+#[cfg(target_os = "linux")]
+fn read_cached(file: &File, buf: &mut [u8], pos: u64) -> io::Result<Option<usize>> {
+    use rustix::io::{Errno, ReadWriteFlags, preadv2};
+    match preadv2(file, &mut [IoSliceMut::new(buf)], pos, ReadWriteFlags::NOWAIT) {
+        Ok(n) => Ok(Some(n)),
+        Err(Errno::AGAIN) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_cached(_: &File, _: &mut [u8], _: u64) -> io::Result<Option<usize>> {
+    Ok(None)
+}
+
+/// Non-blocking reads aren't supported here (older kernels, some filesystems).
+fn is_unsupported(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(code) if code == libc::EOPNOTSUPP || code == libc::EINVAL || code == libc::ENOSYS)
 }
 
 #[allow(unsafe_code)]
@@ -392,7 +667,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).await.unwrap();
         let id = Uuid::new_v4();
-        store.create_upload(id).await.unwrap();
+        store.create_upload(id, UploadKind::Session).await.unwrap();
         let n = store.append_upload(id, 0, stream(vec![b"hello ", b"wor"])).await.unwrap().len;
         assert_eq!(n, 9);
         let n = store.append_upload(id, 9, stream(vec![b"ld"])).await.unwrap().len;
@@ -413,7 +688,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).await.unwrap();
         let id = Uuid::new_v4();
-        store.create_upload(id).await.unwrap();
+        store.create_upload(id, UploadKind::Session).await.unwrap();
         store.append_upload(id, 0, stream(vec![b"abc"])).await.unwrap();
         // A failing body: some bytes arrive, then the client disconnects.
         let failing: ByteStream = Box::pin(futures::stream::iter(vec![

@@ -21,14 +21,14 @@ pub const DEFAULT_SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000000";
 /// The resource group every fresh server has, holding the default registry.
 pub const DEFAULT_RESOURCE_GROUP: &str = "default";
 
-pub use blob::{Appended, BlobStore, ByteRange, ByteStream, StoredBlob, StoredUpload};
+pub use blob::{Appended, BlobStore, ByteRange, ByteStream, StoredBlob, StoredUpload, UploadKind};
 pub use error::StorageError;
-pub use fs::FsBlobStore;
+pub use fs::{DEFAULT_READ_BUDGET, FsBlobStore, create_dir_durably};
 pub use meta::{
     BlobRef, CommitBatch, CommitOutcome, CreateRegistryOutcome, JobRecord, ListOrder,
-    ManagementStore, ManifestListing, ManifestMeta, ManifestRecord, MetadataStore, PutManifest,
-    PutManifestOutcome, ReferrerRecord, RegistryRecord, RepoKey, ResourceGroupRecord,
-    SubscriptionRecord, TagRecord, UploadRecord,
+    ManagementStore, ManifestMeta, ManifestRecord, ManifestSummary, MetadataStore, PutManifest,
+    PutManifestOutcome, ReferrerRecord, RegistryRecord, RepoKey, RepositorySummary,
+    ResourceGroupRecord, SubscriptionRecord, TagRecord, UploadRecord,
 };
 pub use sqlite::SqliteMetadataStore;
 

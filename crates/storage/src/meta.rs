@@ -53,16 +53,42 @@ pub struct ManifestRecord {
     pub annotations: Option<String>,
     /// For an image manifest, the platform of its config, as JSON.
     pub platform: Option<String>,
+    /// For an image manifest, its config's media type.
+    pub config_media_type: Option<String>,
     /// Total size of the blobs the manifest references.
     pub blob_bytes: u64,
     pub created_at: i64,
 }
 
-/// A manifest with the tags that point at it, for listings.
-#[derive(Clone, Debug)]
-pub struct ManifestListing {
-    pub record: ManifestRecord,
+/// A manifest as listings show it: everything but its bytes, with the tags that point at
+/// it and, for an index, its children.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestSummary {
+    pub digest: Digest,
+    pub media_type: String,
+    /// The manifest's own size.
+    pub size: u64,
+    pub blob_bytes: u64,
+    pub created_at: i64,
+    pub artifact_type: Option<String>,
+    /// For an image manifest, its config's platform, as JSON.
+    pub platform: Option<String>,
+    pub config_media_type: Option<String>,
+    /// Tags pointing at it, by name.
     pub tags: Vec<String>,
+    /// For an index: its children in index order, each with its platform as JSON.
+    pub references: Vec<(Digest, Option<String>)>,
+}
+
+/// A repository's totals, for its details.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepositorySummary {
+    pub manifest_count: u64,
+    pub tag_count: u64,
+    /// When its first manifest still stored was pushed.
+    pub created_at: i64,
+    /// The last manifest push or tag move.
+    pub updated_at: i64,
 }
 
 /// A tag, for listings.
@@ -132,6 +158,15 @@ pub struct BlobRef {
     pub digest: Digest,
     pub size: u64,
     pub required: bool,
+    /// For a child of an index: the platform its entry gives, as JSON.
+    pub platform: Option<String>,
+}
+
+impl BlobRef {
+    /// A required blob or child without a platform.
+    pub fn new(digest: Digest, size: u64) -> BlobRef {
+        BlobRef { digest, size, required: true, platform: None }
+    }
 }
 
 /// Everything one manifest PUT stores, in one transaction.
@@ -266,15 +301,34 @@ pub trait MetadataStore: Send + Sync + 'static {
         limit: Option<u32>,
         order: ListOrder,
     ) -> Result<Option<Vec<TagRecord>>, StorageError>;
+    /// One tag; `None` if the repository has no manifests, `Some(None)` if it has no such
+    /// tag.
+    async fn tag_record(
+        &self,
+        repo: &RepoKey,
+        tag: &Tag,
+    ) -> Result<Option<Option<TagRecord>>, StorageError>;
     /// The manifests of a repository with their tags, after `last` (by digest), at most
-    /// `limit`; `None` if the repository has no manifests.
+    /// `limit`; `None` if the repository has no manifests. Never reads manifest bytes.
     async fn manifest_listing(
         &self,
         repo: &RepoKey,
         last: Option<&str>,
         limit: Option<u32>,
         order: ListOrder,
-    ) -> Result<Option<Vec<ManifestListing>>, StorageError>;
+    ) -> Result<Option<Vec<ManifestSummary>>, StorageError>;
+    /// One manifest as listings show it; `None` if the repository has no manifests,
+    /// `Some(None)` if it has no such manifest.
+    async fn manifest_summary(
+        &self,
+        repo: &RepoKey,
+        digest: &Digest,
+    ) -> Result<Option<Option<ManifestSummary>>, StorageError>;
+    /// A repository's totals; `None` if it has no manifests.
+    async fn repository_summary(
+        &self,
+        repo: &RepoKey,
+    ) -> Result<Option<RepositorySummary>, StorageError>;
     /// Delete a repository with its manifests and tags; what was deleted, or `None` if it
     /// didn't exist.
     async fn delete_repository(

@@ -33,6 +33,7 @@ fn manifest(digest_of: &[u8], blobs: Vec<BlobRef>, tag: Option<&str>, r: &RepoKe
             subject: None,
             annotations: None,
             platform: None,
+            config_media_type: None,
             blob_bytes: blobs.iter().map(|b| b.size).sum(),
             created_at: now_millis(),
         },
@@ -48,7 +49,7 @@ async fn blob_store_contract(store: &dyn BlobStore) {
     assert!(store.read(&d, None).await.unwrap().is_none());
 
     let id = Uuid::new_v4();
-    store.create_upload(id).await.unwrap();
+    store.create_upload(id, UploadKind::Session).await.unwrap();
     assert_eq!(store.append_upload(id, 0, stream(&[b"hello", b" "])).await.unwrap().len, 6);
     assert_eq!(store.append_upload(id, 6, stream(&[b"world"])).await.unwrap().len, 11);
     assert_eq!(store.list_uploads().await.unwrap().len(), 1);
@@ -63,14 +64,14 @@ async fn blob_store_contract(store: &dyn BlobStore) {
 
     // Committing content that is already stored keeps one copy.
     let again = Uuid::new_v4();
-    store.create_upload(again).await.unwrap();
+    store.create_upload(again, UploadKind::Session).await.unwrap();
     store.append_upload(again, 0, stream(&[b"hello world"])).await.unwrap();
     store.commit_upload(again, 11, &d).await.unwrap();
     assert_eq!(store.list().await.unwrap().len(), 1);
 
     // An input that fails keeps what it delivered; appending at the old length drops it.
     let torn = Uuid::new_v4();
-    store.create_upload(torn).await.unwrap();
+    store.create_upload(torn, UploadKind::Session).await.unwrap();
     store.append_upload(torn, 0, stream(&[b"ab"])).await.unwrap();
     let failing: ByteStream = Box::pin(futures::stream::iter(vec![
         Ok(Bytes::from_static(b"XX")),
@@ -85,12 +86,16 @@ async fn blob_store_contract(store: &dyn BlobStore) {
     assert_eq!(read_all(store.read(&abcd, None).await.unwrap().unwrap()).await, b"abcd");
 
     let gone = Uuid::new_v4();
-    store.create_upload(gone).await.unwrap();
+    store.create_upload(gone, UploadKind::Session).await.unwrap();
     store.abort_upload(gone).await.unwrap();
     store.abort_upload(gone).await.unwrap();
     store.delete(&abcd).await.unwrap();
     assert_eq!(store.stat(&abcd).await.unwrap(), None);
     store.delete(&abcd).await.unwrap();
+}
+
+fn staged_absent() -> Digest {
+    Digest::sha256_of(b"never stored")
 }
 
 async fn metadata_contract(meta: &dyn MetadataStore) {
@@ -101,12 +106,7 @@ async fn metadata_contract(meta: &dyn MetadataStore) {
     let (layer, config) = (Digest::sha256_of(b"layer"), Digest::sha256_of(b"config"));
 
     // A manifest needs its blobs in its repository; nothing is stored otherwise.
-    let m1 = manifest(
-        b"m1",
-        vec![BlobRef { digest: layer.clone(), size: 5, required: true }],
-        Some("v1"),
-        &r,
-    );
+    let m1 = manifest(b"m1", vec![BlobRef::new(layer.clone(), 5)], Some("v1"), &r);
     assert_eq!(
         meta.put_manifest(&m1).await.unwrap(),
         PutManifestOutcome::BlobUnknown(layer.clone())
@@ -119,8 +119,7 @@ async fn metadata_contract(meta: &dyn MetadataStore) {
     );
     assert!(meta.link_blob(&r, &layer).await.unwrap());
     assert_eq!(meta.linked_blob_size(&r, &layer).await.unwrap(), Some(5));
-    let wrong =
-        manifest(b"m0", vec![BlobRef { digest: layer.clone(), size: 6, required: true }], None, &r);
+    let wrong = manifest(b"m0", vec![BlobRef::new(layer.clone(), 6)], None, &r);
     assert!(matches!(
         meta.put_manifest(&wrong).await.unwrap(),
         PutManifestOutcome::SizeMismatch { .. }
@@ -140,12 +139,7 @@ async fn metadata_contract(meta: &dyn MetadataStore) {
 
     // Tags move in one step; listings are lexical with `last` and limits.
     meta.add_blob(&config, 6, Some(&r)).await.unwrap();
-    let m2 = manifest(
-        b"m2",
-        vec![BlobRef { digest: config.clone(), size: 6, required: true }],
-        Some("v1"),
-        &r,
-    );
+    let m2 = manifest(b"m2", vec![BlobRef::new(config.clone(), 6)], Some("v1"), &r);
     meta.put_manifest(&m2).await.unwrap();
     let v1 = meta.manifest(&r, &Reference::Tag(Tag::parse("v1").unwrap())).await.unwrap().unwrap();
     assert_eq!(v1.content.as_ref(), b"m2");
@@ -159,10 +153,44 @@ async fn metadata_contract(meta: &dyn MetadataStore) {
     assert_eq!(meta.repositories(default.id, None, None).await.unwrap(), ["team/app"]);
     let listed = meta.manifest_listing(&r, None, None, ListOrder::Name).await.unwrap().unwrap();
     assert_eq!(listed.len(), 2);
+    let m2_digest = m2.record.digest.clone();
+    assert_eq!(listed.iter().find(|l| l.digest == m2_digest).unwrap().tags, ["a", "b", "c", "v1"]);
+    // One item is one lookup, with the same answer as the listing.
+    let one = meta.manifest_summary(&r, &m2_digest).await.unwrap().unwrap().unwrap();
+    assert_eq!(Some(&one), listed.iter().find(|l| l.digest == m2_digest));
+    assert_eq!(one.size, 2);
+    assert_eq!(one.blob_bytes, 6);
+    assert_eq!(meta.manifest_summary(&r, &staged_absent()).await.unwrap(), Some(None));
+    assert_eq!(meta.manifest_summary(&repo(default.id, "none"), &m2_digest).await.unwrap(), None);
+    let tag = meta.tag_record(&r, &Tag::parse("b").unwrap()).await.unwrap().unwrap().unwrap();
+    assert_eq!(tag.digest, m2_digest);
+    assert_eq!(meta.tag_record(&r, &Tag::parse("zz").unwrap()).await.unwrap(), Some(None));
+    let summary = meta.repository_summary(&r).await.unwrap().unwrap();
+    assert_eq!((summary.manifest_count, summary.tag_count), (2, 4));
+    assert!(summary.updated_at >= summary.created_at);
+    assert_eq!(meta.repository_summary(&repo(default.id, "none")).await.unwrap(), None);
+
+    // An index lists its children with their platforms, in index order.
+    let mut index = manifest(b"idx", vec![], None, &r);
+    index.record.media_type = "application/vnd.oci.image.index.v1+json".into();
+    index.children = vec![
+        BlobRef {
+            platform: Some(r#"{"architecture":"arm64","os":"linux"}"#.into()),
+            ..BlobRef::new(m2_digest.clone(), 2)
+        },
+        BlobRef::new(m1.record.digest.clone(), 2),
+    ];
+    assert_eq!(meta.put_manifest(&index).await.unwrap(), PutManifestOutcome::Stored);
+    let idx = meta.manifest_summary(&r, &index.record.digest).await.unwrap().unwrap().unwrap();
     assert_eq!(
-        listed.iter().find(|l| l.record.content.as_ref() == b"m2").unwrap().tags,
-        ["a", "b", "c", "v1"]
+        idx.references,
+        [
+            (m2_digest.clone(), Some(r#"{"architecture":"arm64","os":"linux"}"#.to_owned())),
+            (m1.record.digest.clone(), None)
+        ]
     );
+    let listed = meta.manifest_listing(&r, None, None, ListOrder::Name).await.unwrap().unwrap();
+    assert_eq!(listed.iter().find(|l| l.digest == index.record.digest), Some(&idx));
 
     // Referrers.
     let mut referrer = manifest(b"sig", vec![], None, &r);
@@ -181,12 +209,7 @@ async fn metadata_contract(meta: &dyn MetadataStore) {
         None,
         "staged blobs are visible nowhere"
     );
-    let m3 = manifest(
-        b"m3",
-        vec![BlobRef { digest: staged.clone(), size: 6, required: true }],
-        None,
-        &other,
-    );
+    let m3 = manifest(b"m3", vec![BlobRef::new(staged.clone(), 6)], None, &other);
     let conflicting = CommitBatch {
         links: vec![(other.clone(), staged.clone())],
         manifests: vec![m3.clone()],

@@ -7,8 +7,9 @@ use wharf_registry::RangeRequest;
 
 use super::{Req, Result, parse_digest};
 use crate::error::oci_error;
+use crate::limits::WithPermit;
 
-pub(super) async fn handle(req: Req<'_>, method: &Method, name: &str, digest: &str) -> Result {
+pub(super) async fn handle(mut req: Req<'_>, method: &Method, name: &str, digest: &str) -> Result {
     let repo = req.repo(name)?;
     let digest = parse_digest(digest)?;
     let registry = &req.state.registry;
@@ -32,7 +33,12 @@ pub(super) async fn handle(req: Req<'_>, method: &Method, name: &str, digest: &s
                     .into_response());
             }
             let read = registry.read_blob(&repo, &digest, range).await?;
-            let mut res = Response::new(Body::from_stream(read.stream));
+            // The download slot is released when the body ends or the client goes away.
+            let body = match req.permit.take() {
+                Some(permit) => Body::from_stream(WithPermit::new(read.stream, permit)),
+                None => Body::from_stream(read.stream),
+            };
+            let mut res = Response::new(body);
             let h = res.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
             h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));

@@ -3,15 +3,20 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use wharf_oci::media_type;
 use wharf_registry::{MAX_MANIFEST_SIZE, RegistryError};
 
 use super::blobs::value;
 use super::{Req, Result, parse_reference};
-use crate::error::oci_error;
+use crate::error::{oci_error, too_many_requests};
+use crate::limits::{Admission, Permit, ReadError, WithPermit};
 
-pub(super) async fn handle(req: Req<'_>, method: &Method, name: &str, reference: &str) -> Result {
+pub(super) async fn handle(
+    mut req: Req<'_>,
+    method: &Method,
+    name: &str,
+    reference: &str,
+) -> Result {
     let repo = req.repo(name)?;
     let reference = match parse_reference(reference) {
         Ok(r) => r,
@@ -28,7 +33,17 @@ pub(super) async fn handle(req: Req<'_>, method: &Method, name: &str, reference:
         Method::GET => {
             let m = registry.get_manifest(&repo, &reference).await?;
             negotiate(req.headers, &m.media_type)?;
-            let mut res = Response::new(Body::from(m.content.clone()));
+            // The bytes stay in memory until the client has read them: count them.
+            let Some(memory) = req.state.admission.reserve(m.content.len()) else {
+                return Ok(too_many_requests(
+                    "the server is busy serving manifests; retry shortly",
+                ));
+            };
+            let permits = req.permit.take().into_iter().chain([memory]).collect::<Permit>();
+            let once = futures::stream::once(std::future::ready(Ok::<_, std::io::Error>(
+                m.content.clone(),
+            )));
+            let mut res = Response::new(Body::from_stream(WithPermit::new(once, permits)));
             let h = res.headers_mut();
             h.insert(header::CONTENT_TYPE, value(m.media_type));
             h.insert(header::CONTENT_LENGTH, value(m.content.len().to_string()));
@@ -49,7 +64,22 @@ pub(super) async fn handle(req: Req<'_>, method: &Method, name: &str, reference:
         }
         Method::PUT => {
             let content_type = req.header(header::CONTENT_TYPE).map(str::to_owned);
-            let body = read_manifest_body(req.body).await?;
+            let (body, _memory) = match read_manifest_body(&req.state.admission, req.body).await {
+                Ok(read) => read,
+                Err(ReadError::Busy) => {
+                    return Ok(too_many_requests("too many manifests being pushed; retry shortly"));
+                }
+                Err(ReadError::Incomplete(e)) => {
+                    return Err(RegistryError::BodyIncomplete(e).into());
+                }
+                Err(ReadError::TooLarge) => {
+                    return Err(RegistryError::TooLarge {
+                        what: "manifest",
+                        limit: MAX_MANIFEST_SIZE as u64,
+                    }
+                    .into());
+                }
+            };
             let stored =
                 registry.put_manifest(&repo, &reference, content_type.as_deref(), body).await?;
             let mut res = (
@@ -84,28 +114,15 @@ pub(super) async fn handle(req: Req<'_>, method: &Method, name: &str, reference:
     }
 }
 
-/// Read a manifest body of at most [`MAX_MANIFEST_SIZE`] bytes. A larger one is read to
-/// its end (up to a bound) but not kept, so that the client, still sending, gets the 413
-/// instead of a reset connection.
-async fn read_manifest_body(body: Body) -> std::result::Result<bytes::Bytes, RegistryError> {
+/// Read a manifest body of at most [`MAX_MANIFEST_SIZE`] bytes, its memory counted in the
+/// server's body budget. A larger one is read to its end (up to a bound) but not kept, so
+/// that the client, still sending, gets the 413 instead of a reset connection.
+async fn read_manifest_body(
+    admission: &Admission,
+    body: Body,
+) -> std::result::Result<(bytes::Bytes, Permit), ReadError> {
     const DRAIN_LIMIT: usize = 64 << 20;
-    let mut stream = body.into_data_stream();
-    let mut buf = Vec::new();
-    let mut seen = 0usize;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| RegistryError::BodyIncomplete(e.to_string()))?;
-        seen += chunk.len();
-        if seen > DRAIN_LIMIT {
-            break;
-        }
-        if seen <= MAX_MANIFEST_SIZE {
-            buf.extend_from_slice(&chunk);
-        }
-    }
-    if seen > MAX_MANIFEST_SIZE {
-        return Err(RegistryError::TooLarge { what: "manifest", limit: MAX_MANIFEST_SIZE as u64 });
-    }
-    Ok(bytes::Bytes::from(buf))
+    admission.read_whole(body.into_data_stream(), MAX_MANIFEST_SIZE, DRAIN_LIMIT).await
 }
 
 /// Refuse a manifest the client said it can't take, as distribution does: a client that

@@ -23,7 +23,8 @@ use wharf_management::authz::actions;
 use wharf_oci::{Digest, Reference, RepositoryName};
 use wharf_registry::{ByteStream, RegistryError, RepoKey};
 
-use crate::error::oci_error;
+use crate::error::{oci_error, too_many_requests};
+use crate::limits::Permit;
 use crate::{AppState, OciError};
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -130,7 +131,23 @@ async fn dispatch(
     if let Some(denied) = crate::authorize_data(&state, &registry, route.name(), action) {
         return denied;
     }
-    let req = Req { state: &state, registry: registry.id, query, headers: &parts.headers, body };
+    // Transfers in flight are capped: past the cap the client is told to come back.
+    let admission = &state.admission;
+    let permit = match (&route, &parts.method) {
+        (Route::Blob { .. } | Route::Manifest { .. }, &Method::GET) => match admission.download() {
+            Some(p) => Some(p),
+            None => return too_many_requests("too many downloads in flight; retry shortly"),
+        },
+        (Route::Uploads { .. }, &Method::POST)
+        | (Route::Upload { .. }, &Method::PATCH | &Method::PUT)
+        | (Route::Manifest { .. }, &Method::PUT) => match admission.upload() {
+            Some(p) => Some(p),
+            None => return too_many_requests("too many uploads in flight; retry shortly"),
+        },
+        _ => None,
+    };
+    let req =
+        Req { state: &state, registry: registry.id, query, headers: &parts.headers, body, permit };
     let result = match (route, &parts.method) {
         (Route::Catalog, &Method::GET) => discovery::catalog(req).await,
         (Route::Tags { name }, &Method::GET) => discovery::tags(req, name).await,
@@ -161,6 +178,8 @@ pub(crate) struct Req<'a> {
     query: HashMap<String, String>,
     headers: &'a HeaderMap,
     body: Body,
+    /// The transfer slot this request holds; a streamed response takes it along.
+    permit: Option<Permit>,
 }
 
 impl Req<'_> {

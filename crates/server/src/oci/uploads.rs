@@ -50,7 +50,7 @@ pub(super) async fn handle(req: Req<'_>, method: &Method, name: &str, id: &str) 
             let (start, len) = match req.header(header::CONTENT_RANGE) {
                 None => (None, None),
                 Some(v) => match parse_content_range(v) {
-                    Some((start, end)) => (Some(start), Some(end - start + 1)),
+                    Some((start, len)) => (Some(start), Some(len)),
                     None => {
                         return Err(RegistryError::BlobUploadInvalid(format!(
                             "Content-Range {v:?} is not <start>-<end>"
@@ -113,14 +113,16 @@ fn accepted(repo: &RepoKey, status: UploadStatus) -> Response {
         .into_response()
 }
 
-/// `<start>-<end>` (also accepted: `bytes <start>-<end>[/<total>|/*]`), end inclusive.
+/// `<start>-<end>` (also accepted: `bytes <start>-<end>[/<total>|/*]`), end inclusive, as
+/// `(start, length)`; `None` for anything else, including a length past `u64`.
 fn parse_content_range(v: &str) -> Option<(u64, u64)> {
     let v = v.trim();
     let v = v.strip_prefix("bytes ").or_else(|| v.strip_prefix("bytes=")).unwrap_or(v);
     let v = v.split('/').next()?;
     let (start, end) = v.split_once('-')?;
     let (start, end): (u64, u64) = (start.trim().parse().ok()?, end.trim().parse().ok()?);
-    (end >= start).then_some((start, end))
+    let len = end.checked_sub(start)?.checked_add(1)?;
+    Some((start, len))
 }
 
 #[cfg(test)]
@@ -129,8 +131,10 @@ mod tests {
 
     #[test]
     fn content_ranges() {
-        assert_eq!(parse_content_range("0-99"), Some((0, 99)));
-        assert_eq!(parse_content_range("bytes 100-199/*"), Some((100, 199)));
+        assert_eq!(parse_content_range("0-99"), Some((0, 100)));
+        assert_eq!(parse_content_range("bytes 100-199/*"), Some((100, 100)));
+        assert_eq!(parse_content_range("0-18446744073709551615"), None, "length overflows");
+        assert_eq!(parse_content_range("1-18446744073709551615"), Some((1, u64::MAX)));
         assert_eq!(parse_content_range("5-4"), None);
         assert_eq!(parse_content_range("abc"), None);
         assert_eq!(parse_content_range("-5"), None);

@@ -21,6 +21,9 @@ use wharf_oci::Digest;
 
 use crate::StorageError;
 
+/// How long a write waits for the writer connection before the store reports itself busy.
+const WRITE_WAIT: Duration = Duration::from_secs(10);
+
 /// SQLite-backed [`crate::MetadataStore`] and [`crate::ManagementStore`].
 #[derive(Clone, Debug)]
 pub struct SqliteMetadataStore {
@@ -39,11 +42,21 @@ impl SqliteMetadataStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
-        let write =
-            SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            // A write waiting longer than this answers "busy" (503) rather than hang.
+            .acquire_timeout(WRITE_WAIT)
+            .connect_with(options.clone())
+            .await?;
+        // SQLite makes its journal's name durable, not the database file's own: a power cut
+        // right after the first start must not lose the file.
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::File::open(dir).and_then(|d| d.sync_all())?;
+        }
         sqlx::migrate!("./migrations/sqlite").run(&write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
+            .acquire_timeout(WRITE_WAIT)
             .connect_with(options.read_only(true))
             .await?;
         Ok(SqliteMetadataStore { read, write })

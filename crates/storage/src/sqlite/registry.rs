@@ -515,17 +515,25 @@ impl MetadataStore for SqliteMetadataStore {
         .bind(sql_limit(limit))
         .fetch_all(&self.read)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(TagRecord {
-                    name: r.try_get("name")?,
-                    digest: digest_col(r, "digest")?,
-                    created_at: r.try_get("created_at")?,
-                    updated_at: r.try_get("updated_at")?,
-                })
-            })
-            .collect::<Result<Vec<_>, StorageError>>()
-            .map(Some)
+        rows.iter().map(tag_row).collect::<Result<Vec<_>, StorageError>>().map(Some)
+    }
+
+    async fn tag_record(
+        &self,
+        repo: &RepoKey,
+        tag: &Tag,
+    ) -> Result<Option<Option<TagRecord>>, StorageError> {
+        let Some(repo_id) = self.listed_repo_id(repo).await? else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "SELECT name, digest, created_at, updated_at FROM tags WHERE repo_id = $1 AND name = $2",
+        )
+        .bind(repo_id)
+        .bind(tag.as_str())
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(Some(row.as_ref().map(tag_row).transpose()?))
     }
 
     async fn manifest_listing(
@@ -534,16 +542,15 @@ impl MetadataStore for SqliteMetadataStore {
         last: Option<&str>,
         limit: Option<u32>,
         order: ListOrder,
-    ) -> Result<Option<Vec<ManifestListing>>, StorageError> {
+    ) -> Result<Option<Vec<ManifestSummary>>, StorageError> {
         let Some(repo_id) = self.listed_repo_id(repo).await? else {
             return Ok(None);
         };
         let order_by = order_by(order, "m.digest", "m.created_at");
         // Only constant fragments are formatted into the SQL.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT m.*, (SELECT group_concat(t.name, char(10)) FROM tags t
-                           WHERE t.repo_id = m.repo_id AND t.digest = m.digest) AS tag_names
-               FROM manifests m WHERE m.repo_id = $1 AND m.digest > $2
+            "SELECT {SUMMARY_COLUMNS} FROM manifests m
+              WHERE m.repo_id = $1 AND m.digest > $2
               ORDER BY {order_by} LIMIT $3"
         )))
         .bind(repo_id)
@@ -551,16 +558,97 @@ impl MetadataStore for SqliteMetadataStore {
         .bind(sql_limit(limit))
         .fetch_all(&self.read)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let names: Option<String> = r.try_get("tag_names")?;
-                let mut tags: Vec<String> =
-                    names.map(|n| n.split('\n').map(str::to_owned).collect()).unwrap_or_default();
-                tags.sort();
-                Ok(ManifestListing { record: manifest_row(r)?, tags })
-            })
-            .collect::<Result<Vec<_>, StorageError>>()
-            .map(Some)
+        let mut out = rows.iter().map(summary_row).collect::<Result<Vec<_>, StorageError>>()?;
+        // The children of the indexes on this page, in one query.
+        let indexes: Vec<String> = out.iter().map(|m| m.digest.to_string()).collect();
+        if !indexes.is_empty() {
+            let refs = sqlx::query(
+                "SELECT manifest_digest, target, platform FROM manifest_refs
+                  WHERE repo_id = $1 AND kind = 1
+                    AND manifest_digest IN (SELECT value FROM json_each($2))
+                  ORDER BY manifest_digest, position",
+            )
+            .bind(repo_id)
+            .bind(
+                serde_json::to_string(&indexes)
+                    .map_err(|e| StorageError::Corrupt(e.to_string()))?,
+            )
+            .fetch_all(&self.read)
+            .await?;
+            let mut by_parent: std::collections::HashMap<String, Vec<(Digest, Option<String>)>> =
+                std::collections::HashMap::new();
+            for r in &refs {
+                by_parent
+                    .entry(r.try_get("manifest_digest")?)
+                    .or_default()
+                    .push((digest_col(r, "target")?, r.try_get("platform")?));
+            }
+            for m in &mut out {
+                if let Some(children) = by_parent.remove(&m.digest.to_string()) {
+                    m.references = children;
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+
+    async fn manifest_summary(
+        &self,
+        repo: &RepoKey,
+        digest: &Digest,
+    ) -> Result<Option<Option<ManifestSummary>>, StorageError> {
+        let Some(repo_id) = self.listed_repo_id(repo).await? else {
+            return Ok(None);
+        };
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SUMMARY_COLUMNS} FROM manifests m WHERE m.repo_id = $1 AND m.digest = $2"
+        )))
+        .bind(repo_id)
+        .bind(digest.to_string())
+        .fetch_optional(&self.read)
+        .await?;
+        let Some(row) = row else { return Ok(Some(None)) };
+        let mut m = summary_row(&row)?;
+        let refs = sqlx::query(
+            "SELECT target, platform FROM manifest_refs
+              WHERE repo_id = $1 AND manifest_digest = $2 AND kind = 1 ORDER BY position",
+        )
+        .bind(repo_id)
+        .bind(digest.to_string())
+        .fetch_all(&self.read)
+        .await?;
+        m.references = refs
+            .iter()
+            .map(|r| Ok((digest_col(r, "target")?, r.try_get("platform")?)))
+            .collect::<Result<_, StorageError>>()?;
+        Ok(Some(Some(m)))
+    }
+
+    async fn repository_summary(
+        &self,
+        repo: &RepoKey,
+    ) -> Result<Option<RepositorySummary>, StorageError> {
+        let Some(repo_id) = self.listed_repo_id(repo).await? else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM manifests WHERE repo_id = $1) AS manifests,
+                    (SELECT MIN(created_at) FROM manifests WHERE repo_id = $1) AS created,
+                    (SELECT MAX(created_at) FROM manifests WHERE repo_id = $1) AS pushed,
+                    (SELECT COUNT(*) FROM tags WHERE repo_id = $1) AS tags,
+                    (SELECT MAX(updated_at) FROM tags WHERE repo_id = $1) AS moved",
+        )
+        .bind(repo_id)
+        .fetch_one(&self.read)
+        .await?;
+        let pushed: Option<i64> = row.try_get("pushed")?;
+        let moved: Option<i64> = row.try_get("moved")?;
+        Ok(Some(RepositorySummary {
+            manifest_count: row.try_get::<i64, _>("manifests")? as u64,
+            tag_count: row.try_get::<i64, _>("tags")? as u64,
+            created_at: row.try_get::<Option<i64>, _>("created")?.unwrap_or(0),
+            updated_at: pushed.max(moved).unwrap_or(0),
+        }))
     }
 
     async fn delete_repository(
@@ -642,6 +730,40 @@ impl MetadataStore for SqliteMetadataStore {
     }
 }
 
+/// What a [`ManifestSummary`] reads of a manifest row (never `content`), with its tags.
+const SUMMARY_COLUMNS: &str = "m.digest, m.media_type, m.size, m.blob_bytes, m.created_at,
+    m.artifact_type, m.platform, m.config_media_type,
+    (SELECT group_concat(t.name, char(10)) FROM tags t
+      WHERE t.repo_id = m.repo_id AND t.digest = m.digest) AS tag_names";
+
+fn summary_row(r: &SqliteRow) -> Result<ManifestSummary, StorageError> {
+    let names: Option<String> = r.try_get("tag_names")?;
+    let mut tags: Vec<String> =
+        names.map(|n| n.split('\n').map(str::to_owned).collect()).unwrap_or_default();
+    tags.sort();
+    Ok(ManifestSummary {
+        digest: digest_col(r, "digest")?,
+        media_type: r.try_get("media_type")?,
+        size: r.try_get::<i64, _>("size")? as u64,
+        blob_bytes: r.try_get::<i64, _>("blob_bytes")? as u64,
+        created_at: r.try_get("created_at")?,
+        artifact_type: r.try_get("artifact_type")?,
+        platform: r.try_get("platform")?,
+        config_media_type: r.try_get("config_media_type")?,
+        tags,
+        references: Vec::new(),
+    })
+}
+
+fn tag_row(r: &SqliteRow) -> Result<TagRecord, StorageError> {
+    Ok(TagRecord {
+        name: r.try_get("name")?,
+        digest: digest_col(r, "digest")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
 fn manifest_row(row: &SqliteRow) -> Result<ManifestRecord, StorageError> {
     Ok(ManifestRecord {
         digest: digest_col(row, "digest")?,
@@ -651,6 +773,7 @@ fn manifest_row(row: &SqliteRow) -> Result<ManifestRecord, StorageError> {
         subject: opt_digest_col(row, "subject")?,
         annotations: row.try_get("annotations")?,
         platform: row.try_get("platform")?,
+        config_media_type: row.try_get("config_media_type")?,
         blob_bytes: row.try_get::<i64, _>("blob_bytes")? as u64,
         created_at: row.try_get("created_at")?,
     })
@@ -753,8 +876,8 @@ async fn insert_manifest_tx(
     let digest = rec.digest.to_string();
     sqlx::query(
         "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations,
-                                platform, blob_bytes, size, content, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                                platform, blob_bytes, size, content, created_at, config_media_type)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          ON CONFLICT (repo_id, digest) DO NOTHING",
     )
     .bind(repo_id)
@@ -768,6 +891,7 @@ async fn insert_manifest_tx(
     .bind(rec.content.len() as i64)
     .bind(rec.content.as_ref())
     .bind(rec.created_at)
+    .bind(&rec.config_media_type)
     .execute(&mut **tx)
     .await?;
     let refs = put
@@ -775,15 +899,17 @@ async fn insert_manifest_tx(
         .iter()
         .map(|b| (b, KIND_BLOB))
         .chain(put.children.iter().map(|c| (c, KIND_MANIFEST)));
-    for (r, kind) in refs {
+    for (position, (r, kind)) in refs.enumerate() {
         sqlx::query(
-            "INSERT INTO manifest_refs (repo_id, manifest_digest, target, kind)
-             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            "INSERT INTO manifest_refs (repo_id, manifest_digest, target, kind, platform, position)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
         )
         .bind(repo_id)
         .bind(&digest)
         .bind(r.digest.to_string())
         .bind(kind)
+        .bind(&r.platform)
+        .bind(position as i64)
         .execute(&mut **tx)
         .await?;
     }

@@ -2,7 +2,7 @@
 """A fault-injecting HTTP proxy in front of a real registry, for import tests.
 
     faultproxy.py PORT UPSTREAM_HOST:PORT [--rate BYTES_PER_SEC] [--first-429 N]
-                  [--retry-after SECONDS] [--break-after BYTES] [--first-503 N]
+                  [--retry-after SECONDS] [--break-after BYTES] [--break-every BYTES] [--first-503 N]
                   [--token-auth USER:PASS | --token-anonymous] [--token-post-only]
 
 Forwards every request to the upstream registry unchanged, except:
@@ -10,6 +10,7 @@ Forwards every request to the upstream registry unchanged, except:
   --first-429     the first N blob GETs are answered 429 Too Many Requests with Retry-After;
   --break-after   the first GET of each blob is cut off after this many body bytes
                   (the connection is closed), so that the client must resume with Range;
+  --break-every   every blob GET (resumed ones too) is cut off after this many body bytes;
   --first-503     the first N blob GETs are answered 503 Service Unavailable;
   --token-auth    the Docker token flow in front of the registry: /v2/ wants a Bearer token,
                   which /token issues for USER:PASS (GET with Basic auth, or the OAuth2 POST
@@ -37,6 +38,7 @@ ap.add_argument("--rate", type=int, default=0)
 ap.add_argument("--first-429", type=int, default=0)
 ap.add_argument("--retry-after", type=int, default=1)
 ap.add_argument("--break-after", type=int, default=0)
+ap.add_argument("--break-every", type=int, default=0)
 ap.add_argument("--first-503", type=int, default=0)
 ap.add_argument("--token-auth", default="")
 ap.add_argument("--token-anonymous", action="store_true")
@@ -129,6 +131,8 @@ class Proxy(BaseHTTPRequestHandler):
             cut = is_blob_get and args.break_after and path not in broken_once and not self.headers.get("Range")
             if cut:
                 broken_once.add(path)
+            limit = args.break_after if cut else args.break_every if is_blob_get else 0
+            cut = bool(limit)
         if send_429:
             body = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}'
             self.send_response(429)
@@ -167,8 +171,8 @@ class Proxy(BaseHTTPRequestHandler):
             chunk = r.read(64 * 1024)
             if not chunk:
                 break
-            if cut and sent + len(chunk) > args.break_after:
-                chunk = chunk[: args.break_after - sent]
+            if cut and sent + len(chunk) > limit:
+                chunk = chunk[: limit - sent]
                 self.wfile.write(chunk)
                 self.wfile.flush()
                 with lock:

@@ -7,6 +7,8 @@ mod clients;
 mod conformance;
 mod crash;
 mod gc;
+mod hostile;
+mod hostile_sources;
 mod import;
 mod management;
 mod oci_api;

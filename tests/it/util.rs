@@ -72,6 +72,35 @@ impl Wharf {
         w
     }
 
+    /// Start with a configuration file holding `toml` (and more flags).
+    pub fn start_with_config(toml: &str, args: &[&str]) -> Wharf {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = tmp.path().join("wharf.toml");
+        std::fs::write(&config, toml).unwrap();
+        let mut all = vec!["--config", config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let data = tmp.path().join("data");
+        let mut w = Wharf::start_in(&data, &all);
+        w._tmp = Some(tmp);
+        w
+    }
+
+    /// The server's resident memory now, in MiB.
+    pub fn rss_mib(&self) -> f64 {
+        proc_status_kib(self.pid(), "VmRSS") as f64 / 1024.0
+    }
+
+    /// Sockets the server has open (listener included).
+    pub fn sockets(&self) -> usize {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", self.pid())) else { return 0 };
+        fds.filter_map(Result::ok)
+            .filter(|f| {
+                std::fs::read_link(f.path())
+                    .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+            })
+            .count()
+    }
+
     /// Start on a given data directory (kept after the process stops).
     pub fn start_in(data: &Path, args: &[&str]) -> Wharf {
         let mut w = Wharf {
@@ -175,6 +204,41 @@ impl Wharf {
 impl Drop for Wharf {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// A `kB` field of `/proc/<pid>/status` (VmRSS, VmHWM…).
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Let this process open as many files as its hard limit allows (tests that hold
+/// thousands of connections).
+pub fn raise_open_files() -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let l = getrlimit(Resource::Nofile);
+    if let Some(max) = l.maximum {
+        let _ = setrlimit(Resource::Nofile, Rlimit { current: Some(max), maximum: Some(max) });
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+/// Wait until `cond` holds, for at most `within`; whether it did.
+pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -140,14 +140,17 @@ impl Engine<'_> {
         target: i64,
     ) -> Result<(), ImportError> {
         self.progress.set_phase("Resolving");
-        let plan = plan(
+        let planning = plan(
             source,
             &req.source_repo,
             &req.source_reference,
             req.include_referrers,
             self.limits,
-        )
-        .await?;
+        );
+        let plan = tokio::select! {
+            plan = planning => plan?,
+            () = self.cancel.cancelled() => return Err(canceled()),
+        };
         self.progress.set_plan(req.source_repo.as_str(), &plan);
         tracing::info!(
             source = %source.display(), image = %req.source_image, digest = %plan.root,

@@ -303,17 +303,41 @@ impl MetadataStore for SqliteMetadataStore {
     }
 
     async fn commit_batch(&self, batch: &CommitBatch) -> Result<CommitOutcome, StorageError> {
-        let mut tx = self.write.begin().await?;
+        // One statement per repository rather than per link: the writer is held for as
+        // short a time as a large import allows.
+        let mut by_repo: Vec<(&RepoKey, Vec<String>)> = Vec::new();
         for (repo, digest) in &batch.links {
-            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = $1")
-                .bind(digest.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-            if exists.is_none() {
-                return Ok(CommitOutcome::BlobMissing(digest.clone()));
+            match by_repo.iter_mut().find(|(r, _)| *r == repo) {
+                Some((_, list)) => list.push(digest.to_string()),
+                None => by_repo.push((repo, vec![digest.to_string()])),
+            }
+        }
+        let mut tx = self.write.begin().await?;
+        for (repo, digests) in &by_repo {
+            let digests = json_list(digests)?;
+            let missing: Option<String> = sqlx::query_scalar(
+                "SELECT j.value FROM json_each($1) j
+                  WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = j.value) LIMIT 1",
+            )
+            .bind(&digests)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(d) = missing {
+                return Ok(CommitOutcome::BlobMissing(
+                    d.parse().map_err(|e| StorageError::Corrupt(format!("{e}")))?,
+                ));
             }
             let repo_id = repo_id_tx(&mut tx, repo).await?;
-            link_tx(&mut tx, repo_id, digest).await?;
+            sqlx::query(
+                "INSERT INTO repo_blobs (repo_id, digest, linked_at)
+                 SELECT $1, j.value, $2 FROM json_each($3) j WHERE true
+                 ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
+            )
+            .bind(repo_id)
+            .bind(now_millis())
+            .bind(&digests)
+            .execute(&mut *tx)
+            .await?;
         }
         for put in &batch.manifests {
             let outcome = insert_manifest_tx(&mut tx, put).await?;
@@ -824,28 +848,34 @@ async fn insert_manifest_tx(
     put: &PutManifest,
 ) -> Result<PutManifestOutcome, StorageError> {
     let repo_id = repo_id_tx(tx, &put.repo).await?;
-    for blob in &put.blobs {
-        let size: Option<i64> = sqlx::query_scalar(
-            "SELECT b.size FROM repo_blobs l JOIN blobs b ON b.digest = l.digest
-              WHERE l.repo_id = $1 AND l.digest = $2",
-        )
-        .bind(repo_id)
-        .bind(blob.digest.to_string())
-        .fetch_optional(&mut **tx)
-        .await?;
-        match size {
-            None if blob.required => {
-                return Ok(PutManifestOutcome::BlobUnknown(blob.digest.clone()));
+    // Every blob in one query (a manifest may have thousands): the first missing one, or
+    // the first whose stored size differs from the declared one.
+    let wanted: Vec<(String, u64, bool)> =
+        put.blobs.iter().map(|b| (b.digest.to_string(), b.size, b.required)).collect();
+    let wanted =
+        serde_json::to_string(&wanted).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    let bad = sqlx::query(
+        "SELECT j.value ->> '$[0]' AS digest, j.value ->> '$[1]' AS declared, b.size AS actual
+           FROM json_each($2) j
+           LEFT JOIN repo_blobs l ON l.repo_id = $1 AND l.digest = j.value ->> '$[0]'
+           LEFT JOIN blobs b ON b.digest = l.digest
+          WHERE (b.size IS NULL AND j.value ->> '$[2]')
+             OR (b.size IS NOT NULL AND b.size != j.value ->> '$[1]')
+          ORDER BY j.key LIMIT 1",
+    )
+    .bind(repo_id)
+    .bind(&wanted)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(row) = bad {
+        let digest = digest_col(&row, "digest")?;
+        let declared = row.try_get::<i64, _>("declared")? as u64;
+        return Ok(match row.try_get::<Option<i64>, _>("actual")? {
+            None => PutManifestOutcome::BlobUnknown(digest),
+            Some(actual) => {
+                PutManifestOutcome::SizeMismatch { digest, declared, actual: actual as u64 }
             }
-            Some(actual) if actual as u64 != blob.size => {
-                return Ok(PutManifestOutcome::SizeMismatch {
-                    digest: blob.digest.clone(),
-                    declared: blob.size,
-                    actual: actual as u64,
-                });
-            }
-            _ => {}
-        }
+        });
     }
     for child in &put.children {
         let size: Option<i64> = sqlx::query_scalar(
@@ -894,29 +924,35 @@ async fn insert_manifest_tx(
     .bind(&rec.config_media_type)
     .execute(&mut **tx)
     .await?;
-    let refs = put
+    // Its references in one statement, in order (children keep their index position).
+    let refs: Vec<(String, i64, Option<&str>)> = put
         .blobs
         .iter()
         .map(|b| (b, KIND_BLOB))
-        .chain(put.children.iter().map(|c| (c, KIND_MANIFEST)));
-    for (position, (r, kind)) in refs.enumerate() {
-        sqlx::query(
-            "INSERT INTO manifest_refs (repo_id, manifest_digest, target, kind, platform, position)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-        )
-        .bind(repo_id)
-        .bind(&digest)
-        .bind(r.digest.to_string())
-        .bind(kind)
-        .bind(&r.platform)
-        .bind(position as i64)
-        .execute(&mut **tx)
-        .await?;
-    }
+        .chain(put.children.iter().map(|c| (c, KIND_MANIFEST)))
+        .map(|(r, kind)| (r.digest.to_string(), kind, r.platform.as_deref()))
+        .collect();
+    let refs = serde_json::to_string(&refs).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO manifest_refs (repo_id, manifest_digest, target, kind, platform, position)
+         SELECT $1, $2, j.value ->> '$[0]', j.value ->> '$[1]', j.value ->> '$[2]', j.key
+           FROM json_each($3) j WHERE true
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(repo_id)
+    .bind(&digest)
+    .bind(&refs)
+    .execute(&mut **tx)
+    .await?;
     if let Some(tag) = &put.tag {
         move_tag_tx(tx, repo_id, tag, &rec.digest).await?;
     }
     Ok(PutManifestOutcome::Stored)
+}
+
+/// A list of strings as a JSON array, for `json_each` (one statement for many rows).
+fn json_list(items: &[String]) -> Result<String, StorageError> {
+    serde_json::to_string(items).map_err(|e| StorageError::Corrupt(e.to_string()))
 }
 
 /// SQLite's `LIMIT` for an optional limit (`-1`: none).

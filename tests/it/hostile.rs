@@ -1,0 +1,232 @@
+//! Hostile clients: peers that hold connections, stop reading, stall mid-body or race each
+//! other. Each test plays the attack against the real binary and checks that the server
+//! stays small and answers everyone else. (The latencies are measured by
+//! `bench/hostile.sh`; here they are only bounded generously, as liveness.)
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+/// Send `head` (and `body`) on a fresh connection, and leave it open.
+fn open(port: u16, head: &str, body: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    s
+}
+
+/// The status line's code of what a connection answered (within `wait`).
+fn status_of(s: &mut TcpStream, wait: Duration) -> Option<u16> {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]);
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+#[test]
+fn clients_that_stop_reading_cost_little_and_are_dropped() {
+    raise_open_files();
+    let w = Wharf::start_with_config("[limits]\nwrite_idle_timeout = \"3s\"\n", &[]);
+    let reg = w.reg();
+    let big = reg.push_blob("big", &bytes(7, 32 << 20));
+    reg.push_image("app", "v1", &[b"a layer"]);
+    let idle = w.sockets();
+
+    // A thousand clients ask for 32 MiB and never read a byte.
+    let stalled: Vec<TcpStream> = (0..1000)
+        .map(|_| open(w.port, &format!("GET /v2/big/blobs/{big} HTTP/1.1\r\nHost: x\r\n\r\n"), b""))
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let rss = w.rss_mib();
+    println!("1000 stalled 32 MiB downloads: server RSS {rss:.1} MiB");
+
+    // Everyone else is served meanwhile.
+    let t = Instant::now();
+    reg.push_blob("fresh", &bytes(8, 1 << 20));
+    let push = t.elapsed();
+    let t = Instant::now();
+    assert!(manifest_bytes(&w.url(), None, "app", "v1").is_some());
+    let manifest = t.elapsed();
+    println!("while they hang: 1 MiB push {push:?}, manifest GET {manifest:?}");
+    assert!(push < Duration::from_secs(10) && manifest < Duration::from_secs(10));
+    assert!(rss <= 128.0, "1000 stalled readers took the server to {rss:.1} MiB");
+
+    // The write timeout closes them all.
+    assert!(
+        eventually(Duration::from_secs(30), || w.sockets() <= idle + 2),
+        "stalled connections still open: {} sockets",
+        w.sockets()
+    );
+    drop(stalled);
+}
+
+#[test]
+fn half_open_connections_are_closed_by_the_header_timeout() {
+    let limit = raise_open_files();
+    let n = 10_000.min(limit.saturating_sub(1_000) as usize);
+    let w = Wharf::start_with_config(
+        "[limits]\nheader_read_timeout = \"4s\"\nkeepalive_timeout = \"6s\"\n",
+        &[],
+    );
+    let idle = w.sockets();
+    // Half a request line, then nothing; and a few that send nothing at all.
+    let half: Vec<TcpStream> = (0..n).map(|_| open(w.port, "GET /v2/ HT", b"")).collect();
+    let silent: Vec<TcpStream> =
+        (0..20).map(|_| TcpStream::connect(("127.0.0.1", w.port)).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let rss = w.rss_mib();
+    let t = Instant::now();
+    let r = w.reg().get("/v2/");
+    let fresh = t.elapsed();
+    println!("{n} half-open connections: server RSS {rss:.1} MiB, a fresh GET /v2/ took {fresh:?}");
+    assert_eq!(r.status(), 200);
+    assert!(fresh < Duration::from_secs(5));
+    assert!(rss <= 256.0, "{n} half-open connections took the server to {rss:.1} MiB");
+    assert!(
+        eventually(Duration::from_secs(30), || w.sockets() <= idle + 2),
+        "half-open or silent connections still open: {} sockets",
+        w.sockets()
+    );
+    drop((half, silent));
+}
+
+#[test]
+fn transfers_past_the_caps_are_told_to_retry_and_stalled_uploads_give_their_slot_back() {
+    let w = Wharf::start_with_config(
+        "[limits]\nmax_uploads = 2\nmax_downloads = 2\nbody_idle_timeout = \"2s\"\n",
+        &[],
+    );
+    let reg = w.reg();
+    // Two uploads that send a little of their body and stop.
+    let blob = bytes(1, 100_000);
+    let d = digest_of(&blob);
+    let head = format!(
+        "POST /v2/a/blobs/uploads/?digest={d} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        blob.len()
+    );
+    let mut stalled: Vec<TcpStream> = (0..2).map(|_| open(w.port, &head, &blob[..1000])).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = reg
+        .http
+        .post(reg.url(&format!("/v2/a/blobs/uploads/?digest={d}")))
+        .body(blob.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 429, "a third upload is refused, not queued");
+    assert_eq!(header(r.headers(), "retry-after"), "1");
+    assert_eq!(error_code(r), "TOOMANYREQUESTS");
+    // The body timeout fails the stalled ones (400) and frees their slots.
+    for s in &mut stalled {
+        assert_eq!(status_of(s, Duration::from_secs(10)), Some(400));
+    }
+    assert_eq!(reg.push_blob("a", &blob), d);
+    assert_eq!(reg.get(&format!("/v2/a/blobs/{d}")).bytes().unwrap().as_ref(), &blob[..]);
+
+    // Downloads have their own slots.
+    let big = reg.push_blob("big", &bytes(2, 16 << 20));
+    let readers: Vec<TcpStream> = (0..2)
+        .map(|_| open(w.port, &format!("GET /v2/big/blobs/{big} HTTP/1.1\r\nHost: x\r\n\r\n"), b""))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = reg.get(&format!("/v2/a/blobs/{d}"));
+    assert_eq!(r.status(), 429);
+    assert_eq!(error_code(r), "TOOMANYREQUESTS");
+    // Uploads still go through while downloads are full.
+    reg.push_blob("b", b"not a download");
+    drop(readers);
+    assert!(eventually(Duration::from_secs(10), || reg.get(&format!("/v2/a/blobs/{d}")).status()
+        == 200));
+}
+
+#[test]
+fn racing_patches_at_one_offset_accept_exactly_one() {
+    let w = Wharf::start();
+    let reg = w.reg();
+    let loc = reg.start_upload("race");
+    let path = loc.strip_prefix(&w.url()).unwrap().to_owned();
+    let bodies: Vec<Vec<u8>> = (0..8).map(|i| bytes(100 + i, 100_000)).collect();
+    let head = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Range: 0-99999\r\nContent-Length: 100000\r\n\r\n"
+    );
+    // All eight are in the server, each halfway through its body.
+    let mut conns: Vec<TcpStream> =
+        bodies.iter().map(|b| open(w.port, &head, &b[..50_000])).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // The losers were answered at once; the winner waits for the rest of its body.
+    let mut refused = 0;
+    let mut winner = None;
+    for (i, c) in conns.iter_mut().enumerate() {
+        match status_of(c, Duration::from_millis(300)) {
+            Some(416) => refused += 1,
+            None => {
+                assert!(winner.is_none(), "two requests are writing to one session");
+                winner = Some(i);
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(refused, 7);
+    let i = winner.expect("one request writes");
+    conns[i].write_all(&bodies[i][50_000..]).unwrap();
+    assert_eq!(status_of(&mut conns[i], Duration::from_secs(10)), Some(202));
+    // The session holds exactly the winner's bytes and finishes as that blob.
+    let d = digest_of(&bodies[i]);
+    let r = reg.http.put(format!("{loc}?digest={d}")).send().unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    assert_eq!(reg.get(&format!("/v2/race/blobs/{d}")).bytes().unwrap().as_ref(), &bodies[i][..]);
+}
+
+#[test]
+fn unrelated_uploads_never_wait_on_a_stalled_one() {
+    let w = Wharf::start();
+    let reg = w.reg();
+    // One session's PATCH stops halfway.
+    let loc = reg.start_upload("stuck");
+    let path = loc.strip_prefix(&w.url()).unwrap().to_owned();
+    let _stuck = open(
+        w.port,
+        &format!("PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"),
+        &[0u8; 1000],
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    // 64 chunked uploads to other sessions, at once: all succeed.
+    let errors: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..64u64)
+            .map(|i| {
+                let reg = w.reg();
+                s.spawn(move || {
+                    let data = bytes(1000 + i, 256 << 10);
+                    let loc = reg.start_upload(&format!("many/{i}"));
+                    let r = reg
+                        .http
+                        .patch(&loc)
+                        .header("content-range", format!("0-{}", data.len() / 2 - 1))
+                        .body(data[..data.len() / 2].to_vec())
+                        .send()
+                        .unwrap();
+                    if r.status() != 202 {
+                        return 1;
+                    }
+                    let next = reg.url(location(r.headers()));
+                    let sep = if next.contains('?') { '&' } else { '?' };
+                    let r = reg
+                        .http
+                        .put(format!("{next}{sep}digest={}", digest_of(&data)))
+                        .body(data[data.len() / 2..].to_vec())
+                        .send()
+                        .unwrap();
+                    usize::from(r.status() != 201)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(errors, 0);
+    // Garbage collection's upload pass doesn't wait for the stalled session either.
+    let t = Instant::now();
+    cli(&w, &["gc"]).ok_json();
+    assert!(t.elapsed() < Duration::from_secs(10));
+}

@@ -12,5 +12,7 @@ mod hostile_sources;
 mod import;
 mod management;
 mod oci_api;
+mod powerfs;
+mod powerloss;
 mod serve;
 mod util;

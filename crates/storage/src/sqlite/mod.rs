@@ -48,11 +48,6 @@ impl SqliteMetadataStore {
             .acquire_timeout(WRITE_WAIT)
             .connect_with(options.clone())
             .await?;
-        // SQLite makes its journal's name durable, not the database file's own: a power cut
-        // right after the first start must not lose the file.
-        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::File::open(dir).and_then(|d| d.sync_all())?;
-        }
         sqlx::migrate!("./migrations/sqlite").run(&write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)

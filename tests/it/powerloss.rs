@@ -159,11 +159,14 @@ fn check(w: &Wharf, a: &mut Acked, round: u64) -> Vec<String> {
     let mut lost = Vec::new();
     let (b0, t0, i0) = a.checked;
     for (repo, digest, bytes) in &a.blobs[b0..] {
-        let r = reg.get(&format!("/v2/{repo}/blobs/{digest}"));
-        if r.status() != 200 {
-            lost.push(format!("round {round}: blob {repo}@{digest}: {}", r.status()));
-        } else if r.bytes().unwrap().as_ref() != bytes.as_slice() {
-            lost.push(format!("round {round}: blob {repo}@{digest} has other bytes"));
+        match read(&reg, &format!("/v2/{repo}/blobs/{digest}")) {
+            Ok(body) if body == *bytes => {}
+            Ok(body) => lost.push(format!(
+                "round {round}: blob {repo}@{digest} has other bytes ({} of {})",
+                body.len(),
+                bytes.len()
+            )),
+            Err(e) => lost.push(format!("round {round}: blob {repo}@{digest}: {e}")),
         }
     }
     for (repo, tag, digest) in a.tags[t0..].iter().chain(&a.imports[i0..]) {
@@ -175,9 +178,14 @@ fn check(w: &Wharf, a: &mut Acked, round: u64) -> Vec<String> {
                 blobs.push(&v["config"]);
                 for b in blobs {
                     let d = b["digest"].as_str().unwrap_or_default();
-                    let r = reg.get(&format!("/v2/{repo}/blobs/{d}"));
-                    if r.status() != 200 || digest_of(&r.bytes().unwrap()) != d {
-                        lost.push(format!("round {round}: {repo}:{tag} lost blob {d}"));
+                    match read(&reg, &format!("/v2/{repo}/blobs/{d}")) {
+                        Ok(body) if digest_of(&body) == d => {}
+                        Ok(_) => {
+                            lost.push(format!("round {round}: {repo}:{tag} has a corrupt blob {d}"))
+                        }
+                        Err(e) => {
+                            lost.push(format!("round {round}: {repo}:{tag} lost blob {d}: {e}"))
+                        }
                     }
                 }
             }
@@ -189,6 +197,15 @@ fn check(w: &Wharf, a: &mut Acked, round: u64) -> Vec<String> {
     }
     a.checked = (a.blobs.len(), a.tags.len(), a.imports.len());
     lost
+}
+
+/// A whole 200 answer, or what went wrong.
+fn read(reg: &Reg, path: &str) -> Result<Vec<u8>, String> {
+    let r = reg.http.get(reg.url(path)).send().map_err(|e| e.to_string())?;
+    if r.status() != 200 {
+        return Err(r.status().to_string());
+    }
+    r.bytes().map(|b| b.to_vec()).map_err(|e| format!("the body broke off: {e}"))
 }
 
 /// Blob files that don't hash to their names.
@@ -212,7 +229,10 @@ fn check_files(data: &Path) -> usize {
 fn resume_sessions(w: &Wharf, a: &mut Acked, lost: &mut Vec<String>) {
     let reg = w.reg();
     for (path, acked_len, bytes) in std::mem::take(&mut a.sessions) {
-        let r = reg.get(&path);
+        let Ok(r) = reg.http.get(reg.url(&path)).send() else {
+            lost.push(format!("upload session {path}: the server did not answer"));
+            continue;
+        };
         if r.status() != 204 {
             lost.push(format!(
                 "upload session {path} with {acked_len} bytes acknowledged: {}",
@@ -230,13 +250,16 @@ fn resume_sessions(w: &Wharf, a: &mut Acked, lost: &mut Vec<String>) {
             continue;
         }
         let digest = digest_of(&bytes);
-        let r = reg
+        let Ok(r) = reg
             .http
             .put(reg.url(&format!("{path}?digest={digest}")))
             .header("content-range", format!("{held}-{}", bytes.len() - 1))
             .body(bytes[held..].to_vec())
             .send()
-            .unwrap();
+        else {
+            lost.push(format!("upload session {path}: the server did not answer the last chunk"));
+            continue;
+        };
         if r.status() != 201 {
             lost.push(format!(
                 "upload session {path} could not finish: {} {}",

@@ -80,6 +80,21 @@ impl ServeConfig {
                 anyhow::bail!("limits.{key} must be between 1s and 7 days");
             }
         }
+        let gc_interval =
+            args.gc_interval.or(file.gc.interval).unwrap_or(Duration::from_secs(3600));
+        let gc = GcOptions {
+            grace: args.gc_grace.or(file.gc.grace).unwrap_or(defaults.grace),
+            upload_ttl: args.upload_ttl.or(file.gc.upload_ttl).unwrap_or(defaults.upload_ttl),
+        };
+        // Durations go into clock arithmetic: keep them where it can't overflow.
+        const TEN_YEARS: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+        for (key, d) in
+            [("gc.interval", gc_interval), ("gc.grace", gc.grace), ("gc.upload_ttl", gc.upload_ttl)]
+        {
+            if d > TEN_YEARS {
+                anyhow::bail!("{key} must be at most 10 years");
+            }
+        }
         let blocking_threads = file.limits.blocking_threads.unwrap_or(DEFAULT_BLOCKING_THREADS);
         if blocking_threads == 0 {
             anyhow::bail!("limits.blocking_threads must be at least 1");
@@ -96,11 +111,8 @@ impl ServeConfig {
                 .unwrap_or_else(|| PathBuf::from("wharf-data")),
             log_format: format,
             domain: args.domain.or(file.domain).unwrap_or_else(|| "localhost".to_owned()),
-            gc_interval: args.gc_interval.or(file.gc.interval).unwrap_or(Duration::from_secs(3600)),
-            gc: GcOptions {
-                grace: args.gc_grace.or(file.gc.grace).unwrap_or(defaults.grace),
-                upload_ttl: args.upload_ttl.or(file.gc.upload_ttl).unwrap_or(defaults.upload_ttl),
-            },
+            gc_interval,
+            gc,
             insecure_sources: if args.insecure_sources.is_empty() {
                 file.import.insecure_sources.clone()
             } else {

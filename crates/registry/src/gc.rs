@@ -44,7 +44,8 @@ impl RegistryService {
     pub async fn gc(&self, options: GcOptions) -> Result<GcReport, RegistryError> {
         let mut report = GcReport::default();
         let now = now_millis();
-        let cutoff = now - options.grace.as_millis() as i64;
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = now.saturating_sub(ms(options.grace));
 
         report.links_removed = self.meta.unlink_stale_blobs(cutoff).await?;
         for digest in self.meta.unreferenced_blobs(cutoff).await? {
@@ -56,7 +57,8 @@ impl RegistryService {
             }
         }
         // Bytes without a row: left by a crash between a commit's rename and its row.
-        let grace_start = SystemTime::now() - options.grace;
+        let grace_start =
+            SystemTime::now().checked_sub(options.grace).unwrap_or(SystemTime::UNIX_EPOCH);
         for stored in self.blobs.list().await? {
             if stored.modified >= grace_start {
                 continue;
@@ -69,7 +71,7 @@ impl RegistryService {
             }
         }
 
-        let upload_cutoff = now - options.upload_ttl.as_millis() as i64;
+        let upload_cutoff = now.saturating_sub(ms(options.upload_ttl));
         for id in self.meta.idle_uploads(upload_cutoff).await? {
             // A request writing to it now is not idle: skip it.
             let Some(_claim) = self.locks.uploads.try_claim(id) else { continue };
@@ -81,7 +83,8 @@ impl RegistryService {
         }
         // Upload data without a session: monolithic pushes cut off by a crash.
         // (Their files are written to continuously, so an active one is never this old.)
-        let ttl_start = SystemTime::now() - options.upload_ttl;
+        let ttl_start =
+            SystemTime::now().checked_sub(options.upload_ttl).unwrap_or(SystemTime::UNIX_EPOCH);
         for stored in self.blobs.list_uploads().await? {
             if stored.modified >= ttl_start {
                 continue;

@@ -93,3 +93,27 @@ pub(crate) fn too_many_requests(message: &str) -> Response {
     res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     res
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_busy_store_is_503_with_retry_after() {
+        let busy = wharf_storage::StorageError::Busy("no database connection free".into());
+        let res = OciError(RegistryError::Storage(busy)).into_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["errors"][0]["code"], "UNAVAILABLE");
+        assert!(!v.to_string().contains("database"), "no internals in the answer: {v}");
+    }
+
+    #[test]
+    fn a_busy_upload_session_says_how_much_it_holds() {
+        let res = OciError(RegistryError::UploadBusy { size: 10 }).into_response();
+        assert_eq!(res.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(res.headers()[header::RANGE], "0-9");
+    }
+}

@@ -7,8 +7,8 @@
 //! - a request head started but not complete within `header_read_timeout` → closed
 //!   (slow-loris);
 //! - a write blocked (the client stopped reading) for `write_idle_timeout` → closed;
-//! - a request body that sends nothing for `body_idle_timeout` fails the request (a
-//!   `tower_http` body timeout on the router, see [`crate::router`]).
+//! - a request body that sends nothing for `body_idle_timeout` fails the request
+//!   ([`crate::limits::IdleBody`], put on every request by [`crate::router`]).
 //!
 //! hyper can't tell "idle between requests" from "reading a body", so a per-connection
 //! [`ConnState`] counts requests in flight: the service increments it when a request

@@ -21,8 +21,10 @@ use wharf_oci::Digest;
 
 use crate::StorageError;
 
-/// How long a write waits for the writer connection before the store reports itself busy.
-const WRITE_WAIT: Duration = Duration::from_secs(10);
+/// How long a call waits for a connection or a lock before the store reports itself busy
+/// (the HTTP layer answers 503 with `Retry-After`): long enough for any one transaction of
+/// ours, short enough that a client isn't left hanging.
+const BUSY_WAIT: Duration = Duration::from_secs(5);
 
 /// SQLite-backed [`crate::MetadataStore`] and [`crate::ManagementStore`].
 #[derive(Clone, Debug)]
@@ -34,6 +36,12 @@ pub struct SqliteMetadataStore {
 impl SqliteMetadataStore {
     /// Open (creating and migrating if needed) the database at `path`.
     pub async fn open(path: &Path) -> Result<Self, StorageError> {
+        Self::open_with(path, BUSY_WAIT).await
+    }
+
+    /// Open, waiting at most `busy` for a lock held elsewhere (another process, a checkpoint)
+    /// or for the writer connection before reporting [`StorageError::Busy`].
+    pub async fn open_with(path: &Path, busy: Duration) -> Result<Self, StorageError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -41,17 +49,17 @@ impl SqliteMetadataStore {
             // FULL: a transaction that returned is durable, not only crash-consistent.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30));
+            .busy_timeout(busy);
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             // A write waiting longer than this answers "busy" (503) rather than hang.
-            .acquire_timeout(WRITE_WAIT)
+            .acquire_timeout(busy)
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
-            .acquire_timeout(WRITE_WAIT)
+            .acquire_timeout(busy)
             .connect_with(options.read_only(true))
             .await?;
         Ok(SqliteMetadataStore { read, write })
@@ -84,4 +92,29 @@ pub(crate) fn registry_row(row: &SqliteRow) -> Result<crate::RegistryRecord, Sto
         tags: row.try_get("tags")?,
         created_at: row.try_get("created_at")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+
+    use super::*;
+    use crate::MetadataStore;
+
+    #[tokio::test]
+    async fn a_locked_database_is_busy_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wharf.db");
+        let store =
+            SqliteMetadataStore::open_with(&path, Duration::from_millis(200)).await.unwrap();
+        // Another process holds the write lock.
+        let mut other =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        sqlx::query("BEGIN EXCLUSIVE").execute(&mut other).await.unwrap();
+        let d = wharf_oci::Digest::sha256_of(b"x");
+        let err = store.add_blob(&d, 1, None).await.unwrap_err();
+        assert!(err.is_busy(), "{err}");
+        sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+        store.add_blob(&d, 1, None).await.unwrap();
+    }
 }

@@ -17,6 +17,7 @@
 //! parallelism = 4
 //! sync_wait = "2s"
 //! max_running = 8
+//! max_queued = 1000
 //! max_downloads = 32
 //! deadline = "2h"
 //! min_throughput = "16KiB"    # per second, averaged over throughput_window
@@ -24,7 +25,7 @@
 //! request_timeout = "60s"
 //! read_timeout = "30s"
 //! max_manifests = 1000
-//! max_manifest_bytes = "256MiB"
+//! max_manifest_bytes = "64MiB"
 //! max_blobs = 10000
 //! max_bytes = "1TiB"
 //!
@@ -40,6 +41,8 @@
 //! body_memory = "256MiB"
 //! http2_max_streams = 100
 //! download_buffers = "32MiB"
+//! upload_buffers = "64MiB"
+//! max_transfers_per_client = 256
 //! blocking_threads = 64
 //! ```
 
@@ -89,6 +92,9 @@ pub(crate) struct LimitsConfig {
     pub(crate) http2_max_streams: Option<u32>,
     #[serde(default, with = "opt_size")]
     pub(crate) download_buffers: Option<u64>,
+    #[serde(default, with = "opt_size")]
+    pub(crate) upload_buffers: Option<u64>,
+    pub(crate) max_transfers_per_client: Option<usize>,
     /// Threads for blocking work (file I/O); no transfer holds one while it waits.
     pub(crate) blocking_threads: Option<usize>,
 }
@@ -105,6 +111,8 @@ pub(crate) struct ImportConfig {
     pub(crate) sync_wait: Option<Duration>,
     /// Imports running at once; more wait, queued.
     pub(crate) max_running: Option<usize>,
+    /// Imports waiting at most; more are refused until some finish.
+    pub(crate) max_queued: Option<usize>,
     /// Blob downloads at once across all imports.
     pub(crate) max_downloads: Option<usize>,
     #[serde(default, with = "opt_duration")]

@@ -66,6 +66,10 @@ impl ServeConfig {
             body_memory: size(l.body_memory, ld.body_memory)?,
             http2_max_streams: l.http2_max_streams.unwrap_or(ld.http2_max_streams),
             download_buffers: size(l.download_buffers, ld.download_buffers)?,
+            upload_buffers: size(l.upload_buffers, ld.upload_buffers)?,
+            max_transfers_per_client: l
+                .max_transfers_per_client
+                .unwrap_or(ld.max_transfers_per_client),
         };
         if limits.max_header_bytes < 8192 || limits.max_header_bytes > (1 << 20) {
             anyhow::bail!("limits.max_header_bytes must be between 8KiB and 1MiB");
@@ -143,6 +147,7 @@ impl ServeConfig {
                     sync_wait: args.import_sync_wait.or(i.sync_wait).unwrap_or(d.sync_wait),
                     retry_after: d.retry_after,
                     max_running: i.max_running.unwrap_or(d.max_running),
+                    max_queued: i.max_queued.unwrap_or(d.max_queued),
                     max_downloads: i.max_downloads.unwrap_or(d.max_downloads),
                     deadline: i.deadline.unwrap_or(d.deadline),
                     min_throughput: MinThroughput {
@@ -194,7 +199,9 @@ pub(crate) fn main(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig::resolve(args)?;
     crate::logging::init(config.log_format);
     let mut config = config;
-    config.limits.max_connections = fit_connections(config.limits.max_connections);
+    // Every transfer holds a file open besides its connection.
+    let files = config.limits.max_downloads + config.limits.max_uploads;
+    config.limits.max_connections = fit_connections(config.limits.max_connections, files);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // Explicit: no transfer holds a blocking thread while it waits on a client, so a
@@ -205,11 +212,11 @@ pub(crate) fn main(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(run(config))
 }
 
-/// Raise the open-file limit to its hard maximum, and keep the connection cap below it
-/// (with room for the database, blob files and outgoing connections).
-fn fit_connections(wanted: usize) -> usize {
+/// Raise the open-file limit to its hard maximum, and keep the connection cap below it,
+/// with room for `files` open by transfers, the database and outgoing connections.
+fn fit_connections(wanted: usize, files: usize) -> usize {
     use rustix::process::{Resource, getrlimit, setrlimit};
-    const RESERVED: u64 = 512;
+    let reserved = 512 + files as u64;
     let limit = getrlimit(Resource::Nofile);
     let (Some(current), hard) = (limit.current, limit.maximum) else {
         return wanted; // unlimited
@@ -229,7 +236,7 @@ fn fit_connections(wanted: usize) -> usize {
     } else {
         current
     };
-    let fits = usize::try_from(effective.saturating_sub(RESERVED).max(16)).unwrap_or(usize::MAX);
+    let fits = usize::try_from(effective.saturating_sub(reserved).max(16)).unwrap_or(usize::MAX);
     let cap = wanted.min(fits);
     tracing::info!(open_files = effective, max_connections = cap, "open-file limit");
     if cap < wanted {
@@ -248,9 +255,13 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;
 
-    let blobs = FsBlobStore::open_with(&config.data_dir, config.limits.download_buffers)
-        .await
-        .with_context(|| format!("cannot open the blob store in {}", config.data_dir.display()))?;
+    let blobs = FsBlobStore::open_with(
+        &config.data_dir,
+        config.limits.download_buffers,
+        config.limits.upload_buffers,
+    )
+    .await
+    .with_context(|| format!("cannot open the blob store in {}", config.data_dir.display()))?;
     let meta = SqliteMetadataStore::open(&config.data_dir.join("wharf.db"))
         .await
         .context("cannot open the metadata database")?;

@@ -179,6 +179,11 @@ impl Engine<'_> {
         let cancel = self.cancel.child_token();
         let missing = self.ensure_blobs(source, req, target, plan.blobs.iter(), &cancel).await?;
 
+        // The last moment a cancellation or the deadline stops the import: the commit
+        // below is all or nothing.
+        if self.cancel.is_cancelled() {
+            return Err(canceled());
+        }
         self.progress.set_phase("Committing");
         let mut attempts = 0;
         loop {
@@ -401,10 +406,15 @@ impl Engine<'_> {
             }
             attempts += 1;
             let before = sink.len();
+            // Time spent getting an answer counts against the throughput too (a source that
+            // answers slowly then sends a little is slow), except time paused by a 429.
+            let (asked, paused) = (Instant::now(), source.paused());
             let stream = tokio::select! {
                 s = source.blob(repo, digest, before) => s,
                 () = cancel.cancelled() => Err(canceled()),
             };
+            let waited = asked.elapsed().saturating_sub(source.paused().saturating_sub(paused));
+            lock(&meter).active += waited;
             let stream = match stream {
                 Ok(Some(s)) => s,
                 Ok(None) if !blob.required => {

@@ -42,6 +42,8 @@ pub struct ImportSettings {
     pub retry_after: Duration,
     /// Imports running at once on this server; more wait, queued (`Accepted`).
     pub max_running: usize,
+    /// Imports waiting for a slot at most; more are refused (429) until some finish.
+    pub max_queued: usize,
     /// Blob downloads at once across all imports.
     pub max_downloads: usize,
     /// How long one import may run (from when it starts, not while it is queued).
@@ -63,6 +65,7 @@ impl Default for ImportSettings {
             sync_wait: Duration::from_secs(2),
             retry_after: Duration::from_secs(1),
             max_running: 8,
+            max_queued: 1000,
             max_downloads: 32,
             deadline: Duration::from_secs(2 * 3600),
             min_throughput: MinThroughput {
@@ -254,6 +257,17 @@ impl ImportService {
         req: ImportRequest,
         caller: &Caller,
     ) -> Result<Submitted, ArmError> {
+        let waiting = lock(&self.inner.live).len();
+        let settings = &self.inner.settings;
+        if waiting >= settings.max_running.saturating_add(settings.max_queued) {
+            return Err(ArmError::new(
+                ErrorKind::TooManyRequests,
+                "TooManyRequests",
+                format!(
+                    "{waiting} imports are running or queued on this server (import.max_queued); retry later."
+                ),
+            ));
+        }
         let source = self.source(&req, caller).await.map_err(|e| e.to_arm())?;
         let id = format!("registries-{}", Uuid::new_v4());
         let now = now_millis();
@@ -301,6 +315,9 @@ impl ImportService {
         let (tx, rx) = watch::channel(None);
         let progress = Arc::new(Progress::default());
         progress.set_phase("Queued");
+        if self.inner.running.available_permits() == 0 {
+            progress.set_note(queued_note(self.inner.settings.max_running));
+        }
         let cancel = CancellationToken::new();
         lock(&self.inner.live).insert(
             id.clone(),
@@ -537,10 +554,7 @@ async fn run_job(
 ) -> Result<(), ImportError> {
     let canceled = || ImportError::Canceled("The import was canceled.".into());
     if inner.running.available_permits() == 0 {
-        progress.set_note(format!(
-            "Waiting for an import slot: {} imports are running (import.max_running).",
-            inner.settings.max_running
-        ));
+        progress.set_note(queued_note(inner.settings.max_running));
     }
     let _slot = tokio::select! {
         slot = inner.running.clone().acquire_owned() => slot.map_err(ImportError::internal)?,
@@ -572,10 +586,13 @@ async fn run_job(
         )),
         () = cancel.cancelled() => canceled(),
     };
-    // Let the downloads stop and drop what they staged, within bounds.
+    // Let the downloads stop and drop what they staged, within bounds. Work that finished
+    // meanwhile (its commit had begun) did what it said: that's the outcome.
     cancel.cancel();
-    let _ = tokio::time::timeout(WIND_DOWN, &mut work).await;
-    Err(stopped)
+    match tokio::time::timeout(WIND_DOWN, &mut work).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(stopped),
+    }
 }
 
 /// Record a job's outcome, tell the waiters, forget it from memory.
@@ -616,6 +633,10 @@ async fn finish(
     };
     let _ = tx.send(Some(outcome));
     lock(&inner.live).remove(id);
+}
+
+fn queued_note(max_running: usize) -> String {
+    format!("Waiting for an import slot: {max_running} imports are running (import.max_running).")
 }
 
 /// `2h`, `90s`: a duration as the configuration file spells it.

@@ -42,7 +42,7 @@ impl Default for PlanLimits {
     fn default() -> Self {
         PlanLimits {
             max_manifests: 1000,
-            max_manifest_bytes: 256 << 20,
+            max_manifest_bytes: 64 << 20,
             max_blobs: 10_000,
             max_bytes: 1 << 40,
         }

@@ -112,7 +112,7 @@ impl EgressPolicy {
             ));
         }
         if let Some(ip) = literal_ip(host)
-            && !self.address_allowed(host, url.port(), ip)
+            && !self.address_allowed(host, port, ip)
         {
             return Err(format!(
                 "{host} is a loopback, private or link-local address; allow it with --insecure-source {host}"
@@ -376,6 +376,10 @@ mod tests {
         ));
         assert!(bound.check_url(&Url::parse("https://reg.internal/v2/").unwrap()).is_err());
         assert!(bound.check_url(&Url::parse("http://reg.internal:5000/v2/").unwrap()).is_ok());
+        // A default port spelled out in the entry matches a URL that leaves it implicit.
+        let eighty = EgressPolicy::new(&["10.0.0.1:80".into()], &[]).unwrap();
+        assert!(eighty.check_url(&Url::parse("http://10.0.0.1/v2/").unwrap()).is_ok());
+        assert!(eighty.check_url(&Url::parse("https://10.0.0.1/v2/").unwrap()).is_err());
         let none = EgressPolicy::default();
         assert_eq!(
             none.endpoint("docker.io").unwrap().base.as_str(),

@@ -28,6 +28,8 @@ const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(900);
 const ERROR_BODY_LIMIT: usize = 64 << 10;
 /// The largest token-service answer read.
 const TOKEN_BODY_LIMIT: usize = 1 << 20;
+/// The longest an error answer's body is read for.
+const ERROR_BODY_TIME: Duration = Duration::from_secs(10);
 
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.oci.image.manifest.v1+json, \
@@ -39,17 +41,26 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 #[derive(Default)]
 pub(crate) struct HostLimiter {
     paused_until: StdMutex<Option<Instant>>,
+    /// Time requests spent held back here, in all (ms).
+    held_ms: std::sync::atomic::AtomicU64,
 }
 
 impl HostLimiter {
     async fn wait(&self) {
+        let start = Instant::now();
         loop {
             let until = *self.paused_until.lock().unwrap_or_else(PoisonError::into_inner);
             match until {
                 Some(t) if t > Instant::now() => tokio::time::sleep_until(t.into()).await,
-                _ => return,
+                _ => break,
             }
         }
+        let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.held_ms.fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn held(&self) -> Duration {
+        Duration::from_millis(self.held_ms.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     fn pause(&self, d: Duration) {
@@ -173,6 +184,11 @@ impl RemoteRegistry {
 
     pub(crate) fn display(&self) -> &str {
         &self.endpoint.display
+    }
+
+    /// Time this source's requests were held back by its 429s.
+    pub(crate) fn paused(&self) -> Duration {
+        self.limiter.held()
     }
 
     pub(crate) fn base(&self) -> &str {
@@ -715,13 +731,17 @@ impl RemoteRegistry {
 async fn snippet(res: reqwest::Response) -> Bytes {
     let mut out = Vec::new();
     let mut stream = res.bytes_stream();
-    while let Some(Ok(chunk)) = stream.next().await {
-        let room = ERROR_BODY_LIMIT - out.len();
-        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if out.len() >= ERROR_BODY_LIMIT {
-            break;
+    let read = async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            let room = ERROR_BODY_LIMIT - out.len();
+            out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if out.len() >= ERROR_BODY_LIMIT {
+                break;
+            }
         }
-    }
+    };
+    // A drip of an error body is cut short too.
+    let _ = tokio::time::timeout(ERROR_BODY_TIME, read).await;
     Bytes::from(out)
 }
 

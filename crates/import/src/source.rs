@@ -15,6 +15,11 @@ pub(crate) trait Source: Send + Sync {
     /// Who reads what from where: two imports with the same identity may share one
     /// download (the same registry, repository and credentials prove the same bytes).
     fn identity(&self, repo: &RepositoryName) -> String;
+    /// How long requests to this source have been held back by its 429s, in all (only
+    /// growing): waiting that isn't the source's slowness.
+    fn paused(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
     /// For a registry on this server: the size of a blob the caller can read there, which
     /// needs no download at all.
     async fn local_blob(
@@ -56,6 +61,10 @@ impl Source for RemoteSource {
 
     fn identity(&self, repo: &RepositoryName) -> String {
         format!("{}/{repo}#{}", self.0.base(), self.0.credential_fingerprint())
+    }
+
+    fn paused(&self) -> std::time::Duration {
+        self.0.paused()
     }
 
     async fn manifest(

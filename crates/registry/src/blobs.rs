@@ -9,7 +9,6 @@ use wharf_oci::{Digest, RepositoryName, Sha256Hasher};
 use wharf_storage::{ByteRange, ByteStream, RepoKey, UploadKind, UploadRecord, now_millis};
 
 use crate::hashing::{finish, hashing};
-use crate::locks::Claim;
 use crate::{RegistryError, RegistryService};
 
 /// A blob being read: its full size, the range served (if one was asked), the bytes.
@@ -276,23 +275,11 @@ impl RegistryService {
         Ok(UploadStatus { id, size: u.size })
     }
 
-    /// Claim a session for one request, or refuse at once if another request is writing to
-    /// it (with the size it has, as for a chunk out of order): waiting would queue behind a
-    /// body that may never end.
-    async fn claim(&self, repo: &RepoKey, id: Uuid) -> Result<Claim, RegistryError> {
-        match self.locks.uploads.try_claim(id) {
-            Some(claim) => Ok(claim),
-            None => {
-                let upload = self.upload_record(repo, id).await?;
-                Err(RegistryError::UploadBusy { size: upload.size })
-            }
-        }
-    }
-
-    /// Append a chunk. `start` is where the client says it begins (`Content-Range`),
-    /// `len` how long it says it is; a chunk that doesn't start at the current end is
-    /// refused with the current size, and a chunk that breaks off or has the wrong length
-    /// is not recorded (the next one overwrites its bytes).
+    /// Append a chunk. `start` is where the client says it begins (`Content-Range`), `len`
+    /// how long it says it is. The body is written beside the session without any lock;
+    /// then, under the session's lock, it is attached if the session still ends where the
+    /// chunk begins (else 416 with the session's size: another chunk got there first). A
+    /// chunk that breaks off or has the wrong length changes nothing.
     pub async fn upload_chunk(
         &self,
         repo: &RepoKey,
@@ -301,40 +288,74 @@ impl RegistryService {
         len: Option<u64>,
         body: ByteStream,
     ) -> Result<UploadStatus, RegistryError> {
-        let _claim = self.claim(repo, id).await?;
         let upload = self.upload_record(repo, id).await?;
         if let Some(start) = start
             && start != upload.size
         {
             return Err(RegistryError::ChunkOutOfOrder { size: upload.size });
         }
-        let (size, hasher) = self.append_chunk(&upload, body).await?;
-        if let Some(len) = len
-            && size - upload.size != len
-        {
-            return Err(RegistryError::SizeInvalid(format!(
-                "chunk was {} bytes, its Content-Range or Content-Length said {len}",
-                size - upload.size
-            )));
-        }
-        self.meta.update_upload(id, size, &hasher.save()).await?;
+        let chunk = self.write_chunk(&upload, body, len).await?;
+        let _session = self.locks.sessions.lock(&id).await;
+        let size = self.attach_chunk(repo, &upload, chunk).await?;
         Ok(UploadStatus { id, size })
     }
 
-    /// Append `body` to an upload session, continuing its saved hash; a body that breaks
-    /// off is an error (the session stays where it was).
-    async fn append_chunk(
+    /// Stream a chunk of `upload` into a part of its own, hashing it on from the session's
+    /// saved state; checked against the length the client announced.
+    async fn write_chunk(
         &self,
         upload: &UploadRecord,
         body: ByteStream,
-    ) -> Result<(u64, Sha256Hasher), RegistryError> {
+        announced: Option<u64>,
+    ) -> Result<Chunk, RegistryError> {
+        let _writing = self.locks.writers.start(upload.id);
         let hasher =
             Sha256Hasher::restore(&upload.hash_state).map_err(|e| corrupt(e.to_string()))?;
-        let mut ingest = Ingest { id: upload.id, len: upload.size, hasher };
-        if let Some(e) = self.ingest_append(&mut ingest, body).await? {
-            return Err(RegistryError::BodyIncomplete(e.to_string()));
+        let hasher = Arc::new(Mutex::new(hasher));
+        let written = self.blobs.write_part(upload.id, hashing(body, hasher.clone())).await?;
+        let hasher = finish(hasher);
+        let part = written.part;
+        let failure = if let Some(e) = written.input_error {
+            Some(RegistryError::BodyIncomplete(e.to_string()))
+        } else if upload.size.checked_add(part.len) != Some(hasher.len()) {
+            Some(corrupt(format!("a chunk of {} bytes was hashed as {}", part.len, hasher.len())))
+        } else {
+            announced.filter(|&n| n != part.len).map(|n| {
+                RegistryError::SizeInvalid(format!(
+                    "chunk was {} bytes, its Content-Range or Content-Length said {n}",
+                    part.len
+                ))
+            })
+        };
+        if let Some(e) = failure {
+            self.blobs.drop_part(upload.id, part.id).await?;
+            return Err(e);
         }
-        Ok((ingest.len, ingest.hasher))
+        Ok(Chunk { part, hasher })
+    }
+
+    /// Under the session's lock: attach `chunk` if the session is still where it was when
+    /// the chunk started, and record the new length and hash state. The new length.
+    async fn attach_chunk(
+        &self,
+        repo: &RepoKey,
+        started: &UploadRecord,
+        chunk: Chunk,
+    ) -> Result<u64, RegistryError> {
+        let now = match self.upload_record(repo, started.id).await {
+            Ok(now) => now,
+            Err(e) => {
+                self.blobs.drop_part(started.id, chunk.part.id).await?;
+                return Err(e);
+            }
+        };
+        if now.size != started.size {
+            self.blobs.drop_part(started.id, chunk.part.id).await?;
+            return Err(RegistryError::ChunkOutOfOrder { size: now.size });
+        }
+        let size = self.blobs.attach_part(started.id, started.size, &chunk.part).await?;
+        self.meta.update_upload(started.id, size, &chunk.hasher.save()).await?;
+        Ok(size)
     }
 
     /// Close an upload (`PUT ?digest=`, optionally with a last chunk) and publish the blob.
@@ -346,14 +367,24 @@ impl RegistryService {
         last_chunk: Option<ByteStream>,
     ) -> Result<(), RegistryError> {
         supported(digest)?;
-        let _claim = self.claim(repo, id).await?;
         let upload = self.upload_record(repo, id).await?;
-        let (size, hasher) = match last_chunk {
-            Some(body) => self.append_chunk(&upload, body).await?,
-            None => (
-                upload.size,
-                Sha256Hasher::restore(&upload.hash_state).map_err(|e| corrupt(e.to_string()))?,
-            ),
+        let chunk = match last_chunk {
+            Some(body) => Some(self.write_chunk(&upload, body, None).await?),
+            None => None,
+        };
+        let _session = self.locks.sessions.lock(&id).await;
+        let (size, hasher) = match chunk {
+            Some(chunk) => {
+                let hasher = chunk.hasher.clone();
+                (self.attach_chunk(repo, &upload, chunk).await?, hasher)
+            }
+            None => {
+                // Whatever chunk was attached meanwhile is part of the blob.
+                let now = self.upload_record(repo, id).await?;
+                let hasher =
+                    Sha256Hasher::restore(&now.hash_state).map_err(|e| corrupt(e.to_string()))?;
+                (now.size, hasher)
+            }
         };
         let result = self.commit(Some(repo), id, size, hasher, digest).await;
         if !matches!(result, Err(RegistryError::Storage(_))) {
@@ -386,14 +417,20 @@ impl RegistryService {
         Ok(())
     }
 
-    /// Abandon an upload session.
+    /// Abandon an upload session. (Chunks still streaming into it fail when they end.)
     pub async fn cancel_upload(&self, repo: &RepoKey, id: Uuid) -> Result<(), RegistryError> {
-        let _claim = self.claim(repo, id).await?;
+        let _session = self.locks.sessions.lock(&id).await;
         self.upload_record(repo, id).await?;
         self.meta.delete_upload(id).await?;
         self.blobs.abort_upload(id).await?;
         Ok(())
     }
+}
+
+/// A chunk written beside its session, with the hash state after it.
+struct Chunk {
+    part: wharf_storage::Part,
+    hasher: Sha256Hasher,
 }
 
 /// A blob being written: see [`RegistryService::ingest_begin`].

@@ -73,23 +73,36 @@ impl RegistryService {
 
         let upload_cutoff = now.saturating_sub(ms(options.upload_ttl));
         for id in self.meta.idle_uploads(upload_cutoff).await? {
-            // A request writing to it now is not idle: skip it.
-            let Some(_claim) = self.locks.uploads.try_claim(id) else { continue };
-            // Re-checked: a chunk may have arrived since the list was read.
+            // A chunk streaming in now makes it not idle: skip it.
+            if self.locks.writers.busy(id) {
+                continue;
+            }
+            let _session = self.locks.sessions.lock(&id).await;
+            // Re-checked: a chunk may have been attached since the list was read.
             if self.meta.delete_upload_if_idle(id, upload_cutoff).await? {
                 self.blobs.abort_upload(id).await?;
                 report.uploads_removed += 1;
             }
         }
-        // Upload data without a session: monolithic pushes cut off by a crash.
-        // (Their files are written to continuously, so an active one is never this old.)
+        // Upload data without a session (monolithic pushes cut off by a crash), and parts
+        // never attached (chunks whose request broke off). Files being written to are
+        // modified continuously, so an active one is never this old.
         let ttl_start =
             SystemTime::now().checked_sub(options.upload_ttl).unwrap_or(SystemTime::UNIX_EPOCH);
         for stored in self.blobs.list_uploads().await? {
             if stored.modified >= ttl_start {
                 continue;
             }
-            let Some(_claim) = self.locks.uploads.try_claim(stored.id) else { continue };
+            if let Some(part) = stored.part {
+                // A part of a session with a chunk streaming in may be that chunk's.
+                if self.locks.writers.busy(stored.id) {
+                    continue;
+                }
+                self.blobs.drop_part(stored.id, part).await?;
+                report.uploads_removed += 1;
+                continue;
+            }
+            let _session = self.locks.sessions.lock(&stored.id).await;
             if self.meta.upload(stored.id).await?.is_none() {
                 self.blobs.abort_upload(stored.id).await?;
                 report.uploads_removed += 1;

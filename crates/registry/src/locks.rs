@@ -1,18 +1,20 @@
 //! In-process coordination of upload sessions and digests.
 //!
-//! - [`UploadClaims`]: at most one request writes to an upload session at a time. A claim
-//!   is taken without waiting: a second writer is refused at once (and the session stays
-//!   as it was), never queued behind a body that may never end. Unrelated sessions never
-//!   touch each other's state.
-//! - [`DigestLocks`]: a blob commit and GC's deletion of the same digest run one after the
-//!   other. One lock per digest in use (none for idle digests), held for a rename and a row,
-//!   never across a request body.
+//! - `sessions`: the compare-and-set of an upload session's length. A chunk's body is
+//!   written beside the session without any lock (several requests may write chunks of one
+//!   session at once); only attaching it — check the recorded length, attach, record the
+//!   new length and hash state — happens under the session's lock, for the time of a rename
+//!   or a copy, never while waiting on a client.
+//! - `digests`: a blob commit and GC's deletion of the same digest run one after the other,
+//!   held for a rename and a row.
+//! - [`Writers`]: which sessions have a chunk streaming in, so that GC leaves them alone.
 //!
-//! Lock order is always claim, then digest. These are correct because one server process
-//! owns a data directory (it takes a file lock on it); a multi-node backend must use
-//! database locks instead.
+//! Each lock exists only while someone holds or waits for it. Lock order is always session,
+//! then digest. In-process locks are correct because one server process owns a data
+//! directory (it takes a file lock on it); a multi-node backend must use database locks.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::OwnedMutexGuard;
@@ -23,49 +25,29 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Upload sessions some request is writing to.
-#[derive(Default)]
-pub(crate) struct UploadClaims {
-    held: Mutex<HashSet<Uuid>>,
+/// One async lock per key in use.
+pub(crate) struct KeyedLocks<K> {
+    map: Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-/// The right to write to one upload session; released on drop.
-pub(crate) struct Claim {
-    claims: Arc<UploadClaims>,
-    id: Uuid,
-}
-
-impl UploadClaims {
-    /// Claim `id`, or `None` if another request holds it.
-    pub(crate) fn try_claim(self: &Arc<Self>, id: Uuid) -> Option<Claim> {
-        lock(&self.held).insert(id).then(|| Claim { claims: self.clone(), id })
+impl<K> Default for KeyedLocks<K> {
+    fn default() -> Self {
+        KeyedLocks { map: Mutex::default() }
     }
 }
 
-impl Drop for Claim {
-    fn drop(&mut self) {
-        lock(&self.claims.held).remove(&self.id);
-    }
-}
-
-/// One async lock per digest being committed or collected.
-#[derive(Default)]
-pub(crate) struct DigestLocks {
-    map: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-/// Holds a digest's lock; the entry goes away with its last holder.
-pub(crate) struct DigestGuard<'a> {
-    locks: &'a DigestLocks,
-    digest: Digest,
+/// Holds a key's lock; the entry goes away with its last holder.
+pub(crate) struct KeyGuard<'a, K: Hash + Eq + Clone> {
+    locks: &'a KeyedLocks<K>,
+    key: K,
     guard: Option<OwnedMutexGuard<()>>,
 }
 
-impl DigestLocks {
-    pub(crate) async fn lock(&self, digest: &Digest) -> DigestGuard<'_> {
-        let mutex = lock(&self.map).entry(digest.clone()).or_default().clone();
+impl<K: Hash + Eq + Clone> KeyedLocks<K> {
+    pub(crate) async fn lock(&self, key: &K) -> KeyGuard<'_, K> {
+        let mutex = lock(&self.map).entry(key.clone()).or_default().clone();
         let guard = mutex.lock_owned().await;
-        DigestGuard { locks: self, digest: digest.clone(), guard: Some(guard) }
+        KeyGuard { locks: self, key: key.clone(), guard: Some(guard) }
     }
 
     #[cfg(test)]
@@ -74,13 +56,48 @@ impl DigestLocks {
     }
 }
 
-impl Drop for DigestGuard<'_> {
+impl<K: Hash + Eq + Clone> Drop for KeyGuard<'_, K> {
     fn drop(&mut self) {
         drop(self.guard.take());
         let mut map = lock(&self.locks.map);
-        // Only the map's own reference left: nobody holds or waits for this digest.
-        if map.get(&self.digest).is_some_and(|m| Arc::strong_count(m) == 1) {
-            map.remove(&self.digest);
+        // Only the map's own reference left: nobody holds or waits for this key.
+        if map.get(&self.key).is_some_and(|m| Arc::strong_count(m) == 1) {
+            map.remove(&self.key);
+        }
+    }
+}
+
+/// Upload sessions with a chunk streaming in right now.
+#[derive(Default)]
+pub(crate) struct Writers {
+    active: Mutex<HashMap<Uuid, usize>>,
+}
+
+/// One chunk streaming into a session; counted until dropped.
+pub(crate) struct Writing<'a> {
+    writers: &'a Writers,
+    id: Uuid,
+}
+
+impl Writers {
+    pub(crate) fn start(&self, id: Uuid) -> Writing<'_> {
+        *lock(&self.active).entry(id).or_default() += 1;
+        Writing { writers: self, id }
+    }
+
+    pub(crate) fn busy(&self, id: Uuid) -> bool {
+        lock(&self.active).contains_key(&id)
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        let mut active = lock(&self.writers.active);
+        if let Some(n) = active.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                active.remove(&self.id);
+            }
         }
     }
 }
@@ -88,41 +105,46 @@ impl Drop for DigestGuard<'_> {
 /// The registry's in-process locks.
 #[derive(Default)]
 pub(crate) struct Locks {
-    pub(crate) uploads: Arc<UploadClaims>,
-    pub(crate) digests: DigestLocks,
+    pub(crate) sessions: KeyedLocks<Uuid>,
+    pub(crate) digests: KeyedLocks<Digest>,
+    pub(crate) writers: Writers,
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
-    #[test]
-    fn a_claim_is_exclusive_and_released_on_drop() {
-        let claims = Arc::new(UploadClaims::default());
-        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        let first = claims.try_claim(a).expect("free");
-        assert!(claims.try_claim(a).is_none(), "a second writer is refused");
-        assert!(claims.try_claim(b).is_some(), "another session is independent");
-        drop(first);
-        assert!(claims.try_claim(a).is_some());
-    }
-
     #[tokio::test]
-    async fn digest_locks_serialise_one_digest_and_clean_up() {
-        let locks = DigestLocks::default();
+    async fn keyed_locks_serialise_one_key_and_clean_up() {
+        let locks = KeyedLocks::<Digest>::default();
         let d = Digest::sha256_of(b"x");
         let other = Digest::sha256_of(b"y");
         let g = locks.lock(&d).await;
-        // Another digest doesn't wait.
-        let h = tokio::time::timeout(std::time::Duration::from_millis(100), locks.lock(&other))
+        // Another key doesn't wait.
+        let h = tokio::time::timeout(Duration::from_millis(100), locks.lock(&other))
             .await
-            .expect("unrelated digest must not wait");
+            .expect("an unrelated key must not wait");
         drop(h);
-        // The same digest waits until the first guard goes.
-        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), locks.lock(&d));
+        // The same key waits until the first guard goes.
+        let waiting = tokio::time::timeout(Duration::from_millis(50), locks.lock(&d));
         assert!(waiting.await.is_err());
         drop(g);
         drop(locks.lock(&d).await);
-        assert_eq!(locks.len(), 0, "no entry is kept for idle digests");
+        assert_eq!(locks.len(), 0, "no entry is kept for idle keys");
+    }
+
+    #[test]
+    fn writers_are_counted_per_session() {
+        let w = Writers::default();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let one = w.start(a);
+        let two = w.start(a);
+        assert!(w.busy(a) && !w.busy(b));
+        drop(one);
+        assert!(w.busy(a));
+        drop(two);
+        assert!(!w.busy(a));
     }
 }

@@ -10,6 +10,7 @@
 //!   so a thousand slow 4 MiB bodies can't add up to gigabytes.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -50,6 +51,11 @@ pub struct Limits {
     /// Memory for large chunks of blob downloads, server-wide; beyond it downloads go on in
     /// small chunks (so a client that stops reading pins little either way).
     pub download_buffers: usize,
+    /// Memory for large write batches of uploads, server-wide; beyond it uploads are written
+    /// in small batches.
+    pub upload_buffers: usize,
+    /// Downloads and uploads in flight from one client address.
+    pub max_transfers_per_client: usize,
 }
 
 impl Default for Limits {
@@ -66,6 +72,8 @@ impl Default for Limits {
             body_memory: 256 << 20,
             http2_max_streams: 100,
             download_buffers: 32 << 20,
+            upload_buffers: 64 << 20,
+            max_transfers_per_client: 256,
         }
     }
 }
@@ -77,22 +85,81 @@ pub struct Admission {
     uploads: Arc<Semaphore>,
     memory: Arc<Semaphore>,
     memory_total: usize,
+    clients: Arc<Clients>,
+}
+
+/// Transfers in flight per client address.
+#[derive(Debug)]
+struct Clients {
+    max: usize,
+    count: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+/// One transfer counted against its client's address.
+#[derive(Debug)]
+struct ClientSlot {
+    clients: Arc<Clients>,
+    ip: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut count =
+            self.clients.count.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = count.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                count.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Clients {
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        let mut count = self.count.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = count.entry(ip).or_default();
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot { clients: self.clone(), ip })
+    }
 }
 
 /// Held while a transfer (or reserved memory) is in use; released on drop.
-#[derive(Debug)]
-pub struct Permit(#[allow(dead_code)] Vec<OwnedSemaphorePermit>);
+#[derive(Debug, Default)]
+pub struct Permit {
+    _slots: Vec<OwnedSemaphorePermit>,
+    _client: Option<ClientSlot>,
+}
 
 impl Permit {
     fn merge(&mut self, other: Permit) {
-        self.0.extend(other.0);
+        self._slots.extend(other._slots);
     }
 }
 
 impl FromIterator<Permit> for Permit {
     fn from_iter<I: IntoIterator<Item = Permit>>(iter: I) -> Self {
-        Permit(iter.into_iter().flat_map(|p| p.0).collect())
+        let mut out = Permit::default();
+        for p in iter {
+            out._slots.extend(p._slots);
+            if p._client.is_some() {
+                out._client = p._client;
+            }
+        }
+        out
     }
+}
+
+/// Why a transfer was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The server-wide cap is reached.
+    Server,
+    /// This client address has too many transfers in flight.
+    Client,
 }
 
 /// Memory is counted in KiB so that the semaphore's `u32` acquire amounts suffice.
@@ -106,17 +173,30 @@ impl Admission {
             uploads: Arc::new(Semaphore::new(limits.max_uploads.max(1))),
             memory: Arc::new(Semaphore::new(units)),
             memory_total: units,
+            clients: Arc::new(Clients {
+                max: limits.max_transfers_per_client.max(1),
+                count: Default::default(),
+            }),
         }
     }
 
-    /// A download slot, or `None` when all are taken.
-    pub fn download(&self) -> Option<Permit> {
-        self.downloads.clone().try_acquire_owned().ok().map(|p| Permit(vec![p]))
+    /// A download slot for a client (its address, when known).
+    pub fn download(&self, client: Option<IpAddr>) -> Result<Permit, Refusal> {
+        self.slot(&self.downloads, client)
     }
 
-    /// An upload slot, or `None` when all are taken.
-    pub fn upload(&self) -> Option<Permit> {
-        self.uploads.clone().try_acquire_owned().ok().map(|p| Permit(vec![p]))
+    /// An upload slot for a client (its address, when known).
+    pub fn upload(&self, client: Option<IpAddr>) -> Result<Permit, Refusal> {
+        self.slot(&self.uploads, client)
+    }
+
+    fn slot(&self, pool: &Arc<Semaphore>, client: Option<IpAddr>) -> Result<Permit, Refusal> {
+        let client = match client {
+            Some(ip) => Some(self.clients.take(ip).ok_or(Refusal::Client)?),
+            None => None,
+        };
+        let slot = pool.clone().try_acquire_owned().map_err(|_| Refusal::Server)?;
+        Ok(Permit { _slots: vec![slot], _client: client })
     }
 
     /// Reserve `bytes` of body memory, or `None` when the budget can't hold them now.
@@ -126,7 +206,8 @@ impl Admission {
             return None;
         }
         let units = u32::try_from(units).ok()?;
-        self.memory.clone().try_acquire_many_owned(units).ok().map(|p| Permit(vec![p]))
+        let slot = self.memory.clone().try_acquire_many_owned(units).ok()?;
+        Some(Permit { _slots: vec![slot], _client: None })
     }
 
     /// Read a body whole, reserving memory as it arrives: at most `limit` bytes (else
@@ -144,7 +225,7 @@ impl Admission {
     {
         use futures::StreamExt;
         let mut buf = Vec::new();
-        let mut held = Permit(Vec::new());
+        let mut held = Permit::default();
         let mut reserved = 0usize;
         let mut seen = 0usize;
         while let Some(chunk) = body.next().await {
@@ -226,12 +307,23 @@ mod tests {
     #[test]
     fn slots_are_capped_and_come_back() {
         let a = small();
-        let (d1, d2) = (a.download(), a.download());
-        assert!(d1.is_some() && d2.is_some());
-        assert!(a.download().is_none(), "a third download is refused, not queued");
-        assert!(a.upload().is_some(), "uploads have their own slots");
+        let (d1, d2) = (a.download(None), a.download(None));
+        assert!(d1.is_ok() && d2.is_ok());
+        assert_eq!(a.download(None).unwrap_err(), Refusal::Server, "refused, not queued");
+        assert!(a.upload(None).is_ok(), "uploads have their own slots");
         drop(d1);
-        assert!(a.download().is_some());
+        assert!(a.download(None).is_ok());
+    }
+
+    #[test]
+    fn one_client_address_gets_its_share_only() {
+        let a = Admission::new(&Limits { max_transfers_per_client: 2, ..Limits::default() });
+        let (x, y): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let held = [a.download(Some(x)).unwrap(), a.upload(Some(x)).unwrap()];
+        assert_eq!(a.download(Some(x)).unwrap_err(), Refusal::Client);
+        assert!(a.download(Some(y)).is_ok(), "another client is not affected");
+        drop(held);
+        assert!(a.upload(Some(x)).is_ok());
     }
 
     #[tokio::test]
@@ -256,12 +348,12 @@ mod tests {
     async fn a_stream_releases_its_permit_at_the_end() {
         use futures::StreamExt;
         let a = small();
-        let permit = a.download().unwrap();
-        let _other = a.download().unwrap();
+        let permit = a.download(None).unwrap();
+        let _other = a.download(None).unwrap();
         let mut s = WithPermit::new(futures::stream::iter(vec![1, 2]), permit);
-        assert!(a.download().is_none());
+        assert!(a.download(None).is_err());
         while s.next().await.is_some() {}
-        assert!(a.download().is_some(), "released when the stream ended, before the drop");
+        assert!(a.download(None).is_ok(), "released when the stream ended, before the drop");
     }
 }
 

@@ -13,13 +13,19 @@
 //! hyper can't tell "idle between requests" from "reading a body", so a per-connection
 //! [`ConnState`] counts requests in flight: the service increments it when a request
 //! starts and the response body decrements it when it ends (or is dropped).
+//!
+//! HTTP/2 multiplexes: a client can stop granting flow-control window on a stream while
+//! the connection stays busy, and hyper then never polls that response again. So each
+//! response body records when it last produced data, and an HTTP/2 connection with a
+//! response that made no progress for `write_idle_timeout` is closed (all its streams with
+//! it — they belong to the same client).
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -89,15 +95,18 @@ pub(crate) async fn serve(
         let state = Arc::new(ConnState::new());
         let io = GuardedIo::new(stream, state.clone(), timers.clone());
         let app = app.clone();
+        let conn = state.clone();
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
-            let guard = state.request_started();
+            let guard = conn.request_started();
             let app = app.clone();
+            let conn = conn.clone();
             async move {
                 let res = app.oneshot(req.map(Body::new)).await?;
-                Ok::<_, std::convert::Infallible>(
-                    res.map(|body| Body::new(TrackedBody { inner: body, _guard: guard })),
-                )
+                let progress = conn.track_response();
+                Ok::<_, std::convert::Infallible>(res.map(|body| {
+                    Body::new(TrackedBody { inner: body, progress, conn, _guard: guard })
+                }))
             }
         });
         let protocols = protocols.clone();
@@ -106,7 +115,10 @@ pub(crate) async fn serve(
             // Which protocol: HTTP/2 clients open with its preface (prior knowledge, h2c).
             // A peer that sends nothing is dropped by GuardedIo's keep-alive timer.
             let (io, h2) = match sniff(io).await {
-                Ok(sniffed) => sniffed,
+                Ok(sniffed) => {
+                    state.h2.store(sniffed.1, Ordering::Release);
+                    sniffed
+                }
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "connection closed before a request");
                     drop(permit);
@@ -266,6 +278,10 @@ struct ConnState {
     started: AtomicU64,
     /// When the connection last had nothing in flight, in ms since `opened`.
     idle_since_ms: AtomicU64,
+    /// Speaks HTTP/2.
+    h2: AtomicBool,
+    /// When each response being sent last produced data, in ms since `opened`.
+    responses: std::sync::Mutex<Vec<Weak<AtomicU64>>>,
 }
 
 impl ConnState {
@@ -275,7 +291,30 @@ impl ConnState {
             in_flight: AtomicUsize::new(0),
             started: AtomicU64::new(0),
             idle_since_ms: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
+            responses: Default::default(),
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A response about to be sent: its progress clock, starting now.
+    fn track_response(&self) -> Arc<AtomicU64> {
+        let clock = Arc::new(AtomicU64::new(self.now_ms()));
+        let mut responses = self.responses.lock().unwrap_or_else(PoisonError::into_inner);
+        responses.retain(|w| w.strong_count() > 0);
+        responses.push(Arc::downgrade(&clock));
+        clock
+    }
+
+    /// When the response that went longest without progress last made some.
+    fn stalest_response(&self) -> Option<Instant> {
+        let responses = self.responses.lock().unwrap_or_else(PoisonError::into_inner);
+        let oldest =
+            responses.iter().filter_map(Weak::upgrade).map(|c| c.load(Ordering::Acquire)).min()?;
+        Some(self.opened + Duration::from_millis(oldest))
     }
 
     fn request_started(self: &Arc<Self>) -> InFlight {
@@ -300,9 +339,12 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request counted as in flight until it is done.
+/// A response body that keeps its request counted as in flight until it is done, and
+/// records when it last produced data.
 struct TrackedBody {
     inner: Body,
+    progress: Arc<AtomicU64>,
+    conn: Arc<ConnState>,
     _guard: InFlight,
 }
 
@@ -314,7 +356,11 @@ impl http_body::Body for TrackedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        if frame.is_ready() {
+            self.progress.store(self.conn.now_ms(), Ordering::Release);
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -352,14 +398,23 @@ impl GuardedIo {
         }
     }
 
-    /// When an idle or half-received connection must be given up, if it must.
+    /// When an idle, half-received or (HTTP/2) stalled connection must be given up, if it
+    /// must.
     fn read_deadline(&self) -> Option<Instant> {
+        let h2 = self.state.h2.load(Ordering::Acquire);
         if self.state.in_flight.load(Ordering::Acquire) > 0 {
-            return None; // a body is being read or a response written: other timers apply
+            // A body is being read or a response written. HTTP/1.1: the body and write
+            // timers apply. HTTP/2: also a response whose stream stopped moving.
+            return if h2 {
+                self.state.stalest_response()?.checked_add(self.timers.write_idle)
+            } else {
+                None
+            };
         }
         let started = self.state.started.load(Ordering::Acquire);
         match self.head {
-            Some((epoch, first_byte)) if epoch == started => {
+            // (HTTP/2 control frames between requests are not a request head.)
+            Some((epoch, first_byte)) if epoch == started && !h2 => {
                 first_byte.checked_add(self.timers.header_read)
             }
             _ => self.state.idle_since().checked_add(self.timers.keepalive),

@@ -48,11 +48,28 @@ pub struct StoredBlob {
     pub modified: SystemTime,
 }
 
-/// An upload's data found by [`BlobStore::list_uploads`].
+/// An upload's data found by [`BlobStore::list_uploads`]: the session's own bytes, or one
+/// of its parts not attached (yet, or ever: a chunk whose request broke off).
 #[derive(Clone, Debug)]
 pub struct StoredUpload {
     pub id: Uuid,
+    pub part: Option<Uuid>,
     pub modified: SystemTime,
+}
+
+/// A chunk written beside an upload session by [`BlobStore::write_part`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub id: Uuid,
+    pub len: u64,
+}
+
+/// What [`BlobStore::write_part`] did.
+#[derive(Debug)]
+pub struct PartWritten {
+    pub part: Part,
+    /// Set when the input stream failed before its end (the part holds what came before).
+    pub input_error: Option<std::io::Error>,
 }
 
 /// What an upload is for, which decides when it must be durable.
@@ -105,6 +122,19 @@ pub trait BlobStore: Send + Sync + 'static {
         data: ByteStream,
     ) -> Result<Appended, StorageError>;
 
+    /// Write a chunk of session `id` beside it, durably: the session doesn't change until
+    /// [`attach_part`](Self::attach_part). Chunks of one session may be written at the same
+    /// time by different requests; the caller attaches at most one at each offset.
+    async fn write_part(&self, id: Uuid, data: ByteStream) -> Result<PartWritten, StorageError>;
+
+    /// Make `part` the session's bytes from `offset` on (`offset` is the session's recorded
+    /// length; bytes past it, left by an attach that was never recorded, are dropped).
+    /// Durable when it returns; the part is consumed. The session's new length.
+    async fn attach_part(&self, id: Uuid, offset: u64, part: &Part) -> Result<u64, StorageError>;
+
+    /// Drop a part that won't be attached. Dropping a missing part is not an error.
+    async fn drop_part(&self, id: Uuid, part: Uuid) -> Result<(), StorageError>;
+
     /// Publish an upload of `len` bytes as the blob `digest` (already verified by the
     /// caller). If the blob is already stored, the upload is just dropped.
     async fn commit_upload(&self, id: Uuid, len: u64, digest: &Digest) -> Result<(), StorageError>;
@@ -112,6 +142,6 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Drop an upload's data. Dropping a missing upload is not an error.
     async fn abort_upload(&self, id: Uuid) -> Result<(), StorageError>;
 
-    /// Every upload whose data is stored (for cleaning up abandoned ones).
+    /// Every upload and part whose data is stored (for cleaning up abandoned ones).
     async fn list_uploads(&self) -> Result<Vec<StoredUpload>, StorageError>;
 }

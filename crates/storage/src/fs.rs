@@ -31,11 +31,17 @@ use wharf_oci::Digest;
 
 use crate::StorageError;
 use crate::blob::{
-    Appended, BlobStore, ByteRange, ByteStream, StoredBlob, StoredUpload, UploadKind,
+    Appended, BlobStore, ByteRange, ByteStream, Part, PartWritten, StoredBlob, StoredUpload,
+    UploadKind,
 };
 
-/// Bytes collected from the request before they are handed to a blocking write.
+/// Bytes collected from the request before they are handed to a blocking write: large while
+/// the write budget has room, small otherwise (so memory stays bounded however many uploads).
 const WRITE_BATCH: usize = 512 << 10;
+const SMALL_BATCH: usize = 64 << 10;
+const BATCH_UNITS: u32 = (WRITE_BATCH as u64 / UNIT) as u32;
+/// Memory for large write batches server-wide, unless configured.
+pub const DEFAULT_WRITE_BUDGET: usize = 64 << 20;
 /// A partial batch is written out when no more bytes arrived for this long, so that a
 /// client that stalls mid-body doesn't keep it in memory.
 const FLUSH_IDLE: Duration = Duration::from_millis(50);
@@ -59,33 +65,53 @@ pub struct FsBlobStore {
     uploads: PathBuf,
     /// Large read chunks in flight, in 4 KiB units.
     read_budget: Arc<Semaphore>,
+    /// Large write batches in flight, in 4 KiB units.
+    write_budget: Arc<Semaphore>,
 }
 
 impl FsBlobStore {
     /// Open (creating if needed) a store rooted at `root`. Directories it creates are made
     /// durable before it returns: a power cut must not take `blobs/` away with every blob.
     pub async fn open(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
-        Self::open_with(root, DEFAULT_READ_BUDGET).await
+        Self::open_with(root, DEFAULT_READ_BUDGET, DEFAULT_WRITE_BUDGET).await
     }
 
-    /// Open with `read_budget` bytes for large read chunks across all downloads (beyond
-    /// it, downloads read in small chunks).
+    /// Open with `read_budget` bytes for large read chunks across all downloads and
+    /// `write_budget` bytes for large write batches across all uploads (beyond them,
+    /// transfers go on in small pieces).
     pub async fn open_with(
         root: impl Into<PathBuf>,
         read_budget: usize,
+        write_budget: usize,
     ) -> Result<Self, StorageError> {
         let root = root.into();
-        let units = usize::try_from(read_budget as u64 / UNIT).unwrap_or(usize::MAX);
+        let units = |bytes: usize| {
+            usize::try_from(bytes as u64 / UNIT).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS)
+        };
         let store = FsBlobStore {
             root: root.clone(),
             blobs: root.join("blobs"),
             uploads: root.join("uploads"),
-            read_budget: Arc::new(Semaphore::new(units.min(Semaphore::MAX_PERMITS))),
+            read_budget: Arc::new(Semaphore::new(units(read_budget))),
+            write_budget: Arc::new(Semaphore::new(units(write_budget))),
         };
-        let (b, u) = (store.blobs.clone(), store.uploads.clone());
+        let (b, u) = (store.blobs.join("sha256"), store.uploads.clone());
         blocking(move || {
-            create_dir_durably(&b.join("sha256"))?;
+            create_dir_durably(&b)?;
             create_dir_durably(&u)?;
+            // Every shard directory exists (durably) before any blob is committed: two
+            // commits into a new shard must not race on making it durable.
+            let mut created = false;
+            for shard in 0..=255u8 {
+                let dir = b.join(format!("{shard:02x}"));
+                if !dir.exists() {
+                    fs::create_dir(&dir)?;
+                    created = true;
+                }
+            }
+            if created {
+                sync_dir(&b)?;
+            }
             Ok(())
         })
         .await?;
@@ -104,6 +130,11 @@ impl FsBlobStore {
 
     fn upload_path(&self, id: Uuid) -> PathBuf {
         self.uploads.join(id.to_string())
+    }
+
+    /// A chunk of session `id` written beside it: `uploads/<id>.<part>.part`.
+    fn part_path(&self, id: Uuid, part: Uuid) -> PathBuf {
+        self.uploads.join(format!("{id}.{part}.part"))
     }
 }
 
@@ -233,63 +264,74 @@ impl BlobStore for FsBlobStore {
         &self,
         id: Uuid,
         offset: u64,
-        mut data: ByteStream,
+        data: ByteStream,
     ) -> Result<Appended, StorageError> {
         let path = self.upload_path(id);
         let file = blocking(move || open_for_append(&path, offset)).await?;
-        let mut writer = BatchWriter::new(file, offset);
+        stream_into(file, offset, data, self.write_budget.clone()).await
+    }
 
-        let mut input_error = None;
-        let mut batch = Vec::new();
-        let mut batch_len = 0;
-        // Armed while a partial batch waits for more bytes (one timer, reset, not one per
-        // network chunk).
-        let flush = tokio::time::sleep(FLUSH_IDLE);
-        tokio::pin!(flush);
-        loop {
-            let item = if batch.is_empty() {
-                data.next().await
-            } else {
-                tokio::select! {
-                    biased;
-                    item = data.next() => item,
-                    () = &mut flush => {
-                        // The client paused: write what we hold rather than keep it.
-                        batch_len = 0;
-                        writer.write(std::mem::take(&mut batch)).await?;
-                        continue;
-                    }
-                }
+    async fn write_part(&self, id: Uuid, data: ByteStream) -> Result<PartWritten, StorageError> {
+        let part = Uuid::new_v4();
+        let path = self.part_path(id, part);
+        let file =
+            blocking(move || Ok(OpenOptions::new().write(true).create_new(true).open(path)?))
+                .await?;
+        let appended = stream_into(file, 0, data, self.write_budget.clone()).await?;
+        Ok(PartWritten {
+            part: Part { id: part, len: appended.len },
+            input_error: appended.input_error,
+        })
+    }
+
+    async fn attach_part(&self, id: Uuid, offset: u64, part: &Part) -> Result<u64, StorageError> {
+        let (base, piece, dir) =
+            (self.upload_path(id), self.part_path(id, part.id), self.uploads.clone());
+        let len = part.len;
+        blocking(move || {
+            let held = match fs::metadata(&base) {
+                Ok(m) => m.len(),
+                // A session's empty file may be gone with a power cut before its first chunk.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && offset == 0 => 0,
+                Err(e) => return Err(e.into()),
             };
-            match item {
-                None => break,
-                Some(Ok(bytes)) => {
-                    if bytes.is_empty() {
-                        continue;
-                    }
-                    if batch.is_empty() {
-                        flush.as_mut().reset(tokio::time::Instant::now() + FLUSH_IDLE);
-                    }
-                    batch_len += bytes.len();
-                    batch.push(bytes);
-                    if batch_len >= WRITE_BATCH {
-                        batch_len = 0;
-                        writer.write(std::mem::take(&mut batch)).await?;
-                    }
-                }
-                Some(Err(e)) => {
-                    input_error = Some(e);
-                    break;
-                }
+            if held < offset {
+                return Err(StorageError::Corrupt(format!(
+                    "upload {id} holds {held} bytes, {offset} were recorded"
+                )));
             }
+            if offset == 0 {
+                // The first chunk becomes the session's bytes as they are.
+                fs::rename(&piece, &base)?;
+                sync_dir(&dir)?;
+                return Ok(len);
+            }
+            // Bytes past `offset` were attached before a crash left them unrecorded.
+            let mut out = OpenOptions::new().write(true).open(&base)?;
+            out.set_len(offset)?;
+            out.seek(SeekFrom::Start(offset))?;
+            let mut input = File::open(&piece)?;
+            // std copies file to file inside the kernel (copy_file_range) where it can.
+            let copied = io::copy(&mut input, &mut out)?;
+            if copied != len {
+                return Err(StorageError::Corrupt(format!(
+                    "part of upload {id} holds {copied} bytes, {len} were written"
+                )));
+            }
+            out.sync_data()?;
+            drop(input);
+            fs::remove_file(&piece)?;
+            Ok(offset + len)
+        })
+        .await
+    }
+
+    async fn drop_part(&self, id: Uuid, part: Uuid) -> Result<(), StorageError> {
+        match tokio::fs::remove_file(self.part_path(id, part)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
         }
-        // Everything the input yielded is written, even when it then failed: the caller's
-        // hash covers exactly these bytes.
-        if !batch.is_empty() {
-            writer.write(batch).await?;
-        }
-        let len = writer.finish().await?;
-        Ok(Appended { len, input_error })
     }
 
     async fn commit_upload(&self, id: Uuid, len: u64, digest: &Digest) -> Result<(), StorageError> {
@@ -307,25 +349,22 @@ impl BlobStore for FsBlobStore {
                     "upload {id} holds {actual} bytes, {len} were recorded"
                 )));
             }
+            if actual > len {
+                // A chunk was attached but a crash kept it from being recorded, and the
+                // client then finished without it: the blob is the recorded bytes only.
+                let f = OpenOptions::new().write(true).open(&src)?;
+                f.set_len(len)?;
+                f.sync_data()?;
+            }
             if dst.exists() {
                 // Content-addressed: the stored copy has the same bytes.
                 fs::remove_file(&src)?;
                 return Ok(());
             }
-            if actual > len {
-                // An interrupted append left bytes past the recorded end.
-                let f = OpenOptions::new().write(true).open(&src)?;
-                f.set_len(len)?;
-                f.sync_all()?;
-            }
             let parent =
                 dst.parent().ok_or_else(|| StorageError::Corrupt("bad blob path".into()))?;
-            if !parent.exists() {
-                fs::create_dir_all(parent)?;
-                if let Some(grandparent) = parent.parent() {
-                    sync_dir(grandparent)?;
-                }
-            }
+            // Shards are created at open; one removed by hand comes back, durably.
+            create_dir_durably(parent)?;
             fs::rename(&src, &dst)?;
             sync_dir(parent)?;
             Ok(())
@@ -347,11 +386,17 @@ impl BlobStore for FsBlobStore {
             let mut out = Vec::new();
             for entry in fs::read_dir(&dir)? {
                 let entry = entry?;
-                let Some(id) = entry.file_name().to_str().and_then(|s| Uuid::parse_str(s).ok())
-                else {
-                    continue;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let (id, part) = match name.strip_suffix(".part").and_then(|n| n.split_once('.')) {
+                    Some((id, part)) => (Uuid::parse_str(id).ok(), Uuid::parse_str(part).ok()),
+                    None => (Uuid::parse_str(name).ok(), None),
                 };
-                out.push(StoredUpload { id, modified: entry.metadata()?.modified()? });
+                let Some(id) = id else { continue };
+                if name.ends_with(".part") && part.is_none() {
+                    continue;
+                }
+                out.push(StoredUpload { id, part, modified: entry.metadata()?.modified()? });
             }
             Ok(out)
         })
@@ -384,6 +429,73 @@ fn open_for_append(path: &Path, offset: u64) -> Result<File, StorageError> {
     Ok(file)
 }
 
+/// Write `data` into `file` from `offset` in batches (see [`BatchWriter`]) and make it
+/// durable. What the input yielded before failing is written too; the failure is reported.
+async fn stream_into(
+    file: File,
+    offset: u64,
+    mut data: ByteStream,
+    budget: Arc<Semaphore>,
+) -> Result<Appended, StorageError> {
+    let mut writer = BatchWriter::new(file, offset);
+    let mut input_error = None;
+    let mut batch = Vec::new();
+    let mut batch_len = 0;
+    // Large batches while the server-wide write budget has room, small ones otherwise.
+    let mut limit = SMALL_BATCH;
+    let mut reserved: Option<OwnedSemaphorePermit> = None;
+    // Armed while a partial batch waits for more bytes (one timer, reset, not one per
+    // network chunk).
+    let flush = tokio::time::sleep(FLUSH_IDLE);
+    tokio::pin!(flush);
+    loop {
+        let item = if batch.is_empty() {
+            data.next().await
+        } else {
+            tokio::select! {
+                biased;
+                item = data.next() => item,
+                () = &mut flush => {
+                    // The client paused: write what we hold rather than keep it.
+                    batch_len = 0;
+                    writer.write(std::mem::take(&mut batch), reserved.take()).await?;
+                    continue;
+                }
+            }
+        };
+        match item {
+            None => break,
+            Some(Ok(bytes)) => {
+                if bytes.is_empty() {
+                    continue;
+                }
+                if batch.is_empty() {
+                    flush.as_mut().reset(tokio::time::Instant::now() + FLUSH_IDLE);
+                    reserved = budget.clone().try_acquire_many_owned(BATCH_UNITS).ok();
+                    limit = if reserved.is_some() { WRITE_BATCH } else { SMALL_BATCH };
+                }
+                batch_len += bytes.len();
+                batch.push(bytes);
+                if batch_len >= limit {
+                    batch_len = 0;
+                    writer.write(std::mem::take(&mut batch), reserved.take()).await?;
+                }
+            }
+            Some(Err(e)) => {
+                input_error = Some(e);
+                break;
+            }
+        }
+    }
+    // Everything the input yielded is written, even when it then failed: the caller's
+    // hash covers exactly these bytes.
+    if !batch.is_empty() {
+        writer.write(batch, reserved.take()).await?;
+    }
+    let len = writer.finish().await?;
+    Ok(Appended { len, input_error })
+}
+
 /// Writes batches to a file one short blocking task at a time, keeping at most one batch
 /// in flight so that the caller receives the next one meanwhile.
 struct BatchWriter {
@@ -412,10 +524,19 @@ impl BatchWriter {
         self.idle.take().ok_or_else(|| StorageError::Io(io::Error::other("writer lost its file")))
     }
 
-    /// Start writing `batch` once the previous batch is written.
-    async fn write(&mut self, batch: Vec<Bytes>) -> Result<(), StorageError> {
+    /// Start writing `batch` once the previous batch is written; `budget` (its share of the
+    /// write budget) is released when it is.
+    async fn write(
+        &mut self,
+        batch: Vec<Bytes>,
+        budget: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), StorageError> {
         let cursor = self.settle().await?;
-        self.busy = Some(tokio::task::spawn_blocking(move || write_batch(cursor, &batch)));
+        self.busy = Some(tokio::task::spawn_blocking(move || {
+            let written = write_batch(cursor, &batch);
+            drop(budget);
+            written
+        }));
         Ok(())
     }
 

@@ -21,9 +21,12 @@ pub const DEFAULT_SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000000";
 /// The resource group every fresh server has, holding the default registry.
 pub const DEFAULT_RESOURCE_GROUP: &str = "default";
 
-pub use blob::{Appended, BlobStore, ByteRange, ByteStream, StoredBlob, StoredUpload, UploadKind};
+pub use blob::{
+    Appended, BlobStore, ByteRange, ByteStream, Part, PartWritten, StoredBlob, StoredUpload,
+    UploadKind,
+};
 pub use error::StorageError;
-pub use fs::{DEFAULT_READ_BUDGET, FsBlobStore, create_dir_durably};
+pub use fs::{DEFAULT_READ_BUDGET, DEFAULT_WRITE_BUDGET, FsBlobStore, create_dir_durably};
 pub use meta::{
     BlobRef, CommitBatch, CommitOutcome, CreateRegistryOutcome, JobRecord, ListOrder,
     ManagementStore, ManifestMeta, ManifestRecord, ManifestSummary, MetadataStore, PutManifest,

@@ -59,6 +59,37 @@ async fn blob_store_contract(store: &dyn BlobStore) {
     let part = store.read(&d, Some(ByteRange { start: 6, end: 10 })).await.unwrap().unwrap();
     assert_eq!(read_all(part).await, b"world");
     assert!(store.list_uploads().await.unwrap().is_empty());
+
+    // Chunks of a session are written beside it, then attached at its end, in order.
+    let session = Uuid::new_v4();
+    store.create_upload(session, UploadKind::Session).await.unwrap();
+    let first = store.write_part(session, stream(&[b"hello", b" "])).await.unwrap();
+    assert!(first.input_error.is_none());
+    let loser = store.write_part(session, stream(&[b"HELLO "])).await.unwrap();
+    let listed = store.list_uploads().await.unwrap();
+    assert_eq!(listed.iter().filter(|u| u.id == session && u.part.is_some()).count(), 2);
+    assert_eq!(store.attach_part(session, 0, &first.part).await.unwrap(), 6);
+    store.drop_part(session, loser.part.id).await.unwrap();
+    let second = store.write_part(session, stream(&[b"world"])).await.unwrap();
+    assert_eq!(store.attach_part(session, 6, &second.part).await.unwrap(), 11);
+    // A chunk attached but never recorded (a crash in between) is dropped by the next one.
+    let stray = store.write_part(session, stream(&[b"!!!"])).await.unwrap();
+    assert_eq!(store.attach_part(session, 11, &stray.part).await.unwrap(), 14);
+    let again = store.write_part(session, stream(&[b"?"])).await.unwrap();
+    assert_eq!(store.attach_part(session, 11, &again.part).await.unwrap(), 12);
+    assert!(store.list_uploads().await.unwrap().iter().all(|u| u.part.is_none()));
+    let twelve = Digest::sha256_of(b"hello world?");
+    store.commit_upload(session, 12, &twelve).await.unwrap();
+    assert_eq!(read_all(store.read(&twelve, None).await.unwrap().unwrap()).await, b"hello world?");
+    store.delete(&twelve).await.unwrap();
+    // A part whose input broke off keeps what came before, and is dropped.
+    let failing: ByteStream = Box::pin(futures::stream::iter(vec![
+        Ok(Bytes::from_static(b"xyz")),
+        Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "gone")),
+    ]));
+    let torn = store.write_part(Uuid::new_v4(), failing).await.unwrap();
+    assert!(torn.input_error.is_some());
+    assert_eq!(torn.part.len, 3);
     let listed: Vec<Digest> = store.list().await.unwrap().into_iter().map(|b| b.digest).collect();
     assert_eq!(listed, vec![d.clone()]);
 

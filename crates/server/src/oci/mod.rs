@@ -11,10 +11,11 @@ mod manifests;
 mod uploads;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Query, Request, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -24,7 +25,7 @@ use wharf_oci::{Digest, Reference, RepositoryName};
 use wharf_registry::{ByteStream, RegistryError, RepoKey};
 
 use crate::error::{oci_error, too_many_requests};
-use crate::limits::Permit;
+use crate::limits::{Permit, Refusal};
 use crate::{AppState, OciError};
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -131,20 +132,32 @@ async fn dispatch(
     if let Some(denied) = crate::authorize_data(&state, &registry, route.name(), action) {
         return denied;
     }
-    // Transfers in flight are capped: past the cap the client is told to come back.
+    // Transfers in flight are capped, server-wide and per client address: past a cap the
+    // client is told to come back.
     let admission = &state.admission;
-    let permit = match (&route, &parts.method) {
-        (Route::Blob { .. } | Route::Manifest { .. }, &Method::GET) => match admission.download() {
-            Some(p) => Some(p),
-            None => return too_many_requests("too many downloads in flight; retry shortly"),
-        },
+    let client = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let slot = match (&route, &parts.method) {
+        (Route::Blob { .. } | Route::Manifest { .. }, &Method::GET) => {
+            Some(admission.download(client).map_err(|r| (r, "downloads")))
+        }
         (Route::Uploads { .. }, &Method::POST)
         | (Route::Upload { .. }, &Method::PATCH | &Method::PUT)
-        | (Route::Manifest { .. }, &Method::PUT) => match admission.upload() {
-            Some(p) => Some(p),
-            None => return too_many_requests("too many uploads in flight; retry shortly"),
-        },
+        | (Route::Manifest { .. }, &Method::PUT) => {
+            Some(admission.upload(client).map_err(|r| (r, "uploads")))
+        }
         _ => None,
+    };
+    let permit = match slot {
+        None => None,
+        Some(Ok(p)) => Some(p),
+        Some(Err((Refusal::Server, what))) => {
+            return too_many_requests(&format!("too many {what} in flight; retry shortly"));
+        }
+        Some(Err((Refusal::Client, what))) => {
+            return too_many_requests(&format!(
+                "too many {what} in flight from this client; retry shortly"
+            ));
+        }
     };
     let req =
         Req { state: &state, registry: registry.id, query, headers: &parts.headers, body, permit };

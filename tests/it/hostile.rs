@@ -289,3 +289,43 @@ fn one_client_address_gets_its_share_of_transfers_and_no_more() {
         reg.get(&format!("/v2/big/blobs/{big}")).status() == 200
     }));
 }
+
+#[test]
+fn an_http2_stream_that_stops_moving_closes_its_connection_and_frees_its_slot() {
+    let w =
+        Wharf::start_with_config("[limits]\nwrite_idle_timeout = \"3s\"\nmax_downloads = 1\n", &[]);
+    let reg = w.reg();
+    let big = reg.push_blob("big", &bytes(4, 8 << 20));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let ended = rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", w.port)).await.unwrap();
+        // A client that grants 1 KiB of window and never more, but keeps the connection
+        // alive (its connection task answers pings).
+        let (mut h2, conn) = h2::client::Builder::new()
+            .initial_window_size(1024)
+            .initial_connection_window_size(1 << 20)
+            .handshake::<_, bytes::Bytes>(tcp)
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let req = http::Request::get(format!("http://127.0.0.1:{}/v2/big/blobs/{big}", w.port))
+            .body(())
+            .unwrap();
+        let (response, _) = h2.send_request(req, true).unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 200);
+        let _body = response.into_body(); // never read, never released
+        // The only download slot is held meanwhile.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let url = format!("http://127.0.0.1:{}/v2/big/blobs/{big}", w.port);
+        let busy = tokio::task::spawn_blocking(move || client().get(url).send().unwrap().status());
+        assert_eq!(busy.await.unwrap(), 429);
+        // The write timeout closes the connection.
+        tokio::time::timeout(Duration::from_secs(20), conn).await.is_ok()
+    });
+    assert!(ended, "the stalled HTTP/2 connection was not closed");
+    // And the slot is free again.
+    assert!(eventually(Duration::from_secs(5), || {
+        reg.get(&format!("/v2/big/blobs/{big}")).status() == 200
+    }));
+}

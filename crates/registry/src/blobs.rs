@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use uuid::Uuid;
 use wharf_oci::{Digest, RepositoryName, Sha256Hasher};
-use wharf_storage::{ByteRange, ByteStream, RepoKey, UploadKind, UploadRecord, now_millis};
+use wharf_storage::{ByteRange, ByteStream, RepoKey, UploadRecord, now_millis};
 
 use crate::hashing::{finish, hashing};
 use crate::{RegistryError, RegistryService};
@@ -194,7 +194,7 @@ impl RegistryService {
     /// [`ingest_finish`](Self::ingest_finish).
     pub async fn ingest_begin(&self) -> Result<Ingest, RegistryError> {
         let id = Uuid::new_v4();
-        self.blobs.create_upload(id, UploadKind::Scratch).await?;
+        self.blobs.create_upload(id).await?;
         Ok(Ingest { id, len: 0, hasher: Sha256Hasher::new() })
     }
 
@@ -242,7 +242,7 @@ impl RegistryService {
     /// Start a chunked upload session.
     pub async fn start_upload(&self, repo: &RepoKey) -> Result<UploadStatus, RegistryError> {
         let id = Uuid::new_v4();
-        self.blobs.create_upload(id, UploadKind::Session).await?;
+        self.blobs.create_upload(id).await?;
         let now = now_millis();
         let record = UploadRecord {
             id,

@@ -72,17 +72,6 @@ pub struct PartWritten {
     pub input_error: Option<std::io::Error>,
 }
 
-/// What an upload is for, which decides when it must be durable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UploadKind {
-    /// A client's upload session: it is acknowledged as soon as it is created, so it (and
-    /// every acknowledged append) must survive a power cut.
-    Session,
-    /// Bytes the server writes on its own behalf (a monolithic push, an import download):
-    /// nothing is acknowledged before the commit, so creating it needs no sync.
-    Scratch,
-}
-
 /// Content-addressed blob storage with resumable upload sessions.
 ///
 /// Invariant every implementation keeps: a blob is readable under a digest only after
@@ -107,8 +96,9 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Every stored blob (for garbage collection).
     async fn list(&self) -> Result<Vec<StoredBlob>, StorageError>;
 
-    /// Start an empty upload (durably for a [`UploadKind::Session`]).
-    async fn create_upload(&self, id: Uuid, kind: UploadKind) -> Result<(), StorageError>;
+    /// Start an empty upload. (An empty upload needn't be durable: one lost to a power cut
+    /// reads as empty when it is attached to, appended to at 0, or committed empty.)
+    async fn create_upload(&self, id: Uuid) -> Result<(), StorageError>;
 
     /// Append `data` to an upload whose recorded length is `offset`, durably (the bytes are
     /// on stable storage when this returns). Bytes past

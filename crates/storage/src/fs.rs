@@ -32,7 +32,6 @@ use wharf_oci::Digest;
 use crate::StorageError;
 use crate::blob::{
     Appended, BlobStore, ByteRange, ByteStream, Part, PartWritten, StoredBlob, StoredUpload,
-    UploadKind,
 };
 
 /// Bytes collected from the request before they are handed to a blocking write: large while
@@ -246,15 +245,12 @@ impl BlobStore for FsBlobStore {
         .await
     }
 
-    async fn create_upload(&self, id: Uuid, kind: UploadKind) -> Result<(), StorageError> {
+    async fn create_upload(&self, id: Uuid) -> Result<(), StorageError> {
+        // Not synced: an empty upload that a power cut takes away is recreated when it is
+        // first written to (or committed empty).
         let path = self.upload_path(id);
-        let dir = self.uploads.clone();
         blocking(move || {
             OpenOptions::new().write(true).create_new(true).open(path)?;
-            if kind == UploadKind::Session {
-                // The session is acknowledged to the client as soon as this returns.
-                sync_dir(&dir)?;
-            }
             Ok(())
         })
         .await
@@ -342,6 +338,11 @@ impl BlobStore for FsBlobStore {
                 Ok(m) => m.len(),
                 // Renamed by an earlier attempt whose bookkeeping then failed: done already.
                 Err(e) if e.kind() == io::ErrorKind::NotFound && dst.exists() => return Ok(()),
+                // An empty upload whose file didn't survive a power cut.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && len == 0 => {
+                    File::create(&src)?;
+                    0
+                }
                 Err(e) => return Err(e.into()),
             };
             if actual < len {
@@ -407,7 +408,7 @@ impl BlobStore for FsBlobStore {
 fn open_for_append(path: &Path, offset: u64) -> Result<File, StorageError> {
     let mut file = match OpenOptions::new().write(true).open(path) {
         Ok(f) => f,
-        // A scratch upload's empty file may not have survived a power cut.
+        // An upload's empty file may not have survived a power cut.
         Err(e) if e.kind() == io::ErrorKind::NotFound && offset == 0 => {
             OpenOptions::new().write(true).create(true).truncate(false).open(path)?
         }
@@ -788,7 +789,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).await.unwrap();
         let id = Uuid::new_v4();
-        store.create_upload(id, UploadKind::Session).await.unwrap();
+        store.create_upload(id).await.unwrap();
         let n = store.append_upload(id, 0, stream(vec![b"hello ", b"wor"])).await.unwrap().len;
         assert_eq!(n, 9);
         let n = store.append_upload(id, 9, stream(vec![b"ld"])).await.unwrap().len;
@@ -809,7 +810,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).await.unwrap();
         let id = Uuid::new_v4();
-        store.create_upload(id, UploadKind::Session).await.unwrap();
+        store.create_upload(id).await.unwrap();
         store.append_upload(id, 0, stream(vec![b"abc"])).await.unwrap();
         // A failing body: some bytes arrive, then the client disconnects.
         let failing: ByteStream = Box::pin(futures::stream::iter(vec![

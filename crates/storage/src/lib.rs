@@ -23,7 +23,6 @@ pub const DEFAULT_RESOURCE_GROUP: &str = "default";
 
 pub use blob::{
     Appended, BlobStore, ByteRange, ByteStream, Part, PartWritten, StoredBlob, StoredUpload,
-    UploadKind,
 };
 pub use error::StorageError;
 pub use fs::{DEFAULT_READ_BUDGET, DEFAULT_WRITE_BUDGET, FsBlobStore, create_dir_durably};

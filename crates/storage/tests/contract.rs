@@ -49,7 +49,7 @@ async fn blob_store_contract(store: &dyn BlobStore) {
     assert!(store.read(&d, None).await.unwrap().is_none());
 
     let id = Uuid::new_v4();
-    store.create_upload(id, UploadKind::Session).await.unwrap();
+    store.create_upload(id).await.unwrap();
     assert_eq!(store.append_upload(id, 0, stream(&[b"hello", b" "])).await.unwrap().len, 6);
     assert_eq!(store.append_upload(id, 6, stream(&[b"world"])).await.unwrap().len, 11);
     assert_eq!(store.list_uploads().await.unwrap().len(), 1);
@@ -62,7 +62,7 @@ async fn blob_store_contract(store: &dyn BlobStore) {
 
     // Chunks of a session are written beside it, then attached at its end, in order.
     let session = Uuid::new_v4();
-    store.create_upload(session, UploadKind::Session).await.unwrap();
+    store.create_upload(session).await.unwrap();
     let first = store.write_part(session, stream(&[b"hello", b" "])).await.unwrap();
     assert!(first.input_error.is_none());
     let loser = store.write_part(session, stream(&[b"HELLO "])).await.unwrap();
@@ -95,14 +95,14 @@ async fn blob_store_contract(store: &dyn BlobStore) {
 
     // Committing content that is already stored keeps one copy.
     let again = Uuid::new_v4();
-    store.create_upload(again, UploadKind::Session).await.unwrap();
+    store.create_upload(again).await.unwrap();
     store.append_upload(again, 0, stream(&[b"hello world"])).await.unwrap();
     store.commit_upload(again, 11, &d).await.unwrap();
     assert_eq!(store.list().await.unwrap().len(), 1);
 
     // An input that fails keeps what it delivered; appending at the old length drops it.
     let torn = Uuid::new_v4();
-    store.create_upload(torn, UploadKind::Session).await.unwrap();
+    store.create_upload(torn).await.unwrap();
     store.append_upload(torn, 0, stream(&[b"ab"])).await.unwrap();
     let failing: ByteStream = Box::pin(futures::stream::iter(vec![
         Ok(Bytes::from_static(b"XX")),
@@ -117,7 +117,7 @@ async fn blob_store_contract(store: &dyn BlobStore) {
     assert_eq!(read_all(store.read(&abcd, None).await.unwrap().unwrap()).await, b"abcd");
 
     let gone = Uuid::new_v4();
-    store.create_upload(gone, UploadKind::Session).await.unwrap();
+    store.create_upload(gone).await.unwrap();
     store.abort_upload(gone).await.unwrap();
     store.abort_upload(gone).await.unwrap();
     store.delete(&abcd).await.unwrap();

@@ -82,6 +82,27 @@ async fn blob_store_contract(store: &dyn BlobStore) {
     store.commit_upload(session, 12, &twelve).await.unwrap();
     assert_eq!(read_all(store.read(&twelve, None).await.unwrap().unwrap()).await, b"hello world?");
     store.delete(&twelve).await.unwrap();
+    // A chunk attached but never recorded, then a commit of what was recorded: the blob is
+    // the recorded bytes only.
+    let cut = Uuid::new_v4();
+    store.create_upload(cut).await.unwrap();
+    let first = store.write_part(cut, stream(&[b"hello"])).await.unwrap();
+    store.attach_part(cut, 0, &first.part).await.unwrap();
+    let unrecorded = store.write_part(cut, stream(&[b" world"])).await.unwrap();
+    store.attach_part(cut, 5, &unrecorded.part).await.unwrap();
+    let hello = Digest::sha256_of(b"hello");
+    store.commit_upload(cut, 5, &hello).await.unwrap();
+    assert_eq!(read_all(store.read(&hello, None).await.unwrap().unwrap()).await, b"hello");
+    store.delete(&hello).await.unwrap();
+    // An empty upload commits as the empty blob even if its file is gone.
+    let empty = Uuid::new_v4();
+    store.create_upload(empty).await.unwrap();
+    store.abort_upload(empty).await.unwrap();
+    let nothing = Digest::sha256_of(b"");
+    store.commit_upload(empty, 0, &nothing).await.unwrap();
+    assert_eq!(store.stat(&nothing).await.unwrap(), Some(0));
+    store.delete(&nothing).await.unwrap();
+
     // A part whose input broke off keeps what came before, and is dropped.
     let failing: ByteStream = Box::pin(futures::stream::iter(vec![
         Ok(Bytes::from_static(b"xyz")),

@@ -176,8 +176,9 @@ print(f"1000 stalled readers of a 32 MiB blob: server RSS {st['rss_mib']} MiB; m
       f"(10 s) after {st['closed_after_s']} s")
 print(f"10 000 half-open connections: server RSS {ho['rss_mib']} MiB; fresh GET /v2/ p50 {ho['fresh_p50_ms']} ms, "
       f"max {ho['fresh_max_ms']} ms; all closed by the header timeout (10 s) after {ho['closed_after_s']} s")
-print(f"8 racing PATCHes at one offset: {race['accepted']} accepted, {race['refused_416']} refused (416); "
-      f"session finished: {race['session_finished']}")
+print(f"8 racing PATCHes at one offset, all mid-body at once ({race['answered_mid_body']} answered before "
+      f"their body ended): {race['accepted']} accepted, {race['refused_416']} refused (416); "
+      f"the session finished as the winner's blob: {race['session_finished']}")
 print(f"64 chunked uploads of 16 MiB, aggregate: 4 at a time {max(up4):.0f} MB/s (median "
       f"{statistics.median(up4):.0f}), all 64 at once {max(up64):.0f} MB/s (median "
       f"{statistics.median(up64):.0f}): {max(up64) / max(up4):.2f}x (best of {len(up4)})")

@@ -5,6 +5,7 @@
 //! the last committed state (WAL snapshots). The data directory is locked by the server,
 //! so no other process writes.
 
+mod identity;
 mod management;
 mod registry;
 

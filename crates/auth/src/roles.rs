@@ -1,0 +1,270 @@
+//! Role definitions: the built-in roles (with Azure's ids, names and action strings) and
+//! custom ones, and how an action string is matched against a role's patterns.
+
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+/// One block of a role's permissions, as ARM writes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Permission {
+    #[serde(default)]
+    pub actions: Vec<String>,
+    #[serde(default)]
+    pub not_actions: Vec<String>,
+    #[serde(default)]
+    pub data_actions: Vec<String>,
+    #[serde(default)]
+    pub not_data_actions: Vec<String>,
+}
+
+/// A role: built in, or defined by a user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleDefinition {
+    /// A GUID (the last segment of the ARM id).
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub built_in: bool,
+    pub permissions: Vec<Permission>,
+    /// Where it may be assigned (resource ids; `/` for anywhere).
+    pub assignable_scopes: Vec<String>,
+}
+
+/// Whether an action pattern (`*`, `Microsoft.ContainerRegistry/*`, `*/read`, or exact)
+/// matches an action, ignoring case as ARM does.
+pub fn matches(pattern: &str, action: &str) -> bool {
+    fn go(p: &[u8], a: &[u8]) -> bool {
+        match p.split_first() {
+            None => a.is_empty(),
+            Some((b'*', rest)) => (0..=a.len()).any(|i| go(rest, &a[i..])),
+            Some((c, rest)) => {
+                a.first().is_some_and(|x| x.eq_ignore_ascii_case(c)) && go(rest, &a[1..])
+            }
+        }
+    }
+    // Patterns are short and have one or two stars: the backtracking stays tiny.
+    go(pattern.as_bytes(), action.as_bytes())
+}
+
+impl Permission {
+    /// Whether this block grants `action` (a data action if `data`).
+    pub fn allows(&self, action: &str, data: bool) -> bool {
+        let (yes, no) = if data {
+            (&self.data_actions, &self.not_data_actions)
+        } else {
+            (&self.actions, &self.not_actions)
+        };
+        yes.iter().any(|p| matches(p, action)) && !no.iter().any(|p| matches(p, action))
+    }
+}
+
+impl RoleDefinition {
+    /// Whether any block of the role grants `action`.
+    pub fn allows(&self, action: &str, data: bool) -> bool {
+        self.permissions.iter().any(|p| p.allows(action, data))
+    }
+}
+
+fn built(id: &str, name: &str, description: &str, p: Permission) -> RoleDefinition {
+    RoleDefinition {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        description: description.to_owned(),
+        built_in: true,
+        permissions: vec![p],
+        assignable_scopes: vec!["/".to_owned()],
+    }
+}
+
+fn list(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+const ACR: &str = "Microsoft.ContainerRegistry/registries";
+
+/// The built-in roles, with Azure's role ids.
+pub fn built_in() -> &'static [RoleDefinition] {
+    static ROLES: OnceLock<Vec<RoleDefinition>> = OnceLock::new();
+    ROLES.get_or_init(|| {
+        let acr = |s: &str| format!("{ACR}/{s}");
+        let actions = |a: Vec<String>| Permission { actions: a, ..Permission::default() };
+        let data = |d: Vec<String>| Permission { data_actions: d, ..Permission::default() };
+        vec![
+            built(
+                "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+                "Owner",
+                "Grants full access to manage all resources, including the ability to assign roles.",
+                actions(list(&["*"])),
+            ),
+            built(
+                "b24988ac-6180-42a0-ab88-20f7382dd24c",
+                "Contributor",
+                "Grants full access to manage all resources, but does not allow you to assign roles.",
+                Permission {
+                    actions: list(&["*"]),
+                    not_actions: list(&[
+                        "Microsoft.Authorization/*/Delete",
+                        "Microsoft.Authorization/*/Write",
+                        "Microsoft.Authorization/elevateAccess/Action",
+                    ]),
+                    ..Permission::default()
+                },
+            ),
+            built(
+                "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+                "Reader",
+                "View all resources, but does not allow you to make any changes.",
+                actions(list(&["*/read"])),
+            ),
+            built(
+                "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9",
+                "User Access Administrator",
+                "Lets you manage user access to Azure resources.",
+                actions(list(&["*/read", "Microsoft.Authorization/*"])),
+            ),
+            built(
+                "7f951dda-4ed3-4680-a7ca-43fe172d538d",
+                "AcrPull",
+                "acr pull",
+                actions(vec![acr("pull/read")]),
+            ),
+            built(
+                "8311e382-0749-4cb8-b61a-304f252e45ec",
+                "AcrPush",
+                "acr push",
+                actions(vec![acr("pull/read"), acr("push/write")]),
+            ),
+            built(
+                "c2f4ef07-c644-48eb-af81-4b1b4947fb11",
+                "AcrDelete",
+                "acr delete",
+                actions(vec![acr("artifacts/delete")]),
+            ),
+            built(
+                "6cef56e8-d556-48e5-a04f-b8e64114680f",
+                "AcrImageSigner",
+                "acr image signer",
+                Permission {
+                    actions: vec![acr("sign/write")],
+                    data_actions: vec![acr("trustedCollections/write")],
+                    ..Permission::default()
+                },
+            ),
+            built(
+                "577a9874-89fd-4f24-9dbd-b5034d0ad23a",
+                "Container Registry Data Importer and Data Reader",
+                "Allows importing images into a registry and reading its content.",
+                Permission {
+                    actions: vec![acr("importImage/action"), acr("read"), acr("pull/read")],
+                    data_actions: vec![
+                        acr("repositories/content/read"),
+                        acr("repositories/metadata/read"),
+                        acr("catalog/read"),
+                    ],
+                    ..Permission::default()
+                },
+            ),
+            built(
+                "b93aa761-3e63-49ed-ac28-beffa264f7ac",
+                "Container Registry Repository Reader",
+                "Allows reading images, tags and metadata of repositories.",
+                data(vec![acr("repositories/metadata/read"), acr("repositories/content/read")]),
+            ),
+            built(
+                "2a1e307c-b015-4ebd-883e-5b7698a07328",
+                "Container Registry Repository Writer",
+                "Allows reading and writing images, tags and metadata of repositories.",
+                data(vec![
+                    acr("repositories/metadata/read"),
+                    acr("repositories/metadata/write"),
+                    acr("repositories/content/read"),
+                    acr("repositories/content/write"),
+                ]),
+            ),
+            built(
+                "2efddaa5-3f1f-4df3-97df-af3f13818f4c",
+                "Container Registry Repository Contributor",
+                "Allows reading, writing and deleting images, tags and metadata of repositories.",
+                data(vec![
+                    acr("repositories/metadata/read"),
+                    acr("repositories/metadata/write"),
+                    acr("repositories/metadata/delete"),
+                    acr("repositories/content/read"),
+                    acr("repositories/content/write"),
+                    acr("repositories/content/delete"),
+                ]),
+            ),
+            built(
+                "bfdb9389-c9a5-478a-bb2f-ba9ca092c3c7",
+                "Container Registry Repository Catalog Lister",
+                "Allows listing the repositories of a registry.",
+                data(vec![acr("catalog/read")]),
+            ),
+            built(
+                "3bc748fc-213d-45c1-8d91-9da5725539b9",
+                "Container Registry Contributor and Data Access Configuration Administrator",
+                "Manages registries and their data-access configuration (tokens, scope maps, credentials), without access to their content.",
+                actions(vec![
+                    acr("read"),
+                    acr("write"),
+                    acr("delete"),
+                    acr("listCredentials/action"),
+                    acr("regenerateCredential/action"),
+                    acr("tokens/*"),
+                    acr("scopeMaps/*"),
+                    "Microsoft.ContainerRegistry/locations/operationResults/read".to_owned(),
+                    "Microsoft.ContainerRegistry/checkNameAvailability/read".to_owned(),
+                    "Microsoft.Resources/subscriptions/resourceGroups/read".to_owned(),
+                ]),
+            ),
+        ]
+    })
+}
+
+/// A built-in role by id or (case-insensitive) name.
+pub fn find_built_in(id_or_name: &str) -> Option<&'static RoleDefinition> {
+    built_in()
+        .iter()
+        .find(|r| r.id.eq_ignore_ascii_case(id_or_name) || r.name.eq_ignore_ascii_case(id_or_name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions;
+
+    #[test]
+    fn patterns() {
+        assert!(matches("*", actions::IMPORT_IMAGE));
+        assert!(matches("*/read", actions::PULL));
+        assert!(matches("microsoft.containerregistry/*", actions::PUSH));
+        assert!(!matches("*/read", actions::PUSH));
+        assert!(matches("Microsoft.Authorization/*/Write", actions::ROLE_ASSIGNMENT_WRITE));
+        assert!(!matches("Microsoft.Authorization/*/Write", actions::ROLE_ASSIGNMENT_READ));
+        assert!(matches(actions::PULL, &actions::PULL.to_uppercase()));
+        assert!(!matches("Microsoft.ContainerRegistry/registries/pull", actions::PULL));
+    }
+
+    #[test]
+    fn built_ins_grant_what_acr_documents() {
+        let role = |n: &str| find_built_in(n).unwrap();
+        assert!(role("AcrPull").allows(actions::PULL, false));
+        assert!(!role("AcrPull").allows(actions::PUSH, false));
+        assert!(role("AcrPush").allows(actions::PUSH, false));
+        // AcrPush alone cannot import (as in ACR).
+        assert!(!role("AcrPush").allows(actions::IMPORT_IMAGE, false));
+        assert!(role("Container Registry Data Importer and Data Reader").allows(actions::IMPORT_IMAGE, false));
+        assert!(role("Reader").allows(actions::PULL, false));
+        assert!(!role("Reader").allows(actions::REGISTRY_WRITE, false));
+        assert!(role("Contributor").allows(actions::IMPORT_IMAGE, false));
+        assert!(!role("Contributor").allows(actions::ROLE_ASSIGNMENT_WRITE, false));
+        assert!(role("Owner").allows(actions::ROLE_ASSIGNMENT_WRITE, false));
+        // Data actions come only from roles that name them.
+        assert!(!role("Owner").allows(actions::CONTENT_READ, true));
+        assert!(role("Container Registry Repository Writer").allows(actions::CONTENT_WRITE, true));
+        assert!(!role("Container Registry Repository Writer").allows(actions::CONTENT_DELETE, true));
+        assert!(role("8e3af657-a8ff-443c-a75c-2fe8c4bcb635").name == "Owner");
+    }
+}

@@ -1,0 +1,135 @@
+//! The identity store's records and trait: tenants, principals (users and service
+//! principals), their hashed secrets, custom role definitions, role assignments and the
+//! token-signing keys. Storage only: hashing, checking and signing live in `wharf-auth`.
+
+use async_trait::async_trait;
+
+use crate::StorageError;
+
+/// A directory of principals (Entra ID's tenant).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantRecord {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+/// A user or a service principal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrincipalRecord {
+    /// The object id (`oid`), a GUID.
+    pub id: String,
+    pub tenant: String,
+    /// `User` or `ServicePrincipal`.
+    pub kind: String,
+    /// A user's sign-in name, or a service principal's display name.
+    pub name: String,
+    /// A service principal's application (client) id.
+    pub app_id: Option<String>,
+    pub enabled: bool,
+    pub created_at: i64,
+}
+
+/// A hashed secret of a principal (a user's password, a service principal's client secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CredentialRecord {
+    pub id: String,
+    pub principal: String,
+    /// The PHC string of an argon2id hash; never the secret.
+    pub hash: String,
+    /// The first characters of the secret, as Entra shows a `hint`.
+    pub hint: String,
+    pub display_name: String,
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+}
+
+/// A custom role definition (built-in ones live in code).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleDefinitionRecord {
+    pub id: String,
+    pub name: String,
+    /// `description`, `permissions` and `assignableScopes`, as JSON.
+    pub body: String,
+    pub created_at: i64,
+}
+
+/// A role given to a principal at a scope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleAssignmentRecord {
+    /// The assignment's name (a GUID).
+    pub id: String,
+    /// A resource ID, `/` for everything.
+    pub scope: String,
+    pub role_definition_id: String,
+    pub principal_id: String,
+    pub principal_type: String,
+    /// An ABAC condition (version 2.0), if any.
+    pub condition: Option<String>,
+    pub description: Option<String>,
+    pub created_at: i64,
+}
+
+/// A key that signs tokens; retired keys still verify until they are removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    /// The private key, PKCS#8 DER.
+    pub pkcs8: Vec<u8>,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+/// What the identity provider stores. Every method that writes is one transaction.
+#[async_trait]
+pub trait IdentityStore: Send + Sync + 'static {
+    async fn put_tenant(&self, t: &TenantRecord) -> Result<(), StorageError>;
+    async fn tenants(&self) -> Result<Vec<TenantRecord>, StorageError>;
+
+    /// Create a principal; `false` if its name (in its tenant) or app id is taken.
+    async fn create_principal(&self, p: &PrincipalRecord) -> Result<bool, StorageError>;
+    async fn principal(&self, id: &str) -> Result<Option<PrincipalRecord>, StorageError>;
+    /// A principal by sign-in name (users) or display name (service principals), or by app id.
+    async fn principal_named(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<PrincipalRecord>, StorageError>;
+    async fn principal_by_app_id(
+        &self,
+        app_id: &str,
+    ) -> Result<Option<PrincipalRecord>, StorageError>;
+    async fn principals(&self, tenant: &str, kind: &str)
+    -> Result<Vec<PrincipalRecord>, StorageError>;
+    /// Delete a principal with its credentials and role assignments; `false` if absent.
+    async fn delete_principal(&self, id: &str) -> Result<bool, StorageError>;
+
+    async fn add_credential(&self, c: &CredentialRecord) -> Result<(), StorageError>;
+    async fn credentials(&self, principal: &str) -> Result<Vec<CredentialRecord>, StorageError>;
+    /// Replace every credential of a principal with `c` (a reset).
+    async fn replace_credentials(&self, c: &CredentialRecord) -> Result<(), StorageError>;
+
+    async fn put_role_definition(&self, r: &RoleDefinitionRecord) -> Result<bool, StorageError>;
+    async fn role_definition(&self, id: &str)
+    -> Result<Option<RoleDefinitionRecord>, StorageError>;
+    async fn role_definitions(&self) -> Result<Vec<RoleDefinitionRecord>, StorageError>;
+    /// `false` if absent, `Err` if assignments use it (the caller checks first).
+    async fn delete_role_definition(&self, id: &str) -> Result<bool, StorageError>;
+
+    /// Create an assignment; `false` if one with the same id exists.
+    async fn create_role_assignment(&self, a: &RoleAssignmentRecord) -> Result<bool, StorageError>;
+    async fn role_assignment(&self, id: &str)
+    -> Result<Option<RoleAssignmentRecord>, StorageError>;
+    /// Every assignment of a principal (at any scope).
+    async fn role_assignments_of(
+        &self,
+        principal: &str,
+    ) -> Result<Vec<RoleAssignmentRecord>, StorageError>;
+    /// Every assignment, for listings (filtered by the caller).
+    async fn role_assignments(&self) -> Result<Vec<RoleAssignmentRecord>, StorageError>;
+    async fn delete_role_assignment(&self, id: &str) -> Result<bool, StorageError>;
+
+    async fn add_signing_key(&self, k: &SigningKeyRecord) -> Result<(), StorageError>;
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StorageError>;
+    async fn retire_signing_keys(&self, except: &str, at: i64) -> Result<(), StorageError>;
+}

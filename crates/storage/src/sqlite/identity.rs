@@ -1,0 +1,359 @@
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::SqliteMetadataStore;
+use crate::StorageError;
+use crate::identity::*;
+
+fn principal_row(r: &SqliteRow) -> Result<PrincipalRecord, StorageError> {
+    Ok(PrincipalRecord {
+        id: r.try_get("id")?,
+        tenant: r.try_get("tenant")?,
+        kind: r.try_get("kind")?,
+        name: r.try_get("name")?,
+        app_id: r.try_get("app_id")?,
+        enabled: r.try_get::<i64, _>("enabled")? != 0,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn credential_row(r: &SqliteRow) -> Result<CredentialRecord, StorageError> {
+    Ok(CredentialRecord {
+        id: r.try_get("id")?,
+        principal: r.try_get("principal")?,
+        hash: r.try_get("hash")?,
+        hint: r.try_get("hint")?,
+        display_name: r.try_get("display_name")?,
+        expires_at: r.try_get("expires_at")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn role_definition_row(r: &SqliteRow) -> Result<RoleDefinitionRecord, StorageError> {
+    Ok(RoleDefinitionRecord {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        body: r.try_get("body")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn assignment_row(r: &SqliteRow) -> Result<RoleAssignmentRecord, StorageError> {
+    Ok(RoleAssignmentRecord {
+        id: r.try_get("id")?,
+        scope: r.try_get("scope")?,
+        role_definition_id: r.try_get("role_definition_id")?,
+        principal_id: r.try_get("principal_id")?,
+        principal_type: r.try_get("principal_type")?,
+        condition: r.try_get("condition")?,
+        description: r.try_get("description")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+#[async_trait]
+impl IdentityStore for SqliteMetadataStore {
+    async fn put_tenant(&self, t: &TenantRecord) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+        )
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(t.created_at)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantRecord>, StorageError> {
+        let rows = sqlx::query("SELECT * FROM tenants ORDER BY created_at, id")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TenantRecord {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_principal(&self, p: &PrincipalRecord) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "INSERT INTO principals (id, tenant, kind, name, app_id, enabled, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(&p.id)
+        .bind(&p.tenant)
+        .bind(&p.kind)
+        .bind(&p.name)
+        .bind(&p.app_id)
+        .bind(i64::from(p.enabled))
+        .bind(p.created_at)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn principal(&self, id: &str) -> Result<Option<PrincipalRecord>, StorageError> {
+        sqlx::query("SELECT * FROM principals WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?
+            .as_ref()
+            .map(principal_row)
+            .transpose()
+    }
+
+    async fn principal_named(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<PrincipalRecord>, StorageError> {
+        sqlx::query(
+            "SELECT * FROM principals WHERE tenant = $1 AND (name = $2 OR app_id = $2)
+              ORDER BY kind DESC LIMIT 1",
+        )
+        .bind(tenant)
+        .bind(name)
+        .fetch_optional(&self.read)
+        .await?
+        .as_ref()
+        .map(principal_row)
+        .transpose()
+    }
+
+    async fn principal_by_app_id(
+        &self,
+        app_id: &str,
+    ) -> Result<Option<PrincipalRecord>, StorageError> {
+        sqlx::query("SELECT * FROM principals WHERE app_id = $1")
+            .bind(app_id)
+            .fetch_optional(&self.read)
+            .await?
+            .as_ref()
+            .map(principal_row)
+            .transpose()
+    }
+
+    async fn principals(
+        &self,
+        tenant: &str,
+        kind: &str,
+    ) -> Result<Vec<PrincipalRecord>, StorageError> {
+        let rows =
+            sqlx::query("SELECT * FROM principals WHERE tenant = $1 AND kind = $2 ORDER BY name")
+                .bind(tenant)
+                .bind(kind)
+                .fetch_all(&self.read)
+                .await?;
+        rows.iter().map(principal_row).collect()
+    }
+
+    async fn delete_principal(&self, id: &str) -> Result<bool, StorageError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query("DELETE FROM role_assignments WHERE principal_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        // Credentials go with it (ON DELETE CASCADE).
+        let done = sqlx::query("DELETE FROM principals WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn add_credential(&self, c: &CredentialRecord) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO credentials (id, principal, hash, hint, display_name, expires_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&c.id)
+        .bind(&c.principal)
+        .bind(&c.hash)
+        .bind(&c.hint)
+        .bind(&c.display_name)
+        .bind(c.expires_at)
+        .bind(c.created_at)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn credentials(&self, principal: &str) -> Result<Vec<CredentialRecord>, StorageError> {
+        let rows = sqlx::query("SELECT * FROM credentials WHERE principal = $1 ORDER BY created_at")
+            .bind(principal)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(credential_row).collect()
+    }
+
+    async fn replace_credentials(&self, c: &CredentialRecord) -> Result<(), StorageError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query("DELETE FROM credentials WHERE principal = $1")
+            .bind(&c.principal)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO credentials (id, principal, hash, hint, display_name, expires_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&c.id)
+        .bind(&c.principal)
+        .bind(&c.hash)
+        .bind(&c.hint)
+        .bind(&c.display_name)
+        .bind(c.expires_at)
+        .bind(c.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn put_role_definition(&self, r: &RoleDefinitionRecord) -> Result<bool, StorageError> {
+        let mut tx = self.write.begin().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM role_definitions WHERE id = $1")
+            .bind(&r.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO role_definitions (id, name, body, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, body = excluded.body",
+        )
+        .bind(&r.id)
+        .bind(&r.name)
+        .bind(&r.body)
+        .bind(r.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(exists.is_none())
+    }
+
+    async fn role_definition(
+        &self,
+        id: &str,
+    ) -> Result<Option<RoleDefinitionRecord>, StorageError> {
+        sqlx::query("SELECT * FROM role_definitions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?
+            .as_ref()
+            .map(role_definition_row)
+            .transpose()
+    }
+
+    async fn role_definitions(&self) -> Result<Vec<RoleDefinitionRecord>, StorageError> {
+        let rows = sqlx::query("SELECT * FROM role_definitions ORDER BY name")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(role_definition_row).collect()
+    }
+
+    async fn delete_role_definition(&self, id: &str) -> Result<bool, StorageError> {
+        let done =
+            sqlx::query("DELETE FROM role_definitions WHERE id = $1").bind(id).execute(&self.write).await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn create_role_assignment(
+        &self,
+        a: &RoleAssignmentRecord,
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "INSERT INTO role_assignments (id, scope, role_definition_id, principal_id,
+                                           principal_type, condition, description, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        )
+        .bind(&a.id)
+        .bind(&a.scope)
+        .bind(&a.role_definition_id)
+        .bind(&a.principal_id)
+        .bind(&a.principal_type)
+        .bind(&a.condition)
+        .bind(&a.description)
+        .bind(a.created_at)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn role_assignment(
+        &self,
+        id: &str,
+    ) -> Result<Option<RoleAssignmentRecord>, StorageError> {
+        sqlx::query("SELECT * FROM role_assignments WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?
+            .as_ref()
+            .map(assignment_row)
+            .transpose()
+    }
+
+    async fn role_assignments_of(
+        &self,
+        principal: &str,
+    ) -> Result<Vec<RoleAssignmentRecord>, StorageError> {
+        let rows = sqlx::query("SELECT * FROM role_assignments WHERE principal_id = $1")
+            .bind(principal)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(assignment_row).collect()
+    }
+
+    async fn role_assignments(&self) -> Result<Vec<RoleAssignmentRecord>, StorageError> {
+        let rows = sqlx::query("SELECT * FROM role_assignments ORDER BY scope, created_at")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(assignment_row).collect()
+    }
+
+    async fn delete_role_assignment(&self, id: &str) -> Result<bool, StorageError> {
+        let done =
+            sqlx::query("DELETE FROM role_assignments WHERE id = $1").bind(id).execute(&self.write).await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn add_signing_key(&self, k: &SigningKeyRecord) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, pkcs8, created_at, retired_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&k.kid)
+        .bind(&k.pkcs8)
+        .bind(k.created_at)
+        .bind(k.retired_at)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StorageError> {
+        let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY created_at")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SigningKeyRecord {
+                    kid: r.try_get("kid")?,
+                    pkcs8: r.try_get("pkcs8")?,
+                    created_at: r.try_get("created_at")?,
+                    retired_at: r.try_get("retired_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn retire_signing_keys(&self, except: &str, at: i64) -> Result<(), StorageError> {
+        sqlx::query("UPDATE signing_keys SET retired_at = $2 WHERE kid != $1 AND retired_at IS NULL")
+            .bind(except)
+            .bind(at)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+}

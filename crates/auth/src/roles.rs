@@ -255,7 +255,10 @@ mod tests {
         assert!(role("AcrPush").allows(actions::PUSH, false));
         // AcrPush alone cannot import (as in ACR).
         assert!(!role("AcrPush").allows(actions::IMPORT_IMAGE, false));
-        assert!(role("Container Registry Data Importer and Data Reader").allows(actions::IMPORT_IMAGE, false));
+        assert!(
+            role("Container Registry Data Importer and Data Reader")
+                .allows(actions::IMPORT_IMAGE, false)
+        );
         assert!(role("Reader").allows(actions::PULL, false));
         assert!(!role("Reader").allows(actions::REGISTRY_WRITE, false));
         assert!(role("Contributor").allows(actions::IMPORT_IMAGE, false));
@@ -264,7 +267,9 @@ mod tests {
         // Data actions come only from roles that name them.
         assert!(!role("Owner").allows(actions::CONTENT_READ, true));
         assert!(role("Container Registry Repository Writer").allows(actions::CONTENT_WRITE, true));
-        assert!(!role("Container Registry Repository Writer").allows(actions::CONTENT_DELETE, true));
+        assert!(
+            !role("Container Registry Repository Writer").allows(actions::CONTENT_DELETE, true)
+        );
         assert!(role("8e3af657-a8ff-443c-a75c-2fe8c4bcb635").name == "Owner");
     }
 }

@@ -99,8 +99,11 @@ pub trait IdentityStore: Send + Sync + 'static {
         &self,
         app_id: &str,
     ) -> Result<Option<PrincipalRecord>, StorageError>;
-    async fn principals(&self, tenant: &str, kind: &str)
-    -> Result<Vec<PrincipalRecord>, StorageError>;
+    async fn principals(
+        &self,
+        tenant: &str,
+        kind: &str,
+    ) -> Result<Vec<PrincipalRecord>, StorageError>;
     /// Delete a principal with its credentials and role assignments; `false` if absent.
     async fn delete_principal(&self, id: &str) -> Result<bool, StorageError>;
 

@@ -26,11 +26,11 @@ pub use blob::{
     Appended, BlobStore, ByteRange, ByteStream, Part, PartWritten, StoredBlob, StoredUpload,
 };
 pub use error::StorageError;
+pub use fs::{DEFAULT_READ_BUDGET, DEFAULT_WRITE_BUDGET, FsBlobStore, create_dir_durably};
 pub use identity::{
     CredentialRecord, IdentityStore, PrincipalRecord, RoleAssignmentRecord, RoleDefinitionRecord,
     SigningKeyRecord, TenantRecord,
 };
-pub use fs::{DEFAULT_READ_BUDGET, DEFAULT_WRITE_BUDGET, FsBlobStore, create_dir_durably};
 pub use meta::{
     BlobRef, CommitBatch, CommitOutcome, CreateRegistryOutcome, JobRecord, ListOrder,
     ManagementStore, ManifestMeta, ManifestRecord, ManifestSummary, MetadataStore, PutManifest,

@@ -161,7 +161,8 @@ impl IdentityStore for SqliteMetadataStore {
             .execute(&mut *tx)
             .await?;
         // Credentials go with it (ON DELETE CASCADE).
-        let done = sqlx::query("DELETE FROM principals WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        let done =
+            sqlx::query("DELETE FROM principals WHERE id = $1").bind(id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
@@ -184,10 +185,11 @@ impl IdentityStore for SqliteMetadataStore {
     }
 
     async fn credentials(&self, principal: &str) -> Result<Vec<CredentialRecord>, StorageError> {
-        let rows = sqlx::query("SELECT * FROM credentials WHERE principal = $1 ORDER BY created_at")
-            .bind(principal)
-            .fetch_all(&self.read)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM credentials WHERE principal = $1 ORDER BY created_at")
+                .bind(principal)
+                .fetch_all(&self.read)
+                .await?;
         rows.iter().map(credential_row).collect()
     }
 
@@ -216,10 +218,11 @@ impl IdentityStore for SqliteMetadataStore {
 
     async fn put_role_definition(&self, r: &RoleDefinitionRecord) -> Result<bool, StorageError> {
         let mut tx = self.write.begin().await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM role_definitions WHERE id = $1")
-            .bind(&r.id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM role_definitions WHERE id = $1")
+                .bind(&r.id)
+                .fetch_optional(&mut *tx)
+                .await?;
         sqlx::query(
             "INSERT INTO role_definitions (id, name, body, created_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (id) DO UPDATE SET name = excluded.name, body = excluded.body",
@@ -255,15 +258,14 @@ impl IdentityStore for SqliteMetadataStore {
     }
 
     async fn delete_role_definition(&self, id: &str) -> Result<bool, StorageError> {
-        let done =
-            sqlx::query("DELETE FROM role_definitions WHERE id = $1").bind(id).execute(&self.write).await?;
+        let done = sqlx::query("DELETE FROM role_definitions WHERE id = $1")
+            .bind(id)
+            .execute(&self.write)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
-    async fn create_role_assignment(
-        &self,
-        a: &RoleAssignmentRecord,
-    ) -> Result<bool, StorageError> {
+    async fn create_role_assignment(&self, a: &RoleAssignmentRecord) -> Result<bool, StorageError> {
         let done = sqlx::query(
             "INSERT INTO role_assignments (id, scope, role_definition_id, principal_id,
                                            principal_type, condition, description, created_at)
@@ -314,8 +316,10 @@ impl IdentityStore for SqliteMetadataStore {
     }
 
     async fn delete_role_assignment(&self, id: &str) -> Result<bool, StorageError> {
-        let done =
-            sqlx::query("DELETE FROM role_assignments WHERE id = $1").bind(id).execute(&self.write).await?;
+        let done = sqlx::query("DELETE FROM role_assignments WHERE id = $1")
+            .bind(id)
+            .execute(&self.write)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -349,11 +353,13 @@ impl IdentityStore for SqliteMetadataStore {
     }
 
     async fn retire_signing_keys(&self, except: &str, at: i64) -> Result<(), StorageError> {
-        sqlx::query("UPDATE signing_keys SET retired_at = $2 WHERE kid != $1 AND retired_at IS NULL")
-            .bind(except)
-            .bind(at)
-            .execute(&self.write)
-            .await?;
+        sqlx::query(
+            "UPDATE signing_keys SET retired_at = $2 WHERE kid != $1 AND retired_at IS NULL",
+        )
+        .bind(except)
+        .bind(at)
+        .execute(&self.write)
+        .await?;
         Ok(())
     }
 }

@@ -2,11 +2,29 @@
 //! tokens the identity provider and the registries issue) and what they may do (roles,
 //! role assignments with ABAC conditions, registry scopes).
 //!
-//! Architecture invariants: this crate knows nothing of HTTP; secrets are only ever stored
-//! as argon2id hashes and never logged or returned after creation; every permission
-//! decision is a pure function of a caller's grants, an action and a scope.
+//! - [`Identity`]: the identity provider (tenants, users, service principals, signing in,
+//!   tokens, role definitions and assignments).
+//! - [`Caller`]: an authenticated request's subject and grants; permission checks on it are
+//!   pure functions of (grants, action, scope).
+//! - [`roles`], [`conditions`], [`scope`], [`actions`]: the vocabulary.
+//!
+//! Architecture invariants: this crate knows nothing of HTTP; secrets are stored only as
+//! argon2id hashes and never logged or returned after creation; tokens are ES256 only.
 
 pub mod actions;
+mod caller;
+pub mod claims;
 pub mod conditions;
+mod error;
+mod keys;
 pub mod roles;
+pub mod scope;
 pub mod secret;
+mod service;
+
+pub use caller::{Caller, Grant, PrincipalKind, Subject, covers, normalize_scope};
+pub use error::AuthError;
+pub use keys::KeyRing;
+pub use service::{
+    ADMIN_USER, Bootstrap, Identity, IdentitySettings, NewSecret, RoleBody, registry_issuer,
+};

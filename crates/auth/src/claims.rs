@@ -1,0 +1,59 @@
+//! What wharf's tokens say.
+
+use serde::{Deserialize, Serialize};
+
+use crate::scope::Access;
+
+/// An access token of the identity provider, shaped like Microsoft Entra ID's v2.0 tokens
+/// (the claims Azure SDKs and ARM clients read).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityClaims {
+    pub aud: String,
+    pub iss: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    /// Tenant id.
+    pub tid: String,
+    /// The principal's object id.
+    pub oid: String,
+    pub sub: String,
+    /// The client (application) id that asked for the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appid: Option<String>,
+    /// `app` for a service principal, `user` for a user.
+    pub idtyp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_username: Option<String>,
+    pub ver: String,
+    /// A unique id of the token.
+    pub uti: String,
+}
+
+/// A registry's refresh or access token, shaped like ACR's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryClaims {
+    /// `wharf` with the registry's login server.
+    pub iss: String,
+    /// The login server.
+    pub aud: String,
+    /// A principal's object id, or `registry:<name>` for a registry credential.
+    pub sub: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: String,
+    /// `refresh_token` or `access_token`.
+    pub grant_type: String,
+    /// The registry (wharf's number for it).
+    pub rid: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// What an access token grants.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access: Vec<Access>,
+}

@@ -1,0 +1,850 @@
+//! The identity provider: tenants, users and service principals, signing in, issuing and
+//! checking tokens, role definitions and assignments, and each caller's grants.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use wharf_storage::{
+    CredentialRecord, IdentityStore, PrincipalRecord, RoleAssignmentRecord, RoleDefinitionRecord,
+    TenantRecord,
+};
+
+use crate::caller::{Caller, Grant, PrincipalKind, Subject, normalize_scope};
+use crate::claims::{IdentityClaims, RegistryClaims};
+use crate::conditions::Condition;
+use crate::keys::KeyRing;
+use crate::roles::{Permission, RoleDefinition, find_built_in};
+use crate::{AuthError, secret};
+
+/// How long tokens live and where they come from.
+#[derive(Clone, Debug)]
+pub struct IdentitySettings {
+    /// The public base URL of the identity endpoints; tokens' `iss` is
+    /// `<base>/<tenant>/v2.0`.
+    pub issuer_base: String,
+    pub identity_token_ttl: Duration,
+    pub registry_refresh_ttl: Duration,
+    pub registry_access_ttl: Duration,
+}
+
+impl IdentitySettings {
+    pub fn new(issuer_base: impl Into<String>) -> Self {
+        IdentitySettings {
+            issuer_base: issuer_base.into().trim_end_matches('/').to_owned(),
+            identity_token_ttl: Duration::from_secs(3600),
+            registry_refresh_ttl: Duration::from_secs(3 * 3600),
+            registry_access_ttl: Duration::from_secs(20 * 60),
+        }
+    }
+}
+
+/// The name of the first user, who owns everything.
+pub const ADMIN_USER: &str = "admin";
+/// How long a caller's grants are reused before they are read again (changes made on this
+/// server take effect at once; the delay bounds anything else).
+const GRANTS_TTL: Duration = Duration::from_secs(30);
+/// How long a checked password is remembered, so that Basic credentials sent with every
+/// request are hashed once, not per request.
+const SECRET_CACHE_TTL: Duration = Duration::from_secs(300);
+const CACHE_MAX: usize = 10_000;
+/// Failed sign-ins allowed per client address and per principal name in a window.
+const MAX_FAILURES: u32 = 10;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn now_ms() -> i64 {
+    wharf_storage::now_millis()
+}
+
+/// Counts failed sign-ins per key (a client address, a principal name) and refuses more
+/// than [`MAX_FAILURES`] in a window: credential stuffing meets a wall before the hash.
+#[derive(Default)]
+struct FailureLimiter {
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+impl FailureLimiter {
+    fn check(&self, keys: &[String]) -> Result<(), AuthError> {
+        let map = lock(&self.failures);
+        for k in keys {
+            if let Some((n, since)) = map.get(k)
+                && *n >= MAX_FAILURES
+                && since.elapsed() < FAILURE_WINDOW
+            {
+                let left = FAILURE_WINDOW.saturating_sub(since.elapsed()).as_secs().max(1);
+                return Err(AuthError::Throttled(left));
+            }
+        }
+        Ok(())
+    }
+
+    fn fail(&self, keys: &[String]) {
+        let mut map = lock(&self.failures);
+        if map.len() > CACHE_MAX {
+            map.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+        }
+        for k in keys {
+            let e = map.entry(k.clone()).or_insert((0, Instant::now()));
+            if e.1.elapsed() >= FAILURE_WINDOW {
+                *e = (0, Instant::now());
+            }
+            e.0 += 1;
+        }
+    }
+}
+
+/// A value remembered since an instant.
+type Cached<T> = (T, Instant);
+
+/// A custom role definition's stored body.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleBody {
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub permissions: Vec<Permission>,
+    #[serde(default)]
+    pub assignable_scopes: Vec<String>,
+}
+
+/// A new secret, shown once.
+#[derive(Debug)]
+pub struct NewSecret {
+    pub principal: PrincipalRecord,
+    pub secret: String,
+    pub expires_at: Option<i64>,
+}
+
+/// The identity provider.
+pub struct Identity {
+    store: Arc<dyn IdentityStore>,
+    settings: IdentitySettings,
+    tenant: String,
+    keys: RwLock<Arc<KeyRing>>,
+    grants: Mutex<HashMap<String, Cached<Arc<Vec<Grant>>>>>,
+    secrets: Mutex<HashMap<[u8; 32], (PrincipalRecord, Instant)>>,
+    failures: FailureLimiter,
+}
+
+/// What the first start made.
+#[derive(Debug, Default)]
+pub struct Bootstrap {
+    /// The admin user's password, when it was generated (to show once).
+    pub generated_admin_password: Option<String>,
+}
+
+impl Identity {
+    /// Open the identity provider, creating on first start the default tenant, a signing
+    /// key, and the `admin` user (with `admin_password`, or a generated one) holding Owner
+    /// on everything.
+    pub async fn open(
+        store: Arc<dyn IdentityStore>,
+        settings: IdentitySettings,
+        admin_password: Option<String>,
+    ) -> Result<(Identity, Bootstrap), AuthError> {
+        let tenant = match store.tenants().await?.into_iter().next() {
+            Some(t) => t.id,
+            None => {
+                let t = TenantRecord {
+                    id: secret::guid(),
+                    name: "default".into(),
+                    created_at: now_ms(),
+                };
+                store.put_tenant(&t).await?;
+                t.id
+            }
+        };
+        let mut records = store.signing_keys().await?;
+        if records.is_empty() {
+            let k = KeyRing::generate(now_ms())?;
+            store.add_signing_key(&k).await?;
+            records.push(k);
+        }
+        let keys = KeyRing::from_records(&records)?;
+        let identity = Identity {
+            store,
+            settings,
+            tenant,
+            keys: RwLock::new(Arc::new(keys)),
+            grants: Mutex::default(),
+            secrets: Mutex::default(),
+            failures: FailureLimiter::default(),
+        };
+        let mut boot = Bootstrap::default();
+        if identity.store.principal_named(&identity.tenant, ADMIN_USER).await?.is_none() {
+            let generated = admin_password.is_none();
+            let password = admin_password.unwrap_or_else(|| secret::generate(24));
+            let admin = identity.create_user_with(ADMIN_USER, &password).await?;
+            let owner = find_built_in("Owner")
+                .ok_or_else(|| AuthError::Internal("no Owner role".into()))?;
+            identity
+                .create_role_assignment(&RoleAssignmentRecord {
+                    id: secret::guid(),
+                    scope: "/".into(),
+                    role_definition_id: owner.id.clone(),
+                    principal_id: admin.id.clone(),
+                    principal_type: "User".into(),
+                    condition: None,
+                    description: Some("The first user owns everything.".into()),
+                    created_at: now_ms(),
+                })
+                .await?;
+            if generated {
+                boot.generated_admin_password = Some(password);
+            }
+            tracing::info!("created the admin user (Owner of everything)");
+        }
+        Ok((identity, boot))
+    }
+
+    pub fn default_tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    pub fn settings(&self) -> &IdentitySettings {
+        &self.settings
+    }
+
+    /// `<base>/<tenant>/v2.0`
+    pub fn issuer(&self, tenant: &str) -> String {
+        format!("{}/{tenant}/v2.0", self.settings.issuer_base)
+    }
+
+    fn keys(&self) -> Arc<KeyRing> {
+        self.keys.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub fn jwks(&self) -> serde_json::Value {
+        self.keys().jwks()
+    }
+
+    /// Add a new signing key; tokens signed by the older ones stay valid until they expire.
+    pub async fn rotate_keys(&self) -> Result<(), AuthError> {
+        let k = KeyRing::generate(now_ms())?;
+        self.store.add_signing_key(&k).await?;
+        self.store.retire_signing_keys(&k.kid, now_ms()).await?;
+        let ring = KeyRing::from_records(&self.store.signing_keys().await?)?;
+        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ring);
+        Ok(())
+    }
+
+    pub async fn tenants(&self) -> Result<Vec<TenantRecord>, AuthError> {
+        Ok(self.store.tenants().await?)
+    }
+
+    // --- signing in ---------------------------------------------------------------
+
+    fn limiter_keys(name: &str, client: Option<IpAddr>) -> Vec<String> {
+        let mut keys = vec![format!("name:{}", name.to_ascii_lowercase())];
+        if let Some(ip) = client {
+            keys.push(format!("ip:{ip}"));
+        }
+        keys
+    }
+
+    /// Check a secret against a principal's credentials (not expired), remembering a
+    /// success for a while so that repeated Basic credentials aren't hashed each time.
+    async fn check_secret(&self, p: &PrincipalRecord, secret: &str) -> Result<bool, AuthError> {
+        let key: [u8; 32] = Sha256::new()
+            .chain_update(p.id.as_bytes())
+            .chain_update([0])
+            .chain_update(secret.as_bytes())
+            .finalize()
+            .into();
+        if let Some((_, at)) = lock(&self.secrets).get(&key)
+            && at.elapsed() < SECRET_CACHE_TTL
+        {
+            return Ok(true);
+        }
+        let now = now_ms();
+        let credentials = self.store.credentials(&p.id).await?;
+        // Hashing is slow on purpose: run it off the async threads.
+        let secret = secret.to_owned();
+        let ok = tokio::task::spawn_blocking(move || {
+            credentials
+                .iter()
+                .filter(|c| c.expires_at.is_none_or(|e| e > now))
+                .any(|c| secret::verify(&secret, &c.hash))
+        })
+        .await
+        .map_err(|e| AuthError::Internal(e.to_string()))?;
+        if ok {
+            let mut cache = lock(&self.secrets);
+            if cache.len() > CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(key, (p.clone(), Instant::now()));
+        }
+        Ok(ok)
+    }
+
+    /// Sign in with a name (a user's sign-in name, or a service principal's app id) and a
+    /// secret. Failures are counted per name and per client address, and say nothing about
+    /// which part was wrong.
+    pub async fn sign_in(
+        &self,
+        tenant: Option<&str>,
+        name: &str,
+        secret: &str,
+        client: Option<IpAddr>,
+    ) -> Result<PrincipalRecord, AuthError> {
+        let keys = Self::limiter_keys(name, client);
+        self.failures.check(&keys)?;
+        let tenant = tenant.unwrap_or(&self.tenant);
+        let found = match self.store.principal_by_app_id(name).await? {
+            Some(p) => Some(p),
+            None => self.store.principal_named(tenant, name).await?,
+        };
+        let found = found.filter(|p| p.enabled && p.tenant.eq_ignore_ascii_case(tenant));
+        match found {
+            Some(p) if self.check_secret(&p, secret).await? => Ok(p),
+            _ => {
+                self.failures.fail(&keys);
+                Err(AuthError::InvalidCredentials)
+            }
+        }
+    }
+
+    // --- identity tokens ----------------------------------------------------------
+
+    /// An access token for `audience`, as the identity provider's token endpoint answers.
+    pub fn issue_identity_token(
+        &self,
+        p: &PrincipalRecord,
+        audience: &str,
+        client_id: Option<&str>,
+    ) -> Result<(String, Duration), AuthError> {
+        let now = now_secs();
+        let ttl = self.settings.identity_token_ttl;
+        let user = p.kind == PrincipalKind::User.as_str();
+        let claims = IdentityClaims {
+            aud: audience.to_owned(),
+            iss: self.issuer(&p.tenant),
+            iat: now,
+            nbf: now,
+            exp: now + ttl.as_secs() as i64,
+            tid: p.tenant.clone(),
+            oid: p.id.clone(),
+            sub: p.id.clone(),
+            azp: client_id.map(str::to_owned).or_else(|| p.app_id.clone()),
+            appid: client_id.map(str::to_owned).or_else(|| p.app_id.clone()),
+            idtyp: if user { "user" } else { "app" }.into(),
+            name: Some(p.name.clone()),
+            preferred_username: user.then(|| p.name.clone()),
+            ver: "2.0".into(),
+            uti: secret::generate(22),
+        };
+        Ok((self.keys().sign(&claims)?, ttl))
+    }
+
+    /// Check an identity token meant for one of `audiences`; the principal it names.
+    pub async fn verify_identity_token(
+        &self,
+        token: &str,
+        audiences: &[&str],
+    ) -> Result<PrincipalRecord, AuthError> {
+        let base = format!("{}/", self.settings.issuer_base);
+        let claims: IdentityClaims = self.keys().verify(token, audiences, |iss| {
+            iss.strip_prefix(&base).is_some_and(|rest| rest.ends_with("/v2.0"))
+        })?;
+        if claims.iss != self.issuer(&claims.tid) {
+            return Err(AuthError::InvalidToken("wrong issuer".into()));
+        }
+        let p = self
+            .store
+            .principal(&claims.oid)
+            .await?
+            .filter(|p| p.enabled && p.tenant.eq_ignore_ascii_case(&claims.tid))
+            .ok_or_else(|| AuthError::InvalidToken("unknown principal".into()))?;
+        Ok(p)
+    }
+
+    // --- callers and grants -------------------------------------------------------
+
+    /// A principal as a caller, with its grants.
+    pub async fn caller(&self, p: &PrincipalRecord) -> Result<Caller, AuthError> {
+        let kind = PrincipalKind::parse(&p.kind).unwrap_or(PrincipalKind::User);
+        let subject = Subject::Principal {
+            id: p.id.clone(),
+            tenant: p.tenant.clone(),
+            kind,
+            name: p.name.clone(),
+        };
+        Ok(Caller::new(subject, self.grants(&p.id).await?))
+    }
+
+    async fn grants(&self, principal: &str) -> Result<Arc<Vec<Grant>>, AuthError> {
+        if let Some((g, at)) = lock(&self.grants).get(principal)
+            && at.elapsed() < GRANTS_TTL
+        {
+            return Ok(g.clone());
+        }
+        let mut grants = Vec::new();
+        for a in self.store.role_assignments_of(principal).await? {
+            let Some(role) = self.role_definition(&a.role_definition_id).await? else {
+                tracing::warn!(assignment = %a.id, "a role assignment names an unknown role");
+                continue;
+            };
+            let condition = match a.condition.as_deref().map(Condition::parse).transpose() {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(assignment = %a.id, error = %e, "a role assignment's condition is unreadable: it grants nothing");
+                    continue;
+                }
+            };
+            grants.push(Grant { scope: normalize_scope(&a.scope), role, condition });
+        }
+        let grants = Arc::new(grants);
+        let mut cache = lock(&self.grants);
+        if cache.len() > CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(principal.to_owned(), (grants.clone(), Instant::now()));
+        Ok(grants)
+    }
+
+    fn forget_grants(&self, principal: Option<&str>) {
+        let mut cache = lock(&self.grants);
+        match principal {
+            Some(p) => {
+                cache.remove(p);
+            }
+            None => cache.clear(),
+        }
+    }
+
+    // --- the directory ------------------------------------------------------------
+
+    async fn create_user_with(
+        &self,
+        name: &str,
+        password: &str,
+    ) -> Result<PrincipalRecord, AuthError> {
+        let p = PrincipalRecord {
+            id: secret::guid(),
+            tenant: self.tenant.clone(),
+            kind: PrincipalKind::User.as_str().into(),
+            name: name.to_owned(),
+            app_id: None,
+            enabled: true,
+            created_at: now_ms(),
+        };
+        if !self.store.create_principal(&p).await? {
+            return Err(AuthError::Conflict(format!("A user named '{name}' already exists.")));
+        }
+        self.store.add_credential(&self.credential(&p.id, password, "password", None)?).await?;
+        Ok(p)
+    }
+
+    fn credential(
+        &self,
+        principal: &str,
+        secret_text: &str,
+        display_name: &str,
+        expires_at: Option<i64>,
+    ) -> Result<CredentialRecord, AuthError> {
+        Ok(CredentialRecord {
+            id: secret::guid(),
+            principal: principal.to_owned(),
+            hash: secret::hash(secret_text).map_err(AuthError::Internal)?,
+            hint: secret_text.chars().take(3).collect(),
+            display_name: display_name.to_owned(),
+            expires_at,
+            created_at: now_ms(),
+        })
+    }
+
+    /// A new user with the given password (or a generated one).
+    pub async fn create_user(
+        &self,
+        name: &str,
+        password: Option<&str>,
+    ) -> Result<NewSecret, AuthError> {
+        valid_name(name)?;
+        let password = match password {
+            Some(p) if p.len() < 12 => {
+                return Err(AuthError::BadRequest(
+                    "The password must be at least 12 characters long.".into(),
+                ));
+            }
+            Some(p) => p.to_owned(),
+            None => secret::generate(24),
+        };
+        let p = self.create_user_with(name, &password).await?;
+        Ok(NewSecret { principal: p, secret: password, expires_at: None })
+    }
+
+    /// A new service principal (with its application id) and a client secret valid for
+    /// `years`.
+    pub async fn create_service_principal(
+        &self,
+        display_name: &str,
+        years: u32,
+    ) -> Result<NewSecret, AuthError> {
+        valid_name(display_name)?;
+        let p = PrincipalRecord {
+            id: secret::guid(),
+            tenant: self.tenant.clone(),
+            kind: PrincipalKind::ServicePrincipal.as_str().into(),
+            name: display_name.to_owned(),
+            app_id: Some(secret::guid()),
+            enabled: true,
+            created_at: now_ms(),
+        };
+        if !self.store.create_principal(&p).await? {
+            return Err(AuthError::Conflict(format!(
+                "A service principal named '{display_name}' already exists."
+            )));
+        }
+        let secret_text = secret::generate(40);
+        let expires = expiry(years);
+        self.store.add_credential(&self.credential(&p.id, &secret_text, "rbac", expires)?).await?;
+        Ok(NewSecret { principal: p, secret: secret_text, expires_at: expires })
+    }
+
+    /// Replace a principal's secrets with a new one (valid for `years`; users' passwords
+    /// don't expire).
+    pub async fn reset_secret(&self, principal: &str, years: u32) -> Result<NewSecret, AuthError> {
+        let p = self.principal(principal).await?;
+        let user = p.kind == PrincipalKind::User.as_str();
+        let secret_text = secret::generate(if user { 24 } else { 40 });
+        let expires = if user { None } else { expiry(years) };
+        self.store
+            .replace_credentials(&self.credential(&p.id, &secret_text, "reset", expires)?)
+            .await?;
+        lock(&self.secrets).retain(|_, (q, _)| q.id != p.id);
+        Ok(NewSecret { principal: p, secret: secret_text, expires_at: expires })
+    }
+
+    /// A principal by object id, app id or name.
+    pub async fn principal(&self, id: &str) -> Result<PrincipalRecord, AuthError> {
+        let found = match self.store.principal(id).await? {
+            Some(p) => Some(p),
+            None => match self.store.principal_by_app_id(id).await? {
+                Some(p) => Some(p),
+                None => self.store.principal_named(&self.tenant, id).await?,
+            },
+        };
+        found.ok_or_else(|| AuthError::NotFound(format!("No principal '{id}' was found.")))
+    }
+
+    pub async fn principals(&self, kind: PrincipalKind) -> Result<Vec<PrincipalRecord>, AuthError> {
+        Ok(self.store.principals(&self.tenant, kind.as_str()).await?)
+    }
+
+    pub async fn credentials(&self, principal: &str) -> Result<Vec<CredentialRecord>, AuthError> {
+        Ok(self.store.credentials(principal).await?)
+    }
+
+    /// Delete a principal, its secrets and its role assignments. The last owner of
+    /// everything can't be deleted.
+    pub async fn delete_principal(&self, id: &str) -> Result<(), AuthError> {
+        let p = self.principal(id).await?;
+        if p.name.eq_ignore_ascii_case(ADMIN_USER) && p.kind == PrincipalKind::User.as_str() {
+            return Err(AuthError::Conflict("The admin user can't be deleted.".into()));
+        }
+        self.store.delete_principal(&p.id).await?;
+        self.forget_grants(Some(&p.id));
+        lock(&self.secrets).retain(|_, (q, _)| q.id != p.id);
+        Ok(())
+    }
+
+    // --- roles ----------------------------------------------------------------------
+
+    /// A role definition, built in or custom, by id.
+    pub async fn role_definition(&self, id: &str) -> Result<Option<RoleDefinition>, AuthError> {
+        let id = id.rsplit('/').next().unwrap_or(id);
+        if let Some(r) = find_built_in(id).filter(|r| r.id.eq_ignore_ascii_case(id)) {
+            return Ok(Some(r.clone()));
+        }
+        Ok(self.store.role_definition(id).await?.map(|r| custom(&r)))
+    }
+
+    /// Every role definition: built in, then custom.
+    pub async fn role_definitions(&self) -> Result<Vec<RoleDefinition>, AuthError> {
+        let mut out: Vec<RoleDefinition> = crate::roles::built_in().to_vec();
+        out.extend(self.store.role_definitions().await?.iter().map(custom));
+        Ok(out)
+    }
+
+    /// A role definition by id or name.
+    pub async fn find_role(&self, id_or_name: &str) -> Result<Option<RoleDefinition>, AuthError> {
+        if let Some(r) = self.role_definition(id_or_name).await? {
+            return Ok(Some(r));
+        }
+        Ok(self
+            .role_definitions()
+            .await?
+            .into_iter()
+            .find(|r| r.name.eq_ignore_ascii_case(id_or_name)))
+    }
+
+    /// Create or update a custom role; `true` if created.
+    pub async fn put_custom_role(
+        &self,
+        id: &str,
+        name: &str,
+        body: &RoleBody,
+    ) -> Result<bool, AuthError> {
+        if find_built_in(id).is_some() || find_built_in(name).is_some() {
+            return Err(AuthError::Conflict(format!("'{name}' is a built-in role.")));
+        }
+        if body.permissions.is_empty() || body.assignable_scopes.is_empty() {
+            return Err(AuthError::BadRequest(
+                "A role definition needs permissions and assignableScopes.".into(),
+            ));
+        }
+        let record = RoleDefinitionRecord {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            body: serde_json::to_string(body).map_err(|e| AuthError::Internal(e.to_string()))?,
+            created_at: now_ms(),
+        };
+        let created = self.store.put_role_definition(&record).await.map_err(|e| match e {
+            wharf_storage::StorageError::Database(ref db) if db.to_string().contains("UNIQUE") => {
+                AuthError::Conflict(format!("A role named '{name}' already exists."))
+            }
+            other => other.into(),
+        })?;
+        self.forget_grants(None);
+        Ok(created)
+    }
+
+    pub async fn delete_custom_role(&self, id: &str) -> Result<bool, AuthError> {
+        if find_built_in(id).is_some() {
+            return Err(AuthError::BadRequest("Built-in roles can't be deleted.".into()));
+        }
+        let used = self
+            .store
+            .role_assignments()
+            .await?
+            .iter()
+            .any(|a| a.role_definition_id.eq_ignore_ascii_case(id));
+        if used {
+            return Err(AuthError::Conflict(
+                "The role definition is used by role assignments; delete them first.".into(),
+            ));
+        }
+        let deleted = self.store.delete_role_definition(id).await?;
+        self.forget_grants(None);
+        Ok(deleted)
+    }
+
+    /// Create a role assignment (its condition checked first).
+    pub async fn create_role_assignment(
+        &self,
+        a: &RoleAssignmentRecord,
+    ) -> Result<bool, AuthError> {
+        if let Some(c) = &a.condition {
+            Condition::parse(c).map_err(|e| {
+                AuthError::BadRequest(format!("The role assignment condition is invalid: {e}"))
+            })?;
+        }
+        let role = self.role_definition(&a.role_definition_id).await?.ok_or_else(|| {
+            AuthError::BadRequest(format!(
+                "The role definition '{}' does not exist.",
+                a.role_definition_id
+            ))
+        })?;
+        let target = normalize_scope(&a.scope);
+        let assignable = role
+            .assignable_scopes
+            .iter()
+            .any(|s| crate::caller::covers(&normalize_scope(s), &target));
+        if !assignable {
+            return Err(AuthError::BadRequest(format!(
+                "The role '{}' can't be assigned at scope '{}'.",
+                role.name, a.scope
+            )));
+        }
+        self.principal(&a.principal_id).await.map_err(|_| {
+            AuthError::BadRequest(format!(
+                "Principal {} does not exist in the directory.",
+                a.principal_id
+            ))
+        })?;
+        let created = self.store.create_role_assignment(a).await?;
+        self.forget_grants(Some(&a.principal_id));
+        Ok(created)
+    }
+
+    pub async fn role_assignment(
+        &self,
+        id: &str,
+    ) -> Result<Option<RoleAssignmentRecord>, AuthError> {
+        Ok(self.store.role_assignment(id).await?)
+    }
+
+    pub async fn role_assignments(&self) -> Result<Vec<RoleAssignmentRecord>, AuthError> {
+        Ok(self.store.role_assignments().await?)
+    }
+
+    pub async fn delete_role_assignment(
+        &self,
+        id: &str,
+    ) -> Result<Option<RoleAssignmentRecord>, AuthError> {
+        let Some(a) = self.store.role_assignment(id).await? else { return Ok(None) };
+        self.store.delete_role_assignment(id).await?;
+        self.forget_grants(Some(&a.principal_id));
+        Ok(Some(a))
+    }
+
+    // --- registry tokens ----------------------------------------------------------
+
+    /// Sign a registry token (refresh or access).
+    pub fn sign_registry_token(&self, claims: &RegistryClaims) -> Result<String, AuthError> {
+        self.keys().sign(claims)
+    }
+
+    /// Check a registry token meant for `login_server` (and issued by it).
+    pub fn verify_registry_token(
+        &self,
+        token: &str,
+        login_server: &str,
+    ) -> Result<RegistryClaims, AuthError> {
+        let issuer = registry_issuer(login_server);
+        self.keys().verify(token, &[login_server], |iss| iss == issuer)
+    }
+}
+
+/// The `iss` of a registry's tokens.
+pub fn registry_issuer(login_server: &str) -> String {
+    format!("wharf:{login_server}")
+}
+
+fn custom(r: &RoleDefinitionRecord) -> RoleDefinition {
+    let body: RoleBody = serde_json::from_str(&r.body).unwrap_or_default();
+    RoleDefinition {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        description: body.description,
+        built_in: false,
+        permissions: body.permissions,
+        assignable_scopes: body.assignable_scopes,
+    }
+}
+
+fn expiry(years: u32) -> Option<i64> {
+    let ms = i64::from(years.clamp(1, 100)) * 365 * 24 * 3600 * 1000;
+    Some(now_ms().saturating_add(ms))
+}
+
+/// Names of users and service principals: printable, bounded.
+fn valid_name(name: &str) -> Result<(), AuthError> {
+    let ok = !name.is_empty()
+        && name.len() <= 256
+        && name.chars().all(|c| c.is_alphanumeric() || "-_.@ ".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::BadRequest(format!(
+            "'{name}' is not a valid name: 1 to 256 letters, digits and -_.@ or spaces."
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions;
+
+    async fn identity() -> (Identity, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            wharf_storage::SqliteMetadataStore::open(&dir.path().join("w.db")).await.unwrap();
+        let (id, boot) = Identity::open(
+            Arc::new(store),
+            IdentitySettings::new("https://idp.example"),
+            Some("an admin password".into()),
+        )
+        .await
+        .unwrap();
+        assert!(boot.generated_admin_password.is_none());
+        (id, dir)
+    }
+
+    #[tokio::test]
+    async fn the_admin_owns_everything_and_others_nothing_until_assigned() {
+        let (id, _dir) = identity().await;
+        let admin = id.sign_in(None, "admin", "an admin password", None).await.unwrap();
+        let admin = id.caller(&admin).await.unwrap();
+        assert!(admin.allows(actions::ROLE_ASSIGNMENT_WRITE, "/subscriptions/x"));
+        let sp = id.create_service_principal("ci", 1).await.unwrap();
+        let app = sp.principal.app_id.clone().unwrap();
+        let signed = id.sign_in(None, &app, &sp.secret, None).await.unwrap();
+        let caller = id.caller(&signed).await.unwrap();
+        assert!(!caller.allows(actions::PULL, "/subscriptions/x"));
+        let role = find_built_in("AcrPull").unwrap();
+        id.create_role_assignment(&RoleAssignmentRecord {
+            id: secret::guid(),
+            scope: "/subscriptions/x".into(),
+            role_definition_id: role.id.clone(),
+            principal_id: signed.id.clone(),
+            principal_type: "ServicePrincipal".into(),
+            condition: None,
+            description: None,
+            created_at: 0,
+        })
+        .await
+        .unwrap();
+        let caller = id.caller(&signed).await.unwrap();
+        assert!(caller.allows(actions::PULL, "/subscriptions/x/resourceGroups/r"));
+        assert!(id.delete_principal("admin").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn wrong_secrets_fail_alike_and_are_throttled() {
+        let (id, _dir) = identity().await;
+        assert_eq!(
+            id.sign_in(None, "admin", "wrong", None).await.unwrap_err(),
+            AuthError::InvalidCredentials
+        );
+        assert_eq!(
+            id.sign_in(None, "nobody", "wrong", None).await.unwrap_err(),
+            AuthError::InvalidCredentials
+        );
+        let ip: IpAddr = "10.1.1.1".parse().unwrap();
+        for _ in 0..MAX_FAILURES {
+            let _ = id.sign_in(None, &secret::generate(8), "x", Some(ip)).await;
+        }
+        // Even the right password is refused from that address for a while.
+        assert!(matches!(
+            id.sign_in(None, "admin", "an admin password", Some(ip)).await,
+            Err(AuthError::Throttled(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn identity_tokens_round_trip_and_are_checked() {
+        let (id, _dir) = identity().await;
+        let admin = id.sign_in(None, "admin", "an admin password", None).await.unwrap();
+        let (token, _) =
+            id.issue_identity_token(&admin, "https://management.azure.com/", None).unwrap();
+        let back =
+            id.verify_identity_token(&token, &["https://management.azure.com/"]).await.unwrap();
+        assert_eq!(back.id, admin.id);
+        assert!(id.verify_identity_token(&token, &["https://other/"]).await.is_err());
+        // Expired secrets don't sign in.
+        let sp = id.create_service_principal("old", 1).await.unwrap();
+        let mut c = id.credentials(&sp.principal.id).await.unwrap().remove(0);
+        c.expires_at = Some(1);
+        id.store.replace_credentials(&c).await.unwrap();
+        let app = sp.principal.app_id.unwrap();
+        assert!(id.sign_in(None, &app, &sp.secret, None).await.is_err());
+    }
+}

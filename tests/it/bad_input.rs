@@ -62,7 +62,7 @@ fn truncated_bodies_store_nothing() {
     let d = digest_of(&blob);
     // Monolithic: Content-Length says 1000, 500 arrive, the client hangs up.
     let head = format!(
-        "POST /v2/trunc/blobs/uploads/?digest={d} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nContent-Type: application/octet-stream\r\n\r\n"
+        "POST /v2/trunc/blobs/uploads/?digest={d} HTTP/1.1\r\nHost: x\r\n{ADMIN_AUTH_LINE}Content-Length: 1000\r\nContent-Type: application/octet-stream\r\n\r\n"
     );
     raw_request(w.port, &head, &blob[..500], true);
     // A chunk that breaks off leaves the session where it was.
@@ -71,7 +71,7 @@ fn truncated_bodies_store_nothing() {
     let path = loc.trim_start_matches(&reg.base).to_owned();
     reg.http.patch(&loc).body(blob[..100].to_vec()).send().unwrap();
     let head = format!(
-        "PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 900\r\nContent-Range: 100-999\r\n\r\n"
+        "PATCH {path} HTTP/1.1\r\nHost: x\r\n{ADMIN_AUTH_LINE}Content-Length: 900\r\nContent-Range: 100-999\r\n\r\n"
     );
     raw_request(w.port, &head, &blob[100..400], true);
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -224,7 +224,8 @@ fn path_traversal_is_refused() {
         "/v2/a/blobs/uploads/..%2f..%2fwharf.db".to_owned(),
     ] {
         // Sent as-is: reqwest would normalise `..` away.
-        let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let head =
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n{ADMIN_AUTH_LINE}Connection: close\r\n\r\n");
         let res = raw_request(w.port, &head, b"", false);
         let status: u16 = res[9..12].parse().unwrap();
         assert!(status == 400 || status == 404, "{path}: {res}");

@@ -8,9 +8,19 @@ use serde_json::Value;
 
 use crate::util::*;
 
-fn skopeo_raw_digest(reference: &str) -> String {
-    let raw = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")])
+/// skopeo's `user:password` for the test wharf's admin.
+fn admin_creds() -> String {
+    format!("admin:{ADMIN_PASSWORD}")
+}
+
+fn skopeo_raw_digest(reference: &str, creds: Option<&str>) -> String {
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["inspect", "--raw", "--tls-verify=false"]);
+    if let Some(c) = creds {
+        cmd.args(["--creds", c]);
+    }
+    let raw = cmd
+        .arg(format!("docker://{reference}"))
         .output()
         .expect("skopeo (run scripts/test.sh to install it)");
     assert!(
@@ -21,12 +31,19 @@ fn skopeo_raw_digest(reference: &str) -> String {
     digest_of(&raw.stdout)
 }
 
-fn skopeo_copy(all: bool, from: &str, to: &str) {
+fn skopeo_copy(all: bool, from: (&str, Option<&str>), to: (&str, Option<&str>)) {
     let mut cmd = Command::new("skopeo");
     cmd.arg("copy");
     if all {
         cmd.arg("--all");
     }
+    if let Some(c) = from.1 {
+        cmd.args(["--src-creds", c]);
+    }
+    if let Some(c) = to.1 {
+        cmd.args(["--dest-creds", c]);
+    }
+    let (from, to) = (from.0, to.0);
     cmd.args(["--src-tls-verify=false", "--dest-tls-verify=false", "-q"]);
     cmd.arg(format!("docker://{from}")).arg(format!("docker://{to}"));
     run(&mut cmd);
@@ -49,20 +66,22 @@ fn skopeo_copies_multi_platform_images_both_ways_keeping_digests() {
         ("harness/single:10m", false),
     ] {
         let want = item(&summary, reference)["digest"].as_str().unwrap().to_owned();
-        assert_eq!(skopeo_raw_digest(&format!("{}/{reference}", dist.host())), want);
+        let creds = admin_creds();
+        let wharf = Some(creds.as_str());
+        assert_eq!(skopeo_raw_digest(&format!("{}/{reference}", dist.host()), None), want);
         // distribution -> wharf
         let into_wharf =
             format!("{}/copied/{}", w.host(), reference.trim_start_matches("harness/"));
-        skopeo_copy(all, &format!("{}/{reference}", dist.host()), &into_wharf);
-        assert_eq!(skopeo_raw_digest(&into_wharf), want, "{reference} in wharf");
+        skopeo_copy(all, (&format!("{}/{reference}", dist.host()), None), (&into_wharf, wharf));
+        assert_eq!(skopeo_raw_digest(&into_wharf, wharf), want, "{reference} in wharf");
         // wharf -> wharf, another repository
         let within = format!("{}/again/{}", w.host(), reference.trim_start_matches("harness/"));
-        skopeo_copy(all, &into_wharf, &within);
-        assert_eq!(skopeo_raw_digest(&within), want);
+        skopeo_copy(all, (&into_wharf, wharf), (&within, wharf));
+        assert_eq!(skopeo_raw_digest(&within, wharf), want);
         // wharf -> a fresh distribution
         let back = format!("{}/back/{}", dist.host(), reference.trim_start_matches("harness/"));
-        skopeo_copy(all, &into_wharf, &back);
-        assert_eq!(skopeo_raw_digest(&back), want, "{reference} back in distribution");
+        skopeo_copy(all, (&into_wharf, wharf), (&back, None));
+        assert_eq!(skopeo_raw_digest(&back, None), want, "{reference} back in distribution");
     }
 
     // Every platform manifest of the index came along, byte for byte.
@@ -121,12 +140,19 @@ fn podman_pushes_and_pulls() {
     make_images(&w.host(), work.path(), &["--only", "single"]);
     let storage = tempfile::tempdir().unwrap();
     let src = format!("{}/harness/single:10m", w.host());
-    run(podman(storage.path()).args(["pull", "--tls-verify=false", &src]));
+    let creds = admin_creds();
+    run(podman(storage.path()).args(["pull", "--tls-verify=false", "--creds", &creds, &src]));
     let dst = format!("{}/podman/pushed:v1", w.host());
-    run(podman(storage.path()).args(["push", "--tls-verify=false", &src, &dst]));
+    run(podman(storage.path()).args(["push", "--tls-verify=false", "--creds", &creds, &src, &dst]));
     // What podman pushed is a complete image: pull it back into fresh storage.
     let fresh = tempfile::tempdir().unwrap();
-    run(podman(fresh.path()).args(["pull", "--tls-verify=false", &dst]));
+    run(podman(fresh.path()).args(["pull", "--tls-verify=false", "--creds", &creds, &dst]));
+    // Without credentials, podman is refused.
+    let anonymous = podman(fresh.path())
+        .args(["pull", "--tls-verify=false", &format!("{}/podman/pushed:v1", w.host())])
+        .output()
+        .unwrap();
+    assert!(!anonymous.status.success());
     let images = run(podman(fresh.path()).args(["images", "--format", "{{.Repository}}:{{.Tag}}"]));
     assert!(images.contains("podman/pushed:v1"), "{images}");
 }
@@ -149,8 +175,12 @@ fn get_clients() {
 fn helm_3_and_4_and_oras_smoke() {
     get_clients();
     let w = Wharf::start();
-    let out = run(Command::new(tools_dir().join("clients-smoke.sh")).arg(w.host()));
-    assert!(out.trim_end().ends_with("9 passed, 0 failed"), "{out}");
+    // Each helm logs in first (`helm registry login`); oras-py logs in too.
+    let out = run(Command::new(tools_dir().join("clients-smoke.sh"))
+        .arg(w.host())
+        .arg("admin")
+        .arg(ADMIN_PASSWORD));
+    assert!(out.trim_end().ends_with("11 passed, 0 failed"), "{out}");
 }
 
 #[test]
@@ -162,23 +192,39 @@ fn helm_pulls_a_chart_pushed_by_distribution_harness() {
     let helm =
         std::env::var("TOOLS").unwrap_or_else(|_| "/tmp/harness-tools".into()) + "/helm3/helm/helm";
     let home = tempfile::tempdir().unwrap();
-    let out = run(Command::new(&helm)
-        .env("HOME", home.path())
-        .env("HELM_CACHE_HOME", home.path().join("cache"))
-        .env("HELM_CONFIG_HOME", home.path().join("config"))
-        .env("HELM_DATA_HOME", home.path().join("data"))
-        .args([
-            "template",
-            "r",
-            &format!("oci://{}/harness/charts/harness-chart", w.host()),
-            "--version",
-            "0.1.0",
-            "--plain-http",
-        ]));
+    let helm_cmd = || {
+        let mut c = Command::new(&helm);
+        c.env("HOME", home.path())
+            .env("HELM_CACHE_HOME", home.path().join("cache"))
+            .env("HELM_CONFIG_HOME", home.path().join("config"))
+            .env("HELM_DATA_HOME", home.path().join("data"));
+        c
+    };
+    run(helm_cmd().args([
+        "registry",
+        "login",
+        &w.host(),
+        "--username",
+        "admin",
+        "--password",
+        ADMIN_PASSWORD,
+        "--plain-http",
+    ]));
+    let out = run(helm_cmd().args([
+        "template",
+        "r",
+        &format!("oci://{}/harness/charts/harness-chart", w.host()),
+        "--version",
+        "0.1.0",
+        "--plain-http",
+    ]));
     assert!(out.contains("name: r-cm"), "{out}");
     assert_eq!(
         item(&summary, "harness/charts/harness-chart:0.1.0")["digest"],
-        skopeo_raw_digest(&format!("{}/harness/charts/harness-chart:0.1.0", w.host()))
+        skopeo_raw_digest(
+            &format!("{}/harness/charts/harness-chart:0.1.0", w.host()),
+            Some(&admin_creds())
+        )
     );
 }
 
@@ -190,8 +236,9 @@ fn oras_pushes_an_artifact_attaches_a_referrer_and_discovers_it() {
     let work = tempfile::tempdir().unwrap();
     let script = r#"
 import json, sys, oras.client, oras.oci, oras.provider
-reg = sys.argv[1]
-c = oras.client.OrasClient(hostname=reg, insecure=True)
+reg, user, password = sys.argv[1:4]
+c = oras.client.OrasClient(hostname=reg, insecure=True, auth_backend="basic")
+c.login(username=user, password=password, hostname=reg)
 open("artifact.txt", "w").write("the artifact\n")
 open("sbom.json", "w").write('{"spdxVersion":"SPDX-2.3"}')
 r = c.push(files=["artifact.txt"], target=f"{reg}/oras/app:v1", do_chunked=True, chunk_size=4)
@@ -210,7 +257,9 @@ print(json.dumps({"subject": subject.digest, "referrers": found}))
         .current_dir(work.path())
         .arg("-c")
         .arg(script)
-        .arg(w.host()));
+        .arg(w.host())
+        .arg("admin")
+        .arg(ADMIN_PASSWORD));
     let v: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     let referrers = v["referrers"]["manifests"].as_array().unwrap();
     assert_eq!(referrers.len(), 1, "{v}");

@@ -13,6 +13,8 @@ fn oci_conformance_suite_passes() {
         // wharf mounts only with `from=`, as the spec's default.
         .env("OCI_AUTOMATIC_CROSSMOUNT", "0")
         .env("REPORT_DIR", report.path())
+        .env("OCI_USERNAME", "admin")
+        .env("OCI_PASSWORD", ADMIN_PASSWORD)
         .output()
         .expect("oci-conformance.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);

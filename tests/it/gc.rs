@@ -16,8 +16,7 @@ fn blob_file(w: &Wharf, d: &str) -> std::path::PathBuf {
 }
 
 fn wharf_gc(w: &Wharf) -> Value {
-    let out = run(Command::new(wharf_bin()).args(["gc", "--server", &w.url()]));
-    serde_json::from_str(&out).unwrap()
+    serde_json::from_str(&cli(w, &["gc"]).stdout).unwrap()
 }
 
 #[test]
@@ -97,11 +96,15 @@ fn gc_while_pushing_keeps_every_pushed_image_whole() {
     let w = Wharf::start_with(&["--gc-grace", "0s", "--gc-interval", "0"]);
     let stop = Arc::new(AtomicBool::new(false));
     let gc = {
-        let (stop, url) = (stop.clone(), w.url());
+        let (stop, url, token) = (stop.clone(), w.url(), w.admin_token());
         std::thread::spawn(move || {
             let mut passes = 0;
             while !stop.load(Ordering::Relaxed) {
-                let r = client().post(format!("{url}/_wharf/gc")).send().unwrap();
+                let r = anon_client()
+                    .post(format!("{url}/_wharf/gc"))
+                    .bearer_auth(&token)
+                    .send()
+                    .unwrap();
                 assert_eq!(r.status(), 200);
                 passes += 1;
             }

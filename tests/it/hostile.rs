@@ -42,7 +42,13 @@ fn clients_that_stop_reading_cost_little_and_are_dropped() {
 
     // A thousand clients ask for 32 MiB and never read a byte.
     let stalled: Vec<TcpStream> = (0..1000)
-        .map(|_| open(w.port, &format!("GET /v2/big/blobs/{big} HTTP/1.1\r\nHost: x\r\n\r\n"), b""))
+        .map(|_| {
+            open(
+                w.port,
+                &format!("GET /v2/big/blobs/{big} HTTP/1.1\r\nHost: x\r\n{ADMIN_AUTH_LINE}\r\n"),
+                b"",
+            )
+        })
         .collect();
     std::thread::sleep(Duration::from_secs(2));
     let rss = w.rss_mib();
@@ -109,7 +115,7 @@ fn transfers_past_the_caps_are_told_to_retry_and_stalled_uploads_give_their_slot
     let blob = bytes(1, 100_000);
     let d = digest_of(&blob);
     let head = format!(
-        "POST /v2/a/blobs/uploads/?digest={d} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        "POST /v2/a/blobs/uploads/?digest={d} HTTP/1.1\r\nHost: x\r\n{ADMIN_AUTH_LINE}Content-Length: {}\r\n\r\n",
         blob.len()
     );
     let mut stalled: Vec<TcpStream> = (0..2).map(|_| open(w.port, &head, &blob[..1000])).collect();
@@ -133,7 +139,13 @@ fn transfers_past_the_caps_are_told_to_retry_and_stalled_uploads_give_their_slot
     // Downloads have their own slots.
     let big = reg.push_blob("big", &bytes(2, 16 << 20));
     let readers: Vec<TcpStream> = (0..2)
-        .map(|_| open(w.port, &format!("GET /v2/big/blobs/{big} HTTP/1.1\r\nHost: x\r\n\r\n"), b""))
+        .map(|_| {
+            open(
+                w.port,
+                &format!("GET /v2/big/blobs/{big} HTTP/1.1\r\nHost: x\r\n{ADMIN_AUTH_LINE}\r\n"),
+                b"",
+            )
+        })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     let r = reg.get(&format!("/v2/a/blobs/{d}"));
@@ -154,7 +166,7 @@ fn racing_patches_at_one_offset_accept_exactly_one() {
     let path = loc.strip_prefix(&w.url()).unwrap().to_owned();
     let bodies: Vec<Vec<u8>> = (0..8).map(|i| bytes(100 + i, 100_000)).collect();
     let head = format!(
-        "PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Range: 0-99999\r\nContent-Length: 100000\r\n\r\n"
+        "PATCH {path} HTTP/1.1\r\nHost: x\r\n{ADMIN_AUTH_LINE}Content-Type: application/octet-stream\r\nContent-Range: 0-99999\r\nContent-Length: 100000\r\n\r\n"
     );
     // All eight are in the server at once, each halfway through its body: nothing waits
     // on a lock while a body streams, so none has been answered yet.
@@ -193,7 +205,7 @@ fn a_chunk_retried_while_the_first_try_still_hangs_goes_through() {
     let mut first = open(
         w.port,
         &format!(
-            "PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Range: 0-63999\r\nContent-Length: 64000\r\n\r\n"
+            "PATCH {path} HTTP/1.1\r\nHost: x\r\n{ADMIN_AUTH_LINE}Content-Range: 0-63999\r\nContent-Length: 64000\r\n\r\n"
         ),
         &data[..10_000],
     );
@@ -220,7 +232,9 @@ fn unrelated_uploads_never_wait_on_a_stalled_one() {
     let data = bytes(9, 100_000);
     let mut stuck = open(
         w.port,
-        &format!("PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"),
+        &format!(
+            "PATCH {path} HTTP/1.1\r\nHost: x\r\n{ADMIN_AUTH_LINE}Content-Length: 100000\r\n\r\n"
+        ),
         &data[..1000],
     );
     std::thread::sleep(Duration::from_millis(200));
@@ -275,7 +289,13 @@ fn one_client_address_gets_its_share_of_transfers_and_no_more() {
     let reg = w.reg();
     let big = reg.push_blob("big", &bytes(3, 16 << 20));
     let readers: Vec<TcpStream> = (0..3)
-        .map(|_| open(w.port, &format!("GET /v2/big/blobs/{big} HTTP/1.1\r\nHost: x\r\n\r\n"), b""))
+        .map(|_| {
+            open(
+                w.port,
+                &format!("GET /v2/big/blobs/{big} HTTP/1.1\r\nHost: x\r\n{ADMIN_AUTH_LINE}\r\n"),
+                b"",
+            )
+        })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     // This address has three transfers in flight: a fourth, of either kind, must wait.
@@ -309,6 +329,7 @@ fn an_http2_stream_that_stops_moving_closes_its_connection_and_frees_its_slot() 
             .unwrap();
         let conn = tokio::spawn(conn);
         let req = http::Request::get(format!("http://127.0.0.1:{}/v2/big/blobs/{big}", w.port))
+            .header("authorization", admin_basic())
             .body(())
             .unwrap();
         let (response, _) = h2.send_request(req, true).unwrap();

@@ -57,16 +57,17 @@ fn submit(w: &Wharf, registry_uri: &str, image: &str, tag: &str) -> String {
     let url = format!("{}{}/importImage?{API}", w.url(), registry_id("default"));
     let body =
         json!({"source": {"registryUri": registry_uri, "sourceImage": image}, "targetTags": [tag]});
-    let r = client().post(&url).json(&body).send().unwrap();
+    let r = w.arm_client().post(&url).json(&body).send().unwrap();
     assert!(r.status() == 202 || r.status() == 200, "{}: {}", r.status(), r.text().unwrap());
     header(r.headers(), "location").to_owned()
 }
 
 /// Poll an operation to its end; the final status code and body.
-fn outcome(location: &str, within: Duration) -> (u16, Value) {
+fn outcome(w: &Wharf, location: &str, within: Duration) -> (u16, Value) {
     let deadline = Instant::now() + within;
+    let http = w.arm_client();
     loop {
-        let r = client().get(location).send().unwrap();
+        let r = http.get(location).send().unwrap();
         let code = r.status().as_u16();
         let v: Value = r.json().unwrap_or(Value::Null);
         if code != 202 {
@@ -104,6 +105,7 @@ throughput_window = "6s"
     // Alone first, for the comparison below.
     let t = Instant::now();
     let (code, _) = outcome(
+        &w,
         &submit(&w, &dist.host(), "harness/single:50m", "alone:v1"),
         Duration::from_secs(60),
     );
@@ -143,6 +145,7 @@ throughput_window = "6s"
     // The healthy import, at the same time, and the server's memory all along.
     let peak = std::sync::Mutex::new(0.0f64);
     let done = std::sync::atomic::AtomicBool::new(false);
+    let w = &w;
     let (healthy, healthy_time) = std::thread::scope(|s| {
         s.spawn(|| {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
@@ -158,14 +161,15 @@ throughput_window = "6s"
             .iter()
             .map(|(scenario, want, op)| {
                 s.spawn(move || {
-                    let (code, v) = outcome(op, Duration::from_secs(60));
+                    let (code, v) = outcome(w, op, Duration::from_secs(60));
                     (*scenario, *want, code, v, started.elapsed())
                 })
             })
             .collect();
         let t = Instant::now();
         let r = outcome(
-            &submit(&w, &dist.host(), "harness/single:50m", "healthy:v1"),
+            w,
+            &submit(w, &dist.host(), "harness/single:50m", "healthy:v1"),
             Duration::from_secs(60),
         );
         let took = t.elapsed();
@@ -222,7 +226,7 @@ fn jobs_wait_for_a_slot_can_be_cancelled_and_end_at_their_deadline() {
     std::thread::sleep(Duration::from_millis(500));
     let second = submit(&w, &dist.host(), "harness/single:20m", "second:v1");
     // The second waits for the only slot, and says so.
-    let r = client().get(&second).send().unwrap();
+    let r = w.arm_client().get(&second).send().unwrap();
     assert_eq!(r.status(), 202);
     let v: Value = r.json().unwrap();
     assert_eq!(v["status"], "Accepted");
@@ -232,9 +236,9 @@ fn jobs_wait_for_a_slot_can_be_cancelled_and_end_at_their_deadline() {
     let id = first.split("/operationResults/").nth(1).unwrap().split('?').next().unwrap();
     let out = cli(&w, &["operation", "cancel", id]).ok_json();
     assert_eq!(out["status"], "Canceling");
-    let (code, v) = outcome(&first, Duration::from_secs(15));
+    let (code, v) = outcome(&w, &first, Duration::from_secs(15));
     assert_eq!((code, error_code_of(&v)), (400, "ImportCanceled"), "{v}");
-    assert_eq!(outcome(&second, Duration::from_secs(30)).0, 200);
+    assert_eq!(outcome(&w, &second, Duration::from_secs(30)).0, 200);
     // Cancelling a finished one is a conflict; an unknown one is 404.
     let err = cli(&w, &["operation", "cancel", id]).err_line();
     assert!(err.contains("OperationNotCancelable"), "{err}");
@@ -244,6 +248,7 @@ fn jobs_wait_for_a_slot_can_be_cancelled_and_end_at_their_deadline() {
     // A job slower than its deadline ends ImportDeadlineExceeded, leaving nothing behind.
     let t = Instant::now();
     let (code, v) = outcome(
+        &w,
         &submit(&w, &slow.host(), "harness/single:24m", "late:v1"),
         Duration::from_secs(30),
     );
@@ -269,6 +274,7 @@ fn a_source_that_cuts_every_answer_still_finishes_because_each_break_made_progre
     let cutting = FaultProxy::start(&dist.host(), &["--break-every", "2000000"]);
     let w = Wharf::start_with(&["--insecure-source", "127.0.0.1", "--import-sync-wait", "0s"]);
     let (code, v) = outcome(
+        &w,
         &submit(&w, &cutting.host(), "harness/single:40m", "app:v1"),
         Duration::from_secs(120),
     );
@@ -289,7 +295,7 @@ fn an_insecure_host_port_entry_holds_for_https_too() {
     let url = format!("{}{}/importImage?{API}", w.url(), registry_id("default"));
     for other in [format!("https://localhost:{}", evil.port + 1), "https://localhost".to_owned()] {
         let body = json!({"source": {"registryUri": other, "sourceImage": "x/img:v1"}, "targetTags": ["x:v1"]});
-        let r = client().post(&url).json(&body).send().unwrap();
+        let r = w.arm_client().post(&url).json(&body).send().unwrap();
         assert_eq!(r.status(), 400, "{other}");
         let v: Value = r.json().unwrap();
         assert_eq!(v["error"]["code"], "SourceAddressNotAllowed", "{other}: {v}");
@@ -300,7 +306,7 @@ fn an_insecure_host_port_entry_holds_for_https_too() {
     }
     // The listed port itself is reached (and its endless 404 body read only in part).
     let (code, v) =
-        outcome(&submit(&w, &listed, "endless404/img:v1", "x:v1"), Duration::from_secs(30));
+        outcome(&w, &submit(&w, &listed, "endless404/img:v1", "x:v1"), Duration::from_secs(30));
     assert_eq!((code, error_code_of(&v)), (400, "SourceImageNotFound"), "{v}");
     // Too many imports queued: refused until some finish.
     let _ = arm(&w, Method::GET, "/subscriptions", None);

@@ -134,7 +134,9 @@ fn import_by_digest_untagged() {
         &format!("docker://{}/harness/single:10m", e.dist.host()),
         &format!("docker://{}/harness/api:v1", e.dist.host()),
     ]));
-    let r = client()
+    let r = e
+        .wharf
+        .arm_client()
         .post(format!("{}{}/importImage?{API}", e.wharf.url(), registry_id("target02")))
         .json(&body)
         .send()
@@ -226,19 +228,32 @@ fn a_helm_chart_imported_is_a_chart_helm_can_use() {
     );
     let tools = std::env::var("TOOLS").unwrap_or_else(|_| "/tmp/harness-tools".into());
     let home = tempfile::tempdir().unwrap();
-    let out = run(std::process::Command::new(format!("{tools}/helm3/helm/helm"))
-        .env("HOME", home.path())
-        .env("HELM_CACHE_HOME", home.path().join("c"))
-        .env("HELM_CONFIG_HOME", home.path().join("f"))
-        .env("HELM_DATA_HOME", home.path().join("d"))
-        .args([
-            "template",
-            "rel",
-            &format!("oci://{}/harness/charts/harness-chart", e.wharf.host()),
-            "--version",
-            "0.1.0",
-            "--plain-http",
-        ]));
+    let helm = || {
+        let mut c = std::process::Command::new(format!("{tools}/helm3/helm/helm"));
+        c.env("HOME", home.path())
+            .env("HELM_CACHE_HOME", home.path().join("c"))
+            .env("HELM_CONFIG_HOME", home.path().join("f"))
+            .env("HELM_DATA_HOME", home.path().join("d"));
+        c
+    };
+    run(helm().args([
+        "registry",
+        "login",
+        &e.wharf.host(),
+        "--username",
+        "admin",
+        "--password",
+        ADMIN_PASSWORD,
+        "--plain-http",
+    ]));
+    let out = run(helm().args([
+        "template",
+        "rel",
+        &format!("oci://{}/harness/charts/harness-chart", e.wharf.host()),
+        "--version",
+        "0.1.0",
+        "--plain-http",
+    ]));
     assert!(out.contains("name: rel-cm"), "{out}");
 }
 
@@ -713,7 +728,7 @@ fn the_arm_import_api_answers_like_acr() {
     let url =
         format!("{}{}/importImage?api-version=2019-05-01", e.wharf.url(), registry_id("armtarget"));
     let body = json!({"source": {"registryUri": slow.host(), "sourceImage": "harness/single:10m"}, "targetTags": ["app:v1"], "mode": "NoForce"});
-    let r = client().post(&url).json(&body).send().unwrap();
+    let r = e.wharf.arm_client().post(&url).json(&body).send().unwrap();
     assert_eq!(r.status(), 202);
     assert_eq!(header(r.headers(), "retry-after"), "1");
     let location = header(r.headers(), "location").to_owned();
@@ -729,7 +744,7 @@ fn the_arm_import_api_answers_like_acr() {
     let key = format!("harness/single@{}", e.digest("harness/single:10m"));
     let mut saw_pending = false;
     let final_status = loop {
-        let r = client().get(&location).send().unwrap();
+        let r = e.wharf.arm_client().get(&location).send().unwrap();
         let code = r.status().as_u16();
         let retry_after = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
         let v: Value = r.json().unwrap();
@@ -751,7 +766,7 @@ fn the_arm_import_api_answers_like_acr() {
     let poll_to_end = |r: reqwest::blocking::Response| {
         let location = header(r.headers(), "location").to_owned();
         loop {
-            let r = client().get(&location).send().unwrap();
+            let r = e.wharf.arm_client().get(&location).send().unwrap();
             if r.status() != 202 {
                 break r;
             }
@@ -759,10 +774,10 @@ fn the_arm_import_api_answers_like_acr() {
         }
     };
     // The same image again under NoForce: no conflict.
-    let r = client().post(&url).json(&json!({"source": {"registryUri": e.dist.host(), "sourceImage": "harness/single:10m"}, "targetTags": ["app:v1"]})).send().unwrap();
+    let r = e.wharf.arm_client().post(&url).json(&json!({"source": {"registryUri": e.dist.host(), "sourceImage": "harness/single:10m"}, "targetTags": ["app:v1"]})).send().unwrap();
     assert_eq!(poll_to_end(r).status(), 200);
     // Another image onto the tag under NoForce: ARM's error, when polled.
-    let r = client().post(&url).json(&json!({"source": {"registryUri": e.dist.host(), "sourceImage": "harness/multiarch:oci"}, "targetTags": ["app:v1"]})).send().unwrap();
+    let r = e.wharf.arm_client().post(&url).json(&json!({"source": {"registryUri": e.dist.host(), "sourceImage": "harness/multiarch:oci"}, "targetTags": ["app:v1"]})).send().unwrap();
     let polled = poll_to_end(r);
     assert_eq!(polled.status(), 409);
     let v: Value = polled.json().unwrap();
@@ -773,7 +788,7 @@ fn the_arm_import_api_answers_like_acr() {
         "/subscriptions/00000000-0000-0000-0000-000000000000/",
         "/subscriptions/99999999-0000-0000-0000-000000000000/",
     );
-    let r = client().get(&elsewhere).send().unwrap();
+    let r = e.wharf.arm_client().get(&elsewhere).send().unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().unwrap()["error"]["code"], "OperationNotFound");
 
@@ -793,18 +808,22 @@ fn the_arm_import_api_answers_like_acr() {
             "SourceAddressNotAllowed",
         ),
     ] {
-        let r = client().post(&url).json(&body).send().unwrap();
+        let r = e.wharf.arm_client().post(&url).json(&body).send().unwrap();
         assert!(r.status().is_client_error(), "{body}");
         let v: Value = r.json().unwrap();
         assert_eq!(v["error"]["code"], code, "{v}");
     }
-    let r = client()
+    let r = e
+        .wharf
+        .arm_client()
         .post(format!("{}{}/importImage", e.wharf.url(), registry_id("armtarget")))
         .json(&body)
         .send()
         .unwrap();
     assert_eq!(r.json::<Value>().unwrap()["error"]["code"], "MissingApiVersionParameter");
-    let r = client()
+    let r = e
+        .wharf
+        .arm_client()
         .post(format!("{}{}/importImage?{API}", e.wharf.url(), registry_id("nosuchtarget")))
         .json(&body)
         .send()
@@ -1128,11 +1147,34 @@ fn windows_images_keep_foreign_layers_byte_for_byte() {
     let w = Wharf::start_with(&["--insecure-source", &source.host()]);
     cli(
         &w,
-        &["import", "-n", "default", "--source", &format!("{}/win/app:ltsc2019", source.host())],
+        &[
+            "import",
+            "-n",
+            "default",
+            "--source",
+            &format!("{}/win/app:ltsc2019", source.host()),
+            "-u",
+            "admin",
+            "-p",
+            ADMIN_PASSWORD,
+        ],
     )
     .ok_json();
-    cli(&w, &["import", "-n", "default", "--source", &format!("{}/win/app:served", source.host())])
-        .ok_json();
+    cli(
+        &w,
+        &[
+            "import",
+            "-n",
+            "default",
+            "--source",
+            &format!("{}/win/app:served", source.host()),
+            "-u",
+            "admin",
+            "-p",
+            ADMIN_PASSWORD,
+        ],
+    )
+    .ok_json();
     assert_eq!(manifest_bytes(&w.url(), None, "win/app", "ltsc2019").unwrap(), not_served);
     assert_eq!(manifest_bytes(&w.url(), None, "win/app", "served").unwrap(), served);
     let reg = w.reg();

@@ -20,7 +20,7 @@ fn reg_path(rg: &str, name: &str) -> String {
 #[test]
 fn api_version_is_required_and_any_well_formed_one_works() {
     let w = Wharf::start();
-    let r = client().get(format!("{}/subscriptions", w.url())).send().unwrap();
+    let r = w.arm_client().get(format!("{}/subscriptions", w.url())).send().unwrap();
     assert_eq!(r.status(), 400);
     let v: Value = r.json().unwrap();
     assert_eq!(v["error"]["code"], "MissingApiVersionParameter");
@@ -153,7 +153,8 @@ fn registry_lifecycle_like_acr() {
     }
 
     // Bad requests get the ARM envelope.
-    let raw = client()
+    let raw = w
+        .arm_client()
         .put(format!("{}{}?{API}", w.url(), reg_path("other", "newreg1")))
         .header("content-type", "application/json")
         .body("{not json")

@@ -508,7 +508,13 @@ fn other_hosts_are_the_default_registry_unknown_registry_names_are_404() {
 #[test]
 fn http2_clients_push_and_pull_with_streamed_bodies() {
     let w = Wharf::start();
-    let h2 = reqwest::blocking::Client::builder().http2_prior_knowledge().build().unwrap();
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert("authorization", admin_basic().parse().unwrap());
+    let h2 = reqwest::blocking::Client::builder()
+        .http2_prior_knowledge()
+        .default_headers(auth)
+        .build()
+        .unwrap();
     let blob = bytes(90, 300_000);
     let d = digest_of(&blob);
     let r = h2.post(format!("{}/v2/h2/blobs/uploads/", w.url())).send().unwrap();

@@ -109,8 +109,9 @@ fn power_cuts_never_lose_what_was_acknowledged() {
         let import = {
             let (w_url, acked, stop) = (w.url(), acked.clone(), stop.clone());
             let (src, digest, host) = (src.clone(), digest.clone(), dist.host());
+            let token = w.admin_token();
             std::thread::spawn(move || {
-                import_once(&w_url, &host, &src, &digest, round, &acked, &stop)
+                import_once(&w_url, &token, &host, &src, &digest, round, &acked, &stop)
             })
         };
         std::thread::sleep(Duration::from_millis(50 + rng.below(1000)));
@@ -286,8 +287,13 @@ fn push_until_stopped(
     thread: u64,
     salt: u64,
 ) {
-    let quick =
-        reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert("authorization", admin_basic().parse().unwrap());
+    let quick = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .default_headers(auth)
+        .build()
+        .unwrap();
     let reg = Reg { base: reg.base.clone(), http: quick };
     let mut rng = Rng(salt);
     let mut i = 0u64;
@@ -440,7 +446,7 @@ fn finish_after_torn_chunk(
     // The torn chunk: 40 000 bytes promised, 25 000 sent, then the connection closes.
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
     let head = format!(
-        "PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Range: {}-{}\r\nContent-Length: 40000\r\n\r\n",
+        "PATCH {path} HTTP/1.1\r\nHost: x\r\n{ADMIN_AUTH_LINE}Content-Range: {}-{}\r\nContent-Length: 40000\r\n\r\n",
         blob.len(),
         blob.len() + 39_999
     );
@@ -463,8 +469,10 @@ fn finish_after_torn_chunk(
 }
 
 /// One import from the distribution registry; acknowledged when its operation succeeded.
+#[allow(clippy::too_many_arguments)]
 fn import_once(
     wharf: &str,
+    token: &str,
     source: &str,
     image: &str,
     digest: &str,
@@ -472,8 +480,13 @@ fn import_once(
     acked: &Mutex<Acked>,
     stop: &AtomicBool,
 ) {
-    let quick =
-        reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let quick = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .default_headers(auth)
+        .build()
+        .unwrap();
     let url = format!("{wharf}{}/importImage?{API}", registry_id("default"));
     let tag = format!("v{round}");
     let body = serde_json::json!({"source": {"registryUri": source, "sourceImage": image}, "targetTags": [format!("imported:{tag}")]});

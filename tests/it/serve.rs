@@ -29,11 +29,33 @@ fn zero_config_uses_wharf_data_in_the_working_directory() {
         .current_dir(cwd.path())
         .env("WHARF_LISTEN", format!("127.0.0.1:{port}"))
         .env_remove("WHARF_DATA_DIR")
+        .env_remove("WHARF_ADMIN_PASSWORD")
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     wait_up(port);
-    let reg = Reg { base: format!("http://127.0.0.1:{port}"), http: client() };
+    // The first start made the admin a password: shown once, and kept in a file only the
+    // server's user can read.
+    let mut shown = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut shown,
+    )
+    .unwrap();
+    let file = cwd.path().join("wharf-data/admin-password");
+    let password = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+    assert!(password.len() >= 20, "{password:?}");
+    assert!(shown.contains("'admin'") && shown.contains(&password), "{shown}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert("authorization", basic("admin", &password).parse().unwrap());
+    let http = reqwest::blocking::Client::builder().default_headers(auth).build().unwrap();
+    let reg = Reg { base: format!("http://127.0.0.1:{port}"), http };
+    // Without it, nothing.
+    let anon = anon_client().get(format!("http://127.0.0.1:{port}/v2/")).send().unwrap();
+    assert_eq!(anon.status(), 401);
     reg.push_image("zero", "v1", &[b"zero config"]);
     assert!(cwd.path().join("wharf-data/wharf.db").exists());
     assert_eq!(assert_blob_files_match_names(&cwd.path().join("wharf-data")), 2);
@@ -140,7 +162,7 @@ fn sigterm_finishes_in_flight_requests_then_exits_0() {
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(
         s,
-        "POST /v2/slow/blobs/uploads/?digest={d} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /v2/slow/blobs/uploads/?digest={d} HTTP/1.1\r\nHost: x\r\n{ADMIN_AUTH_LINE}Content-Length: {}\r\nConnection: close\r\n\r\n",
         blob.len()
     )
     .unwrap();

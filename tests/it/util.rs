@@ -41,12 +41,46 @@ pub fn wharf_bin() -> &'static str {
     env!("CARGO_BIN_EXE_wharf")
 }
 
-pub fn client() -> Client {
+/// The password every test server gives its `admin` user (`WHARF_ADMIN_PASSWORD`).
+pub const ADMIN_PASSWORD: &str = "test-admin-password-0";
+
+/// The admin's credentials as a raw request's header line (for requests written by hand).
+pub const ADMIN_AUTH_LINE: &str = "Authorization: Basic YWRtaW46dGVzdC1hZG1pbi1wYXNzd29yZC0w\r\n";
+
+/// `Basic` credentials, as an `Authorization` header value.
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// The admin's `Basic` credentials (accepted on every registry's data plane).
+pub fn admin_basic() -> String {
+    basic("admin", ADMIN_PASSWORD)
+}
+
+fn builder() -> reqwest::blocking::ClientBuilder {
     static PROVIDER: Once = Once::new();
     PROVIDER.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
-    Client::builder().timeout(Duration::from_secs(300)).build().unwrap()
+    Client::builder().timeout(Duration::from_secs(300))
+}
+
+/// A client that signs in to wharf's data plane as the admin (with `Basic` on every
+/// request; a request that sets its own `Authorization` replaces it). Registries without
+/// access control ignore the header.
+pub fn client() -> Client {
+    let mut h = HeaderMap::new();
+    h.insert(reqwest::header::AUTHORIZATION, admin_basic().parse().unwrap());
+    builder().default_headers(h).build().unwrap()
+}
+
+/// A client without credentials.
+pub fn anon_client() -> Client {
+    builder().build().unwrap()
 }
 
 /// A `wharf serve` process on its own port and data directory, killed on drop.
@@ -56,6 +90,8 @@ pub struct Wharf {
     pub data: PathBuf,
     pub args: Vec<String>,
     log: PathBuf,
+    /// The admin's management token, fetched once.
+    token: std::sync::OnceLock<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -109,6 +145,7 @@ impl Wharf {
             data: data.to_owned(),
             args: args.iter().map(|s| s.to_string()).collect(),
             log: data.with_extension("log"),
+            token: std::sync::OnceLock::new(),
             _tmp: None,
         };
         w.spawn();
@@ -125,6 +162,7 @@ impl Wharf {
             .arg(&self.data)
             .args(&self.args)
             .env("RUST_LOG", "info")
+            .env("WHARF_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -137,10 +175,10 @@ impl Wharf {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && client()
+                && anon_client()
                     .get(format!("{}/v2/", self.url()))
                     .send()
-                    .is_ok_and(|r| r.status() == 200)
+                    .is_ok_and(|r| r.status() == 200 || r.status() == 401)
             {
                 return;
             }
@@ -198,6 +236,53 @@ impl Wharf {
 
     pub fn reg(&self) -> Reg {
         Reg { base: self.url(), http: client() }
+    }
+
+    /// An identity token of `user` for the management API (password grant).
+    pub fn token_for(&self, user: &str, password: &str) -> String {
+        let r = anon_client()
+            .post(format!("{}/common/oauth2/v2.0/token", self.url()))
+            .form(&[
+                ("grant_type", "password"),
+                ("username", user),
+                ("password", password),
+                ("scope", "https://management.azure.com/.default"),
+            ])
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "sign in as {user}: {}", r.text().unwrap());
+        r.json::<Value>().unwrap()["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// A service principal's identity token (client credentials).
+    pub fn token_for_app(&self, app_id: &str, secret: &str) -> String {
+        let r = anon_client()
+            .post(format!("{}/common/oauth2/v2.0/token", self.url()))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", app_id),
+                ("client_secret", secret),
+                ("scope", "https://management.azure.com/.default"),
+            ])
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "sign in as {app_id}: {}", r.text().unwrap());
+        r.json::<Value>().unwrap()["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// A client that calls the management API as the admin (`Authorization: Bearer`).
+    pub fn arm_client(&self) -> Client {
+        let mut h = HeaderMap::new();
+        h.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", self.admin_token()).parse().unwrap(),
+        );
+        builder().default_headers(h).build().unwrap()
+    }
+
+    /// The admin's management token.
+    pub fn admin_token(&self) -> String {
+        self.token.get_or_init(|| self.token_for("admin", ADMIN_PASSWORD)).clone()
     }
 }
 
@@ -304,7 +389,10 @@ impl Drop for Distribution {
 
 /// Push the reproducible test content of `make-images.py` to `host`; its JSON summary.
 pub fn make_images(host: &str, workdir: &Path, extra: &[&str]) -> Value {
+    // Credentials for a wharf (sent only when a registry asks; `--user` in `extra` wins).
     let out = Command::new("python3")
+        .env("REGISTRY_USER", "admin")
+        .env("REGISTRY_PASSWORD", ADMIN_PASSWORD)
         .arg(tools_dir().join("make-images.py"))
         .arg(host)
         .arg("--workdir")
@@ -490,15 +578,29 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
 /// The ARM api-version tests send.
 pub const API: &str = "api-version=2025-11-01";
 
-/// A management call; the status and the JSON body (`Null` when empty).
+/// A management call as the admin; the status and the JSON body (`Null` when empty).
 pub fn arm(w: &Wharf, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    arm_as(w, Some(&w.admin_token()), method, path, body)
+}
+
+/// A management call with a given token (or none); the status and the JSON body.
+pub fn arm_as(
+    w: &Wharf,
+    token: Option<&str>,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let sep = if path.contains('?') { '&' } else { '?' };
     let url = if path.contains("api-version") {
         format!("{}{path}", w.url())
     } else {
         format!("{}{path}{sep}{API}", w.url())
     };
-    let mut req = client().request(method, url);
+    let mut req = anon_client().request(method, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
     if let Some(b) = body {
         req = req.json(&b);
     }
@@ -543,9 +645,23 @@ impl CliRun {
     }
 }
 
-/// Run the `wharf` CLI against a server.
+/// Run the `wharf` CLI against a server, signed in as the admin (`WHARF_USERNAME`,
+/// `WHARF_PASSWORD`).
 pub fn cli(w: &Wharf, args: &[&str]) -> CliRun {
-    let out = Command::new(wharf_bin()).arg("--server").arg(w.url()).args(args).output().unwrap();
+    cli_as(w, Some(("admin", ADMIN_PASSWORD)), args)
+}
+
+/// Run the `wharf` CLI as someone (or no one).
+pub fn cli_as(w: &Wharf, who: Option<(&str, &str)>, args: &[&str]) -> CliRun {
+    let mut cmd = Command::new(wharf_bin());
+    cmd.arg("--server").arg(w.url()).args(args);
+    // Never a cached sign-in of the machine's user.
+    cmd.env("WHARF_CONFIG_DIR", w.data.with_extension("cli"));
+    match who {
+        Some((u, p)) => cmd.env("WHARF_USERNAME", u).env("WHARF_PASSWORD", p),
+        None => cmd.env_remove("WHARF_USERNAME").env_remove("WHARF_PASSWORD"),
+    };
+    let out = cmd.output().unwrap();
     CliRun {
         ok: out.status.success(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -174,6 +174,131 @@ impl Caller {
     }
 }
 
+/// What a data-plane request does in a repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RepoOp {
+    Pull,
+    Push,
+    Delete,
+    MetadataRead,
+    MetadataWrite,
+}
+
+impl RepoOp {
+    /// The action of a registry token scope (`repository:<name>:<action>`).
+    pub fn scope_action(self) -> &'static str {
+        match self {
+            RepoOp::Pull => "pull",
+            RepoOp::Push => "push",
+            RepoOp::Delete => "delete",
+            RepoOp::MetadataRead => "metadata_read",
+            RepoOp::MetadataWrite => "metadata_write",
+        }
+    }
+
+    /// The operation a registry token scope's action names.
+    pub fn from_scope_action(action: &str) -> Option<RepoOp> {
+        Some(match action {
+            "pull" => RepoOp::Pull,
+            "push" => RepoOp::Push,
+            "delete" => RepoOp::Delete,
+            "metadata_read" => RepoOp::MetadataRead,
+            "metadata_write" => RepoOp::MetadataWrite,
+            _ => return None,
+        })
+    }
+
+    /// The classic registry action that grants it (AcrPull, AcrPush, AcrDelete…).
+    fn classic_action(self) -> &'static str {
+        use crate::actions::*;
+        match self {
+            RepoOp::Pull | RepoOp::MetadataRead => PULL,
+            RepoOp::Push | RepoOp::MetadataWrite => PUSH,
+            RepoOp::Delete => DELETE_ARTIFACT,
+        }
+    }
+
+    /// The data action of the Repository roles (ABAC mode).
+    fn data_action(self) -> &'static str {
+        use crate::actions::*;
+        match self {
+            RepoOp::Pull => CONTENT_READ,
+            RepoOp::Push => CONTENT_WRITE,
+            RepoOp::Delete => CONTENT_DELETE,
+            RepoOp::MetadataRead => METADATA_READ,
+            RepoOp::MetadataWrite => METADATA_WRITE,
+        }
+    }
+}
+
+/// What a data-plane permission check needs to know about a registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryPolicy {
+    /// wharf's number for the registry.
+    pub id: i64,
+    /// Its ARM resource id.
+    pub scope: String,
+    /// `roleAssignmentMode: AbacRepositoryPermissions`: only the Repository roles' data
+    /// actions (with their conditions) grant content; the classic roles don't.
+    pub abac: bool,
+    /// `anonymousPullEnabled`: anyone may pull.
+    pub anonymous_pull: bool,
+}
+
+impl Caller {
+    /// Whether the caller may do `op` in `repository` of a registry, as ACR decides it: a
+    /// registry access token grants exactly its scopes; otherwise roles do — the classic
+    /// ones (AcrPull, AcrPush, Reader, Owner…) on a registry in `LegacyRegistryPermissions`
+    /// mode, the Repository roles' data actions (with their conditions) on one in
+    /// `AbacRepositoryPermissions` mode. Anonymous pull, where enabled, lets anyone read.
+    pub fn can(&self, op: RepoOp, registry: &RegistryPolicy, repository: &str) -> bool {
+        if registry.anonymous_pull && matches!(op, RepoOp::Pull | RepoOp::MetadataRead) {
+            return true;
+        }
+        if let Some(access) = self.registry_access(registry.id) {
+            return access.iter().any(|a| a.allows("repository", repository, op.scope_action()));
+        }
+        if registry.abac {
+            self.allows_data(op.data_action(), &registry.scope, Some(repository))
+        } else {
+            self.allows(
+                op.classic_action(),
+                &format!("{}/repositories/{repository}", registry.scope),
+            )
+        }
+    }
+
+    /// Whether the caller may list a registry's repositories (`registry:catalog:*`).
+    pub fn can_list_catalog(&self, registry: &RegistryPolicy) -> bool {
+        use crate::actions::*;
+        if let Some(access) = self.registry_access(registry.id) {
+            return access.iter().any(|a| a.allows("registry", "catalog", "*"));
+        }
+        if registry.abac {
+            self.allows_data(CATALOG_DATA_READ, &registry.scope, None)
+        } else {
+            self.allows(CATALOG_READ, &registry.scope) || self.allows(PULL, &registry.scope)
+        }
+    }
+
+    /// Whether the caller may read every repository of a registry (a grant at the registry
+    /// or above, without a condition on names).
+    pub fn can_read_all(&self, registry: &RegistryPolicy) -> bool {
+        if registry.anonymous_pull {
+            return true;
+        }
+        if self.registry_access(registry.id).is_some() {
+            return false;
+        }
+        if registry.abac {
+            // A condition on names doesn't hold for "no repository in particular".
+            self.allows_data(crate::actions::CONTENT_READ, &registry.scope, None)
+        } else {
+            self.allows(crate::actions::PULL, &registry.scope)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,9 +22,12 @@ pub mod scope;
 pub mod secret;
 mod service;
 
-pub use caller::{Caller, Grant, PrincipalKind, Subject, covers, normalize_scope};
+pub use caller::{
+    Caller, Grant, PrincipalKind, RegistryPolicy, RepoOp, Subject, covers, normalize_scope,
+};
 pub use error::AuthError;
 pub use keys::KeyRing;
 pub use service::{
-    ADMIN_USER, Bootstrap, Identity, IdentitySettings, NewSecret, RoleBody, registry_issuer,
+    ADMIN_USER, Bootstrap, DEFAULT_AUDIENCES, Identity, IdentitySettings, NULL_GUID, NewSecret,
+    RegistryCredential, RoleBody, registry_issuer,
 };

@@ -13,11 +13,14 @@ use wharf_storage::{
     TenantRecord,
 };
 
-use crate::caller::{Caller, Grant, PrincipalKind, Subject, normalize_scope};
+use crate::caller::{
+    Caller, Grant, PrincipalKind, RegistryPolicy, RepoOp, Subject, normalize_scope,
+};
 use crate::claims::{IdentityClaims, RegistryClaims};
 use crate::conditions::Condition;
 use crate::keys::KeyRing;
 use crate::roles::{Permission, RoleDefinition, find_built_in};
+use crate::scope::Access;
 use crate::{AuthError, secret};
 
 /// How long tokens live and where they come from.
@@ -29,6 +32,12 @@ pub struct IdentitySettings {
     pub identity_token_ttl: Duration,
     pub registry_refresh_ttl: Duration,
     pub registry_access_ttl: Duration,
+    /// The audiences identity tokens may be issued for and are accepted with (ARM's, the
+    /// registries', and this server's management endpoint).
+    pub audiences: Vec<String>,
+    /// Access control on: requests are authenticated and checked. Off, every request may do
+    /// anything (a development server on a trusted machine).
+    pub enforced: bool,
 }
 
 impl IdentitySettings {
@@ -38,9 +47,22 @@ impl IdentitySettings {
             identity_token_ttl: Duration::from_secs(3600),
             registry_refresh_ttl: Duration::from_secs(3 * 3600),
             registry_access_ttl: Duration::from_secs(20 * 60),
+            audiences: DEFAULT_AUDIENCES.iter().map(|a| a.to_string()).collect(),
+            enforced: true,
         }
     }
 }
+
+/// Audiences Azure clients ask for: ARM (both spellings) and ACR's data plane.
+pub const DEFAULT_AUDIENCES: &[&str] = &[
+    "https://management.azure.com/",
+    "https://management.core.windows.net/",
+    "https://containerregistry.azure.net/",
+    "https://graph.microsoft.com/",
+];
+
+/// The user name that says "the password is a registry refresh token" (ACR's convention).
+pub const NULL_GUID: &str = "00000000-0000-0000-0000-000000000000";
 
 /// The name of the first user, who owns everything.
 pub const ADMIN_USER: &str = "admin";
@@ -531,6 +553,26 @@ impl Identity {
         Ok(NewSecret { principal: p, secret: secret_text, expires_at: expires })
     }
 
+    /// Add a secret to a service principal, keeping its others (valid for `years`).
+    pub async fn add_secret(
+        &self,
+        principal: &str,
+        display_name: &str,
+        years: u32,
+    ) -> Result<(NewSecret, CredentialRecord), AuthError> {
+        let p = self.principal(principal).await?;
+        if p.kind != PrincipalKind::ServicePrincipal.as_str() {
+            return Err(AuthError::BadRequest(
+                "Only service principals have client secrets.".into(),
+            ));
+        }
+        let secret_text = secret::generate(40);
+        let expires = expiry(years);
+        let c = self.credential(&p.id, &secret_text, display_name, expires)?;
+        self.store.add_credential(&c).await?;
+        Ok((NewSecret { principal: p, secret: secret_text, expires_at: expires }, c))
+    }
+
     /// A principal by object id, app id or name.
     pub async fn principal(&self, id: &str) -> Result<PrincipalRecord, AuthError> {
         let found = match self.store.principal(id).await? {
@@ -699,6 +741,21 @@ impl Identity {
         id: &str,
     ) -> Result<Option<RoleAssignmentRecord>, AuthError> {
         let Some(a) = self.store.role_assignment(id).await? else { return Ok(None) };
+        // Someone must always be able to manage access: the last Owner of everything stays.
+        let owner = find_built_in("Owner").map(|r| r.id.as_str()).unwrap_or_default();
+        let root_owner = |r: &RoleAssignmentRecord| {
+            normalize_scope(&r.scope).is_empty() && r.role_definition_id.eq_ignore_ascii_case(owner)
+        };
+        if root_owner(&a) {
+            let owners =
+                self.store.role_assignments().await?.iter().filter(|r| root_owner(r)).count();
+            if owners <= 1 {
+                return Err(AuthError::Conflict(
+                    "This is the last Owner assignment at '/': assign Owner to someone else first."
+                        .into(),
+                ));
+            }
+        }
         self.store.delete_role_assignment(id).await?;
         self.forget_grants(Some(&a.principal_id));
         Ok(Some(a))
@@ -720,6 +777,280 @@ impl Identity {
         let issuer = registry_issuer(login_server);
         self.keys().verify(token, &[login_server], |iss| iss == issuer)
     }
+}
+
+impl Identity {
+    /// Whether access control is on.
+    pub fn enforced(&self) -> bool {
+        self.settings.enforced
+    }
+
+    /// The audience a token request's `scope` asks for (`<audience>/.default`, or the
+    /// audience itself), if it is one this provider issues for.
+    pub fn audience_for_scope(&self, scope: &str) -> Option<String> {
+        let wanted = scope.split(' ').find(|s| !s.is_empty() && !OIDC_SCOPES.contains(s))?;
+        let wanted = wanted.strip_suffix(".default").unwrap_or(wanted);
+        let bare = wanted.trim_end_matches('/');
+        self.settings
+            .audiences
+            .iter()
+            .find(|a| a.trim_end_matches('/').eq_ignore_ascii_case(bare))
+            .cloned()
+    }
+
+    /// Every audience spelling accepted on tokens (with and without the final `/`).
+    fn accepted_audiences(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for a in &self.settings.audiences {
+            let bare = a.trim_end_matches('/');
+            out.push(bare.to_owned());
+            out.push(format!("{bare}/"));
+        }
+        out
+    }
+
+    /// The caller an identity token (`Authorization: Bearer` on the management API) is.
+    pub async fn caller_from_identity_token(&self, token: &str) -> Result<Caller, AuthError> {
+        if !self.enforced() {
+            return Ok(Caller::unrestricted());
+        }
+        let p = self.principal_from_identity_token(token).await?;
+        self.caller(&p).await
+    }
+
+    /// The principal an identity token (for any accepted audience) names.
+    pub async fn principal_from_identity_token(
+        &self,
+        token: &str,
+    ) -> Result<PrincipalRecord, AuthError> {
+        let audiences = self.accepted_audiences();
+        let audiences: Vec<&str> = audiences.iter().map(String::as_str).collect();
+        self.verify_identity_token(token, &audiences).await
+    }
+
+    /// A caller recorded by principal id (an import resumed after a restart): that
+    /// principal with its grants now; anonymous if it is gone or none was recorded.
+    pub async fn caller_by_id(&self, id: Option<&str>) -> Result<Caller, AuthError> {
+        if !self.enforced() {
+            return Ok(Caller::unrestricted());
+        }
+        let Some(id) = id else { return Ok(Caller::anonymous()) };
+        match self.store.principal(id).await?.filter(|p| p.enabled) {
+            Some(p) => self.caller(&p).await,
+            None => Ok(Caller::anonymous()),
+        }
+    }
+
+    /// Who is calling a registry's data plane, from what the request carries: nothing
+    /// (anonymous), a registry access token (`Bearer`), or `Basic` credentials — a
+    /// principal's name or app id and secret, the null GUID with a registry refresh token,
+    /// or an identity access token as the password (ACR's password-only form).
+    pub async fn registry_caller(
+        &self,
+        registry: &RegistryPolicy,
+        login_server: &str,
+        credential: Option<RegistryCredential<'_>>,
+        client: Option<IpAddr>,
+    ) -> Result<Caller, AuthError> {
+        if !self.enforced() {
+            return Ok(Caller::unrestricted());
+        }
+        match credential {
+            None => Ok(Caller::anonymous()),
+            Some(RegistryCredential::Bearer(token)) => {
+                let claims = self.verify_registry_token(token, login_server)?;
+                if claims.grant_type != ACCESS_TOKEN || claims.rid != registry.id {
+                    return Err(AuthError::InvalidToken(
+                        "not an access token of this registry".into(),
+                    ));
+                }
+                let subject = Subject::Principal {
+                    id: claims.sub.clone(),
+                    tenant: claims.tenant.clone().unwrap_or_default(),
+                    kind: PrincipalKind::User,
+                    name: claims.sub,
+                };
+                Ok(Caller::new(subject, Arc::default()).with_access(registry.id, claims.access))
+            }
+            Some(RegistryCredential::Basic { username, password }) => {
+                let p = self
+                    .registry_principal(registry, login_server, username, password, client)
+                    .await?;
+                self.caller(&p).await
+            }
+        }
+    }
+
+    /// The principal behind `Basic` credentials on a registry (see [`registry_caller`]).
+    ///
+    /// [`registry_caller`]: Self::registry_caller
+    pub async fn registry_principal(
+        &self,
+        registry: &RegistryPolicy,
+        login_server: &str,
+        username: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<PrincipalRecord, AuthError> {
+        if username == NULL_GUID || (username.is_empty() && looks_like_jwt(password)) {
+            if let Ok(claims) = self.verify_registry_token(password, login_server) {
+                if claims.grant_type != REFRESH_TOKEN || claims.rid != registry.id {
+                    return Err(AuthError::InvalidToken(
+                        "not a refresh token of this registry".into(),
+                    ));
+                }
+                return self.enabled_principal(&claims.sub).await;
+            }
+            if looks_like_jwt(password) {
+                return self.principal_from_identity_token(password).await;
+            }
+            return Err(AuthError::InvalidCredentials);
+        }
+        self.sign_in(None, username, password, client).await
+    }
+
+    async fn enabled_principal(&self, id: &str) -> Result<PrincipalRecord, AuthError> {
+        self.store
+            .principal(id)
+            .await?
+            .filter(|p| p.enabled)
+            .ok_or_else(|| AuthError::InvalidToken("unknown principal".into()))
+    }
+
+    /// A registry refresh token for a principal (what `/oauth2/exchange` answers).
+    pub fn issue_registry_refresh_token(
+        &self,
+        p: &PrincipalRecord,
+        registry: &RegistryPolicy,
+        login_server: &str,
+    ) -> Result<String, AuthError> {
+        self.registry_token(
+            &p.id,
+            Some(&p.tenant),
+            registry,
+            login_server,
+            REFRESH_TOKEN,
+            Vec::new(),
+        )
+        .map(|(t, _)| t)
+    }
+
+    /// A registry access token granting what the caller may of what it asked for (each
+    /// action the caller's permissions don't allow is left out, never refused outright, as
+    /// Docker's token protocol has it); the token and what it grants.
+    pub fn issue_registry_access_token(
+        &self,
+        caller: &Caller,
+        registry: &RegistryPolicy,
+        login_server: &str,
+        requested: &[Access],
+    ) -> Result<(String, Vec<Access>), AuthError> {
+        let mut granted: Vec<Access> = Vec::new();
+        for want in requested {
+            let actions: Vec<String> = match want.kind.as_str() {
+                "repository" => want
+                    .actions
+                    .iter()
+                    .filter(|a| {
+                        RepoOp::from_scope_action(a)
+                            .is_some_and(|op| caller.can(op, registry, &want.name))
+                    })
+                    .cloned()
+                    .collect(),
+                "registry" if want.name == "catalog" && caller.can_list_catalog(registry) => {
+                    vec!["*".to_owned()]
+                }
+                _ => Vec::new(),
+            };
+            // A scope granted nothing stays in the token with no actions: it says "asked
+            // for, and refused" (a client that never asked can be told to).
+            match granted.iter_mut().find(|g| g.kind == want.kind && g.name == want.name) {
+                Some(g) => {
+                    for a in actions {
+                        if !g.actions.contains(&a) {
+                            g.actions.push(a);
+                        }
+                    }
+                }
+                None => granted.push(Access {
+                    kind: want.kind.clone(),
+                    name: want.name.clone(),
+                    actions,
+                }),
+            }
+        }
+        let (sub, tenant) = match &caller.subject {
+            Subject::Principal { id, tenant, .. } => (id.clone(), Some(tenant.clone())),
+            Subject::RegistryCredential { name, .. } => (name.clone(), None),
+            Subject::Anonymous => ("anonymous".to_owned(), None),
+        };
+        let tenant = tenant.filter(|t| !t.is_empty());
+        let (token, _) = self.registry_token(
+            &sub,
+            tenant.as_deref(),
+            registry,
+            login_server,
+            ACCESS_TOKEN,
+            granted.clone(),
+        )?;
+        Ok((token, granted))
+    }
+
+    fn registry_token(
+        &self,
+        sub: &str,
+        tenant: Option<&str>,
+        registry: &RegistryPolicy,
+        login_server: &str,
+        grant_type: &str,
+        access: Vec<Access>,
+    ) -> Result<(String, Duration), AuthError> {
+        let ttl = if grant_type == REFRESH_TOKEN {
+            self.settings.registry_refresh_ttl
+        } else {
+            self.settings.registry_access_ttl
+        };
+        let now = now_secs();
+        let claims = RegistryClaims {
+            iss: registry_issuer(login_server),
+            aud: login_server.to_owned(),
+            sub: sub.to_owned(),
+            iat: now,
+            nbf: now,
+            exp: now + ttl.as_secs() as i64,
+            jti: secret::guid(),
+            grant_type: grant_type.to_owned(),
+            rid: registry.id,
+            tenant: tenant.map(str::to_owned),
+            access,
+        };
+        Ok((self.sign_registry_token(&claims)?, ttl))
+    }
+
+    /// How long registry access tokens live (the token endpoint's `expires_in`).
+    pub fn registry_access_ttl(&self) -> Duration {
+        self.settings.registry_access_ttl
+    }
+}
+
+/// `grant_type` of registry tokens.
+const REFRESH_TOKEN: &str = "refresh_token";
+const ACCESS_TOKEN: &str = "access_token";
+/// OpenID scopes that may come along with a resource's `.default` scope.
+const OIDC_SCOPES: &[&str] = &["openid", "profile", "offline_access", "email"];
+
+/// A JWT's shape: three base64url parts, the first a JSON object.
+fn looks_like_jwt(s: &str) -> bool {
+    s.starts_with("eyJ") && s.bytes().filter(|b| *b == b'.').count() == 2
+}
+
+/// A credential presented to a registry's data plane.
+#[derive(Clone, Copy, Debug)]
+pub enum RegistryCredential<'a> {
+    /// `Authorization: Basic`.
+    Basic { username: &'a str, password: &'a str },
+    /// `Authorization: Bearer`: a registry access token.
+    Bearer(&'a str),
 }
 
 /// The `iss` of a registry's tokens.

@@ -49,6 +49,194 @@ pub(crate) enum Command {
     Operation(OperationCommand),
     /// Remove unreferenced blobs and abandoned uploads now (on a running server).
     Gc(GcArgs),
+    /// Sign in to a wharf server (the token is cached per server).
+    Login(LoginArgs),
+    /// Forget the cached sign-in to a server.
+    Logout,
+    /// Users and service principals of the server's directory.
+    #[command(subcommand)]
+    Ad(AdCommand),
+    /// Role definitions and role assignments.
+    #[command(subcommand)]
+    Role(RoleCommand),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct LoginArgs {
+    /// User name, or a service principal's app id.
+    #[arg(long, short = 'u')]
+    pub(crate) username: Option<String>,
+    /// Password or client secret (else WHARF_PASSWORD, else asked for).
+    #[arg(long, short = 'p')]
+    pub(crate) password: Option<String>,
+    /// Sign in as a service principal (app id and secret).
+    #[arg(long)]
+    pub(crate) service_principal: bool,
+    /// The tenant (the server's own by default).
+    #[arg(long, short = 't')]
+    pub(crate) tenant: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum AdCommand {
+    /// Service principals.
+    #[command(subcommand)]
+    Sp(SpCommand),
+    /// Users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum SpCommand {
+    /// Create a service principal with a secret (printed once), optionally with a role.
+    CreateForRbac {
+        #[arg(long, short = 'n')]
+        name: String,
+        /// A role to assign it (name or id), with --scopes.
+        #[arg(long)]
+        role: Option<String>,
+        /// Where the role applies (resource ids).
+        #[arg(long, num_args = 1..)]
+        scopes: Vec<String>,
+        /// How many years the secret is valid.
+        #[arg(long, default_value_t = 1)]
+        years: u32,
+    },
+    /// List service principals.
+    List,
+    /// Show a service principal (object id, app id or name).
+    Show {
+        #[arg(long)]
+        id: String,
+    },
+    /// Delete a service principal with its secrets and role assignments.
+    Delete {
+        #[arg(long)]
+        id: String,
+    },
+    /// Client secrets.
+    #[command(subcommand)]
+    Credential(SpCredentialCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum SpCredentialCommand {
+    /// Replace a service principal's secrets with a new one (printed once).
+    Reset {
+        #[arg(long)]
+        id: String,
+        /// Keep the existing secrets.
+        #[arg(long)]
+        append: bool,
+        #[arg(long, default_value_t = 1)]
+        years: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum UserCommand {
+    /// Create a user.
+    Create {
+        /// The sign-in name.
+        #[arg(long)]
+        user_principal_name: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        /// At least 12 characters (generated and printed once when omitted).
+        #[arg(long)]
+        password: Option<String>,
+    },
+    List,
+    Show {
+        #[arg(long)]
+        id: String,
+    },
+    Delete {
+        #[arg(long)]
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum RoleCommand {
+    #[command(subcommand)]
+    Definition(RoleDefinitionCommand),
+    #[command(subcommand)]
+    Assignment(RoleAssignmentCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum RoleDefinitionCommand {
+    /// List role definitions.
+    List {
+        /// Only the one with this name.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        custom_role_only: bool,
+        #[arg(long, default_value = "/")]
+        scope: String,
+    },
+    /// Create a custom role from JSON (inline or @file): Name, Description, Actions,
+    /// NotActions, DataActions, NotDataActions, AssignableScopes — as az takes it.
+    Create {
+        #[arg(long)]
+        role_definition: String,
+    },
+    /// Delete a custom role (name or id).
+    Delete {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "/")]
+        scope: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum RoleAssignmentCommand {
+    /// Assign a role to a user or service principal at a scope.
+    Create {
+        /// User name, app id or object id.
+        #[arg(long)]
+        assignee: String,
+        /// Role name or id.
+        #[arg(long)]
+        role: String,
+        /// A resource id (`/` for everything).
+        #[arg(long)]
+        scope: String,
+        /// An ABAC condition (version 2.0).
+        #[arg(long)]
+        condition: Option<String>,
+        #[arg(long)]
+        condition_version: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List role assignments.
+    List {
+        #[arg(long)]
+        assignee: Option<String>,
+        #[arg(long)]
+        scope: Option<String>,
+        #[arg(long)]
+        role: Option<String>,
+        /// Every assignment, at any scope.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete role assignments: by id, or every one matching assignee, role and scope.
+    Delete {
+        #[arg(long, num_args = 1..)]
+        ids: Vec<String>,
+        #[arg(long)]
+        assignee: Option<String>,
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long)]
+        scope: Option<String>,
+    },
 }
 
 #[derive(Args, Debug, Default, Clone)]
@@ -68,6 +256,14 @@ pub(crate) struct ServeArgs {
     /// Registries answer at <name>.<domain> [default: localhost].
     #[arg(long, env = "WHARF_DOMAIN")]
     pub(crate) domain: Option<String>,
+    /// The URL clients reach this server at (behind a proxy or a port mapping): tokens'
+    /// issuer and the identity endpoints name it [default: http://<listen address>].
+    #[arg(long, env = "WHARF_PUBLIC_URL")]
+    pub(crate) public_url: Option<String>,
+    /// Turn access control off: anyone who reaches the port may do anything. For a
+    /// development machine only.
+    #[arg(long)]
+    pub(crate) no_auth: bool,
     /// How often garbage collection runs in the background; 0 turns it off [default: 1h].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub(crate) gc_interval: Option<std::time::Duration>,

@@ -1,6 +1,8 @@
 //! The HTTP client the CLI's commands use to talk to a wharf server: the management API
 //! (ARM shapes), and the data plane of one registry (by its login server as `Host`).
 
+use std::collections::HashMap;
+
 use anyhow::{Context, bail};
 use reqwest::header::{HOST, HeaderMap};
 use reqwest::{Method, StatusCode};
@@ -21,10 +23,14 @@ pub(crate) struct Answer {
     pub(crate) body: Value,
 }
 
-/// A client for one wharf server.
+/// A client for one wharf server, signed in as [`crate::session`] decides.
 pub(crate) struct Client {
     http: reqwest::Client,
     pub(crate) base: String,
+    /// The management token (`Authorization: Bearer`), if signed in.
+    token: Option<String>,
+    /// Registry refresh tokens, per login server (exchanged for the management token once).
+    registry_tokens: tokio::sync::Mutex<HashMap<String, String>>,
 }
 
 /// The message of an error answer: ARM's `(Code) message` or the OCI `CODE: message`.
@@ -43,16 +49,63 @@ fn error_message(a: &Answer) -> String {
             e["message"].as_str().unwrap_or("")
         );
     }
+    if a.status == StatusCode::UNAUTHORIZED {
+        return "not signed in: run `wharf login` (or set WHARF_USERNAME and WHARF_PASSWORD)"
+            .into();
+    }
     format!("the server answered {}", a.status)
 }
 
 impl Client {
-    pub(crate) fn new(server: &str) -> anyhow::Result<Client> {
+    /// A client for `server`, signed in with the environment's credentials or a cached
+    /// `wharf login`.
+    pub(crate) async fn new(server: &str) -> anyhow::Result<Client> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("wharf-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("cannot build the HTTP client")?;
-        Ok(Client { http, base: server.trim_end_matches('/').to_owned() })
+        let base = server.trim_end_matches('/').to_owned();
+        let token = crate::session::token(&http, &base).await?;
+        Ok(Client { http, base, token, registry_tokens: Default::default() })
+    }
+
+    /// Whether `url` is on this client's server (only there is the token sent).
+    fn same_server(&self, url: &str) -> bool {
+        let origin = |u: &str| reqwest::Url::parse(u).ok().map(|u| u.origin());
+        origin(url).is_some_and(|o| Some(o) == origin(&self.base))
+    }
+
+    /// A registry refresh token for `login_server`, from `/oauth2/exchange`.
+    async fn registry_token(&self, login_server: &str) -> anyhow::Result<Option<String>> {
+        let Some(token) = &self.token else { return Ok(None) };
+        let mut cache = self.registry_tokens.lock().await;
+        if let Some(t) = cache.get(login_server) {
+            return Ok(Some(t.clone()));
+        }
+        let res = self
+            .http
+            .post(format!("{}/oauth2/exchange", self.base))
+            .header(HOST, login_server)
+            .form(&[
+                ("grant_type", "access_token"),
+                ("service", login_server),
+                ("access_token", token.as_str()),
+            ])
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the wharf server at {}", self.base))?;
+        let status = res.status();
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let a = Answer { status, headers: HeaderMap::new(), body };
+            bail!("cannot sign in to {login_server}: {}", error_message(&a));
+        }
+        let refresh = body["refresh_token"]
+            .as_str()
+            .context("the exchange answer has no refresh_token")?
+            .to_owned();
+        cache.insert(login_server.to_owned(), refresh.clone());
+        Ok(Some(refresh))
     }
 
     /// Any request; `host` sets the `Host` header (a registry's login server).
@@ -66,8 +119,21 @@ impl Client {
         let url =
             if url.starts_with("http") { url.to_owned() } else { format!("{}{url}", self.base) };
         let mut req = self.http.request(method, &url);
-        if let Some(h) = host {
-            req = req.header(HOST, h);
+        match host {
+            // The data plane of a registry: its refresh token as Basic (ACR's null-GUID form).
+            Some(h) => {
+                req = req.header(HOST, h);
+                if let Some(refresh) = self.registry_token(h).await? {
+                    req = req.basic_auth(wharf_auth::NULL_GUID, Some(refresh));
+                }
+            }
+            None => {
+                if let Some(t) = &self.token
+                    && self.same_server(&url)
+                {
+                    req = req.bearer_auth(t);
+                }
+            }
         }
         if let Some(b) = body {
             req = req.json(b);
@@ -107,6 +173,20 @@ impl Client {
         path: &str,
     ) -> anyhow::Result<Answer> {
         let a = self.send(method, path, Some(login_server), None).await?;
+        if !a.status.is_success() {
+            bail!("{}", error_message(&a));
+        }
+        Ok(a)
+    }
+
+    /// A call to the directory (`/v1.0/…`); fails with its error's code and message.
+    pub(crate) async fn directory(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Answer> {
+        let a = self.send(method, path, None, body).await?;
         if !a.status.is_success() {
             bail!("{}", error_message(&a));
         }

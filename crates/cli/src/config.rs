@@ -5,6 +5,10 @@
 //! data_dir = "/var/lib/wharf"
 //! log_format = "json"
 //! domain = "registry.example.com"
+//! public_url = "https://wharf.example.com"   # what clients reach (tokens' issuer, realms)
+//!
+//! [auth]
+//! enabled = true              # false: anyone who reaches the port may do anything
 //!
 //! [gc]
 //! interval = "1h"
@@ -62,12 +66,22 @@ pub(crate) struct FileConfig {
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) log_format: Option<LogFormat>,
     pub(crate) domain: Option<String>,
+    pub(crate) public_url: Option<String>,
+    #[serde(default)]
+    pub(crate) auth: AuthConfig,
     #[serde(default)]
     pub(crate) gc: GcConfig,
     #[serde(default)]
     pub(crate) import: ImportConfig,
     #[serde(default)]
     pub(crate) limits: LimitsConfig,
+}
+
+/// `[auth]`: access control.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuthConfig {
+    pub(crate) enabled: Option<bool>,
 }
 
 /// `[limits]`: see `wharf_server::Limits` for what each one bounds.

@@ -161,7 +161,7 @@ fn arm_error(body: &Value) -> String {
 }
 
 pub(crate) async fn run(global: &GlobalArgs, args: ImportArgs) -> anyhow::Result<()> {
-    let client = Client::new(&global.server)?;
+    let client = Client::new(&global.server).await?;
     let registries = client.all_registries().await?;
     let resolved = resolve(&args, &registries)?;
     for w in &resolved.warnings {

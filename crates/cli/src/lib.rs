@@ -4,6 +4,7 @@
 //!
 //! Architecture invariant: errors leave here as one line on stderr and a non-zero exit.
 
+mod ad;
 mod args;
 mod client;
 mod config;
@@ -14,7 +15,9 @@ mod operation;
 mod output;
 mod registry_cmd;
 mod repository;
+mod role;
 mod serve;
+mod session;
 
 use std::process::ExitCode;
 
@@ -47,6 +50,10 @@ pub fn main() -> ExitCode {
             Command::Registry(cmd) => registry_cmd::run(&cli.global, cmd).await,
             Command::Repository(cmd) => repository::run(&cli.global, cmd).await,
             Command::Operation(cmd) => operation::run(&cli.global, cmd).await,
+            Command::Login(args) => session::login(&cli.global, args).await,
+            Command::Logout => session::logout(&cli.global),
+            Command::Ad(cmd) => ad::run(&cli.global, cmd).await,
+            Command::Role(cmd) => role::run(&cli.global, cmd).await,
         }
     });
     match result {

@@ -26,7 +26,7 @@ fn cancel_url(operation: &str) -> String {
 }
 
 pub(crate) async fn run(global: &GlobalArgs, cmd: OperationCommand) -> anyhow::Result<()> {
-    let client = Client::new(&global.server)?;
+    let client = Client::new(&global.server).await?;
     let (id, subscription, cancel) = match cmd {
         OperationCommand::Show { id, subscription } => (id, subscription, false),
         OperationCommand::Cancel { id, subscription } => (id, subscription, true),

@@ -32,7 +32,7 @@ fn table_rows(v: &serde_json::Value) -> serde_json::Value {
 }
 
 pub(crate) async fn run(global: &GlobalArgs, cmd: RegistryCommand) -> anyhow::Result<()> {
-    let client = Client::new(&global.server)?;
+    let client = Client::new(&global.server).await?;
     match cmd {
         RegistryCommand::Create { registry, location, sku, admin_enabled } => {
             let sub = registry.subscription.as_deref().unwrap_or(DEFAULT_SUBSCRIPTION);

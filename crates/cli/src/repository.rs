@@ -72,7 +72,7 @@ async fn paged(
 }
 
 pub(crate) async fn run(global: &GlobalArgs, cmd: RepositoryCommand) -> anyhow::Result<()> {
-    let client = Client::new(&global.server)?;
+    let client = Client::new(&global.server).await?;
     match cmd {
         RepositoryCommand::List { registry, top } => {
             let login = login_server(&client.registry(&registry).await?)?;

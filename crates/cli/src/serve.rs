@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use wharf_import::{EgressPolicy, ImportService, ImportSettings, MinThroughput, PlanLimits};
-use wharf_management::authz::AllowAll;
 use wharf_management::{LoginServers, Management};
 use wharf_registry::{GcOptions, RegistryService};
 use wharf_server::{Admission, AppState, Limits, Settings};
@@ -34,6 +33,10 @@ pub(crate) struct ServeConfig {
     pub(crate) limits: Limits,
     /// Threads of the blocking pool (file I/O, hashing of whole files).
     pub(crate) blocking_threads: usize,
+    /// Access control on.
+    pub(crate) auth: bool,
+    /// What clients reach, if set (else derived from the listen address).
+    pub(crate) public_url: Option<String>,
 }
 
 /// Blocking-pool threads unless configured: enough for the disk, bounded for the host.
@@ -190,6 +193,18 @@ impl ServeConfig {
             },
             limits,
             blocking_threads,
+            auth: !args.no_auth && file.auth.enabled.unwrap_or(true),
+            public_url: match args.public_url.or(file.public_url) {
+                Some(u) => {
+                    let parsed = reqwest::Url::parse(&u)
+                        .map_err(|e| anyhow::anyhow!("public_url '{u}' is not a URL: {e}"))?;
+                    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+                        anyhow::bail!("public_url '{u}' must be an http(s) URL with a host");
+                    }
+                    Some(u.trim_end_matches('/').to_owned())
+                }
+                None => None,
+            },
         })
     }
 }
@@ -280,13 +295,13 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
         Management::new(meta.clone(), LoginServers { domain: config.domain.clone(), port_suffix });
     let policy = EgressPolicy::new(&config.insecure_sources, &config.registry_mirrors)
         .map_err(anyhow::Error::msg)?;
-    let authz = Arc::new(AllowAll);
+    let identity = open_identity(&config, meta.clone(), addr).await?;
     let imports = ImportService::new(
         registry.clone(),
         management.clone(),
         meta.clone(),
         policy,
-        authz.clone(),
+        identity.clone(),
         config.import.clone(),
     )
     .map_err(anyhow::Error::msg)?;
@@ -295,7 +310,7 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
         registry: registry.clone(),
         management,
         imports,
-        authz,
+        identity,
         settings: Arc::new(Settings {
             domain: config.domain.clone(),
             gc: config.gc,
@@ -315,6 +330,62 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
     }
     wharf_server::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// The identity provider, with its first-start admin: password from
+/// `WHARF_ADMIN_PASSWORD`, else generated, shown once on stdout and kept in a 0600 file
+/// in the data directory.
+async fn open_identity(
+    config: &ServeConfig,
+    store: Arc<SqliteMetadataStore>,
+    addr: SocketAddr,
+) -> anyhow::Result<Arc<wharf_auth::Identity>> {
+    let base = config.public_url.clone().unwrap_or_else(|| {
+        if addr.ip().is_unspecified() {
+            format!("http://localhost:{}", addr.port())
+        } else {
+            format!("http://{addr}")
+        }
+    });
+    let mut settings = wharf_auth::IdentitySettings::new(&base);
+    settings.audiences.push(format!("{base}/"));
+    settings.enforced = config.auth;
+    let admin_password = std::env::var("WHARF_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
+    if admin_password.as_ref().is_some_and(|p| p.len() < 12) {
+        anyhow::bail!("WHARF_ADMIN_PASSWORD must be at least 12 characters long");
+    }
+    let (identity, boot) = wharf_auth::Identity::open(store, settings, admin_password)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the identity provider: {e}"))?;
+    if let Some(password) = boot.generated_admin_password {
+        let file = config.data_dir.join("admin-password");
+        write_secret_file(&file, &password)
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        println!(
+            "wharf: created user 'admin' (Owner of everything) with password: {password}\nwharf: it is also in {} (readable by this user only); it is not shown again.",
+            file.display()
+        );
+    }
+    if !config.auth {
+        tracing::warn!(
+            "access control is OFF (--no-auth): anyone who reaches the port may do anything"
+        );
+    }
+    Ok(Arc::new(identity))
+}
+
+/// Write a secret to a new file only its owner can read.
+fn write_secret_file(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    f.write_all(secret.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
     Ok(())
 }
 

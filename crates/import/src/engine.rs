@@ -1,7 +1,8 @@
 //! Running a planned import: blobs into the store, then one commit.
 //!
 //! Where a blob comes from, cheapest first:
-//! 1. already visible in the target registry → linked, nothing fetched;
+//! 1. already visible in the target registry, whose every repository the caller may read
+//!    → linked, nothing fetched;
 //! 2. the source is a registry on this server and the caller can read the blob there →
 //!    linked, nothing fetched;
 //! 3. an earlier fetch from the same source identity proved it (a retried import) → linked;
@@ -130,6 +131,9 @@ pub(crate) struct Engine<'a> {
     pub(crate) min_throughput: MinThroughput,
     /// Cancelled when the job is cancelled or runs out of time.
     pub(crate) cancel: CancellationToken,
+    /// The caller may read every repository of the target registry, so a blob visible
+    /// anywhere there may be linked without a download.
+    pub(crate) link_in_target: bool,
 }
 
 impl Engine<'_> {
@@ -333,7 +337,9 @@ impl Engine<'_> {
             Ok(true)
         };
         loop {
-            if let Some(size) = self.registry.retain_blob_in(target, digest).await? {
+            if self.link_in_target
+                && let Some(size) = self.registry.retain_blob_in(target, digest).await?
+            {
                 return have(size);
             }
             if let Some(size) = source.local_blob(repo, digest).await? {

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use wharf_management::authz::{Authorizer, Caller, actions};
+use wharf_auth::{Caller, Identity, RegistryCredential, RepoOp};
 use wharf_management::{ArmError, ErrorKind, Management, RegistryResourceId};
 use wharf_registry::RegistryService;
 use wharf_storage::{JobRecord, ManagementStore, RegistryRecord, now_millis};
@@ -172,7 +172,7 @@ struct Inner {
     management: Management,
     store: Arc<dyn ManagementStore>,
     policy: Arc<EgressPolicy>,
-    authz: Arc<dyn Authorizer>,
+    identity: Arc<Identity>,
     http: reqwest::Client,
     settings: ImportSettings,
     limiters: Mutex<HashMap<String, Arc<HostLimiter>>>,
@@ -204,7 +204,7 @@ impl ImportService {
         management: Management,
         store: Arc<dyn ManagementStore>,
         policy: EgressPolicy,
-        authz: Arc<dyn Authorizer>,
+        identity: Arc<Identity>,
         settings: ImportSettings,
     ) -> Result<ImportService, String> {
         let policy = Arc::new(policy);
@@ -236,7 +236,7 @@ impl ImportService {
                 management,
                 store,
                 policy,
-                authz,
+                identity,
                 http,
                 limiters: Mutex::default(),
                 inflight: Arc::default(),
@@ -272,7 +272,7 @@ impl ImportService {
         let id = format!("registries-{}", Uuid::new_v4());
         let now = now_millis();
         let mut stored = req.stored();
-        stored.caller = caller.principal.clone();
+        stored.caller = caller.principal_id().map(str::to_owned);
         let stored = serde_json::to_string(&stored).map_err(ArmError::internal)?;
         self.inner
             .store
@@ -288,7 +288,8 @@ impl ImportService {
                 updated_at: now,
             })
             .await?;
-        let mut done = self.spawn(id.clone(), target.id, req, source);
+        let link = caller.can_read_all(&Management::policy(target));
+        let mut done = self.spawn(id.clone(), target.id, req, source, link);
         let finished =
             tokio::time::timeout(self.inner.settings.sync_wait, done.wait_for(Option::is_some))
                 .await;
@@ -311,6 +312,7 @@ impl ImportService {
         target: i64,
         req: ImportRequest,
         source: Box<dyn Source>,
+        link_in_target: bool,
     ) -> watch::Receiver<Option<Result<Value, ArmError>>> {
         let (tx, rx) = watch::channel(None);
         let progress = Arc::new(Progress::default());
@@ -334,7 +336,7 @@ impl ImportService {
             let job = tokio::spawn(run_job(
                 inner.clone(),
                 id.clone(),
-                target,
+                Target { id: target, link_in_target },
                 req,
                 source,
                 progress.clone(),
@@ -430,15 +432,16 @@ impl ImportService {
             let target = self.inner.management.registry_by_number(job.registry_id).await?;
             let stored = serde_json::from_str::<Value>(&job.request).ok();
             // Read on behalf of whoever submitted it, as when it started.
-            let caller = Caller {
-                principal: stored.as_ref().and_then(|v| v["caller"].as_str()).map(str::to_owned),
-            };
+            let principal = stored.as_ref().and_then(|v| v["caller"].as_str());
+            let caller =
+                self.inner.identity.caller_by_id(principal).await.map_err(ArmError::from)?;
             let request = stored.and_then(|v| parse_parameters(&v).ok());
             let resumed = match (job.resumable, target, request) {
                 (true, Some(target), Some(req)) => match self.source(&req, &caller).await {
                     Ok(source) => {
                         tracing::info!(job = %job.id, "resuming an import interrupted by a restart");
-                        self.spawn(job.id.clone(), target.id, req, source);
+                        let link = caller.can_read_all(&Management::policy(&target));
+                        self.spawn(job.id.clone(), target.id, req, source, link);
                         true
                     }
                     Err(_) => false,
@@ -472,9 +475,29 @@ impl ImportService {
         caller: &Caller,
     ) -> Result<Box<dyn Source>, ImportError> {
         let inner = &self.inner;
-        let local = |r: RegistryRecord| -> Result<Box<dyn Source>, ImportError> {
-            let scope = Management::resource_id(&r).to_string();
-            inner.authz.check(caller, actions::PULL, &scope)?;
+        // A registry on this server is read as `reader`, who must be allowed to pull the
+        // source repository there.
+        let local = |r: RegistryRecord, reader: &Caller| -> Result<Box<dyn Source>, ImportError> {
+            let policy = Management::policy(&r);
+            if !reader.can(RepoOp::Pull, &policy, req.source_repo.as_str()) {
+                if reader.is_anonymous() {
+                    return Err(ImportError::SourceUnauthorized(format!(
+                        "The source registry '{}' requires valid credentials to read '{}'.",
+                        r.name, req.source_repo
+                    )));
+                }
+                let who = reader.display();
+                return Err(ImportError::Arm(ArmError::new(
+                    ErrorKind::Forbidden,
+                    "AuthorizationFailed",
+                    format!(
+                        "The client '{who}' with object id '{who}' does not have authorization to perform action '{}' over scope '{}/repositories/{}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
+                        wharf_auth::actions::PULL,
+                        policy.scope,
+                        req.source_repo
+                    ),
+                )));
+            }
             Ok(Box::new(LocalSource {
                 registry: inner.registry.clone(),
                 registry_id: r.id,
@@ -495,7 +518,7 @@ impl ImportService {
                     )),
                     _ => ImportError::Arm(e),
                 })?;
-                local(r)
+                local(r, caller)
             }
             SourceLocation::Remote { registry_uri, credentials } => {
                 let host =
@@ -506,7 +529,25 @@ impl ImportService {
                 if let Some(r) = inner.registry.registry_named_by_host(host, &domain).await?
                     && inner.management.login_server(&r).eq_ignore_ascii_case(host)
                 {
-                    return local(r);
+                    // Read as whoever the given credentials are (anonymous without any), as
+                    // a registry elsewhere would: not as the caller.
+                    let login = inner.management.login_server(&r);
+                    let policy = Management::policy(&r);
+                    let credential = credentials.as_ref().map(|c| RegistryCredential::Basic {
+                        username: c.username.as_deref().unwrap_or(""),
+                        password: &c.password,
+                    });
+                    let reader = inner
+                        .identity
+                        .registry_caller(&policy, &login, credential, None)
+                        .await
+                        .map_err(|e| match e {
+                            wharf_auth::AuthError::Internal(m) => ImportError::Internal(m),
+                            _ => ImportError::SourceUnauthorized(format!(
+                                "The source registry '{host}' refused the credentials."
+                            )),
+                        })?;
+                    return local(r, &reader);
                 }
                 let endpoint = inner.policy.endpoint(registry_uri)?;
                 let key = endpoint.base.as_str().to_owned();
@@ -543,15 +584,23 @@ async fn supervised(
 
 /// A job from its slot to its outcome: queued until an import slot is free, then run under
 /// the deadline, stopping early if cancelled.
+/// Where a job writes: the registry, and whether its caller may read all of it (then blobs
+/// already there are linked without a download).
+struct Target {
+    id: i64,
+    link_in_target: bool,
+}
+
 async fn run_job(
     inner: Arc<Inner>,
     id: String,
-    target: i64,
+    target: Target,
     req: ImportRequest,
     source: Box<dyn Source>,
     progress: Arc<Progress>,
     cancel: CancellationToken,
 ) -> Result<(), ImportError> {
+    let Target { id: target, link_in_target } = target;
     let canceled = || ImportError::Canceled("The import was canceled.".into());
     if inner.running.available_permits() == 0 {
         progress.set_note(queued_note(inner.settings.max_running));
@@ -574,6 +623,7 @@ async fn run_job(
         limits: &inner.settings.limits,
         min_throughput: inner.settings.min_throughput,
         cancel: cancel.clone(),
+        link_in_target,
     };
     let work = engine.run(source.as_ref(), &req, target);
     tokio::pin!(work);

@@ -7,6 +7,8 @@ pub enum ErrorKind {
     NotFound,
     Conflict,
     Forbidden,
+    /// No or invalid credentials (401).
+    Unauthenticated,
     MethodNotAllowed,
     /// A limit on concurrent work is reached (429); the client may retry shortly.
     TooManyRequests,
@@ -99,5 +101,44 @@ impl From<StorageError> for ArmError {
             );
         }
         ArmError::internal(e)
+    }
+}
+
+impl From<wharf_auth::AuthError> for ArmError {
+    fn from(e: wharf_auth::AuthError) -> Self {
+        use wharf_auth::AuthError::*;
+        match e {
+            Unauthenticated => ArmError::new(
+                ErrorKind::Unauthenticated,
+                "AuthenticationFailed",
+                "Authentication failed. The 'Authorization' header is missing.",
+            ),
+            InvalidCredentials => ArmError::new(
+                ErrorKind::Unauthenticated,
+                "InvalidAuthenticationToken",
+                "The access token is invalid.",
+            ),
+            InvalidToken(why) => ArmError::new(
+                ErrorKind::Unauthenticated,
+                if why == "expired" {
+                    "ExpiredAuthenticationToken"
+                } else {
+                    "InvalidAuthenticationToken"
+                },
+                format!("The access token is invalid ({why})."),
+            ),
+            Throttled(secs) => ArmError::new(
+                ErrorKind::TooManyRequests,
+                "TooManyRequests",
+                format!("Too many failed sign-in attempts; retry in {secs} s."),
+            ),
+            Denied { message } => {
+                ArmError::new(ErrorKind::Forbidden, "AuthorizationFailed", message)
+            }
+            BadRequest(m) => ArmError::bad_request("BadRequest", m),
+            NotFound(m) => ArmError::not_found("NotFound", m),
+            Conflict(m) => ArmError::conflict("Conflict", m),
+            Internal(m) => ArmError::internal(m),
+        }
     }
 }

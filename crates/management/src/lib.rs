@@ -4,6 +4,7 @@
 //! - [`ResourceId`]: parsing and printing ARM resource IDs.
 //! - [`Management`]: subscriptions, resource groups and registries — create, read, update,
 //!   delete, list, name availability — with ACR's validation rules and JSON shapes.
+//! - [`authorization`]: role definitions and role assignments (`Microsoft.Authorization`).
 //! - [`ArmError`]: an error with ARM's code and message; the HTTP layer wraps it in the ARM
 //!   envelope (`{"error":{"code","message"}}`).
 //!
@@ -11,7 +12,7 @@
 //! (`serde_json::Value` bodies in and out), as ARM defines it.
 
 mod api_version;
-pub mod authz;
+pub mod authorization;
 mod error;
 mod registry;
 mod resource_id;

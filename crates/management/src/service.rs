@@ -231,6 +231,22 @@ impl Management {
         }
     }
 
+    /// The settings of a registry that decide who may read and write its content.
+    pub fn policy(r: &RegistryRecord) -> wharf_auth::RegistryPolicy {
+        let props = Self::properties(r);
+        wharf_auth::RegistryPolicy {
+            id: r.id,
+            scope: Self::resource_id(r).to_string(),
+            abac: props.role_assignment_mode == "AbacRepositoryPermissions",
+            anonymous_pull: props.anonymous_pull_enabled,
+        }
+    }
+
+    /// A registry's properties (ACR's defaults where unset).
+    pub fn properties(r: &RegistryRecord) -> RegistryProperties {
+        serde_json::from_str(&r.properties).unwrap_or_default()
+    }
+
     pub fn login_server(&self, r: &RegistryRecord) -> String {
         self.login.for_name(&r.name)
     }

@@ -9,11 +9,13 @@ use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde_json::{Value, json};
-use wharf_management::authz::actions;
+use wharf_auth::RepoOp;
+use wharf_management::Management;
 use wharf_oci::{Digest, Reference, RepositoryName, Tag};
 use wharf_registry::{ListOrder, ManifestDetail, RegistryError, RepoKey, TagRecord};
 use wharf_storage::RegistryRecord;
 
+use crate::auth::Wanted;
 use crate::error::oci_error;
 use crate::{AppState, OciError};
 
@@ -212,14 +214,17 @@ impl Route {
         }
     }
 
-    /// The permission the route needs.
-    fn action(&self) -> &'static str {
-        match self {
-            Route::Catalog => actions::CATALOG_READ,
+    /// The permission the route needs: the catalog, or an operation in its repository.
+    fn wanted(&self) -> Wanted<'_> {
+        let op = match self {
             Route::DeleteRepository(_) | Route::DeleteTag(..) | Route::DeleteManifest(..) => {
-                actions::DELETE_ARTIFACT
+                RepoOp::Delete
             }
-            _ => actions::PULL,
+            _ => RepoOp::MetadataRead,
+        };
+        match self.repository() {
+            None => Wanted::Catalog,
+            Some(name) => Wanted::Repository(name.as_str(), op),
         }
     }
 
@@ -260,9 +265,30 @@ async fn dispatch(
         Ok(r) => r,
         Err(e) => return unsupported_or(e),
     };
-    let repository = route.repository().map(RepositoryName::as_str);
-    if let Some(denied) = crate::authorize_data(&state, &registry, repository, route.action()) {
-        return denied;
+    let wanted = route.wanted();
+    let policy = Management::policy(&registry);
+    let login = state.management.login_server(&registry);
+    let caller = match crate::auth::registry_caller(
+        &state,
+        &parts.headers,
+        &parts.extensions,
+        host,
+        &policy,
+        &login,
+        &wanted,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(res) => return res,
+    };
+    let allowed = match &wanted {
+        Wanted::Catalog => caller.can_list_catalog(&policy),
+        Wanted::Repository(name, op) => caller.can(*op, &policy, name),
+        Wanted::Nothing | Wanted::Mount { .. } => true,
+    };
+    if let Err(res) = crate::auth::require(&state, &caller, allowed, host, &wanted) {
+        return res;
     }
     let ctx = Ctx { state: &state, registry: &registry, q: &q };
     let result = match route {
@@ -430,9 +456,11 @@ mod tests {
         assert!(get("x/_tags/y/_tags").is_none());
         let d = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
         let del = Route::parse(&Method::DELETE, &format!("a/b/_manifests/{d}")).unwrap();
-        assert_eq!(del.action(), actions::DELETE_ARTIFACT);
+        assert!(matches!(del.wanted(), Wanted::Repository("a/b", RepoOp::Delete)));
         assert_eq!(del.repository(), Some(&a));
-        assert_eq!(get("a/b/_manifests").unwrap().action(), actions::PULL);
+        let list = get("a/b/_manifests").unwrap();
+        assert!(matches!(list.wanted(), Wanted::Repository("a/b", RepoOp::MetadataRead)));
+        assert!(matches!(get("_catalog").unwrap().wanted(), Wanted::Catalog));
         assert!(Route::parse(&Method::PUT, "a/b").is_err());
         assert!(Route::parse(&Method::DELETE, "_catalog").is_err());
         assert!(get("a/b/_manifests/nope").is_none());

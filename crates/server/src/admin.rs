@@ -1,10 +1,11 @@
 //! Admin endpoints the CLI calls on a running server.
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use wharf_management::authz::{Caller, actions};
+use wharf_auth::actions;
 
 use crate::{AppState, OciError};
 
@@ -13,8 +14,12 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 /// Run one garbage-collection pass now and report what it removed.
-async fn gc(State(state): State<AppState>) -> Response {
-    if let Err(e) = state.authz.check(&Caller::default(), actions::GARBAGE_COLLECT, "/") {
+async fn gc(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let allowed = match crate::auth::arm_caller(&state, &headers).await {
+        Ok(caller) => caller.check(actions::GARBAGE_COLLECT, "/").map_err(Into::into),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = allowed {
         return crate::arm::ArmResponse(e).into_response();
     }
     match state.registry.gc(state.settings.gc).await {

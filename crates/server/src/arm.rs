@@ -14,8 +14,9 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde_json::{Value, json};
+use wharf_auth::actions;
 use wharf_import::{CancelOutcome, JobStatus, Submitted, parse_parameters};
-use wharf_management::authz::{Caller, actions};
+use wharf_management::authorization as authz;
 use wharf_management::{ArmError, ErrorKind, RegistryResourceId, check_api_version};
 
 use crate::AppState;
@@ -25,6 +26,8 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/subscriptions", any(dispatch))
         .route("/subscriptions/{*rest}", any(dispatch))
+        .route("/tenants", any(dispatch))
+        .route("/providers/{*rest}", any(dispatch))
 }
 
 /// An ARM error response.
@@ -38,6 +41,7 @@ impl IntoResponse for ArmResponse {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -65,9 +69,85 @@ impl From<ArmError> for ArmResponse {
 
 type ArmResult = Result<Response, ArmResponse>;
 
-/// The routes, by the shape of their path.
+/// A management request, parsed once from its method and path. Each route names the
+/// permission it needs ([`Route::permission`]) and the handler receives the same value, so
+/// the check and the handler can't disagree about what the path says.
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
+    ListTenants,
+    ListSubscriptions,
+    GetSubscription(String),
+    PutSubscription(String),
+    ListResourceGroups(String),
+    GetResourceGroup(String, String),
+    HeadResourceGroup(String, String),
+    PutResourceGroup(String, String),
+    DeleteResourceGroup(String, String),
+    ListRegistries(String, Option<String>),
+    CheckName(String),
+    GetRegistry(RegistryResourceId),
+    PutRegistry(RegistryResourceId),
+    PatchRegistry(RegistryResourceId),
+    DeleteRegistry(RegistryResourceId),
+    ImportImage(RegistryResourceId),
+    GetOperation(String, String),
+    CancelOperation(String, String),
+    /// `{scope}/providers/Microsoft.Authorization/…`; the scope is a resource id or `/`.
+    ListRoleDefinitions(String),
+    GetRoleDefinition(String, String),
+    PutRoleDefinition(String, String),
+    DeleteRoleDefinition(String, String),
+    ListRoleAssignments(String),
+    GetRoleAssignment(String, String),
+    PutRoleAssignment(String, String),
+    DeleteRoleAssignment(String, String),
+}
+
+impl Route {
+    /// The action the route needs and the scope it is checked on; `None` for what any
+    /// signed-in caller may see (the tenants they belong to).
+    fn permission(&self) -> Option<(&'static str, String)> {
+        use Route::*;
+        let sub = |s: &str| format!("/subscriptions/{s}");
+        let rg = |s: &str, g: &str| format!("/subscriptions/{s}/resourceGroups/{g}");
+        Some(match self {
+            ListTenants => return None,
+            ListSubscriptions => (actions::SUBSCRIPTION_READ, "/".into()),
+            GetSubscription(s) => (actions::SUBSCRIPTION_READ, sub(s)),
+            PutSubscription(s) => (actions::SUBSCRIPTION_WRITE, sub(s)),
+            ListResourceGroups(s) => (actions::RESOURCE_GROUP_READ, sub(s)),
+            GetResourceGroup(s, g) | HeadResourceGroup(s, g) => {
+                (actions::RESOURCE_GROUP_READ, rg(s, g))
+            }
+            PutResourceGroup(s, g) => (actions::RESOURCE_GROUP_WRITE, rg(s, g)),
+            DeleteResourceGroup(s, g) => (actions::RESOURCE_GROUP_DELETE, rg(s, g)),
+            ListRegistries(s, None) => (actions::REGISTRY_READ, sub(s)),
+            ListRegistries(s, Some(g)) => (actions::REGISTRY_READ, rg(s, g)),
+            CheckName(s) => (actions::CHECK_NAME, sub(s)),
+            GetRegistry(id) => (actions::REGISTRY_READ, id.to_string()),
+            PutRegistry(id) | PatchRegistry(id) => (actions::REGISTRY_WRITE, id.to_string()),
+            DeleteRegistry(id) => (actions::REGISTRY_DELETE, id.to_string()),
+            ImportImage(id) => (actions::IMPORT_IMAGE, id.to_string()),
+            GetOperation(s, _) => (actions::OPERATION_READ, sub(s)),
+            CancelOperation(s, _) => (actions::OPERATION_CANCEL, sub(s)),
+            ListRoleDefinitions(scope) | GetRoleDefinition(scope, _) => {
+                (actions::ROLE_DEFINITION_READ, scope.clone())
+            }
+            PutRoleDefinition(scope, _) => (actions::ROLE_DEFINITION_WRITE, scope.clone()),
+            DeleteRoleDefinition(scope, _) => (actions::ROLE_DEFINITION_DELETE, scope.clone()),
+            ListRoleAssignments(scope) | GetRoleAssignment(scope, _) => {
+                (actions::ROLE_ASSIGNMENT_READ, scope.clone())
+            }
+            PutRoleAssignment(scope, _) => (actions::ROLE_ASSIGNMENT_WRITE, scope.clone()),
+            DeleteRoleAssignment(scope, _) => (actions::ROLE_ASSIGNMENT_DELETE, scope.clone()),
+        })
+    }
+}
+
+/// What a path names, before the method is considered.
+#[derive(Debug, PartialEq, Eq)]
+enum PathKind {
+    Tenants,
     Subscriptions,
     Subscription(String),
     ResourceGroups(String),
@@ -79,11 +159,47 @@ enum Route {
     RegistriesInGroup(String, String),
     Registry(RegistryResourceId),
     ImportImage(RegistryResourceId),
+    RoleDefinitions(String, Option<String>),
+    RoleAssignments(String, Option<String>),
 }
 
-fn parse(path: &str) -> Option<Route> {
+fn parse_resource(path: &str) -> Option<PathKind> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    // `{scope}/providers/Microsoft.Authorization/{roleDefinitions|roleAssignments}[/{name}]`
+    if let Some(i) = segs.iter().enumerate().position(|(i, s)| {
+        eq(s, "providers") && segs.get(i + 1).is_some_and(|n| eq(n, "Microsoft.Authorization"))
+    }) {
+        let scope = &segs[..i];
+        let valid_scope = match scope {
+            [] => true,
+            [s, _] => eq(s, "subscriptions"),
+            [s, _, g, _] => eq(s, "subscriptions") && eq(g, "resourceGroups"),
+            [s, _, g, _, p, ns, r, _] => {
+                eq(s, "subscriptions")
+                    && eq(g, "resourceGroups")
+                    && eq(p, "providers")
+                    && eq(ns, "Microsoft.ContainerRegistry")
+                    && eq(r, "registries")
+            }
+            _ => false,
+        };
+        if !valid_scope {
+            return None;
+        }
+        let scope = format!("/{}", scope.join("/"));
+        return match &segs[i + 2..] {
+            [k] if eq(k, "roleDefinitions") => Some(PathKind::RoleDefinitions(scope, None)),
+            [k, n] if eq(k, "roleDefinitions") => {
+                Some(PathKind::RoleDefinitions(scope, Some(n.to_string())))
+            }
+            [k] if eq(k, "roleAssignments") => Some(PathKind::RoleAssignments(scope, None)),
+            [k, n] if eq(k, "roleAssignments") => {
+                Some(PathKind::RoleAssignments(scope, Some(n.to_string())))
+            }
+            _ => None,
+        };
+    }
     let acr = |p: &str, ns: &str| eq(p, "providers") && eq(ns, "Microsoft.ContainerRegistry");
     let reg = |sub: &str, rg: &str, name: &str| RegistryResourceId {
         subscription: sub.into(),
@@ -91,21 +207,22 @@ fn parse(path: &str) -> Option<Route> {
         name: name.into(),
     };
     Some(match segs.as_slice() {
-        [s] if eq(s, "subscriptions") => Route::Subscriptions,
-        [s, sub] if eq(s, "subscriptions") => Route::Subscription(sub.to_string()),
+        [t] if eq(t, "tenants") => PathKind::Tenants,
+        [s] if eq(s, "subscriptions") => PathKind::Subscriptions,
+        [s, sub] if eq(s, "subscriptions") => PathKind::Subscription(sub.to_string()),
         [s, sub, g] if eq(s, "subscriptions") && eq(g, "resourceGroups") => {
-            Route::ResourceGroups(sub.to_string())
+            PathKind::ResourceGroups(sub.to_string())
         }
         [s, sub, g, rg] if eq(s, "subscriptions") && eq(g, "resourceGroups") => {
-            Route::ResourceGroup(sub.to_string(), rg.to_string())
+            PathKind::ResourceGroup(sub.to_string(), rg.to_string())
         }
         [s, sub, p, ns, r] if eq(s, "subscriptions") && acr(p, ns) && eq(r, "registries") => {
-            Route::RegistriesInSubscription(sub.to_string())
+            PathKind::RegistriesInSubscription(sub.to_string())
         }
         [s, sub, p, ns, c]
             if eq(s, "subscriptions") && acr(p, ns) && eq(c, "checkNameAvailability") =>
         {
-            Route::CheckName(sub.to_string())
+            PathKind::CheckName(sub.to_string())
         }
         [s, sub, p, ns, l, _loc, o, id]
             if eq(s, "subscriptions")
@@ -113,7 +230,7 @@ fn parse(path: &str) -> Option<Route> {
                 && eq(l, "locations")
                 && eq(o, "operationResults") =>
         {
-            Route::Operation(sub.to_string(), id.to_string())
+            PathKind::Operation(sub.to_string(), id.to_string())
         }
         // wharf's own: ARM has no generic cancel for an operation, ACR none for import.
         [s, sub, p, ns, l, _loc, o, id, c]
@@ -123,7 +240,7 @@ fn parse(path: &str) -> Option<Route> {
                 && eq(o, "operationResults")
                 && eq(c, "cancel") =>
         {
-            Route::CancelOperation(sub.to_string(), id.to_string())
+            PathKind::CancelOperation(sub.to_string(), id.to_string())
         }
         [s, sub, g, _rg, p, ns, l, _loc, o, rest @ ..]
             if eq(s, "subscriptions")
@@ -133,7 +250,7 @@ fn parse(path: &str) -> Option<Route> {
                 && eq(o, "operationResults")
                 && (rest.len() == 1 || (rest.len() == 2 && eq(rest[0], "operationStatuses"))) =>
         {
-            Route::Operation(sub.to_string(), rest[rest.len() - 1].to_string())
+            PathKind::Operation(sub.to_string(), rest[rest.len() - 1].to_string())
         }
         [s, sub, g, rg, p, ns, r]
             if eq(s, "subscriptions")
@@ -141,7 +258,7 @@ fn parse(path: &str) -> Option<Route> {
                 && acr(p, ns)
                 && eq(r, "registries") =>
         {
-            Route::RegistriesInGroup(sub.to_string(), rg.to_string())
+            PathKind::RegistriesInGroup(sub.to_string(), rg.to_string())
         }
         [s, sub, g, rg, p, ns, r, name]
             if eq(s, "subscriptions")
@@ -149,7 +266,7 @@ fn parse(path: &str) -> Option<Route> {
                 && acr(p, ns)
                 && eq(r, "registries") =>
         {
-            Route::Registry(reg(sub, rg, name))
+            PathKind::Registry(reg(sub, rg, name))
         }
         [s, sub, g, rg, p, ns, r, name, i]
             if eq(s, "subscriptions")
@@ -158,10 +275,67 @@ fn parse(path: &str) -> Option<Route> {
                 && eq(r, "registries")
                 && eq(i, "importImage") =>
         {
-            Route::ImportImage(reg(sub, rg, name))
+            PathKind::ImportImage(reg(sub, rg, name))
         }
         _ => return None,
     })
+}
+
+/// The route of a method on a path.
+fn parse(method: &Method, path: &str) -> Result<Route, ArmError> {
+    let resource = parse_resource(path).ok_or_else(|| {
+        ArmError::not_found(
+            "InvalidResourceType",
+            format!("No management API is served at '{path}'."),
+        )
+    })?;
+    use PathKind as R;
+    let m = method.clone();
+    let route = match (resource, m) {
+        (R::Tenants, Method::GET) => Route::ListTenants,
+        (R::Subscriptions, Method::GET) => Route::ListSubscriptions,
+        (R::Subscription(s), Method::GET) => Route::GetSubscription(s),
+        (R::Subscription(s), Method::PUT) => Route::PutSubscription(s),
+        (R::ResourceGroups(s), Method::GET) => Route::ListResourceGroups(s),
+        (R::ResourceGroup(s, g), Method::GET) => Route::GetResourceGroup(s, g),
+        (R::ResourceGroup(s, g), Method::HEAD) => Route::HeadResourceGroup(s, g),
+        (R::ResourceGroup(s, g), Method::PUT) => Route::PutResourceGroup(s, g),
+        (R::ResourceGroup(s, g), Method::DELETE) => Route::DeleteResourceGroup(s, g),
+        (R::RegistriesInSubscription(s), Method::GET) => Route::ListRegistries(s, None),
+        (R::RegistriesInGroup(s, g), Method::GET) => Route::ListRegistries(s, Some(g)),
+        (R::CheckName(s), Method::POST) => Route::CheckName(s),
+        (R::Registry(id), Method::GET) => Route::GetRegistry(id),
+        (R::Registry(id), Method::PUT) => Route::PutRegistry(id),
+        (R::Registry(id), Method::PATCH) => Route::PatchRegistry(id),
+        (R::Registry(id), Method::DELETE) => Route::DeleteRegistry(id),
+        (R::ImportImage(id), Method::POST) => Route::ImportImage(id),
+        (R::Operation(s, op), Method::GET) => Route::GetOperation(s, op),
+        (R::CancelOperation(s, op), Method::POST) => Route::CancelOperation(s, op),
+        (R::RoleDefinitions(scope, None), Method::GET) => Route::ListRoleDefinitions(scope),
+        (R::RoleDefinitions(scope, Some(id)), m) => match m {
+            Method::GET => Route::GetRoleDefinition(scope, id),
+            Method::PUT => Route::PutRoleDefinition(scope, id),
+            Method::DELETE => Route::DeleteRoleDefinition(scope, id),
+            _ => return Err(method_not_allowed(method)),
+        },
+        (R::RoleAssignments(scope, None), Method::GET) => Route::ListRoleAssignments(scope),
+        (R::RoleAssignments(scope, Some(n)), m) => match m {
+            Method::GET => Route::GetRoleAssignment(scope, n),
+            Method::PUT => Route::PutRoleAssignment(scope, n),
+            Method::DELETE => Route::DeleteRoleAssignment(scope, n),
+            _ => return Err(method_not_allowed(method)),
+        },
+        _ => return Err(method_not_allowed(method)),
+    };
+    Ok(route)
+}
+
+fn method_not_allowed(method: &Method) -> ArmError {
+    ArmError::new(
+        ErrorKind::MethodNotAllowed,
+        "MethodNotAllowed",
+        format!("{method} is not supported here."),
+    )
 }
 
 fn json_body(body: &Bytes) -> Result<Value, ArmError> {
@@ -230,108 +404,94 @@ async fn handle(
 ) -> ArmResult {
     let api_version = query.get("api-version").map(String::as_str);
     check_api_version(api_version)?;
-    let route = parse(path).ok_or_else(|| {
-        ArmError::not_found(
-            "InvalidResourceType",
-            format!("No management API is served at '{path}'."),
-        )
-    })?;
-    let caller = Caller::default();
+    let route = parse(method, path)?;
+    // Who, then whether: one check per request, on the route's own action and scope.
+    let caller = crate::auth::arm_caller(state, headers).await?;
+    if let Some((action, scope)) = route.permission() {
+        caller.check(action, &scope).map_err(ArmError::from)?;
+    } else if caller.is_anonymous() {
+        return Err(ArmError::from(wharf_auth::AuthError::Unauthenticated).into());
+    }
     let m = &state.management;
-    let authz = |action: &str, scope: &str| state.authz.check(&caller, action, scope);
-    let not_allowed = || -> ArmResult {
-        Err(ArmError::new(
-            ErrorKind::MethodNotAllowed,
-            "MethodNotAllowed",
-            format!("{method} is not supported here."),
-        )
-        .into())
+    let identity = &*state.identity;
+    let filter = query.get("$filter").map(String::as_str);
+    let created =
+        |created: bool, v: Value| ok(if created { StatusCode::CREATED } else { StatusCode::OK }, v);
+    let deleted = |v: Option<Value>| match v {
+        Some(v) => ok(StatusCode::OK, v),
+        None => StatusCode::NO_CONTENT.into_response(),
     };
-    match (route, method.clone()) {
-        (Route::Subscriptions, Method::GET) => {
-            authz(actions::SUBSCRIPTION_READ, "/")?;
-            Ok(ok(StatusCode::OK, m.list_subscriptions().await?))
+    match route {
+        Route::ListTenants => {
+            let tenants: Vec<Value> = identity
+                .tenants()
+                .await
+                .map_err(ArmError::from)?
+                .into_iter()
+                .map(|t| {
+                    json!({
+                        "id": format!("/tenants/{}", t.id),
+                        "tenantId": t.id,
+                        "displayName": t.name,
+                        "tenantCategory": "Home",
+                        "defaultDomain": state.settings.domain,
+                    })
+                })
+                .collect();
+            Ok(ok(StatusCode::OK, json!({ "value": tenants })))
         }
-        (Route::Subscription(sub), Method::GET) => {
-            authz(actions::SUBSCRIPTION_READ, &format!("/subscriptions/{sub}"))?;
-            Ok(ok(StatusCode::OK, m.get_subscription(&sub).await?))
+        Route::ListSubscriptions => {
+            let mut v = m.list_subscriptions().await?;
+            add_tenant(&mut v, identity.default_tenant());
+            Ok(ok(StatusCode::OK, v))
         }
-        (Route::Subscription(sub), Method::PUT) => {
-            authz(actions::SUBSCRIPTION_WRITE, &format!("/subscriptions/{sub}"))?;
+        Route::GetSubscription(sub) => {
+            let mut v = m.get_subscription(&sub).await?;
+            add_tenant(&mut v, identity.default_tenant());
+            Ok(ok(StatusCode::OK, v))
+        }
+        Route::PutSubscription(sub) => {
             let body = if body.is_empty() { json!({}) } else { json_body(&body)? };
-            let (created, v) = m.put_subscription(&sub, &body).await?;
-            Ok(ok(if created { StatusCode::CREATED } else { StatusCode::OK }, v))
+            let (c, v) = m.put_subscription(&sub, &body).await?;
+            Ok(created(c, v))
         }
-        (Route::ResourceGroups(sub), Method::GET) => {
-            authz(actions::RESOURCE_GROUP_READ, &format!("/subscriptions/{sub}"))?;
+        Route::ListResourceGroups(sub) => {
             Ok(ok(StatusCode::OK, m.list_resource_groups(&sub).await?))
         }
-        (Route::ResourceGroup(sub, rg), method) => {
-            let scope = format!("/subscriptions/{sub}/resourceGroups/{rg}");
-            match method {
-                Method::GET => {
-                    authz(actions::RESOURCE_GROUP_READ, &scope)?;
-                    Ok(ok(StatusCode::OK, m.get_resource_group(&sub, &rg).await?))
-                }
-                Method::HEAD => {
-                    authz(actions::RESOURCE_GROUP_READ, &scope)?;
-                    let exists = m.get_resource_group(&sub, &rg).await.is_ok();
-                    Ok(if exists { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND }
-                        .into_response())
-                }
-                Method::PUT => {
-                    authz(actions::RESOURCE_GROUP_WRITE, &scope)?;
-                    let (created, v) = m.put_resource_group(&sub, &rg, &json_body(&body)?).await?;
-                    Ok(ok(if created { StatusCode::CREATED } else { StatusCode::OK }, v))
-                }
-                Method::DELETE => {
-                    authz(actions::RESOURCE_GROUP_DELETE, &scope)?;
-                    let deleted = m.delete_resource_group(&sub, &rg).await?;
-                    Ok(if deleted { StatusCode::OK } else { StatusCode::NO_CONTENT }
-                        .into_response())
-                }
-                _ => not_allowed(),
-            }
+        Route::GetResourceGroup(sub, rg) => {
+            Ok(ok(StatusCode::OK, m.get_resource_group(&sub, &rg).await?))
         }
-        (Route::RegistriesInSubscription(sub), Method::GET) => {
-            authz(actions::REGISTRY_READ, &format!("/subscriptions/{sub}"))?;
-            Ok(ok(StatusCode::OK, m.list_registries(Some(&sub), None).await?))
+        Route::HeadResourceGroup(sub, rg) => {
+            let exists = m.get_resource_group(&sub, &rg).await.is_ok();
+            Ok(if exists { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND }.into_response())
         }
-        (Route::RegistriesInGroup(sub, rg), Method::GET) => {
-            authz(actions::REGISTRY_READ, &format!("/subscriptions/{sub}/resourceGroups/{rg}"))?;
-            Ok(ok(StatusCode::OK, m.list_registries(Some(&sub), Some(&rg)).await?))
+        Route::PutResourceGroup(sub, rg) => {
+            let (c, v) = m.put_resource_group(&sub, &rg, &json_body(&body)?).await?;
+            Ok(created(c, v))
         }
-        (Route::CheckName(sub), Method::POST) => {
-            authz(actions::CHECK_NAME, &format!("/subscriptions/{sub}"))?;
+        Route::DeleteResourceGroup(sub, rg) => {
+            let gone = m.delete_resource_group(&sub, &rg).await?;
+            Ok(if gone { StatusCode::OK } else { StatusCode::NO_CONTENT }.into_response())
+        }
+        Route::ListRegistries(sub, rg) => {
+            Ok(ok(StatusCode::OK, m.list_registries(Some(&sub), rg.as_deref()).await?))
+        }
+        Route::CheckName(sub) => {
             Ok(ok(StatusCode::OK, m.check_name_availability(&sub, &json_body(&body)?).await?))
         }
-        (Route::Registry(id), method) => {
-            let scope = id.to_string();
-            match method {
-                Method::GET => {
-                    authz(actions::REGISTRY_READ, &scope)?;
-                    Ok(ok(StatusCode::OK, m.get_registry(&id).await?))
-                }
-                Method::PUT => {
-                    authz(actions::REGISTRY_WRITE, &scope)?;
-                    let (created, v) = m.put_registry(&id, &json_body(&body)?).await?;
-                    Ok(ok(if created { StatusCode::CREATED } else { StatusCode::OK }, v))
-                }
-                Method::PATCH => {
-                    authz(actions::REGISTRY_WRITE, &scope)?;
-                    Ok(ok(StatusCode::OK, m.patch_registry(&id, &json_body(&body)?).await?))
-                }
-                Method::DELETE => {
-                    authz(actions::REGISTRY_DELETE, &scope)?;
-                    let deleted = m.delete_registry(&id).await?;
-                    Ok(if deleted { StatusCode::OK } else { StatusCode::NO_CONTENT }
-                        .into_response())
-                }
-                _ => not_allowed(),
-            }
+        Route::GetRegistry(id) => Ok(ok(StatusCode::OK, m.get_registry(&id).await?)),
+        Route::PutRegistry(id) => {
+            let (c, v) = m.put_registry(&id, &json_body(&body)?).await?;
+            Ok(created(c, v))
         }
-        (Route::ImportImage(id), Method::POST) => {
-            authz(actions::IMPORT_IMAGE, &id.to_string())?;
+        Route::PatchRegistry(id) => {
+            Ok(ok(StatusCode::OK, m.patch_registry(&id, &json_body(&body)?).await?))
+        }
+        Route::DeleteRegistry(id) => {
+            let gone = m.delete_registry(&id).await?;
+            Ok(if gone { StatusCode::OK } else { StatusCode::NO_CONTENT }.into_response())
+        }
+        Route::ImportImage(id) => {
             let target = m.registry(&id).await?;
             let req = parse_parameters(&json_body(&body)?).map_err(|e| e.to_arm())?;
             let location =
@@ -355,34 +515,69 @@ async fn handle(
                 }
             }
         }
-        (Route::Operation(sub, op), Method::GET) => {
-            authz(actions::OPERATION_READ, &format!("/subscriptions/{sub}"))?;
-            match state.imports.status(&op, &sub).await? {
-                JobStatus::Running(v) => {
-                    let mut res = (StatusCode::ACCEPTED, axum::Json(v)).into_response();
-                    set_header(
-                        &mut res,
-                        header::RETRY_AFTER,
-                        &state.imports.retry_after().as_secs().max(1).to_string(),
-                    );
-                    Ok(res)
-                }
-                JobStatus::Succeeded(mut v) => {
-                    if let Some(o) = v.as_object_mut() {
-                        o.insert("status".into(), json!("Succeeded"));
-                    }
-                    Ok(ok(StatusCode::OK, v))
-                }
-                JobStatus::Failed(e) => Err(e.into()),
+        Route::GetOperation(sub, op) => match state.imports.status(&op, &sub).await? {
+            JobStatus::Running(v) => {
+                let mut res = (StatusCode::ACCEPTED, axum::Json(v)).into_response();
+                set_header(
+                    &mut res,
+                    header::RETRY_AFTER,
+                    &state.imports.retry_after().as_secs().max(1).to_string(),
+                );
+                Ok(res)
             }
-        }
-        (Route::CancelOperation(sub, op), Method::POST) => {
-            authz(actions::OPERATION_CANCEL, &format!("/subscriptions/{sub}"))?;
-            match state.imports.cancel(&op, &sub).await? {
-                CancelOutcome::Requested => Ok(StatusCode::ACCEPTED.into_response()),
+            JobStatus::Succeeded(mut v) => {
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("status".into(), json!("Succeeded"));
+                }
+                Ok(ok(StatusCode::OK, v))
             }
+            JobStatus::Failed(e) => Err(e.into()),
+        },
+        Route::CancelOperation(sub, op) => match state.imports.cancel(&op, &sub).await? {
+            CancelOutcome::Requested => Ok(StatusCode::ACCEPTED.into_response()),
+        },
+        Route::ListRoleDefinitions(scope) => {
+            Ok(ok(StatusCode::OK, authz::list_role_definitions(identity, &scope, filter).await?))
         }
-        _ => not_allowed(),
+        Route::GetRoleDefinition(scope, id) => {
+            Ok(ok(StatusCode::OK, authz::get_role_definition(identity, &scope, &id).await?))
+        }
+        Route::PutRoleDefinition(scope, id) => {
+            let (c, v) =
+                authz::put_role_definition(identity, &scope, &id, &json_body(&body)?).await?;
+            Ok(created(c, v))
+        }
+        Route::DeleteRoleDefinition(scope, id) => {
+            Ok(deleted(authz::delete_role_definition(identity, &scope, &id).await?))
+        }
+        Route::ListRoleAssignments(scope) => {
+            Ok(ok(StatusCode::OK, authz::list_role_assignments(identity, &scope, filter).await?))
+        }
+        Route::GetRoleAssignment(scope, name) => {
+            Ok(ok(StatusCode::OK, authz::get_role_assignment(identity, &scope, &name).await?))
+        }
+        Route::PutRoleAssignment(scope, name) => {
+            let (c, v) =
+                authz::put_role_assignment(identity, &scope, &name, &json_body(&body)?).await?;
+            Ok(created(c, v))
+        }
+        Route::DeleteRoleAssignment(scope, name) => {
+            Ok(deleted(authz::delete_role_assignment(identity, &scope, &name).await?))
+        }
+    }
+}
+
+/// ARM's subscriptions name their tenant.
+fn add_tenant(v: &mut Value, tenant: &str) {
+    let one = |s: &mut Value| {
+        if let Some(o) = s.as_object_mut() {
+            o.insert("tenantId".into(), json!(tenant));
+            o.insert("managedByTenants".into(), json!([]));
+        }
+    };
+    match v.get_mut("value").and_then(Value::as_array_mut) {
+        Some(items) => items.iter_mut().for_each(one),
+        None => one(v),
     }
 }
 
@@ -428,38 +623,79 @@ mod tests {
 
     #[test]
     fn paths() {
-        assert_eq!(parse("/subscriptions"), Some(Route::Subscriptions));
+        let get = |p: &str| parse(&Method::GET, p).ok();
+        assert_eq!(get("/subscriptions"), Some(Route::ListSubscriptions));
         assert_eq!(
-            parse("/subscriptions/s/resourcegroups/rg"),
-            Some(Route::ResourceGroup("s".into(), "rg".into()))
+            get("/subscriptions/s/resourcegroups/rg"),
+            Some(Route::GetResourceGroup("s".into(), "rg".into()))
         );
         let r = parse(
+            &Method::POST,
             "/subscriptions/s/resourceGroups/rg/providers/microsoft.containerregistry/registries/myreg/importImage",
         );
-        assert!(matches!(r, Some(Route::ImportImage(id)) if id.name == "myreg"));
+        assert!(matches!(r, Ok(Route::ImportImage(id)) if id.name == "myreg"));
         assert_eq!(
-            parse(
+            get(
                 "/subscriptions/s/providers/Microsoft.ContainerRegistry/locations/WESTUS/operationResults/registries-1"
             ),
-            Some(Route::Operation("s".into(), "registries-1".into()))
+            Some(Route::GetOperation("s".into(), "registries-1".into()))
         );
         assert_eq!(
-            parse(
+            get(
                 "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerRegistry/locations/x/operationResults/operationStatuses/registries-1"
             ),
-            Some(Route::Operation("s".into(), "registries-1".into()))
+            Some(Route::GetOperation("s".into(), "registries-1".into()))
         );
         assert_eq!(
             parse(
+                &Method::POST,
                 "/subscriptions/s/providers/Microsoft.ContainerRegistry/locations/L/operationResults/registries-1/cancel"
-            ),
+            )
+            .ok(),
             Some(Route::CancelOperation("s".into(), "registries-1".into()))
         );
-        assert_eq!(
-            parse(
-                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/x"
-            ),
-            None
+        assert!(
+            get("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/x")
+                .is_none()
         );
+        // The wrong method is 405, not a different route.
+        assert_eq!(
+            parse(&Method::POST, "/subscriptions/s").unwrap_err().kind,
+            ErrorKind::MethodNotAllowed
+        );
+    }
+
+    #[test]
+    fn authorization_paths_and_their_scopes() {
+        let r = parse(
+            &Method::PUT,
+            "/subscriptions/s/resourceGroups/g/providers/Microsoft.ContainerRegistry/registries/r/providers/Microsoft.Authorization/roleAssignments/1",
+        )
+        .unwrap();
+        let (action, scope) = r.permission().unwrap();
+        assert_eq!(action, actions::ROLE_ASSIGNMENT_WRITE);
+        assert_eq!(
+            scope,
+            "/subscriptions/s/resourceGroups/g/providers/Microsoft.ContainerRegistry/registries/r"
+        );
+        let root =
+            parse(&Method::GET, "/providers/Microsoft.Authorization/roleDefinitions").unwrap();
+        assert_eq!(root, Route::ListRoleDefinitions("/".into()));
+        // An assignment "scope" that isn't a resource wharf knows is no route at all.
+        assert!(
+            parse(
+                &Method::GET,
+                "/subscriptions/s/x/providers/Microsoft.Authorization/roleAssignments"
+            )
+            .is_err()
+        );
+        // Every route but the tenant list needs a permission on some scope.
+        let import = parse(
+            &Method::POST,
+            "/subscriptions/s/resourceGroups/g/providers/Microsoft.ContainerRegistry/registries/r/importImage",
+        )
+        .unwrap();
+        assert_eq!(import.permission().unwrap().0, actions::IMPORT_IMAGE);
+        assert!(Route::ListTenants.permission().is_none());
     }
 }

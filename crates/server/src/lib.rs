@@ -7,17 +7,31 @@
 //! - `/v2/…` — the OCI distribution API ([`oci`]), on every registry's login server;
 //! - `/acr/v1/…` — ACR's repository/tag/manifest details ([`acr`]), likewise;
 //! - `/subscriptions/…` — the ARM-shaped management API and import ([`arm`]);
+//! - `/oauth2/token`, `/oauth2/exchange` — each registry's token service ([`oauth2`]);
+//! - `/{tenant}/oauth2/v2.0/token`, OIDC discovery, `/metadata/endpoints` — the identity
+//!   provider, shaped like Entra ID ([`identity`]); `/v1.0/…` — its directory ([`directory`]);
 //! - `/_wharf/…` — admin endpoints ([`admin`]) used by the CLI (`wharf gc`).
+//!
+//! Every request is authenticated in [`auth`] and checked once against the permission its
+//! parsed route names.
 //!
 //! Architecture invariant: no handler holds a whole blob in memory; blob bodies are
 //! streams from the socket to the blob store and back.
 
+// Handlers answer a refusal with the `Response` to send, once per request: boxing it buys
+// nothing.
+#![allow(clippy::result_large_err)]
+
 mod acr;
 mod admin;
 mod arm;
+mod auth;
+mod directory;
 mod error;
+mod identity;
 pub mod limits;
 mod listener;
+mod oauth2;
 mod oci;
 
 use std::future::Future;
@@ -30,7 +44,6 @@ use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 use wharf_import::ImportService;
 use wharf_management::Management;
-use wharf_management::authz::Authorizer;
 use wharf_registry::{GcOptions, RegistryService};
 
 pub use error::OciError;
@@ -43,7 +56,8 @@ pub struct AppState {
     pub registry: RegistryService,
     pub management: Management,
     pub imports: ImportService,
-    pub authz: Arc<dyn Authorizer>,
+    /// Who callers are and what they may do.
+    pub identity: Arc<wharf_auth::Identity>,
     pub settings: Arc<Settings>,
     /// Caps on transfers and body memory, shared by every request.
     pub admission: Admission,
@@ -68,6 +82,9 @@ pub fn router(state: AppState) -> Router {
         .merge(acr::routes())
         .merge(arm::routes())
         .merge(admin::routes())
+        .merge(identity::routes())
+        .merge(oauth2::routes())
+        .merge(directory::routes())
         .with_state(state)
         // A request body that sends nothing for this long fails its request.
         .layer(axum::middleware::map_request(move |req: Request| async move {
@@ -93,26 +110,6 @@ async fn api_version_header(mut res: axum::response::Response) -> axum::response
     res.headers_mut()
         .insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
     res
-}
-
-/// The one permission check of a data-plane request: `action` on a repository of a
-/// registry (scope `<registry resource ID>/repositories/<name>`, or the registry itself).
-/// A refusal is the OCI `DENIED` error, returned as the response to send.
-pub(crate) fn authorize_data(
-    state: &AppState,
-    registry: &wharf_storage::RegistryRecord,
-    repository: Option<&str>,
-    action: &str,
-) -> Option<axum::response::Response> {
-    use axum::response::IntoResponse;
-    let mut scope = Management::resource_id(registry).to_string();
-    if let Some(repo) = repository {
-        scope.push_str("/repositories/");
-        scope.push_str(repo);
-    }
-    let denied =
-        state.authz.check(&wharf_management::authz::Caller::default(), action, &scope).err()?;
-    Some(error::oci_error(http::StatusCode::FORBIDDEN, "DENIED", &denied.message).into_response())
 }
 
 /// The host a request was addressed to: `Host`, or the URI's authority (HTTP/2).

@@ -20,10 +20,12 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use futures::TryStreamExt;
-use wharf_management::authz::actions;
+use wharf_auth::{Caller, RegistryPolicy, RepoOp};
+use wharf_management::Management;
 use wharf_oci::{Digest, Reference, RepositoryName};
 use wharf_registry::{ByteStream, RegistryError, RepoKey};
 
+use crate::auth::Wanted;
 use crate::error::{oci_error, too_many_requests};
 use crate::limits::{Permit, Refusal};
 use crate::{AppState, OciError};
@@ -39,14 +41,33 @@ pub(crate) fn routes() -> Router<AppState> {
 /// probe: a login server naming no registry answers 404).
 async fn base(State(state): State<AppState>, request: Request) -> Response {
     let (parts, _) = request.into_parts();
-    match state
-        .registry
-        .registry_for_host(crate::request_host(&parts), &state.settings.domain)
-        .await
+    let host = crate::request_host(&parts);
+    let registry = match state.registry.registry_for_host(host, &state.settings.domain).await {
+        Ok(r) => r,
+        Err(e) => return OciError(e).into_response(),
+    };
+    // As ACR: signing in is required here, even where anonymous pull is on.
+    let policy = Management::policy(&registry);
+    let login = state.management.login_server(&registry);
+    let caller = match crate::auth::registry_caller(
+        &state,
+        &parts.headers,
+        &parts.extensions,
+        host,
+        &policy,
+        &login,
+        &Wanted::Nothing,
+    )
+    .await
     {
-        Ok(_) => ([(header::CONTENT_TYPE, "application/json")], "{}").into_response(),
-        Err(e) => OciError(e).into_response(),
+        Ok(c) => c,
+        Err(res) => return res,
+    };
+    let signed_in = !caller.is_anonymous() || !state.identity.enforced();
+    if let Err(res) = crate::auth::require(&state, &caller, signed_in, host, &Wanted::Nothing) {
+        return res;
     }
+    ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()
 }
 
 /// A parsed `/v2/…` path.
@@ -123,14 +144,52 @@ async fn dispatch(
         Ok(r) => r,
         Err(e) => return OciError(e).into_response(),
     };
-    let action = match (&route, &parts.method) {
-        (Route::Catalog, _) => actions::CATALOG_READ,
-        (_, &Method::GET | &Method::HEAD) => actions::PULL,
-        (_, &Method::DELETE) => actions::DELETE_ARTIFACT,
-        _ => actions::PUSH,
+    // The name is checked before the permission: a check reads the same name the handler does.
+    if let Some(name) = route.name()
+        && let Err(e) = RepositoryName::parse(name)
+    {
+        return OciError(RegistryError::NameInvalid(e.to_string())).into_response();
+    }
+    let mount_from = query.get("mount").and(query.get("from"));
+    let wanted = match (&route, &parts.method) {
+        (Route::Catalog, _) => Wanted::Catalog,
+        // A mount asks for pull on `from` too, in the same challenge (one round trip).
+        (Route::Uploads { name }, &Method::POST) if mount_from.is_some() => {
+            Wanted::Mount { name, from: mount_from.map(String::as_str).unwrap_or_default() }
+        }
+        (r, m) => {
+            let op = match *m {
+                Method::GET | Method::HEAD => RepoOp::Pull,
+                Method::DELETE => RepoOp::Delete,
+                _ => RepoOp::Push,
+            };
+            Wanted::Repository(r.name().unwrap_or_default(), op)
+        }
     };
-    if let Some(denied) = crate::authorize_data(&state, &registry, route.name(), action) {
-        return denied;
+    let policy = Management::policy(&registry);
+    let login = state.management.login_server(&registry);
+    let caller = match crate::auth::registry_caller(
+        &state,
+        &parts.headers,
+        &parts.extensions,
+        host,
+        &policy,
+        &login,
+        &wanted,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(res) => return res,
+    };
+    let allowed = match &wanted {
+        Wanted::Catalog => caller.can_list_catalog(&policy),
+        Wanted::Repository(name, op) => caller.can(*op, &policy, name),
+        Wanted::Mount { name, .. } => caller.can(RepoOp::Push, &policy, name),
+        Wanted::Nothing => true,
+    };
+    if let Err(res) = crate::auth::require(&state, &caller, allowed, host, &wanted) {
+        return res;
     }
     // Transfers in flight are capped, server-wide and per client address: past a cap the
     // client is told to come back.
@@ -159,8 +218,17 @@ async fn dispatch(
             ));
         }
     };
-    let req =
-        Req { state: &state, registry: registry.id, query, headers: &parts.headers, body, permit };
+    let req = Req {
+        state: &state,
+        registry: registry.id,
+        policy: &policy,
+        caller: &caller,
+        host,
+        query,
+        headers: &parts.headers,
+        body,
+        permit,
+    };
     let result = match (route, &parts.method) {
         (Route::Catalog, &Method::GET) => discovery::catalog(req).await,
         (Route::Tags { name }, &Method::GET) => discovery::tags(req, name).await,
@@ -188,6 +256,11 @@ async fn dispatch(
 pub(crate) struct Req<'a> {
     state: &'a AppState,
     registry: i64,
+    /// Who may do what in the registry, and who is asking.
+    policy: &'a RegistryPolicy,
+    caller: &'a Caller,
+    /// The host the request was sent to (for challenges).
+    host: Option<&'a str>,
     query: HashMap<String, String>,
     headers: &'a HeaderMap,
     body: Body,

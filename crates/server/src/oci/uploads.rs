@@ -4,11 +4,13 @@ use axum::body::HttpBody;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
+use wharf_auth::RepoOp;
 use wharf_oci::{Digest, RepositoryName};
 use wharf_registry::{RegistryError, RepoKey, UploadStatus};
 
 use super::blobs::value;
 use super::{Req, Result, parse_digest, range_value};
+use crate::auth::{Wanted, challenge};
 use crate::error::oci_error;
 
 /// Start an upload: a monolithic push (`?digest=`), a mount (`?mount=&from=`), or a session.
@@ -20,7 +22,24 @@ pub(super) async fn start(req: Req<'_>, name: &str) -> Result {
         if let Some(from) = req.query.get("from") {
             let from = RepositoryName::parse(from)
                 .map_err(|e| RegistryError::NameInvalid(e.to_string()))?;
-            if registry.mount_blob(&repo, &digest, &from).await? {
+            // A token that never asked about `from`: tell the client to ask (as distribution
+            // does), so that token clients can mount.
+            if let Some(access) = req.caller.registry_access(req.policy.id)
+                && !access.iter().any(|a| a.kind == "repository" && a.name == from.as_str())
+            {
+                let wanted = Wanted::Mount { name, from: from.as_str() };
+                return Ok(challenge(
+                    req.state,
+                    req.host,
+                    &wanted,
+                    Some("insufficient_scope"),
+                    "UNAUTHORIZED",
+                ));
+            }
+            // Mounting reads `from`: a caller who may not pull there gets a session, as if
+            // the blob weren't there (nothing said about what `from` holds).
+            let readable = req.caller.can(RepoOp::Pull, req.policy, from.as_str());
+            if readable && registry.mount_blob(&repo, &digest, &from).await? {
                 return Ok(created(&repo, &digest));
             }
         }

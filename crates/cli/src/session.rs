@@ -1,0 +1,230 @@
+//! Signing in: `wharf login`/`logout`, and the credentials every other command sends.
+//!
+//! A command is signed in, first match wins, by `WHARF_USERNAME`/`WHARF_PASSWORD` (a user,
+//! or a service principal's app id and secret — for scripts), or by the token `wharf login`
+//! cached for that server in `<config dir>/tokens.json` (0600; the config dir is
+//! `$WHARF_CONFIG_DIR`, else `$XDG_CONFIG_HOME/wharf`, else `~/.config/wharf`). Only tokens
+//! are cached, never a password.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::args::{GlobalArgs, LoginArgs};
+
+/// The audience the CLI asks tokens for (ARM's; wharf's management API accepts it).
+const SCOPE: &str = "https://management.azure.com/.default";
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+struct Cached {
+    access_token: String,
+    /// Unix seconds.
+    expires_on: i64,
+    user: String,
+    tenant: Option<String>,
+}
+
+fn config_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("WHARF_CONFIG_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_CONFIG_HOME") {
+        return Some(PathBuf::from(d).join("wharf"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/wharf"))
+}
+
+fn cache_path() -> Option<PathBuf> {
+    config_dir().map(|d| d.join("tokens.json"))
+}
+
+fn read_cache() -> BTreeMap<String, Cached> {
+    cache_path()
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Write the cache readable by this user only (temp file + rename).
+fn write_cache(cache: &BTreeMap<String, Cached>) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = cache_path().context("no config directory: set WHARF_CONFIG_DIR or HOME")?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(&serde_json::to_vec_pretty(cache)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn key(server: &str) -> String {
+    server.trim_end_matches('/').to_ascii_lowercase()
+}
+
+/// Ask the server's identity endpoint for a token: `client_credentials` when `user` is an
+/// app id (a GUID) or `service_principal` says so, else `password`.
+async fn sign_in(
+    http: &reqwest::Client,
+    server: &str,
+    tenant: Option<&str>,
+    user: &str,
+    password: &str,
+    service_principal: bool,
+) -> anyhow::Result<(String, i64, Option<String>)> {
+    let app = service_principal || uuid_like(user);
+    let tenant = tenant.unwrap_or("common");
+    let form: Vec<(&str, &str)> = if app {
+        vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", user),
+            ("client_secret", password),
+            ("scope", SCOPE),
+        ]
+    } else {
+        vec![
+            ("grant_type", "password"),
+            ("username", user),
+            ("password", password),
+            ("scope", SCOPE),
+        ]
+    };
+    let url = format!("{}/{tenant}/oauth2/v2.0/token", server.trim_end_matches('/'));
+    let res = http
+        .post(&url)
+        .form(&form)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the wharf server at {server}"))?;
+    let status = res.status();
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let why = body["error_description"].as_str().unwrap_or("sign-in refused");
+        bail!("sign-in as '{user}' failed: {why}");
+    }
+    let token = body["access_token"].as_str().context("the token answer has no access_token")?;
+    let expires_in = body["expires_in"].as_i64().unwrap_or(3600);
+    let tid = claim(token, "tid");
+    Ok((token.to_owned(), now() + expires_in, tid))
+}
+
+fn uuid_like(s: &str) -> bool {
+    s.len() == 36 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+}
+
+/// A string claim of a JWT (read, not verified: the CLI only shows it).
+fn claim(token: &str, name: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    v[name].as_str().map(str::to_owned)
+}
+
+/// The management token a command sends, if it can be had: from the environment's
+/// credentials, else from `wharf login`'s cache.
+pub(crate) async fn token(http: &reqwest::Client, server: &str) -> anyhow::Result<Option<String>> {
+    let user = std::env::var("WHARF_USERNAME").ok().filter(|u| !u.is_empty());
+    if let Some(user) = user {
+        let password = std::env::var("WHARF_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .context("WHARF_USERNAME is set but WHARF_PASSWORD is not")?;
+        let tenant = std::env::var("WHARF_TENANT").ok();
+        let (t, _, _) = sign_in(http, server, tenant.as_deref(), &user, &password, false).await?;
+        return Ok(Some(t));
+    }
+    match read_cache().get(&key(server)) {
+        Some(c) if c.expires_on > now() + 30 => Ok(Some(c.access_token.clone())),
+        Some(_) => bail!("the sign-in to {server} has expired: run `wharf login` again"),
+        None => Ok(None),
+    }
+}
+
+/// `wharf login`: sign in and cache the token for this server.
+pub(crate) async fn login(global: &GlobalArgs, args: LoginArgs) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("wharf-cli/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let user = match args.username.or_else(|| std::env::var("WHARF_USERNAME").ok()) {
+        Some(u) if !u.is_empty() => u,
+        _ => bail!("give a user name: --username/-u (or WHARF_USERNAME)"),
+    };
+    let password = match args.password.or_else(|| std::env::var("WHARF_PASSWORD").ok()) {
+        Some(p) if !p.is_empty() => p,
+        _ => read_password(&user)?,
+    };
+    let (token, expires_on, tid) = sign_in(
+        &http,
+        &global.server,
+        args.tenant.as_deref(),
+        &user,
+        &password,
+        args.service_principal,
+    )
+    .await?;
+    let mut cache = read_cache();
+    cache.insert(
+        key(&global.server),
+        Cached { access_token: token, expires_on, user: user.clone(), tenant: tid.clone() },
+    );
+    write_cache(&cache)?;
+    crate::output::print(
+        global.output,
+        &serde_json::json!([{
+            "cloudName": "wharf",
+            "server": global.server,
+            "tenantId": tid,
+            "user": {"name": user, "type": if args.service_principal || uuid_like(&user) { "servicePrincipal" } else { "user" }},
+        }]),
+        &[("SERVER", "/server"), ("USER", "/user/name"), ("TENANT", "/tenantId")],
+    );
+    Ok(())
+}
+
+/// A password from the terminal (not echoed), or the first line of stdin in a pipe.
+fn read_password(user: &str) -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        let p = rpassword::prompt_password(format!("Password for {user}: "))
+            .context("cannot read the password")?;
+        return Ok(p);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).context("cannot read the password from stdin")?;
+    let p = line.trim_end_matches(['\r', '\n']).to_owned();
+    if p.is_empty() {
+        bail!("give a password: --password/-p, WHARF_PASSWORD, or on stdin");
+    }
+    Ok(p)
+}
+
+/// `wharf logout`: forget this server's token.
+pub(crate) fn logout(global: &GlobalArgs) -> anyhow::Result<()> {
+    let mut cache = read_cache();
+    if cache.remove(&key(&global.server)).is_none() {
+        bail!("not signed in to {}", global.server);
+    }
+    write_cache(&cache)
+}

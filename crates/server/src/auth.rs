@@ -1,0 +1,205 @@
+//! Authentication on the wire: reading credentials from a request's `Authorization`
+//! header, turning them into a [`Caller`] through [`wharf_auth::Identity`], and answering a
+//! refusal in each protocol's own form — the registry's `401` with a Bearer challenge on
+//! `/v2/` and `/acr/v1/`, ARM's `401`/`403` envelope on the management API.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use base64::Engine as _;
+use wharf_auth::{AuthError, Caller, RegistryCredential, RegistryPolicy, RepoOp};
+use wharf_management::ArmError;
+
+use crate::AppState;
+use crate::error::oci_error;
+
+/// What an `Authorization` header holds.
+pub(crate) enum Presented {
+    None,
+    Basic {
+        username: String,
+        password: String,
+    },
+    Bearer(String),
+    /// Present but unreadable, or a scheme nobody here accepts.
+    Malformed,
+}
+
+impl Presented {
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Presented {
+        let Some(value) = headers.get(header::AUTHORIZATION) else { return Presented::None };
+        let Ok(value) = value.to_str() else { return Presented::Malformed };
+        let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
+        let rest = rest.trim();
+        if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
+            return Presented::Bearer(rest.to_owned());
+        }
+        if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(rest)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok());
+            if let Some((u, p)) = decoded.as_deref().and_then(|d| d.split_once(':')) {
+                return Presented::Basic { username: u.to_owned(), password: p.to_owned() };
+            }
+        }
+        Presented::Malformed
+    }
+
+    fn credential(&self) -> Option<RegistryCredential<'_>> {
+        match self {
+            Presented::Basic { username, password } => {
+                Some(RegistryCredential::Basic { username, password })
+            }
+            Presented::Bearer(t) => Some(RegistryCredential::Bearer(t)),
+            Presented::None | Presented::Malformed => None,
+        }
+    }
+}
+
+/// The address a request came from (the socket's peer).
+pub(crate) fn client_ip(extensions: &http::Extensions) -> Option<IpAddr> {
+    extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+}
+
+/// `http` or `https`: how clients reached this server.
+pub(crate) fn scheme(_state: &AppState) -> &'static str {
+    "http"
+}
+
+// ---- the registry data plane --------------------------------------------------------
+
+/// What a refused data-plane request was after, for the challenge's `scope`.
+pub(crate) enum Wanted<'a> {
+    /// Just signing in (`GET /v2/`).
+    Nothing,
+    Catalog,
+    Repository(&'a str, RepoOp),
+    /// A cross-repository mount: push on the target, pull on `from`.
+    Mount {
+        name: &'a str,
+        from: &'a str,
+    },
+}
+
+impl Wanted<'_> {
+    fn scope(&self) -> Option<String> {
+        match self {
+            Wanted::Nothing => None,
+            Wanted::Catalog => Some("registry:catalog:*".into()),
+            Wanted::Repository(name, op) => {
+                Some(format!("repository:{name}:{}", op.scope_action()))
+            }
+            Wanted::Mount { name, from } => {
+                Some(format!("repository:{name}:pull,push repository:{from}:pull"))
+            }
+        }
+    }
+}
+
+/// A data-plane request's caller, or the `401` to answer: unreadable or refused
+/// credentials get `error="invalid_token"` in the challenge.
+pub(crate) async fn registry_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    extensions: &http::Extensions,
+    host: Option<&str>,
+    policy: &RegistryPolicy,
+    login_server: &str,
+    wanted: &Wanted<'_>,
+) -> Result<Caller, Response> {
+    let presented = Presented::from_headers(headers);
+    if matches!(presented, Presented::Malformed) && state.identity.enforced() {
+        return Err(challenge(state, host, wanted, Some("invalid_request"), "UNAUTHORIZED"));
+    }
+    let client = client_ip(extensions);
+    match state.identity.registry_caller(policy, login_server, presented.credential(), client).await
+    {
+        Ok(c) => Ok(c),
+        Err(AuthError::Throttled(secs)) => Err(throttled(secs)),
+        Err(AuthError::Internal(m)) => {
+            tracing::error!(error = %m, "authentication failed inside the server");
+            Err(oci_error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error"))
+        }
+        Err(_) => Err(challenge(state, host, wanted, Some("invalid_token"), "UNAUTHORIZED")),
+    }
+}
+
+/// Check a data-plane permission; the `401` to answer when it is missing (as ACR answers
+/// it, so that token clients ask for a token with that scope).
+pub(crate) fn require(
+    state: &AppState,
+    caller: &Caller,
+    allowed: bool,
+    host: Option<&str>,
+    wanted: &Wanted<'_>,
+) -> Result<(), Response> {
+    if allowed {
+        return Ok(());
+    }
+    if caller.is_anonymous() {
+        return Err(challenge(state, host, wanted, None, "UNAUTHORIZED"));
+    }
+    Err(challenge(state, host, wanted, Some("insufficient_scope"), "DENIED"))
+}
+
+/// `401` with `WWW-Authenticate: Bearer realm="<scheme>://<host>/oauth2/token",service="<host>"[,scope=…][,error=…]`.
+pub(crate) fn challenge(
+    state: &AppState,
+    host: Option<&str>,
+    wanted: &Wanted<'_>,
+    error: Option<&str>,
+    code: &str,
+) -> Response {
+    let host = host.unwrap_or("localhost");
+    let mut value =
+        format!("Bearer realm=\"{}://{host}/oauth2/token\",service=\"{host}\"", scheme(state));
+    if let Some(scope) = wanted.scope() {
+        value.push_str(&format!(",scope=\"{scope}\""));
+    }
+    if let Some(e) = error {
+        value.push_str(&format!(",error=\"{e}\""));
+    }
+    let message = match code {
+        "DENIED" => "requested access to the resource is denied",
+        _ => "authentication required",
+    };
+    let mut res = oci_error(StatusCode::UNAUTHORIZED, code, message);
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    res
+}
+
+fn throttled(secs: u64) -> Response {
+    let mut res = oci_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "TOOMANYREQUESTS",
+        "too many failed sign-in attempts; retry later",
+    );
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        res.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    res
+}
+
+// ---- the management API -------------------------------------------------------------
+
+/// A management request's caller: an identity token as `Authorization: Bearer`. Without
+/// access control every caller may do anything.
+pub(crate) async fn arm_caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ArmError> {
+    if !state.identity.enforced() {
+        return Ok(Caller::unrestricted());
+    }
+    match Presented::from_headers(headers) {
+        Presented::Bearer(token) => Ok(state.identity.caller_from_identity_token(&token).await?),
+        Presented::None => Err(AuthError::Unauthenticated.into()),
+        Presented::Basic { .. } | Presented::Malformed => Err(ArmError::new(
+            wharf_management::ErrorKind::Unauthenticated,
+            "InvalidAuthenticationToken",
+            "The management API accepts a Bearer access token from the identity endpoint only.",
+        )),
+    }
+}

@@ -1,6 +1,7 @@
 //! wharf's integration tests: each drives the real `wharf` binary over loopback, with
 //! real peers where a scenario has one. Helpers are in `util`.
 
+mod access;
 mod bad_input;
 mod cli;
 mod clients;

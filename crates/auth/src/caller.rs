@@ -139,6 +139,13 @@ impl Caller {
         self.grants.iter().any(|g| covers(&g.scope, &target) && g.role.allows(action, false))
     }
 
+    /// Whether any of the caller's roles applies at, above or inside `scope` (what ARM's
+    /// lists show: a subscription in which one holds anything at all).
+    pub fn has_grant_within(&self, scope: &str) -> bool {
+        let target = normalize_scope(scope);
+        self.grants.iter().any(|g| covers(&g.scope, &target) || covers(&target, &g.scope))
+    }
+
     /// [`allows`](Self::allows), as ARM answers a refusal.
     pub fn check(&self, action: &str, scope: &str) -> Result<(), AuthError> {
         if self.allows(action, scope) {

@@ -28,6 +28,6 @@ pub use caller::{
 pub use error::AuthError;
 pub use keys::KeyRing;
 pub use service::{
-    ADMIN_USER, Bootstrap, DEFAULT_AUDIENCES, Identity, IdentitySettings, NULL_GUID, NewSecret,
-    RegistryCredential, RoleBody, registry_issuer,
+    ADMIN_USER, Bootstrap, DEFAULT_AUDIENCES, DEFAULT_MAX_FAILURES, Identity, IdentitySettings,
+    NULL_GUID, NewSecret, RegistryCredential, RoleBody, registry_issuer,
 };

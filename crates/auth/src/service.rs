@@ -35,6 +35,9 @@ pub struct IdentitySettings {
     /// The audiences identity tokens may be issued for and are accepted with (ARM's, the
     /// registries', and this server's management endpoint).
     pub audiences: Vec<String>,
+    /// Failed sign-ins per principal name per minute before it is refused for a while (ten
+    /// times as many per client address).
+    pub max_failed_sign_ins: u32,
     /// Access control on: requests are authenticated and checked. Off, every request may do
     /// anything (a development server on a trusted machine).
     pub enforced: bool,
@@ -49,6 +52,7 @@ impl IdentitySettings {
             registry_access_ttl: Duration::from_secs(20 * 60),
             audiences: DEFAULT_AUDIENCES.iter().map(|a| a.to_string()).collect(),
             enforced: true,
+            max_failed_sign_ins: DEFAULT_MAX_FAILURES,
         }
     }
 }
@@ -73,8 +77,9 @@ const GRANTS_TTL: Duration = Duration::from_secs(30);
 /// request are hashed once, not per request.
 const SECRET_CACHE_TTL: Duration = Duration::from_secs(300);
 const CACHE_MAX: usize = 10_000;
-/// Failed sign-ins allowed per client address and per principal name in a window.
-const MAX_FAILURES: u32 = 10;
+/// Failed sign-ins allowed per principal name in a window, unless configured (ten times as
+/// many per client address).
+pub const DEFAULT_MAX_FAILURES: u32 = 10;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -92,19 +97,29 @@ fn now_ms() -> i64 {
     wharf_storage::now_millis()
 }
 
-/// Counts failed sign-ins per key (a client address, a principal name) and refuses more
-/// than [`MAX_FAILURES`] in a window: credential stuffing meets a wall before the hash.
-#[derive(Default)]
+/// Counts failed sign-ins per key (a principal name, a client address) and refuses more
+/// than `per_name` for a name, or ten times that from an address, in a window: credential
+/// stuffing meets a wall before the hash, and one noisy address can't lock a name out for
+/// others without also hitting the name's own limit.
 struct FailureLimiter {
     failures: Mutex<HashMap<String, (u32, Instant)>>,
+    per_name: u32,
 }
 
 impl FailureLimiter {
+    fn new(per_name: u32) -> FailureLimiter {
+        FailureLimiter { failures: Mutex::default(), per_name: per_name.max(1) }
+    }
+
+    fn limit(&self, key: &str) -> u32 {
+        if key.starts_with("ip:") { self.per_name.saturating_mul(10) } else { self.per_name }
+    }
+
     fn check(&self, keys: &[String]) -> Result<(), AuthError> {
         let map = lock(&self.failures);
         for k in keys {
             if let Some((n, since)) = map.get(k)
-                && *n >= MAX_FAILURES
+                && *n >= self.limit(k)
                 && since.elapsed() < FAILURE_WINDOW
             {
                 let left = FAILURE_WINDOW.saturating_sub(since.elapsed()).as_secs().max(1);
@@ -198,6 +213,7 @@ impl Identity {
             records.push(k);
         }
         let keys = KeyRing::from_records(&records)?;
+        let settings_max_failures = settings.max_failed_sign_ins;
         let identity = Identity {
             store,
             settings,
@@ -205,7 +221,7 @@ impl Identity {
             keys: RwLock::new(Arc::new(keys)),
             grants: Mutex::default(),
             secrets: Mutex::default(),
-            failures: FailureLimiter::default(),
+            failures: FailureLimiter::new(settings_max_failures),
         };
         let mut boot = Bootstrap::default();
         if identity.store.principal_named(&identity.tenant, ADMIN_USER).await?.is_none() {
@@ -288,8 +304,8 @@ impl Identity {
             .chain_update(secret.as_bytes())
             .finalize()
             .into();
-        if let Some((_, at)) = lock(&self.secrets).get(&key)
-            && at.elapsed() < SECRET_CACHE_TTL
+        if let Some((_, until)) = lock(&self.secrets).get(&key)
+            && Instant::now() < *until
         {
             return Ok(true);
         }
@@ -297,22 +313,25 @@ impl Identity {
         let credentials = self.store.credentials(&p.id).await?;
         // Hashing is slow on purpose: run it off the async threads.
         let secret = secret.to_owned();
-        let ok = tokio::task::spawn_blocking(move || {
+        let matched = tokio::task::spawn_blocking(move || {
             credentials
-                .iter()
+                .into_iter()
                 .filter(|c| c.expires_at.is_none_or(|e| e > now))
-                .any(|c| secret::verify(&secret, &c.hash))
+                .find(|c| secret::verify(&secret, &c.hash))
         })
         .await
         .map_err(|e| AuthError::Internal(e.to_string()))?;
-        if ok {
-            let mut cache = lock(&self.secrets);
-            if cache.len() > CACHE_MAX {
-                cache.clear();
-            }
-            cache.insert(key, (p.clone(), Instant::now()));
+        let Some(c) = matched else { return Ok(false) };
+        // Remembered for a while, never past the secret's own expiry.
+        let left = c.expires_at.map_or(SECRET_CACHE_TTL, |e| {
+            Duration::from_millis(u64::try_from(e - now).unwrap_or(0)).min(SECRET_CACHE_TTL)
+        });
+        let mut cache = lock(&self.secrets);
+        if cache.len() > CACHE_MAX {
+            cache.clear();
         }
-        Ok(ok)
+        cache.insert(key, (p.clone(), Instant::now() + left));
+        Ok(true)
     }
 
     /// Sign in with a name (a user's sign-in name, or a service principal's app id) and a
@@ -1150,7 +1169,7 @@ mod tests {
             AuthError::InvalidCredentials
         );
         let ip: IpAddr = "10.1.1.1".parse().unwrap();
-        for _ in 0..MAX_FAILURES {
+        for _ in 0..DEFAULT_MAX_FAILURES * 10 {
             let _ = id.sign_in(None, &secret::generate(8), "x", Some(ip)).await;
         }
         // Even the right password is refused from that address for a while.

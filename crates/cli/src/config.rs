@@ -9,6 +9,7 @@
 //!
 //! [auth]
 //! enabled = true              # false: anyone who reaches the port may do anything
+//! max_failed_sign_ins = 10    # per name per minute (x10 per client address)
 //!
 //! [gc]
 //! interval = "1h"
@@ -82,6 +83,7 @@ pub(crate) struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct AuthConfig {
     pub(crate) enabled: Option<bool>,
+    pub(crate) max_failed_sign_ins: Option<u32>,
 }
 
 /// `[limits]`: see `wharf_server::Limits` for what each one bounds.

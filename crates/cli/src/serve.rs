@@ -35,6 +35,8 @@ pub(crate) struct ServeConfig {
     pub(crate) blocking_threads: usize,
     /// Access control on.
     pub(crate) auth: bool,
+    /// Failed sign-ins per name per minute.
+    pub(crate) max_failed_sign_ins: u32,
     /// What clients reach, if set (else derived from the listen address).
     pub(crate) public_url: Option<String>,
 }
@@ -194,6 +196,11 @@ impl ServeConfig {
             limits,
             blocking_threads,
             auth: !args.no_auth && file.auth.enabled.unwrap_or(true),
+            max_failed_sign_ins: match file.auth.max_failed_sign_ins {
+                Some(0) => anyhow::bail!("auth.max_failed_sign_ins must be at least 1"),
+                Some(n) => n,
+                None => wharf_auth::DEFAULT_MAX_FAILURES,
+            },
             public_url: match args.public_url.or(file.public_url) {
                 Some(u) => {
                     let parsed = reqwest::Url::parse(&u)
@@ -351,6 +358,7 @@ async fn open_identity(
     let mut settings = wharf_auth::IdentitySettings::new(&base);
     settings.audiences.push(format!("{base}/"));
     settings.enforced = config.auth;
+    settings.max_failed_sign_ins = config.max_failed_sign_ins;
     let admin_password = std::env::var("WHARF_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
     if admin_password.as_ref().is_some_and(|p| p.len() < 12) {
         anyhow::bail!("WHARF_ADMIN_PASSWORD must be at least 12 characters long");

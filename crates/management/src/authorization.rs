@@ -31,10 +31,31 @@ struct Filter {
     at_scope: bool,
 }
 
+/// Split at ` and ` outside quotes (a role name may contain "and").
+fn split_and(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\'' {
+            quoted = !quoted;
+        } else if !quoted && text[i..].to_ascii_lowercase().starts_with(" and ") {
+            out.push(&text[start..i]);
+            i += 5;
+            start = i;
+            continue;
+        }
+        i += 1;
+    }
+    out.push(&text[start..]);
+    out
+}
+
 fn parse_filter(filter: Option<&str>) -> Result<Filter, ArmError> {
     let mut f = Filter::default();
     let Some(text) = filter.map(str::trim).filter(|t| !t.is_empty()) else { return Ok(f) };
-    for clause in text.split(" and ") {
+    for clause in split_and(text) {
         let clause = clause.trim();
         if clause.eq_ignore_ascii_case("atScope()") {
             f.at_scope = true;
@@ -352,6 +373,8 @@ mod tests {
         assert!(f.at_scope);
         assert_eq!(f.principal_id.as_deref(), Some("abc"));
         assert!(parse_filter(Some("name eq 'x'")).is_err());
+        let f = parse_filter(Some("roleName eq 'Data Importer and Data Reader'")).unwrap();
+        assert_eq!(f.role_name.as_deref(), Some("Data Importer and Data Reader"));
         assert!(parse_filter(None).unwrap().role_name.is_none());
     }
 }

@@ -111,18 +111,16 @@ impl Route {
         let sub = |s: &str| format!("/subscriptions/{s}");
         let rg = |s: &str, g: &str| format!("/subscriptions/{s}/resourceGroups/{g}");
         Some(match self {
-            ListTenants => return None,
-            ListSubscriptions => (actions::SUBSCRIPTION_READ, "/".into()),
+            // Lists: any signed-in caller, who sees what they may read (as ARM lists).
+            ListTenants | ListSubscriptions => return None,
             GetSubscription(s) => (actions::SUBSCRIPTION_READ, sub(s)),
             PutSubscription(s) => (actions::SUBSCRIPTION_WRITE, sub(s)),
-            ListResourceGroups(s) => (actions::RESOURCE_GROUP_READ, sub(s)),
+            ListResourceGroups(_) | ListRegistries(..) => return None,
             GetResourceGroup(s, g) | HeadResourceGroup(s, g) => {
                 (actions::RESOURCE_GROUP_READ, rg(s, g))
             }
             PutResourceGroup(s, g) => (actions::RESOURCE_GROUP_WRITE, rg(s, g)),
             DeleteResourceGroup(s, g) => (actions::RESOURCE_GROUP_DELETE, rg(s, g)),
-            ListRegistries(s, None) => (actions::REGISTRY_READ, sub(s)),
-            ListRegistries(s, Some(g)) => (actions::REGISTRY_READ, rg(s, g)),
             CheckName(s) => (actions::CHECK_NAME, sub(s)),
             GetRegistry(id) => (actions::REGISTRY_READ, id.to_string()),
             PutRegistry(id) | PatchRegistry(id) => (actions::REGISTRY_WRITE, id.to_string()),
@@ -442,6 +440,7 @@ async fn handle(
         }
         Route::ListSubscriptions => {
             let mut v = m.list_subscriptions().await?;
+            keep(&mut v, |id| caller.has_grant_within(id));
             add_tenant(&mut v, identity.default_tenant());
             Ok(ok(StatusCode::OK, v))
         }
@@ -474,7 +473,9 @@ async fn handle(
             Ok(if gone { StatusCode::OK } else { StatusCode::NO_CONTENT }.into_response())
         }
         Route::ListRegistries(sub, rg) => {
-            Ok(ok(StatusCode::OK, m.list_registries(Some(&sub), rg.as_deref()).await?))
+            let mut v = m.list_registries(Some(&sub), rg.as_deref()).await?;
+            keep(&mut v, |id| caller.allows(actions::REGISTRY_READ, id));
+            Ok(ok(StatusCode::OK, v))
         }
         Route::CheckName(sub) => {
             Ok(ok(StatusCode::OK, m.check_name_availability(&sub, &json_body(&body)?).await?))
@@ -564,6 +565,13 @@ async fn handle(
         Route::DeleteRoleAssignment(scope, name) => {
             Ok(deleted(authz::delete_role_assignment(identity, &scope, &name).await?))
         }
+    }
+}
+
+/// Keep the items of a `{"value":[…]}` list whose `id` passes `visible`.
+fn keep(v: &mut Value, visible: impl Fn(&str) -> bool) {
+    if let Some(items) = v.get_mut("value").and_then(Value::as_array_mut) {
+        items.retain(|i| i["id"].as_str().is_some_and(&visible));
     }
 }
 

@@ -523,10 +523,12 @@ fn authorization_matrix() {
     }
     let w = &world.w;
 
-    // The callers.
+    // The callers (and every secret they hold, to look for in the log afterwards).
+    let mut secrets: Vec<String> = Vec::new();
     let mut who: Vec<Who> =
         vec![Who { name: "anonymous".into(), arm: None, arm_na: false, data: None }];
     let pull = create_sp(w, "puller");
+    secrets.push(pull.secret.clone());
     assign(w, &pull.id, "AcrPull", RG);
     who.push(Who {
         name: "wrong-password".into(),
@@ -535,6 +537,7 @@ fn authorization_matrix() {
         data: Some(basic(&pull.app, "not-the-secret")),
     });
     let expired = create_sp(w, "expired");
+    secrets.push(expired.secret.clone());
     assign(w, &expired.id, "AcrPull", RG);
     let db = w.data.join("wharf.db");
     run(Command::new("python3").args([
@@ -577,6 +580,7 @@ fn authorization_matrix() {
     ];
     for role in roles {
         let sp = create_sp(w, &role.replace(' ', "-"));
+        secrets.push(sp.secret.clone());
         assign(w, &sp.id, role, RG);
         who.push(Who {
             name: role.into(),
@@ -586,6 +590,7 @@ fn authorization_matrix() {
         });
     }
     let nobody = create_sp(w, "no-role");
+    secrets.push(nobody.secret.clone());
     who.push(Who {
         name: "no role assignment".into(),
         arm: Some(format!("Bearer {}", w.token_for_app(&nobody.app, &nobody.secret))),
@@ -605,6 +610,7 @@ fn authorization_matrix() {
     );
     assert_eq!(s, 201, "{v}");
     let importer = create_sp(w, "importer");
+    secrets.push(importer.secret.clone());
     assign(w, &importer.id, "Importer only", RG);
     who.push(Who {
         name: "custom: import only".into(),
@@ -673,5 +679,736 @@ fn authorization_matrix() {
     }
     out.push_str("TOK: what the token grants (r = pull, w = push); - = not applicable\n");
     println!("{out}");
+    // No secret or token used above reached the log.
+    let log = world.w.log();
+    for caller in &who {
+        for cred in [&caller.arm, &caller.data].into_iter().flatten() {
+            let secret = cred.split_once(' ').map_or(cred.as_str(), |(_, s)| s);
+            assert!(!log.contains(secret), "{}'s credentials are in the log", caller.name);
+        }
+    }
+    assert!(!log.contains(ADMIN_PASSWORD));
+    for secret in &secrets {
+        assert!(!log.contains(secret.as_str()), "a client secret is in the log");
+    }
     insta::assert_snapshot!("authorization_matrix", out);
+}
+
+/// A registry access token of `w`'s default registry for `scope`, as the admin.
+fn registry_token(w: &Wharf, host: &str, scope: &str) -> String {
+    let r = anon_client()
+        .get(format!("{}/oauth2/token?service=x&scope={scope}", w.url()))
+        .header("host", host)
+        .header("authorization", admin_basic())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().unwrap()["access_token"].as_str().unwrap().to_owned()
+}
+
+fn with_payload(token: &str, change: impl FnOnce(&mut Value)) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut p = payload(token);
+    change(&mut p);
+    format!("{}.{}.{}", parts[0], b64.encode(p.to_string()), parts[2])
+}
+
+#[test]
+fn tokens_cannot_be_forged_widened_or_carried_elsewhere() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let w = Wharf::start();
+    w.reg().push_image("a", "v1", &[b"layer a"]);
+    w.reg().push_image("b", "v1", &[b"layer b"]);
+    cli(&w, &["registry", "create", "-n", "second1"]).ok_json();
+    let get = |host: &str, path: &str, auth: &str| {
+        anon_client()
+            .get(format!("{}{path}", w.url()))
+            .header("host", host)
+            .header("authorization", auth)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let host = w.host();
+    let a = registry_token(&w, &host, "repository:a:pull");
+    assert_eq!(get(&host, "/v2/a/manifests/v1", &format!("Bearer {a}")), 200);
+    // A token for `a` opens nothing in `b`, nor in another registry of the same server.
+    assert_eq!(get(&host, "/v2/b/manifests/v1", &format!("Bearer {a}")), 401);
+    let second = format!("second1.localhost:{}", w.port);
+    assert_eq!(get(&second, "/v2/a/manifests/v1", &format!("Bearer {a}")), 401);
+    // Widening the claims breaks the signature.
+    let widened = with_payload(&a, |p| {
+        p["access"] = json!([{"type": "repository", "name": "b", "actions": ["pull", "push"]}])
+    });
+    assert_eq!(get(&host, "/v2/b/manifests/v1", &format!("Bearer {widened}")), 401);
+    let longer = with_payload(&a, |p| p["exp"] = json!(p["exp"].as_i64().unwrap() + 86400));
+    assert_eq!(get(&host, "/v2/a/manifests/v1", &format!("Bearer {longer}")), 401);
+    // `alg: none`, and HMAC keyed with the public key (key confusion).
+    let claims = payload(&a);
+    let none = format!(
+        "{}.{}.",
+        b64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        b64.encode(claims.to_string())
+    );
+    assert_eq!(get(&host, "/v2/a/manifests/v1", &format!("Bearer {none}")), 401);
+    let jwks: Value = anon_client()
+        .get(format!("{}/common/discovery/v2.0/keys", w.url()))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let public = jwks["keys"][0].to_string();
+    let header = b64.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
+    let body = b64.encode(claims.to_string());
+    let signing_input = format!("{header}.{body}");
+    let mac = hmac_sha256(public.as_bytes(), signing_input.as_bytes());
+    let confused = format!("{signing_input}.{}", b64.encode(mac));
+    assert_eq!(get(&host, "/v2/a/manifests/v1", &format!("Bearer {confused}")), 401);
+    // A token of another wharf (another key) is nobody here.
+    let other = Wharf::start();
+    let foreign = registry_token(&other, &other.host(), "repository:a:pull");
+    assert_eq!(get(&host, "/v2/a/manifests/v1", &format!("Bearer {foreign}")), 401);
+    // Tokens don't cross planes: a management token isn't a registry token and back.
+    let mgmt = w.admin_token();
+    assert_eq!(get(&host, "/v2/a/manifests/v1", &format!("Bearer {mgmt}")), 401);
+    let (s, _) = arm_as(&w, Some(&a), Method::GET, "/subscriptions", None);
+    assert_eq!(s, 401);
+    // The challenge says what went wrong.
+    let r = anon_client()
+        .get(format!("{}/v2/a/manifests/v1", w.url()))
+        .header("authorization", format!("Bearer {widened}"))
+        .send()
+        .unwrap();
+    let challenge = header_value(&r, "www-authenticate");
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    assert!(challenge.contains(&format!("realm=\"http://{host}/oauth2/token\"")), "{challenge}");
+}
+
+fn header_value(r: &reqwest::blocking::Response, name: &str) -> String {
+    r.headers().get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
+}
+
+/// HMAC-SHA256 (RFC 2104), written out: only this test forges one.
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut k = if key.len() > 64 { Sha256::digest(key).to_vec() } else { key.to_vec() };
+    k.resize(64, 0);
+    let inner: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
+    let outer: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
+    let ih = Sha256::new().chain_update(&inner).chain_update(msg).finalize();
+    Sha256::new().chain_update(&outer).chain_update(ih).finalize().to_vec()
+}
+
+#[test]
+fn credential_stuffing_meets_a_wall_per_name_and_address() {
+    let w = Wharf::start();
+    let sp = create_sp(&w, "target");
+    assign(&w, &sp.id, "AcrPull", &registry_id("default"));
+    let v2 = |user: &str, password: &str| {
+        anon_client()
+            .get(format!("{}/v2/", w.url()))
+            .header("authorization", basic(user, password))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    for _ in 0..10 {
+        assert_eq!(v2(&sp.app, "guess"), 401);
+    }
+    // The name is locked for a while: even the right secret, on every endpoint.
+    assert_eq!(v2(&sp.app, &sp.secret), 429);
+    let r = anon_client()
+        .post(format!("{}/common/oauth2/v2.0/token", w.url()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", sp.app.as_str()),
+            ("client_secret", sp.secret.as_str()),
+            ("scope", "https://management.azure.com/.default"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    // Others from the same address are not locked out by it.
+    assert_eq!(v2("admin", ADMIN_PASSWORD), 200);
+    // Guessing many names from one address hits the address's own (higher) limit.
+    for i in 0..100 {
+        v2(&format!("nobody{i}"), "guess");
+    }
+    assert_eq!(v2("admin", ADMIN_PASSWORD), 429);
+    // Secrets are never echoed.
+    assert!(!w.log().contains(&sp.secret));
+}
+
+#[test]
+fn abac_conditions_scope_a_role_to_repositories() {
+    let w = Wharf::start();
+    let id = registry_id("default");
+    let (s, _) = arm(
+        &w,
+        Method::PATCH,
+        &id,
+        Some(json!({"properties": {"roleAssignmentMode": "AbacRepositoryPermissions"}})),
+    );
+    assert_eq!(s, 200);
+    let admin = cli(&w, &["ad", "user", "show", "--id", "admin"]).ok_json();
+    let admin_id = admin["id"].as_str().unwrap();
+    assign(&w, admin_id, "Container Registry Repository Contributor", &id);
+    for repo in ["samples/app", "prod/app"] {
+        w.reg().push_image(repo, "v1", &[repo.as_bytes()]);
+    }
+    let sp = create_sp(&w, "samples-reader");
+    let condition = "((!(ActionMatches{'Microsoft.ContainerRegistry/registries/repositories/content/read'})) OR (@Request[Microsoft.ContainerRegistry/registries/repositories:name] StringStartsWithIgnoreCase 'samples/'))";
+    let (s, v) = arm(
+        &w,
+        Method::PUT,
+        &format!("{id}/providers/Microsoft.Authorization/roleAssignments/{}", uuid()),
+        Some(json!({"properties": {
+            "roleDefinitionId": role_id(&w, "Container Registry Repository Reader"),
+            "principalId": sp.id, "condition": condition, "conditionVersion": "2.0"}})),
+    );
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["properties"]["condition"], condition);
+    let get = |path: &str| {
+        anon_client()
+            .get(format!("{}{path}", w.url()))
+            .header("authorization", basic(&sp.app, &sp.secret))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(get("/v2/samples/app/manifests/v1"), 200);
+    assert_eq!(get("/v2/prod/app/manifests/v1"), 401);
+    // Names are checked before permissions: no way around the condition through the path.
+    // (Sent as-is: reqwest would normalise `..` away.)
+    let auth = basic(&sp.app, &sp.secret);
+    for path in [
+        "/v2/samples/../prod/app/manifests/v1",
+        "/v2/samples/%2e%2e/prod/app/manifests/v1",
+        "/v2/samples/..%2fprod/app/manifests/v1",
+        "/v2/SAMPLES/../prod/app/manifests/v1",
+    ] {
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+        );
+        let res = raw_request(w.port, &head, b"", false);
+        assert!(res.starts_with("HTTP/1.1 400"), "{path}: {res}");
+        assert!(res.contains("NAME_INVALID"), "{path}: {res}");
+    }
+    // The token service grants along the same line.
+    let token = |scope: &str| {
+        let r = anon_client()
+            .get(format!("{}/oauth2/token?scope={scope}", w.url()))
+            .header("authorization", basic(&sp.app, &sp.secret))
+            .send()
+            .unwrap();
+        payload(r.json::<Value>().unwrap()["access_token"].as_str().unwrap())["access"].clone()
+    };
+    assert_eq!(token("repository:samples/app:pull,push")[0]["actions"], json!(["pull"]));
+    assert_eq!(token("repository:prod/app:pull")[0]["actions"], json!([]));
+    // A condition that doesn't parse is refused, not stored.
+    let (s, v) = arm(
+        &w,
+        Method::PUT,
+        &format!("{id}/providers/Microsoft.Authorization/roleAssignments/{}", uuid()),
+        Some(json!({"properties": {
+            "roleDefinitionId": role_id(&w, "Container Registry Repository Reader"),
+            "principalId": sp.id, "condition": "@Request[x] Foo 'y'"}})),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("condition"), "{v}");
+}
+
+/// A registry refresh token for `host` in exchange for an identity token (`/oauth2/exchange`).
+fn exchange(w: &Wharf, host: &str, identity_token: &str) -> String {
+    let r = anon_client()
+        .post(format!("{}/oauth2/exchange", w.url()))
+        .header("host", host)
+        .form(&[
+            ("grant_type", "access_token"),
+            ("service", host),
+            ("access_token", identity_token),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().unwrap()["refresh_token"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn import_takes_every_credential_kind_of_another_wharf() {
+    let source = Wharf::start();
+    let (_, digest) = source.reg().push_image("team/app", "v1", &[b"from the other wharf"]);
+    let reader = create_sp(&source, "reader");
+    assign(&source, &reader.id, "AcrPull", &registry_id("default"));
+    let deleter = create_sp(&source, "deleter");
+    assign(&source, &deleter.id, "AcrDelete", &registry_id("default"));
+    let identity_token = source.token_for_app(&reader.app, &reader.secret);
+    let refresh = exchange(&source, &source.host(), &identity_token);
+
+    let w = Wharf::start_with(&["--insecure-source", &source.host()]);
+    let src = format!("{}/team/app:v1", source.host());
+    let import = |tag: &str, creds: &[&str]| {
+        let mut args = vec!["import", "-n", "default", "--source", &src, "-t", tag];
+        args.extend_from_slice(creds);
+        cli(&w, &args)
+    };
+    // A service principal's app id and secret.
+    import("sp:v1", &["-u", &reader.app, "-p", &reader.secret]).ok_json();
+    // An identity access token as the password, no user name (`az account get-access-token`).
+    import("token:v1", &["-p", &identity_token]).ok_json();
+    // A user's name and password.
+    import("user:v1", &["-u", "admin", "-p", ADMIN_PASSWORD]).ok_json();
+    // A registry refresh token with the null GUID as user name.
+    import("refresh:v1", &["-u", "00000000-0000-0000-0000-000000000000", "-p", &refresh]).ok_json();
+    for repo in ["sp", "token", "user", "refresh"] {
+        let m = manifest_bytes(&w.url(), None, repo, "v1").unwrap();
+        assert_eq!(digest_of(&m), digest, "{repo}");
+    }
+    // Refusals, typed, with no secret in the message.
+    let err = import("wrong:v1", &["-u", &reader.app, "-p", "not-it"]).err_line();
+    assert!(err.contains("SourceUnauthorized"), "{err}");
+    assert!(!err.contains("not-it"));
+    let err = import("none:v1", &[]).err_line();
+    assert!(err.contains("SourceUnauthorized"), "{err}");
+    let err = import("nopull:v1", &["-u", &deleter.app, "-p", &deleter.secret]).err_line();
+    assert!(err.contains("SourceUnauthorized") || err.contains("SourceForbidden"), "{err}");
+    for secret in [&reader.secret, &identity_token, &refresh, &deleter.secret] {
+        assert!(!w.log().contains(secret.as_str()), "a secret in the target's log");
+        assert!(!source.log().contains(secret.as_str()), "a secret in the source's log");
+    }
+}
+
+#[test]
+fn import_needs_import_on_the_target_and_pull_on_a_same_server_source() {
+    let w = Wharf::start();
+    for name in ["srcreg1", "tgtreg1"] {
+        cli(&w, &["registry", "create", "-n", name]).ok_json();
+    }
+    let src_host = format!("srcreg1.localhost:{}", w.port);
+    let reg = w.reg();
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let layer = bytes(3, 5000);
+    for b in [&config, &layer] {
+        let r = reg
+            .http
+            .post(reg.url(&format!("/v2/app/blobs/uploads/?digest={}", digest_of(b))))
+            .header("host", &src_host)
+            .body(b.clone())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let m = image_manifest(&config, &[&layer]);
+    let r = reg
+        .http
+        .put(reg.url("/v2/app/manifests/v1"))
+        .header("host", &src_host)
+        .header("content-type", OCI_MANIFEST)
+        .body(m.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (src_id, tgt_id) = (registry_id("srcreg1"), registry_id("tgtreg1"));
+    let import = |token: &str, source: Value| {
+        arm_as(
+            &w,
+            Some(token),
+            Method::POST,
+            &format!("{tgt_id}/importImage"),
+            Some(json!({"source": source, "targetTags": ["app:v1"], "mode": "Force"})),
+        )
+    };
+    let by_id = json!({"resourceId": src_id, "sourceImage": "app:v1"});
+
+    // AcrPush alone can't import (ACR: import is a management action).
+    let pusher = create_sp(&w, "pusher");
+    assign(&w, &pusher.id, "AcrPush", &tgt_id);
+    assign(&w, &pusher.id, "AcrPull", &src_id);
+    let (s, v) = import(&w.token_for_app(&pusher.app, &pusher.secret), by_id.clone());
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(v["error"]["code"], "AuthorizationFailed");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("importImage/action") && message.contains(&pusher.id), "{message}");
+
+    // Import on the target but no pull on the source.
+    let importer = create_sp(&w, "importer");
+    assign(&w, &importer.id, "Container Registry Data Importer and Data Reader", &tgt_id);
+    let token = w.token_for_app(&importer.app, &importer.secret);
+    let (s, v) = import(&token, by_id.clone());
+    assert_eq!(s, 403, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("pull/read"), "{v}");
+    assert!(
+        manifest_bytes(&w.url(), Some(&format!("tgtreg1.localhost:{}", w.port)), "app", "v1")
+            .is_none()
+    );
+
+    // Given pull on the source too, it imports.
+    assign(&w, &importer.id, "AcrPull", &src_id);
+    let (s, v) = import(&token, by_id);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        manifest_bytes(&w.url(), Some(&format!("tgtreg1.localhost:{}", w.port)), "app", "v1"),
+        Some(m)
+    );
+
+    // A login server of this server with credentials is read as those credentials (and
+    // anonymously without any), not as the caller.
+    let by_uri = |creds: Option<(&str, &str)>| {
+        let mut src = json!({"registryUri": src_host, "sourceImage": "app:v1"});
+        if let Some((u, p)) = creds {
+            src["credentials"] = json!({"username": u, "password": p});
+        }
+        src
+    };
+    let (s, v) = import(&w.admin_token(), by_uri(None));
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["code"], "SourceUnauthorized");
+    let nobody = create_sp(&w, "nobody");
+    let (s, v) = import(&w.admin_token(), by_uri(Some((&nobody.app, &nobody.secret))));
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = import(&w.admin_token(), by_uri(Some((&importer.app, &importer.secret))));
+    assert_eq!(s, 200, "{v}");
+}
+
+#[test]
+fn service_principals_and_roles_from_the_cli_with_real_clients() {
+    let w = Wharf::start();
+    let id = registry_id("default");
+    let sp =
+        cli(&w, &["ad", "sp", "create-for-rbac", "-n", "ci", "--role", "AcrPush", "--scopes", &id])
+            .ok_json();
+    let (app, secret) = (sp["appId"].as_str().unwrap(), sp["password"].as_str().unwrap());
+    assert!(sp["tenant"].as_str().is_some_and(|t| t.len() == 36), "{sp}");
+    // The secret is shown once: never in a listing.
+    let listed = cli(&w, &["ad", "sp", "list"]);
+    assert!(!listed.stdout.contains(secret));
+    assert!(listed.stdout.contains(app));
+
+    // skopeo pushes and reads with the service principal.
+    w.reg().push_image("base", "v1", &[b"base layer"]);
+    let sp_creds = format!("{app}:{secret}");
+    let copy = |from: &str, to: &str, creds: &str| {
+        Command::new("skopeo")
+            .args(["copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false"])
+            .args(["--src-creds", creds, "--dest-creds", creds])
+            .arg(format!("docker://{}/{from}", w.host()))
+            .arg(format!("docker://{}/{to}", w.host()))
+            .output()
+            .unwrap()
+    };
+    let out = copy("base:v1", "ci/app:v1", &sp_creds);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(manifest_bytes(&w.url(), None, "ci/app", "v1").is_some());
+    // … and with a refresh token (the null GUID as user name), as `az acr login --expose-token` hands out.
+    let refresh = exchange(&w, &w.host(), &w.token_for_app(app, secret));
+    let out =
+        copy("base:v1", "ci/app:v2", &format!("00000000-0000-0000-0000-000000000000:{refresh}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The assignment is listed, and deleting it takes the access away at once.
+    let assignments = cli(&w, &["role", "assignment", "list", "--assignee", app]).ok_json();
+    assert_eq!(assignments.as_array().unwrap().len(), 1, "{assignments}");
+    assert_eq!(assignments[0]["properties"]["roleDefinitionName"], "AcrPush");
+    cli(
+        &w,
+        &["role", "assignment", "delete", "--assignee", app, "--role", "AcrPush", "--scope", &id],
+    )
+    .ok_json_or_empty();
+    let out = copy("base:v1", "ci/app:v3", &sp_creds);
+    assert!(!out.status.success(), "pushed without a role");
+
+    // A reset secret replaces the old one.
+    cli(
+        &w,
+        &["role", "assignment", "create", "--assignee", app, "--role", "AcrPull", "--scope", &id],
+    )
+    .ok_json();
+    let reset = cli(&w, &["ad", "sp", "credential", "reset", "--id", app]).ok_json();
+    let new_secret = reset["password"].as_str().unwrap();
+    assert_ne!(new_secret, secret);
+    let v2 = |user: &str, password: &str| {
+        anon_client()
+            .get(format!("{}/v2/base/manifests/v1", w.url()))
+            .header("authorization", basic(user, password))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(v2(app, secret), 401);
+    assert_eq!(v2(app, new_secret), 200);
+
+    // `wharf login` as the service principal: later commands run as it, until logout.
+    let logged = cli_as(&w, None, &["login", "--service-principal", "-u", app, "-p", new_secret]);
+    let v = logged.ok_json();
+    assert_eq!(v[0]["user"]["type"], "servicePrincipal");
+    let tokens = w.data.with_extension("cli").join("tokens.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&tokens).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(
+        !std::fs::read_to_string(&tokens).unwrap().contains(new_secret),
+        "only tokens are cached"
+    );
+    let tags = cli_as(
+        &w,
+        None,
+        &["repository", "show-tags", "-n", "default", "-g", "default", "--repository", "base"],
+    );
+    // AcrPull may read tags but not the registry's ARM resource, which the CLI looks up
+    // first: as with az, a role with `registries/read` is needed too.
+    let err = tags.err_line();
+    assert!(err.contains("AuthorizationFailed") && err.contains("registries/read"), "{err}");
+    cli(
+        &w,
+        &["role", "assignment", "create", "--assignee", app, "--role", "Reader", "--scope", &id],
+    )
+    .ok_json();
+    let tags =
+        cli_as(&w, None, &["repository", "show-tags", "-n", "default", "--repository", "base"]);
+    assert_eq!(tags.ok_json(), json!(["v1"]));
+    cli_as(&w, None, &["logout"]).ok_json_or_empty();
+    let err = cli_as(&w, None, &["registry", "list"]).err_line();
+    assert!(err.contains("AuthenticationFailed"), "{err}");
+
+    // Deleting the service principal ends it.
+    cli(&w, &["ad", "sp", "delete", "--id", app]).ok_json_or_empty();
+    assert_eq!(v2(app, new_secret), 401);
+    // A user: created, signs in, has no roles (sees nothing), deleted.
+    cli(
+        &w,
+        &[
+            "ad",
+            "user",
+            "create",
+            "--user-principal-name",
+            "dev@example.com",
+            "--password",
+            "a-long-password-1",
+        ],
+    )
+    .ok_json();
+    let listed =
+        cli_as(&w, Some(("dev@example.com", "a-long-password-1")), &["registry", "list"]).ok_json();
+    assert_eq!(listed, json!([]));
+    cli(&w, &["ad", "user", "delete", "--id", "dev@example.com"]).ok_json_or_empty();
+    let err = cli_as(&w, Some(("dev@example.com", "a-long-password-1")), &["registry", "list"])
+        .err_line();
+    assert!(err.contains("sign-in"), "{err}");
+    // The admin can't be deleted, nor its last Owner assignment.
+    let err = cli(&w, &["ad", "user", "delete", "--id", "admin"]).err_line();
+    assert!(err.contains("admin user can't be deleted"), "{err}");
+    let err = cli(
+        &w,
+        &["role", "assignment", "delete", "--assignee", "admin", "--role", "Owner", "--scope", "/"],
+    )
+    .err_line();
+    assert!(err.contains("last Owner"), "{err}");
+}
+
+#[test]
+fn bad_input_on_the_identity_endpoints_gets_each_protocols_error() {
+    let w = Wharf::start();
+    let id = registry_id("default");
+    let ra = |name: &str, body: Value| {
+        arm(
+            &w,
+            Method::PUT,
+            &format!("{id}/providers/Microsoft.Authorization/roleAssignments/{name}"),
+            Some(body),
+        )
+    };
+    let admin = cli(&w, &["ad", "user", "show", "--id", "admin"]).ok_json();
+    let good = json!({"properties": {"roleDefinitionId": role_id(&w, "AcrPull"), "principalId": admin["id"]}});
+    for (name, body, code) in [
+        ("not-a-guid", good.clone(), "InvalidRoleAssignmentId"),
+        (
+            &uuid() as &str,
+            json!({"properties": {"principalId": admin["id"]}}),
+            "InvalidRequestContent",
+        ),
+        (
+            &uuid(),
+            json!({"properties": {"roleDefinitionId": "/x/roleDefinitions/00000000-0000-4000-8000-000000000009", "principalId": admin["id"]}}),
+            "BadRequest",
+        ),
+        (
+            &uuid(),
+            json!({"properties": {"roleDefinitionId": role_id(&w, "AcrPull"), "principalId": "nobody-at-all"}}),
+            "PrincipalNotFound",
+        ),
+        (
+            &uuid(),
+            json!({"properties": {"roleDefinitionId": role_id(&w, "AcrPull"), "principalId": admin["id"], "condition": "x", "conditionVersion": "1.0"}}),
+            "InvalidConditionVersion",
+        ),
+        (&uuid(), json!("not an object"), "InvalidRequestContent"),
+    ] {
+        let (s, v) = ra(name, body);
+        assert_eq!((s, v["error"]["code"].as_str()), (400, Some(code)), "{v}");
+    }
+    // The same assignment twice under two names: a conflict, as ARM answers it.
+    let first = uuid();
+    assert_eq!(ra(&first, good.clone()).0, 201);
+    assert_eq!(ra(&first, good.clone()).0, 200, "the same PUT again is fine");
+    let (s, v) = ra(&uuid(), good);
+    assert_eq!((s, v["error"]["code"].as_str()), (409, Some("RoleAssignmentExists")), "{v}");
+    // Built-in roles can't be replaced; custom roles need permissions.
+    let builtin = role_id(&w, "AcrPull");
+    let builtin = builtin.rsplit('/').next().unwrap();
+    let (s, _) = arm(
+        &w,
+        Method::PUT,
+        &format!("/providers/Microsoft.Authorization/roleDefinitions/{builtin}"),
+        Some(json!({"properties": {"roleName": "Mine", "permissions": [{"actions": ["*"]}]}})),
+    );
+    assert_eq!(s, 409);
+    let (s, _) = arm(
+        &w,
+        Method::PUT,
+        &format!("/providers/Microsoft.Authorization/roleDefinitions/{}", uuid()),
+        Some(json!({"properties": {"roleName": "Empty", "permissions": []}})),
+    );
+    assert_eq!(s, 400);
+    // An unknown scope is no route.
+    let (s, v) = arm(
+        &w,
+        Method::GET,
+        "/subscriptions/x/foo/providers/Microsoft.Authorization/roleAssignments",
+        None,
+    );
+    assert_eq!((s, v["error"]["code"].as_str()), (404, Some("InvalidResourceType")), "{v}");
+
+    // The token endpoint answers OAuth2's errors.
+    let token = |form: &[(&str, &str)], tenant: &str| {
+        let r = anon_client()
+            .post(format!("{}/{tenant}/oauth2/v2.0/token", w.url()))
+            .form(form)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap_or(Value::Null))
+    };
+    let scope = ("scope", "https://management.azure.com/.default");
+    for (form, tenant, status, error) in [
+        (vec![("grant_type", "client_credentials"), scope], "common", 400, "invalid_request"),
+        (vec![("grant_type", "implicit"), scope], "common", 400, "unsupported_grant_type"),
+        (
+            vec![("grant_type", "password"), ("username", "admin"), ("password", ADMIN_PASSWORD)],
+            "common",
+            400,
+            "invalid_request",
+        ),
+        (
+            vec![
+                ("grant_type", "password"),
+                ("username", "admin"),
+                ("password", ADMIN_PASSWORD),
+                ("scope", "https://evil.example/.default"),
+            ],
+            "common",
+            400,
+            "invalid_scope",
+        ),
+        (
+            vec![("grant_type", "password"), ("username", "admin"), ("password", "wrong"), scope],
+            "common",
+            400,
+            "invalid_grant",
+        ),
+        (
+            vec![
+                ("grant_type", "client_credentials"),
+                ("client_id", "x"),
+                ("client_secret", "y"),
+                scope,
+            ],
+            "common",
+            401,
+            "invalid_client",
+        ),
+        (
+            vec![
+                ("grant_type", "password"),
+                ("username", "admin"),
+                ("password", ADMIN_PASSWORD),
+                scope,
+            ],
+            "not-a-tenant",
+            400,
+            "invalid_tenant",
+        ),
+    ] {
+        let (s, v) = token(&form, tenant);
+        assert_eq!((s, v["error"].as_str()), (status, Some(error)), "{form:?}: {v}");
+        assert!(v["error_description"].as_str().unwrap().starts_with("AADSTS"), "{v}");
+    }
+    let huge = "x".repeat(100_000);
+    let (s, v) = token(&[("grant_type", huge.as_str())], "common");
+    assert_eq!((s, v["error"].as_str()), (413, Some("invalid_request")), "{v}");
+    // A user's password is no client secret, and a service principal has no password grant.
+    let (s, _) = token(
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", "admin"),
+            ("client_secret", ADMIN_PASSWORD),
+            scope,
+        ],
+        "common",
+    );
+    assert_eq!(s, 401);
+
+    // The registry's token service and exchange answer the OCI error body.
+    let post = |path: &str, form: &[(&str, &str)]| {
+        let r = anon_client().post(format!("{}{path}", w.url())).form(form).send().unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap_or(Value::Null))
+    };
+    for (path, form, status) in [
+        ("/oauth2/exchange", vec![("grant_type", "refresh_token")], 400),
+        ("/oauth2/exchange", vec![("grant_type", "access_token")], 400),
+        (
+            "/oauth2/exchange",
+            vec![("grant_type", "access_token"), ("access_token", "eyJ.x.y")],
+            401,
+        ),
+        ("/oauth2/token", vec![("grant_type", "client_credentials")], 400),
+        (
+            "/oauth2/token",
+            vec![("grant_type", "refresh_token"), ("refresh_token", "nonsense")],
+            401,
+        ),
+        (
+            "/oauth2/token",
+            vec![("grant_type", "password"), ("username", "admin"), ("password", "wrong")],
+            401,
+        ),
+    ] {
+        let (s, v) = post(path, &form);
+        assert_eq!(s, status, "{path} {form:?}: {v}");
+        assert!(v["errors"][0]["code"].is_string(), "{path}: {v}");
+    }
+    // A registry refresh token can't be exchanged for another (no endless renewal).
+    let refresh = exchange(&w, &w.host(), &w.admin_token());
+    let (s, _) =
+        post("/oauth2/exchange", &[("grant_type", "access_token"), ("access_token", &refresh)]);
+    assert_eq!(s, 401);
+    // The directory: Graph-shaped errors.
+    let r = w.arm_client().post(format!("{}/v1.0/users", w.url())).body("{").send().unwrap();
+    assert_eq!(r.status(), 400);
+    let r = w.arm_client().get(format!("{}/v1.0/servicePrincipals/nope", w.url())).send().unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().unwrap()["error"]["code"], "Request_ResourceNotFound");
+    let r = w
+        .arm_client()
+        .post(format!("{}/v1.0/users", w.url()))
+        .json(&json!({"userPrincipalName": "short", "passwordProfile": {"password": "short"}}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(!w.log().contains("panicked"));
 }

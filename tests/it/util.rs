@@ -636,6 +636,12 @@ impl CliRun {
         self.json()
     }
 
+    /// Assert success; the JSON printed, `Null` if nothing was.
+    pub fn ok_json_or_empty(&self) -> Value {
+        assert!(self.ok, "wharf failed: {}\n{}", self.stderr, self.stdout);
+        if self.stdout.trim().is_empty() { Value::Null } else { self.json() }
+    }
+
     /// Assert failure with one line on stderr; that line.
     pub fn err_line(&self) -> String {
         assert!(!self.ok, "expected a failure, got: {}", self.stdout);

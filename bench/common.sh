@@ -23,6 +23,12 @@ if [ -z "${WHARF:-}" ]; then
   WHARF=$CARGO_TARGET_DIR/release/wharf
 fi
 
+# Access control is on, as in production: every request below signs in as the first-start
+# admin (Basic on the data plane; the CLI through WHARF_USERNAME/WHARF_PASSWORD).
+export WHARF_ADMIN_PASSWORD=bench-admin-password WHARF_USERNAME=admin WHARF_PASSWORD=bench-admin-password
+export WHARF_CONFIG_DIR=$WORK/cli
+AUTH=(-u "admin:$WHARF_ADMIN_PASSWORD")
+
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 min() { python3 -c "import sys;print(min(float(x) for x in sys.argv[1:]))" "$@"; }
 median() { python3 -c "import sys,statistics;print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }

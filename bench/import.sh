@@ -80,7 +80,7 @@ start_wharf() {
   "$WHARF" serve --listen "127.0.0.1:$WPORT" --data-dir "$WORK/wharf-data" --insecure-source 127.0.0.1 \
     --gc-interval 0 --import-sync-wait 30s 2>"$WORK/wharf.log" &
   WPID=$!
-  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$WPORT/v2/" && break; sleep 0.05; done
+  for _ in $(seq 100); do curl -sf "${AUTH[@]}" -o /dev/null "http://127.0.0.1:$WPORT/v2/" && break; sleep 0.05; done
 }
 stop_wharf() { kill "$WPID"; wait "$WPID" 2>/dev/null || true; WPID=""; }
 start_dst() { DST=$(free_port); "$TOOLS_DIR/start-distribution.sh" "$DST" >/dev/null; }
@@ -94,7 +94,7 @@ hwm_kib() { awk '/VmHWM/ {print $2}' "/proc/$WPID/status"; }
 skopeo_copy() { # all? src-ref dst-hostport -> seconds
   local t0 flag=""; [ "$1" = all ] && flag=--all
   t0=$(now)
-  skopeo copy -q $flag --src-tls-verify=false --dest-tls-verify=false "docker://127.0.0.1:$SRC/$2" "docker://$3/$2" >/dev/null
+  skopeo copy -q $flag --src-tls-verify=false --dest-tls-verify=false --dest-creds "admin:$WHARF_ADMIN_PASSWORD" "docker://127.0.0.1:$SRC/$2" "docker://$3/$2" >/dev/null
   since "$t0"
 }
 

@@ -35,7 +35,7 @@ start() { # wharf|distribution -> sets PORT, PID
     rm -rf "$WORK/wharf-data"
     "$WHARF" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/wharf-data" --gc-interval 0 2>"$WORK/wharf.log" &
     PID=$!
-    for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/v2/" && break; sleep 0.05; done
+    for _ in $(seq 100); do curl -sf "${AUTH[@]}" -o /dev/null "http://127.0.0.1:$PORT/v2/" && break; sleep 0.05; done
   else
     PID=$(HARNESS_TMP=$WORK "$TOOLS_DIR/start-distribution.sh" "$PORT")
   fi
@@ -48,18 +48,18 @@ hwm_kib() { awk '/VmHWM/ {print $2}' "/proc/$PID/status"; }
 push_blob() { # file -> seconds
   local file=$1 d loc
   d=sha256:$(cat "$file.sha256")
-  loc=$(curl -sf -D - -o /dev/null -X POST "http://127.0.0.1:$PORT/v2/bench/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:" {print $2}')
+  loc=$(curl -sf "${AUTH[@]}" -D - -o /dev/null -X POST "http://127.0.0.1:$PORT/v2/bench/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:" {print $2}')
   case $loc in http*) ;; *) loc=http://127.0.0.1:$PORT$loc ;; esac
   case $loc in *\?*) loc="$loc&digest=$d" ;; *) loc="$loc?digest=$d" ;; esac
-  curl -sf -o /dev/null -w '%{time_total}' -X PUT -H 'Content-Type: application/octet-stream' -T "$file" "$loc"
+  curl -sf "${AUTH[@]}" -o /dev/null -w '%{time_total}' -X PUT -H 'Content-Type: application/octet-stream' -T "$file" "$loc"
 }
 get_blob() {
-  curl -sfL -o /dev/null -w '%{time_total}' "http://127.0.0.1:$PORT/v2/bench/blobs/sha256:$(cat "$BLOB.sha256")"
+  curl -sfL "${AUTH[@]}" -o /dev/null -w '%{time_total}' "http://127.0.0.1:$PORT/v2/bench/blobs/sha256:$(cat "$BLOB.sha256")"
 }
 skopeo_push() {
   local t0 t1
   t0=$(date +%s.%N)
-  skopeo copy -q --dest-tls-verify=false "oci:$LAYOUT:$REF" "docker://127.0.0.1:$PORT/bench/image:1" >/dev/null
+  skopeo copy -q --dest-tls-verify=false --dest-creds "admin:$WHARF_ADMIN_PASSWORD" "oci:$LAYOUT:$REF" "docker://127.0.0.1:$PORT/bench/image:1" >/dev/null
   t1=$(date +%s.%N)
   python3 -c "print($t1-$t0)"
 }

@@ -164,6 +164,9 @@ impl World {
             ra["value"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
         names.sort();
         out.push_str(&names.join(","));
+        let (_, tokens) =
+            arm(&self.w, Method::GET, &format!("{}/tokens", reg_id("legacyreg")), None);
+        out.push_str(&tokens.to_string());
         out
     }
 
@@ -274,6 +277,30 @@ fn rows() -> Vec<Row> {
                     &format!(
                         "{RG}/providers/Microsoft.Authorization/roleAssignments/11111111-2222-4333-8444-555555555555"
                     ),
+                    None,
+                );
+            },
+        },
+        Row {
+            name: "ARM  POST listCredentials (admin user)",
+            run: |x, who| {
+                let path = format!("{}/listCredentials", reg_id("legacyreg"));
+                x.arm(Method::POST, &path, who, None)
+            },
+            undo: nothing,
+        },
+        Row {
+            name: "ARM  PUT  token",
+            run: |x, who| {
+                let reg = reg_id("legacyreg");
+                let body = json!({"properties": {"scopeMapId": format!("{reg}/scopeMaps/_repositories_pull")}});
+                x.arm(Method::PUT, &format!("{reg}/tokens/matrix-token"), who, Some(body))
+            },
+            undo: |x| {
+                arm(
+                    &x.w,
+                    Method::DELETE,
+                    &format!("{}/tokens/matrix-token", reg_id("legacyreg")),
                     None,
                 );
             },
@@ -636,6 +663,76 @@ fn authorization_matrix() {
         data: Some(format!("Bearer {}", other["access_token"].as_str().unwrap())),
     });
 
+    // The registry's own credentials: its admin user, a token for another repository, and a
+    // token with every right that was then disabled.
+    let (s, v) = arm(
+        w,
+        Method::PATCH,
+        &reg_id("legacyreg"),
+        Some(json!({"properties": {"adminUserEnabled": true}})),
+    );
+    assert_eq!(s, 200, "{v}");
+    let (_, creds) =
+        arm(w, Method::POST, &format!("{}/listCredentials", reg_id("legacyreg")), None);
+    let admin_user_password = creds["passwords"][0]["value"].as_str().unwrap().to_owned();
+    secrets.push(admin_user_password.clone());
+    who.push(Who {
+        name: "admin user of legacyreg".into(),
+        arm: None,
+        arm_na: true,
+        data: Some(basic("legacyreg", &admin_user_password)),
+    });
+    let token_secret = |name: &str, map: &str| {
+        let reg = reg_id("legacyreg");
+        let (s, v) = arm(
+            w,
+            Method::PUT,
+            &format!("{reg}/tokens/{name}"),
+            Some(json!({"properties": {"scopeMapId": format!("{reg}/scopeMaps/{map}")}})),
+        );
+        assert_eq!(s, 201, "{v}");
+        let (s, v) = arm(
+            w,
+            Method::POST,
+            &format!("{reg}/generateCredentials"),
+            Some(json!({"tokenId": format!("{reg}/tokens/{name}"), "name": "password1"})),
+        );
+        assert_eq!(s, 200, "{v}");
+        v["passwords"][0]["value"].as_str().unwrap().to_owned()
+    };
+    let (s, v) = arm(
+        w,
+        Method::PUT,
+        &format!("{}/scopeMaps/other-only", reg_id("legacyreg")),
+        Some(json!({"properties": {"actions": [
+            "repositories/other/content/read", "repositories/other/content/write",
+            "repositories/other/content/delete"]}})),
+    );
+    assert_eq!(s, 201, "{v}");
+    let other_token = token_secret("other-token", "other-only");
+    secrets.push(other_token.clone());
+    who.push(Who {
+        name: "token with scope map for 'other'".into(),
+        arm: None,
+        arm_na: true,
+        data: Some(basic("other-token", &other_token)),
+    });
+    let disabled = token_secret("disabled-token", "_repositories_admin");
+    secrets.push(disabled.clone());
+    let (s, v) = arm(
+        w,
+        Method::PATCH,
+        &format!("{}/tokens/disabled-token", reg_id("legacyreg")),
+        Some(json!({"properties": {"status": "disabled"}})),
+    );
+    assert_eq!(s, 200, "{v}");
+    who.push(Who {
+        name: "disabled token (_repositories_admin)".into(),
+        arm: None,
+        arm_na: true,
+        data: Some(basic("disabled-token", &disabled)),
+    });
+
     // Each row for each caller; a refusal changes nothing.
     let mut table: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     let rows = rows();
@@ -951,6 +1048,47 @@ fn import_takes_every_credential_kind_of_another_wharf() {
     assign(&source, &deleter.id, "AcrDelete", &registry_id("default"));
     let identity_token = source.token_for_app(&reader.app, &reader.secret);
     let refresh = exchange(&source, &source.host(), &identity_token);
+    // The source registry's own credentials: its admin user, a token for `team/*`, and a
+    // token for another repository.
+    cli(&source, &["registry", "update", "-n", "default", "--admin-enabled", "true"]).ok_json();
+    let admin_user = cli(&source, &["registry", "credential", "show", "-n", "default"]).ok_json();
+    let admin_user_pw = admin_user["passwords"][1]["value"].as_str().unwrap().to_owned();
+    let team = cli(
+        &source,
+        &[
+            "token",
+            "create",
+            "-n",
+            "team-reader",
+            "-r",
+            "default",
+            "--repository",
+            "team/*",
+            "content/read",
+        ],
+    )
+    .ok_json();
+    let team_pw =
+        team["properties"]["credentials"]["passwords"][0]["value"].as_str().unwrap().to_owned();
+    let elsewhere = cli(
+        &source,
+        &[
+            "token",
+            "create",
+            "-n",
+            "elsewhere",
+            "-r",
+            "default",
+            "--repository",
+            "other",
+            "content/read",
+        ],
+    )
+    .ok_json();
+    let elsewhere_pw = elsewhere["properties"]["credentials"]["passwords"][0]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let w = Wharf::start_with(&["--insecure-source", &source.host()]);
     let src = format!("{}/team/app:v1", source.host());
@@ -967,7 +1105,10 @@ fn import_takes_every_credential_kind_of_another_wharf() {
     import("user:v1", &["-u", "admin", "-p", ADMIN_PASSWORD]).ok_json();
     // A registry refresh token with the null GUID as user name.
     import("refresh:v1", &["-u", "00000000-0000-0000-0000-000000000000", "-p", &refresh]).ok_json();
-    for repo in ["sp", "token", "user", "refresh"] {
+    // The registry's admin user, and a repository-scoped token.
+    import("adminuser:v1", &["-u", "default", "-p", &admin_user_pw]).ok_json();
+    import("scoped:v1", &["-u", "team-reader", "-p", &team_pw]).ok_json();
+    for repo in ["sp", "token", "user", "refresh", "adminuser", "scoped"] {
         let m = manifest_bytes(&w.url(), None, repo, "v1").unwrap();
         assert_eq!(digest_of(&m), digest, "{repo}");
     }
@@ -979,7 +1120,17 @@ fn import_takes_every_credential_kind_of_another_wharf() {
     assert!(err.contains("SourceUnauthorized"), "{err}");
     let err = import("nopull:v1", &["-u", &deleter.app, "-p", &deleter.secret]).err_line();
     assert!(err.contains("SourceUnauthorized") || err.contains("SourceForbidden"), "{err}");
-    for secret in [&reader.secret, &identity_token, &refresh, &deleter.secret] {
+    let err = import("elsewhere:v1", &["-u", "elsewhere", "-p", &elsewhere_pw]).err_line();
+    assert!(err.contains("SourceUnauthorized") || err.contains("SourceForbidden"), "{err}");
+    for secret in [
+        &reader.secret,
+        &identity_token,
+        &refresh,
+        &deleter.secret,
+        &admin_user_pw,
+        &team_pw,
+        &elsewhere_pw,
+    ] {
         assert!(!w.log().contains(secret.as_str()), "a secret in the target's log");
         assert!(!source.log().contains(secret.as_str()), "a secret in the source's log");
     }
@@ -1411,4 +1562,372 @@ fn bad_input_on_the_identity_endpoints_gets_each_protocols_error() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert!(!w.log().contains("panicked"));
+}
+
+#[test]
+fn the_admin_user_and_repository_scoped_tokens_work_with_real_clients() {
+    let w = Wharf::start();
+    w.reg().push_image("samples/base", "v1", &[b"samples base layer"]);
+    w.reg().push_image("prod/app", "v1", &[b"prod layer"]);
+    let host = w.host();
+    let copy = |from: &str, to: &str, creds: &str| {
+        Command::new("skopeo")
+            .args(["copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false"])
+            .args(["--src-creds", creds, "--dest-creds", creds])
+            .arg(format!("docker://{host}/{from}"))
+            .arg(format!("docker://{host}/{to}"))
+            .output()
+            .unwrap()
+    };
+    let v2 = |path: &str, user: &str, password: &str| {
+        anon_client()
+            .get(format!("{}{path}", w.url()))
+            .header("authorization", basic(user, password))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+
+    // The admin user: off until enabled, as in ACR.
+    let err = cli(&w, &["registry", "credential", "show", "-n", "default"]).err_line();
+    assert!(err.contains("AdminUserDisabled"), "{err}");
+    let updated =
+        cli(&w, &["registry", "update", "-n", "default", "--admin-enabled", "true"]).ok_json();
+    assert_eq!(updated["properties"]["adminUserEnabled"], true);
+    let creds = cli(&w, &["registry", "credential", "show", "-n", "default"]).ok_json();
+    assert_eq!(creds["username"], "default");
+    let first = creds["passwords"][0]["value"].as_str().unwrap().to_owned();
+    let second = creds["passwords"][1]["value"].as_str().unwrap().to_owned();
+    assert_eq!(creds["passwords"][1]["name"], "password2");
+    // Shown again, the same (ACR's listCredentials); either password signs in.
+    let again = cli(&w, &["registry", "credential", "show", "-n", "default"]).ok_json();
+    assert_eq!(again["passwords"][0]["value"], first.as_str());
+    let out = copy("samples/base:v1", "admin/copy:v1", &format!("default:{first}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(v2("/v2/_catalog", "default", &second), 200);
+    // Renewing a password retires it at once; the other one keeps working.
+    let renewed = cli(
+        &w,
+        &["registry", "credential", "renew", "-n", "default", "--password-name", "password"],
+    )
+    .ok_json();
+    let renewed_first = renewed["passwords"][0]["value"].as_str().unwrap().to_owned();
+    assert_ne!(renewed_first, first);
+    assert_eq!(v2("/v2/prod/app/manifests/v1", "default", &first), 401);
+    assert_eq!(v2("/v2/prod/app/manifests/v1", "default", &renewed_first), 200);
+    assert_eq!(v2("/v2/prod/app/manifests/v1", "default", &second), 200);
+    // Disabling the admin user turns its passwords off.
+    cli(&w, &["registry", "update", "-n", "default", "--admin-enabled", "false"]).ok_json();
+    assert_eq!(v2("/v2/prod/app/manifests/v1", "default", &second), 401);
+
+    // A token for `samples/*`: push and pull there, nothing elsewhere, no catalog.
+    let token = cli(
+        &w,
+        &[
+            "token",
+            "create",
+            "-n",
+            "samples-ci",
+            "-r",
+            "default",
+            "--repository",
+            "samples/*",
+            "content/read",
+            "content/write",
+            "--repository",
+            "prod/app",
+            "content/read",
+        ],
+    )
+    .ok_json();
+    let creds = &token["properties"]["credentials"];
+    assert_eq!(creds["username"], "samples-ci");
+    let pw1 = creds["passwords"][0]["value"].as_str().unwrap().to_owned();
+    let pw2 = creds["passwords"][1]["value"].as_str().unwrap().to_owned();
+    let listed = cli(&w, &["token", "list", "-r", "default"]);
+    assert!(!listed.stdout.contains(&pw1) && !listed.stdout.contains(&pw2), "passwords listed");
+    let tok = format!("samples-ci:{pw1}");
+    let out = copy("samples/base:v1", "samples/new:v1", &tok);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = copy("prod/app:v1", "samples/from-prod:v1", &format!("samples-ci:{pw2}"));
+    assert!(out.status.success(), "read prod/app: {}", String::from_utf8_lossy(&out.stderr));
+    let out = copy("samples/base:v1", "prod/app:v2", &tok);
+    assert!(!out.status.success(), "pushed outside its scope map");
+    assert!(manifest_bytes(&w.url(), None, "prod/app", "v2").is_none());
+    assert_eq!(v2("/v2/admin/copy/manifests/v1", "samples-ci", &pw1), 401);
+    assert_eq!(v2("/v2/_catalog", "samples-ci", &pw1), 401, "tokens don't list the catalog");
+    // The token's rights follow its scope map: widened by an update, at once.
+    cli(
+        &w,
+        &[
+            "scope-map",
+            "update",
+            "-n",
+            "samples-ci-scope-map",
+            "-r",
+            "default",
+            "--add-repository",
+            "admin/copy",
+            "content/read",
+        ],
+    )
+    .ok_json();
+    assert_eq!(v2("/v2/admin/copy/manifests/v1", "samples-ci", &pw1), 200);
+    // oras-py pushes an artifact with the token too, and only where the scope map says.
+    crate::clients::get_clients();
+    let venv = std::env::var("VENV").unwrap_or_else(|_| "/tmp/harness-venv".into());
+    let dir = w.data.with_extension("oras");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = r#"
+import sys, oras.client
+reg, user, password, repo = sys.argv[1:5]
+c = oras.client.OrasClient(hostname=reg, insecure=True, auth_backend="basic")
+c.login(username=user, password=password, hostname=reg)
+open("note.txt", "w").write("a note\n")
+try:
+    r = c.push(files=["note.txt"], target=f"{reg}/{repo}:v1")
+    print(r.status_code)
+except Exception as e:
+    print("refused", type(e).__name__)
+"#;
+    let oras = |repo: &str| {
+        run(Command::new(format!("{venv}/bin/python")).current_dir(&dir).args([
+            "-c",
+            script,
+            &host,
+            "samples-ci",
+            &pw1,
+            repo,
+        ]))
+    };
+    assert_eq!(oras("samples/note").trim().lines().last(), Some("201"));
+    let refused = oras("prod/note");
+    assert!(refused.contains("refused"), "oras pushed outside the scope map: {refused}");
+    assert!(manifest_bytes(&w.url(), None, "prod/note", "v1").is_none());
+
+    // Disabled: refused; enabled again: back.
+    cli(&w, &["token", "update", "-n", "samples-ci", "-r", "default", "--status", "disabled"])
+        .ok_json();
+    assert_eq!(v2("/v2/samples/new/manifests/v1", "samples-ci", &pw1), 401);
+    cli(&w, &["token", "update", "-n", "samples-ci", "-r", "default", "--status", "enabled"])
+        .ok_json();
+    assert_eq!(v2("/v2/samples/new/manifests/v1", "samples-ci", &pw1), 200);
+    // A regenerated password replaces that slot only.
+    let regen = cli(
+        &w,
+        &["token", "credential", "generate", "-n", "samples-ci", "-r", "default", "--password1"],
+    )
+    .ok_json();
+    let pw1b = regen["passwords"][0]["value"].as_str().unwrap().to_owned();
+    assert_eq!(v2("/v2/samples/new/manifests/v1", "samples-ci", &pw1), 401);
+    assert_eq!(v2("/v2/samples/new/manifests/v1", "samples-ci", &pw1b), 200);
+    assert_eq!(v2("/v2/samples/new/manifests/v1", "samples-ci", &pw2), 200);
+    // A password that expires stops working when it does.
+    let reg = registry_id("default");
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(2))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (s, v) = arm(
+        &w,
+        Method::POST,
+        &format!("{reg}/generateCredentials"),
+        Some(
+            json!({"tokenId": format!("{reg}/tokens/samples-ci"), "name": "password2", "expiry": soon}),
+        ),
+    );
+    assert_eq!(s, 200, "{v}");
+    let short = v["passwords"][0]["value"].as_str().unwrap().to_owned();
+    assert_eq!(v2("/v2/samples/new/manifests/v1", "samples-ci", &short), 200);
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    assert_eq!(v2("/v2/samples/new/manifests/v1", "samples-ci", &short), 401, "expired");
+
+    // A scope map in use can't go; a system one can't change; deleting the token works.
+    let err =
+        cli(&w, &["scope-map", "delete", "-n", "samples-ci-scope-map", "-r", "default", "--yes"])
+            .err_line();
+    assert!(err.contains("used by the tokens samples-ci"), "{err}");
+    let (s, v) = arm(
+        &w,
+        Method::PUT,
+        &format!("{reg}/scopeMaps/_repositories_pull"),
+        Some(json!({"properties": {"actions": ["repositories/*/content/write"]}})),
+    );
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("BadRequest")), "{v}");
+    cli(&w, &["token", "delete", "-n", "samples-ci", "-r", "default", "--yes"]).ok_json_or_empty();
+    assert_eq!(v2("/v2/samples/new/manifests/v1", "samples-ci", &pw2), 401);
+    cli(&w, &["scope-map", "delete", "-n", "samples-ci-scope-map", "-r", "default", "--yes"])
+        .ok_json_or_empty();
+
+    // A token goes with its registry.
+    cli(&w, &["registry", "create", "-n", "shortlived"]).ok_json();
+    cli(
+        &w,
+        &[
+            "token",
+            "create",
+            "-n",
+            "goes-too",
+            "-r",
+            "shortlived",
+            "--scope-map",
+            "_repositories_pull",
+        ],
+    )
+    .ok_json();
+    cli(&w, &["registry", "delete", "-n", "shortlived", "--yes"]).ok_json_or_empty();
+    cli(&w, &["registry", "create", "-n", "shortlived"]).ok_json();
+    let tokens = cli(&w, &["token", "list", "-r", "shortlived"]).ok_json();
+    assert_eq!(tokens, json!([]));
+
+    let log = w.log();
+    for secret in [&first, &second, &renewed_first, &pw1, &pw2, &pw1b, &short] {
+        assert!(!log.contains(secret.as_str()), "a registry credential is in the log");
+    }
+}
+
+#[test]
+fn bad_input_on_tokens_and_scope_maps_gets_arms_error() {
+    let w = Wharf::start();
+    let reg = registry_id("default");
+    let cases: Vec<(Method, String, Option<Value>, u16, &str)> = vec![
+        (
+            Method::PUT,
+            format!("{reg}/scopeMaps/bad-actions"),
+            Some(json!({"properties": {"actions": ["repositories/app/content/push"]}})),
+            400,
+            "BadRequest",
+        ),
+        (
+            Method::PUT,
+            format!("{reg}/scopeMaps/bad-wild"),
+            Some(json!({"properties": {"actions": ["repositories/a*b/content/read"]}})),
+            400,
+            "BadRequest",
+        ),
+        (
+            Method::PUT,
+            format!("{reg}/scopeMaps/no-actions"),
+            Some(json!({"properties": {}})),
+            400,
+            "InvalidRequestContent",
+        ),
+        (
+            Method::PUT,
+            format!("{reg}/scopeMaps/x"),
+            Some(json!({"properties": {"actions": ["repositories/app/content/read"]}})),
+            400,
+            "BadRequest",
+        ),
+        (
+            Method::PUT,
+            format!("{reg}/scopeMaps/list-not"),
+            Some(json!({"properties": {"actions": "repositories/app/content/read"}})),
+            400,
+            "InvalidRequestContent",
+        ),
+        (
+            Method::PUT,
+            format!("{reg}/tokens/no-map-token"),
+            Some(json!({"properties": {}})),
+            400,
+            "InvalidRequestContent",
+        ),
+        (
+            Method::PUT,
+            format!("{reg}/tokens/missing-map"),
+            Some(json!({"properties": {"scopeMapId": format!("{reg}/scopeMaps/nope-nope")}})),
+            400,
+            "BadRequest",
+        ),
+        (
+            Method::PUT,
+            format!("{reg}/tokens/foreign-map"),
+            Some(
+                json!({"properties": {"scopeMapId": format!("{}/scopeMaps/_repositories_pull", registry_id("other"))}}),
+            ),
+            400,
+            "InvalidRequestContent",
+        ),
+        (
+            Method::PUT,
+            format!("{reg}/tokens/bad-status"),
+            Some(
+                json!({"properties": {"scopeMapId": format!("{reg}/scopeMaps/_repositories_pull"), "status": "maybe"}}),
+            ),
+            400,
+            "InvalidRequestContent",
+        ),
+        (Method::PUT, format!("{reg}/tokens/bad-body"), None, 400, "InvalidRequestContent"),
+        (Method::GET, format!("{reg}/tokens/absent-token"), None, 404, "ResourceNotFound"),
+        (
+            Method::PATCH,
+            format!("{reg}/tokens/absent-token"),
+            Some(json!({"properties": {"status": "disabled"}})),
+            404,
+            "ResourceNotFound",
+        ),
+        (Method::GET, format!("{reg}/scopeMaps/absent-map"), None, 404, "ResourceNotFound"),
+        (
+            Method::POST,
+            format!("{reg}/generateCredentials"),
+            Some(json!({})),
+            400,
+            "InvalidRequestContent",
+        ),
+        (
+            Method::POST,
+            format!("{reg}/generateCredentials"),
+            Some(json!({"tokenId": format!("{reg}/tokens/absent-token")})),
+            404,
+            "ResourceNotFound",
+        ),
+        (Method::POST, format!("{reg}/listCredentials"), None, 400, "AdminUserDisabled"),
+        (
+            Method::POST,
+            format!("{}/listCredentials", registry_id("nosuchreg")),
+            None,
+            404,
+            "ResourceNotFound",
+        ),
+        (Method::DELETE, format!("{reg}/scopeMaps/_repositories_admin"), None, 400, "BadRequest"),
+        (Method::GET, format!("{reg}/tokens/a/b"), None, 404, "InvalidResourceType"),
+    ];
+    for (method, path, body, status, code) in cases {
+        let (s, v) = arm(&w, method.clone(), &path, body);
+        assert_eq!((s, v["error"]["code"].as_str()), (status, Some(code)), "{method} {path}: {v}");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    }
+    // A token with a real scope map, then bad credential requests on it.
+    let (s, v) = arm(
+        &w,
+        Method::PUT,
+        &format!("{reg}/tokens/good-token"),
+        Some(json!({"properties": {"scopeMapId": format!("{reg}/scopeMaps/_repositories_pull")}})),
+    );
+    assert_eq!(s, 201, "{v}");
+    for (body, code) in [
+        (json!({"tokenId": format!("{reg}/tokens/good-token"), "name": "password3"}), "BadRequest"),
+        (
+            json!({"tokenId": format!("{reg}/tokens/good-token"), "expiry": "tomorrow"}),
+            "InvalidRequestContent",
+        ),
+        (
+            json!({"tokenId": format!("{reg}/tokens/good-token"), "expiry": "2001-01-01T00:00:00Z"}),
+            "BadRequest",
+        ),
+    ] {
+        let (s, v) = arm(&w, Method::POST, &format!("{reg}/generateCredentials"), Some(body));
+        assert_eq!((s, v["error"]["code"].as_str()), (400, Some(code)), "{v}");
+    }
+    // The CLI says it in one line, clap's usage errors included.
+    let err =
+        cli(&w, &["token", "create", "-n", "t-cli-1", "-r", "default", "--repository", "app"])
+            .err_line();
+    assert!(err.contains("2 values required"), "{err}");
+    let err = cli(
+        &w,
+        &["token", "create", "-n", "t-cli-1", "-r", "default", "--repository", "app", "app2"],
+    )
+    .err_line();
+    assert!(err.contains("--repository app: give at least one action"), "{err}");
 }

@@ -157,7 +157,7 @@ fn podman_pushes_and_pulls() {
     assert!(images.contains("podman/pushed:v1"), "{images}");
 }
 
-fn get_clients() {
+pub(crate) fn get_clients() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let tools = std::env::var("TOOLS").unwrap_or_else(|_| "/tmp/harness-tools".into());

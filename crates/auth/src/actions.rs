@@ -47,3 +47,13 @@ pub const METADATA_WRITE: &str =
 pub const METADATA_DELETE: &str =
     "Microsoft.ContainerRegistry/registries/repositories/metadata/delete";
 pub const CATALOG_DATA_READ: &str = "Microsoft.ContainerRegistry/registries/catalog/read";
+
+// A registry's repository-scoped tokens and scope maps.
+pub const TOKEN_READ: &str = "Microsoft.ContainerRegistry/registries/tokens/read";
+pub const TOKEN_WRITE: &str = "Microsoft.ContainerRegistry/registries/tokens/write";
+pub const TOKEN_DELETE: &str = "Microsoft.ContainerRegistry/registries/tokens/delete";
+pub const GENERATE_CREDENTIALS: &str =
+    "Microsoft.ContainerRegistry/registries/generateCredentials/action";
+pub const SCOPE_MAP_READ: &str = "Microsoft.ContainerRegistry/registries/scopeMaps/read";
+pub const SCOPE_MAP_WRITE: &str = "Microsoft.ContainerRegistry/registries/scopeMaps/write";
+pub const SCOPE_MAP_DELETE: &str = "Microsoft.ContainerRegistry/registries/scopeMaps/delete";

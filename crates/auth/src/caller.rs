@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::AuthError;
 use crate::conditions::{Condition, Context};
+use crate::registry_credentials::RegistryGrant;
 use crate::roles::RoleDefinition;
 use crate::scope::Access;
 
@@ -68,6 +69,8 @@ pub struct Caller {
     /// For a registry access token: exactly what it grants (then `grants` don't apply to
     /// that registry's content).
     access: Option<Arc<(i64, Vec<Access>)>>,
+    /// For a registry credential (admin user, token): what it may do in its registry.
+    registry_grant: Option<Arc<(i64, RegistryGrant)>>,
 }
 
 /// `/Subscriptions/X/` → `/subscriptions/x`; `/` → ``.
@@ -85,11 +88,26 @@ pub fn covers(granted: &str, target: &str) -> bool {
 
 impl Caller {
     pub fn anonymous() -> Caller {
-        Caller { subject: Subject::Anonymous, grants: Arc::default(), access: None }
+        Caller {
+            subject: Subject::Anonymous,
+            grants: Arc::default(),
+            access: None,
+            registry_grant: None,
+        }
     }
 
     pub fn new(subject: Subject, grants: Arc<Vec<Grant>>) -> Caller {
-        Caller { subject, grants, access: None }
+        Caller { subject, grants, access: None, registry_grant: None }
+    }
+
+    /// A registry credential (its admin user, one of its tokens) of registry `registry`.
+    pub fn registry_credential(registry: i64, name: &str, grant: RegistryGrant) -> Caller {
+        Caller {
+            subject: Subject::RegistryCredential { registry, name: name.to_owned() },
+            grants: Arc::default(),
+            access: None,
+            registry_grant: Some(Arc::new((registry, grant))),
+        }
     }
 
     /// A caller holding a registry access token for registry `registry`.
@@ -104,7 +122,12 @@ impl Caller {
         let grants = owner
             .map(|role| vec![Grant { scope: String::new(), role, condition: None }])
             .unwrap_or_default();
-        Caller { subject: Subject::Anonymous, grants: Arc::new(grants), access: None }
+        Caller {
+            subject: Subject::Anonymous,
+            grants: Arc::new(grants),
+            access: None,
+            registry_grant: None,
+        }
     }
 
     pub fn is_anonymous(&self) -> bool {
@@ -250,6 +273,10 @@ pub struct RegistryPolicy {
     pub abac: bool,
     /// `anonymousPullEnabled`: anyone may pull.
     pub anonymous_pull: bool,
+    /// `adminUserEnabled`: the admin user may sign in.
+    pub admin_user: bool,
+    /// The registry's name (its admin user's user name).
+    pub name: String,
 }
 
 impl Caller {
@@ -264,6 +291,9 @@ impl Caller {
         }
         if let Some(access) = self.registry_access(registry.id) {
             return access.iter().any(|a| a.allows("repository", repository, op.scope_action()));
+        }
+        if let Some((id, grant)) = self.registry_grant.as_deref() {
+            return *id == registry.id && grant.allows(op, repository);
         }
         if registry.abac {
             self.allows_data(op.data_action(), &registry.scope, Some(repository))
@@ -281,6 +311,9 @@ impl Caller {
         if let Some(access) = self.registry_access(registry.id) {
             return access.iter().any(|a| a.allows("registry", "catalog", "*"));
         }
+        if let Some((id, grant)) = self.registry_grant.as_deref() {
+            return *id == registry.id && grant.catalog();
+        }
         if registry.abac {
             self.allows_data(CATALOG_DATA_READ, &registry.scope, None)
         } else {
@@ -296,6 +329,9 @@ impl Caller {
         }
         if self.registry_access(registry.id).is_some() {
             return false;
+        }
+        if let Some((id, grant)) = self.registry_grant.as_deref() {
+            return *id == registry.id && grant.reads_all();
         }
         if registry.abac {
             // A condition on names doesn't hold for "no repository in particular".

@@ -6,10 +6,12 @@
 //!   tokens, role definitions and assignments).
 //! - [`Caller`]: an authenticated request's subject and grants; permission checks on it are
 //!   pure functions of (grants, action, scope).
+//! - [`registry_credentials`]: a registry's admin user, tokens and scope maps.
 //! - [`roles`], [`conditions`], [`scope`], [`actions`]: the vocabulary.
 //!
 //! Architecture invariants: this crate knows nothing of HTTP; secrets are stored only as
-//! argon2id hashes and never logged or returned after creation; tokens are ES256 only.
+//! argon2id hashes and never logged or returned after creation (the registry admin user's
+//! passwords are also kept sealed, for `listCredentials`); tokens are ES256 only.
 
 pub mod actions;
 mod caller;
@@ -17,6 +19,7 @@ pub mod claims;
 pub mod conditions;
 mod error;
 mod keys;
+pub mod registry_credentials;
 pub mod roles;
 pub mod scope;
 pub mod secret;

@@ -41,6 +41,9 @@ pub struct IdentitySettings {
     /// Access control on: requests are authenticated and checked. Off, every request may do
     /// anything (a development server on a trusted machine).
     pub enforced: bool,
+    /// The key that seals registry admin users' passwords (a random one per process when
+    /// `None`: they then don't survive a restart and must be regenerated).
+    pub sealing_key: Option<[u8; 32]>,
 }
 
 impl IdentitySettings {
@@ -53,6 +56,7 @@ impl IdentitySettings {
             audiences: DEFAULT_AUDIENCES.iter().map(|a| a.to_string()).collect(),
             enforced: true,
             max_failed_sign_ins: DEFAULT_MAX_FAILURES,
+            sealing_key: None,
         }
     }
 }
@@ -75,14 +79,14 @@ pub const ADMIN_USER: &str = "admin";
 const GRANTS_TTL: Duration = Duration::from_secs(30);
 /// How long a checked password is remembered, so that Basic credentials sent with every
 /// request are hashed once, not per request.
-const SECRET_CACHE_TTL: Duration = Duration::from_secs(300);
-const CACHE_MAX: usize = 10_000;
+pub(crate) const SECRET_CACHE_TTL: Duration = Duration::from_secs(300);
+pub(crate) const CACHE_MAX: usize = 10_000;
 /// Failed sign-ins allowed per principal name in a window, unless configured (ten times as
 /// many per client address).
 pub const DEFAULT_MAX_FAILURES: u32 = 10;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -93,7 +97,7 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     wharf_storage::now_millis()
 }
 
@@ -101,7 +105,7 @@ fn now_ms() -> i64 {
 /// than `per_name` for a name, or ten times that from an address, in a window: credential
 /// stuffing meets a wall before the hash, and one noisy address can't lock a name out for
 /// others without also hitting the name's own limit.
-struct FailureLimiter {
+pub(crate) struct FailureLimiter {
     failures: Mutex<HashMap<String, (u32, Instant)>>,
     per_name: u32,
 }
@@ -115,7 +119,7 @@ impl FailureLimiter {
         if key.starts_with("ip:") { self.per_name.saturating_mul(10) } else { self.per_name }
     }
 
-    fn check(&self, keys: &[String]) -> Result<(), AuthError> {
+    pub(crate) fn check(&self, keys: &[String]) -> Result<(), AuthError> {
         let map = lock(&self.failures);
         for k in keys {
             if let Some((n, since)) = map.get(k)
@@ -129,7 +133,7 @@ impl FailureLimiter {
         Ok(())
     }
 
-    fn fail(&self, keys: &[String]) {
+    pub(crate) fn fail(&self, keys: &[String]) {
         let mut map = lock(&self.failures);
         if map.len() > CACHE_MAX {
             map.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
@@ -169,13 +173,19 @@ pub struct NewSecret {
 
 /// The identity provider.
 pub struct Identity {
-    store: Arc<dyn IdentityStore>,
+    pub(crate) store: Arc<dyn IdentityStore>,
     settings: IdentitySettings,
     tenant: String,
     keys: RwLock<Arc<KeyRing>>,
     grants: Mutex<HashMap<String, Cached<Arc<Vec<Grant>>>>>,
     secrets: Mutex<HashMap<[u8; 32], (PrincipalRecord, Instant)>>,
-    failures: FailureLimiter,
+    /// Registry credentials' checked passwords (hash of registry, name and password → until).
+    pub(crate) registry_secrets: Mutex<HashMap<[u8; 32], Instant>>,
+    pub(crate) failures: FailureLimiter,
+    /// Seals the registry admin users' passwords.
+    pub(crate) sealer: crate::registry_credentials::Sealer,
+    /// Bounds the argon2 hashes computed at once (each takes memory and a core).
+    pub(crate) hashing: tokio::sync::Semaphore,
 }
 
 /// What the first start made.
@@ -214,6 +224,11 @@ impl Identity {
         }
         let keys = KeyRing::from_records(&records)?;
         let settings_max_failures = settings.max_failed_sign_ins;
+        let sealing_key = match settings.sealing_key {
+            Some(k) => k,
+            None => crate::registry_credentials::Sealer::generate_key()?,
+        };
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let identity = Identity {
             store,
             settings,
@@ -221,7 +236,10 @@ impl Identity {
             keys: RwLock::new(Arc::new(keys)),
             grants: Mutex::default(),
             secrets: Mutex::default(),
+            registry_secrets: Mutex::default(),
             failures: FailureLimiter::new(settings_max_failures),
+            sealer: crate::registry_credentials::Sealer::new(&sealing_key)?,
+            hashing: tokio::sync::Semaphore::new(cores),
         };
         let mut boot = Bootstrap::default();
         if identity.store.principal_named(&identity.tenant, ADMIN_USER).await?.is_none() {
@@ -287,7 +305,7 @@ impl Identity {
 
     // --- signing in ---------------------------------------------------------------
 
-    fn limiter_keys(name: &str, client: Option<IpAddr>) -> Vec<String> {
+    pub(crate) fn limiter_keys(name: &str, client: Option<IpAddr>) -> Vec<String> {
         let mut keys = vec![format!("name:{}", name.to_ascii_lowercase())];
         if let Some(ip) = client {
             keys.push(format!("ip:{ip}"));
@@ -311,7 +329,8 @@ impl Identity {
         }
         let now = now_ms();
         let credentials = self.store.credentials(&p.id).await?;
-        // Hashing is slow on purpose: run it off the async threads.
+        // Hashing is slow on purpose: run it off the async threads, a core's worth at a time.
+        let _permit = self.hashing_permit().await?;
         let secret = secret.to_owned();
         let matched = tokio::task::spawn_blocking(move || {
             credentials
@@ -332,6 +351,19 @@ impl Identity {
         }
         cache.insert(key, (p.clone(), Instant::now() + left));
         Ok(true)
+    }
+
+    /// A slot to compute argon2 hashes in: at most one per core at once, so that a flood of
+    /// wrong passwords costs a bounded amount of memory (a hash takes 7 MiB) and leaves cores
+    /// for everything else. Past 5 s of waiting the sign-in is refused as throttled.
+    pub(crate) async fn hashing_permit(
+        &self,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, AuthError> {
+        match tokio::time::timeout(Duration::from_secs(5), self.hashing.acquire()).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(_)) => Err(AuthError::Internal("hashing closed".into())),
+            Err(_) => Err(AuthError::Throttled(1)),
+        }
     }
 
     /// Sign in with a name (a user's sign-in name, or a service principal's app id) and a
@@ -892,6 +924,11 @@ impl Identity {
                 Ok(Caller::new(subject, Arc::default()).with_access(registry.id, claims.access))
             }
             Some(RegistryCredential::Basic { username, password }) => {
+                if let Some(c) =
+                    self.registry_credential_caller(registry, username, password, client).await?
+                {
+                    return Ok(c);
+                }
                 let p = self
                     .registry_principal(registry, login_server, username, password, client)
                     .await?;

@@ -59,6 +59,157 @@ pub(crate) enum Command {
     /// Role definitions and role assignments.
     #[command(subcommand)]
     Role(RoleCommand),
+    /// A registry's repository-scoped tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// A registry's scope maps (what its tokens may do).
+    #[command(subcommand, name = "scope-map")]
+    ScopeMap(ScopeMapCommand),
+}
+
+/// The registry a token or scope map belongs to: az's `--registry/-r`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct OwnerRegistry {
+    /// The registry's name.
+    #[arg(long, short = 'r')]
+    pub(crate) registry: String,
+    #[arg(long = "resource-group", short = 'g')]
+    pub(crate) resource_group: Option<String>,
+    #[arg(long)]
+    pub(crate) subscription: Option<String>,
+}
+
+impl OwnerRegistry {
+    pub(crate) fn as_ref(&self) -> RegistryRef {
+        RegistryRef {
+            name: self.registry.clone(),
+            resource_group: self.resource_group.clone(),
+            subscription: self.subscription.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum TokenCommand {
+    /// Create a token with a scope map (or one made from --repository), and its passwords.
+    Create {
+        #[arg(long, short = 'n')]
+        name: String,
+        #[command(flatten)]
+        owner: OwnerRegistry,
+        /// An existing scope map.
+        #[arg(long)]
+        scope_map: Option<String>,
+        /// A repository and its actions (content/read, content/write, content/delete,
+        /// metadata/read, metadata/write); repeatable. Makes a scope map `<name>-scope-map`.
+        #[arg(long, num_args = 2.., value_names = ["REPOSITORY", "ACTION"])]
+        repository: Vec<String>,
+        /// enabled or disabled.
+        #[arg(long, default_value = "enabled")]
+        status: String,
+        /// Days until the passwords expire (never by default).
+        #[arg(long)]
+        expiration_in_days: Option<u32>,
+        /// Don't make passwords now.
+        #[arg(long)]
+        no_passwords: bool,
+    },
+    List {
+        #[command(flatten)]
+        owner: OwnerRegistry,
+    },
+    Show {
+        #[arg(long, short = 'n')]
+        name: String,
+        #[command(flatten)]
+        owner: OwnerRegistry,
+    },
+    /// Change a token's scope map or status.
+    Update {
+        #[arg(long, short = 'n')]
+        name: String,
+        #[command(flatten)]
+        owner: OwnerRegistry,
+        #[arg(long)]
+        scope_map: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+    },
+    Delete {
+        #[arg(long, short = 'n')]
+        name: String,
+        #[command(flatten)]
+        owner: OwnerRegistry,
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// A token's passwords.
+    #[command(subcommand)]
+    Credential(TokenCredentialCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum TokenCredentialCommand {
+    /// New passwords (both unless --password1 or --password2), shown once.
+    Generate {
+        #[arg(long, short = 'n')]
+        name: String,
+        #[command(flatten)]
+        owner: OwnerRegistry,
+        #[arg(long)]
+        password1: bool,
+        #[arg(long)]
+        password2: bool,
+        #[arg(long)]
+        expiration_in_days: Option<u32>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ScopeMapCommand {
+    /// Create a scope map from repositories and their actions.
+    Create {
+        #[arg(long, short = 'n')]
+        name: String,
+        #[command(flatten)]
+        owner: OwnerRegistry,
+        /// A repository (`samples/*` for all under a prefix) and its actions; repeatable.
+        #[arg(long, num_args = 2.., value_names = ["REPOSITORY", "ACTION"], required = true)]
+        repository: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    List {
+        #[command(flatten)]
+        owner: OwnerRegistry,
+    },
+    Show {
+        #[arg(long, short = 'n')]
+        name: String,
+        #[command(flatten)]
+        owner: OwnerRegistry,
+    },
+    /// Add or remove repository actions.
+    Update {
+        #[arg(long, short = 'n')]
+        name: String,
+        #[command(flatten)]
+        owner: OwnerRegistry,
+        #[arg(long, num_args = 2.., value_names = ["REPOSITORY", "ACTION"])]
+        add_repository: Vec<String>,
+        #[arg(long, num_args = 2.., value_names = ["REPOSITORY", "ACTION"])]
+        remove_repository: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    Delete {
+        #[arg(long, short = 'n')]
+        name: String,
+        #[command(flatten)]
+        owner: OwnerRegistry,
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -377,6 +528,37 @@ pub(crate) enum RegistryCommand {
         /// Don't ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
+    },
+    /// Change a registry's settings.
+    Update {
+        #[command(flatten)]
+        registry: RegistryRef,
+        /// The admin user (user name: the registry's name; `registry credential show`).
+        #[arg(long, value_name = "true|false")]
+        admin_enabled: Option<bool>,
+        /// Anyone may pull, without signing in.
+        #[arg(long, value_name = "true|false")]
+        anonymous_pull_enabled: Option<bool>,
+    },
+    /// The admin user's credentials.
+    #[command(subcommand)]
+    Credential(RegistryCredentialCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum RegistryCredentialCommand {
+    /// Show the admin user's name and passwords.
+    Show {
+        #[command(flatten)]
+        registry: RegistryRef,
+    },
+    /// Replace one of the admin user's passwords.
+    Renew {
+        #[command(flatten)]
+        registry: RegistryRef,
+        /// password or password2.
+        #[arg(long)]
+        password_name: String,
     },
 }
 

@@ -18,6 +18,7 @@ mod repository;
 mod role;
 mod serve;
 mod session;
+mod tokens;
 
 use std::process::ExitCode;
 
@@ -27,7 +28,19 @@ use crate::args::{Cli, Command};
 
 /// Run the command line; the binary's whole `main`.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version go to stdout as clap writes them; a usage error is one line on
+        // stderr (the first of clap's, which names the problem) and exit code 2.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("wharf: error: {first} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
     let _ = rustls::crypto::ring::default_provider().install_default();
     let command = match cli.command {
         Command::Serve(args) => {
@@ -54,6 +67,8 @@ pub fn main() -> ExitCode {
             Command::Logout => session::logout(&cli.global),
             Command::Ad(cmd) => ad::run(&cli.global, cmd).await,
             Command::Role(cmd) => role::run(&cli.global, cmd).await,
+            Command::Token(cmd) => tokens::token(&cli.global, cmd).await,
+            Command::ScopeMap(cmd) => tokens::scope_map(&cli.global, cmd).await,
         }
     });
     match result {

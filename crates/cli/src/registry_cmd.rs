@@ -1,10 +1,10 @@
-//! `wharf registry create|list|show|delete`
+//! `wharf registry create|list|show|update|delete`, `wharf registry credential show|renew`
 
 use anyhow::bail;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::args::{GlobalArgs, RegistryCommand};
+use crate::args::{GlobalArgs, RegistryCommand, RegistryCredentialCommand};
 use crate::client::{Client, DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION};
 use crate::output::print;
 
@@ -97,6 +97,53 @@ pub(crate) async fn run(global: &GlobalArgs, cmd: RegistryCommand) -> anyhow::Re
             }
             let id = r["id"].as_str().unwrap_or_default().to_owned();
             client.arm(Method::DELETE, &id, None).await?;
+        }
+        RegistryCommand::Update { registry, admin_enabled, anonymous_pull_enabled } => {
+            let r = client.registry(&registry).await?;
+            let mut props = serde_json::Map::new();
+            if let Some(v) = admin_enabled {
+                props.insert("adminUserEnabled".into(), json!(v));
+            }
+            if let Some(v) = anonymous_pull_enabled {
+                props.insert("anonymousPullEnabled".into(), json!(v));
+            }
+            if props.is_empty() {
+                bail!("nothing to update: give at least one setting (see --help)");
+            }
+            let id = r["id"].as_str().unwrap_or_default().to_owned();
+            let updated =
+                client.arm(Method::PATCH, &id, Some(&json!({ "properties": props }))).await?;
+            print(global.output, &table_rows_or(global, updated.body), COLUMNS);
+        }
+        RegistryCommand::Credential(cmd) => {
+            let (registry, body, action) = match &cmd {
+                RegistryCredentialCommand::Show { registry } => (registry, None, "listCredentials"),
+                RegistryCredentialCommand::Renew { registry, password_name } => {
+                    (registry, Some(json!({ "name": password_name })), "regenerateCredential")
+                }
+            };
+            let r = client.registry(registry).await?;
+            let id = r["id"].as_str().unwrap_or_default().to_owned();
+            let creds = client.arm(Method::POST, &format!("{id}/{action}"), body.as_ref()).await?;
+            // The passwords are the point of this command: shown in both formats.
+            let rows: Vec<serde_json::Value> = creds.body["passwords"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| json!({"username": creds.body["username"], "name": p["name"], "value": p["value"]}))
+                .collect();
+            match global.output {
+                crate::args::Output::Json => print(global.output, &creds.body, &[]),
+                crate::args::Output::Table => print(
+                    global.output,
+                    &serde_json::Value::Array(rows),
+                    &[
+                        ("USERNAME", "/username"),
+                        ("PASSWORD NAME", "/name"),
+                        ("PASSWORD", "/value"),
+                    ],
+                ),
+            }
         }
     }
     Ok(())

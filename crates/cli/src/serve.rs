@@ -359,6 +359,7 @@ async fn open_identity(
     settings.audiences.push(format!("{base}/"));
     settings.enforced = config.auth;
     settings.max_failed_sign_ins = config.max_failed_sign_ins;
+    settings.sealing_key = Some(sealing_key(&config.data_dir)?);
     let admin_password = std::env::var("WHARF_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
     if admin_password.as_ref().is_some_and(|p| p.len() < 12) {
         anyhow::bail!("WHARF_ADMIN_PASSWORD must be at least 12 characters long");
@@ -381,6 +382,33 @@ async fn open_identity(
         );
     }
     Ok(Arc::new(identity))
+}
+
+/// The key that seals registry admin users' passwords: `<data-dir>/sealing-key` (0600),
+/// made on first start. (A cluster's nodes share it, like the data they serve.)
+fn sealing_key(dir: &std::path::Path) -> anyhow::Result<[u8; 32]> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let path = dir.join("sealing-key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let bytes = b64.decode(text.trim()).ok().filter(|b| b.len() == 32);
+            let bytes = bytes.with_context(|| {
+                format!("{} is not a sealing key (32 bytes, base64)", path.display())
+            })?;
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&bytes);
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = wharf_auth::registry_credentials::Sealer::generate_key()
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            write_secret_file(&path, &b64.encode(key))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
 }
 
 /// Write a secret to a new file only its owner can read.

@@ -15,6 +15,7 @@ mod api_version;
 pub mod authorization;
 mod error;
 mod registry;
+pub mod registry_credentials;
 mod resource_id;
 mod service;
 

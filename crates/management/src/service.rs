@@ -239,6 +239,8 @@ impl Management {
             scope: Self::resource_id(r).to_string(),
             abac: props.role_assignment_mode == "AbacRepositoryPermissions",
             anonymous_pull: props.anonymous_pull_enabled,
+            admin_user: props.admin_user_enabled,
+            name: r.name.clone(),
         }
     }
 

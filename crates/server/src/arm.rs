@@ -2,7 +2,7 @@
 //!
 //! ARM paths match case-insensitively (`resourceGroups` = `resourcegroups`), so the path
 //! is split by hand ([`parse`]) rather than by router patterns. Every route names the ARM
-//! action it needs and checks it, once, through the [`Authorizer`] before doing anything.
+//! action it needs ([`Route::permission`]) and it is checked, once, before anything is done.
 //! Errors are ARM's envelope: `{"error":{"code","message"}}`.
 
 use std::collections::HashMap;
@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use wharf_auth::actions;
 use wharf_import::{CancelOutcome, JobStatus, Submitted, parse_parameters};
 use wharf_management::authorization as authz;
+use wharf_management::registry_credentials as creds;
 use wharf_management::{ArmError, ErrorKind, RegistryResourceId, check_api_version};
 
 use crate::AppState;
@@ -90,6 +91,18 @@ enum Route {
     PatchRegistry(RegistryResourceId),
     DeleteRegistry(RegistryResourceId),
     ImportImage(RegistryResourceId),
+    ListCredentials(RegistryResourceId),
+    RegenerateCredential(RegistryResourceId),
+    GenerateCredentials(RegistryResourceId),
+    ListScopeMaps(RegistryResourceId),
+    GetScopeMap(RegistryResourceId, String),
+    /// `PUT` (`false`) or `PATCH` (`true`).
+    PutScopeMap(RegistryResourceId, String, bool),
+    DeleteScopeMap(RegistryResourceId, String),
+    ListTokens(RegistryResourceId),
+    GetToken(RegistryResourceId, String),
+    PutToken(RegistryResourceId, String, bool),
+    DeleteToken(RegistryResourceId, String),
     GetOperation(String, String),
     CancelOperation(String, String),
     /// `{scope}/providers/Microsoft.Authorization/…`; the scope is a resource id or `/`.
@@ -126,6 +139,17 @@ impl Route {
             PutRegistry(id) | PatchRegistry(id) => (actions::REGISTRY_WRITE, id.to_string()),
             DeleteRegistry(id) => (actions::REGISTRY_DELETE, id.to_string()),
             ImportImage(id) => (actions::IMPORT_IMAGE, id.to_string()),
+            ListCredentials(id) => (actions::LIST_CREDENTIALS, id.to_string()),
+            RegenerateCredential(id) => (actions::REGENERATE_CREDENTIAL, id.to_string()),
+            GenerateCredentials(id) => (actions::GENERATE_CREDENTIALS, id.to_string()),
+            ListScopeMaps(id) => (actions::SCOPE_MAP_READ, format!("{id}/scopeMaps")),
+            GetScopeMap(id, n) => (actions::SCOPE_MAP_READ, format!("{id}/scopeMaps/{n}")),
+            PutScopeMap(id, n, _) => (actions::SCOPE_MAP_WRITE, format!("{id}/scopeMaps/{n}")),
+            DeleteScopeMap(id, n) => (actions::SCOPE_MAP_DELETE, format!("{id}/scopeMaps/{n}")),
+            ListTokens(id) => (actions::TOKEN_READ, format!("{id}/tokens")),
+            GetToken(id, n) => (actions::TOKEN_READ, format!("{id}/tokens/{n}")),
+            PutToken(id, n, _) => (actions::TOKEN_WRITE, format!("{id}/tokens/{n}")),
+            DeleteToken(id, n) => (actions::TOKEN_DELETE, format!("{id}/tokens/{n}")),
             GetOperation(s, _) => (actions::OPERATION_READ, sub(s)),
             CancelOperation(s, _) => (actions::OPERATION_CANCEL, sub(s)),
             ListRoleDefinitions(scope) | GetRoleDefinition(scope, _) => {
@@ -157,8 +181,25 @@ enum PathKind {
     RegistriesInGroup(String, String),
     Registry(RegistryResourceId),
     ImportImage(RegistryResourceId),
+    /// `POST …/registries/{name}/{action}` other than importImage.
+    RegistryAction(RegistryResourceId, RegistryAction),
+    /// `…/registries/{name}/{scopeMaps|tokens}[/{child}]`.
+    RegistryChild(RegistryResourceId, ChildKind, Option<String>),
     RoleDefinitions(String, Option<String>),
     RoleAssignments(String, Option<String>),
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum RegistryAction {
+    ListCredentials,
+    RegenerateCredential,
+    GenerateCredentials,
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum ChildKind {
+    ScopeMaps,
+    Tokens,
 }
 
 fn parse_resource(path: &str) -> Option<PathKind> {
@@ -275,6 +316,37 @@ fn parse_resource(path: &str) -> Option<PathKind> {
         {
             PathKind::ImportImage(reg(sub, rg, name))
         }
+        [s, sub, g, rg, p, ns, r, name, a]
+            if eq(s, "subscriptions")
+                && eq(g, "resourceGroups")
+                && acr(p, ns)
+                && eq(r, "registries") =>
+        {
+            let reg = reg(sub, rg, name);
+            if eq(a, "listCredentials") {
+                PathKind::RegistryAction(reg, RegistryAction::ListCredentials)
+            } else if eq(a, "regenerateCredential") {
+                PathKind::RegistryAction(reg, RegistryAction::RegenerateCredential)
+            } else if eq(a, "generateCredentials") {
+                PathKind::RegistryAction(reg, RegistryAction::GenerateCredentials)
+            } else if eq(a, "scopeMaps") {
+                PathKind::RegistryChild(reg, ChildKind::ScopeMaps, None)
+            } else if eq(a, "tokens") {
+                PathKind::RegistryChild(reg, ChildKind::Tokens, None)
+            } else {
+                return None;
+            }
+        }
+        [s, sub, g, rg, p, ns, r, name, k, child]
+            if eq(s, "subscriptions")
+                && eq(g, "resourceGroups")
+                && acr(p, ns)
+                && eq(r, "registries")
+                && (eq(k, "scopeMaps") || eq(k, "tokens")) =>
+        {
+            let kind = if eq(k, "tokens") { ChildKind::Tokens } else { ChildKind::ScopeMaps };
+            PathKind::RegistryChild(reg(sub, rg, name), kind, Some(child.to_string()))
+        }
         _ => return None,
     })
 }
@@ -307,6 +379,24 @@ fn parse(method: &Method, path: &str) -> Result<Route, ArmError> {
         (R::Registry(id), Method::PATCH) => Route::PatchRegistry(id),
         (R::Registry(id), Method::DELETE) => Route::DeleteRegistry(id),
         (R::ImportImage(id), Method::POST) => Route::ImportImage(id),
+        (R::RegistryAction(id, a), Method::POST) => match a {
+            RegistryAction::ListCredentials => Route::ListCredentials(id),
+            RegistryAction::RegenerateCredential => Route::RegenerateCredential(id),
+            RegistryAction::GenerateCredentials => Route::GenerateCredentials(id),
+        },
+        (R::RegistryChild(id, ChildKind::ScopeMaps, None), Method::GET) => Route::ListScopeMaps(id),
+        (R::RegistryChild(id, ChildKind::Tokens, None), Method::GET) => Route::ListTokens(id),
+        (R::RegistryChild(id, kind, Some(n)), m) => match (kind, m) {
+            (ChildKind::ScopeMaps, Method::GET) => Route::GetScopeMap(id, n),
+            (ChildKind::ScopeMaps, Method::PUT) => Route::PutScopeMap(id, n, false),
+            (ChildKind::ScopeMaps, Method::PATCH) => Route::PutScopeMap(id, n, true),
+            (ChildKind::ScopeMaps, Method::DELETE) => Route::DeleteScopeMap(id, n),
+            (ChildKind::Tokens, Method::GET) => Route::GetToken(id, n),
+            (ChildKind::Tokens, Method::PUT) => Route::PutToken(id, n, false),
+            (ChildKind::Tokens, Method::PATCH) => Route::PutToken(id, n, true),
+            (ChildKind::Tokens, Method::DELETE) => Route::DeleteToken(id, n),
+            _ => return Err(method_not_allowed(method)),
+        },
         (R::Operation(s, op), Method::GET) => Route::GetOperation(s, op),
         (R::CancelOperation(s, op), Method::POST) => Route::CancelOperation(s, op),
         (R::RoleDefinitions(scope, None), Method::GET) => Route::ListRoleDefinitions(scope),
@@ -515,6 +605,55 @@ async fn handle(
                     Ok(res)
                 }
             }
+        }
+        Route::ListCredentials(id) => Ok(ok(
+            StatusCode::OK,
+            creds::list_credentials(identity, &m.registry(&id).await?).await?,
+        )),
+        Route::RegenerateCredential(id) => {
+            let r = m.registry(&id).await?;
+            Ok(ok(
+                StatusCode::OK,
+                creds::regenerate_credential(identity, &r, &json_body(&body)?).await?,
+            ))
+        }
+        Route::GenerateCredentials(id) => {
+            let r = m.registry(&id).await?;
+            Ok(ok(
+                StatusCode::OK,
+                creds::generate_credentials(identity, &r, &json_body(&body)?).await?,
+            ))
+        }
+        Route::ListScopeMaps(id) => {
+            Ok(ok(StatusCode::OK, creds::list_scope_maps(identity, &m.registry(&id).await?).await?))
+        }
+        Route::GetScopeMap(id, n) => Ok(ok(
+            StatusCode::OK,
+            creds::get_scope_map(identity, &m.registry(&id).await?, &n).await?,
+        )),
+        Route::PutScopeMap(id, n, patch) => {
+            let r = m.registry(&id).await?;
+            let (c, v) = creds::put_scope_map(identity, &r, &n, &json_body(&body)?, patch).await?;
+            Ok(created(c, v))
+        }
+        Route::DeleteScopeMap(id, n) => {
+            let gone = creds::delete_scope_map(identity, &m.registry(&id).await?, &n).await?;
+            Ok(if gone { StatusCode::OK } else { StatusCode::NO_CONTENT }.into_response())
+        }
+        Route::ListTokens(id) => {
+            Ok(ok(StatusCode::OK, creds::list_tokens(identity, &m.registry(&id).await?).await?))
+        }
+        Route::GetToken(id, n) => {
+            Ok(ok(StatusCode::OK, creds::get_token(identity, &m.registry(&id).await?, &n).await?))
+        }
+        Route::PutToken(id, n, patch) => {
+            let r = m.registry(&id).await?;
+            let (c, v) = creds::put_token(identity, &r, &n, &json_body(&body)?, patch).await?;
+            Ok(created(c, v))
+        }
+        Route::DeleteToken(id, n) => {
+            let gone = creds::delete_token(identity, &m.registry(&id).await?, &n).await?;
+            Ok(if gone { StatusCode::OK } else { StatusCode::NO_CONTENT }.into_response())
         }
         Route::GetOperation(sub, op) => match state.imports.status(&op, &sub).await? {
             JobStatus::Running(v) => {

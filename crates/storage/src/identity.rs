@@ -80,6 +80,46 @@ pub struct SigningKeyRecord {
     pub retired_at: Option<i64>,
 }
 
+/// A scope map of a registry: the repository actions a token gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopeMapRecord {
+    pub registry_id: i64,
+    pub name: String,
+    pub description: Option<String>,
+    /// `repositories/<repo>/<content|metadata>/<read|write|delete>`, checked by `wharf-auth`.
+    pub actions: Vec<String>,
+    pub created_at: i64,
+}
+
+/// A credential of one registry: its admin user (`kind` `admin`, named like the registry)
+/// or a repository-scoped token (`kind` `token`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryTokenRecord {
+    pub registry_id: i64,
+    pub kind: String,
+    pub name: String,
+    pub scope_map: Option<String>,
+    pub enabled: bool,
+    pub created_at: i64,
+}
+
+/// One of a registry credential's two passwords.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenPasswordRecord {
+    pub registry_id: i64,
+    pub kind: String,
+    pub token: String,
+    /// `password1`/`password2` (tokens), `password`/`password2` (the admin user).
+    pub slot: String,
+    /// argon2id PHC string.
+    pub hash: String,
+    /// The admin user's password encrypted under the server's sealing key; `None` for tokens
+    /// (their passwords are shown once).
+    pub sealed: Option<Vec<u8>>,
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+}
+
 /// What the identity provider stores. Every method that writes is one transaction.
 #[async_trait]
 pub trait IdentityStore: Send + Sync + 'static {
@@ -131,6 +171,45 @@ pub trait IdentityStore: Send + Sync + 'static {
     /// Every assignment, for listings (filtered by the caller).
     async fn role_assignments(&self) -> Result<Vec<RoleAssignmentRecord>, StorageError>;
     async fn delete_role_assignment(&self, id: &str) -> Result<bool, StorageError>;
+
+    /// Create or replace a scope map.
+    async fn put_scope_map(&self, m: &ScopeMapRecord) -> Result<(), StorageError>;
+    async fn scope_map(
+        &self,
+        registry: i64,
+        name: &str,
+    ) -> Result<Option<ScopeMapRecord>, StorageError>;
+    async fn scope_maps(&self, registry: i64) -> Result<Vec<ScopeMapRecord>, StorageError>;
+    async fn delete_scope_map(&self, registry: i64, name: &str) -> Result<bool, StorageError>;
+
+    /// Create or replace a registry credential (its passwords are kept).
+    async fn put_registry_token(&self, t: &RegistryTokenRecord) -> Result<(), StorageError>;
+    async fn registry_token(
+        &self,
+        registry: i64,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<RegistryTokenRecord>, StorageError>;
+    async fn registry_tokens(
+        &self,
+        registry: i64,
+        kind: &str,
+    ) -> Result<Vec<RegistryTokenRecord>, StorageError>;
+    /// Delete a registry credential with its passwords; `false` if absent.
+    async fn delete_registry_token(
+        &self,
+        registry: i64,
+        kind: &str,
+        name: &str,
+    ) -> Result<bool, StorageError>;
+    /// Set (create or replace) one password slot of a registry credential.
+    async fn put_token_password(&self, p: &TokenPasswordRecord) -> Result<(), StorageError>;
+    async fn token_passwords(
+        &self,
+        registry: i64,
+        kind: &str,
+        name: &str,
+    ) -> Result<Vec<TokenPasswordRecord>, StorageError>;
 
     async fn add_signing_key(&self, k: &SigningKeyRecord) -> Result<(), StorageError>;
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StorageError>;

@@ -28,8 +28,8 @@ pub use blob::{
 pub use error::StorageError;
 pub use fs::{DEFAULT_READ_BUDGET, DEFAULT_WRITE_BUDGET, FsBlobStore, create_dir_durably};
 pub use identity::{
-    CredentialRecord, IdentityStore, PrincipalRecord, RoleAssignmentRecord, RoleDefinitionRecord,
-    SigningKeyRecord, TenantRecord,
+    CredentialRecord, IdentityStore, PrincipalRecord, RegistryTokenRecord, RoleAssignmentRecord,
+    RoleDefinitionRecord, ScopeMapRecord, SigningKeyRecord, TenantRecord, TokenPasswordRecord,
 };
 pub use meta::{
     BlobRef, CommitBatch, CommitOutcome, CreateRegistryOutcome, JobRecord, ListOrder,

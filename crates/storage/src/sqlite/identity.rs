@@ -52,6 +52,42 @@ fn assignment_row(r: &SqliteRow) -> Result<RoleAssignmentRecord, StorageError> {
     })
 }
 
+fn scope_map_row(r: &SqliteRow) -> Result<ScopeMapRecord, StorageError> {
+    let actions: String = r.try_get("actions")?;
+    Ok(ScopeMapRecord {
+        registry_id: r.try_get("registry_id")?,
+        name: r.try_get("name")?,
+        description: r.try_get("description")?,
+        actions: serde_json::from_str(&actions)
+            .map_err(|e| StorageError::Corrupt(format!("scope map actions: {e}")))?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn registry_token_row(r: &SqliteRow) -> Result<RegistryTokenRecord, StorageError> {
+    Ok(RegistryTokenRecord {
+        registry_id: r.try_get("registry_id")?,
+        kind: r.try_get("kind")?,
+        name: r.try_get("name")?,
+        scope_map: r.try_get("scope_map")?,
+        enabled: r.try_get::<i64, _>("enabled")? != 0,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn token_password_row(r: &SqliteRow) -> Result<TokenPasswordRecord, StorageError> {
+    Ok(TokenPasswordRecord {
+        registry_id: r.try_get("registry_id")?,
+        kind: r.try_get("kind")?,
+        token: r.try_get("token")?,
+        slot: r.try_get("slot")?,
+        hash: r.try_get("hash")?,
+        sealed: r.try_get("sealed")?,
+        expires_at: r.try_get("expires_at")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
 #[async_trait]
 impl IdentityStore for SqliteMetadataStore {
     async fn put_tenant(&self, t: &TenantRecord) -> Result<(), StorageError> {
@@ -361,5 +397,166 @@ impl IdentityStore for SqliteMetadataStore {
         .execute(&self.write)
         .await?;
         Ok(())
+    }
+
+    async fn put_scope_map(&self, m: &ScopeMapRecord) -> Result<(), StorageError> {
+        let actions = serde_json::to_string(&m.actions)
+            .map_err(|e| StorageError::Corrupt(format!("scope map actions: {e}")))?;
+        sqlx::query(
+            "INSERT INTO scope_maps (registry_id, name, description, actions, created_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (registry_id, name) DO UPDATE
+             SET description = excluded.description, actions = excluded.actions",
+        )
+        .bind(m.registry_id)
+        .bind(&m.name)
+        .bind(&m.description)
+        .bind(actions)
+        .bind(m.created_at)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn scope_map(
+        &self,
+        registry: i64,
+        name: &str,
+    ) -> Result<Option<ScopeMapRecord>, StorageError> {
+        sqlx::query("SELECT * FROM scope_maps WHERE registry_id = $1 AND name = $2")
+            .bind(registry)
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?
+            .as_ref()
+            .map(scope_map_row)
+            .transpose()
+    }
+
+    async fn scope_maps(&self, registry: i64) -> Result<Vec<ScopeMapRecord>, StorageError> {
+        let rows = sqlx::query("SELECT * FROM scope_maps WHERE registry_id = $1 ORDER BY name")
+            .bind(registry)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(scope_map_row).collect()
+    }
+
+    async fn delete_scope_map(&self, registry: i64, name: &str) -> Result<bool, StorageError> {
+        let done = sqlx::query("DELETE FROM scope_maps WHERE registry_id = $1 AND name = $2")
+            .bind(registry)
+            .bind(name)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn put_registry_token(&self, t: &RegistryTokenRecord) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO registry_tokens (registry_id, kind, name, scope_map, enabled, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (registry_id, kind, name) DO UPDATE
+             SET scope_map = excluded.scope_map, enabled = excluded.enabled",
+        )
+        .bind(t.registry_id)
+        .bind(&t.kind)
+        .bind(&t.name)
+        .bind(&t.scope_map)
+        .bind(i64::from(t.enabled))
+        .bind(t.created_at)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn registry_token(
+        &self,
+        registry: i64,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<RegistryTokenRecord>, StorageError> {
+        sqlx::query(
+            "SELECT * FROM registry_tokens WHERE registry_id = $1 AND kind = $2 AND name = $3",
+        )
+        .bind(registry)
+        .bind(kind)
+        .bind(name)
+        .fetch_optional(&self.read)
+        .await?
+        .as_ref()
+        .map(registry_token_row)
+        .transpose()
+    }
+
+    async fn registry_tokens(
+        &self,
+        registry: i64,
+        kind: &str,
+    ) -> Result<Vec<RegistryTokenRecord>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT * FROM registry_tokens WHERE registry_id = $1 AND kind = $2 ORDER BY name",
+        )
+        .bind(registry)
+        .bind(kind)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(registry_token_row).collect()
+    }
+
+    async fn delete_registry_token(
+        &self,
+        registry: i64,
+        kind: &str,
+        name: &str,
+    ) -> Result<bool, StorageError> {
+        // Its passwords go with it (ON DELETE CASCADE).
+        let done = sqlx::query(
+            "DELETE FROM registry_tokens WHERE registry_id = $1 AND kind = $2 AND name = $3",
+        )
+        .bind(registry)
+        .bind(kind)
+        .bind(name)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn put_token_password(&self, p: &TokenPasswordRecord) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO registry_token_passwords
+                 (registry_id, kind, token, slot, hash, sealed, expires_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (registry_id, kind, token, slot) DO UPDATE
+             SET hash = excluded.hash, sealed = excluded.sealed,
+                 expires_at = excluded.expires_at, created_at = excluded.created_at",
+        )
+        .bind(p.registry_id)
+        .bind(&p.kind)
+        .bind(&p.token)
+        .bind(&p.slot)
+        .bind(&p.hash)
+        .bind(&p.sealed)
+        .bind(p.expires_at)
+        .bind(p.created_at)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn token_passwords(
+        &self,
+        registry: i64,
+        kind: &str,
+        name: &str,
+    ) -> Result<Vec<TokenPasswordRecord>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT * FROM registry_token_passwords
+             WHERE registry_id = $1 AND kind = $2 AND token = $3 ORDER BY slot",
+        )
+        .bind(registry)
+        .bind(kind)
+        .bind(name)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(token_password_row).collect()
     }
 }

@@ -1,0 +1,742 @@
+//! Credentials that belong to one registry rather than to a principal, as ACR has them: the
+//! registry's **admin user** (user name = the registry's name, two passwords, full push and
+//! pull on that registry, off unless `adminUserEnabled`) and its **repository-scoped tokens**
+//! (a name, two passwords with optional expiry, enabled or disabled, and one scope map: the
+//! repository actions the token may do, `samples/*`-style wildcards allowed).
+//!
+//! Token passwords are shown once, when generated, and stored as argon2id hashes. The admin
+//! user's are also kept sealed (ChaCha20-Poly1305 under the server's sealing key), because
+//! ACR's `listCredentials` shows them again — scripts read them from there.
+
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::AuthError;
+use crate::caller::RepoOp;
+
+/// `kind` of the admin user's record.
+pub const ADMIN: &str = "admin";
+/// `kind` of a repository-scoped token's record.
+pub const TOKEN: &str = "token";
+/// The admin user's password slots, as ACR names them.
+pub const ADMIN_SLOTS: [&str; 2] = ["password", "password2"];
+/// A token's password slots.
+pub const TOKEN_SLOTS: [&str; 2] = ["password1", "password2"];
+
+/// Repositories a scope-map rule applies to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum RepoPattern {
+    /// One repository (lowercase).
+    Exact(String),
+    /// Every repository under a prefix ending in `/` (`samples/*`).
+    Under(String),
+    /// Every repository (`*`).
+    All,
+}
+
+impl RepoPattern {
+    fn matches(&self, repository: &str) -> bool {
+        match self {
+            RepoPattern::Exact(r) => r.eq_ignore_ascii_case(repository),
+            RepoPattern::Under(p) => {
+                repository.len() > p.len()
+                    && repository.is_char_boundary(p.len())
+                    && repository[..p.len()].eq_ignore_ascii_case(p)
+            }
+            RepoPattern::All => true,
+        }
+    }
+}
+
+/// One action of a scope map: `repositories/<repo>/<content|metadata>/<read|write|delete>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopeRule {
+    pattern: RepoPattern,
+    op: RepoOp,
+}
+
+impl ScopeRule {
+    /// Parse one scope-map action, as ACR accepts them: the repository may be a name, `*`,
+    /// or a prefix ending in `/*` (one `*`, at the end).
+    pub fn parse(action: &str) -> Result<ScopeRule, AuthError> {
+        let bad = |why: &str| {
+            AuthError::BadRequest(format!(
+                "invalid scope map action '{action}': {why}; expected \
+                 repositories/<repository>/<content|metadata>/<read|write|delete>"
+            ))
+        };
+        let rest =
+            action.strip_prefix("repositories/").ok_or_else(|| bad("no repositories/ prefix"))?;
+        let (rest, verb) = rest.rsplit_once('/').ok_or_else(|| bad("no action"))?;
+        let (repo, kind) = rest.rsplit_once('/').ok_or_else(|| bad("no action"))?;
+        let op = match (kind, verb) {
+            ("content", "read") => RepoOp::Pull,
+            ("content", "write") => RepoOp::Push,
+            ("content", "delete") => RepoOp::Delete,
+            ("metadata", "read") => RepoOp::MetadataRead,
+            ("metadata", "write") => RepoOp::MetadataWrite,
+            _ => return Err(bad("unknown action")),
+        };
+        let pattern = if repo == "*" {
+            RepoPattern::All
+        } else if let Some(prefix) = repo.strip_suffix("/*") {
+            if prefix.contains('*') || wharf_oci::RepositoryName::parse(prefix).is_err() {
+                return Err(bad("a wildcard must be one `*` ending a valid repository prefix"));
+            }
+            RepoPattern::Under(format!("{}/", prefix.to_ascii_lowercase()))
+        } else {
+            if wharf_oci::RepositoryName::parse(repo).is_err() {
+                return Err(bad("not a valid repository name"));
+            }
+            RepoPattern::Exact(repo.to_ascii_lowercase())
+        };
+        Ok(ScopeRule { pattern, op })
+    }
+}
+
+/// What a registry credential may do in its own registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegistryGrant {
+    /// The admin user: everything on the data plane, catalog included.
+    Admin,
+    /// A token: what its scope map's rules allow (additive); never the catalog.
+    Rules(Vec<ScopeRule>),
+}
+
+impl RegistryGrant {
+    pub fn allows(&self, op: RepoOp, repository: &str) -> bool {
+        match self {
+            RegistryGrant::Admin => true,
+            RegistryGrant::Rules(rules) => {
+                rules.iter().any(|r| r.op == op && r.pattern.matches(repository))
+            }
+        }
+    }
+
+    /// `registry:catalog:*` — ACR gives tokens no catalog.
+    pub fn catalog(&self) -> bool {
+        matches!(self, RegistryGrant::Admin)
+    }
+
+    /// Whether every repository may be read.
+    pub fn reads_all(&self) -> bool {
+        match self {
+            RegistryGrant::Admin => true,
+            RegistryGrant::Rules(rules) => {
+                rules.iter().any(|r| r.op == RepoOp::Pull && r.pattern == RepoPattern::All)
+            }
+        }
+    }
+}
+
+/// The system scope maps every registry has (read-only), with ACR's names and actions.
+pub fn system_scope_maps() -> Vec<(&'static str, &'static str, Vec<String>)> {
+    let all = |verbs: &[&str]| verbs.iter().map(|v| format!("repositories/*/{v}")).collect();
+    vec![
+        (
+            "_repositories_admin",
+            "Can perform all read, write and delete operations on the registry",
+            all(&[
+                "metadata/read",
+                "metadata/write",
+                "content/read",
+                "content/write",
+                "content/delete",
+            ]),
+        ),
+        ("_repositories_pull", "Can pull any repository of the registry", all(&["content/read"])),
+        (
+            "_repositories_pull_metadata_read",
+            "Can perform all read operations on the registry",
+            all(&["content/read", "metadata/read"]),
+        ),
+        (
+            "_repositories_push",
+            "Can push to any repository of the registry",
+            all(&["content/read", "content/write"]),
+        ),
+        (
+            "_repositories_push_metadata_write",
+            "Can perform all read and write operations on the registry",
+            all(&["metadata/read", "metadata/write", "content/read", "content/write"]),
+        ),
+    ]
+}
+
+/// Seals and opens the admin user's stored passwords.
+pub struct Sealer {
+    key: LessSafeKey,
+}
+
+impl Sealer {
+    pub fn new(key: &[u8; 32]) -> Result<Sealer, AuthError> {
+        let unbound = UnboundKey::new(&CHACHA20_POLY1305, key)
+            .map_err(|_| AuthError::Internal("bad sealing key".into()))?;
+        Ok(Sealer { key: LessSafeKey::new(unbound) })
+    }
+
+    /// A fresh random key.
+    pub fn generate_key() -> Result<[u8; 32], AuthError> {
+        let mut key = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut key)
+            .map_err(|_| AuthError::Internal("no random source".into()))?;
+        Ok(key)
+    }
+
+    /// nonce ‖ ciphertext ‖ tag, bound to `context` (which credential and slot it is, so a
+    /// sealed value can't be moved to another).
+    pub fn seal(&self, context: &str, secret: &str) -> Result<Vec<u8>, AuthError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| AuthError::Internal("no random source".into()))?;
+        let mut data = secret.as_bytes().to_vec();
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(context.as_bytes()),
+                &mut data,
+            )
+            .map_err(|_| AuthError::Internal("sealing failed".into()))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&data);
+        Ok(out)
+    }
+
+    pub fn open(&self, context: &str, sealed: &[u8]) -> Result<String, AuthError> {
+        let corrupt = || AuthError::Internal("a sealed password doesn't open".into());
+        if sealed.len() < NONCE_LEN {
+            return Err(corrupt());
+        }
+        let (nonce, data) = sealed.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| corrupt())?;
+        let mut data = data.to_vec();
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(context.as_bytes()), &mut data)
+            .map_err(|_| corrupt())?;
+        String::from_utf8(plain.to_vec()).map_err(|_| corrupt())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_map_actions_parse_as_acr_takes_them() {
+        let r = ScopeRule::parse("repositories/samples/*/content/read").unwrap();
+        let g = RegistryGrant::Rules(vec![
+            r,
+            ScopeRule::parse("repositories/app/content/write").unwrap(),
+        ]);
+        assert!(g.allows(RepoOp::Pull, "samples/hello"));
+        assert!(g.allows(RepoOp::Pull, "Samples/a/b"));
+        assert!(!g.allows(RepoOp::Pull, "samples"), "the prefix itself isn't under it");
+        assert!(!g.allows(RepoOp::Pull, "samplesx/a"));
+        assert!(!g.allows(RepoOp::Push, "samples/hello"));
+        assert!(g.allows(RepoOp::Push, "app"));
+        assert!(!g.allows(RepoOp::Pull, "app"), "write doesn't imply read");
+        assert!(!g.catalog() && !g.reads_all());
+        for bad in [
+            "samples/content/read",
+            "repositories/a/content/push",
+            "repositories/a*/content/read",
+            "repositories/a/*/b/content/read",
+            "repositories/*/*/content/read",
+            "repositories/../content/read",
+            "repositories/A B/content/read",
+            "repositories//content/read",
+        ] {
+            assert!(ScopeRule::parse(bad).is_err(), "{bad}");
+        }
+        let all =
+            RegistryGrant::Rules(vec![ScopeRule::parse("repositories/*/content/read").unwrap()]);
+        assert!(all.reads_all() && all.allows(RepoOp::Pull, "anything/at/all"));
+        for (_, _, actions) in system_scope_maps() {
+            for a in actions {
+                ScopeRule::parse(&a).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn sealed_passwords_open_only_in_their_place() {
+        let s = Sealer::new(&Sealer::generate_key().unwrap()).unwrap();
+        let sealed = s.seal("1/admin/password", "hunter2-hunter2").unwrap();
+        assert!(!sealed.windows(7).any(|w| w == b"hunter2"));
+        assert_eq!(s.open("1/admin/password", &sealed).unwrap(), "hunter2-hunter2");
+        assert!(s.open("1/admin/password2", &sealed).is_err());
+        let other = Sealer::new(&Sealer::generate_key().unwrap()).unwrap();
+        assert!(other.open("1/admin/password", &sealed).is_err());
+        let mut tampered = sealed.clone();
+        tampered[NONCE_LEN] ^= 1;
+        assert!(s.open("1/admin/password", &tampered).is_err());
+    }
+}
+
+// ---- the identity provider's side: storing, showing and checking them ------------------
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+use wharf_storage::{RegistryTokenRecord, ScopeMapRecord, TokenPasswordRecord};
+
+use crate::caller::{Caller, RegistryPolicy};
+use crate::secret;
+use crate::service::{CACHE_MAX, Identity, SECRET_CACHE_TTL, lock, now_ms};
+
+/// A password of a registry credential, as `listCredentials` / `generateCredentials` show it.
+#[derive(Clone, Debug)]
+pub struct ShownPassword {
+    pub name: String,
+    /// The secret itself: only in the answer that creates it (and, for the admin user, in
+    /// `listCredentials`).
+    pub value: Option<String>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+/// A scope map as the API shows it.
+#[derive(Clone, Debug)]
+pub struct ScopeMapView {
+    pub name: String,
+    pub description: Option<String>,
+    pub actions: Vec<String>,
+    /// One of the registry's built-in maps (`_repositories_pull`…): read-only.
+    pub system: bool,
+    pub created_at: i64,
+}
+
+/// A token as the API shows it (passwords without their values).
+#[derive(Clone, Debug)]
+pub struct TokenView {
+    pub name: String,
+    pub scope_map: Option<String>,
+    pub enabled: bool,
+    pub created_at: i64,
+    pub passwords: Vec<ShownPassword>,
+}
+
+/// Scope map and token names: ACR's rule (5–50 letters, digits and `-`; scope maps may
+/// not start with `_`, which is for the system ones).
+fn valid_name(kind: &str, name: &str) -> Result<(), AuthError> {
+    let ok = (5..=50).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::BadRequest(format!(
+            "The {kind} name '{name}' is invalid: use 5 to 50 letters, digits and hyphens."
+        )))
+    }
+}
+
+fn shown(p: &TokenPasswordRecord, value: Option<String>) -> ShownPassword {
+    ShownPassword {
+        name: p.slot.clone(),
+        value,
+        created_at: p.created_at,
+        expires_at: p.expires_at,
+    }
+}
+
+impl Identity {
+    /// The admin user's passwords of a registry, made on first use (ACR makes them when the
+    /// admin user is enabled). Only `listCredentials` asks; the caller checks the registry
+    /// has its admin user enabled.
+    pub async fn admin_credentials(
+        &self,
+        registry: &RegistryPolicy,
+    ) -> Result<Vec<ShownPassword>, AuthError> {
+        self.ensure_admin(registry).await?;
+        let stored = self.store.token_passwords(registry.id, ADMIN, &registry.name).await?;
+        let mut out = Vec::new();
+        for slot in ADMIN_SLOTS {
+            let p = match stored.iter().find(|p| p.slot == slot) {
+                Some(p) => p.clone(),
+                None => self.set_admin_password(registry, slot).await?.0,
+            };
+            let sealed = p.sealed.as_deref().ok_or_else(|| {
+                AuthError::Internal("an admin password was stored without its sealed copy".into())
+            })?;
+            // A password sealed under another key (the key file was replaced) can't be
+            // shown: make a new one rather than fail forever.
+            let value = match self.sealer.open(&seal_context(registry.id, slot), sealed) {
+                Ok(v) => v,
+                Err(_) => self.set_admin_password(registry, slot).await?.1,
+            };
+            out.push(shown(&p, Some(value)));
+        }
+        Ok(out)
+    }
+
+    /// A new password in one of the admin user's slots (`password` or `password2`); the
+    /// credentials as `listCredentials` shows them afterwards.
+    pub async fn regenerate_admin_password(
+        &self,
+        registry: &RegistryPolicy,
+        slot: &str,
+    ) -> Result<Vec<ShownPassword>, AuthError> {
+        if !ADMIN_SLOTS.contains(&slot) {
+            return Err(AuthError::BadRequest(format!(
+                "The password name '{slot}' is invalid: use 'password' or 'password2'."
+            )));
+        }
+        self.ensure_admin(registry).await?;
+        self.set_admin_password(registry, slot).await?;
+        self.admin_credentials(registry).await
+    }
+
+    async fn ensure_admin(&self, registry: &RegistryPolicy) -> Result<(), AuthError> {
+        if self.store.registry_token(registry.id, ADMIN, &registry.name).await?.is_none() {
+            self.store
+                .put_registry_token(&RegistryTokenRecord {
+                    registry_id: registry.id,
+                    kind: ADMIN.into(),
+                    name: registry.name.clone(),
+                    scope_map: None,
+                    enabled: true,
+                    created_at: now_ms(),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn set_admin_password(
+        &self,
+        registry: &RegistryPolicy,
+        slot: &str,
+    ) -> Result<(TokenPasswordRecord, String), AuthError> {
+        let value = secret::generate(32);
+        let record = TokenPasswordRecord {
+            registry_id: registry.id,
+            kind: ADMIN.into(),
+            token: registry.name.clone(),
+            slot: slot.into(),
+            hash: self.hash_secret(&value).await?,
+            sealed: Some(self.sealer.seal(&seal_context(registry.id, slot), &value)?),
+            expires_at: None,
+            created_at: now_ms(),
+        };
+        self.store.put_token_password(&record).await?;
+        self.forget_registry_secrets();
+        Ok((record, value))
+    }
+
+    async fn hash_secret(&self, value: &str) -> Result<String, AuthError> {
+        let _permit = self.hashing_permit().await?;
+        let value = value.to_owned();
+        tokio::task::spawn_blocking(move || secret::hash(&value))
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))?
+            .map_err(AuthError::Internal)
+    }
+
+    fn forget_registry_secrets(&self) {
+        lock(&self.registry_secrets).clear();
+    }
+
+    // --- scope maps ----------------------------------------------------------------
+
+    /// Every scope map of a registry: the system ones, then the registry's own.
+    pub async fn scope_maps(&self, registry: i64) -> Result<Vec<ScopeMapView>, AuthError> {
+        let mut out: Vec<ScopeMapView> = system_scope_maps()
+            .into_iter()
+            .map(|(name, description, actions)| ScopeMapView {
+                name: name.into(),
+                description: Some(description.into()),
+                actions,
+                system: true,
+                created_at: 0,
+            })
+            .collect();
+        out.extend(self.store.scope_maps(registry).await?.into_iter().map(user_map));
+        Ok(out)
+    }
+
+    pub async fn scope_map(
+        &self,
+        registry: i64,
+        name: &str,
+    ) -> Result<Option<ScopeMapView>, AuthError> {
+        if name.starts_with('_') {
+            return Ok(self
+                .scope_maps(registry)
+                .await?
+                .into_iter()
+                .find(|m| m.system && m.name.eq_ignore_ascii_case(name)));
+        }
+        Ok(self.store.scope_map(registry, name).await?.map(user_map))
+    }
+
+    /// Create or replace a scope map; whether it was created.
+    pub async fn put_scope_map(
+        &self,
+        registry: i64,
+        name: &str,
+        description: Option<String>,
+        actions: Vec<String>,
+    ) -> Result<(ScopeMapView, bool), AuthError> {
+        if name.starts_with('_') {
+            return Err(AuthError::BadRequest(format!(
+                "The scope map '{name}' is a system scope map and can't be changed."
+            )));
+        }
+        valid_name("scope map", name)?;
+        if actions.is_empty() {
+            return Err(AuthError::BadRequest("A scope map needs at least one action.".into()));
+        }
+        for a in &actions {
+            ScopeRule::parse(a)?;
+        }
+        let existing = self.store.scope_map(registry, name).await?;
+        let record = ScopeMapRecord {
+            registry_id: registry,
+            name: existing.as_ref().map_or_else(|| name.to_owned(), |m| m.name.clone()),
+            description,
+            actions,
+            created_at: existing.as_ref().map_or_else(now_ms, |m| m.created_at),
+        };
+        self.store.put_scope_map(&record).await?;
+        Ok((user_map(record), existing.is_none()))
+    }
+
+    /// Delete a scope map no token uses; `false` if there was none.
+    pub async fn delete_scope_map(&self, registry: i64, name: &str) -> Result<bool, AuthError> {
+        if name.starts_with('_') {
+            return Err(AuthError::BadRequest(format!(
+                "The scope map '{name}' is a system scope map and can't be deleted."
+            )));
+        }
+        let users: Vec<String> = self
+            .store
+            .registry_tokens(registry, TOKEN)
+            .await?
+            .into_iter()
+            .filter(|t| t.scope_map.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(name)))
+            .map(|t| t.name)
+            .collect();
+        if !users.is_empty() {
+            return Err(AuthError::Conflict(format!(
+                "The scope map '{name}' is used by the tokens {}: delete or change them first.",
+                users.join(", ")
+            )));
+        }
+        Ok(self.store.delete_scope_map(registry, name).await?)
+    }
+
+    // --- tokens --------------------------------------------------------------------
+
+    pub async fn tokens(&self, registry: i64) -> Result<Vec<TokenView>, AuthError> {
+        let mut out = Vec::new();
+        for t in self.store.registry_tokens(registry, TOKEN).await? {
+            out.push(self.token_view(t).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn token(&self, registry: i64, name: &str) -> Result<Option<TokenView>, AuthError> {
+        match self.store.registry_token(registry, TOKEN, name).await? {
+            Some(t) => Ok(Some(self.token_view(t).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn token_view(&self, t: RegistryTokenRecord) -> Result<TokenView, AuthError> {
+        let passwords = self
+            .store
+            .token_passwords(t.registry_id, TOKEN, &t.name)
+            .await?
+            .iter()
+            .map(|p| shown(p, None))
+            .collect();
+        Ok(TokenView {
+            name: t.name,
+            scope_map: t.scope_map,
+            enabled: t.enabled,
+            created_at: t.created_at,
+            passwords,
+        })
+    }
+
+    /// Create or update a token: its scope map (which must exist) and status. Whether it
+    /// was created.
+    pub async fn put_token(
+        &self,
+        registry: i64,
+        name: &str,
+        scope_map: Option<&str>,
+        enabled: bool,
+    ) -> Result<(TokenView, bool), AuthError> {
+        valid_name("token", name)?;
+        let map = match scope_map {
+            Some(m) => Some(
+                self.scope_map(registry, m)
+                    .await?
+                    .ok_or_else(|| {
+                        AuthError::BadRequest(format!("The scope map '{m}' doesn't exist."))
+                    })?
+                    .name,
+            ),
+            None => None,
+        };
+        let existing = self.store.registry_token(registry, TOKEN, name).await?;
+        let record = RegistryTokenRecord {
+            registry_id: registry,
+            kind: TOKEN.into(),
+            name: existing.as_ref().map_or_else(|| name.to_owned(), |t| t.name.clone()),
+            scope_map: map,
+            enabled,
+            created_at: existing.as_ref().map_or_else(now_ms, |t| t.created_at),
+        };
+        self.store.put_registry_token(&record).await?;
+        self.forget_registry_secrets();
+        Ok((self.token_view(record).await?, existing.is_none()))
+    }
+
+    pub async fn delete_token(&self, registry: i64, name: &str) -> Result<bool, AuthError> {
+        let done = self.store.delete_registry_token(registry, TOKEN, name).await?;
+        self.forget_registry_secrets();
+        Ok(done)
+    }
+
+    /// A new password in one of a token's slots (`password1`, `password2`), shown once.
+    pub async fn generate_token_password(
+        &self,
+        registry: i64,
+        name: &str,
+        slot: &str,
+        expires_at: Option<i64>,
+    ) -> Result<ShownPassword, AuthError> {
+        if !TOKEN_SLOTS.contains(&slot) {
+            return Err(AuthError::BadRequest(format!(
+                "The password name '{slot}' is invalid: use 'password1' or 'password2'."
+            )));
+        }
+        if expires_at.is_some_and(|e| e <= now_ms()) {
+            return Err(AuthError::BadRequest("The expiry must be in the future.".into()));
+        }
+        let token = self
+            .store
+            .registry_token(registry, TOKEN, name)
+            .await?
+            .ok_or_else(|| AuthError::NotFound(format!("The token '{name}' doesn't exist.")))?;
+        let value = secret::generate(32);
+        let record = TokenPasswordRecord {
+            registry_id: registry,
+            kind: TOKEN.into(),
+            token: token.name,
+            slot: slot.into(),
+            hash: self.hash_secret(&value).await?,
+            sealed: None,
+            expires_at,
+            created_at: now_ms(),
+        };
+        self.store.put_token_password(&record).await?;
+        self.forget_registry_secrets();
+        Ok(shown(&record, Some(value)))
+    }
+
+    // --- signing in ----------------------------------------------------------------
+
+    /// The caller behind `Basic` credentials that name one of the registry's own
+    /// credentials — its admin user (when enabled) or an enabled token — with a password that
+    /// matches (not expired). `None` when the name is no such credential or the password
+    /// doesn't match: the name may still be a principal's.
+    pub(crate) async fn registry_credential_caller(
+        &self,
+        registry: &RegistryPolicy,
+        username: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Option<Caller>, AuthError> {
+        let (kind, record) = if registry.admin_user && username.eq_ignore_ascii_case(&registry.name)
+        {
+            (ADMIN, self.store.registry_token(registry.id, ADMIN, &registry.name).await?)
+        } else {
+            (TOKEN, self.store.registry_token(registry.id, TOKEN, username).await?)
+        };
+        let Some(record) = record.filter(|t| t.enabled) else { return Ok(None) };
+        let keys = Identity::limiter_keys(username, client);
+        self.failures.check(&keys)?;
+        if !self.check_registry_password(&record, password).await? {
+            return Ok(None);
+        }
+        let grant = if kind == ADMIN {
+            RegistryGrant::Admin
+        } else {
+            let actions = match &record.scope_map {
+                Some(m) => self.scope_map(registry.id, m).await?.map(|m| m.actions),
+                None => None,
+            };
+            let rules = actions
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|a| ScopeRule::parse(a).ok())
+                .collect();
+            RegistryGrant::Rules(rules)
+        };
+        Ok(Some(Caller::registry_credential(registry.id, &record.name, grant)))
+    }
+
+    async fn check_registry_password(
+        &self,
+        record: &RegistryTokenRecord,
+        password: &str,
+    ) -> Result<bool, AuthError> {
+        let key: [u8; 32] = Sha256::new()
+            .chain_update(record.registry_id.to_be_bytes())
+            .chain_update(record.kind.as_bytes())
+            .chain_update([0])
+            .chain_update(record.name.to_ascii_lowercase().as_bytes())
+            .chain_update([0])
+            .chain_update(password.as_bytes())
+            .finalize()
+            .into();
+        if lock(&self.registry_secrets).get(&key).is_some_and(|until| Instant::now() < *until) {
+            return Ok(true);
+        }
+        let now = now_ms();
+        let stored =
+            self.store.token_passwords(record.registry_id, &record.kind, &record.name).await?;
+        let _permit = self.hashing_permit().await?;
+        let password = password.to_owned();
+        let matched = tokio::task::spawn_blocking(move || {
+            stored
+                .into_iter()
+                .filter(|p| p.expires_at.is_none_or(|e| e > now))
+                .find(|p| secret::verify(&password, &p.hash))
+        })
+        .await
+        .map_err(|e| AuthError::Internal(e.to_string()))?;
+        let Some(p) = matched else { return Ok(false) };
+        let left = p.expires_at.map_or(SECRET_CACHE_TTL, |e| {
+            Duration::from_millis(u64::try_from(e - now).unwrap_or(0)).min(SECRET_CACHE_TTL)
+        });
+        let mut cache = lock(&self.registry_secrets);
+        if cache.len() > CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, Instant::now() + left);
+        Ok(true)
+    }
+}
+
+fn seal_context(registry: i64, slot: &str) -> String {
+    format!("wharf admin password/{registry}/{slot}")
+}
+
+fn user_map(m: ScopeMapRecord) -> ScopeMapView {
+    ScopeMapView {
+        name: m.name,
+        description: m.description,
+        actions: m.actions,
+        system: false,
+        created_at: m.created_at,
+    }
+}

@@ -1,0 +1,281 @@
+//! `wharf token …` and `wharf scope-map …`: a registry's repository-scoped tokens and the
+//! scope maps that say what they may do, with `az acr token` / `az acr scope-map` flags.
+
+use anyhow::{Context as _, bail};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::args::{
+    GlobalArgs, OwnerRegistry, ScopeMapCommand, TokenCommand, TokenCredentialCommand,
+};
+use crate::client::Client;
+use crate::output::print;
+
+const TOKEN_COLUMNS: &[(&str, &str)] = &[
+    ("NAME", "/name"),
+    ("SCOPE MAP", "/properties/scopeMapId"),
+    ("STATUS", "/properties/status"),
+    ("CREATION DATE", "/properties/creationDate"),
+];
+const MAP_COLUMNS: &[(&str, &str)] =
+    &[("NAME", "/name"), ("TYPE", "/properties/type"), ("DESCRIPTION", "/properties/description")];
+const CREDENTIAL_COLUMNS: &[(&str, &str)] = &[
+    ("USERNAME", "/username"),
+    ("PASSWORD NAME", "/name"),
+    ("PASSWORD", "/value"),
+    ("EXPIRY", "/expiry"),
+];
+
+/// The actions a scope map may name.
+const ACTIONS: &[&str] =
+    &["content/read", "content/write", "content/delete", "metadata/read", "metadata/write"];
+
+/// `--repository REPO ACTION… [--repository REPO ACTION…]` → `repositories/REPO/ACTION`.
+/// clap hands over the values of every occurrence in one list; a value that isn't an action
+/// starts the next repository.
+fn actions(values: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut repo: Option<(&str, usize)> = None;
+    for v in values {
+        if ACTIONS.contains(&v.as_str()) {
+            let Some((r, n)) = repo.as_mut() else {
+                bail!("--repository: give the repository before its actions");
+            };
+            out.push(format!("repositories/{r}/{v}"));
+            *n += 1;
+        } else {
+            if let Some((r, 0)) = repo {
+                bail!("--repository {r}: give at least one action ({})", ACTIONS.join(", "));
+            }
+            repo = Some((v, 0));
+        }
+    }
+    if let Some((r, 0)) = repo {
+        bail!("--repository {r}: give at least one action ({})", ACTIONS.join(", "));
+    }
+    Ok(out)
+}
+
+async fn registry_id(client: &Client, owner: &OwnerRegistry) -> anyhow::Result<String> {
+    let r = client.registry(&owner.as_ref()).await?;
+    r["id"].as_str().map(str::to_owned).context("the registry has no id")
+}
+
+fn expiry(days: Option<u32>) -> Option<String> {
+    days.map(|d| {
+        (chrono::Utc::now() + chrono::Duration::days(i64::from(d)))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    })
+}
+
+fn print_credentials(global: &GlobalArgs, creds: &Value) {
+    match global.output {
+        crate::args::Output::Json => print(global.output, creds, &[]),
+        crate::args::Output::Table => {
+            let rows: Vec<Value> = creds["passwords"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    json!({"username": creds["username"], "name": p["name"], "value": p["value"], "expiry": p["expiry"]})
+                })
+                .collect();
+            print(global.output, &Value::Array(rows), CREDENTIAL_COLUMNS);
+        }
+    }
+}
+
+async fn generate(
+    client: &Client,
+    reg: &str,
+    token: &str,
+    slot: Option<&str>,
+    days: Option<u32>,
+) -> anyhow::Result<Value> {
+    let mut body = json!({ "tokenId": format!("{reg}/tokens/{token}") });
+    if let Some(s) = slot {
+        body["name"] = json!(s);
+    }
+    if let Some(e) = expiry(days) {
+        body["expiry"] = json!(e);
+    }
+    Ok(client.arm(Method::POST, &format!("{reg}/generateCredentials"), Some(&body)).await?.body)
+}
+
+pub(crate) async fn token(global: &GlobalArgs, cmd: TokenCommand) -> anyhow::Result<()> {
+    let client = Client::new(&global.server).await?;
+    match cmd {
+        TokenCommand::Create {
+            name,
+            owner,
+            scope_map,
+            repository,
+            status,
+            expiration_in_days,
+            no_passwords,
+        } => {
+            let reg = registry_id(&client, &owner).await?;
+            let map = match (scope_map, repository.is_empty()) {
+                (Some(m), true) => m,
+                (None, false) => {
+                    // As az does: a scope map of the token's own, named after it.
+                    let m = format!("{name}-scope-map");
+                    let body = json!({"properties": {
+                        "description": format!("Token {name}'s scope map"),
+                        "actions": actions(&repository)?,
+                    }});
+                    client.arm(Method::PUT, &format!("{reg}/scopeMaps/{m}"), Some(&body)).await?;
+                    m
+                }
+                _ => bail!("give either --scope-map or --repository"),
+            };
+            let body = json!({"properties": {
+                "scopeMapId": format!("{reg}/scopeMaps/{map}"),
+                "status": status,
+            }});
+            let mut created =
+                client.arm(Method::PUT, &format!("{reg}/tokens/{name}"), Some(&body)).await?.body;
+            if !no_passwords {
+                let creds = generate(&client, &reg, &name, None, expiration_in_days).await?;
+                created["properties"]["credentials"]["username"] = creds["username"].clone();
+                created["properties"]["credentials"]["passwords"] = creds["passwords"].clone();
+                match global.output {
+                    crate::args::Output::Json => print(global.output, &created, &[]),
+                    crate::args::Output::Table => print_credentials(global, &creds),
+                }
+            } else {
+                print(global.output, &created, TOKEN_COLUMNS);
+            }
+        }
+        TokenCommand::List { owner } => {
+            let reg = registry_id(&client, &owner).await?;
+            let list = client.arm(Method::GET, &format!("{reg}/tokens"), None).await?.body;
+            print(global.output, &list["value"], TOKEN_COLUMNS);
+        }
+        TokenCommand::Show { name, owner } => {
+            let reg = registry_id(&client, &owner).await?;
+            let t = client.arm(Method::GET, &format!("{reg}/tokens/{name}"), None).await?.body;
+            print(global.output, &t, TOKEN_COLUMNS);
+        }
+        TokenCommand::Update { name, owner, scope_map, status } => {
+            let reg = registry_id(&client, &owner).await?;
+            let mut props = serde_json::Map::new();
+            if let Some(m) = scope_map {
+                props.insert("scopeMapId".into(), json!(format!("{reg}/scopeMaps/{m}")));
+            }
+            if let Some(s) = status {
+                props.insert("status".into(), json!(s));
+            }
+            if props.is_empty() {
+                bail!("nothing to update: give --scope-map or --status");
+            }
+            let t = client
+                .arm(
+                    Method::PATCH,
+                    &format!("{reg}/tokens/{name}"),
+                    Some(&json!({"properties": props})),
+                )
+                .await?
+                .body;
+            print(global.output, &t, TOKEN_COLUMNS);
+        }
+        TokenCommand::Delete { name, owner, yes } => {
+            if !yes && !crate::registry_cmd::confirm(&format!("Delete token '{name}'?"))? {
+                bail!("not deleted");
+            }
+            let reg = registry_id(&client, &owner).await?;
+            let a = client.arm(Method::DELETE, &format!("{reg}/tokens/{name}"), None).await?;
+            if a.status == reqwest::StatusCode::NO_CONTENT {
+                bail!("(ResourceNotFound) The token '{name}' could not be found.");
+            }
+        }
+        TokenCommand::Credential(TokenCredentialCommand::Generate {
+            name,
+            owner,
+            password1,
+            password2,
+            expiration_in_days,
+        }) => {
+            let reg = registry_id(&client, &owner).await?;
+            let slot = match (password1, password2) {
+                (true, false) => Some("password1"),
+                (false, true) => Some("password2"),
+                _ => None,
+            };
+            let creds = generate(&client, &reg, &name, slot, expiration_in_days).await?;
+            print_credentials(global, &creds);
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn scope_map(global: &GlobalArgs, cmd: ScopeMapCommand) -> anyhow::Result<()> {
+    let client = Client::new(&global.server).await?;
+    match cmd {
+        ScopeMapCommand::Create { name, owner, repository, description } => {
+            let reg = registry_id(&client, &owner).await?;
+            let path = format!("{reg}/scopeMaps/{name}");
+            let existing = client
+                .send(
+                    Method::GET,
+                    &format!("{path}?api-version={}", crate::client::API_VERSION),
+                    None,
+                    None,
+                )
+                .await?;
+            if existing.status.is_success() {
+                bail!("(AlreadyExists) The scope map '{name}' already exists.");
+            }
+            let body = json!({"properties": {"description": description, "actions": actions(&repository)?}});
+            let m = client.arm(Method::PUT, &path, Some(&body)).await?.body;
+            print(global.output, &m, MAP_COLUMNS);
+        }
+        ScopeMapCommand::List { owner } => {
+            let reg = registry_id(&client, &owner).await?;
+            let list = client.arm(Method::GET, &format!("{reg}/scopeMaps"), None).await?.body;
+            print(global.output, &list["value"], MAP_COLUMNS);
+        }
+        ScopeMapCommand::Show { name, owner } => {
+            let reg = registry_id(&client, &owner).await?;
+            let m = client.arm(Method::GET, &format!("{reg}/scopeMaps/{name}"), None).await?.body;
+            print(global.output, &m, MAP_COLUMNS);
+        }
+        ScopeMapCommand::Update { name, owner, add_repository, remove_repository, description } => {
+            let reg = registry_id(&client, &owner).await?;
+            let path = format!("{reg}/scopeMaps/{name}");
+            let current = client.arm(Method::GET, &path, None).await?.body;
+            let remove = actions(&remove_repository)?;
+            let mut list: Vec<String> = current["properties"]["actions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .filter(|a| !remove.iter().any(|r| r.eq_ignore_ascii_case(a)))
+                .map(str::to_owned)
+                .collect();
+            for a in actions(&add_repository)? {
+                if !list.iter().any(|x| x.eq_ignore_ascii_case(&a)) {
+                    list.push(a);
+                }
+            }
+            let mut props = json!({ "actions": list });
+            if let Some(d) = description {
+                props["description"] = json!(d);
+            }
+            let m =
+                client.arm(Method::PATCH, &path, Some(&json!({ "properties": props }))).await?.body;
+            print(global.output, &m, MAP_COLUMNS);
+        }
+        ScopeMapCommand::Delete { name, owner, yes } => {
+            if !yes && !crate::registry_cmd::confirm(&format!("Delete scope map '{name}'?"))? {
+                bail!("not deleted");
+            }
+            let reg = registry_id(&client, &owner).await?;
+            let a = client.arm(Method::DELETE, &format!("{reg}/scopeMaps/{name}"), None).await?;
+            if a.status == reqwest::StatusCode::NO_CONTENT {
+                bail!("(ResourceNotFound) The scope map '{name}' could not be found.");
+            }
+        }
+    }
+    Ok(())
+}

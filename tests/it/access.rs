@@ -1931,3 +1931,45 @@ fn bad_input_on_tokens_and_scope_maps_gets_arms_error() {
     .err_line();
     assert!(err.contains("--repository app: give at least one action"), "{err}");
 }
+
+#[test]
+fn anonymous_pull_lets_anyone_read_and_nobody_write() {
+    let w = Wharf::start();
+    w.reg().push_image("public/app", "v1", &[b"a public layer"]);
+    let host = w.host();
+    let pull = |dest: &str| {
+        Command::new("skopeo")
+            .args(["copy", "-q", "--src-tls-verify=false", "--src-no-creds"])
+            .arg(format!("docker://{host}/public/app:v1"))
+            .arg(format!("dir:{dest}"))
+            .output()
+            .unwrap()
+    };
+    let dir = w.data.with_extension("pulled");
+    let out = pull(dir.to_str().unwrap());
+    assert!(!out.status.success(), "pulled anonymously while anonymous pull is off");
+    cli(&w, &["registry", "update", "-n", "default", "--anonymous-pull-enabled", "true"]).ok_json();
+    let out = pull(dir.to_str().unwrap());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.join("manifest.json").exists());
+    // Anonymous readers get a pull token and nothing more; writing still needs a sign-in.
+    let r = anon_client()
+        .get(format!("{}/oauth2/token?scope=repository:public/app:pull,push,delete", w.url()))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let access =
+        payload(r.json::<Value>().unwrap()["access_token"].as_str().unwrap())["access"].clone();
+    assert_eq!(access[0]["actions"], json!(["pull"]), "{access}");
+    let r = anon_client().post(format!("{}/v2/public/app/blobs/uploads/", w.url())).send().unwrap();
+    assert_eq!(r.status(), 401);
+    let r = anon_client().delete(format!("{}/v2/public/app/manifests/v1", w.url())).send().unwrap();
+    assert_eq!(r.status(), 401);
+    // The catalog isn't a pull: it stays closed.
+    let r = anon_client().get(format!("{}/v2/_catalog", w.url())).send().unwrap();
+    assert_eq!(r.status(), 401);
+    cli(&w, &["registry", "update", "-n", "default", "--anonymous-pull-enabled", "false"])
+        .ok_json();
+    let r = anon_client().get(format!("{}/v2/public/app/manifests/v1", w.url())).send().unwrap();
+    assert_eq!(r.status(), 401, "closed again");
+}

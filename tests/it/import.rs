@@ -330,8 +330,10 @@ fn force_moves_tags_no_force_fails_before_copying() {
         digest_of(&e.manifest("target05", "app", "v1").unwrap()),
         e.digest("harness/single:10m")
     );
-    // The same image again is no conflict.
-    e.import(&["-n", "target05", "--source", &single, "-t", "app:v1"]).ok_json();
+    // The same image again fails too, as ACR documents NoForce ("any existing target tags
+    // will fail the operation"): scripts use it to learn that the tag exists.
+    let err = e.import(&["-n", "target05", "--source", &single, "-t", "app:v1"]).err_line();
+    assert!(err.contains("Tag app:v1 already exists in target registry."), "{err}");
     // --force moves it.
     e.import(&["-n", "target05", "--source", &multi, "-t", "app:v1", "--force"]).ok_json();
     assert_eq!(
@@ -773,9 +775,9 @@ fn the_arm_import_api_answers_like_acr() {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
-    // The same image again under NoForce: no conflict.
+    // The same image again under NoForce: the tag exists, so it fails.
     let r = e.wharf.arm_client().post(&url).json(&json!({"source": {"registryUri": e.dist.host(), "sourceImage": "harness/single:10m"}, "targetTags": ["app:v1"]})).send().unwrap();
-    assert_eq!(poll_to_end(r).status(), 200);
+    assert_eq!(poll_to_end(r).status(), 409);
     // Another image onto the tag under NoForce: ARM's error, when polled.
     let r = e.wharf.arm_client().post(&url).json(&json!({"source": {"registryUri": e.dist.host(), "sourceImage": "harness/multiarch:oci"}, "targetTags": ["app:v1"]})).send().unwrap();
     let polled = poll_to_end(r);

@@ -12,6 +12,7 @@ mod hostile;
 mod hostile_sources;
 mod import;
 mod management;
+mod network;
 mod oci_api;
 mod powerfs;
 mod powerloss;

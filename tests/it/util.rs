@@ -78,6 +78,12 @@ pub fn client() -> Client {
     builder().default_headers(h).build().unwrap()
 }
 
+/// A client without credentials whose connections come from `ip` (any 127.0.0.0/8 address
+/// reaches a loopback server): for network rules.
+pub fn client_from(ip: &str) -> Client {
+    builder().local_address(ip.parse::<std::net::IpAddr>().unwrap()).build().unwrap()
+}
+
 /// A client without credentials.
 pub fn anon_client() -> Client {
     builder().build().unwrap()

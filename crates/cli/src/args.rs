@@ -539,10 +539,48 @@ pub(crate) enum RegistryCommand {
         /// Anyone may pull, without signing in.
         #[arg(long, value_name = "true|false")]
         anonymous_pull_enabled: Option<bool>,
+        /// Reachable from the public network (else only from the server's private networks
+        /// and by import through the trusted path).
+        #[arg(long, value_name = "true|false")]
+        public_network_enabled: Option<bool>,
+        /// Let import through network rules (networkRuleBypassOptions AzureServices|None).
+        #[arg(long, value_name = "true|false")]
+        allow_trusted_services: Option<bool>,
+        /// Allow or Deny: what network rules do with addresses no IP rule names.
+        #[arg(long, value_name = "Allow|Deny")]
+        default_action: Option<String>,
+        /// Whether images may be imported out of this registry (exportPolicy).
+        #[arg(long, value_name = "true|false")]
+        allow_exports: Option<bool>,
     },
+    /// IP rules of the registry's network rule set.
+    #[command(subcommand)]
+    NetworkRule(NetworkRuleCommand),
     /// The admin user's credentials.
     #[command(subcommand)]
     Credential(RegistryCredentialCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum NetworkRuleCommand {
+    /// Allow an IPv4 address or CIDR range.
+    Add {
+        #[command(flatten)]
+        registry: RegistryRef,
+        #[arg(long)]
+        ip_address: String,
+    },
+    /// Remove an IP rule.
+    Remove {
+        #[command(flatten)]
+        registry: RegistryRef,
+        #[arg(long)]
+        ip_address: String,
+    },
+    List {
+        #[command(flatten)]
+        registry: RegistryRef,
+    },
 }
 
 #[derive(Subcommand, Debug)]

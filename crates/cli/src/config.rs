@@ -11,6 +11,10 @@
 //! enabled = true              # false: anyone who reaches the port may do anything
 //! max_failed_sign_ins = 10    # per name per minute (x10 per client address)
 //!
+//! [network]
+//! trusted_proxies = ["10.0.0.2/32"]   # their X-Forwarded-For names the client
+//! private_networks = ["10.8.0.0/16"]  # like ACR's private endpoints: past the network rules
+//!
 //! [gc]
 //! interval = "1h"
 //! grace = "1h"
@@ -71,6 +75,8 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     pub(crate) auth: AuthConfig,
     #[serde(default)]
+    pub(crate) network: NetworkConfig,
+    #[serde(default)]
     pub(crate) gc: GcConfig,
     #[serde(default)]
     pub(crate) import: ImportConfig,
@@ -84,6 +90,16 @@ pub(crate) struct FileConfig {
 pub(crate) struct AuthConfig {
     pub(crate) enabled: Option<bool>,
     pub(crate) max_failed_sign_ins: Option<u32>,
+}
+
+/// `[network]`: where clients are, for registries' network rules.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NetworkConfig {
+    #[serde(default)]
+    pub(crate) trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub(crate) private_networks: Vec<String>,
 }
 
 /// `[limits]`: see `wharf_server::Limits` for what each one bounds.

@@ -4,7 +4,7 @@ use anyhow::bail;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::args::{GlobalArgs, RegistryCommand, RegistryCredentialCommand};
+use crate::args::{GlobalArgs, NetworkRuleCommand, RegistryCommand, RegistryCredentialCommand};
 use crate::client::{Client, DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION};
 use crate::output::print;
 
@@ -98,9 +98,43 @@ pub(crate) async fn run(global: &GlobalArgs, cmd: RegistryCommand) -> anyhow::Re
             let id = r["id"].as_str().unwrap_or_default().to_owned();
             client.arm(Method::DELETE, &id, None).await?;
         }
-        RegistryCommand::Update { registry, admin_enabled, anonymous_pull_enabled } => {
+        RegistryCommand::Update {
+            registry,
+            admin_enabled,
+            anonymous_pull_enabled,
+            public_network_enabled,
+            allow_trusted_services,
+            default_action,
+            allow_exports,
+        } => {
             let r = client.registry(&registry).await?;
             let mut props = serde_json::Map::new();
+            if let Some(v) = public_network_enabled {
+                props.insert(
+                    "publicNetworkAccess".into(),
+                    json!(if v { "Enabled" } else { "Disabled" }),
+                );
+            }
+            if let Some(v) = allow_trusted_services {
+                props.insert(
+                    "networkRuleBypassOptions".into(),
+                    json!(if v { "AzureServices" } else { "None" }),
+                );
+            }
+            if let Some(a) = default_action {
+                let mut set = r["properties"]["networkRuleSet"].clone();
+                if !set.is_object() {
+                    set = json!({"ipRules": []});
+                }
+                set["defaultAction"] = json!(a);
+                props.insert("networkRuleSet".into(), set);
+            }
+            if let Some(v) = allow_exports {
+                props.insert(
+                    "policies".into(),
+                    json!({"exportPolicy": {"status": if v { "enabled" } else { "disabled" }}}),
+                );
+            }
             if let Some(v) = admin_enabled {
                 props.insert("adminUserEnabled".into(), json!(v));
             }
@@ -114,6 +148,46 @@ pub(crate) async fn run(global: &GlobalArgs, cmd: RegistryCommand) -> anyhow::Re
             let updated =
                 client.arm(Method::PATCH, &id, Some(&json!({ "properties": props }))).await?;
             print(global.output, &table_rows_or(global, updated.body), COLUMNS);
+        }
+        RegistryCommand::NetworkRule(cmd) => {
+            let (registry, change) = match &cmd {
+                NetworkRuleCommand::Add { registry, ip_address } => {
+                    (registry, Some((true, ip_address)))
+                }
+                NetworkRuleCommand::Remove { registry, ip_address } => {
+                    (registry, Some((false, ip_address)))
+                }
+                NetworkRuleCommand::List { registry } => (registry, None),
+            };
+            let r = client.registry(registry).await?;
+            let mut set = r["properties"]["networkRuleSet"].clone();
+            if !set.is_object() {
+                set = json!({"defaultAction": "Allow", "ipRules": []});
+            }
+            let result = match change {
+                None => set,
+                Some((add, ip)) => {
+                    let mut rules: Vec<serde_json::Value> =
+                        set["ipRules"].as_array().cloned().unwrap_or_default();
+                    let present = rules.iter().any(|x| x["value"].as_str() == Some(ip.as_str()));
+                    match (add, present) {
+                        (true, true) => bail!("the IP rule {ip} is already there"),
+                        (false, false) => bail!("there is no IP rule {ip}"),
+                        (true, false) => rules.push(json!({"action": "Allow", "value": ip})),
+                        (false, true) => rules.retain(|x| x["value"].as_str() != Some(ip.as_str())),
+                    }
+                    set["ipRules"] = json!(rules);
+                    let id = r["id"].as_str().unwrap_or_default().to_owned();
+                    let body = json!({"properties": {"networkRuleSet": set}});
+                    let updated = client.arm(Method::PATCH, &id, Some(&body)).await?;
+                    updated.body["properties"]["networkRuleSet"].clone()
+                }
+            };
+            print(
+                global.output,
+                &result,
+                &[("DEFAULT ACTION", "/defaultAction"), ("IP RULES", "/ipRules")],
+            );
         }
         RegistryCommand::Credential(cmd) => {
             let (registry, body, action) = match &cmd {

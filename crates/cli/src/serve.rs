@@ -39,6 +39,10 @@ pub(crate) struct ServeConfig {
     pub(crate) max_failed_sign_ins: u32,
     /// What clients reach, if set (else derived from the listen address).
     pub(crate) public_url: Option<String>,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
+    /// Networks that pass registries' network rules (ACR's private endpoints).
+    pub(crate) private_networks: Vec<ipnet::IpNet>,
 }
 
 /// Blocking-pool threads unless configured: enough for the disk, bounded for the host.
@@ -195,6 +199,8 @@ impl ServeConfig {
             },
             limits,
             blocking_threads,
+            trusted_proxies: networks("network.trusted_proxies", &file.network.trusted_proxies)?,
+            private_networks: networks("network.private_networks", &file.network.private_networks)?,
             auth: !args.no_auth && file.auth.enabled.unwrap_or(true),
             max_failed_sign_ins: match file.auth.max_failed_sign_ins {
                 Some(0) => anyhow::bail!("auth.max_failed_sign_ins must be at least 1"),
@@ -214,6 +220,19 @@ impl ServeConfig {
             },
         })
     }
+}
+
+/// Addresses or CIDR ranges, IPv4 or IPv6.
+fn networks(key: &str, values: &[String]) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    values
+        .iter()
+        .map(|v| {
+            v.parse::<ipnet::IpNet>()
+                .or_else(|_| v.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|n| n.trunc())
+                .map_err(|_| anyhow::anyhow!("{key}: '{v}' is not an IP address or CIDR range"))
+        })
+        .collect()
 }
 
 /// `wharf serve`: the configuration decides the runtime's shape, so it is resolved first.
@@ -322,6 +341,8 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
             domain: config.domain.clone(),
             gc: config.gc,
             limits: config.limits.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
+            private_networks: config.private_networks.clone(),
         }),
         admission: Admission::new(&config.limits),
     };

@@ -162,17 +162,19 @@ impl Engine<'_> {
             "import planned"
         );
 
-        // NoForce fails before anything is copied.
+        // NoForce fails before anything is copied, as ACR documents it: "any existing
+        // target tags will fail the operation" — also one already pointing at this very
+        // manifest (scripts use the failure to learn that the tag exists).
         if req.mode == ImportMode::NoForce {
             for (repo, tag) in &req.target_tags {
                 let key = RepoKey { registry: target, name: repo.clone() };
                 match self.registry.head_manifest(&key, &Reference::Tag(tag.clone())).await {
-                    Ok(m) if m.digest != plan.root => {
+                    Ok(_) => {
                         return Err(ImportError::TagAlreadyExists(format!(
                             "Tag {repo}:{tag} already exists in target registry."
                         )));
                     }
-                    Ok(_) | Err(RegistryError::ManifestUnknown(_)) => {}
+                    Err(RegistryError::ManifestUnknown(_)) => {}
                     Err(e) => return Err(e.into()),
                 }
             }

@@ -268,7 +268,20 @@ impl ImportService {
                 ),
             ));
         }
-        let source = self.source(&req, caller).await.map_err(|e| e.to_arm())?;
+        // A network-restricted target is written only through the trusted path, which its
+        // owner may have closed.
+        let net = Management::network(target);
+        if net.restricted() && !net.trusted_services {
+            return Err(ArmError::new(
+                ErrorKind::Forbidden,
+                "NetworkRestricted",
+                format!(
+                    "The registry '{}' restricts network access and doesn't allow trusted services (networkRuleBypassOptions: None), so nothing can be imported into it. Set networkRuleBypassOptions to AzureServices (wharf registry update --allow-trusted-services true) to allow import.",
+                    target.name
+                ),
+            ));
+        }
+        let source = self.source(&req, caller, target.id).await.map_err(|e| e.to_arm())?;
         let id = format!("registries-{}", Uuid::new_v4());
         let now = now_millis();
         let mut stored = req.stored();
@@ -437,15 +450,17 @@ impl ImportService {
                 self.inner.identity.caller_by_id(principal).await.map_err(ArmError::from)?;
             let request = stored.and_then(|v| parse_parameters(&v).ok());
             let resumed = match (job.resumable, target, request) {
-                (true, Some(target), Some(req)) => match self.source(&req, &caller).await {
-                    Ok(source) => {
-                        tracing::info!(job = %job.id, "resuming an import interrupted by a restart");
-                        let link = caller.can_read_all(&Management::policy(&target));
-                        self.spawn(job.id.clone(), target.id, req, source, link);
-                        true
+                (true, Some(target), Some(req)) => {
+                    match self.source(&req, &caller, target.id).await {
+                        Ok(source) => {
+                            tracing::info!(job = %job.id, "resuming an import interrupted by a restart");
+                            let link = caller.can_read_all(&Management::policy(&target));
+                            self.spawn(job.id.clone(), target.id, req, source, link);
+                            true
+                        }
+                        Err(_) => false,
                     }
-                    Err(_) => false,
-                },
+                }
                 _ => false,
             };
             if !resumed {
@@ -473,8 +488,28 @@ impl ImportService {
         &self,
         req: &ImportRequest,
         caller: &Caller,
+        target: i64,
     ) -> Result<Box<dyn Source>, ImportError> {
         let inner = &self.inner;
+        // A registry on this server is read through the trusted in-server path: its network
+        // rules let that path through unless its owner closed it, and its export policy may
+        // forbid copying anything out of it.
+        let reachable = |r: &RegistryRecord| -> Result<(), ImportError> {
+            let net = Management::network(r);
+            if !net.export && r.id != target {
+                return Err(ImportError::SourceForbidden(format!(
+                    "The source registry '{}' has exports disabled (policies.exportPolicy): its images can't be imported into another registry.",
+                    r.name
+                )));
+            }
+            if net.restricted() && !net.trusted_services {
+                return Err(ImportError::SourceForbidden(format!(
+                    "The source registry '{}' restricts network access and doesn't allow trusted services (networkRuleBypassOptions: None).",
+                    r.name
+                )));
+            }
+            Ok(())
+        };
         // A registry on this server is read as `reader`, who must be allowed to pull the
         // source repository there.
         let local = |r: RegistryRecord, reader: &Caller| -> Result<Box<dyn Source>, ImportError> {
@@ -518,6 +553,7 @@ impl ImportService {
                     )),
                     _ => ImportError::Arm(e),
                 })?;
+                reachable(&r)?;
                 local(r, caller)
             }
             SourceLocation::Remote { registry_uri, credentials } => {
@@ -529,6 +565,14 @@ impl ImportService {
                 if let Some(r) = inner.registry.registry_named_by_host(host, &domain).await?
                     && inner.management.login_server(&r).eq_ignore_ascii_case(host)
                 {
+                    // By its login server, a registry is reached as over its public network:
+                    // closed if that is; ACR's way around is the resourceId form.
+                    if !Management::network(&r).public {
+                        return Err(ImportError::SourceForbidden(format!(
+                            "The source registry '{host}' has public network access disabled: give it by resource ID (source.resourceId, or --registry with the resource ID) to import through the trusted path."
+                        )));
+                    }
+                    reachable(&r)?;
                     // Read as whoever the given credentials are (anonymous without any), as
                     // a registry elsewhere would: not as the caller.
                     let login = inner.management.login_server(&r);

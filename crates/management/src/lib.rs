@@ -14,6 +14,7 @@
 mod api_version;
 pub mod authorization;
 mod error;
+pub mod network;
 mod registry;
 pub mod registry_credentials;
 mod resource_id;

@@ -180,6 +180,68 @@ impl RegistryProperties {
     }
 }
 
+impl RegistryProperties {
+    /// Refuse settings wharf would store but not enforce: a registry that says "quarantine
+    /// on" or "encrypted with my key" must not silently be neither. Only their defaults are
+    /// accepted. Also ACR's rule that exports may be disabled only on a registry closed to
+    /// the public network.
+    pub fn check_enforceable(&self) -> Result<(), ArmError> {
+        let unsupported = |setting: &str, default: &str| {
+            Err(ArmError::bad_request(
+                "UnsupportedSetting",
+                format!(
+                    "wharf does not enforce {setting}, so it refuses to store it; leave it at {default}."
+                ),
+            ))
+        };
+        let status = |v: &Value, name: &str| {
+            v[name]["status"].as_str().map(str::to_ascii_lowercase).unwrap_or_default()
+        };
+        if self.data_endpoint_enabled {
+            return unsupported("dataEndpointEnabled (dedicated data endpoints)", "false");
+        }
+        if self.zone_redundancy.eq_ignore_ascii_case("Enabled") {
+            return unsupported("zoneRedundancy", "Disabled");
+        }
+        if self.network_rule_bypass_allowed_for_tasks {
+            return unsupported("networkRuleBypassAllowedForTasks (there are no tasks)", "false");
+        }
+        for (policy, default) in [
+            ("quarantinePolicy", "disabled"),
+            ("trustPolicy", "disabled"),
+            ("retentionPolicy", "disabled"),
+            ("softDeletePolicy", "disabled"),
+        ] {
+            let s = status(&self.policies, policy);
+            if !s.is_empty() && s != default {
+                return unsupported(&format!("policies.{policy}"), &format!("status {default}"));
+            }
+        }
+        let aad = status(&self.policies, "azureADAuthenticationAsArmPolicy");
+        if !aad.is_empty() && aad != "enabled" {
+            return unsupported("policies.azureADAuthenticationAsArmPolicy", "status enabled");
+        }
+        let s = status(&self.policies, "exportPolicy");
+        if !matches!(s.as_str(), "" | "enabled" | "disabled") {
+            return Err(ArmError::invalid_content(format!(
+                "'{s}' is not a valid value for policies.exportPolicy.status; expected enabled or disabled"
+            )));
+        }
+        if s == "disabled" && self.public_network_access.eq_ignore_ascii_case("Enabled") {
+            return Err(ArmError::bad_request(
+                "InvalidExportPolicy",
+                "Exports can be disabled only on a registry with publicNetworkAccess Disabled.",
+            ));
+        }
+        let e = self.encryption["status"].as_str().map(str::to_ascii_lowercase);
+        let e = e.unwrap_or_default();
+        if !e.is_empty() && e != "disabled" {
+            return unsupported("encryption with a customer-managed key", "status disabled");
+        }
+        Ok(())
+    }
+}
+
 fn merge_json(into: &mut Value, from: &Value) {
     match (into, from) {
         (Value::Object(a), Value::Object(b)) => {

@@ -327,6 +327,7 @@ impl Management {
         let mut props = RegistryProperties::default();
         if let Some(p) = body.get("properties").filter(|p| !p.is_null()) {
             props.merge(p)?;
+            props.check_enforceable()?;
         }
         let record = RegistryRecord {
             id: 0,
@@ -397,6 +398,7 @@ impl Management {
             let mut props: RegistryProperties =
                 serde_json::from_str(&r.properties).unwrap_or_default();
             props.merge(p)?;
+            props.check_enforceable()?;
             r.properties = serde_json::to_string(&props).map_err(ArmError::internal)?;
         }
         self.store.update_registry(&r).await?;

@@ -261,6 +261,9 @@ async fn dispatch(
         Ok(r) => r,
         Err(e) => return OciError(e).into_response(),
     };
+    if let Err(res) = crate::network::gate(&state, &registry, &parts.headers, &parts.extensions) {
+        return res;
+    }
     let route = match Route::parse(&parts.method, path) {
         Ok(r) => r,
         Err(e) => return unsupported_or(e),

@@ -3,9 +3,8 @@
 //! refusal in each protocol's own form — the registry's `401` with a Bearer challenge on
 //! `/v2/` and `/acr/v1/`, ARM's `401`/`403` envelope on the management API.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use base64::Engine as _;
@@ -59,9 +58,13 @@ impl Presented {
     }
 }
 
-/// The address a request came from (the socket's peer).
-pub(crate) fn client_ip(extensions: &http::Extensions) -> Option<IpAddr> {
-    extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+/// The address a request came from (see [`crate::network::client_address`]).
+pub(crate) fn client_ip(
+    state: &AppState,
+    headers: &HeaderMap,
+    extensions: &http::Extensions,
+) -> Option<IpAddr> {
+    crate::network::client_address(state, headers, extensions)
 }
 
 /// `http` or `https`: how clients reached this server.
@@ -114,7 +117,7 @@ pub(crate) async fn registry_caller(
     if matches!(presented, Presented::Malformed) && state.identity.enforced() {
         return Err(challenge(state, host, wanted, Some("invalid_request"), "UNAUTHORIZED"));
     }
-    let client = client_ip(extensions);
+    let client = client_ip(state, headers, extensions);
     match state.identity.registry_caller(policy, login_server, presented.credential(), client).await
     {
         Ok(c) => Ok(c),

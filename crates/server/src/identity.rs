@@ -240,7 +240,7 @@ async fn token(State(state): State<AppState>, Path(t): Path<String>, request: Re
             ),
         );
     };
-    let client = client_ip(&parts.extensions);
+    let client = client_ip(&state, &parts.headers, &parts.extensions);
     // client_secret_basic: the client id and secret may come in the Authorization header.
     let basic = match Presented::from_headers(&parts.headers) {
         Presented::Basic { username, password } => Some((username, password)),

@@ -31,6 +31,7 @@ mod error;
 mod identity;
 pub mod limits;
 mod listener;
+mod network;
 mod oauth2;
 mod oci;
 
@@ -72,6 +73,12 @@ pub struct Settings {
     pub gc: GcOptions,
     /// Connection and transfer limits.
     pub limits: Limits,
+    /// Proxies whose `X-Forwarded-For` names the client (for network rules and sign-in
+    /// throttling); nobody else's is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Client networks that pass registries' public-network rules, as ACR's private
+    /// endpoints do.
+    pub private_networks: Vec<ipnet::IpNet>,
 }
 
 /// The whole HTTP application.

@@ -43,6 +43,7 @@ async fn registry(
         .registry_for_host(host, &state.settings.domain)
         .await
         .map_err(|e| OciError(e).into_response())?;
+    crate::network::gate(state, &r, &parts.headers, &parts.extensions)?;
     let policy = Management::policy(&r);
     let login = state.management.login_server(&r);
     Ok((r, policy, login))
@@ -153,7 +154,7 @@ async fn caller_from_basic(
     };
     state
         .identity
-        .registry_caller(policy, login, credential, client_ip(extensions))
+        .registry_caller(policy, login, credential, client_ip(state, headers, extensions))
         .await
         .map_err(refusal)
 }
@@ -173,7 +174,7 @@ async fn token_post(State(state): State<AppState>, request: Request) -> Response
         fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
     };
     let requested = parse_all(fields.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()));
-    let client = client_ip(&parts.extensions);
+    let client = client_ip(&state, &parts.headers, &parts.extensions);
     let (username, password) = match field("grant_type") {
         Some("refresh_token") => match field("refresh_token") {
             Some(t) => (wharf_auth::NULL_GUID, t),

@@ -46,6 +46,9 @@ async fn base(State(state): State<AppState>, request: Request) -> Response {
         Ok(r) => r,
         Err(e) => return OciError(e).into_response(),
     };
+    if let Err(res) = crate::network::gate(&state, &registry, &parts.headers, &parts.extensions) {
+        return res;
+    }
     // As ACR: signing in is required here, even where anonymous pull is on.
     let policy = Management::policy(&registry);
     let login = state.management.login_server(&registry);
@@ -144,6 +147,9 @@ async fn dispatch(
         Ok(r) => r,
         Err(e) => return OciError(e).into_response(),
     };
+    if let Err(res) = crate::network::gate(&state, &registry, &parts.headers, &parts.extensions) {
+        return res;
+    }
     // The name is checked before the permission: a check reads the same name the handler does.
     if let Some(name) = route.name()
         && let Err(e) = RepositoryName::parse(name)

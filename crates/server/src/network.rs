@@ -1,0 +1,83 @@
+//! Where a request comes from, and whether a registry's network rules let it in.
+//!
+//! The client is the connection's peer, unless the peer is one of the configured trusted
+//! proxies: then `X-Forwarded-For` is read from the right, past every trusted proxy, and the
+//! first other address is the client (an address a client wrote itself, further left, is
+//! never believed). Only the data plane of a registry is network-restricted — `/v2/`,
+//! `/acr/v1/` and its token endpoints — as in ACR; the management API is not.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use wharf_management::Management;
+use wharf_storage::RegistryRecord;
+
+use crate::AppState;
+use crate::error::oci_error;
+
+/// The client's address: the peer, or what trusted proxies say it is.
+pub(crate) fn client_address(
+    state: &AppState,
+    headers: &HeaderMap,
+    extensions: &http::Extensions,
+) -> Option<IpAddr> {
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())?;
+    let trusted = &state.settings.trusted_proxies;
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    // Every X-Forwarded-For header, in order, as one list.
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        // Unreadable: stop at the last address a trusted proxy vouched for.
+        let Ok(ip) = hop.parse::<IpAddr>() else { break };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    Some(client)
+}
+
+/// `403 DENIED` with ACR's firewall message when the registry's network rules don't admit
+/// the request's client.
+pub(crate) fn gate(
+    state: &AppState,
+    registry: &RegistryRecord,
+    headers: &HeaderMap,
+    extensions: &http::Extensions,
+) -> Result<(), Response> {
+    let net = Management::network(registry);
+    if !net.restricted() {
+        return Ok(());
+    }
+    let client = client_address(state, headers, extensions);
+    let private =
+        client.is_some_and(|ip| state.settings.private_networks.iter().any(|n| n.contains(&ip)));
+    if net.admits(client, private) {
+        return Ok(());
+    }
+    let shown = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    let message = if net.public {
+        format!(
+            "client with IP '{shown}' is not allowed access. Refer https://aka.ms/acr/firewall to grant access."
+        )
+    } else {
+        format!(
+            "client with IP '{shown}' is not allowed access: the registry '{}' has public network access disabled.",
+            registry.name
+        )
+    };
+    Err(oci_error(StatusCode::FORBIDDEN, "DENIED", &message))
+}

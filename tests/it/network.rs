@@ -1,0 +1,184 @@
+//! Network rules as ACR has them: who may reach a registry's data plane from where
+//! (`publicNetworkAccess`, `networkRuleSet`, trusted proxies, private networks), import
+//! through the trusted path (`networkRuleBypassOptions`), the export policy, and settings
+//! wharf would store without enforcing, refused.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::util::*;
+
+const CONFIG: &str =
+    "[network]\ntrusted_proxies = [\"127.0.0.7\"]\nprivate_networks = [\"127.0.0.8/32\"]\n";
+
+fn status(r: reqwest::blocking::Response) -> (u16, Value) {
+    let s = r.status().as_u16();
+    (s, r.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn network_rules_decide_who_reaches_a_registry_and_import_takes_the_trusted_path() {
+    let w = Wharf::start_with_config(CONFIG, &[]);
+    cli(&w, &["registry", "create", "-n", "fenced"]).ok_json();
+    let fenced = format!("fenced.localhost:{}", w.port);
+    let reg = w.reg();
+    let (_, digest) = reg.push_image("base", "v1", &[b"the default registry's image"]);
+    // Something in `fenced` too, pushed while it is open.
+    let imported = cli(
+        &w,
+        &["import", "-n", "fenced", "--source", "base:v1", "-r", "default", "-t", "app:v1"],
+    );
+    imported.ok_json();
+
+    let get = |from: &str, path: &str, xff: Option<&str>| {
+        let mut r = client_from(from)
+            .get(format!("{}{path}", w.url()))
+            .header("host", &fenced)
+            .header("authorization", admin_basic());
+        if let Some(x) = xff {
+            r = r.header("x-forwarded-for", x);
+        }
+        status(r.send().unwrap())
+    };
+    assert_eq!(get("127.0.0.9", "/v2/app/manifests/v1", None).0, 200, "open to all at first");
+
+    // Deny by default, one address allowed.
+    cli(&w, &["registry", "update", "-n", "fenced", "--default-action", "Deny"]).ok_json();
+    let rules =
+        cli(&w, &["registry", "network-rule", "add", "-n", "fenced", "--ip-address", "127.0.0.5"])
+            .ok_json();
+    assert_eq!(rules["ipRules"][0]["value"], "127.0.0.5", "{rules}");
+    for path in [
+        "/v2/",
+        "/v2/app/manifests/v1",
+        "/acr/v1/_catalog",
+        "/oauth2/token?scope=repository:app:pull",
+    ] {
+        let (s, v) = get("127.0.0.9", path, None);
+        assert_eq!(s, 403, "{path}: {v}");
+        assert_eq!(v["errors"][0]["code"], "DENIED", "{v}");
+        let m = v["errors"][0]["message"].as_str().unwrap();
+        assert!(m.contains("127.0.0.9") && m.contains("not allowed access"), "{m}");
+        assert_eq!(get("127.0.0.5", path, None).0, 200, "{path} from the allowed address");
+    }
+    // The other registry of the server is not affected.
+    let other = client_from("127.0.0.9")
+        .get(format!("{}/v2/base/manifests/v1", w.url()))
+        .header("authorization", admin_basic())
+        .send()
+        .unwrap();
+    assert_eq!(other.status(), 200);
+    // A trusted proxy names the client; anyone else's X-Forwarded-For is ignored, and so is
+    // what a client wrote itself to the left of what the proxy added.
+    assert_eq!(get("127.0.0.7", "/v2/app/manifests/v1", Some("127.0.0.5")).0, 200);
+    assert_eq!(get("127.0.0.7", "/v2/app/manifests/v1", Some("127.0.0.9")).0, 403);
+    assert_eq!(get("127.0.0.9", "/v2/app/manifests/v1", Some("127.0.0.5")).0, 403);
+    assert_eq!(get("127.0.0.7", "/v2/app/manifests/v1", Some("127.0.0.5, 127.0.0.9")).0, 403);
+    assert_eq!(get("127.0.0.7", "/v2/app/manifests/v1", Some("junk, 127.0.0.5")).0, 200);
+    // A private network passes, like ACR's private endpoints.
+    assert_eq!(get("127.0.0.8", "/v2/app/manifests/v1", None).0, 200);
+    // The management API is not network-restricted.
+    let (s, v) = arm(&w, Method::GET, &registry_id("fenced"), None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["properties"]["networkRuleSet"]["defaultAction"], "Deny");
+
+    // Import goes in and out through the trusted path while trusted services are allowed …
+    cli(&w, &["import", "-n", "fenced", "--source", "base:v1", "-r", "default", "-t", "app:v2"])
+        .ok_json();
+    cli(&w, &["import", "-n", "default", "--source", "app:v1", "-r", "fenced", "-t", "out:v1"])
+        .ok_json();
+    assert_eq!(digest_of(&manifest_bytes(&w.url(), None, "out", "v1").unwrap()), digest);
+    // … and not once they aren't.
+    cli(&w, &["registry", "update", "-n", "fenced", "--allow-trusted-services", "false"]).ok_json();
+    let err = cli(
+        &w,
+        &["import", "-n", "fenced", "--source", "base:v1", "-r", "default", "-t", "app:v3"],
+    )
+    .err_line();
+    assert!(err.contains("NetworkRestricted") && err.contains("trusted services"), "{err}");
+    let err =
+        cli(&w, &["import", "-n", "default", "--source", "app:v1", "-r", "fenced", "-t", "out:v2"])
+            .err_line();
+    assert!(err.contains("SourceForbidden") && err.contains("trusted services"), "{err}");
+    cli(&w, &["registry", "update", "-n", "fenced", "--allow-trusted-services", "true"]).ok_json();
+
+    // Public access off: nobody from outside, not even an allowed address; by resource ID it
+    // is still an import source, by login server it isn't.
+    cli(&w, &["registry", "update", "-n", "fenced", "--public-network-enabled", "false"]).ok_json();
+    let (s, v) = get("127.0.0.5", "/v2/app/manifests/v1", None);
+    assert_eq!(s, 403, "{v}");
+    assert!(v["errors"][0]["message"].as_str().unwrap().contains("public network access disabled"));
+    assert_eq!(get("127.0.0.8", "/v2/app/manifests/v1", None).0, 200, "private network");
+    let by_id = json!({"source": {"resourceId": registry_id("fenced"), "sourceImage": "app:v1"}, "targetTags": ["byid:v1"]});
+    let (s, v) =
+        arm(&w, Method::POST, &format!("{}/importImage", registry_id("default")), Some(by_id));
+    assert_eq!(s, 200, "{v}");
+    let by_login = json!({"source": {"registryUri": fenced, "sourceImage": "app:v1"}, "targetTags": ["bylogin:v1"]});
+    let (s, v) =
+        arm(&w, Method::POST, &format!("{}/importImage", registry_id("default")), Some(by_login));
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("SourceForbidden")), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("resource ID"), "{v}");
+
+    // Exports off: nothing is imported out of it any more (but within it, yes).
+    cli(&w, &["registry", "update", "-n", "fenced", "--allow-exports", "false"]).ok_json();
+    let err =
+        cli(&w, &["import", "-n", "default", "--source", "app:v1", "-r", "fenced", "-t", "out:v3"])
+            .err_line();
+    assert!(err.contains("SourceForbidden") && err.contains("exports disabled"), "{err}");
+    cli(&w, &["import", "-n", "fenced", "--source", "app:v1", "-r", "fenced", "-t", "app:copy"])
+        .ok_json();
+    // ACR's rule: exports can be off only while public access is.
+    let (s, v) = arm(
+        &w,
+        Method::PATCH,
+        &registry_id("fenced"),
+        Some(json!({"properties": {"publicNetworkAccess": "Enabled"}})),
+    );
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("InvalidExportPolicy")), "{v}");
+    assert!(manifest_bytes(&w.url(), None, "out", "v3").is_none());
+}
+
+#[test]
+fn settings_wharf_would_not_enforce_are_refused() {
+    let w = Wharf::start();
+    let id = registry_id("default");
+    let before = arm(&w, Method::GET, &id, None).1;
+    for props in [
+        json!({"policies": {"quarantinePolicy": {"status": "enabled"}}}),
+        json!({"policies": {"trustPolicy": {"type": "Notary", "status": "enabled"}}}),
+        json!({"policies": {"retentionPolicy": {"days": 7, "status": "enabled"}}}),
+        json!({"policies": {"softDeletePolicy": {"retentionDays": 7, "status": "enabled"}}}),
+        json!({"policies": {"azureADAuthenticationAsArmPolicy": {"status": "disabled"}}}),
+        json!({"encryption": {"status": "enabled", "keyVaultProperties": {"keyIdentifier": "k"}}}),
+        json!({"dataEndpointEnabled": true}),
+        json!({"zoneRedundancy": "Enabled"}),
+        json!({"networkRuleBypassAllowedForTasks": true}),
+    ] {
+        let (s, v) = arm(&w, Method::PATCH, &id, Some(json!({ "properties": props })));
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (400, Some("UnsupportedSetting")),
+            "{props}: {v}"
+        );
+        assert!(v["error"]["message"].as_str().unwrap().contains("does not enforce"), "{v}");
+        let (s, v) = arm(
+            &w,
+            Method::PUT,
+            &registry_id("another1"),
+            Some(json!({"location": "local", "sku": {"name": "Premium"}, "properties": props})),
+        );
+        assert_eq!(s, 400, "a new registry with {props}: {v}");
+    }
+    assert_eq!(arm(&w, Method::GET, &id, None).1, before, "nothing changed");
+    assert_eq!(arm(&w, Method::GET, &registry_id("another1"), None).0, 404);
+    // The defaults themselves are fine, as ARM clients send them back.
+    let (s, v) = arm(
+        &w,
+        Method::PATCH,
+        &id,
+        Some(json!({"properties": {"policies": {"quarantinePolicy": {"status": "disabled"},
+            "retentionPolicy": {"days": 7, "status": "disabled"}}, "encryption": {"status": "disabled"},
+            "zoneRedundancy": "Disabled", "dataEndpointEnabled": false}})),
+    );
+    assert_eq!(s, 200, "{v}");
+}

@@ -345,3 +345,55 @@ fn acr_listings_page_filter_and_forget_empty_repositories() {
         assert_eq!(error_code(r), "NAME_UNKNOWN");
     }
 }
+
+#[test]
+fn the_generic_resource_list_shows_registries_as_arm_clients_filter_them() {
+    let w = Wharf::start();
+    let (s, _) = arm(
+        &w,
+        Method::PUT,
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/team",
+        Some(json!({"location": "local"})),
+    );
+    assert_eq!(s, 201);
+    let (s, v) = arm(
+        &w,
+        Method::PUT,
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/team/providers/Microsoft.ContainerRegistry/registries/teamreg",
+        Some(
+            json!({"location": "westeurope", "sku": {"name": "Basic"}, "tags": {"owner": "team"}}),
+        ),
+    );
+    assert_eq!(s, 201, "{v}");
+    let sub = "/subscriptions/00000000-0000-0000-0000-000000000000";
+    let list = |path: &str| arm(&w, Method::GET, path, None);
+    let (s, v) = list(&format!("{sub}/resources"));
+    assert_eq!(s, 200, "{v}");
+    let names: Vec<&str> =
+        v["value"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"default") && names.contains(&"teamreg"), "{v}");
+    let team = v["value"].as_array().unwrap().iter().find(|r| r["name"] == "teamreg").unwrap();
+    assert_eq!(team["type"], "Microsoft.ContainerRegistry/registries");
+    assert_eq!(team["location"], "westeurope");
+    assert_eq!(team["tags"]["owner"], "team");
+    assert_eq!(team["sku"]["name"], "Basic");
+    let keys: Vec<&String> = team.as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 6, "id, name, type, location, tags, sku: {team}");
+    // Filtered by type (any case), and by resource group.
+    let (s, v) = list(&format!(
+        "{sub}/resourceGroups/team/resources?$filter=resourceType%20eq%20%27microsoft.containerregistry/REGISTRIES%27"
+    ));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["value"].as_array().unwrap().len(), 1, "{v}");
+    let (s, v) = list(&format!(
+        "{sub}/resources?$filter=resourceType%20eq%20%27Microsoft.Storage/storageAccounts%27"
+    ));
+    assert_eq!((s, v["value"].as_array().map(Vec::len)), (200, Some(0)), "{v}");
+    // What isn't understood is refused, in ARM's envelope.
+    let (s, v) = list(&format!("{sub}/resources?$filter=tagName%20eq%20%27owner%27"));
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("InvalidFilterInQueryString")), "{v}");
+    let (s, v) = list("/subscriptions/99999999-0000-0000-0000-000000000000/resources");
+    assert_eq!((s, v["error"]["code"].as_str()), (404, Some("SubscriptionNotFound")), "{v}");
+    let (s, v) = list(&format!("{sub}/resourceGroups/nogroup/resources"));
+    assert_eq!((s, v["error"]["code"].as_str()), (404, Some("ResourceGroupNotFound")), "{v}");
+}

@@ -182,3 +182,79 @@ fn settings_wharf_would_not_enforce_are_refused() {
     );
     assert_eq!(s, 200, "{v}");
 }
+
+#[test]
+fn behind_a_proxy_clients_are_told_the_names_they_reach() {
+    // The server listens on one port; clients reach it through a proxy at another address.
+    let public_port = free_port();
+    let config = format!(
+        "public_url = \"https://localhost:{public_port}\"\n[network]\ntrusted_proxies = [\"127.0.0.7\"]\n"
+    );
+    let w = Wharf::start_with_config(&config, &[]);
+    cli(&w, &["registry", "create", "-n", "behind"]).ok_json();
+    let (_, v) = arm(&w, Method::GET, &registry_id("behind"), None);
+    assert_eq!(v["properties"]["loginServer"], format!("behind.localhost:{public_port}"));
+    let meta: Value = anon_client()
+        .get(format!("{}/metadata/endpoints?api-version=2022-09-01", w.url()))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(meta[0]["suffixes"]["acrLoginServer"], format!(".localhost:{public_port}"));
+    assert_eq!(meta[0]["resourceManager"], format!("https://localhost:{public_port}/"));
+
+    // A challenge names the realm the client can reach: the proxy's host and scheme when a
+    // trusted proxy forwards, the configured scheme otherwise; either name routes.
+    let challenge = |from: &str, host: &str, forwarded: Option<(&str, &str)>| {
+        let mut r = client_from(from).get(format!("{}/v2/", w.url())).header("host", host);
+        if let Some((h, p)) = forwarded {
+            r = r.header("x-forwarded-host", h).header("x-forwarded-proto", p);
+        }
+        let r = r.send().unwrap();
+        assert_eq!(r.status(), 401);
+        header(r.headers(), "www-authenticate").to_owned()
+    };
+    let public = format!("behind.localhost:{public_port}");
+    let internal = format!("behind.localhost:{}", w.port);
+    assert_eq!(
+        challenge("127.0.0.7", &internal, Some((&public, "https"))),
+        format!("Bearer realm=\"https://{public}/oauth2/token\",service=\"{public}\"")
+    );
+    // Not from a trusted proxy: the forwarding headers are ignored.
+    assert_eq!(
+        challenge("127.0.0.9", &internal, Some(("evil.example", "http"))),
+        format!("Bearer realm=\"https://{internal}/oauth2/token\",service=\"{internal}\"")
+    );
+    // The public name routes to the same registry as the internal one.
+    w.reg().push_image("base", "v1", &[b"for the proxy test"]);
+    // (Through the API: the CLI would follow the operation's https Location, which only the
+    // proxy this test doesn't run would answer.)
+    let body = json!({"source": {"resourceId": registry_id("default"), "sourceImage": "base:v1"}, "targetTags": ["app:v1"]});
+    let (s, v) =
+        arm(&w, Method::POST, &format!("{}/importImage", registry_id("behind")), Some(body));
+    assert_eq!(s, 200, "{v}");
+    for host in [&public, &internal] {
+        let r = client_from("127.0.0.9")
+            .get(format!("{}/v2/app/manifests/v1", w.url()))
+            .header("host", host.as_str())
+            .header("authorization", admin_basic())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{host}");
+    }
+    // An import's Location names what the client reached.
+    let body = json!({"source": {"resourceId": registry_id("default"), "sourceImage": "base:v1"}, "targetTags": ["loc:v1"]});
+    let r = w
+        .arm_client()
+        .post(format!("{}{}/importImage?api-version=2025-11-01", w.url(), registry_id("behind")))
+        .header("host", format!("localhost:{public_port}"))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let location = header(r.headers(), "location");
+    assert!(
+        location.starts_with(&format!("https://localhost:{public_port}/subscriptions/")),
+        "{location}"
+    );
+}

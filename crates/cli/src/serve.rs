@@ -312,10 +312,17 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let listener = wharf_server::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    // Login servers carry the port clients reach the server on.
-    let port_suffix = match addr.port() {
-        80 | 443 => String::new(),
-        p => format!(":{p}"),
+    // Login servers carry the port clients reach the server on: the public URL's when one
+    // is set (a proxy or a port mapping), else the listen port.
+    let public_port = config
+        .public_url
+        .as_deref()
+        .and_then(|u| reqwest::Url::parse(u).ok())
+        .map(|u| (u.port_or_known_default().unwrap_or(80), u.scheme() == "https"));
+    let port_suffix = match public_port.unwrap_or((addr.port(), false)) {
+        (80, false) | (443, true) => String::new(),
+        (80 | 443, _) if public_port.is_none() => String::new(),
+        (p, _) => format!(":{p}"),
     };
     let management =
         Management::new(meta.clone(), LoginServers { domain: config.domain.clone(), port_suffix });
@@ -343,6 +350,7 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
             limits: config.limits.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
             private_networks: config.private_networks.clone(),
+            public_url: config.public_url.clone(),
         }),
         admission: Admission::new(&config.limits),
     };

@@ -256,7 +256,8 @@ async fn dispatch(
 ) -> Response {
     let (parts, _) = request.into_parts();
     let path = parts.uri.path().strip_prefix("/acr/v1/").unwrap_or("");
-    let host = crate::request_host(&parts);
+    let origin = crate::origin(&state, &parts);
+    let host = origin.host;
     let registry = match state.registry.registry_for_host(host, &state.settings.domain).await {
         Ok(r) => r,
         Err(e) => return OciError(e).into_response(),
@@ -275,7 +276,7 @@ async fn dispatch(
         &state,
         &parts.headers,
         &parts.extensions,
-        host,
+        origin,
         &policy,
         &login,
         &wanted,
@@ -290,7 +291,7 @@ async fn dispatch(
         Wanted::Repository(name, op) => caller.can(*op, &policy, name),
         Wanted::Nothing | Wanted::Mount { .. } => true,
     };
-    if let Err(res) = crate::auth::require(&state, &caller, allowed, host, &wanted) {
+    if let Err(res) = crate::auth::require(&state, &caller, allowed, origin, &wanted) {
         return res;
     }
     let ctx = Ctx { state: &state, registry: &registry, q: &q };

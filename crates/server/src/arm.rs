@@ -18,7 +18,7 @@ use wharf_auth::actions;
 use wharf_import::{CancelOutcome, JobStatus, Submitted, parse_parameters};
 use wharf_management::authorization as authz;
 use wharf_management::registry_credentials as creds;
-use wharf_management::{ArmError, ErrorKind, RegistryResourceId, check_api_version};
+use wharf_management::{ArmError, ErrorKind, REGISTRY_TYPE, RegistryResourceId, check_api_version};
 
 use crate::AppState;
 use crate::limits::ReadError;
@@ -85,6 +85,8 @@ enum Route {
     PutResourceGroup(String, String),
     DeleteResourceGroup(String, String),
     ListRegistries(String, Option<String>),
+    /// ARM's generic resource list (`…/resources`), registries being the only resources.
+    ListResources(String, Option<String>),
     CheckName(String),
     GetRegistry(RegistryResourceId),
     PutRegistry(RegistryResourceId),
@@ -128,7 +130,7 @@ impl Route {
             ListTenants | ListSubscriptions => return None,
             GetSubscription(s) => (actions::SUBSCRIPTION_READ, sub(s)),
             PutSubscription(s) => (actions::SUBSCRIPTION_WRITE, sub(s)),
-            ListResourceGroups(_) | ListRegistries(..) => return None,
+            ListResourceGroups(_) | ListRegistries(..) | ListResources(..) => return None,
             GetResourceGroup(s, g) | HeadResourceGroup(s, g) => {
                 (actions::RESOURCE_GROUP_READ, rg(s, g))
             }
@@ -175,6 +177,7 @@ enum PathKind {
     ResourceGroups(String),
     ResourceGroup(String, String),
     RegistriesInSubscription(String),
+    Resources(String, Option<String>),
     CheckName(String),
     Operation(String, String),
     CancelOperation(String, String),
@@ -254,6 +257,14 @@ fn parse_resource(path: &str) -> Option<PathKind> {
         }
         [s, sub, g, rg] if eq(s, "subscriptions") && eq(g, "resourceGroups") => {
             PathKind::ResourceGroup(sub.to_string(), rg.to_string())
+        }
+        [s, sub, r] if eq(s, "subscriptions") && eq(r, "resources") => {
+            PathKind::Resources(sub.to_string(), None)
+        }
+        [s, sub, g, rg, r]
+            if eq(s, "subscriptions") && eq(g, "resourceGroups") && eq(r, "resources") =>
+        {
+            PathKind::Resources(sub.to_string(), Some(rg.to_string()))
         }
         [s, sub, p, ns, r] if eq(s, "subscriptions") && acr(p, ns) && eq(r, "registries") => {
             PathKind::RegistriesInSubscription(sub.to_string())
@@ -374,6 +385,7 @@ fn parse(method: &Method, path: &str) -> Result<Route, ArmError> {
         (R::RegistriesInSubscription(s), Method::GET) => Route::ListRegistries(s, None),
         (R::RegistriesInGroup(s, g), Method::GET) => Route::ListRegistries(s, Some(g)),
         (R::CheckName(s), Method::POST) => Route::CheckName(s),
+        (R::Resources(s, g), Method::GET) => Route::ListResources(s, g),
         (R::Registry(id), Method::GET) => Route::GetRegistry(id),
         (R::Registry(id), Method::PUT) => Route::PutRegistry(id),
         (R::Registry(id), Method::PATCH) => Route::PatchRegistry(id),
@@ -449,7 +461,7 @@ async fn dispatch(
     let mut res = match read {
         Ok((body, _memory)) => handle(
             &state,
-            crate::request_host(&parts),
+            crate::origin(&state, &parts),
             &parts.method,
             parts.uri.path(),
             &query,
@@ -483,7 +495,7 @@ async fn dispatch(
 
 async fn handle(
     state: &AppState,
-    host: Option<&str>,
+    origin: crate::Origin<'_>,
     method: &Method,
     path: &str,
     query: &HashMap<String, String>,
@@ -567,6 +579,26 @@ async fn handle(
             keep(&mut v, |id| caller.allows(actions::REGISTRY_READ, id));
             Ok(ok(StatusCode::OK, v))
         }
+        Route::ListResources(sub, rg) => {
+            let wanted = resource_type_filter(filter)?;
+            m.get_subscription(&sub).await?;
+            if let Some(g) = &rg {
+                m.get_resource_group(&sub, g).await?;
+            }
+            let mut v = m.list_registries(Some(&sub), rg.as_deref()).await?;
+            keep(&mut v, |id| caller.allows(actions::REGISTRY_READ, id));
+            let items: Vec<Value> = v["value"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|_| wanted.as_deref().is_none_or(|t| t.eq_ignore_ascii_case(REGISTRY_TYPE)))
+                .map(|r| {
+                    json!({"id": r["id"], "name": r["name"], "type": r["type"],
+                           "location": r["location"], "tags": r["tags"], "sku": r["sku"]})
+                })
+                .collect();
+            Ok(ok(StatusCode::OK, json!({ "value": items })))
+        }
         Route::CheckName(sub) => {
             Ok(ok(StatusCode::OK, m.check_name_availability(&sub, &json_body(&body)?).await?))
         }
@@ -585,8 +617,7 @@ async fn handle(
         Route::ImportImage(id) => {
             let target = m.registry(&id).await?;
             let req = parse_parameters(&json_body(&body)?).map_err(|e| e.to_arm())?;
-            let location =
-                operation_url(host, headers, &id.subscription, &target.location, api_version);
+            let location = operation_url(origin, &id.subscription, &target.location, api_version);
             match state.imports.submit(&target, req, &caller).await? {
                 Submitted::Done { id: op, result: Ok(_) } => {
                     let mut res = (StatusCode::OK, axum::Json(Value::Null)).into_response();
@@ -707,6 +738,35 @@ async fn handle(
     }
 }
 
+/// The resource type of a generic list's `$filter=resourceType eq '…'` (the one form wharf
+/// understands; anything else is refused rather than ignored).
+fn resource_type_filter(filter: Option<&str>) -> Result<Option<String>, ArmError> {
+    let Some(f) = filter.map(str::trim).filter(|f| !f.is_empty()) else { return Ok(None) };
+    let invalid = || {
+        ArmError::bad_request(
+            "InvalidFilterInQueryString",
+            format!(
+                "The $filter '{}' is not supported: use resourceType eq '<type>'.",
+                f.chars().take(200).collect::<String>()
+            ),
+        )
+    };
+    let mut words = f.splitn(3, char::is_whitespace);
+    let (field, op, value) = (words.next(), words.next(), words.next().map(str::trim));
+    match (field, op, value) {
+        (Some(field), Some(op), Some(v))
+            if field.eq_ignore_ascii_case("resourceType")
+                && op.eq_ignore_ascii_case("eq")
+                && v.len() >= 2
+                && v.starts_with('\'')
+                && v.ends_with('\'') =>
+        {
+            Ok(Some(v[1..v.len() - 1].to_owned()))
+        }
+        _ => Err(invalid()),
+    }
+}
+
 /// Keep the items of a `{"value":[…]}` list whose `id` passes `visible`.
 fn keep(v: &mut Value, visible: impl Fn(&str) -> bool) {
     if let Some(items) = v.get_mut("value").and_then(Value::as_array_mut) {
@@ -737,24 +797,18 @@ fn set_header(res: &mut Response, name: header::HeaderName, value: &str) {
 /// The Location of an import operation, as ACR shapes it:
 /// `…/subscriptions/{sub}/providers/Microsoft.ContainerRegistry/locations/{LOCATION}/operationResults/{id}`.
 fn operation_url<'a>(
-    host: Option<&str>,
-    headers: &'a HeaderMap,
+    origin: crate::Origin<'_>,
     sub: &'a str,
     location: &'a str,
     api_version: Option<&'a str>,
 ) -> impl Fn(&str) -> String + 'a {
-    let host = host.unwrap_or("localhost").to_owned();
+    let host = origin.host.unwrap_or("localhost").to_owned();
+    let scheme = origin.scheme;
     // Only letters and digits of the region go into the path (its segment is not parsed).
     let mut region: String = location.chars().filter(char::is_ascii_alphanumeric).collect();
     if region.is_empty() {
         region = "LOCAL".into();
     }
-    let scheme = headers
-        .get("x-forwarded-proto")
-        .and_then(|h| h.to_str().ok())
-        .filter(|p| *p == "https" || *p == "http")
-        .unwrap_or("http")
-        .to_owned();
     move |op: &str| {
         format!(
             "{scheme}://{host}/subscriptions/{sub}/providers/Microsoft.ContainerRegistry/locations/{}/operationResults/{op}?api-version={}",

@@ -11,8 +11,8 @@ use base64::Engine as _;
 use wharf_auth::{AuthError, Caller, RegistryCredential, RegistryPolicy, RepoOp};
 use wharf_management::ArmError;
 
-use crate::AppState;
 use crate::error::oci_error;
+use crate::{AppState, Origin};
 
 /// What an `Authorization` header holds.
 pub(crate) enum Presented {
@@ -67,11 +67,6 @@ pub(crate) fn client_ip(
     crate::network::client_address(state, headers, extensions)
 }
 
-/// `http` or `https`: how clients reached this server.
-pub(crate) fn scheme(_state: &AppState) -> &'static str {
-    "http"
-}
-
 // ---- the registry data plane --------------------------------------------------------
 
 /// What a refused data-plane request was after, for the challenge's `scope`.
@@ -108,14 +103,14 @@ pub(crate) async fn registry_caller(
     state: &AppState,
     headers: &HeaderMap,
     extensions: &http::Extensions,
-    host: Option<&str>,
+    origin: Origin<'_>,
     policy: &RegistryPolicy,
     login_server: &str,
     wanted: &Wanted<'_>,
 ) -> Result<Caller, Response> {
     let presented = Presented::from_headers(headers);
     if matches!(presented, Presented::Malformed) && state.identity.enforced() {
-        return Err(challenge(state, host, wanted, Some("invalid_request"), "UNAUTHORIZED"));
+        return Err(challenge(state, origin, wanted, Some("invalid_request"), "UNAUTHORIZED"));
     }
     let client = client_ip(state, headers, extensions);
     match state.identity.registry_caller(policy, login_server, presented.credential(), client).await
@@ -126,7 +121,7 @@ pub(crate) async fn registry_caller(
             tracing::error!(error = %m, "authentication failed inside the server");
             Err(oci_error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error"))
         }
-        Err(_) => Err(challenge(state, host, wanted, Some("invalid_token"), "UNAUTHORIZED")),
+        Err(_) => Err(challenge(state, origin, wanted, Some("invalid_token"), "UNAUTHORIZED")),
     }
 }
 
@@ -136,29 +131,29 @@ pub(crate) fn require(
     state: &AppState,
     caller: &Caller,
     allowed: bool,
-    host: Option<&str>,
+    origin: Origin<'_>,
     wanted: &Wanted<'_>,
 ) -> Result<(), Response> {
     if allowed {
         return Ok(());
     }
     if caller.is_anonymous() {
-        return Err(challenge(state, host, wanted, None, "UNAUTHORIZED"));
+        return Err(challenge(state, origin, wanted, None, "UNAUTHORIZED"));
     }
-    Err(challenge(state, host, wanted, Some("insufficient_scope"), "DENIED"))
+    Err(challenge(state, origin, wanted, Some("insufficient_scope"), "DENIED"))
 }
 
 /// `401` with `WWW-Authenticate: Bearer realm="<scheme>://<host>/oauth2/token",service="<host>"[,scope=…][,error=…]`.
 pub(crate) fn challenge(
-    state: &AppState,
-    host: Option<&str>,
+    _state: &AppState,
+    origin: Origin<'_>,
     wanted: &Wanted<'_>,
     error: Option<&str>,
     code: &str,
 ) -> Response {
-    let host = host.unwrap_or("localhost");
-    let mut value =
-        format!("Bearer realm=\"{}://{host}/oauth2/token\",service=\"{host}\"", scheme(state));
+    let host = origin.host.unwrap_or("localhost");
+    let scheme = origin.scheme;
+    let mut value = format!("Bearer realm=\"{scheme}://{host}/oauth2/token\",service=\"{host}\"");
     if let Some(scope) = wanted.scope() {
         value.push_str(&format!(",scope=\"{scope}\""));
     }

@@ -79,6 +79,9 @@ pub struct Settings {
     /// Client networks that pass registries' public-network rules, as ACR's private
     /// endpoints do.
     pub private_networks: Vec<ipnet::IpNet>,
+    /// The URL clients reach the server at, when it isn't the listen address (a reverse
+    /// proxy, a port mapping): its scheme is what realms and `Location`s name.
+    pub public_url: Option<String>,
 }
 
 /// The whole HTTP application.
@@ -119,13 +122,43 @@ async fn api_version_header(mut res: axum::response::Response) -> axum::response
     res
 }
 
-/// The host a request was addressed to: `Host`, or the URI's authority (HTTP/2).
-pub(crate) fn request_host(parts: &http::request::Parts) -> Option<&str> {
-    parts
+/// How a client addressed a request: the scheme and host it used.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Origin<'a> {
+    pub(crate) scheme: &'static str,
+    pub(crate) host: Option<&'a str>,
+}
+
+/// A request's [`Origin`]: from a trusted proxy, its `X-Forwarded-Host` and
+/// `X-Forwarded-Proto`; otherwise `Host` (or the HTTP/2 authority) and the scheme of the
+/// server's public URL (`http` without one). Nobody else's forwarding headers are believed.
+pub(crate) fn origin<'a>(state: &AppState, parts: &'a http::request::Parts) -> Origin<'a> {
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let proxied = network::from_trusted_proxy(state, &parts.extensions);
+    let own_host = parts
         .headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .or(parts.uri.authority().map(|a| a.as_str()))
+        .or(parts.uri.authority().map(|a| a.as_str()));
+    let host = if proxied { header("x-forwarded-host").or(own_host) } else { own_host };
+    let configured = match &state.settings.public_url {
+        Some(u) if u.starts_with("https://") => "https",
+        _ => "http",
+    };
+    let scheme = match proxied.then(|| header("x-forwarded-proto")).flatten() {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        Some(p) if p.eq_ignore_ascii_case("http") => "http",
+        _ => configured,
+    };
+    Origin { scheme, host }
 }
 
 /// Serve until `shutdown` resolves, then finish in-flight requests and return. Connections

@@ -50,6 +50,13 @@ pub(crate) fn client_address(
     Some(client)
 }
 
+/// Whether the connection comes from one of the configured trusted proxies.
+pub(crate) fn from_trusted_proxy(state: &AppState, extensions: &http::Extensions) -> bool {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|c| state.settings.trusted_proxies.iter().any(|n| n.contains(&c.0.ip())))
+}
+
 /// `403 DENIED` with ACR's firewall message when the registry's network rules don't admit
 /// the request's client.
 pub(crate) fn gate(

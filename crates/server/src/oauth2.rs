@@ -37,7 +37,7 @@ async fn registry(
     state: &AppState,
     parts: &http::request::Parts,
 ) -> Result<(RegistryRecord, RegistryPolicy, String), Response> {
-    let host = crate::request_host(parts);
+    let host = crate::origin(state, parts).host;
     let r = state
         .registry
         .registry_for_host(host, &state.settings.domain)

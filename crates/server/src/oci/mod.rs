@@ -41,7 +41,8 @@ pub(crate) fn routes() -> Router<AppState> {
 /// probe: a login server naming no registry answers 404).
 async fn base(State(state): State<AppState>, request: Request) -> Response {
     let (parts, _) = request.into_parts();
-    let host = crate::request_host(&parts);
+    let origin = crate::origin(&state, &parts);
+    let host = origin.host;
     let registry = match state.registry.registry_for_host(host, &state.settings.domain).await {
         Ok(r) => r,
         Err(e) => return OciError(e).into_response(),
@@ -56,7 +57,7 @@ async fn base(State(state): State<AppState>, request: Request) -> Response {
         &state,
         &parts.headers,
         &parts.extensions,
-        host,
+        origin,
         &policy,
         &login,
         &Wanted::Nothing,
@@ -67,7 +68,7 @@ async fn base(State(state): State<AppState>, request: Request) -> Response {
         Err(res) => return res,
     };
     let signed_in = !caller.is_anonymous() || !state.identity.enforced();
-    if let Err(res) = crate::auth::require(&state, &caller, signed_in, host, &Wanted::Nothing) {
+    if let Err(res) = crate::auth::require(&state, &caller, signed_in, origin, &Wanted::Nothing) {
         return res;
     }
     ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()
@@ -142,7 +143,8 @@ async fn dispatch(
     let Some(route) = parse_route(path) else {
         return oci_error(StatusCode::NOT_FOUND, "UNSUPPORTED", "no such API route");
     };
-    let host = crate::request_host(&parts);
+    let origin = crate::origin(&state, &parts);
+    let host = origin.host;
     let registry = match state.registry.registry_for_host(host, &state.settings.domain).await {
         Ok(r) => r,
         Err(e) => return OciError(e).into_response(),
@@ -178,7 +180,7 @@ async fn dispatch(
         &state,
         &parts.headers,
         &parts.extensions,
-        host,
+        origin,
         &policy,
         &login,
         &wanted,
@@ -194,7 +196,7 @@ async fn dispatch(
         Wanted::Mount { name, .. } => caller.can(RepoOp::Push, &policy, name),
         Wanted::Nothing => true,
     };
-    if let Err(res) = crate::auth::require(&state, &caller, allowed, host, &wanted) {
+    if let Err(res) = crate::auth::require(&state, &caller, allowed, origin, &wanted) {
         return res;
     }
     // Transfers in flight are capped, server-wide and per client address: past a cap the
@@ -229,7 +231,7 @@ async fn dispatch(
         registry: registry.id,
         policy: &policy,
         caller: &caller,
-        host,
+        origin,
         query,
         headers: &parts.headers,
         body,
@@ -265,8 +267,8 @@ pub(crate) struct Req<'a> {
     /// Who may do what in the registry, and who is asking.
     policy: &'a RegistryPolicy,
     caller: &'a Caller,
-    /// The host the request was sent to (for challenges).
-    host: Option<&'a str>,
+    /// How the request was addressed (for challenges).
+    origin: crate::Origin<'a>,
     query: HashMap<String, String>,
     headers: &'a HeaderMap,
     body: Body,

@@ -43,6 +43,12 @@ if ! { [ -x "$TOOLS/helm3/helm/helm" ] && [ -x "$TOOLS/helm4/helm/helm" ] &&
   "$WHARF_SHARED_TOOLS/get-clients.sh"
 fi
 
+# MSAL and azure-identity (PyPI): standard Entra ID client libraries signing in to wharf.
+if ! "$VENV/bin/python" -c 'import msal, azure.identity' 2>/dev/null; then
+  step "msal and azure-identity"
+  "$VENV/bin/python" -m pip install -q msal azure-identity
+fi
+
 # rustfmt and clippy come with the toolchain; add them if this one lacks them.
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy

@@ -17,4 +17,5 @@ mod oci_api;
 mod powerfs;
 mod powerloss;
 mod serve;
+mod tls;
 mod util;

@@ -98,6 +98,8 @@ pub struct Wharf {
     log: PathBuf,
     /// The admin's management token, fetched once.
     token: std::sync::OnceLock<String>,
+    /// Serves TLS with its development CA (`--tls-self-signed`).
+    pub tls: bool,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -152,6 +154,7 @@ impl Wharf {
             args: args.iter().map(|s| s.to_string()).collect(),
             log: data.with_extension("log"),
             token: std::sync::OnceLock::new(),
+            tls: args.contains(&"--tls-self-signed") || args.contains(&"--tls-cert"),
             _tmp: None,
         };
         w.spawn();
@@ -181,7 +184,9 @@ impl Wharf {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && anon_client()
+                && (!self.tls || self.ca().exists())
+                && self
+                    .anon()
                     .get(format!("{}/v2/", self.url()))
                     .send()
                     .is_ok_and(|r| r.status() == 200 || r.status() == 401)
@@ -197,7 +202,35 @@ impl Wharf {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        if self.tls {
+            format!("https://localhost:{}", self.port)
+        } else {
+            format!("http://127.0.0.1:{}", self.port)
+        }
+    }
+
+    /// The CA that signed the server's certificate: the development CA a
+    /// `--tls-self-signed` server made, or (for `--tls-cert FILE`) `ca.pem` beside FILE.
+    pub fn ca(&self) -> PathBuf {
+        match self.args.iter().position(|a| a == "--tls-cert") {
+            Some(i) => Path::new(&self.args[i + 1]).with_file_name("ca.pem"),
+            None => self.data.join("tls/ca.pem"),
+        }
+    }
+
+    /// A client builder that trusts this server (its development CA, if it has one).
+    pub fn builder(&self) -> reqwest::blocking::ClientBuilder {
+        let b = builder();
+        if !self.tls {
+            return b;
+        }
+        let pem = std::fs::read(self.ca()).unwrap();
+        b.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+    }
+
+    /// A client without credentials that trusts this server.
+    pub fn anon(&self) -> Client {
+        self.builder().build().unwrap()
     }
 
     /// `127.0.0.1:<port>`, as clients name the registry.
@@ -246,7 +279,8 @@ impl Wharf {
 
     /// An identity token of `user` for the management API (password grant).
     pub fn token_for(&self, user: &str, password: &str) -> String {
-        let r = anon_client()
+        let r = self
+            .anon()
             .post(format!("{}/common/oauth2/v2.0/token", self.url()))
             .form(&[
                 ("grant_type", "password"),
@@ -262,7 +296,8 @@ impl Wharf {
 
     /// A service principal's identity token (client credentials).
     pub fn token_for_app(&self, app_id: &str, secret: &str) -> String {
-        let r = anon_client()
+        let r = self
+            .anon()
             .post(format!("{}/common/oauth2/v2.0/token", self.url()))
             .form(&[
                 ("grant_type", "client_credentials"),
@@ -283,7 +318,7 @@ impl Wharf {
             reqwest::header::AUTHORIZATION,
             format!("Bearer {}", self.admin_token()).parse().unwrap(),
         );
-        builder().default_headers(h).build().unwrap()
+        self.builder().default_headers(h).build().unwrap()
     }
 
     /// The admin's management token.
@@ -603,7 +638,7 @@ pub fn arm_as(
     } else {
         format!("{}{path}{sep}{API}", w.url())
     };
-    let mut req = anon_client().request(method, url);
+    let mut req = w.anon().request(method, url);
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -669,6 +704,9 @@ pub fn cli_as(w: &Wharf, who: Option<(&str, &str)>, args: &[&str]) -> CliRun {
     cmd.arg("--server").arg(w.url()).args(args);
     // Never a cached sign-in of the machine's user.
     cmd.env("WHARF_CONFIG_DIR", w.data.with_extension("cli"));
+    if w.tls {
+        cmd.env("WHARF_CA_FILE", w.ca());
+    }
     match who {
         Some((u, p)) => cmd.env("WHARF_USERNAME", u).env("WHARF_PASSWORD", p),
         None => cmd.env_remove("WHARF_USERNAME").env_remove("WHARF_PASSWORD"),

@@ -415,6 +415,16 @@ pub(crate) struct ServeArgs {
     /// development machine only.
     #[arg(long)]
     pub(crate) no_auth: bool,
+    /// Serve TLS with this certificate chain (PEM; read again on SIGHUP).
+    #[arg(long, requires = "tls_key", conflicts_with = "tls_self_signed")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Serve TLS with a certificate from a development CA made in <data-dir>/tls/ (trust
+    /// its ca.pem on clients).
+    #[arg(long)]
+    pub(crate) tls_self_signed: bool,
     /// How often garbage collection runs in the background; 0 turns it off [default: 1h].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub(crate) gc_interval: Option<std::time::Duration>,

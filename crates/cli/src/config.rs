@@ -11,6 +11,11 @@
 //! enabled = true              # false: anyone who reaches the port may do anything
 //! max_failed_sign_ins = 10    # per name per minute (x10 per client address)
 //!
+//! [tls]
+//! cert = "/etc/wharf/tls.pem"       # PEM chain, read again on SIGHUP
+//! key = "/etc/wharf/tls-key.pem"
+//! self_signed = false               # true: a development CA in <data_dir>/tls/
+//!
 //! [network]
 //! trusted_proxies = ["10.0.0.2/32"]   # their X-Forwarded-For names the client
 //! private_networks = ["10.8.0.0/16"]  # like ACR's private endpoints: past the network rules
@@ -75,6 +80,8 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     pub(crate) auth: AuthConfig,
     #[serde(default)]
+    pub(crate) tls: TlsConfig,
+    #[serde(default)]
     pub(crate) network: NetworkConfig,
     #[serde(default)]
     pub(crate) gc: GcConfig,
@@ -90,6 +97,15 @@ pub(crate) struct FileConfig {
 pub(crate) struct AuthConfig {
     pub(crate) enabled: Option<bool>,
     pub(crate) max_failed_sign_ins: Option<u32>,
+}
+
+/// `[tls]`: the server's own TLS.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsConfig {
+    pub(crate) cert: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
+    pub(crate) self_signed: Option<bool>,
 }
 
 /// `[network]`: where clients are, for registries' network rules.

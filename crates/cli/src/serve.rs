@@ -39,10 +39,20 @@ pub(crate) struct ServeConfig {
     pub(crate) max_failed_sign_ins: u32,
     /// What clients reach, if set (else derived from the listen address).
     pub(crate) public_url: Option<String>,
+    /// TLS, if the server speaks it itself.
+    pub(crate) tls: TlsMode,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     /// Networks that pass registries' network rules (ACR's private endpoints).
     pub(crate) private_networks: Vec<ipnet::IpNet>,
+}
+
+/// How the server speaks TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum TlsMode {
+    Off,
+    Files { cert: PathBuf, key: PathBuf },
+    SelfSigned,
 }
 
 /// Blocking-pool threads unless configured: enough for the disk, bounded for the host.
@@ -199,6 +209,19 @@ impl ServeConfig {
             },
             limits,
             blocking_threads,
+            tls: match (
+                args.tls_cert.or(file.tls.cert),
+                args.tls_key.or(file.tls.key),
+                args.tls_self_signed || file.tls.self_signed.unwrap_or(false),
+            ) {
+                (None, None, false) => TlsMode::Off,
+                (None, None, true) => TlsMode::SelfSigned,
+                (Some(cert), Some(key), false) => TlsMode::Files { cert, key },
+                (Some(_), Some(_), true) => {
+                    anyhow::bail!("give either a TLS certificate and key or self_signed, not both")
+                }
+                _ => anyhow::bail!("a TLS certificate needs its key, and a key its certificate"),
+            },
             trusted_proxies: networks("network.trusted_proxies", &file.network.trusted_proxies)?,
             private_networks: networks("network.private_networks", &file.network.private_networks)?,
             auth: !args.no_auth && file.auth.enabled.unwrap_or(true),
@@ -328,6 +351,7 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
         Management::new(meta.clone(), LoginServers { domain: config.domain.clone(), port_suffix });
     let policy = EgressPolicy::new(&config.insecure_sources, &config.registry_mirrors)
         .map_err(anyhow::Error::msg)?;
+    let tls = open_tls(&config, addr)?;
     let identity = open_identity(&config, meta.clone(), addr).await?;
     let imports = ImportService::new(
         registry.clone(),
@@ -351,22 +375,69 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
             trusted_proxies: config.trusted_proxies.clone(),
             private_networks: config.private_networks.clone(),
             public_url: config.public_url.clone(),
+            tls: tls.is_some(),
         }),
         admission: Admission::new(&config.limits),
     };
     tracing::info!(
         %addr,
         data_dir = %config.data_dir.display(),
-        "wharf {} listening on http://{addr}",
-        env!("CARGO_PKG_VERSION")
+        "wharf {} listening on {}://{addr}",
+        env!("CARGO_PKG_VERSION"),
+        if tls.is_some() { "https" } else { "http" }
     );
+    if let Some(tls) = tls.clone() {
+        tokio::spawn(reload_on_sighup(tls));
+    }
 
     if !config.gc_interval.is_zero() {
         tokio::spawn(gc_loop(registry, state.imports.clone(), config.gc_interval, config.gc));
     }
-    wharf_server::serve(listener, state, shutdown_signal()).await?;
+    wharf_server::serve(listener, state, tls, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The server's TLS, if it speaks it: from the configured files, or a development CA's
+/// certificate for localhost, the registries' domain and the listen address.
+fn open_tls(
+    config: &ServeConfig,
+    addr: SocketAddr,
+) -> anyhow::Result<Option<Arc<wharf_server::tls::Tls>>> {
+    let (cert, key) = match &config.tls {
+        TlsMode::Off => return Ok(None),
+        TlsMode::Files { cert, key } => (cert.clone(), key.clone()),
+        TlsMode::SelfSigned => {
+            let mut ips = vec![
+                std::net::IpAddr::from([127, 0, 0, 1]),
+                std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            ];
+            if !addr.ip().is_unspecified() && !ips.contains(&addr.ip()) {
+                ips.push(addr.ip());
+            }
+            let (tls, ca) =
+                wharf_server::tls::self_signed(&config.data_dir.join("tls"), &config.domain, &ips)
+                    .map_err(anyhow::Error::msg)?;
+            tracing::info!(ca = %ca.display(), "serving TLS with certificates of a development CA: trust this CA on clients");
+            return Ok(Some(Arc::new(tls)));
+        }
+    };
+    let tls = wharf_server::tls::Tls::from_files(&cert, &key).map_err(anyhow::Error::msg)?;
+    Ok(Some(Arc::new(tls)))
+}
+
+/// SIGHUP: read the TLS certificate and key again (a renewed certificate is served to new
+/// connections; on a bad file the old one stays).
+async fn reload_on_sighup(tls: Arc<wharf_server::tls::Tls>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!("reloaded the TLS certificate"),
+            Err(e) => tracing::error!(error = %e, "kept the old TLS certificate"),
+        }
+    }
 }
 
 /// The identity provider, with its first-start admin: password from
@@ -377,11 +448,12 @@ async fn open_identity(
     store: Arc<SqliteMetadataStore>,
     addr: SocketAddr,
 ) -> anyhow::Result<Arc<wharf_auth::Identity>> {
+    let scheme = if config.tls == TlsMode::Off { "http" } else { "https" };
     let base = config.public_url.clone().unwrap_or_else(|| {
         if addr.ip().is_unspecified() {
-            format!("http://localhost:{}", addr.port())
+            format!("{scheme}://localhost:{}", addr.port())
         } else {
-            format!("http://{addr}")
+            format!("{scheme}://{addr}")
         }
     });
     let mut settings = wharf_auth::IdentitySettings::new(&base);

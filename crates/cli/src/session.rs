@@ -163,10 +163,7 @@ pub(crate) async fn token(http: &reqwest::Client, server: &str) -> anyhow::Resul
 
 /// `wharf login`: sign in and cache the token for this server.
 pub(crate) async fn login(global: &GlobalArgs, args: LoginArgs) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
-        .user_agent(concat!("wharf-cli/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("cannot build the HTTP client")?;
+    let http = crate::client::http_client()?;
     let user = match args.username.or_else(|| std::env::var("WHARF_USERNAME").ok()) {
         Some(u) if !u.is_empty() => u,
         _ => bail!("give a user name: --username/-u (or WHARF_USERNAME)"),

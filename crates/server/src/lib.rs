@@ -34,6 +34,7 @@ mod listener;
 mod network;
 mod oauth2;
 mod oci;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -82,6 +83,8 @@ pub struct Settings {
     /// The URL clients reach the server at, when it isn't the listen address (a reverse
     /// proxy, a port mapping): its scheme is what realms and `Location`s name.
     pub public_url: Option<String>,
+    /// The server speaks TLS itself (then `https` is the scheme clients used).
+    pub tls: bool,
 }
 
 /// The whole HTTP application.
@@ -151,7 +154,9 @@ pub(crate) fn origin<'a>(state: &AppState, parts: &'a http::request::Parts) -> O
     let host = if proxied { header("x-forwarded-host").or(own_host) } else { own_host };
     let configured = match &state.settings.public_url {
         Some(u) if u.starts_with("https://") => "https",
-        _ => "http",
+        Some(_) => "http",
+        None if state.settings.tls => "https",
+        None => "http",
     };
     let scheme = match proxied.then(|| header("x-forwarded-proto")).flatten() {
         Some(p) if p.eq_ignore_ascii_case("https") => "https",
@@ -166,8 +171,10 @@ pub(crate) fn origin<'a>(state: &AppState, parts: &'a http::request::Parts) -> O
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    tls: Option<Arc<tls::Tls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.settings.limits.clone();
-    listener::serve(listener, router(state), &limits, shutdown).await
+    let acceptor = tls.map(|t| t.acceptor());
+    listener::serve(listener, router(state), &limits, acceptor, shutdown).await
 }

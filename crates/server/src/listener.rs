@@ -52,8 +52,10 @@ pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: &Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    let handshake_timeout = limits.header_read_timeout;
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let timers = Arc::new(Timers::from(limits));
     let protocols = Arc::new(Protocols::new(limits));
@@ -111,10 +113,25 @@ pub(crate) async fn serve(
         });
         let protocols = protocols.clone();
         let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            // Which protocol: HTTP/2 clients open with its preface (prior knowledge, h2c).
-            // A peer that sends nothing is dropped by GuardedIo's keep-alive timer.
-            let (io, h2) = match sniff(io).await {
+            // Which protocol: over TLS, what ALPN agreed on; in the clear, HTTP/2 clients
+            // open with its preface (prior knowledge, h2c). A peer that sends nothing is
+            // dropped by GuardedIo's keep-alive timer; a handshake is bounded like a head.
+            let sniffed: io::Result<(Box<dyn Io>, bool)> = match tls {
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(io)).await {
+                        Ok(Ok(stream)) => {
+                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            Ok((Box::new(stream), h2))
+                        }
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+                    }
+                }
+                None => sniff(io).await.map(|(io, h2)| (Box::new(io) as Box<dyn Io>, h2)),
+            };
+            let (io, h2) = match sniffed {
                 Ok(sniffed) => {
                     state.h2.store(sniffed.1, Ordering::Release);
                     sniffed
@@ -147,6 +164,10 @@ pub(crate) async fn serve(
     }
     Ok(())
 }
+
+/// A connection's byte stream, in the clear or inside TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// hyper's HTTP/1.1 and HTTP/2 servers, configured from the [`Limits`].
 struct Protocols {

@@ -1,0 +1,246 @@
+//! TLS: rustls serving the certificate and key from PEM files — read again on
+//! [`Tls::reload`] (what `wharf serve` does on SIGHUP), so a renewed certificate is served
+//! without a restart — or, for development, a certificate signed by a CA this server makes
+//! once and keeps in its data directory for clients to trust (`self_signed`). ALPN offers
+//! HTTP/2 and HTTP/1.1.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio_rustls::TlsAcceptor;
+
+/// A served certificate that can be swapped while connections keep coming.
+#[derive(Debug)]
+struct Reloading(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for Reloading {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
+    }
+}
+
+/// The server's TLS setup.
+pub struct Tls {
+    /// Where the served certificate comes from, for [`Tls::reload`] (files only).
+    files: Option<(PathBuf, PathBuf, Arc<Reloading>)>,
+    acceptor: TlsAcceptor,
+}
+
+fn acceptor(resolver: Arc<dyn ResolvesServerCert>) -> Result<TlsAcceptor, String> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+impl Tls {
+    /// Serve the certificate chain in `cert` with the private key in `key` (PEM).
+    pub fn from_files(cert: &Path, key: &Path) -> Result<Tls, String> {
+        let current = Arc::new(Reloading(RwLock::new(Arc::new(load(cert, key)?))));
+        Ok(Tls {
+            acceptor: acceptor(current.clone())?,
+            files: Some((cert.to_owned(), key.to_owned(), current)),
+        })
+    }
+
+    /// Read the files again; on failure the certificate served so far stays.
+    pub fn reload(&self) -> Result<(), String> {
+        let Some((cert, key, current)) = &self.files else { return Ok(()) };
+        let fresh = load(cert, key)?;
+        *current.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(fresh);
+        Ok(())
+    }
+
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
+        self.acceptor.clone()
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("cannot read {}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{} is not a PEM certificate chain: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{} holds no certificate", cert.display()));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("cannot read a private key from {}: {e}", key.display()))?;
+    CertifiedKey::from_der(chain, key_der, &provider()).map_err(|e| {
+        format!("{} and {} don't make a usable pair: {e}", cert.display(), key.display())
+    })
+}
+
+/// Development TLS: a CA made once in `dir` (`ca.pem` for clients to trust; its key 0600,
+/// so it survives restarts) signing, on demand, a certificate for each name a client asks
+/// for by SNI — `localhost`, `domain`, or one label under either (each registry's login
+/// server: clients such as curl and OpenSSL refuse a `*.localhost` wildcard) — and one for
+/// `ips` when no name is given. Issued certificates are kept (at most 1024 names).
+pub fn self_signed(dir: &Path, domain: &str, ips: &[IpAddr]) -> Result<(Tls, PathBuf), String> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let err = |e: rcgen::Error| e.to_string();
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let ca_key_path = dir.join("ca-key.pem");
+    let ca_key = match std::fs::read_to_string(&ca_key_path) {
+        Ok(pem) => KeyPair::from_pem(&pem).map_err(err)?,
+        Err(_) => {
+            let k = KeyPair::generate().map_err(err)?;
+            write_file(&ca_key_path, &k.serialize_pem(), true)?;
+            k
+        }
+    };
+    // The same subject and key make the same issuer whenever it is rebuilt.
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "wharf development CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    ca.not_after = rcgen::date_time_ymd(2044, 1, 1);
+    let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+    let ca_path = dir.join("ca.pem");
+    if !ca_path.exists() {
+        write_file(&ca_path, &ca_cert.pem(), false)?;
+    }
+    let issuer = Issuer { ca: ca_cert, key: ca_key };
+    let default = Arc::new(issuer.issue(&["localhost".to_owned()], ips)?);
+    let mut domains = vec!["localhost".to_owned()];
+    if !domain.eq_ignore_ascii_case("localhost") {
+        domains.push(domain.to_ascii_lowercase());
+    }
+    let resolver = OnDemand { issuer, domains, default, issued: std::sync::Mutex::default() };
+    Ok((Tls { files: None, acceptor: acceptor(Arc::new(resolver))? }, ca_path))
+}
+
+/// The development CA.
+struct Issuer {
+    ca: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Issuer")
+    }
+}
+
+impl Issuer {
+    /// A certificate (fresh key, valid from yesterday for a year) for `names` and `ips`.
+    fn issue(&self, names: &[String], ips: &[IpAddr]) -> Result<CertifiedKey, String> {
+        use chrono::Datelike as _;
+        use rcgen::{
+            CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, SanType,
+        };
+        let err = |e: rcgen::Error| e.to_string();
+        let mut leaf = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        leaf.distinguished_name.push(DnType::CommonName, names.first().map_or("localhost", |n| n));
+        for n in names {
+            leaf.subject_alt_names.push(SanType::DnsName(n.clone().try_into().map_err(err)?));
+        }
+        for ip in ips {
+            leaf.subject_alt_names.push(SanType::IpAddress(*ip));
+        }
+        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let from = chrono::Utc::now().date_naive() - chrono::Duration::days(1);
+        let day = |d: chrono::NaiveDate| {
+            rcgen::date_time_ymd(d.year(), d.month() as u8, d.day().min(28) as u8)
+        };
+        leaf.not_before = day(from);
+        leaf.not_after = day(from + chrono::Duration::days(366));
+        let key = KeyPair::generate().map_err(err)?;
+        let cert = leaf.signed_by(&key, &self.ca, &self.key).map_err(err)?;
+        let key_der = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| e.to_string())?;
+        CertifiedKey::from_der(
+            vec![cert.der().clone(), self.ca.der().clone()],
+            key_der,
+            &provider(),
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Issues a certificate per SNI name under the served domains (see [`self_signed`]).
+#[derive(Debug)]
+struct OnDemand {
+    issuer: Issuer,
+    domains: Vec<String>,
+    default: Arc<CertifiedKey>,
+    issued: std::sync::Mutex<std::collections::HashMap<String, Arc<CertifiedKey>>>,
+}
+
+impl OnDemand {
+    /// A name this server answers for: a served domain, or one label under one.
+    fn serves(&self, name: &str) -> bool {
+        self.domains.iter().any(|d| {
+            name == d
+                || name.strip_suffix(d.as_str()).and_then(|l| l.strip_suffix('.')).is_some_and(
+                    |label| {
+                        !label.is_empty()
+                            && label.len() <= 63
+                            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    },
+                )
+        })
+    }
+}
+
+impl ResolvesServerCert for OnDemand {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = hello.server_name().map(str::to_ascii_lowercase) else {
+            return Some(self.default.clone());
+        };
+        if !self.serves(&name) {
+            return Some(self.default.clone());
+        }
+        let mut issued = self.issued.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = issued.get(&name) {
+            return Some(c.clone());
+        }
+        if issued.len() >= 1024 {
+            issued.clear();
+        }
+        match self.issuer.issue(std::slice::from_ref(&name), &[]) {
+            Ok(c) => {
+                let c = Arc::new(c);
+                issued.insert(name, c.clone());
+                Some(c)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot issue a development certificate");
+                Some(self.default.clone())
+            }
+        }
+    }
+}
+
+/// Write a file atomically; a secret one readable by its owner only.
+fn write_file(path: &Path, text: &str, secret: bool) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(if secret { 0o600 } else { 0o644 })
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| format!("cannot write {}: {e}", path.display()))
+}

@@ -306,6 +306,112 @@ fn rows() -> Vec<Row> {
             },
         },
         Row {
+            name: "ARM  GET  resources (listed)",
+            run: |x, who| {
+                if who.arm_na {
+                    return None;
+                }
+                let mut r = anon_client().get(format!(
+                    "{}/subscriptions/00000000-0000-0000-0000-000000000000/resources?{API}",
+                    x.w.url()
+                ));
+                if let Some(a) = &who.arm {
+                    r = r.header("authorization", a);
+                }
+                let r = r.send().unwrap();
+                let code = r.status().as_u16();
+                let n = r.json::<Value>().ok().and_then(|v| v["value"].as_array().map(Vec::len));
+                Some(match n {
+                    Some(n) => format!("{code}:{n}"),
+                    None => code.to_string(),
+                })
+            },
+            undo: nothing,
+        },
+        Row {
+            name: "ARM  PATCH network rules",
+            run: |x, who| {
+                let body = json!({"properties": {"networkRuleSet": {"defaultAction": "Allow", "ipRules": [{"action": "Allow", "value": "192.0.2.0/24"}]}}});
+                x.arm(Method::PATCH, &reg_id("legacyreg"), who, Some(body))
+            },
+            undo: |x| {
+                let body = json!({"properties": {"networkRuleSet": {"defaultAction": "Allow", "ipRules": []}}});
+                arm(&x.w, Method::PATCH, &reg_id("legacyreg"), Some(body));
+            },
+        },
+        Row {
+            name: "ARM  PUT  scope map",
+            run: |x, who| {
+                let body = json!({"properties": {"actions": ["repositories/app/content/read"]}});
+                let path = format!("{}/scopeMaps/matrix-map", reg_id("legacyreg"));
+                x.arm(Method::PUT, &path, who, Some(body))
+            },
+            undo: |x| {
+                arm(
+                    &x.w,
+                    Method::DELETE,
+                    &format!("{}/scopeMaps/matrix-map", reg_id("legacyreg")),
+                    None,
+                );
+            },
+        },
+        Row {
+            name: "ARM  POST generateCredentials",
+            run: |x, who| {
+                let reg = reg_id("legacyreg");
+                let body =
+                    json!({"tokenId": format!("{reg}/tokens/other-token"), "name": "password2"});
+                x.arm(Method::POST, &format!("{reg}/generateCredentials"), who, Some(body))
+            },
+            undo: nothing,
+        },
+        Row {
+            name: "ARM  DELETE registry",
+            run: |x, who| x.arm(Method::DELETE, &reg_id("doomedreg"), who, None),
+            undo: |x| {
+                let (s, _) = arm(
+                    &x.w,
+                    Method::PUT,
+                    &reg_id("doomedreg"),
+                    Some(json!({"location": "local", "sku": {"name": "Basic"}})),
+                );
+                assert_eq!(s, 201);
+            },
+        },
+        Row {
+            name: "DIR  POST servicePrincipals",
+            run: |x, who| {
+                if who.arm_na {
+                    return None;
+                }
+                let mut r = anon_client()
+                    .post(format!("{}/v1.0/servicePrincipals", x.w.url()))
+                    .json(&json!({"displayName": "matrix-made"}));
+                if let Some(a) = &who.arm {
+                    r = r.header("authorization", a);
+                }
+                status(r.send().unwrap().status().as_u16())
+            },
+            undo: |x| {
+                let list: Value =
+                    x.w.arm_client()
+                        .get(format!("{}/v1.0/servicePrincipals", x.w.url()))
+                        .send()
+                        .unwrap()
+                        .json()
+                        .unwrap();
+                for sp in list["value"].as_array().unwrap() {
+                    if sp["displayName"] == "matrix-made" {
+                        let id = sp["id"].as_str().unwrap();
+                        x.w.arm_client()
+                            .delete(format!("{}/v1.0/servicePrincipals/{id}", x.w.url()))
+                            .send()
+                            .unwrap();
+                    }
+                }
+            },
+        },
+        Row {
             name: "ADM  POST /_wharf/gc",
             run: |x, who| {
                 if who.arm_na {
@@ -461,6 +567,40 @@ fn rows() -> Vec<Row> {
             undo: nothing,
         },
         Row {
+            name: "V2   POST blob upload (classic)",
+            run: |x, who| {
+                status(
+                    x.data(Method::POST, &x.legacy, "/v2/app/blobs/uploads/", who.data.as_deref())
+                        .send()
+                        .unwrap()
+                        .status()
+                        .as_u16(),
+                )
+            },
+            undo: nothing,
+        },
+        Row {
+            name: "TOK  POST /oauth2/exchange",
+            run: |x, who| {
+                if who.arm_na {
+                    return None;
+                }
+                let token =
+                    who.arm.as_deref().and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+                let r = x
+                    .data(Method::POST, &x.legacy, "/oauth2/exchange", None)
+                    .form(&[
+                        ("grant_type", "access_token"),
+                        ("service", x.legacy.as_str()),
+                        ("access_token", token),
+                    ])
+                    .send()
+                    .unwrap();
+                status(r.status().as_u16())
+            },
+            undo: nothing,
+        },
+        Row {
             name: "TOK  GET  /oauth2/token app:pull,push",
             run: |x, who| {
                 let auth = who.data.as_deref().filter(|a| a.starts_with("Basic"));
@@ -505,9 +645,11 @@ fn authorization_matrix() {
     let w = Wharf::start_with_config("[auth]\nmax_failed_sign_ins = 1000\n", &[]);
     let (s, _) = arm(&w, Method::PUT, RG, Some(json!({"location": "local"})));
     assert_eq!(s, 201);
-    for (name, mode) in
-        [("legacyreg", "LegacyRegistryPermissions"), ("abacreg", "AbacRepositoryPermissions")]
-    {
+    for (name, mode) in [
+        ("legacyreg", "LegacyRegistryPermissions"),
+        ("abacreg", "AbacRepositoryPermissions"),
+        ("doomedreg", "LegacyRegistryPermissions"),
+    ] {
         let (s, v) = arm(
             &w,
             Method::PUT,

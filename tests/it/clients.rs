@@ -110,7 +110,7 @@ fn skopeo_copies_multi_platform_images_both_ways_keeping_digests() {
     assert!(assert_blob_files_match_names(&w.data) > 10);
 }
 
-fn podman(storage: &Path) -> Command {
+pub(crate) fn podman(storage: &Path) -> Command {
     let conf = storage.join("storage.conf");
     if !conf.exists() {
         std::fs::write(

@@ -75,6 +75,21 @@ fn network_rules_decide_who_reaches_a_registry_and_import_takes_the_trusted_path
     assert_eq!(get("127.0.0.9", "/v2/app/manifests/v1", Some("127.0.0.5")).0, 403);
     assert_eq!(get("127.0.0.7", "/v2/app/manifests/v1", Some("127.0.0.5, 127.0.0.9")).0, 403);
     assert_eq!(get("127.0.0.7", "/v2/app/manifests/v1", Some("junk, 127.0.0.5")).0, 200);
+    let via_forwarded = |value: &str| {
+        client_from("127.0.0.7")
+            .get(format!("{}/v2/app/manifests/v1", w.url()))
+            .header("host", &fenced)
+            .header("authorization", admin_basic())
+            .header("forwarded", value)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(via_forwarded("for=127.0.0.5"), 200);
+    assert_eq!(via_forwarded("for=\"127.0.0.5:4711\""), 200);
+    assert_eq!(via_forwarded("for=127.0.0.5, for=127.0.0.9"), 403);
+    assert_eq!(via_forwarded("for=_hidden"), 403, "an obfuscated name: the proxy is the client");
     // A private network passes, like ACR's private endpoints.
     assert_eq!(get("127.0.0.8", "/v2/app/manifests/v1", None).0, 200);
     // The management API is not network-restricted.
@@ -218,6 +233,19 @@ fn behind_a_proxy_clients_are_told_the_names_they_reach() {
     let internal = format!("behind.localhost:{}", w.port);
     assert_eq!(
         challenge("127.0.0.7", &internal, Some((&public, "https"))),
+        format!("Bearer realm=\"https://{public}/oauth2/token\",service=\"{public}\"")
+    );
+    // RFC 7239's `Forwarded` says the same, and wins over X-Forwarded-*; a value a client
+    // wrote itself before the proxy's is not the one read.
+    let r = client_from("127.0.0.7")
+        .get(format!("{}/v2/", w.url()))
+        .header("host", &internal)
+        .header("forwarded", format!("for=198.51.100.1;host=evil.example;proto=http, for=127.0.0.9;host=\"{public}\";proto=https"))
+        .header("x-forwarded-host", "ignored.example")
+        .send()
+        .unwrap();
+    assert_eq!(
+        header(r.headers(), "www-authenticate"),
         format!("Bearer realm=\"https://{public}/oauth2/token\",service=\"{public}\"")
     );
     // Not from a trusted proxy: the forwarding headers are ignored.

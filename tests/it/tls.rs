@@ -90,6 +90,110 @@ fn over_tls_registry_clients_and_entra_client_libraries_sign_in_and_work() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
+    // podman pulls with a repository-scoped token and pushes with the service principal.
+    let token = cli(
+        &w,
+        &[
+            "token",
+            "create",
+            "-n",
+            "tls-puller",
+            "-r",
+            "default",
+            "--scope-map",
+            "_repositories_pull",
+        ],
+    )
+    .ok_json();
+    let token_pw =
+        token["properties"]["credentials"]["passwords"][0]["value"].as_str().unwrap().to_owned();
+    let storage = tempfile::tempdir().unwrap();
+    let certs_arg = certs.to_str().unwrap();
+    run(crate::clients::podman(storage.path()).args([
+        "pull",
+        "--cert-dir",
+        certs_arg,
+        "--creds",
+        &format!("tls-puller:{token_pw}"),
+        &format!("{host}/tls/app:v1"),
+    ]));
+    run(crate::clients::podman(storage.path()).args([
+        "push",
+        "--cert-dir",
+        certs_arg,
+        "--creds",
+        &format!("{app}:{secret}"),
+        &format!("{host}/tls/app:v1"),
+        &format!("{host}/tls/podman:v1"),
+    ]));
+    assert!(manifest_over_tls(&w, "tls/podman", "v1"));
+    let refused = crate::clients::podman(storage.path())
+        .args(["push", "--cert-dir", certs_arg, "--creds", &format!("tls-puller:{token_pw}")])
+        .args([&format!("{host}/tls/app:v1"), &format!("{host}/tls/by-token:v1")])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "a pull token pushed");
+
+    // Helm 3 pushes a chart as the service principal, Helm 4 reads it back as the registry's
+    // admin user, both trusting the CA by --ca-file.
+    cli(&w, &["registry", "update", "-n", "default", "--admin-enabled", "true"]).ok_json();
+    let admin_user = cli(&w, &["registry", "credential", "show", "-n", "default"]).ok_json();
+    let admin_pw = admin_user["passwords"][0]["value"].as_str().unwrap().to_owned();
+    let tools = std::env::var("TOOLS").unwrap_or_else(|_| "/tmp/harness-tools".into());
+    let home = tempfile::tempdir().unwrap();
+    let helm = |version: &str| {
+        let mut c = Command::new(format!("{tools}/{version}/helm/helm"));
+        c.current_dir(home.path())
+            .env("HOME", home.path())
+            .env("HELM_CACHE_HOME", home.path().join(format!("{version}-cache")))
+            .env("HELM_CONFIG_HOME", home.path().join(format!("{version}-config")))
+            .env("HELM_DATA_HOME", home.path().join(format!("{version}-data")));
+        c
+    };
+    let ca = w.ca();
+    let ca = ca.to_str().unwrap();
+    run(helm("helm3").args(["create", "tlschart"]));
+    run(helm("helm3").args(["package", "tlschart"]));
+    run(helm("helm3").args([
+        "registry",
+        "login",
+        &host,
+        "--ca-file",
+        ca,
+        "--username",
+        &app,
+        "--password",
+        &secret,
+    ]));
+    run(helm("helm3").args([
+        "push",
+        "tlschart-0.1.0.tgz",
+        &format!("oci://{host}/charts"),
+        "--ca-file",
+        ca,
+    ]));
+    run(helm("helm4").args([
+        "registry",
+        "login",
+        &host,
+        "--ca-file",
+        ca,
+        "--username",
+        "default",
+        "--password",
+        &admin_pw,
+    ]));
+    let out = run(helm("helm4").args([
+        "template",
+        "r",
+        &format!("oci://{host}/charts/tlschart"),
+        "--version",
+        "0.1.0",
+        "--ca-file",
+        ca,
+    ]));
+    assert!(out.contains("tlschart"), "{out}");
+
     // MSAL and azure-identity get tokens with the service principal's secret from wharf's
     // Entra-shaped endpoints; the token works on the management API and, exchanged, on the
     // registry.
@@ -156,7 +260,21 @@ print(c.push(files=["note.txt"], target=f"{reg}/tls/note:v1").status_code)
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stdout.trim().lines().last(), Some("201"));
-    assert!(!w.log().contains(&secret), "the secret is in the log");
+    for secret in [&secret, &token_pw, &admin_pw] {
+        assert!(!w.log().contains(secret.as_str()), "a secret is in the log");
+    }
+}
+
+/// Whether the server holds `repo:tag` (read over TLS as the admin).
+fn manifest_over_tls(w: &Wharf, repo: &str, tag: &str) -> bool {
+    w.anon()
+        .get(format!("{}/v2/{repo}/manifests/{tag}", w.url()))
+        .header("authorization", admin_basic())
+        .header("accept", "application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.v2+json")
+        .send()
+        .unwrap()
+        .status()
+        == 200
 }
 
 #[test]

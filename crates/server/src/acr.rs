@@ -257,7 +257,7 @@ async fn dispatch(
     let (parts, _) = request.into_parts();
     let path = parts.uri.path().strip_prefix("/acr/v1/").unwrap_or("");
     let origin = crate::origin(&state, &parts);
-    let host = origin.host;
+    let host = origin.host();
     let registry = match state.registry.registry_for_host(host, &state.settings.domain).await {
         Ok(r) => r,
         Err(e) => return OciError(e).into_response(),
@@ -276,7 +276,7 @@ async fn dispatch(
         &state,
         &parts.headers,
         &parts.extensions,
-        origin,
+        &origin,
         &policy,
         &login,
         &wanted,
@@ -291,7 +291,7 @@ async fn dispatch(
         Wanted::Repository(name, op) => caller.can(*op, &policy, name),
         Wanted::Nothing | Wanted::Mount { .. } => true,
     };
-    if let Err(res) = crate::auth::require(&state, &caller, allowed, origin, &wanted) {
+    if let Err(res) = crate::auth::require(&state, &caller, allowed, &origin, &wanted) {
         return res;
     }
     let ctx = Ctx { state: &state, registry: &registry, q: &q };

@@ -802,7 +802,7 @@ fn operation_url<'a>(
     location: &'a str,
     api_version: Option<&'a str>,
 ) -> impl Fn(&str) -> String + 'a {
-    let host = origin.host.unwrap_or("localhost").to_owned();
+    let host = origin.host().unwrap_or("localhost").to_owned();
     let scheme = origin.scheme;
     // Only letters and digits of the region go into the path (its segment is not parsed).
     let mut region: String = location.chars().filter(char::is_ascii_alphanumeric).collect();

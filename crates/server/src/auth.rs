@@ -103,7 +103,7 @@ pub(crate) async fn registry_caller(
     state: &AppState,
     headers: &HeaderMap,
     extensions: &http::Extensions,
-    origin: Origin<'_>,
+    origin: &Origin<'_>,
     policy: &RegistryPolicy,
     login_server: &str,
     wanted: &Wanted<'_>,
@@ -131,7 +131,7 @@ pub(crate) fn require(
     state: &AppState,
     caller: &Caller,
     allowed: bool,
-    origin: Origin<'_>,
+    origin: &Origin<'_>,
     wanted: &Wanted<'_>,
 ) -> Result<(), Response> {
     if allowed {
@@ -146,12 +146,12 @@ pub(crate) fn require(
 /// `401` with `WWW-Authenticate: Bearer realm="<scheme>://<host>/oauth2/token",service="<host>"[,scope=…][,error=…]`.
 pub(crate) fn challenge(
     _state: &AppState,
-    origin: Origin<'_>,
+    origin: &Origin<'_>,
     wanted: &Wanted<'_>,
     error: Option<&str>,
     code: &str,
 ) -> Response {
-    let host = origin.host.unwrap_or("localhost");
+    let host = origin.host().unwrap_or("localhost");
     let scheme = origin.scheme;
     let mut value = format!("Bearer realm=\"{scheme}://{host}/oauth2/token\",service=\"{host}\"");
     if let Some(scope) = wanted.scope() {

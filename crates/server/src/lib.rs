@@ -39,6 +39,8 @@ pub mod tls;
 use std::future::Future;
 use std::sync::Arc;
 
+use std::borrow::Cow;
+
 use axum::Router;
 use axum::extract::Request;
 use axum::http::HeaderValue;
@@ -126,24 +128,33 @@ async fn api_version_header(mut res: axum::response::Response) -> axum::response
 }
 
 /// How a client addressed a request: the scheme and host it used.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Origin<'a> {
     pub(crate) scheme: &'static str,
-    pub(crate) host: Option<&'a str>,
+    pub(crate) host: Option<Cow<'a, str>>,
 }
 
-/// A request's [`Origin`]: from a trusted proxy, its `X-Forwarded-Host` and
-/// `X-Forwarded-Proto`; otherwise `Host` (or the HTTP/2 authority) and the scheme of the
+impl Origin<'_> {
+    pub(crate) fn host(&self) -> Option<&str> {
+        self.host.as_deref()
+    }
+}
+
+/// A request's [`Origin`]: from a trusted proxy, its `Forwarded` (`host=`, `proto=`) or
+/// `X-Forwarded-Host` and `X-Forwarded-Proto`; otherwise `Host` (or the HTTP/2 authority) and the scheme of the
 /// server's public URL (`http` without one). Nobody else's forwarding headers are believed.
 pub(crate) fn origin<'a>(state: &AppState, parts: &'a http::request::Parts) -> Origin<'a> {
-    let header = |name: &str| {
+    // The value the nearest proxy set is the last one (a client may have sent its own
+    // further left).
+    let last = |name: &str| {
         parts
             .headers
-            .get(name)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            .get_all(name)
+            .iter()
+            .filter_map(|h| h.to_str().ok())
+            .flat_map(|v| v.split(','))
             .map(str::trim)
-            .filter(|v| !v.is_empty())
+            .rfind(|v| !v.is_empty())
     };
     let proxied = network::from_trusted_proxy(state, &parts.extensions);
     let own_host = parts
@@ -151,14 +162,30 @@ pub(crate) fn origin<'a>(state: &AppState, parts: &'a http::request::Parts) -> O
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .or(parts.uri.authority().map(|a| a.as_str()));
-    let host = if proxied { header("x-forwarded-host").or(own_host) } else { own_host };
+    let (fwd_host, fwd_proto) = if proxied {
+        let forwarded_host = network::forwarded_pairs(&parts.headers, "host").pop();
+        let forwarded_proto = network::forwarded_pairs(&parts.headers, "proto").pop();
+        (forwarded_host, forwarded_proto)
+    } else {
+        (None, None)
+    };
+    let host = match (proxied, fwd_host) {
+        (true, Some(h)) => Some(Cow::Owned(h)),
+        (true, None) => last("x-forwarded-host").map(Cow::Borrowed).or(own_host.map(Cow::Borrowed)),
+        (false, _) => own_host.map(Cow::Borrowed),
+    };
     let configured = match &state.settings.public_url {
         Some(u) if u.starts_with("https://") => "https",
         Some(_) => "http",
         None if state.settings.tls => "https",
         None => "http",
     };
-    let scheme = match proxied.then(|| header("x-forwarded-proto")).flatten() {
+    let proto = match (proxied, fwd_proto) {
+        (true, Some(p)) => Some(Cow::Owned(p)),
+        (true, None) => last("x-forwarded-proto").map(Cow::Borrowed),
+        (false, _) => None,
+    };
+    let scheme = match proto.as_deref() {
         Some(p) if p.eq_ignore_ascii_case("https") => "https",
         Some(p) if p.eq_ignore_ascii_case("http") => "http",
         _ => configured,

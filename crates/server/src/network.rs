@@ -29,25 +29,66 @@ pub(crate) fn client_address(
     if !is_trusted(&peer) {
         return Some(peer);
     }
-    // Every X-Forwarded-For header, in order, as one list.
-    let hops: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|h| !h.is_empty())
-        .collect();
+    // Every hop the proxies reported, in order: RFC 7239 `Forwarded: for=…` if present, else
+    // `X-Forwarded-For`.
+    let forwarded = forwarded_pairs(headers, "for");
+    let hops: Vec<String> = if !forwarded.is_empty() {
+        forwarded
+    } else {
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .collect()
+    };
     let mut client = peer;
     for hop in hops.iter().rev() {
-        // Unreadable: stop at the last address a trusted proxy vouched for.
-        let Ok(ip) = hop.parse::<IpAddr>() else { break };
+        // Unreadable (or an obfuscated RFC 7239 name): stop at the last address a trusted
+        // proxy vouched for.
+        let Ok(ip) = parse_node(hop) else { break };
         client = ip;
         if !is_trusted(&ip) {
             break;
         }
     }
     Some(client)
+}
+
+/// The values of `key` in every element of every `Forwarded` header (RFC 7239), in order;
+/// quotes removed.
+pub(crate) fn forwarded_pairs(headers: &HeaderMap, key: &str) -> Vec<String> {
+    headers
+        .get_all("forwarded")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|element| {
+            element.split(';').find_map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                k.trim().eq_ignore_ascii_case(key).then(|| v.trim().trim_matches('"').to_owned())
+            })
+        })
+        .collect()
+}
+
+/// An address as proxies write it: `192.0.2.7`, `[2001:db8::1]`, either with a `:port`.
+fn parse_node(node: &str) -> Result<IpAddr, ()> {
+    if let Ok(ip) = node.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    if let Some(rest) = node.strip_prefix('[') {
+        let v6 = rest.split(']').next().unwrap_or("");
+        return v6.parse::<IpAddr>().map_err(|_| ());
+    }
+    match node.rsplit_once(':') {
+        Some((v4, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
+            v4.parse::<std::net::Ipv4Addr>().map(IpAddr::V4).map_err(|_| ())
+        }
+        _ => Err(()),
+    }
 }
 
 /// Whether the connection comes from one of the configured trusted proxies.

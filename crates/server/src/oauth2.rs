@@ -37,7 +37,8 @@ async fn registry(
     state: &AppState,
     parts: &http::request::Parts,
 ) -> Result<(RegistryRecord, RegistryPolicy, String), Response> {
-    let host = crate::origin(state, parts).host;
+    let origin = crate::origin(state, parts);
+    let host = origin.host();
     let r = state
         .registry
         .registry_for_host(host, &state.settings.domain)

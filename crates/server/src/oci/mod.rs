@@ -42,7 +42,7 @@ pub(crate) fn routes() -> Router<AppState> {
 async fn base(State(state): State<AppState>, request: Request) -> Response {
     let (parts, _) = request.into_parts();
     let origin = crate::origin(&state, &parts);
-    let host = origin.host;
+    let host = origin.host();
     let registry = match state.registry.registry_for_host(host, &state.settings.domain).await {
         Ok(r) => r,
         Err(e) => return OciError(e).into_response(),
@@ -57,7 +57,7 @@ async fn base(State(state): State<AppState>, request: Request) -> Response {
         &state,
         &parts.headers,
         &parts.extensions,
-        origin,
+        &origin,
         &policy,
         &login,
         &Wanted::Nothing,
@@ -68,7 +68,7 @@ async fn base(State(state): State<AppState>, request: Request) -> Response {
         Err(res) => return res,
     };
     let signed_in = !caller.is_anonymous() || !state.identity.enforced();
-    if let Err(res) = crate::auth::require(&state, &caller, signed_in, origin, &Wanted::Nothing) {
+    if let Err(res) = crate::auth::require(&state, &caller, signed_in, &origin, &Wanted::Nothing) {
         return res;
     }
     ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()
@@ -144,7 +144,7 @@ async fn dispatch(
         return oci_error(StatusCode::NOT_FOUND, "UNSUPPORTED", "no such API route");
     };
     let origin = crate::origin(&state, &parts);
-    let host = origin.host;
+    let host = origin.host();
     let registry = match state.registry.registry_for_host(host, &state.settings.domain).await {
         Ok(r) => r,
         Err(e) => return OciError(e).into_response(),
@@ -180,7 +180,7 @@ async fn dispatch(
         &state,
         &parts.headers,
         &parts.extensions,
-        origin,
+        &origin,
         &policy,
         &login,
         &wanted,
@@ -196,7 +196,7 @@ async fn dispatch(
         Wanted::Mount { name, .. } => caller.can(RepoOp::Push, &policy, name),
         Wanted::Nothing => true,
     };
-    if let Err(res) = crate::auth::require(&state, &caller, allowed, origin, &wanted) {
+    if let Err(res) = crate::auth::require(&state, &caller, allowed, &origin, &wanted) {
         return res;
     }
     // Transfers in flight are capped, server-wide and per client address: past a cap the

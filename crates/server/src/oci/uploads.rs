@@ -30,7 +30,7 @@ pub(super) async fn start(req: Req<'_>, name: &str) -> Result {
                 let wanted = Wanted::Mount { name, from: from.as_str() };
                 return Ok(challenge(
                     req.state,
-                    req.origin,
+                    &req.origin,
                     &wanted,
                     Some("insufficient_scope"),
                     "UNAUTHORIZED",

@@ -81,6 +81,9 @@ start_wharf() {
     --gc-interval 0 --import-sync-wait 30s 2>"$WORK/wharf.log" &
   WPID=$!
   for _ in $(seq 100); do curl -sf "${AUTH[@]}" -o /dev/null "http://127.0.0.1:$WPORT/v2/" && break; sleep 0.05; done
+  # Signed in once, untimed, as a user would be (a build without access control has no
+  # `login`: nothing to do).
+  "$WHARF" --server "http://127.0.0.1:$WPORT" login >/dev/null 2>&1 || true
 }
 stop_wharf() { kill "$WPID"; wait "$WPID" 2>/dev/null || true; WPID=""; }
 start_dst() { DST=$(free_port); "$TOOLS_DIR/start-distribution.sh" "$DST" >/dev/null; }

@@ -49,6 +49,13 @@ fn zero_config_uses_wharf_data_in_the_working_directory() {
     assert!(shown.contains("'admin'") && shown.contains(&password), "{shown}");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    // So is everything else the server keeps: the database (hashes, signing keys), the
+    // sealing key, the blobs' directory.
+    for name in ["wharf-data", "wharf-data/wharf.db", "wharf-data/sealing-key", "wharf-data/blobs"]
+    {
+        let mode = std::fs::metadata(cwd.path().join(name)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{name} is open to others: {mode:o}");
+    }
     let mut auth = reqwest::header::HeaderMap::new();
     auth.insert("authorization", basic("admin", &password).parse().unwrap());
     let http = reqwest::blocking::Client::builder().default_headers(auth).build().unwrap();

@@ -279,14 +279,14 @@ mod tests {
 // ---- the identity provider's side: storing, showing and checking them ------------------
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sha2::{Digest as _, Sha256};
 use wharf_storage::{RegistryTokenRecord, ScopeMapRecord, TokenPasswordRecord};
 
 use crate::caller::{Caller, RegistryPolicy};
 use crate::secret;
-use crate::service::{CACHE_MAX, Identity, SECRET_CACHE_TTL, lock, now_ms};
+use crate::service::{CACHE_MAX, Identity, lock, now_ms};
 
 /// A password of a registry credential, as `listCredentials` / `generateCredentials` show it.
 #[derive(Clone, Debug)]
@@ -701,23 +701,12 @@ impl Identity {
         if lock(&self.registry_secrets).get(&key).is_some_and(|until| Instant::now() < *until) {
             return Ok(true);
         }
-        let now = now_ms();
         let stored =
             self.store.token_passwords(record.registry_id, &record.kind, &record.name).await?;
-        let _permit = self.hashing_permit().await?;
-        let password = password.to_owned();
-        let matched = tokio::task::spawn_blocking(move || {
-            stored
-                .into_iter()
-                .filter(|p| p.expires_at.is_none_or(|e| e > now))
-                .find(|p| secret::verify(&password, &p.hash))
-        })
-        .await
-        .map_err(|e| AuthError::Internal(e.to_string()))?;
-        let Some(p) = matched else { return Ok(false) };
-        let left = p.expires_at.map_or(SECRET_CACHE_TTL, |e| {
-            Duration::from_millis(u64::try_from(e - now).unwrap_or(0)).min(SECRET_CACHE_TTL)
-        });
+        let candidates = stored.into_iter().map(|p| (p.hash, p.expires_at)).collect();
+        let Some(left) = self.verify_against(candidates, password).await? else {
+            return Ok(false);
+        };
         let mut cache = lock(&self.registry_secrets);
         if cache.len() > CACHE_MAX {
             cache.clear();

@@ -327,30 +327,43 @@ impl Identity {
         {
             return Ok(true);
         }
-        let now = now_ms();
         let credentials = self.store.credentials(&p.id).await?;
-        // Hashing is slow on purpose: run it off the async threads, a core's worth at a time.
-        let _permit = self.hashing_permit().await?;
-        let secret = secret.to_owned();
-        let matched = tokio::task::spawn_blocking(move || {
-            credentials
-                .into_iter()
-                .filter(|c| c.expires_at.is_none_or(|e| e > now))
-                .find(|c| secret::verify(&secret, &c.hash))
-        })
-        .await
-        .map_err(|e| AuthError::Internal(e.to_string()))?;
-        let Some(c) = matched else { return Ok(false) };
-        // Remembered for a while, never past the secret's own expiry.
-        let left = c.expires_at.map_or(SECRET_CACHE_TTL, |e| {
-            Duration::from_millis(u64::try_from(e - now).unwrap_or(0)).min(SECRET_CACHE_TTL)
-        });
+        let candidates = credentials.into_iter().map(|c| (c.hash, c.expires_at)).collect();
+        let Some(left) = self.verify_against(candidates, secret).await? else {
+            return Ok(false);
+        };
         let mut cache = lock(&self.secrets);
         if cache.len() > CACHE_MAX {
             cache.clear();
         }
         cache.insert(key, (p.clone(), Instant::now() + left));
         Ok(true)
+    }
+
+    /// Whether `secret` matches one of `candidates` (argon2id hash, expiry) not yet expired;
+    /// if so, how long the success may be remembered (never past that secret's expiry).
+    /// Hashing is slow on purpose: it runs off the async threads, a core's worth at a time.
+    pub(crate) async fn verify_against(
+        &self,
+        candidates: Vec<(String, Option<i64>)>,
+        secret: &str,
+    ) -> Result<Option<Duration>, AuthError> {
+        let now = now_ms();
+        let _permit = self.hashing_permit().await?;
+        let secret = secret.to_owned();
+        let matched = tokio::task::spawn_blocking(move || {
+            candidates
+                .into_iter()
+                .filter(|(_, expires)| expires.is_none_or(|e| e > now))
+                .find(|(hash, _)| secret::verify(&secret, hash))
+        })
+        .await
+        .map_err(|e| AuthError::Internal(e.to_string()))?;
+        Ok(matched.map(|(_, expires)| {
+            expires.map_or(SECRET_CACHE_TTL, |e| {
+                Duration::from_millis(u64::try_from(e - now).unwrap_or(0)).min(SECRET_CACHE_TTL)
+            })
+        }))
     }
 
     /// A slot to compute argon2 hashes in: at most one per core at once, so that a flood of

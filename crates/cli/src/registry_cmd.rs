@@ -200,24 +200,7 @@ pub(crate) async fn run(global: &GlobalArgs, cmd: RegistryCommand) -> anyhow::Re
             let id = r["id"].as_str().unwrap_or_default().to_owned();
             let creds = client.arm(Method::POST, &format!("{id}/{action}"), body.as_ref()).await?;
             // The passwords are the point of this command: shown in both formats.
-            let rows: Vec<serde_json::Value> = creds.body["passwords"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|p| json!({"username": creds.body["username"], "name": p["name"], "value": p["value"]}))
-                .collect();
-            match global.output {
-                crate::args::Output::Json => print(global.output, &creds.body, &[]),
-                crate::args::Output::Table => print(
-                    global.output,
-                    &serde_json::Value::Array(rows),
-                    &[
-                        ("USERNAME", "/username"),
-                        ("PASSWORD NAME", "/name"),
-                        ("PASSWORD", "/value"),
-                    ],
-                ),
-            }
+            crate::tokens::print_credentials(global, &creds.body);
         }
     }
     Ok(())

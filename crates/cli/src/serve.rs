@@ -314,6 +314,9 @@ fn fit_connections(wanted: usize, files: usize) -> usize {
 }
 
 async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    // What the server writes is its own: the database holds password hashes and signing
+    // keys, blobs may be private images. Nobody else on the machine reads them.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     // Durably: a power cut must not take the new directory away with what is stored in it.
     create_dir_durably(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;

@@ -68,7 +68,9 @@ fn expiry(days: Option<u32>) -> Option<String> {
     })
 }
 
-fn print_credentials(global: &GlobalArgs, creds: &Value) {
+/// A credential answer (`listCredentials`, `generateCredentials`): the JSON, or a row per
+/// password.
+pub(crate) fn print_credentials(global: &GlobalArgs, creds: &Value) {
     match global.output {
         crate::args::Output::Json => print(global.output, creds, &[]),
         crate::args::Output::Table => {

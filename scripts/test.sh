@@ -21,10 +21,11 @@ export WHARF_SHARED_TOOLS=${WHARF_SHARED_TOOLS:-$(cd .. && pwd)/shared/tools}
 step() { printf '\n== %s\n' "$*"; }
 
 # Debian packages: real peers and clients the integration tests drive (fuse3: the
-# power-loss test mounts its own filesystem).
+# power-loss test mounts its own filesystem; containerd: a daemon of the test's own, for
+# `ctr`).
 missing=()
 for want in skopeo:skopeo podman:podman docker-registry:docker-registry htpasswd:apache2-utils \
-            jq:jq curl:curl python3:python3 fusermount3:fuse3; do
+            jq:jq curl:curl python3:python3 fusermount3:fuse3 containerd:containerd; do
   command -v "${want%%:*}" >/dev/null 2>&1 || missing+=("${want##*:}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)

@@ -390,3 +390,148 @@ fn a_certificate_from_files_is_swapped_on_sighup_and_a_bad_one_keeps_the_old() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("don't make a usable pair"), "{err}");
 }
+
+/// A containerd of the test's own — root, state and socket in a temporary directory, the
+/// CRI plugin off (no network of its own) — stopped by PID when dropped.
+struct Containerd {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    /// `None` (said loudly) where containerd can't run: not installed, or not root.
+    fn start() -> Option<Containerd> {
+        let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n");
+        let installed = Command::new("containerd").arg("--version").output().is_ok();
+        if !root || !installed {
+            eprintln!("SKIPPED: containerd needs root and the Debian package containerd");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
+        )
+        .unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .arg("--state")
+            .arg(dir.path().join("state"))
+            .arg("--address")
+            .arg(dir.path().join("c.sock"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("containerd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let c = Containerd { child, dir };
+        assert!(
+            eventually(std::time::Duration::from_secs(20), || {
+                c.ctr().arg("version").output().is_ok_and(|o| o.status.success())
+            }),
+            "containerd did not come up"
+        );
+        Some(c)
+    }
+
+    fn ctr(&self) -> Command {
+        let mut c = Command::new("ctr");
+        c.arg("--address").arg(self.dir.path().join("c.sock"));
+        c
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn containerd_pulls_and_pushes_over_tls_with_a_refresh_token_and_a_service_principal() {
+    let Some(containerd) = Containerd::start() else { return };
+    let w = Wharf::start_with(&["--tls-self-signed"]);
+    let host = format!("localhost:{}", w.port);
+    let sp = cli(
+        &w,
+        &[
+            "ad",
+            "sp",
+            "create-for-rbac",
+            "-n",
+            "ctr-ci",
+            "--role",
+            "AcrPush",
+            "--scopes",
+            &registry_id("default"),
+        ],
+    )
+    .ok_json();
+    let (app, secret) = (sp["appId"].as_str().unwrap(), sp["password"].as_str().unwrap());
+    // Content to pull, pushed by skopeo.
+    let layout = w.data.with_extension("layout");
+    make_images(&w.host(), &layout, &["--no-push", "--only", "single", "--sizes", "1m"]);
+    let certs = w.data.with_extension("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(w.ca(), certs.join("ca.crt")).unwrap();
+    run(Command::new("skopeo")
+        .args(["copy", "-q", "--dest-cert-dir", certs.to_str().unwrap()])
+        .args(["--dest-creds", &format!("{app}:{secret}")])
+        .arg(format!("oci:{}:single-1m", layout.join("layout").display()))
+        .arg(format!("docker://{host}/ctr/app:v1")));
+    // containerd takes `localhost` for plain HTTP unless its hosts.toml says otherwise.
+    let hosts = w.data.with_extension("hosts");
+    std::fs::create_dir_all(hosts.join(&host)).unwrap();
+    std::fs::write(
+        hosts.join(&host).join("hosts.toml"),
+        format!(
+            "server = \"https://{host}\"\n[host.\"https://{host}\"]\n  ca = \"{}\"\n  capabilities = [\"pull\", \"resolve\", \"push\"]\n",
+            w.ca().display()
+        ),
+    )
+    .unwrap();
+    let hosts_dir = hosts.to_str().unwrap();
+    // Pull (and unpack) with a registry refresh token, as `az acr login --expose-token` gives.
+    let refresh = {
+        let identity = w.token_for_app(app, secret);
+        let r = w
+            .anon()
+            .post(format!("{}/oauth2/exchange", w.url()))
+            .form(&[
+                ("grant_type", "access_token"),
+                ("service", host.as_str()),
+                ("access_token", identity.as_str()),
+            ])
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().unwrap()["refresh_token"].as_str().unwrap().to_owned()
+    };
+    let reference = format!("{host}/ctr/app:v1");
+    run(containerd
+        .ctr()
+        .args(["images", "pull", "--snapshotter", "native", "--hosts-dir", hosts_dir])
+        .args(["--user", &format!("00000000-0000-0000-0000-000000000000:{refresh}"), &reference]));
+    let listed = run(containerd.ctr().args(["images", "ls", "-q"]));
+    assert!(listed.contains(&reference), "{listed}");
+    // Push under another name with the service principal; without credentials it's refused.
+    let pushed = format!("{host}/ctr/pushed:v1");
+    run(containerd.ctr().args(["images", "tag", &reference, &pushed]));
+    let anonymous = containerd
+        .ctr()
+        .args(["images", "push", "--hosts-dir", hosts_dir, &pushed])
+        .output()
+        .unwrap();
+    assert!(!anonymous.status.success(), "pushed anonymously");
+    run(containerd.ctr().args(["images", "push", "--hosts-dir", hosts_dir]).args([
+        "--user",
+        &format!("{app}:{secret}"),
+        &pushed,
+    ]));
+    assert!(manifest_over_tls(&w, "ctr/pushed", "v1"));
+    assert!(!w.log().contains(secret) && !w.log().contains(&refresh));
+}

@@ -535,3 +535,56 @@ fn containerd_pulls_and_pushes_over_tls_with_a_refresh_token_and_a_service_princ
     assert!(manifest_over_tls(&w, "ctr/pushed", "v1"));
     assert!(!w.log().contains(secret) && !w.log().contains(&refresh));
 }
+
+#[test]
+fn import_reads_another_wharf_over_tls_when_its_ca_is_trusted() {
+    let source = Wharf::start_with(&["--tls-self-signed"]);
+    let host = format!("localhost:{}", source.port);
+    // Content in the source, pushed over TLS as its admin.
+    let layout = source.data.with_extension("layout");
+    make_images(&source.host(), &layout, &["--no-push", "--only", "single", "--sizes", "1m"]);
+    let certs = source.data.with_extension("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(source.ca(), certs.join("ca.crt")).unwrap();
+    run(Command::new("skopeo")
+        .args(["copy", "-q", "--dest-cert-dir", certs.to_str().unwrap()])
+        .args(["--dest-creds", &format!("admin:{ADMIN_PASSWORD}")])
+        .arg(format!("oci:{}:single-1m", layout.join("layout").display()))
+        .arg(format!("docker://{host}/team/app:v1")));
+    let reader = cli(
+        &source,
+        &[
+            "ad",
+            "sp",
+            "create-for-rbac",
+            "-n",
+            "reader",
+            "--role",
+            "AcrPull",
+            "--scopes",
+            &registry_id("default"),
+        ],
+    )
+    .ok_json();
+    let (app, secret) = (reader["appId"].as_str().unwrap(), reader["password"].as_str().unwrap());
+    // An insecure source is reached over plain HTTP unless its URI says https.
+    let import = |w: &Wharf| {
+        let body = json!({"source": {"registryUri": format!("https://{host}"), "sourceImage": "team/app:v1",
+            "credentials": {"username": app, "password": secret}}, "targetTags": ["app:v1"]});
+        arm(w, Method::POST, &format!("{}/importImage", registry_id("default")), Some(body))
+    };
+    // Without the source's CA the TLS handshake fails, and the import says so.
+    let untrusting = Wharf::start_with(&["--insecure-source", &host, "--import-sync-wait", "120s"]);
+    let (s, v) = import(&untrusting);
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("SourceUnreachable")), "{v}");
+    // With it, the import goes through.
+    let config = format!(
+        "[import]\ninsecure_sources = [\"{host}\"]\nca_files = [\"{}\"]\n",
+        source.ca().display()
+    );
+    let trusting = Wharf::start_with_config(&config, &["--import-sync-wait", "120s"]);
+    let (s, v) = import(&trusting);
+    assert_eq!(s, 200, "{v}");
+    assert!(manifest_bytes(&trusting.url(), None, "app", "v1").is_some());
+    assert!(!trusting.log().contains(secret) && !source.log().contains(secret));
+}

@@ -28,6 +28,7 @@
 //! [import]
 //! insecure_sources = ["127.0.0.1:5001"]
 //! registry_mirrors = { "docker.io" = "http://127.0.0.1:5001" }
+//! ca_files = ["/etc/wharf/other-registry-ca.pem"]   # trusted for sources, besides the system's
 //! parallelism = 4
 //! sync_wait = "2s"
 //! max_running = 8
@@ -154,6 +155,9 @@ pub(crate) struct ImportConfig {
     pub(crate) insecure_sources: Vec<String>,
     #[serde(default)]
     pub(crate) registry_mirrors: std::collections::BTreeMap<String, String>,
+    /// CA certificates (PEM files) trusted for sources besides the system's.
+    #[serde(default)]
+    pub(crate) ca_files: Vec<PathBuf>,
     pub(crate) parallelism: Option<usize>,
     #[serde(default, with = "opt_duration")]
     pub(crate) sync_wait: Option<Duration>,

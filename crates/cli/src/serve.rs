@@ -183,6 +183,15 @@ impl ServeConfig {
                         max_blobs: i.max_blobs.unwrap_or(d.limits.max_blobs),
                         max_bytes: i.max_bytes.unwrap_or(d.limits.max_bytes),
                     },
+                    trusted_cas: i
+                        .ca_files
+                        .iter()
+                        .map(|f| {
+                            std::fs::read(f).with_context(|| {
+                                format!("import.ca_files: cannot read {}", f.display())
+                            })
+                        })
+                        .collect::<anyhow::Result<_>>()?,
                 };
                 for (key, v) in [
                     ("import.parallelism", settings.parallel_blobs),

@@ -56,6 +56,9 @@ pub struct ImportSettings {
     pub read_timeout: Duration,
     /// What one import may hold.
     pub limits: PlanLimits,
+    /// CA certificates (PEM) trusted for sources besides the system's: a private CA, such
+    /// as another wharf's development CA.
+    pub trusted_cas: Vec<Vec<u8>>,
 }
 
 impl Default for ImportSettings {
@@ -75,6 +78,7 @@ impl Default for ImportSettings {
             request_timeout: Duration::from_secs(60),
             read_timeout: Duration::from_secs(30),
             limits: PlanLimits::default(),
+            trusted_cas: Vec::new(),
         }
     }
 }
@@ -209,7 +213,15 @@ impl ImportService {
     ) -> Result<ImportService, String> {
         let policy = Arc::new(policy);
         let redirect_policy = policy.clone();
+        let mut extra_roots = Vec::new();
+        for pem in &settings.trusted_cas {
+            extra_roots.extend(
+                reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|e| format!("a trusted CA is not PEM: {e}"))?,
+            );
+        }
         let http = reqwest::Client::builder()
+            .tls_certs_merge(extra_roots)
             .user_agent(concat!("wharf-import/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(Arc::new(PolicyResolver(policy.clone())))
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {

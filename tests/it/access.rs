@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::util::*;
 
+const SUB: &str = "/subscriptions/00000000-0000-0000-0000-000000000000";
 const RG: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/authz";
 
 fn reg_id(name: &str) -> String {
@@ -412,6 +413,112 @@ fn rows() -> Vec<Row> {
             },
         },
         Row {
+            name: "ARM  GET  subscription",
+            run: |x, who| x.arm(Method::GET, SUB, who, None),
+            undo: nothing,
+        },
+        Row {
+            name: "ARM  PUT  resource group",
+            run: |x, who| {
+                let path = format!("{SUB}/resourceGroups/matrixrg");
+                x.arm(Method::PUT, &path, who, Some(json!({"location": "local"})))
+            },
+            undo: |x| {
+                arm(&x.w, Method::DELETE, &format!("{SUB}/resourceGroups/matrixrg"), None);
+            },
+        },
+        Row {
+            name: "ARM  POST checkNameAvailability",
+            run: |x, who| {
+                let path =
+                    format!("{SUB}/providers/Microsoft.ContainerRegistry/checkNameAvailability");
+                let body =
+                    json!({"name": "freename1", "type": "Microsoft.ContainerRegistry/registries"});
+                x.arm(Method::POST, &path, who, Some(body))
+            },
+            undo: nothing,
+        },
+        Row {
+            name: "ARM  PUT  registry (new)",
+            run: |x, who| {
+                let body = json!({"location": "local", "sku": {"name": "Basic"}});
+                x.arm(Method::PUT, &reg_id("matrixnew"), who, Some(body))
+            },
+            undo: |x| {
+                arm(&x.w, Method::DELETE, &reg_id("matrixnew"), None);
+            },
+        },
+        Row {
+            name: "ARM  GET  role definitions",
+            run: |x, who| {
+                let path = format!("{RG}/providers/Microsoft.Authorization/roleDefinitions");
+                x.arm(Method::GET, &path, who, None)
+            },
+            undo: nothing,
+        },
+        Row {
+            name: "ARM  PUT  role definition",
+            run: |x, who| {
+                let path = format!(
+                    "{RG}/providers/Microsoft.Authorization/roleDefinitions/22222222-0000-4000-8000-000000000002"
+                );
+                let body = json!({"properties": {"roleName": "Matrix made", "permissions": [{"actions": [
+                    "Microsoft.ContainerRegistry/registries/read"]}], "assignableScopes": [RG]}});
+                x.arm(Method::PUT, &path, who, Some(body))
+            },
+            undo: |x| {
+                let path = format!(
+                    "{RG}/providers/Microsoft.Authorization/roleDefinitions/22222222-0000-4000-8000-000000000002"
+                );
+                arm(&x.w, Method::DELETE, &path, None);
+            },
+        },
+        Row {
+            name: "ARM  GET  tokens",
+            run: |x, who| x.arm(Method::GET, &format!("{}/tokens", reg_id("legacyreg")), who, None),
+            undo: nothing,
+        },
+        Row {
+            name: "ARM  DELETE token",
+            run: |x, who| {
+                x.arm(
+                    Method::DELETE,
+                    &format!("{}/tokens/victim-token", reg_id("legacyreg")),
+                    who,
+                    None,
+                )
+            },
+            undo: |x| {
+                let reg = reg_id("legacyreg");
+                let body = json!({"properties": {"scopeMapId": format!("{reg}/scopeMaps/_repositories_pull")}});
+                let (s, _) =
+                    arm(&x.w, Method::PUT, &format!("{reg}/tokens/victim-token"), Some(body));
+                assert_eq!(s, 201);
+            },
+        },
+        Row {
+            name: "ARM  POST regenerateCredential",
+            run: |x, who| {
+                let path = format!("{}/regenerateCredential", reg_id("legacyreg"));
+                x.arm(Method::POST, &path, who, Some(json!({"name": "password2"})))
+            },
+            undo: nothing,
+        },
+        Row {
+            name: "DIR  GET  servicePrincipals",
+            run: |x, who| {
+                if who.arm_na {
+                    return None;
+                }
+                let mut r = anon_client().get(format!("{}/v1.0/servicePrincipals", x.w.url()));
+                if let Some(a) = &who.arm {
+                    r = r.header("authorization", a);
+                }
+                status(r.send().unwrap().status().as_u16())
+            },
+            undo: nothing,
+        },
+        Row {
             name: "ADM  POST /_wharf/gc",
             run: |x, who| {
                 if who.arm_na {
@@ -593,6 +700,75 @@ fn rows() -> Vec<Row> {
                         ("grant_type", "access_token"),
                         ("service", x.legacy.as_str()),
                         ("access_token", token),
+                    ])
+                    .send()
+                    .unwrap();
+                status(r.status().as_u16())
+            },
+            undo: nothing,
+        },
+        Row {
+            name: "V2   GET  tags/list (classic)",
+            run: |x, who| {
+                let r = x.data(Method::GET, &x.legacy, "/v2/app/tags/list", who.data.as_deref());
+                status(r.send().unwrap().status().as_u16())
+            },
+            undo: nothing,
+        },
+        Row {
+            name: "V2   HEAD blob (classic)",
+            run: |x, who| {
+                let m: Value = serde_json::from_slice(&x.manifest).unwrap();
+                let digest = m["layers"][0]["digest"].as_str().unwrap();
+                let path = format!("/v2/app/blobs/{digest}");
+                let r = x.data(Method::HEAD, &x.legacy, &path, who.data.as_deref());
+                status(r.send().unwrap().status().as_u16())
+            },
+            undo: nothing,
+        },
+        Row {
+            name: "V2   GET  referrers (classic)",
+            run: |x, who| {
+                let path = format!("/v2/app/referrers/{}", digest_of(&x.manifest));
+                let r = x.data(Method::GET, &x.legacy, &path, who.data.as_deref());
+                status(r.send().unwrap().status().as_u16())
+            },
+            undo: nothing,
+        },
+        Row {
+            name: "ACR  GET  _manifests (classic)",
+            run: |x, who| {
+                let r =
+                    x.data(Method::GET, &x.legacy, "/acr/v1/app/_manifests", who.data.as_deref());
+                status(r.send().unwrap().status().as_u16())
+            },
+            undo: nothing,
+        },
+        Row {
+            name: "TOK  POST /oauth2/token password grant",
+            run: |x, who| {
+                use base64::Engine as _;
+                let basic = who.data.as_deref().and_then(|a| a.strip_prefix("Basic "));
+                if who.data.is_some() && basic.is_none() {
+                    return None;
+                }
+                let (user, password) = match basic {
+                    Some(b) => {
+                        let raw = base64::engine::general_purpose::STANDARD.decode(b).unwrap();
+                        let raw = String::from_utf8(raw).unwrap();
+                        let (u, p) = raw.split_once(':').unwrap();
+                        (u.to_owned(), p.to_owned())
+                    }
+                    None => (String::new(), String::new()),
+                };
+                let r = x
+                    .data(Method::POST, &x.legacy, "/oauth2/token", None)
+                    .form(&[
+                        ("grant_type", "password"),
+                        ("service", x.legacy.as_str()),
+                        ("scope", "repository:app:pull"),
+                        ("username", user.as_str()),
+                        ("password", password.as_str()),
                     ])
                     .send()
                     .unwrap();
@@ -851,6 +1027,7 @@ fn authorization_matrix() {
             "repositories/other/content/delete"]}})),
     );
     assert_eq!(s, 201, "{v}");
+    token_secret("victim-token", "_repositories_pull");
     let other_token = token_secret("other-token", "other-only");
     secrets.push(other_token.clone());
     who.push(Who {

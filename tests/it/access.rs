@@ -2210,6 +2210,24 @@ fn bad_input_on_tokens_and_scope_maps_gets_arms_error() {
         ),
         (Method::DELETE, format!("{reg}/scopeMaps/_repositories_admin"), None, 400, "BadRequest"),
         (Method::GET, format!("{reg}/tokens/a/b"), None, 404, "InvalidResourceType"),
+        (
+            Method::PUT,
+            format!("{reg}/tokens/00000000-0000-0000-0000-000000000000"),
+            Some(
+                json!({"properties": {"scopeMapId": format!("{reg}/scopeMaps/_repositories_pull")}}),
+            ),
+            400,
+            "BadRequest",
+        ),
+        (
+            Method::PUT,
+            format!("{reg}/tokens/multibyte"),
+            Some(
+                json!({"properties": {"scopeMapId": format!("{}ü/scopeMaps/_repositories_pull", &reg[..reg.len() - 1])}}),
+            ),
+            400,
+            "InvalidRequestContent",
+        ),
     ];
     for (method, path, body, status, code) in cases {
         let (s, v) = arm(&w, method.clone(), &path, body);
@@ -2291,4 +2309,55 @@ fn anonymous_pull_lets_anyone_read_and_nobody_write() {
         .ok_json();
     let r = anon_client().get(format!("{}/v2/public/app/manifests/v1", w.url())).send().unwrap();
     assert_eq!(r.status(), 401, "closed again");
+}
+
+#[test]
+fn a_registry_credential_is_throttled_on_its_own_registry_only() {
+    let w = Wharf::start();
+    cli(&w, &["registry", "create", "-n", "lockreg1", "--admin-enabled"]).ok_json();
+    let creds = cli(&w, &["registry", "credential", "show", "-n", "lockreg1"]).ok_json();
+    let pw = creds["passwords"][0]["value"].as_str().unwrap().to_owned();
+    let lock_host = format!("lockreg1.localhost:{}", w.port);
+    let v2 = |host: &str, user: &str, password: &str| {
+        anon_client()
+            .get(format!("{}/v2/", w.url()))
+            .header("host", host)
+            .header("authorization", basic(user, password))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // Failing with its name on another registry doesn't lock it out (the name is public).
+    for _ in 0..15 {
+        // Refused, then throttled there (for that name on that registry).
+        assert!(matches!(v2(&w.host(), "lockreg1", "guess"), 401 | 429));
+    }
+    assert_eq!(v2(&w.host(), "lockreg1", "guess"), 429);
+    assert_eq!(v2(&lock_host, "lockreg1", &pw), 200);
+    // Docker's OAuth2 sign-in (password grant, access_type=offline) as the admin user, more
+    // times than the failure limit: each succeeds, none counts as a failure.
+    for _ in 0..12 {
+        let r = anon_client()
+            .post(format!("{}/oauth2/token", w.url()))
+            .header("host", &lock_host)
+            .form(&[
+                ("grant_type", "password"),
+                ("access_type", "offline"),
+                ("service", lock_host.as_str()),
+                ("scope", "repository:app:pull"),
+                ("username", "lockreg1"),
+                ("password", pw.as_str()),
+            ])
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // On its own registry, wrong passwords are counted against it: after the limit even
+    // the right one waits.
+    for _ in 0..10 {
+        assert_eq!(v2(&lock_host, "lockreg1", "guess"), 401);
+    }
+    assert_eq!(v2(&lock_host, "lockreg1", &pw), 429);
+    assert!(!w.log().contains(&pw));
 }

@@ -75,21 +75,16 @@ fn network_rules_decide_who_reaches_a_registry_and_import_takes_the_trusted_path
     assert_eq!(get("127.0.0.9", "/v2/app/manifests/v1", Some("127.0.0.5")).0, 403);
     assert_eq!(get("127.0.0.7", "/v2/app/manifests/v1", Some("127.0.0.5, 127.0.0.9")).0, 403);
     assert_eq!(get("127.0.0.7", "/v2/app/manifests/v1", Some("junk, 127.0.0.5")).0, 200);
-    let via_forwarded = |value: &str| {
-        client_from("127.0.0.7")
-            .get(format!("{}/v2/app/manifests/v1", w.url()))
-            .header("host", &fenced)
-            .header("authorization", admin_basic())
-            .header("forwarded", value)
-            .send()
-            .unwrap()
-            .status()
-            .as_u16()
-    };
-    assert_eq!(via_forwarded("for=127.0.0.5"), 200);
-    assert_eq!(via_forwarded("for=\"127.0.0.5:4711\""), 200);
-    assert_eq!(via_forwarded("for=127.0.0.5, for=127.0.0.9"), 403);
-    assert_eq!(via_forwarded("for=_hidden"), 403, "an obfuscated name: the proxy is the client");
+    // Proxies here write X-Forwarded-For: a `Forwarded` header the client wrote itself is
+    // never read.
+    let r = client_from("127.0.0.7")
+        .get(format!("{}/v2/app/manifests/v1", w.url()))
+        .header("host", &fenced)
+        .header("authorization", admin_basic())
+        .header("forwarded", "for=127.0.0.5")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403, "a client's own Forwarded header was believed");
     // A private network passes, like ACR's private endpoints.
     assert_eq!(get("127.0.0.8", "/v2/app/manifests/v1", None).0, 200);
     // The management API is not network-restricted.
@@ -97,6 +92,12 @@ fn network_rules_decide_who_reaches_a_registry_and_import_takes_the_trusted_path
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["properties"]["networkRuleSet"]["defaultAction"], "Deny");
 
+    // By login server, a registry with IP rules is reached as from outside: refused, with
+    // the resourceId form named.
+    let by_login = json!({"source": {"registryUri": fenced, "sourceImage": "app:v1"}, "targetTags": ["viahost:v1"]});
+    let (s, v) =
+        arm(&w, Method::POST, &format!("{}/importImage", registry_id("default")), Some(by_login));
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("SourceForbidden")), "{v}");
     // Import goes in and out through the trusted path while trusted services are allowed …
     cli(&w, &["import", "-n", "fenced", "--source", "base:v1", "-r", "default", "-t", "app:v2"])
         .ok_json();
@@ -235,19 +236,6 @@ fn behind_a_proxy_clients_are_told_the_names_they_reach() {
         challenge("127.0.0.7", &internal, Some((&public, "https"))),
         format!("Bearer realm=\"https://{public}/oauth2/token\",service=\"{public}\"")
     );
-    // RFC 7239's `Forwarded` says the same, and wins over X-Forwarded-*; a value a client
-    // wrote itself before the proxy's is not the one read.
-    let r = client_from("127.0.0.7")
-        .get(format!("{}/v2/", w.url()))
-        .header("host", &internal)
-        .header("forwarded", format!("for=198.51.100.1;host=evil.example;proto=http, for=127.0.0.9;host=\"{public}\";proto=https"))
-        .header("x-forwarded-host", "ignored.example")
-        .send()
-        .unwrap();
-    assert_eq!(
-        header(r.headers(), "www-authenticate"),
-        format!("Bearer realm=\"https://{public}/oauth2/token\",service=\"{public}\"")
-    );
     // Not from a trusted proxy: the forwarding headers are ignored.
     assert_eq!(
         challenge("127.0.0.9", &internal, Some(("evil.example", "http"))),
@@ -284,5 +272,58 @@ fn behind_a_proxy_clients_are_told_the_names_they_reach() {
     assert!(
         location.starts_with(&format!("https://localhost:{public_port}/subscriptions/")),
         "{location}"
+    );
+}
+
+#[test]
+fn with_rfc7239_configured_the_nearest_forwarded_element_is_read() {
+    let config = "[network]\ntrusted_proxies = [\"127.0.0.7\"]\nforwarded_header = \"forwarded\"\n";
+    let w = Wharf::start_with_config(config, &[]);
+    cli(&w, &["registry", "update", "-n", "default", "--default-action", "Deny"]).ok_json();
+    cli(&w, &["registry", "network-rule", "add", "-n", "default", "--ip-address", "127.0.0.5"])
+        .ok_json();
+    let get = |name: &str, value: &str| {
+        client_from("127.0.0.7")
+            .get(format!("{}/v2/", w.url()))
+            .header("authorization", admin_basic())
+            .header(name, value)
+            .send()
+            .unwrap()
+    };
+    for (value, want) in [
+        ("for=127.0.0.5", 200),
+        ("for=\"127.0.0.5:4711\"", 200),
+        ("For=127.0.0.5;proto=https", 200),
+        ("for=127.0.0.5, for=127.0.0.9", 403),
+        ("for=_hidden", 403),
+        // The nearest element says nothing of the client: the proxy itself is the client.
+        ("for=127.0.0.5, proto=https", 403),
+    ] {
+        assert_eq!(get("forwarded", value).status(), want, "Forwarded: {value}");
+    }
+    // In this mode X-Forwarded-For is the client's own and ignored.
+    assert_eq!(get("x-forwarded-for", "127.0.0.5").status(), 403);
+    // Host and scheme come from the nearest element only.
+    cli(&w, &["registry", "network-rule", "add", "-n", "default", "--ip-address", "127.0.0.9"])
+        .ok_json();
+    let realm = |value: &str| {
+        let r = client_from("127.0.0.7")
+            .get(format!("{}/v2/", w.url()))
+            .header("host", "internal.example:5000")
+            .header("forwarded", value)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        header(r.headers(), "www-authenticate").to_owned()
+    };
+    assert_eq!(
+        realm(
+            "for=198.51.100.1;host=evil.example;proto=http, for=127.0.0.9;host=\"public.example\";proto=https"
+        ),
+        "Bearer realm=\"https://public.example/oauth2/token\",service=\"public.example\""
+    );
+    assert_eq!(
+        realm("host=evil.example;proto=https, for=127.0.0.9"),
+        "Bearer realm=\"http://internal.example:5000/oauth2/token\",service=\"internal.example:5000\""
     );
 }

@@ -323,9 +323,11 @@ pub struct TokenView {
 /// Scope map and token names: ACR's rule (5–50 letters, digits and `-`; scope maps may
 /// not start with `_`, which is for the system ones).
 fn valid_name(kind: &str, name: &str) -> Result<(), AuthError> {
+    // The null GUID is the user name of refresh-token sign-ins.
     let ok = (5..=50).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && !name.starts_with('-');
+        && !name.starts_with('-')
+        && name != crate::NULL_GUID;
     if ok {
         Ok(())
     } else {
@@ -437,8 +439,12 @@ impl Identity {
             .map_err(AuthError::Internal)
     }
 
+    /// After any change to a registry credential: nothing checked before it is remembered,
+    /// including a check still running (it sees the generation move and doesn't cache).
     fn forget_registry_secrets(&self) {
-        lock(&self.registry_secrets).clear();
+        let mut cache = lock(&self.registry_secrets);
+        self.registry_secrets_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        cache.clear();
     }
 
     // --- scope maps ----------------------------------------------------------------
@@ -646,8 +652,10 @@ impl Identity {
 
     /// The caller behind `Basic` credentials that name one of the registry's own
     /// credentials — its admin user (when enabled) or an enabled token — with a password that
-    /// matches (not expired). `None` when the name is no such credential or the password
-    /// doesn't match: the name may still be a principal's.
+    /// matches (not expired); `None` when the name is no such credential (it may be a
+    /// principal's). A wrong password for one is refused here, and counted against that
+    /// credential of that registry (and the address) only: nobody can lock another
+    /// registry's admin user or tokens out by failing with their names elsewhere.
     pub(crate) async fn registry_credential_caller(
         &self,
         registry: &RegistryPolicy,
@@ -655,6 +663,9 @@ impl Identity {
         password: &str,
         client: Option<IpAddr>,
     ) -> Result<Option<Caller>, AuthError> {
+        if username == crate::NULL_GUID {
+            return Ok(None);
+        }
         let (kind, record) = if registry.admin_user && username.eq_ignore_ascii_case(&registry.name)
         {
             (ADMIN, self.store.registry_token(registry.id, ADMIN, &registry.name).await?)
@@ -662,10 +673,12 @@ impl Identity {
             (TOKEN, self.store.registry_token(registry.id, TOKEN, username).await?)
         };
         let Some(record) = record.filter(|t| t.enabled) else { return Ok(None) };
-        let keys = Identity::limiter_keys(username, client);
+        let mut keys = Identity::limiter_keys(username, client);
+        keys[0] = format!("reg:{}:{kind}:{}", registry.id, record.name.to_ascii_lowercase());
         self.failures.check(&keys)?;
         if !self.check_registry_password(&record, password).await? {
-            return Ok(None);
+            self.failures.fail(&keys);
+            return Err(AuthError::InvalidCredentials);
         }
         let grant = if kind == ADMIN {
             RegistryGrant::Admin
@@ -701,6 +714,7 @@ impl Identity {
         if lock(&self.registry_secrets).get(&key).is_some_and(|until| Instant::now() < *until) {
             return Ok(true);
         }
+        let generation = self.registry_secrets_generation.load(std::sync::atomic::Ordering::SeqCst);
         let stored =
             self.store.token_passwords(record.registry_id, &record.kind, &record.name).await?;
         let candidates = stored.into_iter().map(|p| (p.hash, p.expires_at)).collect();
@@ -708,6 +722,10 @@ impl Identity {
             return Ok(false);
         };
         let mut cache = lock(&self.registry_secrets);
+        if self.registry_secrets_generation.load(std::sync::atomic::Ordering::SeqCst) != generation
+        {
+            return Ok(true);
+        }
         if cache.len() > CACHE_MAX {
             cache.clear();
         }

@@ -181,6 +181,8 @@ pub struct Identity {
     secrets: Mutex<HashMap<[u8; 32], (PrincipalRecord, Instant)>>,
     /// Registry credentials' checked passwords (hash of registry, name and password → until).
     pub(crate) registry_secrets: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Moves on every change to a registry credential (see `forget_registry_secrets`).
+    pub(crate) registry_secrets_generation: std::sync::atomic::AtomicU64,
     pub(crate) failures: FailureLimiter,
     /// Seals the registry admin users' passwords.
     pub(crate) sealer: crate::registry_credentials::Sealer,
@@ -237,6 +239,7 @@ impl Identity {
             grants: Mutex::default(),
             secrets: Mutex::default(),
             registry_secrets: Mutex::default(),
+            registry_secrets_generation: std::sync::atomic::AtomicU64::new(0),
             failures: FailureLimiter::new(settings_max_failures),
             sealer: crate::registry_credentials::Sealer::new(&sealing_key)?,
             hashing: tokio::sync::Semaphore::new(cores),

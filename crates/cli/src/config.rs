@@ -18,6 +18,7 @@
 //!
 //! [network]
 //! trusted_proxies = ["10.0.0.2/32"]   # their X-Forwarded-For names the client
+//! forwarded_header = "x-forwarded-for" # or "forwarded" (RFC 7239): the one they write
 //! private_networks = ["10.8.0.0/16"]  # like ACR's private endpoints: past the network rules
 //!
 //! [gc]
@@ -117,6 +118,8 @@ pub(crate) struct NetworkConfig {
     pub(crate) trusted_proxies: Vec<String>,
     #[serde(default)]
     pub(crate) private_networks: Vec<String>,
+    /// `x-forwarded-for` (default) or `forwarded`.
+    pub(crate) forwarded_header: Option<String>,
 }
 
 /// `[limits]`: see `wharf_server::Limits` for what each one bounds.

@@ -43,6 +43,8 @@ pub(crate) struct ServeConfig {
     pub(crate) tls: TlsMode,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header those proxies write.
+    pub(crate) forwarded: wharf_server::network::ForwardedHeader,
     /// Networks that pass registries' network rules (ACR's private endpoints).
     pub(crate) private_networks: Vec<ipnet::IpNet>,
 }
@@ -232,6 +234,16 @@ impl ServeConfig {
                 _ => anyhow::bail!("a TLS certificate needs its key, and a key its certificate"),
             },
             trusted_proxies: networks("network.trusted_proxies", &file.network.trusted_proxies)?,
+            forwarded: match file.network.forwarded_header.as_deref().map(str::to_ascii_lowercase) {
+                None => wharf_server::network::ForwardedHeader::XForwardedFor,
+                Some(h) if h == "x-forwarded-for" => {
+                    wharf_server::network::ForwardedHeader::XForwardedFor
+                }
+                Some(h) if h == "forwarded" => wharf_server::network::ForwardedHeader::Rfc7239,
+                Some(h) => anyhow::bail!(
+                    "network.forwarded_header: '{h}' is neither x-forwarded-for nor forwarded"
+                ),
+            },
             private_networks: networks("network.private_networks", &file.network.private_networks)?,
             auth: !args.no_auth && file.auth.enabled.unwrap_or(true),
             max_failed_sign_ins: match file.auth.max_failed_sign_ins {
@@ -388,6 +400,7 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
             private_networks: config.private_networks.clone(),
             public_url: config.public_url.clone(),
             tls: tls.is_some(),
+            forwarded: config.forwarded,
         }),
         admission: Admission::new(&config.limits),
     };

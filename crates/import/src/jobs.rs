@@ -579,9 +579,9 @@ impl ImportService {
                 {
                     // By its login server, a registry is reached as over its public network:
                     // closed if that is; ACR's way around is the resourceId form.
-                    if !Management::network(&r).public {
+                    if Management::network(&r).restricted() {
                         return Err(ImportError::SourceForbidden(format!(
-                            "The source registry '{host}' has public network access disabled: give it by resource ID (source.resourceId, or --registry with the resource ID) to import through the trusted path."
+                            "The source registry '{host}' restricts network access (public access disabled or IP rules): give it by resource ID (source.resourceId, or --registry with the resource ID) to import through the trusted path."
                         )));
                     }
                     reachable(&r)?;

@@ -131,7 +131,9 @@ fn child_name<'a>(r: &RegistryRecord, kind: &str, value: &'a str) -> Result<&'a 
         return Ok(value);
     }
     let prefix = format!("{}/{kind}/", registry_id(r));
-    if value.len() > prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(&prefix) {
+    if value.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(&prefix))
+        && value.len() > prefix.len()
+    {
         let name = &value[prefix.len()..];
         if !name.contains('/') {
             return Ok(name);

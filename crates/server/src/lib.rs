@@ -31,7 +31,7 @@ mod error;
 mod identity;
 pub mod limits;
 mod listener;
-mod network;
+pub mod network;
 mod oauth2;
 mod oci;
 pub mod tls;
@@ -87,6 +87,8 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// The server speaks TLS itself (then `https` is the scheme clients used).
     pub tls: bool,
+    /// Which header trusted proxies write.
+    pub forwarded: network::ForwardedHeader,
 }
 
 /// The whole HTTP application.
@@ -140,50 +142,27 @@ impl Origin<'_> {
     }
 }
 
-/// A request's [`Origin`]: from a trusted proxy, its `Forwarded` (`host=`, `proto=`) or
-/// `X-Forwarded-Host` and `X-Forwarded-Proto`; otherwise `Host` (or the HTTP/2 authority) and the scheme of the
+/// A request's [`Origin`]: from a trusted proxy, what its configured header says (the last
+/// `X-Forwarded-Host`/`-Proto`, or the nearest `Forwarded` element's `host=`/`proto=`); otherwise `Host` (or the HTTP/2 authority) and the scheme of the
 /// server's public URL (`http` without one). Nobody else's forwarding headers are believed.
 pub(crate) fn origin<'a>(state: &AppState, parts: &'a http::request::Parts) -> Origin<'a> {
-    // The value the nearest proxy set is the last one (a client may have sent its own
-    // further left).
-    let last = |name: &str| {
-        parts
-            .headers
-            .get_all(name)
-            .iter()
-            .filter_map(|h| h.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .rfind(|v| !v.is_empty())
-    };
     let proxied = network::from_trusted_proxy(state, &parts.extensions);
     let own_host = parts
         .headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .or(parts.uri.authority().map(|a| a.as_str()));
-    let (fwd_host, fwd_proto) = if proxied {
-        let forwarded_host = network::forwarded_pairs(&parts.headers, "host").pop();
-        let forwarded_proto = network::forwarded_pairs(&parts.headers, "proto").pop();
-        (forwarded_host, forwarded_proto)
-    } else {
-        (None, None)
-    };
-    let host = match (proxied, fwd_host) {
-        (true, Some(h)) => Some(Cow::Owned(h)),
-        (true, None) => last("x-forwarded-host").map(Cow::Borrowed).or(own_host.map(Cow::Borrowed)),
-        (false, _) => own_host.map(Cow::Borrowed),
+    let (fwd_host, proto) =
+        if proxied { network::forwarded_host_proto(state, &parts.headers) } else { (None, None) };
+    let host = match fwd_host {
+        Some(h) => Some(Cow::Owned(h)),
+        None => own_host.map(Cow::Borrowed),
     };
     let configured = match &state.settings.public_url {
         Some(u) if u.starts_with("https://") => "https",
         Some(_) => "http",
         None if state.settings.tls => "https",
         None => "http",
-    };
-    let proto = match (proxied, fwd_proto) {
-        (true, Some(p)) => Some(Cow::Owned(p)),
-        (true, None) => last("x-forwarded-proto").map(Cow::Borrowed),
-        (false, _) => None,
     };
     let scheme = match proto.as_deref() {
         Some(p) if p.eq_ignore_ascii_case("https") => "https",

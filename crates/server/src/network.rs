@@ -17,61 +17,101 @@ use wharf_storage::RegistryRecord;
 use crate::AppState;
 use crate::error::oci_error;
 
-/// The client's address: the peer, or what trusted proxies say it is.
+/// The client's address: the peer, or what trusted proxies say it is. IPv4 peers of a
+/// dual-stack listener (`::ffff:a.b.c.d`) are taken as the IPv4 addresses they are.
 pub(crate) fn client_address(
     state: &AppState,
     headers: &HeaderMap,
     extensions: &http::Extensions,
 ) -> Option<IpAddr> {
-    let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())?;
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_canonical())?;
     let trusted = &state.settings.trusted_proxies;
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
         return Some(peer);
     }
-    // Every hop the proxies reported, in order: RFC 7239 `Forwarded: for=…` if present, else
-    // `X-Forwarded-For`.
-    let forwarded = forwarded_pairs(headers, "for");
-    let hops: Vec<String> = if !forwarded.is_empty() {
-        forwarded
-    } else {
-        headers
+    // Every hop the proxies reported, in order, from the one header they are configured to
+    // write (a client's own copy of the other is never read).
+    let hops: Vec<Option<String>> = match state.settings.forwarded {
+        ForwardedHeader::Rfc7239 => {
+            forwarded_elements(headers).iter().map(|e| element_value(e, "for")).collect()
+        }
+        ForwardedHeader::XForwardedFor => headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty())
-            .collect()
+            .map(|h| Some(h.trim().to_owned()))
+            .collect(),
     };
     let mut client = peer;
     for hop in hops.iter().rev() {
-        // Unreadable (or an obfuscated RFC 7239 name): stop at the last address a trusted
-        // proxy vouched for.
-        let Ok(ip) = parse_node(hop) else { break };
-        client = ip;
-        if !is_trusted(&ip) {
+        // Missing or unreadable (or an obfuscated RFC 7239 name): stop at the last address
+        // a trusted proxy vouched for.
+        let Some(Ok(ip)) = hop.as_deref().map(parse_node) else { break };
+        client = ip.to_canonical();
+        if !is_trusted(&client) {
             break;
         }
     }
     Some(client)
 }
 
-/// The values of `key` in every element of every `Forwarded` header (RFC 7239), in order;
-/// quotes removed.
-pub(crate) fn forwarded_pairs(headers: &HeaderMap, key: &str) -> Vec<String> {
+/// Which header trusted proxies write (`[network] forwarded_header`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (with `X-Forwarded-Host` / `X-Forwarded-Proto`), as nginx and most
+    /// proxies write them.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=…;host=…;proto=…`.
+    Rfc7239,
+}
+
+/// The elements of every `Forwarded` header (RFC 7239), in order.
+fn forwarded_elements(headers: &HeaderMap) -> Vec<String> {
     headers
         .get_all("forwarded")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|element| {
-            element.split(';').find_map(|pair| {
-                let (k, v) = pair.split_once('=')?;
-                k.trim().eq_ignore_ascii_case(key).then(|| v.trim().trim_matches('"').to_owned())
-            })
-        })
+        .map(|e| e.trim().to_owned())
         .collect()
+}
+
+/// The value of `key` in one `Forwarded` element, quotes removed.
+fn element_value(element: &str, key: &str) -> Option<String> {
+    element.split(';').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        k.trim().eq_ignore_ascii_case(key).then(|| v.trim().trim_matches('"').to_owned())
+    })
+}
+
+/// What the nearest trusted proxy said of the request: its `host` and `proto`.
+pub(crate) fn forwarded_host_proto(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> (Option<String>, Option<String>) {
+    let last = |name: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|h| h.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|v| v.trim().to_owned())
+            .rfind(|v| !v.is_empty())
+    };
+    match state.settings.forwarded {
+        ForwardedHeader::Rfc7239 => {
+            let elements = forwarded_elements(headers);
+            let nearest = elements.last();
+            (
+                nearest.and_then(|e| element_value(e, "host")),
+                nearest.and_then(|e| element_value(e, "proto")),
+            )
+        }
+        ForwardedHeader::XForwardedFor => (last("x-forwarded-host"), last("x-forwarded-proto")),
+    }
 }
 
 /// An address as proxies write it: `192.0.2.7`, `[2001:db8::1]`, either with a `:port`.
@@ -93,9 +133,10 @@ fn parse_node(node: &str) -> Result<IpAddr, ()> {
 
 /// Whether the connection comes from one of the configured trusted proxies.
 pub(crate) fn from_trusted_proxy(state: &AppState, extensions: &http::Extensions) -> bool {
-    extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .is_some_and(|c| state.settings.trusted_proxies.iter().any(|n| n.contains(&c.0.ip())))
+    extensions.get::<ConnectInfo<SocketAddr>>().is_some_and(|c| {
+        let peer = c.0.ip().to_canonical();
+        state.settings.trusted_proxies.iter().any(|n| n.contains(&peer))
+    })
 }
 
 /// `403 DENIED` with ACR's firewall message when the registry's network rules don't admit

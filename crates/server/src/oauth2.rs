@@ -212,16 +212,20 @@ async fn token_post(State(state): State<AppState>, request: Request) -> Response
             Err(e) => return refusal(e),
         };
     // Docker's OAuth2 flow asks for a refresh token along (`access_type=offline`).
-    let refresh = if field("grant_type") == Some("password")
-        && field("access_type") == Some("offline")
-    {
-        match state.identity.registry_principal(&policy, &login, username, password, client).await {
-            Ok(p) => state.identity.issue_registry_refresh_token(&p, &policy, &login).ok(),
-            Err(_) => None,
-        }
-    } else {
-        None
-    };
+    let refresh =
+        if field("grant_type") == Some("password") && field("access_type") == Some("offline") {
+            // Only a principal gets one (a registry credential signs in with its password each
+            // time); the caller was authenticated above, once.
+            match caller.principal_id() {
+                Some(id) => match state.identity.principal(id).await {
+                    Ok(p) => state.identity.issue_registry_refresh_token(&p, &policy, &login).ok(),
+                    Err(_) => None,
+                },
+                None => None,
+            }
+        } else {
+            None
+        };
     access_token(&state, &caller, &policy, &login, &requested, refresh)
 }
 

@@ -88,30 +88,35 @@ fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
 /// so it survives restarts) signing, on demand, a certificate for each name a client asks
 /// for by SNI — `localhost`, `domain`, or one label under either (each registry's login
 /// server: clients such as curl and OpenSSL refuse a `*.localhost` wildcard) — and one for
-/// `ips` when no name is given. Issued certificates are kept (at most 1024 names).
+/// `ips` when no name is given. Issued certificates are kept; at most 60 new names a minute
+/// and 4096 in all are signed (then the default certificate is served).
 pub fn self_signed(dir: &Path, domain: &str, ips: &[IpAddr]) -> Result<(Tls, PathBuf), String> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
     let err = |e: rcgen::Error| e.to_string();
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let ca_key_path = dir.join("ca-key.pem");
-    let ca_key = match std::fs::read_to_string(&ca_key_path) {
-        Ok(pem) => KeyPair::from_pem(&pem).map_err(err)?,
-        Err(_) => {
+    // Made only when there is none: a CA clients were told to trust is never replaced
+    // behind their back (an unreadable key is an error, not a reason for a new one).
+    let (ca_key, made) = match std::fs::read_to_string(&ca_key_path) {
+        Ok(pem) => (KeyPair::from_pem(&pem).map_err(err)?, false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let k = KeyPair::generate().map_err(err)?;
             write_file(&ca_key_path, &k.serialize_pem(), true)?;
-            k
+            (k, true)
         }
+        Err(e) => return Err(format!("cannot read {}: {e}", ca_key_path.display())),
     };
     // The same subject and key make the same issuer whenever it is rebuilt.
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // It signs server certificates only: no intermediate CAs under it.
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.distinguished_name.push(DnType::CommonName, "wharf development CA");
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca.not_before = rcgen::date_time_ymd(2024, 1, 1);
     ca.not_after = rcgen::date_time_ymd(2044, 1, 1);
     let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
     let ca_path = dir.join("ca.pem");
-    if !ca_path.exists() {
+    if made || !ca_path.exists() {
         write_file(&ca_path, &ca_cert.pem(), false)?;
     }
     let issuer = Issuer { ca: ca_cert, key: ca_key };
@@ -178,8 +183,20 @@ struct OnDemand {
     issuer: Issuer,
     domains: Vec<String>,
     default: Arc<CertifiedKey>,
-    issued: std::sync::Mutex<std::collections::HashMap<String, Arc<CertifiedKey>>>,
+    issued: std::sync::Mutex<Issued>,
 }
+
+/// Certificates issued so far, and how many in the current minute.
+#[derive(Debug, Default)]
+struct Issued {
+    by_name: std::collections::HashMap<String, Arc<CertifiedKey>>,
+    window: Option<std::time::Instant>,
+    in_window: u32,
+}
+
+/// New names a minute the development CA signs for; past it, the default certificate (a
+/// client inventing names can't make the server sign without end).
+const ISSUE_PER_MINUTE: u32 = 60;
 
 impl OnDemand {
     /// A name this server answers for: a served domain, or one label under one.
@@ -206,16 +223,22 @@ impl ResolvesServerCert for OnDemand {
             return Some(self.default.clone());
         }
         let mut issued = self.issued.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(c) = issued.get(&name) {
+        if let Some(c) = issued.by_name.get(&name) {
             return Some(c.clone());
         }
-        if issued.len() >= 1024 {
-            issued.clear();
+        let now = std::time::Instant::now();
+        if issued.window.is_none_or(|w| now.duration_since(w).as_secs() >= 60) {
+            issued.window = Some(now);
+            issued.in_window = 0;
         }
+        if issued.in_window >= ISSUE_PER_MINUTE || issued.by_name.len() >= 4096 {
+            return Some(self.default.clone());
+        }
+        issued.in_window += 1;
         match self.issuer.issue(std::slice::from_ref(&name), &[]) {
             Ok(c) => {
                 let c = Arc::new(c);
-                issued.insert(name, c.clone());
+                issued.by_name.insert(name, c.clone());
                 Some(c)
             }
             Err(e) => {

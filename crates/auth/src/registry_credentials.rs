@@ -673,8 +673,10 @@ impl Identity {
             (TOKEN, self.store.registry_token(registry.id, TOKEN, username).await?)
         };
         let Some(record) = record.filter(|t| t.enabled) else { return Ok(None) };
-        let mut keys = Identity::limiter_keys(username, client);
-        keys[0] = format!("reg:{}:{kind}:{}", registry.id, record.name.to_ascii_lowercase());
+        // Counted as this registry's credential, not as the (public) name; `/` can't be in a
+        // principal's name, so the key is nobody else's.
+        let credential = format!("registry/{}/{kind}/{}", registry.id, record.name);
+        let keys = Identity::limiter_keys(&credential, client);
         self.failures.check(&keys)?;
         if !self.check_registry_password(&record, password).await? {
             self.failures.fail(&keys);

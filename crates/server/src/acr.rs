@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde_json::{Value, json};
 use wharf_auth::RepoOp;
-use wharf_management::Management;
 use wharf_oci::{Digest, Reference, RepositoryName, Tag};
 use wharf_registry::{ListOrder, ManifestDetail, RegistryError, RepoKey, TagRecord};
 use wharf_storage::RegistryRecord;
@@ -257,41 +256,17 @@ async fn dispatch(
     let (parts, _) = request.into_parts();
     let path = parts.uri.path().strip_prefix("/acr/v1/").unwrap_or("");
     let origin = crate::origin(&state, &parts);
-    let host = origin.host();
-    let registry = match state.registry.registry_for_host(host, &state.settings.domain).await {
+    let registry = match crate::auth::addressed_registry(&state, &parts, &origin).await {
         Ok(r) => r,
-        Err(e) => return OciError(e).into_response(),
+        Err(res) => return res,
     };
-    if let Err(res) = crate::network::gate(&state, &registry, &parts.headers, &parts.extensions) {
-        return res;
-    }
     let route = match Route::parse(&parts.method, path) {
         Ok(r) => r,
         Err(e) => return unsupported_or(e),
     };
-    let wanted = route.wanted();
-    let policy = Management::policy(&registry);
-    let login = state.management.login_server(&registry);
-    let caller = match crate::auth::registry_caller(
-        &state,
-        &parts.headers,
-        &parts.extensions,
-        &origin,
-        &policy,
-        &login,
-        &wanted,
-    )
-    .await
+    if let Err(res) =
+        crate::auth::authorize(&state, &parts, &origin, &registry, &route.wanted()).await
     {
-        Ok(c) => c,
-        Err(res) => return res,
-    };
-    let allowed = match &wanted {
-        Wanted::Catalog => caller.can_list_catalog(&policy),
-        Wanted::Repository(name, op) => caller.can(*op, &policy, name),
-        Wanted::Nothing | Wanted::Mount { .. } => true,
-    };
-    if let Err(res) = crate::auth::require(&state, &caller, allowed, &origin, &wanted) {
         return res;
     }
     let ctx = Ctx { state: &state, registry: &registry, q: &q };

@@ -6,11 +6,13 @@
 use std::net::IpAddr;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use wharf_auth::{AuthError, Caller, RegistryCredential, RegistryPolicy, RepoOp};
-use wharf_management::ArmError;
+use wharf_management::{ArmError, Management};
+use wharf_storage::RegistryRecord;
 
+use crate::OciError;
 use crate::error::oci_error;
 use crate::{AppState, Origin};
 
@@ -95,6 +97,52 @@ impl Wanted<'_> {
             }
         }
     }
+}
+
+impl Wanted<'_> {
+    /// Whether `caller` may do it in the registry of `policy`.
+    pub(crate) fn allowed(&self, caller: &Caller, policy: &RegistryPolicy) -> bool {
+        match self {
+            Wanted::Catalog => caller.can_list_catalog(policy),
+            Wanted::Repository(name, op) => caller.can(*op, policy, name),
+            Wanted::Mount { name, .. } => caller.can(RepoOp::Push, policy, name),
+            Wanted::Nothing => true,
+        }
+    }
+}
+
+/// The registry a data-plane request is addressed to (by host), past its network rules —
+/// what every `/v2`, `/acr/v1` and registry-token request does first.
+pub(crate) async fn addressed_registry(
+    state: &AppState,
+    parts: &http::request::Parts,
+    origin: &Origin<'_>,
+) -> Result<RegistryRecord, Response> {
+    let registry = state
+        .registry
+        .registry_for_host(origin.host(), &state.settings.domain)
+        .await
+        .map_err(|e| OciError(e).into_response())?;
+    crate::network::gate(state, &registry, &parts.headers, &parts.extensions)?;
+    Ok(registry)
+}
+
+/// A data-plane request's caller, authenticated and allowed what it wants in `registry`;
+/// the registry's policy along. The one permission check of a `/v2` or `/acr/v1` request.
+pub(crate) async fn authorize(
+    state: &AppState,
+    parts: &http::request::Parts,
+    origin: &Origin<'_>,
+    registry: &RegistryRecord,
+    wanted: &Wanted<'_>,
+) -> Result<(Caller, RegistryPolicy), Response> {
+    let policy = Management::policy(registry);
+    let login = state.management.login_server(registry);
+    let caller =
+        registry_caller(state, &parts.headers, &parts.extensions, origin, &policy, &login, wanted)
+            .await?;
+    require(state, &caller, wanted.allowed(&caller, &policy), origin, wanted)?;
+    Ok((caller, policy))
 }
 
 /// A data-plane request's caller, or the `401` to answer: unreadable or refused

@@ -23,7 +23,7 @@ use wharf_storage::RegistryRecord;
 use crate::AppState;
 use crate::auth::{Presented, client_ip};
 use crate::error::oci_error;
-use crate::{OciError, identity};
+use crate::identity;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -38,13 +38,7 @@ async fn registry(
     parts: &http::request::Parts,
 ) -> Result<(RegistryRecord, RegistryPolicy, String), Response> {
     let origin = crate::origin(state, parts);
-    let host = origin.host();
-    let r = state
-        .registry
-        .registry_for_host(host, &state.settings.domain)
-        .await
-        .map_err(|e| OciError(e).into_response())?;
-    crate::network::gate(state, &r, &parts.headers, &parts.extensions)?;
+    let r = crate::auth::addressed_registry(state, parts, &origin).await?;
     let policy = Management::policy(&r);
     let login = state.management.login_server(&r);
     Ok((r, policy, login))

@@ -42,14 +42,10 @@ pub(crate) fn routes() -> Router<AppState> {
 async fn base(State(state): State<AppState>, request: Request) -> Response {
     let (parts, _) = request.into_parts();
     let origin = crate::origin(&state, &parts);
-    let host = origin.host();
-    let registry = match state.registry.registry_for_host(host, &state.settings.domain).await {
+    let registry = match crate::auth::addressed_registry(&state, &parts, &origin).await {
         Ok(r) => r,
-        Err(e) => return OciError(e).into_response(),
+        Err(res) => return res,
     };
-    if let Err(res) = crate::network::gate(&state, &registry, &parts.headers, &parts.extensions) {
-        return res;
-    }
     // As ACR: signing in is required here, even where anonymous pull is on.
     let policy = Management::policy(&registry);
     let login = state.management.login_server(&registry);
@@ -144,14 +140,10 @@ async fn dispatch(
         return oci_error(StatusCode::NOT_FOUND, "UNSUPPORTED", "no such API route");
     };
     let origin = crate::origin(&state, &parts);
-    let host = origin.host();
-    let registry = match state.registry.registry_for_host(host, &state.settings.domain).await {
+    let registry = match crate::auth::addressed_registry(&state, &parts, &origin).await {
         Ok(r) => r,
-        Err(e) => return OciError(e).into_response(),
+        Err(res) => return res,
     };
-    if let Err(res) = crate::network::gate(&state, &registry, &parts.headers, &parts.extensions) {
-        return res;
-    }
     // The name is checked before the permission: a check reads the same name the handler does.
     if let Some(name) = route.name()
         && let Err(e) = RepositoryName::parse(name)
@@ -174,31 +166,11 @@ async fn dispatch(
             Wanted::Repository(r.name().unwrap_or_default(), op)
         }
     };
-    let policy = Management::policy(&registry);
-    let login = state.management.login_server(&registry);
-    let caller = match crate::auth::registry_caller(
-        &state,
-        &parts.headers,
-        &parts.extensions,
-        &origin,
-        &policy,
-        &login,
-        &wanted,
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(res) => return res,
-    };
-    let allowed = match &wanted {
-        Wanted::Catalog => caller.can_list_catalog(&policy),
-        Wanted::Repository(name, op) => caller.can(*op, &policy, name),
-        Wanted::Mount { name, .. } => caller.can(RepoOp::Push, &policy, name),
-        Wanted::Nothing => true,
-    };
-    if let Err(res) = crate::auth::require(&state, &caller, allowed, &origin, &wanted) {
-        return res;
-    }
+    let (caller, policy) =
+        match crate::auth::authorize(&state, &parts, &origin, &registry, &wanted).await {
+            Ok(c) => c,
+            Err(res) => return res,
+        };
     // Transfers in flight are capped, server-wide and per client address: past a cap the
     // client is told to come back.
     let admission = &state.admission;

@@ -5,6 +5,7 @@ mod access;
 mod bad_input;
 mod cli;
 mod clients;
+mod cluster;
 mod conformance;
 mod crash;
 mod gc;

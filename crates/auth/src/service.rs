@@ -302,6 +302,14 @@ impl Identity {
         Ok(())
     }
 
+    /// Read the signing keys again: servers sharing a store see the keys another one made
+    /// or rotated (tokens it signs verify here) once this has run.
+    pub async fn refresh_keys(&self) -> Result<(), AuthError> {
+        let ring = KeyRing::from_records(&self.store.signing_keys().await?)?;
+        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ring);
+        Ok(())
+    }
+
     pub async fn tenants(&self) -> Result<Vec<TenantRecord>, AuthError> {
         Ok(self.store.tenants().await?)
     }

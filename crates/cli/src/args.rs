@@ -398,6 +398,14 @@ pub(crate) struct ServeArgs {
     /// Directory for the embedded store [default: ./wharf-data].
     #[arg(long, env = "WHARF_DATA_DIR")]
     pub(crate) data_dir: Option<PathBuf>,
+    /// Keep metadata in PostgreSQL (postgres://user@host/db) rather than the embedded
+    /// SQLite; nodes sharing it serve the same registries.
+    #[arg(long, env = "WHARF_METADATA", value_name = "URL")]
+    pub(crate) metadata: Option<String>,
+    /// Keep blobs in an object store: s3://bucket[/prefix][?endpoint=…&region=…] or
+    /// az://account/container[/prefix]; credentials from AWS_* / AZURE_STORAGE_* variables.
+    #[arg(long, env = "WHARF_BLOBS", value_name = "URL")]
+    pub(crate) blobs: Option<String>,
     /// A TOML configuration file; flags and environment variables override it.
     #[arg(long, env = "WHARF_CONFIG")]
     pub(crate) config: Option<PathBuf>,

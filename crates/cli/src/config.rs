@@ -80,6 +80,8 @@ pub(crate) struct FileConfig {
     pub(crate) domain: Option<String>,
     pub(crate) public_url: Option<String>,
     #[serde(default)]
+    pub(crate) storage: StorageConfig,
+    #[serde(default)]
     pub(crate) auth: AuthConfig,
     #[serde(default)]
     pub(crate) tls: TlsConfig,
@@ -93,12 +95,26 @@ pub(crate) struct FileConfig {
     pub(crate) limits: LimitsConfig,
 }
 
+/// `[storage]`: where metadata and blobs live (the embedded store in `data_dir` unless set).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StorageConfig {
+    /// `postgres://…`: PostgreSQL instead of the embedded SQLite.
+    pub(crate) metadata: Option<String>,
+    /// `s3://bucket…` or `az://account/container…`: an object store instead of `data_dir`.
+    pub(crate) blobs: Option<String>,
+    /// Connections to PostgreSQL per node.
+    pub(crate) max_db_connections: Option<u32>,
+}
+
 /// `[auth]`: access control.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AuthConfig {
     pub(crate) enabled: Option<bool>,
     pub(crate) max_failed_sign_ins: Option<u32>,
+    /// The key sealing registries' admin passwords; a cluster's nodes must share one.
+    pub(crate) sealing_key_file: Option<PathBuf>,
 }
 
 /// `[tls]`: the server's own TLS.
@@ -181,6 +197,9 @@ pub(crate) struct ImportConfig {
     pub(crate) request_timeout: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     pub(crate) read_timeout: Option<Duration>,
+    /// How long a job stays its server's without a heartbeat (then another takes it over).
+    #[serde(default, with = "opt_duration")]
+    pub(crate) job_lease: Option<Duration>,
     pub(crate) max_manifests: Option<usize>,
     #[serde(default, with = "opt_size")]
     pub(crate) max_manifest_bytes: Option<u64>,

@@ -10,7 +10,11 @@ use wharf_import::{EgressPolicy, ImportService, ImportSettings, MinThroughput, P
 use wharf_management::{LoginServers, Management};
 use wharf_registry::{GcOptions, RegistryService};
 use wharf_server::{Admission, AppState, Limits, Settings};
-use wharf_storage::{FsBlobStore, SqliteMetadataStore, create_dir_durably};
+use wharf_storage::{
+    BlobStore, FsBlobStore, IdentityStore, ManagementStore, MetadataStore, ObjectBlobStore,
+    ObjectStoreUrl, PostgresMetadataStore, PostgresOptions, SqliteMetadataStore,
+    create_dir_durably,
+};
 
 use crate::args::{LogFormat, ServeArgs};
 use crate::config::FileConfig;
@@ -47,6 +51,14 @@ pub(crate) struct ServeConfig {
     pub(crate) forwarded: wharf_server::network::ForwardedHeader,
     /// Networks that pass registries' network rules (ACR's private endpoints).
     pub(crate) private_networks: Vec<ipnet::IpNet>,
+    /// PostgreSQL, if metadata isn't kept in the embedded SQLite.
+    pub(crate) metadata: Option<String>,
+    /// An object store, if blobs aren't kept in the data directory.
+    pub(crate) blobs: Option<ObjectStoreUrl>,
+    /// Connections to PostgreSQL.
+    pub(crate) max_db_connections: u32,
+    /// Where the sealing key is, if not `<data-dir>/sealing-key`.
+    pub(crate) sealing_key_file: Option<PathBuf>,
 }
 
 /// How the server speaks TLS.
@@ -194,6 +206,8 @@ impl ServeConfig {
                             })
                         })
                         .collect::<anyhow::Result<_>>()?,
+                    node: d.node.clone(),
+                    job_lease: i.job_lease.unwrap_or(d.job_lease),
                 };
                 for (key, v) in [
                     ("import.parallelism", settings.parallel_blobs),
@@ -211,6 +225,7 @@ impl ServeConfig {
                     ("import.throughput_window", settings.min_throughput.window),
                     ("import.request_timeout", settings.request_timeout),
                     ("import.read_timeout", settings.read_timeout),
+                    ("import.job_lease", settings.job_lease),
                 ] {
                     if v.is_zero() || v > Duration::from_secs(30 * 24 * 3600) {
                         anyhow::bail!("{key} must be between 1s and 30 days");
@@ -245,6 +260,24 @@ impl ServeConfig {
                 ),
             },
             private_networks: networks("network.private_networks", &file.network.private_networks)?,
+            metadata: match args.metadata.or(file.storage.metadata.clone()) {
+                Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                    Some(url)
+                }
+                Some(_) => anyhow::bail!("--metadata must be a postgres:// URL"),
+                None => None,
+            },
+            blobs: args
+                .blobs
+                .or(file.storage.blobs.clone())
+                .map(|u| u.parse::<ObjectStoreUrl>().map_err(|e| anyhow::anyhow!("--blobs: {e}")))
+                .transpose()?,
+            max_db_connections: match file.storage.max_db_connections {
+                Some(0) => anyhow::bail!("storage.max_db_connections must be at least 1"),
+                Some(n) => n,
+                None => PostgresOptions::default().max_connections,
+            },
+            sealing_key_file: file.auth.sealing_key_file.clone(),
             auth: !args.no_auth && file.auth.enabled.unwrap_or(true),
             max_failed_sign_ins: match file.auth.max_failed_sign_ins {
                 Some(0) => anyhow::bail!("auth.max_failed_sign_ins must be at least 1"),
@@ -342,19 +375,16 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
     create_dir_durably(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;
+    let mut config = config;
+    config.import.node = node_id(&config.data_dir)?;
 
-    let blobs = FsBlobStore::open_with(
-        &config.data_dir,
-        config.limits.download_buffers,
-        config.limits.upload_buffers,
-    )
-    .await
-    .with_context(|| format!("cannot open the blob store in {}", config.data_dir.display()))?;
-    let meta = SqliteMetadataStore::open(&config.data_dir.join("wharf.db"))
-        .await
-        .context("cannot open the metadata database")?;
-    let meta = Arc::new(meta);
-    let registry = RegistryService::new(Arc::new(blobs), meta.clone());
+    let stores = open_stores(&config).await?;
+    let registry = match &stores.cluster {
+        Some(cluster) => {
+            RegistryService::clustered(stores.blobs.clone(), stores.meta.clone(), cluster.clone())
+        }
+        None => RegistryService::new(stores.blobs.clone(), stores.meta.clone()),
+    };
 
     let listener = wharf_server::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -371,22 +401,38 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
         (80 | 443, _) if public_port.is_none() => String::new(),
         (p, _) => format!(":{p}"),
     };
-    let management =
-        Management::new(meta.clone(), LoginServers { domain: config.domain.clone(), port_suffix });
+    let management = Management::new(
+        stores.management.clone(),
+        LoginServers { domain: config.domain.clone(), port_suffix },
+    );
     let policy = EgressPolicy::new(&config.insecure_sources, &config.registry_mirrors)
         .map_err(anyhow::Error::msg)?;
     let tls = open_tls(&config, addr)?;
-    let identity = open_identity(&config, meta.clone(), addr).await?;
+    let identity = open_identity(&config, stores.identity.clone(), addr).await?;
     let imports = ImportService::new(
         registry.clone(),
         management.clone(),
-        meta.clone(),
+        stores.management.clone(),
         policy,
         identity.clone(),
         config.import.clone(),
     )
     .map_err(anyhow::Error::msg)?;
     imports.resume_unfinished().await.map_err(|e| anyhow::anyhow!("cannot resume imports: {e}"))?;
+    // Jobs of servers that stop (in a cluster) are taken over once their lease runs out.
+    tokio::spawn(imports.clone().watch_jobs());
+    if stores.cluster.is_some() {
+        // Signing keys another node made or rotated become known here.
+        let identity = identity.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(KEY_REFRESH).await;
+                if let Err(e) = identity.refresh_keys().await {
+                    tracing::warn!(error = %e, "cannot read the signing keys again");
+                }
+            }
+        });
+    }
     let state = AppState {
         registry: registry.clone(),
         management,
@@ -407,6 +453,8 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(
         %addr,
         data_dir = %config.data_dir.display(),
+        metadata = stores.metadata_name,
+        blobs = stores.blobs_name,
         "wharf {} listening on {}://{addr}",
         env!("CARGO_PKG_VERSION"),
         if tls.is_some() { "https" } else { "http" }
@@ -421,6 +469,84 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
     wharf_server::serve(listener, state, tls, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The stores a server runs on: each embedded unless configured.
+struct Stores {
+    meta: Arc<dyn MetadataStore>,
+    /// Cluster-wide locks, when other servers may share the metadata store.
+    cluster: Option<Arc<dyn wharf_storage::Coordination>>,
+    management: Arc<dyn ManagementStore>,
+    identity: Arc<dyn IdentityStore>,
+    blobs: Arc<dyn BlobStore>,
+    /// For the log: which metadata store (never its URL, which may hold a password).
+    metadata_name: &'static str,
+    blobs_name: String,
+}
+
+async fn open_stores(config: &ServeConfig) -> anyhow::Result<Stores> {
+    let blobs: Arc<dyn BlobStore> = match &config.blobs {
+        None => Arc::new(
+            FsBlobStore::open_with(
+                &config.data_dir,
+                config.limits.download_buffers,
+                config.limits.upload_buffers,
+            )
+            .await
+            .with_context(|| {
+                format!("cannot open the blob store in {}", config.data_dir.display())
+            })?,
+        ),
+        Some(url) => Arc::new(
+            ObjectBlobStore::open(url).await.context("cannot open the object store for blobs")?,
+        ),
+    };
+    let blobs_name = match &config.blobs {
+        None => "embedded".to_owned(),
+        Some(ObjectStoreUrl::S3 { bucket, .. }) => format!("s3://{bucket}"),
+        Some(ObjectStoreUrl::Azure { account, container, .. }) => {
+            format!("az://{account}/{container}")
+        }
+    };
+    Ok(match &config.metadata {
+        None => {
+            let store = Arc::new(
+                SqliteMetadataStore::open(&config.data_dir.join("wharf.db"))
+                    .await
+                    .context("cannot open the metadata database")?,
+            );
+            Stores {
+                meta: store.clone(),
+                cluster: None,
+                management: store.clone(),
+                identity: store,
+                blobs,
+                metadata_name: "embedded",
+                blobs_name,
+            }
+        }
+        Some(url) => {
+            let options = PostgresOptions {
+                max_connections: config.max_db_connections,
+                ..PostgresOptions::default()
+            };
+            // The error names the host and database, never the URL (it may hold a password).
+            let store = Arc::new(
+                PostgresMetadataStore::open(url, options)
+                    .await
+                    .context("cannot open the PostgreSQL metadata store")?,
+            );
+            Stores {
+                meta: store.clone(),
+                cluster: Some(store.clone()),
+                management: store.clone(),
+                identity: store,
+                blobs,
+                metadata_name: "postgresql",
+                blobs_name,
+            }
+        }
+    })
 }
 
 /// The server's TLS, if it speaks it: from the configured files, or a development CA's
@@ -470,7 +596,7 @@ async fn reload_on_sighup(tls: Arc<wharf_server::tls::Tls>) {
 /// in the data directory.
 async fn open_identity(
     config: &ServeConfig,
-    store: Arc<SqliteMetadataStore>,
+    store: Arc<dyn IdentityStore>,
     addr: SocketAddr,
 ) -> anyhow::Result<Arc<wharf_auth::Identity>> {
     let scheme = if config.tls == TlsMode::Off { "http" } else { "https" };
@@ -485,7 +611,7 @@ async fn open_identity(
     settings.audiences.push(format!("{base}/"));
     settings.enforced = config.auth;
     settings.max_failed_sign_ins = config.max_failed_sign_ins;
-    settings.sealing_key = Some(sealing_key(&config.data_dir)?);
+    settings.sealing_key = Some(sealing_key(config)?);
     let admin_password = std::env::var("WHARF_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
     if admin_password.as_ref().is_some_and(|p| p.len() < 12) {
         anyhow::bail!("WHARF_ADMIN_PASSWORD must be at least 12 characters long");
@@ -510,12 +636,15 @@ async fn open_identity(
     Ok(Arc::new(identity))
 }
 
-/// The key that seals registry admin users' passwords: `<data-dir>/sealing-key` (0600),
-/// made on first start. (A cluster's nodes share it, like the data they serve.)
-fn sealing_key(dir: &std::path::Path) -> anyhow::Result<[u8; 32]> {
+/// The key that seals registry admin users' passwords: `[auth] sealing_key_file`, else
+/// `<data-dir>/sealing-key` (0600), made on first start. Nodes sharing PostgreSQL must share
+/// it too, so with PostgreSQL it is never made: a node with a key of its own would seal
+/// passwords the others can't open.
+fn sealing_key(config: &ServeConfig) -> anyhow::Result<[u8; 32]> {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let path = dir.join("sealing-key");
+    let path =
+        config.sealing_key_file.clone().unwrap_or_else(|| config.data_dir.join("sealing-key"));
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let bytes = b64.decode(text.trim()).ok().filter(|b| b.len() == 32);
@@ -525,6 +654,14 @@ fn sealing_key(dir: &std::path::Path) -> anyhow::Result<[u8; 32]> {
             let mut key = [0u8; 32];
             key.copy_from_slice(&bytes);
             Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && config.metadata.is_some() => {
+            anyhow::bail!(
+                "{} does not exist: nodes sharing PostgreSQL share one sealing key; make it \
+                 once (`head -c 32 /dev/urandom | base64 > FILE`), give every node the same \
+                 file ([auth] sealing_key_file)",
+                path.display()
+            )
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = wharf_auth::registry_credentials::Sealer::generate_key()
@@ -549,6 +686,26 @@ fn write_secret_file(path: &std::path::Path, secret: &str) -> std::io::Result<()
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+/// How often a cluster node reads the signing keys again.
+const KEY_REFRESH: Duration = Duration::from_secs(15);
+
+/// This server's node id (`<data-dir>/node-id`, made on first start): the owner of the
+/// import jobs it runs, the same after a restart, so that it takes its own jobs back at once.
+fn node_id(dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+        Ok(_) => anyhow::bail!("{} is empty", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = uuid::Uuid::new_v4().to_string();
+            write_secret_file(&path, &id)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(id)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
 }
 
 /// One server per data directory: a second one would break the in-process locks that
@@ -585,7 +742,7 @@ async fn gc_loop(
     tick.tick().await; // the first tick is immediate; start after one period
     loop {
         tick.tick().await;
-        if let Err(e) = registry.gc(options).await {
+        if let Err(e) = registry.gc_unless_running(options).await {
             tracing::warn!(error = %e, "garbage collection failed");
         }
         if let Err(e) = imports.forget_finished(JOB_RETENTION).await {

@@ -59,6 +59,11 @@ pub struct ImportSettings {
     /// CA certificates (PEM) trusted for sources besides the system's: a private CA, such
     /// as another wharf's development CA.
     pub trusted_cas: Vec<Vec<u8>>,
+    /// This server's node id: the owner of the jobs it runs (stable across its restarts).
+    pub node: String,
+    /// How long a job stays its server's without a heartbeat; a server that dies loses its
+    /// jobs to another (or to itself, restarted) after this.
+    pub job_lease: Duration,
 }
 
 impl Default for ImportSettings {
@@ -79,6 +84,8 @@ impl Default for ImportSettings {
             read_timeout: Duration::from_secs(30),
             limits: PlanLimits::default(),
             trusted_cas: Vec::new(),
+            node: Uuid::new_v4().to_string(),
+            job_lease: Duration::from_secs(30),
         }
     }
 }
@@ -182,6 +189,8 @@ struct Inner {
     limiters: Mutex<HashMap<String, Arc<HostLimiter>>>,
     inflight: Arc<Inflight>,
     live: Mutex<HashMap<String, Live>>,
+    /// Jobs recorded but not yet in `live` (so the job watcher doesn't take them).
+    starting: Mutex<std::collections::HashSet<String>>,
     /// Import slots: jobs wait for one before they start.
     running: Arc<Semaphore>,
     /// Blob downloads in flight across all jobs.
@@ -253,6 +262,7 @@ impl ImportService {
                 limiters: Mutex::default(),
                 inflight: Arc::default(),
                 live: Mutex::default(),
+                starting: Mutex::default(),
                 running: Arc::new(Semaphore::new(settings.max_running.max(1))),
                 downloads: Arc::new(Semaphore::new(settings.max_downloads.max(1))),
                 settings,
@@ -296,6 +306,30 @@ impl ImportService {
         let source = self.source(&req, caller, target.id).await.map_err(|e| e.to_arm())?;
         let id = format!("registries-{}", Uuid::new_v4());
         let now = now_millis();
+        lock(&self.inner.starting).insert(id.clone());
+        let started = self.record_and_spawn(id.clone(), now, target, req, source, caller).await;
+        lock(&self.inner.starting).remove(&id);
+        let mut done = started?;
+        let finished =
+            tokio::time::timeout(self.inner.settings.sync_wait, done.wait_for(Option::is_some))
+                .await;
+        match finished {
+            Ok(Ok(result)) => {
+                Ok(Submitted::Done { id, result: result.clone().unwrap_or(Ok(Value::Null)) })
+            }
+            _ => Ok(Submitted::Running { id }),
+        }
+    }
+
+    async fn record_and_spawn(
+        &self,
+        id: String,
+        now: i64,
+        target: &RegistryRecord,
+        req: ImportRequest,
+        source: Box<dyn Source>,
+        caller: &Caller,
+    ) -> Result<watch::Receiver<Option<Result<Value, ArmError>>>, ArmError> {
         let mut stored = req.stored();
         stored.caller = caller.principal_id().map(str::to_owned);
         let stored = serde_json::to_string(&stored).map_err(ArmError::internal)?;
@@ -311,19 +345,12 @@ impl ImportService {
                 error: None,
                 created_at: now,
                 updated_at: now,
+                owner: Some(self.inner.settings.node.clone()),
+                lease_until: now.saturating_add(millis(self.inner.settings.job_lease)),
             })
             .await?;
         let link = caller.can_read_all(&Management::policy(target));
-        let mut done = self.spawn(id.clone(), target.id, req, source, link);
-        let finished =
-            tokio::time::timeout(self.inner.settings.sync_wait, done.wait_for(Option::is_some))
-                .await;
-        match finished {
-            Ok(Ok(result)) => {
-                Ok(Submitted::Done { id, result: result.clone().unwrap_or(Ok(Value::Null)) })
-            }
-            _ => Ok(Submitted::Running { id }),
-        }
+        Ok(self.spawn(id, target.id, req, source, link))
     }
 
     /// The `Retry-After` to answer with a 202.
@@ -356,8 +383,19 @@ impl ImportService {
             },
         );
         let inner = self.inner.clone();
-        // The supervisor: records an outcome whatever the job does, a panic included.
+        // The supervisor: records an outcome whatever the job does, a panic included, and
+        // keeps the job's lease while it runs.
         tokio::spawn(async move {
+            let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let beating = CancellationToken::new();
+            tokio::spawn(heartbeat(
+                inner.clone(),
+                id.clone(),
+                progress.clone(),
+                cancel.clone(),
+                lost.clone(),
+                beating.clone(),
+            ));
             let job = tokio::spawn(run_job(
                 inner.clone(),
                 id.clone(),
@@ -368,7 +406,9 @@ impl ImportService {
                 cancel,
             ));
             let result = supervised(job).await;
-            finish(&inner, &id, result, &progress, tx).await;
+            beating.cancel();
+            let lost = lost.load(std::sync::atomic::Ordering::SeqCst);
+            finish(&inner, &id, result, &progress, tx, lost).await;
         });
         rx
     }
@@ -388,6 +428,12 @@ impl ImportService {
             Some((_, token)) => {
                 tracing::info!(job = %id, "import cancellation requested");
                 token.cancel();
+                Ok(CancelOutcome::Requested)
+            }
+            // Running on another server of the cluster: it sees the request at its next
+            // heartbeat.
+            None if self.inner.store.request_job_cancel(id).await? => {
+                tracing::info!(job = %id, "import cancellation requested of its server");
                 Ok(CancelOutcome::Requested)
             }
             None => {
@@ -442,7 +488,17 @@ impl ImportService {
             Some(JobState::Failed | JobState::Canceled) => {
                 JobStatus::Failed(StoredError::read(job.error.as_deref()))
             }
-            _ => JobStatus::Running(json!({"status": "Accepted"})),
+            // Running on another server of the cluster: what its last heartbeat recorded.
+            _ => {
+                let mut v = progress;
+                match v.as_object_mut() {
+                    Some(o) => {
+                        o.insert("status".into(), json!("Accepted"));
+                    }
+                    None => v = json!({"status": "Accepted"}),
+                }
+                JobStatus::Running(v)
+            }
         })
     }
 
@@ -451,9 +507,32 @@ impl ImportService {
         Ok(self.inner.store.delete_finished_jobs(now_millis() - age.as_millis() as i64).await?)
     }
 
-    /// After a restart: resume jobs that can be (no credentials), fail the others cleanly.
+    /// Take over the jobs this server ran before a restart, and those of servers that
+    /// stopped renewing their leases: resume those that can be (no credentials), fail the
+    /// others cleanly.
     pub async fn resume_unfinished(&self) -> Result<(), ArmError> {
-        for job in self.inner.store.unfinished_jobs().await? {
+        let now = now_millis();
+        let until = now.saturating_add(millis(self.inner.settings.job_lease));
+        let claimed = self.inner.store.claim_jobs(&self.inner.settings.node, now, until).await?;
+        for job in claimed {
+            let here = lock(&self.inner.live).contains_key(&job.id)
+                || lock(&self.inner.starting).contains(&job.id);
+            if here {
+                continue;
+            }
+            if job.status == "Canceling" {
+                let e = ArmError::bad_request("ImportCanceled", "The import was canceled.");
+                self.inner
+                    .store
+                    .update_job(
+                        &job.id,
+                        JobState::Canceled.as_str(),
+                        &job.progress,
+                        Some(&StoredError::of(&e)),
+                    )
+                    .await?;
+                continue;
+            }
             let target = self.inner.management.registry_by_number(job.registry_id).await?;
             let stored = serde_json::from_str::<Value>(&job.request).ok();
             // Read on behalf of whoever submitted it, as when it started.
@@ -465,7 +544,7 @@ impl ImportService {
                 (true, Some(target), Some(req)) => {
                     match self.source(&req, &caller, target.id).await {
                         Ok(source) => {
-                            tracing::info!(job = %job.id, "resuming an import interrupted by a restart");
+                            tracing::info!(job = %job.id, "resuming an import its server stopped running");
                             let link = caller.can_read_all(&Management::policy(&target));
                             self.spawn(job.id.clone(), target.id, req, source, link);
                             true
@@ -478,7 +557,7 @@ impl ImportService {
             if !resumed {
                 let e = ArmError::bad_request(
                     "ImportInterrupted",
-                    "The import was interrupted by a server restart and could not be resumed (source credentials are never stored). Run it again.",
+                    "The import was interrupted (its server stopped) and could not be resumed (source credentials are never stored). Run it again.",
                 );
                 self.inner
                     .store
@@ -492,6 +571,18 @@ impl ImportService {
             }
         }
         Ok(())
+    }
+
+    /// Every third of a lease: take over jobs whose server stopped renewing them. Runs until
+    /// the process ends.
+    pub async fn watch_jobs(self) {
+        let every = self.inner.settings.job_lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = self.resume_unfinished().await {
+                tracing::warn!(code = %e.code, error = %e.message, "cannot take over import jobs");
+            }
+        }
     }
 
     /// The source an import reads from. A `registryUri` that is one of this server's login
@@ -701,13 +792,55 @@ async fn run_job(
     }
 }
 
-/// Record a job's outcome, tell the waiters, forget it from memory.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// While a job runs: renew its lease and record its progress every third of a lease; stop
+/// it when a cancel was asked on another server, or when the job is no longer this
+/// server's (it was taken over while this one couldn't reach the database).
+async fn heartbeat(
+    inner: Arc<Inner>,
+    id: String,
+    progress: Arc<Progress>,
+    cancel: CancellationToken,
+    lost: Arc<std::sync::atomic::AtomicBool>,
+    stop: CancellationToken,
+) {
+    let lease = inner.settings.job_lease;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(lease / 3) => {}
+        }
+        let until = now_millis().saturating_add(millis(lease));
+        let snapshot = progress.snapshot().to_string();
+        match inner.store.heartbeat_job(&id, &inner.settings.node, &snapshot, until).await {
+            Ok(Some(status)) if status == "Canceling" => {
+                tracing::info!(job = %id, "import cancellation requested on another server");
+                cancel.cancel();
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                tracing::warn!(job = %id, "import taken over by another server; stopping here");
+                lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                cancel.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(job = %id, error = %e, "cannot renew an import's lease"),
+        }
+    }
+}
+
+/// Record a job's outcome (unless another server has taken it over), tell the waiters,
+/// forget it from memory.
 async fn finish(
     inner: &Inner,
     id: &str,
     result: Result<(), ImportError>,
     progress: &Progress,
     tx: watch::Sender<Option<Result<Value, ArmError>>>,
+    lost: bool,
 ) {
     let snapshot = progress.snapshot();
     let (state, error) = match &result {
@@ -721,7 +854,9 @@ async fn finish(
         None => tracing::info!(job = %id, "import succeeded"),
         Some(e) => tracing::warn!(job = %id, code = %e.code, error = %e.message, "import failed"),
     }
-    if let Err(e) = inner
+    if lost {
+        // The server that took it over records the outcome.
+    } else if let Err(e) = inner
         .store
         .update_job(
             id,

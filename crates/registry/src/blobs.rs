@@ -176,7 +176,7 @@ impl RegistryService {
                 hasher.len()
             )));
         }
-        let _guard = self.locks.digests.lock(digest).await;
+        let _guard = self.locks.digest(digest).await?;
         // The touch above kept GC away for a grace period; check it still holds.
         match (self.meta.blob_size(digest).await?, self.blobs.stat(digest).await?) {
             (Some(size), Some(_)) if size == hasher.len() => {
@@ -295,7 +295,7 @@ impl RegistryService {
             return Err(RegistryError::ChunkOutOfOrder { size: upload.size });
         }
         let chunk = self.write_chunk(&upload, body, len).await?;
-        let _session = self.locks.sessions.lock(&id).await;
+        let _session = self.locks.session(&id).await?;
         let size = self.attach_chunk(repo, &upload, chunk).await?;
         Ok(UploadStatus { id, size })
     }
@@ -372,7 +372,7 @@ impl RegistryService {
             Some(body) => Some(self.write_chunk(&upload, body, None).await?),
             None => None,
         };
-        let _session = self.locks.sessions.lock(&id).await;
+        let _session = self.locks.session(&id).await?;
         let (size, hasher) = match chunk {
             Some(chunk) => {
                 let hasher = chunk.hasher.clone();
@@ -410,7 +410,7 @@ impl RegistryService {
                 "{digest} was claimed, the {size} bytes received hash to {actual}"
             )));
         }
-        let _guard = self.locks.digests.lock(digest).await;
+        let _guard = self.locks.digest(digest).await?;
         self.blobs.commit_upload(id, size, digest).await?;
         self.meta.add_blob(digest, size, repo).await?;
         tracing::debug!(%digest, size, "blob committed");
@@ -419,7 +419,7 @@ impl RegistryService {
 
     /// Abandon an upload session. (Chunks still streaming into it fail when they end.)
     pub async fn cancel_upload(&self, repo: &RepoKey, id: Uuid) -> Result<(), RegistryError> {
-        let _session = self.locks.sessions.lock(&id).await;
+        let _session = self.locks.session(&id).await?;
         self.upload_record(repo, id).await?;
         self.meta.delete_upload(id).await?;
         self.blobs.abort_upload(id).await?;

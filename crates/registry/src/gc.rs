@@ -40,8 +40,32 @@ pub struct GcReport {
 }
 
 impl RegistryService {
-    /// One garbage-collection pass.
+    /// One garbage-collection pass; in a cluster, after any pass another node is running.
     pub async fn gc(&self, options: GcOptions) -> Result<GcReport, RegistryError> {
+        let _lease = match &self.locks.cluster {
+            Some(cluster) => Some(cluster.lock("gc").await?),
+            None => None,
+        };
+        self.gc_pass(options).await
+    }
+
+    /// One garbage-collection pass, unless another node of the cluster is running one
+    /// (then `None`): what the background schedule on every node calls.
+    pub async fn gc_unless_running(
+        &self,
+        options: GcOptions,
+    ) -> Result<Option<GcReport>, RegistryError> {
+        let _lease = match &self.locks.cluster {
+            Some(cluster) => match cluster.try_lock("gc").await? {
+                Some(lease) => Some(lease),
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        self.gc_pass(options).await.map(Some)
+    }
+
+    async fn gc_pass(&self, options: GcOptions) -> Result<GcReport, RegistryError> {
         let mut report = GcReport::default();
         let now = now_millis();
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
@@ -49,7 +73,7 @@ impl RegistryService {
 
         report.links_removed = self.meta.unlink_stale_blobs(cutoff).await?;
         for digest in self.meta.unreferenced_blobs(cutoff).await? {
-            let _guard = self.locks.digests.lock(&digest).await;
+            let _guard = self.locks.digest(&digest).await?;
             if self.meta.forget_blob_if_unreferenced(&digest, cutoff).await? {
                 report.bytes_freed += self.blobs.stat(&digest).await?.unwrap_or(0);
                 self.blobs.delete(&digest).await?;
@@ -63,7 +87,7 @@ impl RegistryService {
             if stored.modified >= grace_start {
                 continue;
             }
-            let _guard = self.locks.digests.lock(&stored.digest).await;
+            let _guard = self.locks.digest(&stored.digest).await?;
             if self.meta.blob_size(&stored.digest).await?.is_none() {
                 self.blobs.delete(&stored.digest).await?;
                 report.blobs_deleted += 1;
@@ -77,7 +101,7 @@ impl RegistryService {
             if self.locks.writers.busy(id) {
                 continue;
             }
-            let _session = self.locks.sessions.lock(&id).await;
+            let _session = self.locks.session(&id).await?;
             // Re-checked: a chunk may have been attached since the list was read.
             if self.meta.delete_upload_if_idle(id, upload_cutoff).await? {
                 self.blobs.abort_upload(id).await?;
@@ -102,7 +126,7 @@ impl RegistryService {
                 report.uploads_removed += 1;
                 continue;
             }
-            let _session = self.locks.sessions.lock(&stored.id).await;
+            let _session = self.locks.session(&stored.id).await?;
             if self.meta.upload(stored.id).await?.is_none() {
                 self.blobs.abort_upload(stored.id).await?;
                 report.uploads_removed += 1;

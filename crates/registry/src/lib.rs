@@ -26,7 +26,7 @@ mod manifests;
 
 use std::sync::Arc;
 
-use wharf_storage::{BlobStore, MetadataStore, RegistryRecord};
+use wharf_storage::{BlobStore, Coordination, MetadataStore, RegistryRecord};
 
 pub use blobs::{BlobRead, Ingest, RangeRequest, UploadStatus};
 pub use discovery::Page;
@@ -50,6 +50,17 @@ pub struct RegistryService {
 impl RegistryService {
     pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetadataStore>) -> Self {
         RegistryService { blobs, meta, locks: Arc::new(locks::Locks::default()) }
+    }
+
+    /// A registry whose stores other servers share: its locks also hold across them.
+    pub fn clustered(
+        blobs: Arc<dyn BlobStore>,
+        meta: Arc<dyn MetadataStore>,
+        cluster: Arc<dyn Coordination>,
+    ) -> Self {
+        let mut locks = locks::Locks::default();
+        locks.cluster = Some(cluster);
+        RegistryService { blobs, meta, locks: Arc::new(locks) }
     }
 
     /// The registry that answers `host` (a login server such as `myreg.localhost:5000`):

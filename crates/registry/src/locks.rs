@@ -10,8 +10,9 @@
 //! - [`Writers`]: which sessions have a chunk streaming in, so that GC leaves them alone.
 //!
 //! Each lock exists only while someone holds or waits for it. Lock order is always session,
-//! then digest. In-process locks are correct because one server process owns a data
-//! directory (it takes a file lock on it); a multi-node backend must use database locks.
+//! then digest. In-process locks suffice on the embedded store, which one server process
+//! owns (it takes a file lock on its data directory); servers sharing PostgreSQL also take
+//! each lock in the database ([`Coordination`]), so it holds across the cluster.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -20,6 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 use wharf_oci::Digest;
+use wharf_storage::{Coordination, LockGuard, StorageError};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -102,12 +104,43 @@ impl Drop for Writing<'_> {
     }
 }
 
-/// The registry's in-process locks.
+/// The registry's locks: in-process, and cluster-wide too when servers share a store.
 #[derive(Default)]
 pub(crate) struct Locks {
-    pub(crate) sessions: KeyedLocks<Uuid>,
-    pub(crate) digests: KeyedLocks<Digest>,
+    sessions: KeyedLocks<Uuid>,
+    digests: KeyedLocks<Digest>,
     pub(crate) writers: Writers,
+    /// Set when other servers share the store: each lock is then also taken there, after
+    /// the in-process one (so a node's own contention never costs a database connection).
+    pub(crate) cluster: Option<Arc<dyn Coordination>>,
+}
+
+/// A lock held here and, in a cluster, everywhere.
+pub(crate) struct Held<'a, K: Hash + Eq + Clone> {
+    _cluster: Option<LockGuard>,
+    _local: KeyGuard<'a, K>,
+}
+
+impl Locks {
+    /// An upload session's lock.
+    pub(crate) async fn session(&self, id: &Uuid) -> Result<Held<'_, Uuid>, StorageError> {
+        let local = self.sessions.lock(id).await;
+        let cluster = match &self.cluster {
+            Some(c) => Some(c.lock(&format!("upload/{id}")).await?),
+            None => None,
+        };
+        Ok(Held { _cluster: cluster, _local: local })
+    }
+
+    /// A digest's lock (a blob's commit against its deletion by GC).
+    pub(crate) async fn digest(&self, digest: &Digest) -> Result<Held<'_, Digest>, StorageError> {
+        let local = self.digests.lock(digest).await;
+        let cluster = match &self.cluster {
+            Some(c) => Some(c.lock(&format!("blob/{digest}")).await?),
+            None => None,
+        };
+        Ok(Held { _cluster: cluster, _local: local })
+    }
 }
 
 #[cfg(test)]

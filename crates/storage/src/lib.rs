@@ -11,10 +11,13 @@
 //! never decides policy — it stores what it is given, atomically.
 
 mod blob;
+mod coordination;
 mod error;
 mod fs;
 mod identity;
 mod meta;
+mod object;
+mod postgres;
 mod sqlite;
 
 /// The subscription every fresh server has, holding the default resource group.
@@ -25,6 +28,7 @@ pub const DEFAULT_RESOURCE_GROUP: &str = "default";
 pub use blob::{
     Appended, BlobStore, ByteRange, ByteStream, Part, PartWritten, StoredBlob, StoredUpload,
 };
+pub use coordination::{Coordination, LockGuard};
 pub use error::StorageError;
 pub use fs::{DEFAULT_READ_BUDGET, DEFAULT_WRITE_BUDGET, FsBlobStore, create_dir_durably};
 pub use identity::{
@@ -37,6 +41,8 @@ pub use meta::{
     PutManifestOutcome, ReferrerRecord, RegistryRecord, RepoKey, RepositorySummary,
     ResourceGroupRecord, SubscriptionRecord, TagRecord, UploadRecord,
 };
+pub use object::{DEFAULT_PART_BUDGET, ObjectBlobStore, ObjectStoreUrl};
+pub use postgres::{PostgresMetadataStore, PostgresOptions};
 pub use sqlite::SqliteMetadataStore;
 
 /// Milliseconds since the Unix epoch, the timestamp unit of every store.

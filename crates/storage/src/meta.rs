@@ -382,6 +382,11 @@ pub struct JobRecord {
     pub error: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The server running it (its node id), while it runs.
+    pub owner: Option<String>,
+    /// Until when (ms) `owner` holds it: a server that dies stops renewing, and another
+    /// takes the job over once this has passed.
+    pub lease_until: i64,
 }
 
 /// The result of creating a registry.
@@ -452,6 +457,27 @@ pub trait ManagementStore: Send + Sync + 'static {
     async fn job(&self, id: &str) -> Result<Option<JobRecord>, StorageError>;
     /// Jobs not finished (for resuming or failing them after a restart).
     async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StorageError>;
+    /// Take the unfinished jobs that `owner` held before (a restart) or whose lease ran out
+    /// before `now`: they become `owner`'s until `lease_until`. Two servers never take the
+    /// same job. The jobs taken.
+    async fn claim_jobs(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Vec<JobRecord>, StorageError>;
+    /// Renew `owner`'s lease on an unfinished job and record its progress. The job's status,
+    /// or `None` if it is no longer `owner`'s to run (taken over, finished, deleted).
+    async fn heartbeat_job(
+        &self,
+        id: &str,
+        owner: &str,
+        progress: &str,
+        lease_until: i64,
+    ) -> Result<Option<String>, StorageError>;
+    /// Ask the server running an unfinished job to stop it (status `Canceling`, seen at its
+    /// next heartbeat); `false` if the job has finished.
+    async fn request_job_cancel(&self, id: &str) -> Result<bool, StorageError>;
     /// Forget finished jobs last updated before `cutoff` (ms); how many.
     async fn delete_finished_jobs(&self, cutoff: i64) -> Result<u64, StorageError>;
 }

@@ -411,11 +411,40 @@ async fn management_contract(m: &dyn ManagementStore) {
         error: None,
         created_at: 1,
         updated_at: 1,
+        owner: Some("node-a".into()),
+        lease_until: now_millis() + 60_000,
     };
     m.create_job(&job).await.unwrap();
     assert_eq!(m.unfinished_jobs().await.unwrap().len(), 1);
+
+    // Leases: a job runs on one node; another takes it only once the lease has run out.
+    let now = now_millis();
+    assert!(m.claim_jobs("node-b", now, now + 1000).await.unwrap().is_empty(), "leased");
+    assert_eq!(
+        m.heartbeat_job("registries-1", "node-a", "{\"n\":1}", now + 60_000).await.unwrap(),
+        Some("Accepted".into())
+    );
+    assert_eq!(m.heartbeat_job("registries-1", "node-b", "{}", now).await.unwrap(), None);
+    // node-a restarts: its own jobs come back to it at once.
+    let mine = m.claim_jobs("node-a", now, now + 1000).await.unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].progress, "{\"n\":1}");
+    // node-a stops renewing; past the lease, node-b takes the job, and node-a has lost it.
+    let later = now + 2000;
+    let taken = m.claim_jobs("node-b", later, later + 1000).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].owner.as_deref(), Some("node-b"));
+    assert_eq!(m.heartbeat_job("registries-1", "node-a", "{}", later).await.unwrap(), None);
+    // A cancel asked anywhere is seen by the owner's next heartbeat.
+    assert!(m.request_job_cancel("registries-1").await.unwrap());
+    assert_eq!(
+        m.heartbeat_job("registries-1", "node-b", "{}", later + 1000).await.unwrap(),
+        Some("Canceling".into())
+    );
     m.update_job("registries-1", "Failed", "{}", Some("{\"code\":\"X\"}")).await.unwrap();
     assert!(m.unfinished_jobs().await.unwrap().is_empty());
+    assert!(!m.request_job_cancel("registries-1").await.unwrap(), "finished");
+    assert!(m.claim_jobs("node-c", later + 5000, later + 6000).await.unwrap().is_empty());
     assert_eq!(
         m.job("registries-1").await.unwrap().unwrap().error.as_deref(),
         Some("{\"code\":\"X\"}")
@@ -444,4 +473,716 @@ async fn sqlite_metadata_store_keeps_the_contract() {
     let store = SqliteMetadataStore::open(&dir.path().join("wharf.db")).await.unwrap();
     metadata_contract(&store).await;
     management_contract(&store).await;
+}
+
+/// An object store named by `var` (a `--blobs` URL; credentials in the usual environment
+/// variables), under a prefix of its own so that tests don't see each other's objects.
+async fn object_store_from_env(var: &str) -> Option<ObjectBlobStore> {
+    let Ok(url) = std::env::var(var) else {
+        assert!(
+            std::env::var_os("WHARF_REQUIRE_BACKENDS").is_none(),
+            "{var} is not set but WHARF_REQUIRE_BACKENDS is"
+        );
+        eprintln!("SKIPPED: {var} is not set (scripts/test.sh starts the server and sets it)");
+        return None;
+    };
+    let mut url: ObjectStoreUrl = url.parse().unwrap();
+    let unique = format!("contract-{}", Uuid::new_v4().simple());
+    match &mut url {
+        ObjectStoreUrl::S3 { prefix, .. } | ObjectStoreUrl::Azure { prefix, .. } => {
+            *prefix = unique
+        }
+    }
+    Some(ObjectBlobStore::open(&url).await.unwrap())
+}
+
+#[tokio::test]
+async fn s3_blob_store_keeps_the_contract() {
+    if let Some(store) = object_store_from_env("WHARF_TEST_S3").await {
+        blob_store_contract(&store).await;
+        large_uploads_are_multipart(&store).await;
+    }
+}
+
+#[tokio::test]
+async fn azure_blob_store_keeps_the_contract() {
+    if let Some(store) = object_store_from_env("WHARF_TEST_AZURE").await {
+        blob_store_contract(&store).await;
+        large_uploads_are_multipart(&store).await;
+    }
+}
+
+/// Uploads bigger than one part go out as multipart uploads, and sessions made of several
+/// large pieces are composed in order.
+async fn large_uploads_are_multipart(store: &dyn BlobStore) {
+    let chunk = |seed: u8, len: usize| -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    };
+    let a = chunk(1, (9 << 20) + 17);
+    let b = chunk(2, (3 << 20) + 5);
+    let whole = [a.clone(), b.clone()].concat();
+    let digest = Digest::sha256_of(&whole);
+    let owned = |v: Vec<u8>| -> ByteStream {
+        let pieces: Vec<std::io::Result<Bytes>> =
+            v.chunks(64 << 10).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        Box::pin(futures::stream::iter(pieces))
+    };
+    let id = Uuid::new_v4();
+    store.create_upload(id).await.unwrap();
+    let first = store.append_upload(id, 0, owned(a.clone())).await.unwrap();
+    assert_eq!(first.len, a.len() as u64);
+    let part = store.write_part(id, owned(b)).await.unwrap();
+    let len = store.attach_part(id, first.len, &part.part).await.unwrap();
+    assert_eq!(len, whole.len() as u64);
+    store.commit_upload(id, len, &digest).await.unwrap();
+    assert_eq!(store.stat(&digest).await.unwrap(), Some(whole.len() as u64));
+    assert!(read_all(store.read(&digest, None).await.unwrap().unwrap()).await == whole);
+    let range = ByteRange { start: (9 << 20) - 3, end: (9 << 20) + 40 };
+    let got = read_all(store.read(&digest, Some(range)).await.unwrap().unwrap()).await;
+    assert!(got[..] == whole[range.start as usize..=range.end as usize]);
+    // One large piece: committed by a copy, same bytes.
+    let single = Uuid::new_v4();
+    store.create_upload(single).await.unwrap();
+    store.append_upload(single, 0, owned(a.clone())).await.unwrap();
+    let da = Digest::sha256_of(&a);
+    store.commit_upload(single, a.len() as u64, &da).await.unwrap();
+    assert!(read_all(store.read(&da, None).await.unwrap().unwrap()).await == a);
+    store.delete(&da).await.unwrap();
+    store.delete(&digest).await.unwrap();
+    assert!(store.list_uploads().await.unwrap().iter().all(|u| u.id != id && u.id != single));
+}
+
+/// What an identity store keeps: names compare case-insensitively where ARM's and Entra's
+/// do (and keep the casing they were created with), keys are unique, deletes cascade.
+/// `m` is the same store, for the registry its registry credentials belong to.
+async fn identity_contract(ids: &dyn IdentityStore, m: &dyn ManagementStore) {
+    // Tenants: ids are case-insensitive; putting one again renames it.
+    let tenant = "7A1D0000-0000-0000-0000-00000000000A";
+    ids.put_tenant(&TenantRecord { id: tenant.into(), name: "Contoso".into(), created_at: 1 })
+        .await
+        .unwrap();
+    ids.put_tenant(&TenantRecord {
+        id: tenant.to_lowercase(),
+        name: "Contoso Ltd".into(),
+        created_at: 2,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        ids.tenants().await.unwrap(),
+        [TenantRecord { id: tenant.into(), name: "Contoso Ltd".into(), created_at: 1 }]
+    );
+
+    // Principals: ids, names within a tenant and kind, and app ids are unique, whatever
+    // their casing.
+    let user = |id: &str, name: &str| PrincipalRecord {
+        id: id.into(),
+        tenant: tenant.to_lowercase(),
+        kind: "User".into(),
+        name: name.into(),
+        app_id: None,
+        enabled: true,
+        created_at: 10,
+    };
+    let alice = user("AAAA0001", "Alice@Contoso.com");
+    assert!(ids.create_principal(&alice).await.unwrap());
+    assert!(!ids.create_principal(&user("aaaa0001", "x@contoso.com")).await.unwrap(), "same id");
+    assert!(!ids.create_principal(&user("bbbb0001", "ALICE@contoso.com")).await.unwrap());
+    assert!(ids.create_principal(&user("bbbb0001", "bob@contoso.com")).await.unwrap());
+    assert!(ids.create_principal(&user("cccc0001", "Carol@contoso.com")).await.unwrap());
+    let sp = PrincipalRecord {
+        id: "dddd0001".into(),
+        kind: "ServicePrincipal".into(),
+        name: "builder".into(),
+        app_id: Some("APP-0001".into()),
+        ..user("", "")
+    };
+    assert!(ids.create_principal(&sp).await.unwrap());
+    let same_app =
+        PrincipalRecord { id: "eeee0001".into(), app_id: Some("app-0001".into()), ..sp.clone() };
+    assert!(!ids.create_principal(&same_app).await.unwrap(), "app ids are unique");
+    // A service principal may be named like a user; the user wins a sign-in by name.
+    let namesake = PrincipalRecord {
+        id: "ffff0001".into(),
+        name: "alice@contoso.com".into(),
+        app_id: Some("app-0002".into()),
+        ..sp.clone()
+    };
+    assert!(ids.create_principal(&namesake).await.unwrap());
+    assert_eq!(ids.principal("aaaa0001").await.unwrap(), Some(alice.clone()));
+    assert_eq!(
+        ids.principal_named(tenant, "alice@CONTOSO.com").await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(ids.principal_named(tenant, "app-0001").await.unwrap(), Some(sp.clone()));
+    assert_eq!(ids.principal_named("another-tenant", "bob@contoso.com").await.unwrap(), None);
+    assert_eq!(ids.principal_by_app_id("App-0001").await.unwrap(), Some(sp.clone()));
+    let users: Vec<String> =
+        ids.principals(tenant, "User").await.unwrap().into_iter().map(|p| p.name).collect();
+    assert_eq!(users, ["Alice@Contoso.com", "bob@contoso.com", "Carol@contoso.com"]);
+    assert_eq!(ids.principals(&tenant.to_lowercase(), "ServicePrincipal").await.unwrap().len(), 2);
+
+    // Credentials, by principal (case-insensitively); a reset replaces them all.
+    let cred = |id: &str, at: i64| CredentialRecord {
+        id: id.into(),
+        principal: "aaaa0001".into(),
+        hash: format!("$argon2id$v=19$m=19456,t=2,p=1${id}"),
+        hint: "abc".into(),
+        display_name: "password".into(),
+        expires_at: Some(1_000 + at),
+        created_at: at,
+    };
+    ids.add_credential(&cred("c1", 1)).await.unwrap();
+    ids.add_credential(&cred("c2", 2)).await.unwrap();
+    assert_eq!(ids.credentials("AAAA0001").await.unwrap(), [cred("c1", 1), cred("c2", 2)]);
+    ids.replace_credentials(&cred("c3", 3)).await.unwrap();
+    assert_eq!(ids.credentials("aaaa0001").await.unwrap(), [cred("c3", 3)]);
+    assert!(ids.add_credential(&cred("c3", 4)).await.is_err(), "credential ids are unique");
+    let orphan = CredentialRecord { id: "c9".into(), principal: "nobody".into(), ..cred("", 1) };
+    assert!(ids.add_credential(&orphan).await.is_err(), "a credential needs its principal");
+
+    // Custom role definitions: ids and names case-insensitive, names unique.
+    let def = RoleDefinitionRecord {
+        id: "DEF-1".into(),
+        name: "Pusher".into(),
+        body: r#"{"permissions":[]}"#.into(),
+        created_at: 5,
+    };
+    assert!(ids.put_role_definition(&def).await.unwrap());
+    let updated = RoleDefinitionRecord { id: "def-1".into(), body: "{}".into(), ..def.clone() };
+    assert!(!ids.put_role_definition(&updated).await.unwrap(), "an update");
+    assert_eq!(
+        ids.role_definition("Def-1").await.unwrap(),
+        Some(RoleDefinitionRecord { body: "{}".into(), ..def.clone() })
+    );
+    let clash = RoleDefinitionRecord { id: "def-2".into(), name: "PUSHER".into(), ..def.clone() };
+    match ids.put_role_definition(&clash).await {
+        // wharf-auth answers 409 for exactly this.
+        Err(StorageError::Database(e)) => assert!(e.to_string().contains("UNIQUE"), "{e}"),
+        other => panic!("a taken role name: {other:?}"),
+    }
+    let reader =
+        RoleDefinitionRecord { id: "def-3".into(), name: "artifact reader".into(), ..def.clone() };
+    assert!(ids.put_role_definition(&reader).await.unwrap());
+    let names: Vec<String> =
+        ids.role_definitions().await.unwrap().into_iter().map(|d| d.name).collect();
+    assert_eq!(names, ["artifact reader", "Pusher"]);
+    assert!(ids.delete_role_definition("DEF-3").await.unwrap());
+    assert!(!ids.delete_role_definition("def-3").await.unwrap());
+
+    // Role assignments: one per id, and one per (scope, role, principal).
+    let assignment = RoleAssignmentRecord {
+        id: "RA-1".into(),
+        scope: "/subscriptions/S1".into(),
+        role_definition_id: "DEF-1".into(),
+        principal_id: "AAAA0001".into(),
+        principal_type: "User".into(),
+        condition: Some("@Resource[x] StringEquals 'y'".into()),
+        description: Some("pushes".into()),
+        created_at: 7,
+    };
+    assert!(ids.create_role_assignment(&assignment).await.unwrap());
+    let same_id =
+        RoleAssignmentRecord { id: "ra-1".into(), scope: "/".into(), ..assignment.clone() };
+    assert!(!ids.create_role_assignment(&same_id).await.unwrap());
+    let same_grant = RoleAssignmentRecord {
+        id: "RA-2".into(),
+        scope: "/SUBSCRIPTIONS/s1".into(),
+        role_definition_id: "def-1".into(),
+        principal_id: "aaaa0001".into(),
+        ..assignment.clone()
+    };
+    assert!(!ids.create_role_assignment(&same_grant).await.unwrap());
+    let bobs = RoleAssignmentRecord {
+        id: "RA-3".into(),
+        scope: "/".into(),
+        principal_id: "bbbb0001".into(),
+        condition: None,
+        description: None,
+        ..assignment.clone()
+    };
+    assert!(ids.create_role_assignment(&bobs).await.unwrap());
+    assert_eq!(ids.role_assignment("ra-1").await.unwrap(), Some(assignment.clone()));
+    assert_eq!(ids.role_assignments_of("aaaa0001").await.unwrap(), vec![assignment.clone()]);
+    assert_eq!(ids.role_assignments().await.unwrap(), [bobs.clone(), assignment.clone()]);
+
+    // Deleting a principal takes its credentials and role assignments.
+    assert!(ids.delete_principal("aaaa0001").await.unwrap());
+    assert_eq!(ids.principal("AAAA0001").await.unwrap(), None);
+    assert!(ids.credentials("AAAA0001").await.unwrap().is_empty());
+    assert!(ids.role_assignments_of("AAAA0001").await.unwrap().is_empty());
+    assert_eq!(ids.role_assignments().await.unwrap(), vec![bobs.clone()]);
+    assert!(!ids.delete_principal("AAAA0001").await.unwrap());
+    assert!(ids.delete_role_assignment("ra-3").await.unwrap());
+    assert!(!ids.delete_role_assignment("RA-3").await.unwrap());
+
+    // Registry credentials live in a registry.
+    m.put_subscription("ids-sub", "identity").await.unwrap();
+    m.put_resource_group(&ResourceGroupRecord {
+        subscription: "ids-sub".into(),
+        name: "ids-rg".into(),
+        location: "here".into(),
+        tags: "{}".into(),
+        created_at: 1,
+    })
+    .await
+    .unwrap();
+    let reg = match m
+        .create_registry(&RegistryRecord {
+            id: 0,
+            name: "idsreg".into(),
+            is_default: false,
+            subscription: "ids-sub".into(),
+            resource_group: "ids-rg".into(),
+            location: "here".into(),
+            sku: "Basic".into(),
+            properties: "{}".into(),
+            tags: "{}".into(),
+            created_at: 1,
+        })
+        .await
+        .unwrap()
+    {
+        CreateRegistryOutcome::Created(r) => r,
+        other => panic!("{other:?}"),
+    };
+    let other_registry = m.registries(None, None).await.unwrap()[0].id;
+    assert_ne!(other_registry, reg.id);
+
+    // Scope maps: created or replaced (the name keeps its first casing), by name
+    // case-insensitively.
+    let map = ScopeMapRecord {
+        registry_id: reg.id,
+        name: "Pullers".into(),
+        description: Some("read".into()),
+        actions: vec!["repositories/app/content/read".into()],
+        created_at: 3,
+    };
+    ids.put_scope_map(&map).await.unwrap();
+    let actions = vec![
+        "repositories/app/content/read".to_owned(),
+        "repositories/app/metadata/read".to_owned(),
+    ];
+    ids.put_scope_map(&ScopeMapRecord {
+        name: "PULLERS".into(),
+        description: None,
+        actions: actions.clone(),
+        created_at: 4,
+        ..map.clone()
+    })
+    .await
+    .unwrap();
+    let replaced = ScopeMapRecord { description: None, actions, ..map.clone() };
+    assert_eq!(ids.scope_map(reg.id, "pullers").await.unwrap(), Some(replaced.clone()));
+    assert_eq!(ids.scope_map(other_registry, "pullers").await.unwrap(), None);
+    let admins = ScopeMapRecord { name: "admins".into(), ..map.clone() };
+    ids.put_scope_map(&admins).await.unwrap();
+    assert_eq!(ids.scope_maps(reg.id).await.unwrap(), [admins.clone(), replaced.clone()]);
+    assert!(ids.delete_scope_map(reg.id, "ADMINS").await.unwrap());
+    assert!(!ids.delete_scope_map(reg.id, "admins").await.unwrap());
+
+    // Tokens and the admin user, by kind and name (case-insensitively).
+    let token = RegistryTokenRecord {
+        registry_id: reg.id,
+        kind: "token".into(),
+        name: "CI-Token".into(),
+        scope_map: Some("pullers".into()),
+        enabled: true,
+        created_at: 4,
+    };
+    ids.put_registry_token(&token).await.unwrap();
+    ids.put_registry_token(&RegistryTokenRecord {
+        name: "ci-token".into(),
+        enabled: false,
+        ..token.clone()
+    })
+    .await
+    .unwrap();
+    let disabled = RegistryTokenRecord { enabled: false, ..token.clone() };
+    assert_eq!(
+        ids.registry_token(reg.id, "token", "CI-TOKEN").await.unwrap(),
+        Some(disabled.clone())
+    );
+    assert_eq!(ids.registry_token(reg.id, "admin", "ci-token").await.unwrap(), None);
+    let early = RegistryTokenRecord { name: "a-token".into(), ..token.clone() };
+    ids.put_registry_token(&early).await.unwrap();
+    assert_eq!(ids.registry_tokens(reg.id, "token").await.unwrap(), [early, disabled]);
+    let admin = RegistryTokenRecord {
+        kind: "admin".into(),
+        name: "idsreg".into(),
+        scope_map: None,
+        ..token.clone()
+    };
+    ids.put_registry_token(&admin).await.unwrap();
+    assert_eq!(ids.registry_tokens(reg.id, "admin").await.unwrap(), [admin]);
+
+    // Passwords: one per slot, set or replaced; the admin user's sealed bytes as given.
+    let pw = |slot: &str, hash: &str, at: i64| TokenPasswordRecord {
+        registry_id: reg.id,
+        kind: "token".into(),
+        token: "ci-token".into(),
+        slot: slot.into(),
+        hash: hash.into(),
+        sealed: None,
+        expires_at: Some(100),
+        created_at: at,
+    };
+    ids.put_token_password(&pw("password2", "h2", 1)).await.unwrap();
+    ids.put_token_password(&pw("password1", "h1", 1)).await.unwrap();
+    ids.put_token_password(&pw("password1", "h1b", 2)).await.unwrap();
+    assert_eq!(
+        ids.token_passwords(reg.id, "token", "CI-TOKEN").await.unwrap(),
+        [pw("password1", "h1b", 2), pw("password2", "h2", 1)]
+    );
+    let sealed = TokenPasswordRecord {
+        kind: "admin".into(),
+        token: "IDSREG".into(),
+        slot: "password".into(),
+        sealed: Some(vec![0, 1, 2, 255, 0]),
+        expires_at: None,
+        ..pw("", "h", 5)
+    };
+    ids.put_token_password(&sealed).await.unwrap();
+    assert_eq!(ids.token_passwords(reg.id, "admin", "idsreg").await.unwrap(), vec![sealed.clone()]);
+    let nobody = TokenPasswordRecord { token: "nobody".into(), ..pw("password1", "h", 1) };
+    assert!(ids.put_token_password(&nobody).await.is_err(), "a password needs its credential");
+
+    // Deleting a token takes its passwords.
+    assert!(ids.delete_registry_token(reg.id, "token", "Ci-Token").await.unwrap());
+    assert!(!ids.delete_registry_token(reg.id, "token", "ci-token").await.unwrap());
+    assert_eq!(ids.registry_token(reg.id, "token", "ci-token").await.unwrap(), None);
+    ids.put_registry_token(&token).await.unwrap();
+    assert!(ids.token_passwords(reg.id, "token", "ci-token").await.unwrap().is_empty());
+
+    // Deleting the registry takes its scope maps, tokens and passwords.
+    ids.put_token_password(&pw("password1", "h1", 1)).await.unwrap();
+    assert!(m.delete_registry(reg.id).await.unwrap());
+    assert!(ids.scope_maps(reg.id).await.unwrap().is_empty());
+    assert!(ids.registry_tokens(reg.id, "token").await.unwrap().is_empty());
+    assert!(ids.registry_tokens(reg.id, "admin").await.unwrap().is_empty());
+    assert!(ids.token_passwords(reg.id, "token", "ci-token").await.unwrap().is_empty());
+    assert!(ids.token_passwords(reg.id, "admin", "idsreg").await.unwrap().is_empty());
+
+    // Signing keys: retiring keeps one, and a retired key keeps its first retirement.
+    for (kid, at) in [("k1", 1), ("k2", 2), ("k3", 3)] {
+        ids.add_signing_key(&SigningKeyRecord {
+            kid: kid.into(),
+            pkcs8: vec![at as u8, 0, 255],
+            created_at: at,
+            retired_at: None,
+        })
+        .await
+        .unwrap();
+    }
+    ids.retire_signing_keys("k3", 10).await.unwrap();
+    ids.add_signing_key(&SigningKeyRecord {
+        kid: "k4".into(),
+        pkcs8: vec![4],
+        created_at: 4,
+        retired_at: None,
+    })
+    .await
+    .unwrap();
+    ids.retire_signing_keys("k4", 20).await.unwrap();
+    let keys = ids.signing_keys().await.unwrap();
+    let state: Vec<(&str, Option<i64>)> =
+        keys.iter().map(|k| (k.kid.as_str(), k.retired_at)).collect();
+    assert_eq!(state, [("k1", Some(10)), ("k2", Some(10)), ("k3", Some(20)), ("k4", None)]);
+    assert_eq!(keys[2].pkcs8, [3, 0, 255]);
+    let again =
+        SigningKeyRecord { kid: "k1".into(), pkcs8: vec![], created_at: 4, retired_at: None };
+    assert!(ids.add_signing_key(&again).await.is_err(), "key ids are unique");
+}
+
+#[tokio::test]
+async fn sqlite_identity_store_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteMetadataStore::open(&dir.path().join("wharf.db")).await.unwrap();
+    identity_contract(&store, &store).await;
+}
+
+use sqlx::Connection as _;
+
+/// A database of its own on the PostgreSQL server `WHARF_TEST_POSTGRES` names (the URL of
+/// a user that may `CREATE DATABASE`), so that tests run in parallel and start empty.
+struct PgDatabase {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    /// `None` (the test skips, loudly) without `WHARF_TEST_POSTGRES`, unless
+    /// `WHARF_REQUIRE_BACKENDS` is set.
+    async fn create() -> Option<PgDatabase> {
+        let Ok(server) = std::env::var("WHARF_TEST_POSTGRES") else {
+            assert!(
+                std::env::var_os("WHARF_REQUIRE_BACKENDS").is_none(),
+                "WHARF_TEST_POSTGRES is not set but WHARF_REQUIRE_BACKENDS is"
+            );
+            eprintln!("SKIPPED: no PostgreSQL: set WHARF_TEST_POSTGRES (scripts/test.sh does)");
+            return None;
+        };
+        let name = format!("wharf_test_{}", Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        let url = with_database(&server, &name);
+        Some(PgDatabase { server, name, url })
+    }
+
+    async fn open(&self) -> PostgresMetadataStore {
+        PostgresMetadataStore::open(&self.url, PostgresOptions::default()).await.unwrap()
+    }
+
+    async fn connect(&self) -> sqlx::PgConnection {
+        sqlx::PgConnection::connect(&self.url).await.unwrap()
+    }
+
+    /// Drop the database (a failed test leaves it behind for a look).
+    async fn drop(self) {
+        let mut admin = sqlx::PgConnection::connect(&self.server).await.unwrap();
+        let name = &self.name;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+}
+
+/// `url` naming database `db` instead of its own.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let root = match base[authority..].find('/') {
+        Some(i) => &base[..authority + i],
+        None => base,
+    };
+    format!("{root}/{db}{query}")
+}
+
+#[tokio::test]
+async fn postgres_metadata_store_keeps_the_contract() {
+    let Some(db) = PgDatabase::create().await else { return };
+    let store = db.open().await;
+    metadata_contract(&store).await;
+    management_contract(&store).await;
+    identity_contract(&store, &store).await;
+    store.close().await;
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_nodes_starting_together_migrate_once() {
+    let Some(db) = PgDatabase::create().await else { return };
+    let (a, b, c) = tokio::join!(db.open(), db.open(), db.open());
+    assert_eq!(a.registries(None, None).await.unwrap().len(), 1, "one default registry");
+    assert!(b.default_registry().await.unwrap().is_default);
+    assert!(c.subscription(DEFAULT_SUBSCRIPTION).await.unwrap().is_some());
+    let mut conn = db.connect().await;
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(applied, 1);
+    // A node starting later finds the schema in place.
+    db.open().await.close().await;
+    for store in [a, b, c] {
+        store.close().await;
+    }
+    conn.close().await.unwrap();
+    db.drop().await;
+}
+
+/// Two nodes (two pools) push to one tag at once: every push succeeds, and the tag ends on
+/// the last push of one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_nodes_moving_one_tag_all_succeed() {
+    let Some(db) = PgDatabase::create().await else { return };
+    let (a, b) = (db.open().await, db.open().await);
+    let default = a.default_registry().await.unwrap();
+    let r = repo(default.id, "race/tags");
+    let layer = Digest::sha256_of(b"shared layer");
+    a.add_blob(&layer, 12, Some(&r)).await.unwrap();
+    let node = |store: PostgresMetadataStore, name: &'static str| {
+        let (r, layer) = (r.clone(), layer.clone());
+        tokio::spawn(async move {
+            let mut last = None;
+            for i in 0..50 {
+                let content = format!("{name}-{i}");
+                let blobs = vec![BlobRef::new(layer.clone(), 12)];
+                let m = manifest(content.as_bytes(), blobs, Some("latest"), &r);
+                assert_eq!(store.put_manifest(&m).await.unwrap(), PutManifestOutcome::Stored);
+                last = Some(m.record.digest);
+            }
+            last.unwrap()
+        })
+    };
+    let (from_a, from_b) = (node(a.clone(), "a"), node(b.clone(), "b"));
+    let (last_a, last_b) = (from_a.await.unwrap(), from_b.await.unwrap());
+    let latest = a.tag_record(&r, &Tag::parse("latest").unwrap()).await.unwrap().unwrap().unwrap();
+    assert!(latest.digest == last_a || latest.digest == last_b, "{latest:?}");
+    let summary = b.repository_summary(&r).await.unwrap().unwrap();
+    assert_eq!((summary.manifest_count, summary.tag_count), (100, 1));
+    a.close().await;
+    b.close().await;
+    db.drop().await;
+}
+
+/// GC on one node races pushes on another, blob by blob: whatever the interleaving, a
+/// forgotten blob is linked nowhere and no manifest references it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_gc_racing_pushes_never_forgets_a_blob_in_use() {
+    let Some(db) = PgDatabase::create().await else { return };
+    let (pusher, gc) = (db.open().await, db.open().await);
+    let default = pusher.default_registry().await.unwrap();
+    let r = repo(default.id, "race/gc");
+    let (mut pushed, mut forgotten) = (0, 0);
+    for i in 0..40 {
+        let blob = Digest::sha256_of(format!("blob {i}").as_bytes());
+        // Staged (linked nowhere), so that GC may take it once past its grace period.
+        pusher.add_blob(&blob, 7, None).await.unwrap();
+        let m =
+            manifest(format!("uses {i}").as_bytes(), vec![BlobRef::new(blob.clone(), 7)], None, &r);
+        let cutoff = now_millis() + 60_000;
+        let collect = {
+            let (gc, blob) = (gc.clone(), blob.clone());
+            tokio::spawn(async move {
+                gc.unlink_stale_blobs(cutoff).await.unwrap();
+                gc.forget_blob_if_unreferenced(&blob, cutoff).await.unwrap()
+            })
+        };
+        let push = {
+            let (pusher, r, blob, m) = (pusher.clone(), r.clone(), blob.clone(), m.clone());
+            tokio::spawn(async move {
+                if !pusher.link_blob(&r, &blob).await.unwrap() {
+                    return None;
+                }
+                Some(pusher.put_manifest(&m).await.unwrap())
+            })
+        };
+        let (forgot, outcome) = (collect.await.unwrap(), push.await.unwrap());
+        let stored = pusher.blob_size(&blob).await.unwrap().is_some();
+        let linked = pusher.linked_blob_size(&r, &blob).await.unwrap().is_some();
+        let has_manifest = pusher
+            .manifest(&r, &Reference::Digest(m.record.digest.clone()))
+            .await
+            .unwrap()
+            .is_some();
+        assert_eq!(forgot, !stored, "round {i}");
+        assert_eq!(has_manifest, outcome == Some(PutManifestOutcome::Stored), "round {i}");
+        if forgot {
+            forgotten += 1;
+            assert!(!linked && !has_manifest, "round {i}: a forgotten blob is still in use");
+        }
+        if has_manifest {
+            pushed += 1;
+            assert!(stored && linked, "round {i}: a stored manifest lost its blob");
+        }
+    }
+    // No reference anywhere to a blob that isn't stored, nor one that isn't linked.
+    let mut conn = db.connect().await;
+    let dangling: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM manifest_refs m
+          WHERE m.kind = 0 AND (
+                NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = m.target)
+             OR NOT EXISTS (SELECT 1 FROM repo_blobs l
+                             WHERE l.repo_id = m.repo_id AND l.digest = m.target))",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(dangling, 0);
+    eprintln!("gc race: {pushed} pushes stored, {forgotten} blobs forgotten, of 40");
+    conn.close().await.unwrap();
+    pusher.close().await;
+    gc.close().await;
+    db.drop().await;
+}
+
+/// A lock held too long and an unreachable server are "busy" (503, try again), never an
+/// internal error; a server that dropped the store's connections is reconnected to.
+#[tokio::test]
+async fn postgres_unavailable_is_busy() {
+    let Some(db) = PgDatabase::create().await else { return };
+    let options = PostgresOptions {
+        statement_timeout: std::time::Duration::from_millis(300),
+        ..PostgresOptions::default()
+    };
+    let store = PostgresMetadataStore::open(&db.url, options).await.unwrap();
+    let mut other = db.connect().await;
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("LOCK TABLE blobs IN ACCESS EXCLUSIVE MODE").execute(&mut other).await.unwrap();
+    let d = Digest::sha256_of(b"x");
+    let err = store.add_blob(&d, 1, None).await.unwrap_err();
+    assert!(err.is_busy(), "{err}");
+    let err = store.blob_size(&d).await.unwrap_err();
+    assert!(err.is_busy(), "{err}");
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    store.add_blob(&d, 1, None).await.unwrap();
+
+    // The server ends every session of the store (a restart, a failover).
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .execute(&mut other)
+    .await
+    .unwrap();
+    match store.blob_size(&d).await {
+        Ok(size) => assert_eq!(size, Some(1)),
+        Err(e) => assert!(e.is_busy(), "{e}"),
+    }
+    assert_eq!(store.blob_size(&d).await.unwrap(), Some(1));
+
+    // Nothing listens there.
+    let options = PostgresOptions {
+        acquire_timeout: std::time::Duration::from_millis(500),
+        ..PostgresOptions::default()
+    };
+    let err = PostgresMetadataStore::open("postgres://wharf@127.0.0.1:9/none", options)
+        .await
+        .unwrap_err();
+    assert!(err.is_busy(), "{err}");
+    other.close().await.unwrap();
+    store.close().await;
+    db.drop().await;
+}
+
+/// Two nodes create a registry of the same name at once: one gets it, the other is told
+/// the name is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_nodes_creating_one_registry_name_one_wins() {
+    let Some(db) = PgDatabase::create().await else { return };
+    let (a, b) = (db.open().await, db.open().await);
+    for i in 0..20 {
+        let reg = RegistryRecord {
+            id: 0,
+            name: format!("race{i}"),
+            is_default: false,
+            subscription: DEFAULT_SUBSCRIPTION.into(),
+            resource_group: DEFAULT_RESOURCE_GROUP.into(),
+            location: "here".into(),
+            sku: "Basic".into(),
+            properties: "{}".into(),
+            tags: "{}".into(),
+            created_at: 1,
+        };
+        let upper = RegistryRecord { name: reg.name.to_uppercase(), ..reg.clone() };
+        let (x, y) = tokio::join!(a.create_registry(&reg), b.create_registry(&upper));
+        let mut outcomes = [x.unwrap(), y.unwrap()];
+        outcomes.sort_by_key(|o| matches!(o, CreateRegistryOutcome::NameTaken));
+        assert!(matches!(outcomes[0], CreateRegistryOutcome::Created(_)), "{outcomes:?}");
+        assert_eq!(outcomes[1], CreateRegistryOutcome::NameTaken);
+    }
+    assert_eq!(a.registries(None, None).await.unwrap().len(), 21);
+    a.close().await;
+    b.close().await;
+    db.drop().await;
 }

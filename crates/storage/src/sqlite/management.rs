@@ -35,6 +35,8 @@ fn job_row(r: &SqliteRow) -> Result<JobRecord, StorageError> {
         error: r.try_get("error")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        owner: r.try_get("owner")?,
+        lease_until: r.try_get("lease_until")?,
     })
 }
 
@@ -272,8 +274,8 @@ impl ManagementStore for SqliteMetadataStore {
     async fn create_job(&self, job: &JobRecord) -> Result<(), StorageError> {
         sqlx::query(
             "INSERT INTO import_jobs (id, registry_id, request, resumable, status, progress, error,
-                                      created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                                      created_at, updated_at, owner, lease_until)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&job.id)
         .bind(job.registry_id)
@@ -284,6 +286,8 @@ impl ManagementStore for SqliteMetadataStore {
         .bind(&job.error)
         .bind(job.created_at)
         .bind(job.updated_at)
+        .bind(&job.owner)
+        .bind(job.lease_until)
         .execute(&self.write)
         .await?;
         Ok(())
@@ -327,6 +331,65 @@ impl ManagementStore for SqliteMetadataStore {
         .fetch_all(&self.read)
         .await?;
         rows.iter().map(job_row).collect()
+    }
+
+    async fn claim_jobs(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Vec<JobRecord>, StorageError> {
+        // Only constant fragments are formatted into the SQL.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE import_jobs SET owner = $1, lease_until = $3
+              WHERE status NOT IN {FINISHED}
+                AND (owner IS NULL OR owner = $1 OR lease_until < $2)
+             RETURNING *"
+        )))
+        .bind(owner)
+        .bind(now)
+        .bind(lease_until)
+        .fetch_all(&self.write)
+        .await?;
+        let mut jobs: Vec<JobRecord> = rows.iter().map(job_row).collect::<Result<_, _>>()?;
+        jobs.sort_by_key(|j| j.created_at);
+        Ok(jobs)
+    }
+
+    async fn heartbeat_job(
+        &self,
+        id: &str,
+        owner: &str,
+        progress: &str,
+        lease_until: i64,
+    ) -> Result<Option<String>, StorageError> {
+        // Only constant fragments are formatted into the SQL.
+        let status: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "UPDATE import_jobs SET progress = $3, lease_until = $4, updated_at = $5
+              WHERE id = $1 AND owner = $2 AND status NOT IN {FINISHED}
+             RETURNING status"
+        )))
+        .bind(id)
+        .bind(owner)
+        .bind(progress)
+        .bind(lease_until)
+        .bind(now_millis())
+        .fetch_optional(&self.write)
+        .await?;
+        Ok(status)
+    }
+
+    async fn request_job_cancel(&self, id: &str) -> Result<bool, StorageError> {
+        // Only constant fragments are formatted into the SQL.
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE import_jobs SET status = 'Canceling', updated_at = $2
+              WHERE id = $1 AND status NOT IN {FINISHED}"
+        )))
+        .bind(id)
+        .bind(now_millis())
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn delete_finished_jobs(&self, cutoff: i64) -> Result<u64, StorageError> {

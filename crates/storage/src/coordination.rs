@@ -1,0 +1,36 @@
+//! Locks that hold across every server sharing a store.
+//!
+//! One server on the embedded store needs none: its locks live in its own memory (the
+//! registry's `locks.rs`), and the data directory's file lock keeps a second server out.
+//! Servers sharing PostgreSQL take these as well, so that "attach a chunk to an upload
+//! session" or "commit a blob / delete it in GC" happen one at a time cluster-wide, and so
+//! that one node at a time runs garbage collection.
+
+use async_trait::async_trait;
+
+use crate::StorageError;
+
+/// A held lock; released when dropped (and by the database if the holder dies).
+pub struct LockGuard(#[allow(dead_code)] Box<dyn Send>);
+
+impl LockGuard {
+    /// A guard holding `inner` (whatever keeps the lock: a connection, a transaction).
+    pub fn new(inner: impl Send + 'static) -> Self {
+        LockGuard(Box::new(inner))
+    }
+}
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LockGuard")
+    }
+}
+
+/// Named locks shared by all servers on one store.
+#[async_trait]
+pub trait Coordination: Send + Sync + 'static {
+    /// Wait for the lock named `key` (a bounded time, else [`StorageError::Busy`]).
+    async fn lock(&self, key: &str) -> Result<LockGuard, StorageError>;
+    /// Take the lock named `key` if nobody holds it.
+    async fn try_lock(&self, key: &str) -> Result<Option<LockGuard>, StorageError>;
+}

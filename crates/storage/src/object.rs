@@ -1,0 +1,615 @@
+//! Blobs in an object store — S3 and S3-compatible stores, or Azure Blob Storage — through
+//! the `object_store` crate, for servers that scale out: every node sees the same objects and
+//! keeps nothing of a transfer in memory between calls, so an upload begun on one node goes
+//! on through another.
+//!
+//! Layout under the configured prefix:
+//! - `blobs/<algorithm>/<2 hex>/<hex>`: a committed blob, one object, published in one step
+//!   (a server-side copy or the completion of a multipart upload), so it is never half there.
+//! - `uploads/<uuid>/data/<offset, 20 digits>`: the pieces of an upload session, each holding
+//!   the session's bytes from its offset on. Objects can't be appended to or cut short, so a
+//!   session is pieces: an append or attach at offset `o` first drops the pieces starting at
+//!   or after `o`, and a piece running past the next one's start (bytes of an append that was
+//!   never recorded) is cut there when the session is read.
+//! - `uploads/<uuid>/parts/<uuid>`: a chunk written beside its session, renamed into `data/`
+//!   when it is attached.
+//!
+//! Memory is bounded per transfer and server-wide: bytes go out in parts of [`PART`] bytes,
+//! one part uploading while the next fills, and large transfers take their two parts' worth
+//! from a shared budget first (others wait, which is backpressure on their clients).
+
+use std::io;
+use std::ops::Range;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::signer::Signer;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+use wharf_oci::Digest;
+
+use crate::StorageError;
+use crate::blob::{
+    Appended, BlobStore, ByteRange, ByteStream, Part, PartWritten, StoredBlob, StoredUpload,
+};
+
+/// The size of each part of a multipart upload (S3 wants at least 5 MiB for all but the last).
+const PART: usize = 8 << 20;
+/// Bytes a transfer collects before it is known to be large: a transfer that ends sooner is
+/// one plain PUT and takes nothing from the shared budget.
+const SMALL: usize = 1 << 20;
+/// The largest object S3 copies in one request; larger uploads are composed by streaming.
+const MAX_COPY: u64 = 5 << 30;
+/// Part buffers server-wide, unless configured: enough for eight large transfers at once.
+pub const DEFAULT_PART_BUDGET: usize = 128 << 20;
+
+/// Where an [`ObjectBlobStore`] keeps its objects, parsed from a `--blobs` URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ObjectStoreUrl {
+    /// `s3://bucket[/prefix][?endpoint=…&region=…&allow_http=true&…]`; credentials from the
+    /// usual `AWS_*` environment variables.
+    S3 { bucket: String, prefix: String, options: Vec<(String, String)> },
+    /// `az://account/container[/prefix][?endpoint=…&use_emulator=true&…]`; credentials from
+    /// the usual `AZURE_STORAGE_*` environment variables.
+    Azure { account: String, container: String, prefix: String, options: Vec<(String, String)> },
+}
+
+impl FromStr for ObjectStoreUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (scheme, rest) =
+            s.split_once("://").ok_or_else(|| format!("{s:?} is not a URL (s3://… or az://…)"))?;
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut options = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
+            let key = decode(k)?;
+            // A URL ends up in command lines, config files and logs; secrets don't belong in it.
+            let lower = key.to_ascii_lowercase();
+            if ["secret", "key", "token", "sas", "password", "signature"]
+                .iter()
+                .any(|w| lower.contains(w) && lower != "skip_signature")
+            {
+                return Err(format!(
+                    "{key:?} can't be given in the blob store URL: credentials come from the \
+                     environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, \
+                     AZURE_STORAGE_ACCOUNT_KEY, …)"
+                ));
+            }
+            options.push((key, decode(v)?));
+        }
+        let mut segments = path.split('/').filter(|p| !p.is_empty());
+        let mut first = || segments.next().map(str::to_owned);
+        match scheme {
+            "s3" | "s3a" => {
+                let bucket = first().ok_or("an s3:// URL needs a bucket: s3://bucket[/prefix]")?;
+                let prefix = segments.collect::<Vec<_>>().join("/");
+                Ok(ObjectStoreUrl::S3 { bucket, prefix, options })
+            }
+            "az" | "azure" => {
+                let account =
+                    first().ok_or("an az:// URL needs an account: az://account/container")?;
+                let container =
+                    first().ok_or("an az:// URL needs a container: az://account/container")?;
+                let prefix = segments.collect::<Vec<_>>().join("/");
+                Ok(ObjectStoreUrl::Azure { account, container, prefix, options })
+            }
+            other => Err(format!("unknown blob store scheme {other:?} (s3://… or az://…)")),
+        }
+    }
+}
+
+fn decode(s: &str) -> Result<String, String> {
+    // Query values are URL-encoded (an endpoint is itself a URL); only `%XX` and `+` matter.
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = s.get(i + 1..i + 3).ok_or_else(|| format!("bad escape in {s:?}"))?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad escape in {s:?}"))?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8"))
+}
+
+/// A [`BlobStore`] on an object store.
+#[derive(Clone, Debug)]
+pub struct ObjectBlobStore {
+    store: Arc<dyn ObjectStore>,
+    /// Signs URLs a client may fetch a blob from directly (S3 and Azure both can).
+    signer: Option<Arc<dyn Signer>>,
+    prefix: String,
+    parts: Arc<Semaphore>,
+}
+
+impl ObjectBlobStore {
+    /// Open the store a `--blobs` URL names, with credentials from the environment, and
+    /// check that it answers.
+    pub async fn open(url: &ObjectStoreUrl) -> Result<Self, StorageError> {
+        // HTTPS to the store needs a TLS provider; the server installs the same one (a
+        // second install is a no-op).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = |e: object_store::Error| StorageError::Config(e.to_string());
+        let (store, signer, prefix): (Arc<dyn ObjectStore>, Option<Arc<dyn Signer>>, _) = match url
+        {
+            ObjectStoreUrl::S3 { bucket, prefix, options } => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+                for (k, v) in options {
+                    let key = k.parse().map_err(config)?;
+                    b = b.with_config(key, v);
+                }
+                let s3 = Arc::new(b.build().map_err(config)?);
+                (s3.clone(), Some(s3), prefix.clone())
+            }
+            ObjectStoreUrl::Azure { account, container, prefix, options } => {
+                let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_account(account)
+                    .with_container_name(container);
+                for (k, v) in options {
+                    let key = k.parse().map_err(config)?;
+                    b = b.with_config(key, v);
+                }
+                let az = Arc::new(b.build().map_err(config)?);
+                (az.clone(), Some(az), prefix.clone())
+            }
+        };
+        let this = Self::with_store(store, signer, &prefix, DEFAULT_PART_BUDGET);
+        // A wrong endpoint, bucket or credential is reported at start, not on the first push.
+        this.store
+            .list_with_delimiter(Some(&this.path("blobs")))
+            .await
+            .map_err(|e| StorageError::Config(format!("the blob store doesn't answer: {e}")))?;
+        Ok(this)
+    }
+
+    /// A store on any `object_store` implementation, keeping objects under `prefix`, with
+    /// `part_budget` bytes for part buffers server-wide.
+    pub fn with_store(
+        store: Arc<dyn ObjectStore>,
+        signer: Option<Arc<dyn Signer>>,
+        prefix: &str,
+        part_budget: usize,
+    ) -> Self {
+        let permits = (part_budget / PART).max(2);
+        ObjectBlobStore {
+            store,
+            signer,
+            prefix: prefix.trim_matches('/').to_owned(),
+            parts: Arc::new(Semaphore::new(permits)),
+        }
+    }
+
+    /// A URL a client can GET the blob from directly for `ttl`, if the store can sign one.
+    pub async fn signed_url(
+        &self,
+        digest: &Digest,
+        ttl: Duration,
+    ) -> Result<Option<String>, StorageError> {
+        let Some(signer) = &self.signer else { return Ok(None) };
+        let url = signer
+            .signed_url(http::Method::GET, &self.blob_path(digest), ttl)
+            .await
+            .map_err(unavailable)?;
+        Ok(Some(url.to_string()))
+    }
+
+    fn path(&self, rest: &str) -> Path {
+        if self.prefix.is_empty() {
+            Path::from(rest)
+        } else {
+            Path::from(format!("{}/{rest}", self.prefix))
+        }
+    }
+
+    fn blob_path(&self, digest: &Digest) -> Path {
+        let hex = digest.hex();
+        self.path(&format!("blobs/{}/{}/{hex}", digest.algorithm().as_str(), &hex[..2]))
+    }
+
+    fn blobs_root(&self) -> Path {
+        self.path("blobs")
+    }
+
+    fn uploads_root(&self) -> Path {
+        self.path("uploads")
+    }
+
+    fn data_dir(&self, id: Uuid) -> Path {
+        self.path(&format!("uploads/{id}/data"))
+    }
+
+    fn piece_path(&self, id: Uuid, offset: u64) -> Path {
+        self.path(&format!("uploads/{id}/data/{offset:020}"))
+    }
+
+    fn part_path(&self, id: Uuid, part: Uuid) -> Path {
+        self.path(&format!("uploads/{id}/parts/{part}"))
+    }
+
+    /// A session's pieces in order: (offset, object size, path).
+    async fn pieces(&self, id: Uuid) -> Result<Vec<(u64, u64, Path)>, StorageError> {
+        let dir = self.data_dir(id);
+        let mut pieces: Vec<(u64, u64, Path)> = self
+            .store
+            .list(Some(&dir))
+            .map_err(unavailable)
+            .try_filter_map(|meta| async move {
+                let offset = meta.location.filename().and_then(|f| f.parse::<u64>().ok());
+                Ok(offset.map(|o| (o, meta.size, meta.location)))
+            })
+            .try_collect()
+            .await?;
+        pieces.sort_by_key(|p| p.0);
+        Ok(pieces)
+    }
+
+    /// Drop the pieces of a session that start at or after `offset`.
+    async fn drop_pieces_from(&self, id: Uuid, offset: u64) -> Result<(), StorageError> {
+        for (start, _, path) in self.pieces(id).await? {
+            if start >= offset {
+                delete_quietly(&*self.store, &path).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The ranges of objects making up a session's first `len` bytes.
+    async fn layout(&self, id: Uuid, len: u64) -> Result<Vec<(Path, Range<u64>)>, StorageError> {
+        let pieces = self.pieces(id).await?;
+        let mut out = Vec::new();
+        let mut at = 0u64;
+        for (i, (start, size, path)) in pieces.iter().enumerate() {
+            if at >= len {
+                break;
+            }
+            if *start > at {
+                return Err(StorageError::Corrupt(format!(
+                    "upload {id} has no bytes at {at} (next piece at {start})"
+                )));
+            }
+            let next = pieces.get(i + 1).map_or(u64::MAX, |p| p.0);
+            let end = (start + size).min(next).min(len);
+            if end > at {
+                out.push((path.clone(), at - start..end - start));
+                at = end;
+            }
+        }
+        if at < len {
+            return Err(StorageError::Corrupt(format!("upload {id} holds {at} of {len} bytes")));
+        }
+        Ok(out)
+    }
+
+    /// Stream `data` into one new object at `path`. Returns the bytes written and the
+    /// input's failure, if it failed (the object then holds what came before).
+    async fn write_object(
+        &self,
+        path: &Path,
+        mut data: ByteStream,
+    ) -> Result<(u64, Option<io::Error>), StorageError> {
+        // Collect up to SMALL bytes first: most blobs (configs, small layers, manifests'
+        // chunks) end there and become one PUT.
+        let mut head = BytesMut::new();
+        let mut input_error = None;
+        let mut ended = false;
+        while head.len() < SMALL {
+            match data.next().await {
+                Some(Ok(b)) => head.extend_from_slice(&b),
+                Some(Err(e)) => {
+                    input_error = Some(e);
+                    ended = true;
+                    break;
+                }
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if ended {
+            let len = head.len() as u64;
+            if len > 0 || input_error.is_none() {
+                self.store.put(path, PutPayload::from(head.freeze())).await.map_err(unavailable)?;
+            }
+            return Ok((len, input_error));
+        }
+        // A large transfer: two parts' worth from the shared budget (all at once, so two
+        // transfers can't each hold one and wait for the other).
+        let _permits = self
+            .parts
+            .acquire_many(2)
+            .await
+            .map_err(|_| StorageError::Busy("the blob store is shutting down".into()))?;
+        let upload = self.store.put_multipart(path).await.map_err(unavailable)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
+        let mut len = head.len() as u64;
+        writer.put(head.freeze());
+        let result: Result<(), StorageError> = async {
+            loop {
+                match data.next().await {
+                    Some(Ok(b)) => {
+                        len += b.len() as u64;
+                        writer.wait_for_capacity(1).await.map_err(unavailable)?;
+                        writer.put(b);
+                    }
+                    Some(Err(e)) => {
+                        input_error = Some(e);
+                        return Ok(());
+                    }
+                    None => return Ok(()),
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                writer.finish().await.map_err(unavailable)?;
+                Ok((len, input_error))
+            }
+            Err(e) => {
+                let _ = writer.abort().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The store failed or didn't answer: the caller may try again later (HTTP 503).
+fn unavailable(e: object_store::Error) -> StorageError {
+    StorageError::Busy(format!("blob store: {e}"))
+}
+
+async fn delete_quietly(store: &dyn ObjectStore, path: &Path) -> Result<(), StorageError> {
+    match store.delete(path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+fn io_error(e: object_store::Error) -> io::Error {
+    io::Error::other(format!("blob store: {e}"))
+}
+
+#[async_trait]
+impl BlobStore for ObjectBlobStore {
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
+        match self.store.head(&self.blob_path(digest)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn read(
+        &self,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<Option<ByteStream>, StorageError> {
+        let options = GetOptions {
+            range: range.map(|r| GetRange::Bounded(r.start..r.end.saturating_add(1))),
+            ..GetOptions::default()
+        };
+        match self.store.get_opts(&self.blob_path(digest), options).await {
+            Ok(got) => Ok(Some(Box::pin(got.into_stream().map_err(io_error)))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<(), StorageError> {
+        delete_quietly(&*self.store, &self.blob_path(digest)).await
+    }
+
+    async fn list(&self) -> Result<Vec<StoredBlob>, StorageError> {
+        self.store
+            .list(Some(&self.blobs_root()))
+            .map_err(unavailable)
+            .try_filter_map(|meta| async move {
+                // blobs/<algorithm>/<2 hex>/<hex>
+                let parts: Vec<_> = meta.location.parts().collect();
+                let [.., algorithm, _, hex] = parts.as_slice() else { return Ok(None) };
+                let digest = Digest::from_str(&format!("{}:{}", algorithm.as_ref(), hex.as_ref()));
+                Ok(digest.ok().map(|digest| StoredBlob {
+                    digest,
+                    size: meta.size,
+                    modified: meta.last_modified.into(),
+                }))
+            })
+            .try_collect()
+            .await
+    }
+
+    async fn create_upload(&self, _id: Uuid) -> Result<(), StorageError> {
+        // Nothing to make: a session with no pieces reads as empty.
+        Ok(())
+    }
+
+    async fn append_upload(
+        &self,
+        id: Uuid,
+        offset: u64,
+        data: ByteStream,
+    ) -> Result<Appended, StorageError> {
+        self.drop_pieces_from(id, offset).await?;
+        let (written, input_error) = self.write_object(&self.piece_path(id, offset), data).await?;
+        Ok(Appended { len: offset + written, input_error })
+    }
+
+    async fn write_part(&self, id: Uuid, data: ByteStream) -> Result<PartWritten, StorageError> {
+        let part = Uuid::new_v4();
+        let (len, input_error) = self.write_object(&self.part_path(id, part), data).await?;
+        Ok(PartWritten { part: Part { id: part, len }, input_error })
+    }
+
+    async fn attach_part(&self, id: Uuid, offset: u64, part: &Part) -> Result<u64, StorageError> {
+        self.drop_pieces_from(id, offset).await?;
+        if part.len > 0 {
+            self.store
+                .rename(&self.part_path(id, part.id), &self.piece_path(id, offset))
+                .await
+                .map_err(unavailable)?;
+        } else {
+            delete_quietly(&*self.store, &self.part_path(id, part.id)).await?;
+        }
+        Ok(offset + part.len)
+    }
+
+    async fn drop_part(&self, id: Uuid, part: Uuid) -> Result<(), StorageError> {
+        delete_quietly(&*self.store, &self.part_path(id, part)).await
+    }
+
+    async fn commit_upload(&self, id: Uuid, len: u64, digest: &Digest) -> Result<(), StorageError> {
+        let target = self.blob_path(digest);
+        if self.stat(digest).await?.is_some() {
+            return self.abort_upload(id).await;
+        }
+        let layout = self.layout(id, len).await?;
+        // The common case, a session written in one go: a server-side copy.
+        let whole = match layout.as_slice() {
+            [(path, range)] if range.start == 0 && len <= MAX_COPY => {
+                self.is_whole(path, len).await?.then(|| path.clone())
+            }
+            _ => None,
+        };
+        match (layout.as_slice(), whole) {
+            ([], _) => {
+                self.store.put(&target, PutPayload::default()).await.map_err(unavailable)?;
+            }
+            (_, Some(path)) => {
+                self.store.copy(&path, &target).await.map_err(unavailable)?;
+            }
+            _ => {
+                // Pieces (or a piece with bytes past `len`): stream them into the blob, the
+                // same bounded way a push streams in. Never hashed again: the caller has.
+                let store = self.store.clone();
+                let reads = futures::stream::iter(layout)
+                    .then(move |(path, range)| {
+                        let store = store.clone();
+                        async move {
+                            let got = store
+                                .get_opts(
+                                    &path,
+                                    GetOptions {
+                                        range: Some(GetRange::Bounded(range)),
+                                        ..GetOptions::default()
+                                    },
+                                )
+                                .await
+                                .map_err(io_error)?;
+                            Ok::<_, io::Error>(got.into_stream().map_err(io_error))
+                        }
+                    })
+                    .try_flatten();
+                let (written, input_error) = self.write_object(&target, Box::pin(reads)).await?;
+                if let Some(e) = input_error {
+                    // A piece couldn't be read: the blob written holds less than it should.
+                    delete_quietly(&*self.store, &target).await?;
+                    return Err(StorageError::Busy(format!(
+                        "blob store: reading upload {id}: {e}"
+                    )));
+                }
+                if written != len {
+                    delete_quietly(&*self.store, &target).await?;
+                    return Err(StorageError::Corrupt(format!(
+                        "upload {id}: composed {written} of {len} bytes"
+                    )));
+                }
+            }
+        }
+        self.abort_upload(id).await
+    }
+
+    async fn abort_upload(&self, id: Uuid) -> Result<(), StorageError> {
+        for (_, _, path) in self.pieces(id).await? {
+            delete_quietly(&*self.store, &path).await?;
+        }
+        Ok(())
+    }
+
+    async fn list_uploads(&self) -> Result<Vec<StoredUpload>, StorageError> {
+        let objects: Vec<_> =
+            self.store.list(Some(&self.uploads_root())).try_collect().await.map_err(unavailable)?;
+        let mut out: Vec<StoredUpload> = Vec::new();
+        for meta in objects {
+            // uploads/<id>/data/<offset> or uploads/<id>/parts/<part>
+            let parts: Vec<_> = meta.location.parts().collect();
+            let [.., id, kind, name] = parts.as_slice() else { continue };
+            let Ok(id) = Uuid::parse_str(id.as_ref()) else { continue };
+            let modified = meta.last_modified.into();
+            match kind.as_ref() {
+                "parts" => {
+                    if let Ok(part) = Uuid::parse_str(name.as_ref()) {
+                        out.push(StoredUpload { id, part: Some(part), modified });
+                    }
+                }
+                "data" => match out.iter_mut().find(|u| u.id == id && u.part.is_none()) {
+                    Some(u) => u.modified = u.modified.max(modified),
+                    None => out.push(StoredUpload { id, part: None, modified }),
+                },
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl ObjectBlobStore {
+    async fn is_whole(&self, path: &Path, len: u64) -> Result<bool, StorageError> {
+        match self.store.head(path).await {
+            Ok(meta) => Ok(meta.size == len),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_a_store() {
+        let s3: ObjectStoreUrl =
+            "s3://bucket/some/prefix?endpoint=http%3A%2F%2F127.0.0.1%3A9000&allow_http"
+                .parse()
+                .unwrap();
+        assert_eq!(
+            s3,
+            ObjectStoreUrl::S3 {
+                bucket: "bucket".into(),
+                prefix: "some/prefix".into(),
+                options: vec![
+                    ("endpoint".into(), "http://127.0.0.1:9000".into()),
+                    ("allow_http".into(), "true".into())
+                ],
+            }
+        );
+        let az: ObjectStoreUrl = "az://acct/container".parse().unwrap();
+        assert!(matches!(az, ObjectStoreUrl::Azure { ref prefix, .. } if prefix.is_empty()));
+        assert!("az://acct".parse::<ObjectStoreUrl>().is_err());
+        assert!("gs://bucket".parse::<ObjectStoreUrl>().is_err());
+        assert!("bucket".parse::<ObjectStoreUrl>().is_err());
+        assert!("s3://b?endpoint=%zz".parse::<ObjectStoreUrl>().is_err());
+        let secret = "s3://b?secret_access_key=hunter2".parse::<ObjectStoreUrl>().unwrap_err();
+        assert!(secret.contains("environment") && !secret.contains("hunter2"), "{secret}");
+        assert!("az://a/c?account_key=x".parse::<ObjectStoreUrl>().is_err());
+    }
+}

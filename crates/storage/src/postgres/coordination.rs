@@ -1,0 +1,42 @@
+//! Cluster-wide locks on PostgreSQL: transaction-scoped advisory locks. A guard is an open
+//! transaction holding `pg_advisory_xact_lock(hash of the name)`; dropping it rolls the
+//! transaction back, which releases the lock, and a node that dies loses its connection,
+//! which releases it too — so no lock outlives its holder and none needs a heartbeat.
+
+use async_trait::async_trait;
+
+use super::PostgresMetadataStore;
+use crate::{Coordination, LockGuard, StorageError};
+
+/// How long [`Coordination::lock`] waits before the store reports itself busy (503): longer
+/// than any one holder keeps a lock (a copy in the object store, a row), short enough that
+/// a client isn't left hanging.
+const LOCK_WAIT: &str = "30s";
+
+#[async_trait]
+impl Coordination for PostgresMetadataStore {
+    async fn lock(&self, key: &str) -> Result<LockGuard, StorageError> {
+        let mut tx = self.locks.begin().await?;
+        sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+            .bind(LOCK_WAIT)
+            .execute(&mut *tx)
+            .await?;
+        // A lock wait isn't a statement that should be cancelled by statement_timeout.
+        sqlx::query("SELECT set_config('statement_timeout', '0', true)").execute(&mut *tx).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        Ok(LockGuard::new(tx))
+    }
+
+    async fn try_lock(&self, key: &str) -> Result<Option<LockGuard>, StorageError> {
+        let mut tx = self.locks.begin().await?;
+        let (taken,): (bool,) =
+            sqlx::query_as("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await?;
+        Ok(taken.then(|| LockGuard::new(tx)))
+    }
+}

@@ -1,0 +1,460 @@
+use async_trait::async_trait;
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{PostgresMetadataStore, registry_row};
+use crate::meta::*;
+use crate::{StorageError, now_millis};
+
+fn rg_row(r: &PgRow) -> Result<ResourceGroupRecord, StorageError> {
+    Ok(ResourceGroupRecord {
+        subscription: r.try_get("subscription_id")?,
+        name: r.try_get("name")?,
+        location: r.try_get("location")?,
+        tags: r.try_get("tags")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn sub_row(r: &PgRow) -> Result<SubscriptionRecord, StorageError> {
+    Ok(SubscriptionRecord {
+        id: r.try_get("id")?,
+        display_name: r.try_get("display_name")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn job_row(r: &PgRow) -> Result<JobRecord, StorageError> {
+    Ok(JobRecord {
+        id: r.try_get("id")?,
+        registry_id: r.try_get("registry_id")?,
+        request: r.try_get("request")?,
+        resumable: r.try_get("resumable")?,
+        status: r.try_get("status")?,
+        progress: r.try_get("progress")?,
+        error: r.try_get("error")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        owner: r.try_get("owner")?,
+        lease_until: r.try_get("lease_until")?,
+    })
+}
+
+/// Job states after which nothing changes.
+const FINISHED: &str = "('Succeeded', 'Failed', 'Canceled')";
+
+#[async_trait]
+impl ManagementStore for PostgresMetadataStore {
+    async fn put_subscription(&self, id: &str, display_name: &str) -> Result<bool, StorageError> {
+        self.write_tx(|conn, _| {
+            Box::pin(async move {
+                let exists: Option<i32> =
+                    sqlx::query_scalar("SELECT 1 FROM subscriptions WHERE id_ci = lower($1)")
+                        .bind(id)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                sqlx::query(
+                    "INSERT INTO subscriptions (id, display_name, created_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (id_ci) DO UPDATE SET display_name = excluded.display_name",
+                )
+                .bind(id)
+                .bind(display_name)
+                .bind(now_millis())
+                .execute(&mut *conn)
+                .await?;
+                Ok(exists.is_none())
+            })
+        })
+        .await
+    }
+
+    async fn subscription(&self, id: &str) -> Result<Option<SubscriptionRecord>, StorageError> {
+        sqlx::query("SELECT * FROM subscriptions WHERE id_ci = lower($1)")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(sub_row)
+            .transpose()
+    }
+
+    async fn subscriptions(&self) -> Result<Vec<SubscriptionRecord>, StorageError> {
+        let rows =
+            sqlx::query("SELECT * FROM subscriptions ORDER BY id_ci").fetch_all(&self.pool).await?;
+        rows.iter().map(sub_row).collect()
+    }
+
+    async fn put_resource_group(&self, rg: &ResourceGroupRecord) -> Result<bool, StorageError> {
+        self.write_tx(|conn, _| {
+            Box::pin(async move {
+                let exists: Option<i32> = sqlx::query_scalar(
+                    "SELECT 1 FROM resource_groups
+                      WHERE subscription_ci = lower($1) AND name_ci = lower($2)",
+                )
+                .bind(&rg.subscription)
+                .bind(&rg.name)
+                .fetch_optional(&mut *conn)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO resource_groups (subscription_id, name, location, tags, created_at)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (subscription_ci, name_ci) DO UPDATE SET tags = excluded.tags",
+                )
+                .bind(&rg.subscription)
+                .bind(&rg.name)
+                .bind(&rg.location)
+                .bind(&rg.tags)
+                .bind(rg.created_at)
+                .execute(&mut *conn)
+                .await?;
+                Ok(exists.is_none())
+            })
+        })
+        .await
+    }
+
+    async fn resource_group(
+        &self,
+        subscription: &str,
+        name: &str,
+    ) -> Result<Option<ResourceGroupRecord>, StorageError> {
+        sqlx::query(
+            "SELECT * FROM resource_groups WHERE subscription_ci = lower($1) AND name_ci = lower($2)",
+        )
+        .bind(subscription)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(rg_row)
+        .transpose()
+    }
+
+    async fn resource_groups(
+        &self,
+        subscription: &str,
+    ) -> Result<Vec<ResourceGroupRecord>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT * FROM resource_groups WHERE subscription_ci = lower($1) ORDER BY name_ci",
+        )
+        .bind(subscription)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rg_row).collect()
+    }
+
+    async fn delete_resource_group(
+        &self,
+        subscription: &str,
+        name: &str,
+    ) -> Result<bool, StorageError> {
+        self.write_tx(|conn, _| {
+            Box::pin(async move {
+                // Everything in the group goes, as in ARM. The default registry never does:
+                // with it inside, the group's own delete fails on the foreign key (the
+                // management layer refuses earlier, with a clear error).
+                sqlx::query(
+                    "DELETE FROM registries
+                      WHERE subscription_ci = lower($1) AND resource_group_ci = lower($2)
+                        AND NOT is_default",
+                )
+                .bind(subscription)
+                .bind(name)
+                .execute(&mut *conn)
+                .await?;
+                let done = sqlx::query(
+                    "DELETE FROM resource_groups
+                      WHERE subscription_ci = lower($1) AND name_ci = lower($2)",
+                )
+                .bind(subscription)
+                .bind(name)
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            })
+        })
+        .await
+    }
+
+    async fn create_registry(
+        &self,
+        r: &RegistryRecord,
+    ) -> Result<CreateRegistryOutcome, StorageError> {
+        self.write_tx(|conn, _| {
+            Box::pin(async move {
+                let rg: Option<i32> = sqlx::query_scalar(
+                    "SELECT 1 FROM resource_groups
+                      WHERE subscription_ci = lower($1) AND name_ci = lower($2)",
+                )
+                .bind(&r.subscription)
+                .bind(&r.resource_group)
+                .fetch_optional(&mut *conn)
+                .await?;
+                if rg.is_none() {
+                    return Ok(CreateRegistryOutcome::NoResourceGroup);
+                }
+                let taken: Option<i32> =
+                    sqlx::query_scalar("SELECT 1 FROM registries WHERE name_ci = lower($1)")
+                        .bind(&r.name)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                if taken.is_some() {
+                    return Ok(CreateRegistryOutcome::NameTaken);
+                }
+                // Canonical casing of the group comes from the group itself.
+                let row = sqlx::query(
+                    "INSERT INTO registries (name, is_default, subscription_id, resource_group,
+                                             location, sku, properties, tags, created_at)
+                     SELECT $1, false, subscription_id, name, $4, $5, $6, $7, $8
+                       FROM resource_groups
+                      WHERE subscription_ci = lower($2) AND name_ci = lower($3)
+                     RETURNING *",
+                )
+                .bind(&r.name)
+                .bind(&r.subscription)
+                .bind(&r.resource_group)
+                .bind(&r.location)
+                .bind(&r.sku)
+                .bind(&r.properties)
+                .bind(&r.tags)
+                .bind(r.created_at)
+                .fetch_one(&mut *conn)
+                .await?;
+                Ok(CreateRegistryOutcome::Created(registry_row(&row)?))
+            })
+        })
+        .await
+    }
+
+    async fn update_registry(&self, r: &RegistryRecord) -> Result<(), StorageError> {
+        self.write_tx(|conn, _| {
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE registries SET location = $2, sku = $3, properties = $4, tags = $5
+                      WHERE id = $1",
+                )
+                .bind(r.id)
+                .bind(&r.location)
+                .bind(&r.sku)
+                .bind(&r.properties)
+                .bind(&r.tags)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn registry(&self, id: i64) -> Result<Option<RegistryRecord>, StorageError> {
+        sqlx::query("SELECT * FROM registries WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(registry_row)
+            .transpose()
+    }
+
+    async fn registry_in(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+        name: &str,
+    ) -> Result<Option<RegistryRecord>, StorageError> {
+        sqlx::query(
+            "SELECT * FROM registries
+              WHERE subscription_ci = lower($1) AND resource_group_ci = lower($2)
+                AND name_ci = lower($3)",
+        )
+        .bind(subscription)
+        .bind(resource_group)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(registry_row)
+        .transpose()
+    }
+
+    async fn registries(
+        &self,
+        subscription: Option<&str>,
+        resource_group: Option<&str>,
+    ) -> Result<Vec<RegistryRecord>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT * FROM registries
+              WHERE ($1::text IS NULL OR subscription_ci = lower($1))
+                AND ($2::text IS NULL OR resource_group_ci = lower($2))
+              ORDER BY name_ci",
+        )
+        .bind(subscription)
+        .bind(resource_group)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(registry_row).collect()
+    }
+
+    async fn delete_registry(&self, id: i64) -> Result<bool, StorageError> {
+        self.write_tx(|conn, _| {
+            Box::pin(async move {
+                // Repositories, manifests, tags, links, jobs, scope maps and tokens go with
+                // it; blobs are left to GC.
+                let done = sqlx::query("DELETE FROM registries WHERE id = $1 AND NOT is_default")
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            })
+        })
+        .await
+    }
+
+    async fn create_job(&self, job: &JobRecord) -> Result<(), StorageError> {
+        self.write_tx(|conn, _| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO import_jobs (id, registry_id, request, resumable, status, progress,
+                                              error, created_at, updated_at, owner, lease_until)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(&job.id)
+                .bind(job.registry_id)
+                .bind(&job.request)
+                .bind(job.resumable)
+                .bind(&job.status)
+                .bind(&job.progress)
+                .bind(&job.error)
+                .bind(job.created_at)
+                .bind(job.updated_at)
+                .bind(&job.owner)
+                .bind(job.lease_until)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn update_job(
+        &self,
+        id: &str,
+        status: &str,
+        progress: &str,
+        error: Option<&str>,
+    ) -> Result<(), StorageError> {
+        self.write_tx(|conn, _| {
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE import_jobs SET status = $2, progress = $3, error = $4, updated_at = $5
+                      WHERE id = $1",
+                )
+                .bind(id)
+                .bind(status)
+                .bind(progress)
+                .bind(error)
+                .bind(now_millis())
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<JobRecord>, StorageError> {
+        sqlx::query("SELECT * FROM import_jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(job_row)
+            .transpose()
+    }
+
+    async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StorageError> {
+        // Only constant fragments are formatted into the SQL.
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT * FROM import_jobs WHERE status NOT IN {FINISHED} ORDER BY created_at, id"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_row).collect()
+    }
+
+    async fn claim_jobs(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Vec<JobRecord>, StorageError> {
+        // One statement: rows another node is claiming at the same moment are locked by its
+        // UPDATE, and re-checked after it commits (their lease is then no longer past), so
+        // no job is taken twice.
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE import_jobs SET owner = $1, lease_until = $3
+              WHERE status NOT IN {FINISHED}
+                AND (owner IS NULL OR owner = $1 OR lease_until < $2)
+             RETURNING *"
+        )))
+        .bind(owner)
+        .bind(now)
+        .bind(lease_until)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut jobs: Vec<JobRecord> = rows.iter().map(job_row).collect::<Result<_, _>>()?;
+        jobs.sort_by_key(|j| j.created_at);
+        Ok(jobs)
+    }
+
+    async fn heartbeat_job(
+        &self,
+        id: &str,
+        owner: &str,
+        progress: &str,
+        lease_until: i64,
+    ) -> Result<Option<String>, StorageError> {
+        let status: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "UPDATE import_jobs SET progress = $3, lease_until = $4, updated_at = $5
+              WHERE id = $1 AND owner = $2 AND status NOT IN {FINISHED}
+             RETURNING status"
+        )))
+        .bind(id)
+        .bind(owner)
+        .bind(progress)
+        .bind(lease_until)
+        .bind(now_millis())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(status)
+    }
+
+    async fn request_job_cancel(&self, id: &str) -> Result<bool, StorageError> {
+        let done = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE import_jobs SET status = 'Canceling', updated_at = $2
+              WHERE id = $1 AND status NOT IN {FINISHED}"
+        )))
+        .bind(id)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_finished_jobs(&self, cutoff: i64) -> Result<u64, StorageError> {
+        self.write_tx(|conn, _| {
+            Box::pin(async move {
+                // Only constant fragments are formatted into the SQL.
+                let done = sqlx::query(AssertSqlSafe(format!(
+                    "DELETE FROM import_jobs WHERE status IN {FINISHED} AND updated_at < $1"
+                )))
+                .bind(cutoff)
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected())
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,1061 @@
+use async_trait::async_trait;
+use bytes::Bytes;
+use sqlx::postgres::{PgConnection, PgRow};
+use sqlx::{AssertSqlSafe, Row};
+use uuid::Uuid;
+use wharf_oci::{Digest, Reference, RepositoryName, Tag};
+
+use super::{
+    PostgresMetadataStore, TxError, digest_col, opt_digest_col, parse_digest, registry_row,
+};
+use crate::meta::*;
+use crate::{StorageError, now_millis};
+
+const KIND_BLOB: i64 = 0;
+const KIND_MANIFEST: i64 = 1;
+
+/// The id of a repository, creating it if needed.
+async fn repo_id_tx(conn: &mut PgConnection, repo: &RepoKey) -> Result<i64, TxError> {
+    // Look first: `INSERT … ON CONFLICT` would spend an identity value on every call.
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM repositories WHERE registry_id = $1 AND name = $2")
+            .bind(repo.registry)
+            .bind(repo.name.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+    if let Some(id) = found {
+        return Ok(id);
+    }
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO repositories (registry_id, name, created_at) VALUES ($1, $2, $3)
+         ON CONFLICT (registry_id, name) DO NOTHING RETURNING id",
+    )
+    .bind(repo.registry)
+    .bind(repo.name.as_str())
+    .bind(now_millis())
+    .fetch_optional(&mut *conn)
+    .await?;
+    match inserted {
+        Some(id) => Ok(id),
+        None => Ok(sqlx::query_scalar(
+            "SELECT id FROM repositories WHERE registry_id = $1 AND name = $2",
+        )
+        .bind(repo.registry)
+        .bind(repo.name.as_str())
+        .fetch_one(&mut *conn)
+        .await?),
+    }
+}
+
+impl PostgresMetadataStore {
+    /// The id of a repository that holds at least one manifest (what "exists" means to
+    /// clients: uploads alone, or a last manifest deleted, leave an empty row behind).
+    async fn listed_repo_id(&self, repo: &RepoKey) -> Result<Option<i64>, StorageError> {
+        Ok(sqlx::query_scalar(
+            "SELECT r.id FROM repositories r
+              WHERE r.registry_id = $1 AND r.name = $2
+                AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)",
+        )
+        .bind(repo.registry)
+        .bind(repo.name.as_str())
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn repo_id(&self, repo: &RepoKey) -> Result<Option<i64>, StorageError> {
+        Ok(sqlx::query_scalar("SELECT id FROM repositories WHERE registry_id = $1 AND name = $2")
+            .bind(repo.registry)
+            .bind(repo.name.as_str())
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// `columns` of the manifest `reference` names in `repo`, in one statement (one
+    /// snapshot: a tag moving meanwhile can't make the lookup miss).
+    async fn manifest_by_reference(
+        &self,
+        repo: &RepoKey,
+        reference: &Reference,
+        columns: &'static str,
+    ) -> Result<Option<PgRow>, StorageError> {
+        let (sql, key) = match reference {
+            Reference::Digest(d) => (
+                format!(
+                    "SELECT {columns} FROM repositories r
+                       JOIN manifests m ON m.repo_id = r.id
+                      WHERE r.registry_id = $1 AND r.name = $2 AND m.digest = $3"
+                ),
+                d.to_string(),
+            ),
+            Reference::Tag(t) => (
+                format!(
+                    "SELECT {columns} FROM repositories r
+                       JOIN tags t ON t.repo_id = r.id
+                       JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
+                      WHERE r.registry_id = $1 AND r.name = $2 AND t.name = $3"
+                ),
+                t.as_str().to_owned(),
+            ),
+        };
+        // Only constant fragments are formatted into the SQL.
+        Ok(sqlx::query(AssertSqlSafe(sql))
+            .bind(repo.registry)
+            .bind(repo.name.as_str())
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+}
+
+#[async_trait]
+impl MetadataStore for PostgresMetadataStore {
+    async fn default_registry(&self) -> Result<RegistryRecord, StorageError> {
+        let row =
+            sqlx::query("SELECT * FROM registries WHERE is_default").fetch_one(&self.pool).await?;
+        registry_row(&row)
+    }
+
+    async fn registry_by_name(&self, name: &str) -> Result<Option<RegistryRecord>, StorageError> {
+        sqlx::query("SELECT * FROM registries WHERE name_ci = lower($1)")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(registry_row)
+            .transpose()
+    }
+
+    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
+        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = $1")
+            .bind(digest.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(size.map(|s| s as u64))
+    }
+
+    async fn linked_blob_size(
+        &self,
+        repo: &RepoKey,
+        digest: &Digest,
+    ) -> Result<Option<u64>, StorageError> {
+        let size: Option<i64> = sqlx::query_scalar(
+            "SELECT b.size FROM repo_blobs l
+               JOIN repositories r ON r.id = l.repo_id
+               JOIN blobs b ON b.digest = l.digest
+              WHERE r.registry_id = $1 AND r.name = $2 AND l.digest = $3",
+        )
+        .bind(repo.registry)
+        .bind(repo.name.as_str())
+        .bind(digest.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(size.map(|s| s as u64))
+    }
+
+    async fn add_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        repo: Option<&RepoKey>,
+    ) -> Result<(), StorageError> {
+        let digest = &digest.to_string();
+        self.write_tx(|conn, _| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO blobs (digest, size, touched_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (digest) DO UPDATE SET touched_at = excluded.touched_at",
+                )
+                .bind(digest)
+                .bind(size as i64)
+                .bind(now_millis())
+                .execute(&mut *conn)
+                .await?;
+                if let Some(repo) = repo {
+                    let repo_id = repo_id_tx(conn, repo).await?;
+                    link_tx(conn, repo_id, std::slice::from_ref(digest)).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn blob_in_registry(
+        &self,
+        registry: i64,
+        digest: &Digest,
+    ) -> Result<Option<u64>, StorageError> {
+        let size: Option<i64> = sqlx::query_scalar(
+            "SELECT b.size FROM repo_blobs l
+               JOIN repositories r ON r.id = l.repo_id
+               JOIN blobs b ON b.digest = l.digest
+              WHERE r.registry_id = $1 AND l.digest = $2 LIMIT 1",
+        )
+        .bind(registry)
+        .bind(digest.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(size.map(|s| s as u64))
+    }
+
+    async fn touch_blob(&self, digest: &Digest) -> Result<bool, StorageError> {
+        let digest = &digest.to_string();
+        self.write_tx(|conn, _| {
+            Box::pin(async move {
+                let done = sqlx::query("UPDATE blobs SET touched_at = $2 WHERE digest = $1")
+                    .bind(digest)
+                    .bind(now_millis())
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            })
+        })
+        .await
+    }
+
+    async fn link_blob(&self, repo: &RepoKey, digest: &Digest) -> Result<bool, StorageError> {
+        let digest = &digest.to_string();
+        self.write_tx(|conn, _| {
+            Box::pin(async move {
+                let exists: Option<i32> =
+                    sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = $1")
+                        .bind(digest)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                if exists.is_none() {
+                    return Ok(false);
+                }
+                let repo_id = repo_id_tx(conn, repo).await?;
+                link_tx(conn, repo_id, std::slice::from_ref(digest)).await?;
+                Ok(true)
+            })
+        })
+        .await
+    }
+
+    async fn unlink_blob(&self, repo: &RepoKey, digest: &Digest) -> Result<bool, StorageError> {
+        let digest = &digest.to_string();
+        self.write_tx(|conn, _| {
+            Box::pin(async move {
+                let done = sqlx::query(
+                    "DELETE FROM repo_blobs WHERE digest = $3 AND repo_id =
+                       (SELECT id FROM repositories WHERE registry_id = $1 AND name = $2)",
+                )
+                .bind(repo.registry)
+                .bind(repo.name.as_str())
+                .bind(digest)
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            })
+        })
+        .await
+    }
+
+    async fn create_upload(&self, upload: &UploadRecord) -> Result<(), StorageError> {
+        self.write_tx(|conn, _| {
+            Box::pin(async move {
+                let repo_id = repo_id_tx(conn, &upload.repo).await?;
+                sqlx::query(
+                    "INSERT INTO uploads (id, repo_id, size, hash_state, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(upload.id.to_string())
+                .bind(repo_id)
+                .bind(upload.size as i64)
+                .bind(&upload.hash_state)
+                .bind(upload.created_at)
+                .bind(upload.updated_at)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn upload(&self, id: Uuid) -> Result<Option<UploadRecord>, StorageError> {
+        let Some(row) = sqlx::query(
+            "SELECT u.size, u.hash_state, u.created_at, u.updated_at, r.registry_id, r.name
+               FROM uploads u JOIN repositories r ON r.id = u.repo_id WHERE u.id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let name: String = row.try_get("name")?;
+        Ok(Some(UploadRecord {
+            id,
+            repo: RepoKey {
+                registry: row.try_get("registry_id")?,
+                name: RepositoryName::parse(&name)
+                    .map_err(|e| StorageError::Corrupt(e.to_string()))?,
+            },
+            size: row.try_get::<i64, _>("size")? as u64,
+            hash_state: row.try_get("hash_state")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        }))
+    }
+
+    async fn update_upload(
+        &self,
+        id: Uuid,
+        size: u64,
+        hash_state: &[u8],
+    ) -> Result<(), StorageError> {
+        let id = &id.to_string();
+        self.write_tx(|conn, _| {
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE uploads SET size = $2, hash_state = $3, updated_at = $4 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(size as i64)
+                .bind(hash_state)
+                .bind(now_millis())
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn delete_upload(&self, id: Uuid) -> Result<(), StorageError> {
+        let id = &id.to_string();
+        self.write_tx(|conn, _| {
+            Box::pin(async move {
+                sqlx::query("DELETE FROM uploads WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn delete_upload_if_idle(&self, id: Uuid, cutoff: i64) -> Result<bool, StorageError> {
+        let id = &id.to_string();
+        self.write_tx(|conn, _| {
+            Box::pin(async move {
+                let done = sqlx::query("DELETE FROM uploads WHERE id = $1 AND updated_at < $2")
+                    .bind(id)
+                    .bind(cutoff)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            })
+        })
+        .await
+    }
+
+    async fn idle_uploads(&self, cutoff: i64) -> Result<Vec<Uuid>, StorageError> {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM uploads WHERE updated_at < $1")
+            .bind(cutoff)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(ids.iter().filter_map(|s| Uuid::parse_str(s).ok()).collect())
+    }
+
+    async fn put_manifest(&self, put: &PutManifest) -> Result<PutManifestOutcome, StorageError> {
+        self.write_tx_if(|conn, _| {
+            Box::pin(async move {
+                let outcome = insert_manifest_tx(conn, put).await?;
+                // Anything but `Stored` stores nothing (not even the repository row).
+                let commit = outcome == PutManifestOutcome::Stored;
+                Ok((outcome, commit))
+            })
+        })
+        .await
+    }
+
+    async fn commit_batch(&self, batch: &CommitBatch) -> Result<CommitOutcome, StorageError> {
+        // One statement per repository rather than per link, each digest once (an upsert
+        // can't touch a row twice in one statement).
+        let mut by_repo: Vec<(&RepoKey, Vec<String>)> = Vec::new();
+        for (repo, digest) in &batch.links {
+            let digest = digest.to_string();
+            match by_repo.iter_mut().find(|(r, _)| *r == repo) {
+                Some((_, list)) => {
+                    if !list.contains(&digest) {
+                        list.push(digest);
+                    }
+                }
+                None => by_repo.push((repo, vec![digest])),
+            }
+        }
+        let by_repo = &by_repo;
+        self.write_tx_if(|conn, _| {
+            Box::pin(async move {
+                let outcome = commit_batch_tx(conn, batch, by_repo).await?;
+                let commit = outcome == CommitOutcome::Committed;
+                Ok((outcome, commit))
+            })
+        })
+        .await
+    }
+
+    async fn manifest(
+        &self,
+        repo: &RepoKey,
+        reference: &Reference,
+    ) -> Result<Option<ManifestRecord>, StorageError> {
+        self.manifest_by_reference(repo, reference, "m.*")
+            .await?
+            .as_ref()
+            .map(manifest_row)
+            .transpose()
+    }
+
+    async fn manifest_meta(
+        &self,
+        repo: &RepoKey,
+        reference: &Reference,
+    ) -> Result<Option<ManifestMeta>, StorageError> {
+        let Some(row) =
+            self.manifest_by_reference(repo, reference, "m.digest, m.media_type, m.size").await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(ManifestMeta {
+            digest: digest_col(&row, "digest")?,
+            media_type: row.try_get("media_type")?,
+            size: row.try_get::<i64, _>("size")? as u64,
+        }))
+    }
+
+    async fn delete_manifest(&self, repo: &RepoKey, digest: &Digest) -> Result<bool, StorageError> {
+        let digest = &digest.to_string();
+        self.write_tx(|conn, _| {
+            Box::pin(async move {
+                // Tags and references go with it (ON DELETE CASCADE).
+                let done = sqlx::query(
+                    "DELETE FROM manifests WHERE digest = $3 AND repo_id =
+                       (SELECT id FROM repositories WHERE registry_id = $1 AND name = $2)",
+                )
+                .bind(repo.registry)
+                .bind(repo.name.as_str())
+                .bind(digest)
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            })
+        })
+        .await
+    }
+
+    async fn delete_tag(&self, repo: &RepoKey, tag: &Tag) -> Result<bool, StorageError> {
+        self.write_tx(|conn, _| {
+            Box::pin(async move {
+                let done = sqlx::query(
+                    "DELETE FROM tags WHERE name = $3 AND repo_id =
+                       (SELECT id FROM repositories WHERE registry_id = $1 AND name = $2)",
+                )
+                .bind(repo.registry)
+                .bind(repo.name.as_str())
+                .bind(tag.as_str())
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            })
+        })
+        .await
+    }
+
+    async fn tags(
+        &self,
+        repo: &RepoKey,
+        last: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Option<Vec<String>>, StorageError> {
+        let Some(repo_id) = self.listed_repo_id(repo).await? else {
+            return Ok(None);
+        };
+        // Keyset pagination on the primary key (repo_id, name), byte order.
+        let tags = sqlx::query_scalar(
+            "SELECT name FROM tags WHERE repo_id = $1 AND name > $2 ORDER BY name LIMIT $3",
+        )
+        .bind(repo_id)
+        .bind(last.unwrap_or(""))
+        .bind(sql_limit(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(tags))
+    }
+
+    async fn repositories(
+        &self,
+        registry: i64,
+        last: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Vec<String>, StorageError> {
+        Ok(sqlx::query_scalar(
+            "SELECT r.name FROM repositories r
+              WHERE r.registry_id = $1 AND r.name > $2
+                AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)
+              ORDER BY r.name LIMIT $3",
+        )
+        .bind(registry)
+        .bind(last.unwrap_or(""))
+        .bind(sql_limit(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn referrers(
+        &self,
+        repo: &RepoKey,
+        subject: &Digest,
+    ) -> Result<Vec<ReferrerRecord>, StorageError> {
+        let Some(repo_id) = self.repo_id(repo).await? else {
+            return Ok(Vec::new());
+        };
+        let rows = sqlx::query(
+            "SELECT digest, media_type, size, artifact_type, annotations FROM manifests
+              WHERE repo_id = $1 AND subject = $2 ORDER BY created_at, digest",
+        )
+        .bind(repo_id)
+        .bind(subject.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ReferrerRecord {
+                    digest: digest_col(row, "digest")?,
+                    media_type: row.try_get("media_type")?,
+                    size: row.try_get::<i64, _>("size")? as u64,
+                    artifact_type: row.try_get("artifact_type")?,
+                    annotations: row.try_get("annotations")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn tag_records(
+        &self,
+        repo: &RepoKey,
+        last: Option<&str>,
+        limit: Option<u32>,
+        order: ListOrder,
+    ) -> Result<Option<Vec<TagRecord>>, StorageError> {
+        let Some(repo_id) = self.listed_repo_id(repo).await? else {
+            return Ok(None);
+        };
+        let order_by = order_by(order, "name", "updated_at");
+        // Only constant fragments are formatted into the SQL.
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT name, digest, created_at, updated_at FROM tags
+              WHERE repo_id = $1 AND name > $2 ORDER BY {order_by} LIMIT $3"
+        )))
+        .bind(repo_id)
+        .bind(last.unwrap_or(""))
+        .bind(sql_limit(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(tag_row).collect::<Result<Vec<_>, StorageError>>().map(Some)
+    }
+
+    async fn tag_record(
+        &self,
+        repo: &RepoKey,
+        tag: &Tag,
+    ) -> Result<Option<Option<TagRecord>>, StorageError> {
+        let Some(repo_id) = self.listed_repo_id(repo).await? else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "SELECT name, digest, created_at, updated_at FROM tags WHERE repo_id = $1 AND name = $2",
+        )
+        .bind(repo_id)
+        .bind(tag.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(Some(row.as_ref().map(tag_row).transpose()?))
+    }
+
+    async fn manifest_listing(
+        &self,
+        repo: &RepoKey,
+        last: Option<&str>,
+        limit: Option<u32>,
+        order: ListOrder,
+    ) -> Result<Option<Vec<ManifestSummary>>, StorageError> {
+        let Some(repo_id) = self.listed_repo_id(repo).await? else {
+            return Ok(None);
+        };
+        let order_by = order_by(order, "m.digest", "m.created_at");
+        // Only constant fragments are formatted into the SQL.
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SUMMARY_COLUMNS} FROM manifests m
+              WHERE m.repo_id = $1 AND m.digest > $2
+              ORDER BY {order_by} LIMIT $3"
+        )))
+        .bind(repo_id)
+        .bind(last.unwrap_or(""))
+        .bind(sql_limit(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = rows.iter().map(summary_row).collect::<Result<Vec<_>, StorageError>>()?;
+        // The children of the indexes on this page, in one query.
+        let indexes: Vec<String> = out.iter().map(|m| m.digest.to_string()).collect();
+        if !indexes.is_empty() {
+            let refs = sqlx::query(
+                "SELECT manifest_digest, target, platform FROM manifest_refs
+                  WHERE repo_id = $1 AND kind = 1 AND manifest_digest = ANY($2)
+                  ORDER BY manifest_digest, position",
+            )
+            .bind(repo_id)
+            .bind(&indexes)
+            .fetch_all(&self.pool)
+            .await?;
+            let mut by_parent: std::collections::HashMap<String, Vec<(Digest, Option<String>)>> =
+                std::collections::HashMap::new();
+            for r in &refs {
+                by_parent
+                    .entry(r.try_get("manifest_digest")?)
+                    .or_default()
+                    .push((digest_col(r, "target")?, r.try_get("platform")?));
+            }
+            for m in &mut out {
+                if let Some(children) = by_parent.remove(&m.digest.to_string()) {
+                    m.references = children;
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+
+    async fn manifest_summary(
+        &self,
+        repo: &RepoKey,
+        digest: &Digest,
+    ) -> Result<Option<Option<ManifestSummary>>, StorageError> {
+        let Some(repo_id) = self.listed_repo_id(repo).await? else {
+            return Ok(None);
+        };
+        // Only constant fragments are formatted into the SQL.
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SUMMARY_COLUMNS} FROM manifests m WHERE m.repo_id = $1 AND m.digest = $2"
+        )))
+        .bind(repo_id)
+        .bind(digest.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(Some(None)) };
+        let mut m = summary_row(&row)?;
+        let refs = sqlx::query(
+            "SELECT target, platform FROM manifest_refs
+              WHERE repo_id = $1 AND manifest_digest = $2 AND kind = 1 ORDER BY position",
+        )
+        .bind(repo_id)
+        .bind(digest.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        m.references = refs
+            .iter()
+            .map(|r| Ok((digest_col(r, "target")?, r.try_get("platform")?)))
+            .collect::<Result<_, StorageError>>()?;
+        Ok(Some(Some(m)))
+    }
+
+    async fn repository_summary(
+        &self,
+        repo: &RepoKey,
+    ) -> Result<Option<RepositorySummary>, StorageError> {
+        let Some(repo_id) = self.listed_repo_id(repo).await? else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM manifests WHERE repo_id = $1) AS manifests,
+                    (SELECT MIN(created_at) FROM manifests WHERE repo_id = $1) AS created,
+                    (SELECT MAX(created_at) FROM manifests WHERE repo_id = $1) AS pushed,
+                    (SELECT COUNT(*) FROM tags WHERE repo_id = $1) AS tags,
+                    (SELECT MAX(updated_at) FROM tags WHERE repo_id = $1) AS moved",
+        )
+        .bind(repo_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let pushed: Option<i64> = row.try_get("pushed")?;
+        let moved: Option<i64> = row.try_get("moved")?;
+        Ok(Some(RepositorySummary {
+            manifest_count: row.try_get::<i64, _>("manifests")? as u64,
+            tag_count: row.try_get::<i64, _>("tags")? as u64,
+            created_at: row.try_get::<Option<i64>, _>("created")?.unwrap_or(0),
+            updated_at: pushed.max(moved).unwrap_or(0),
+        }))
+    }
+
+    async fn delete_repository(
+        &self,
+        repo: &RepoKey,
+    ) -> Result<Option<(Vec<Digest>, Vec<String>)>, StorageError> {
+        let deleted = self
+            .write_tx(|conn, _| {
+                Box::pin(async move {
+                    let Some(repo_id): Option<i64> = sqlx::query_scalar(
+                        "SELECT id FROM repositories WHERE registry_id = $1 AND name = $2",
+                    )
+                    .bind(repo.registry)
+                    .bind(repo.name.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    else {
+                        return Ok(None);
+                    };
+                    let digests: Vec<String> = sqlx::query_scalar(
+                        "SELECT digest FROM manifests WHERE repo_id = $1 ORDER BY digest",
+                    )
+                    .bind(repo_id)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                    let tags: Vec<String> = sqlx::query_scalar(
+                        "SELECT name FROM tags WHERE repo_id = $1 ORDER BY name",
+                    )
+                    .bind(repo_id)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                    // Manifests, tags, references, links and uploads go with it (ON DELETE
+                    // CASCADE).
+                    sqlx::query("DELETE FROM repositories WHERE id = $1")
+                        .bind(repo_id)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(Some((digests, tags)))
+                })
+            })
+            .await?;
+        let Some((digests, tags)) = deleted else { return Ok(None) };
+        let digests = digests.iter().map(|d| parse_digest(d)).collect::<Result<_, _>>()?;
+        Ok(Some((digests, tags)))
+    }
+
+    async fn unlink_stale_blobs(&self, cutoff: i64) -> Result<u64, StorageError> {
+        self.write_tx(|conn, _| {
+            Box::pin(async move {
+                let done = sqlx::query(
+                    "DELETE FROM repo_blobs WHERE linked_at < $1 AND NOT EXISTS (
+                        SELECT 1 FROM manifest_refs m
+                         WHERE m.repo_id = repo_blobs.repo_id AND m.target = repo_blobs.digest)",
+                )
+                .bind(cutoff)
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected())
+            })
+        })
+        .await
+    }
+
+    async fn unreferenced_blobs(&self, cutoff: i64) -> Result<Vec<Digest>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT digest FROM blobs b WHERE touched_at < $1
+                AND NOT EXISTS (SELECT 1 FROM repo_blobs l WHERE l.digest = b.digest)
+                AND NOT EXISTS (SELECT 1 FROM manifest_refs m WHERE m.target = b.digest)",
+        )
+        .bind(cutoff)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| digest_col(r, "digest")).collect()
+    }
+
+    async fn forget_blob_if_unreferenced(
+        &self,
+        digest: &Digest,
+        cutoff: i64,
+    ) -> Result<bool, StorageError> {
+        let digest = &digest.to_string();
+        self.write_tx(|conn, _| {
+            Box::pin(async move {
+                let done = sqlx::query(
+                    "DELETE FROM blobs WHERE digest = $1 AND touched_at < $2
+                        AND NOT EXISTS (SELECT 1 FROM repo_blobs l WHERE l.digest = blobs.digest)
+                        AND NOT EXISTS (SELECT 1 FROM manifest_refs m WHERE m.target = blobs.digest)",
+                )
+                .bind(digest)
+                .bind(cutoff)
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            })
+        })
+        .await
+    }
+}
+
+/// What a [`ManifestSummary`] reads of a manifest row (never `content`), with its tags in
+/// byte order.
+const SUMMARY_COLUMNS: &str = "m.digest, m.media_type, m.size, m.blob_bytes, m.created_at,
+    m.artifact_type, m.platform, m.config_media_type,
+    ARRAY(SELECT t.name FROM tags t
+           WHERE t.repo_id = m.repo_id AND t.digest = m.digest ORDER BY t.name) AS tag_names";
+
+fn summary_row(r: &PgRow) -> Result<ManifestSummary, StorageError> {
+    Ok(ManifestSummary {
+        digest: digest_col(r, "digest")?,
+        media_type: r.try_get("media_type")?,
+        size: r.try_get::<i64, _>("size")? as u64,
+        blob_bytes: r.try_get::<i64, _>("blob_bytes")? as u64,
+        created_at: r.try_get("created_at")?,
+        artifact_type: r.try_get("artifact_type")?,
+        platform: r.try_get("platform")?,
+        config_media_type: r.try_get("config_media_type")?,
+        tags: r.try_get("tag_names")?,
+        references: Vec::new(),
+    })
+}
+
+fn tag_row(r: &PgRow) -> Result<TagRecord, StorageError> {
+    Ok(TagRecord {
+        name: r.try_get("name")?,
+        digest: digest_col(r, "digest")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn manifest_row(row: &PgRow) -> Result<ManifestRecord, StorageError> {
+    Ok(ManifestRecord {
+        digest: digest_col(row, "digest")?,
+        media_type: row.try_get("media_type")?,
+        content: Bytes::from(row.try_get::<Vec<u8>, _>("content")?),
+        artifact_type: row.try_get("artifact_type")?,
+        subject: opt_digest_col(row, "subject")?,
+        annotations: row.try_get("annotations")?,
+        platform: row.try_get("platform")?,
+        config_media_type: row.try_get("config_media_type")?,
+        blob_bytes: row.try_get::<i64, _>("blob_bytes")? as u64,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// Link blobs (each at most once in `digests`) into a repository, refreshing the links
+/// that exist.
+async fn link_tx(conn: &mut PgConnection, repo_id: i64, digests: &[String]) -> Result<(), TxError> {
+    sqlx::query(
+        "INSERT INTO repo_blobs (repo_id, digest, linked_at)
+         SELECT $1, d, $2 FROM unnest($3::text[]) AS d
+         ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
+    )
+    .bind(repo_id)
+    .bind(now_millis())
+    .bind(digests)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn move_tag_tx(
+    conn: &mut PgConnection,
+    repo_id: i64,
+    tag: &Tag,
+    digest: &Digest,
+) -> Result<(), TxError> {
+    sqlx::query(
+        "INSERT INTO tags (repo_id, name, digest, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
+         ON CONFLICT (repo_id, name) DO UPDATE
+           SET digest = excluded.digest, updated_at = excluded.updated_at
+           WHERE tags.digest <> excluded.digest",
+    )
+    .bind(repo_id)
+    .bind(tag.as_str())
+    .bind(digest.to_string())
+    .bind(now_millis())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn commit_batch_tx(
+    conn: &mut PgConnection,
+    batch: &CommitBatch,
+    by_repo: &[(&RepoKey, Vec<String>)],
+) -> Result<CommitOutcome, TxError> {
+    for (repo, digests) in by_repo {
+        let missing: Option<String> = sqlx::query_scalar(
+            "SELECT j.d FROM unnest($1::text[]) WITH ORDINALITY AS j(d, ord)
+              WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = j.d)
+              ORDER BY j.ord LIMIT 1",
+        )
+        .bind(digests)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(d) = missing {
+            return Ok(CommitOutcome::BlobMissing(parse_digest(&d)?));
+        }
+        let repo_id = repo_id_tx(conn, repo).await?;
+        link_tx(conn, repo_id, digests).await?;
+    }
+    for put in &batch.manifests {
+        let outcome = insert_manifest_tx(conn, put).await?;
+        if outcome != PutManifestOutcome::Stored {
+            return Ok(CommitOutcome::Manifest {
+                repo: put.repo.clone(),
+                digest: put.record.digest.clone(),
+                outcome,
+            });
+        }
+    }
+    for (repo, tag, digest) in &batch.tags {
+        let repo_id = repo_id_tx(conn, repo).await?;
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT digest FROM tags WHERE repo_id = $1 AND name = $2")
+                .bind(repo_id)
+                .bind(tag.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
+        if let Some(current) = current
+            && !batch.force
+            && current != digest.to_string()
+        {
+            return Ok(CommitOutcome::TagExists {
+                repo: (*repo).clone(),
+                tag: tag.clone(),
+                current: parse_digest(&current)?,
+            });
+        }
+        move_tag_tx(conn, repo_id, tag, digest).await?;
+    }
+    Ok(CommitOutcome::Committed)
+}
+
+/// Check a manifest's references and store it (and its tag) inside the transaction.
+async fn insert_manifest_tx(
+    conn: &mut PgConnection,
+    put: &PutManifest,
+) -> Result<PutManifestOutcome, TxError> {
+    let repo_id = repo_id_tx(conn, &put.repo).await?;
+    if !put.blobs.is_empty() {
+        // Every blob in one query (a manifest may have thousands): the first missing one,
+        // or the first whose stored size differs from the declared one.
+        let digests: Vec<String> = put.blobs.iter().map(|b| b.digest.to_string()).collect();
+        let sizes: Vec<i64> = put.blobs.iter().map(|b| b.size as i64).collect();
+        let required: Vec<bool> = put.blobs.iter().map(|b| b.required).collect();
+        let bad = sqlx::query(
+            "SELECT w.digest, w.declared, b.size AS actual
+               FROM unnest($2::text[], $3::int8[], $4::bool[])
+                    WITH ORDINALITY AS w(digest, declared, required, ord)
+               LEFT JOIN repo_blobs l ON l.repo_id = $1 AND l.digest = w.digest
+               LEFT JOIN blobs b ON b.digest = l.digest
+              WHERE (b.size IS NULL AND w.required)
+                 OR (b.size IS NOT NULL AND b.size <> w.declared)
+              ORDER BY w.ord LIMIT 1",
+        )
+        .bind(repo_id)
+        .bind(&digests)
+        .bind(&sizes)
+        .bind(&required)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(row) = bad {
+            let digest = digest_col(&row, "digest")?;
+            let declared = row.try_get::<i64, _>("declared")? as u64;
+            return Ok(match row.try_get::<Option<i64>, _>("actual")? {
+                None => PutManifestOutcome::BlobUnknown(digest),
+                Some(actual) => {
+                    PutManifestOutcome::SizeMismatch { digest, declared, actual: actual as u64 }
+                }
+            });
+        }
+    }
+    for child in &put.children {
+        let size: Option<i64> = sqlx::query_scalar(
+            "SELECT size FROM manifests WHERE repo_id = $1 AND digest = $2
+             UNION ALL
+             SELECT b.size FROM repo_blobs l JOIN blobs b ON b.digest = l.digest
+              WHERE l.repo_id = $1 AND l.digest = $2
+             LIMIT 1",
+        )
+        .bind(repo_id)
+        .bind(child.digest.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+        match size {
+            None => return Ok(PutManifestOutcome::ManifestUnknown(child.digest.clone())),
+            Some(actual) if actual as u64 != child.size => {
+                return Ok(PutManifestOutcome::SizeMismatch {
+                    digest: child.digest.clone(),
+                    declared: child.size,
+                    actual: actual as u64,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    let rec = &put.record;
+    let digest = rec.digest.to_string();
+    sqlx::query(
+        "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations,
+                                platform, blob_bytes, size, content, created_at, config_media_type)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT (repo_id, digest) DO NOTHING",
+    )
+    .bind(repo_id)
+    .bind(&digest)
+    .bind(&rec.media_type)
+    .bind(&rec.artifact_type)
+    .bind(rec.subject.as_ref().map(|d| d.to_string()))
+    .bind(&rec.annotations)
+    .bind(&rec.platform)
+    .bind(rec.blob_bytes as i64)
+    .bind(rec.content.len() as i64)
+    .bind(rec.content.as_ref())
+    .bind(rec.created_at)
+    .bind(&rec.config_media_type)
+    .execute(&mut *conn)
+    .await?;
+    // Its references in one statement, in order (children keep their index position).
+    let refs = put
+        .blobs
+        .iter()
+        .map(|b| (b, KIND_BLOB))
+        .chain(put.children.iter().map(|c| (c, KIND_MANIFEST)));
+    let mut targets = Vec::new();
+    let mut kinds = Vec::new();
+    let mut platforms = Vec::new();
+    for (r, kind) in refs {
+        targets.push(r.digest.to_string());
+        kinds.push(kind);
+        platforms.push(r.platform.clone());
+    }
+    if !targets.is_empty() {
+        sqlx::query(
+            "INSERT INTO manifest_refs (repo_id, manifest_digest, target, kind, platform, position)
+             SELECT $1, $2, t.target, t.kind, t.platform, t.ord - 1
+               FROM unnest($3::text[], $4::int8[], $5::text[])
+                    WITH ORDINALITY AS t(target, kind, platform, ord)
+              ORDER BY t.ord
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(repo_id)
+        .bind(&digest)
+        .bind(&targets)
+        .bind(&kinds)
+        .bind(&platforms)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if let Some(tag) = &put.tag {
+        move_tag_tx(conn, repo_id, tag, &rec.digest).await?;
+    }
+    Ok(PutManifestOutcome::Stored)
+}
+
+/// `LIMIT` for an optional limit (`NULL`: none).
+fn sql_limit(limit: Option<u32>) -> Option<i64> {
+    limit.map(i64::from)
+}
+
+/// The `ORDER BY` of a listing: by `name`, or by `time` with `name` breaking ties. Both are
+/// constant column names, never input.
+fn order_by(order: ListOrder, name: &'static str, time: &'static str) -> String {
+    match order {
+        ListOrder::Name => name.to_owned(),
+        ListOrder::TimeDesc => format!("{time} DESC, {name}"),
+        ListOrder::TimeAsc => format!("{time} ASC, {name}"),
+    }
+}

@@ -1,0 +1,590 @@
+//! Several wharf nodes sharing PostgreSQL and an S3-compatible store, as an operator runs a
+//! cluster: one configuration, N stateless nodes behind a load balancer. Each test gets a
+//! database and a bucket prefix of its own on the servers `scripts/backends.sh` started.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::util::*;
+
+/// The shared stores of one test's cluster.
+pub struct Shared {
+    pub metadata: String,
+    pub blobs: String,
+    /// Holds the sealing key; deleted with the cluster.
+    _dir: tempfile::TempDir,
+    pub sealing_key: std::path::PathBuf,
+}
+
+impl Shared {
+    /// A fresh database and bucket prefix; `None` (and a loud skip) without the servers.
+    pub fn new() -> Option<Shared> {
+        let (Ok(pg), Ok(s3)) =
+            (std::env::var("WHARF_TEST_POSTGRES"), std::env::var("WHARF_TEST_S3"))
+        else {
+            assert!(
+                std::env::var_os("WHARF_REQUIRE_BACKENDS").is_none(),
+                "WHARF_TEST_POSTGRES / WHARF_TEST_S3 are not set but WHARF_REQUIRE_BACKENDS is"
+            );
+            eprintln!(
+                "SKIPPED: WHARF_TEST_POSTGRES / WHARF_TEST_S3 not set (scripts/test.sh sets them)"
+            );
+            return None;
+        };
+        Some(Shared::on(&pg, &s3))
+    }
+
+    /// A fresh database and prefix on the given servers.
+    pub fn on(pg: &str, s3: &str) -> Shared {
+        let name = format!("wharf_it_{}", uuid_simple());
+        run(Command::new("psql").args([pg, "-q", "-c", &format!("CREATE DATABASE {name}")]));
+        let metadata = match pg.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => panic!("WHARF_TEST_POSTGRES {pg} has no database"),
+        };
+        let blobs = match s3.split_once('?') {
+            Some((bucket, query)) => format!("{bucket}/{name}?{query}"),
+            None => format!("{s3}/{name}"),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let sealing_key = dir.path().join("sealing-key");
+        std::fs::write(&sealing_key, "q3JQmU1u0cTtv1l8WjJ7a3oAqVvXq3y0r1J5zj2m2dA=\n").unwrap();
+        Shared { metadata, blobs, _dir: dir, sealing_key }
+    }
+
+    /// The configuration every node of the cluster shares.
+    pub fn config(&self, public_url: &str, extra: &str) -> String {
+        format!(
+            "public_url = \"{public_url}\"\n{extra}\n[storage]\nmetadata = \"{}\"\nblobs = \"{}\"\n[auth]\nsealing_key_file = \"{}\"\n",
+            self.metadata,
+            self.blobs,
+            self.sealing_key.display()
+        )
+    }
+}
+
+fn uuid_simple() -> String {
+    let mut b = [0u8; 8];
+    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut b).unwrap();
+    hex::encode(b)
+}
+
+/// A round-robin TCP load balancer in front of the nodes, as clients reach a cluster.
+pub struct Balancer {
+    pub port: u16,
+    pub backends: Arc<std::sync::Mutex<Vec<u16>>>,
+}
+
+impl Balancer {
+    pub fn start() -> Balancer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let backends: Arc<std::sync::Mutex<Vec<u16>>> = Arc::default();
+        let next = AtomicUsize::new(0);
+        let b = backends.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let ports = b.lock().unwrap().clone();
+                if ports.is_empty() {
+                    continue;
+                }
+                let start = next.fetch_add(1, Ordering::Relaxed);
+                // The next node that accepts (a killed node is skipped, as a balancer's
+                // health check would).
+                let upstream = (0..ports.len()).find_map(|i| {
+                    TcpStream::connect(("127.0.0.1", ports[(start + i) % ports.len()])).ok()
+                });
+                let Some(upstream) = upstream else { continue };
+                let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                let (mut c1, mut u1) = (client, upstream);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c1, &mut u1);
+                    let _ = u1.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut u2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Balancer { port, backends }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// A cluster of `n` nodes behind a balancer, the first started before the others (it
+/// makes the admin user and the signing key).
+pub struct Cluster {
+    pub nodes: Vec<Wharf>,
+    pub balancer: Balancer,
+    pub _shared: Shared,
+}
+
+impl Cluster {
+    pub fn start(n: usize, extra_config: &str, args: &[&str]) -> Option<Cluster> {
+        let shared = Shared::new()?;
+        let balancer = Balancer::start();
+        let config = shared.config(&balancer.url(), extra_config);
+        let mut nodes = vec![Wharf::start_with_config(&config, args)];
+        for _ in 1..n {
+            nodes.push(Wharf::start_with_config(&config, args));
+        }
+        *balancer.backends.lock().unwrap() = nodes.iter().map(|w| w.port).collect();
+        Some(Cluster { nodes, balancer, _shared: shared })
+    }
+}
+
+#[test]
+fn any_node_serves_what_another_stored() {
+    let Some(c) = Cluster::start(3, "", &[]) else { return };
+    let [a, b, third] = [&c.nodes[0], &c.nodes[1], &c.nodes[2]];
+    let big: Vec<u8> = (0..(11u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let (manifest, digest) = a.reg().push_image("team/app", "v1", &[b"layer one", &big]);
+
+    // Pulled through the other nodes, byte for byte.
+    for node in [b, third] {
+        let r = node.reg().get("/v2/team/app/manifests/v1");
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(r.headers(), "docker-content-digest"), digest);
+        assert_eq!(r.bytes().unwrap().to_vec(), manifest);
+        let r = node.reg().get(&format!("/v2/team/app/blobs/{}", digest_of(&big)));
+        assert_eq!(r.status(), 200);
+        assert!(r.bytes().unwrap()[..] == big[..], "the blob read through another node differs");
+        let tags: serde_json::Value = node.reg().get("/v2/team/app/tags/list").json().unwrap();
+        assert_eq!(tags["tags"], json!(["v1"]));
+    }
+    // A range, through the third node.
+    let r = third
+        .reg()
+        .http
+        .get(third.reg().url(&format!("/v2/team/app/blobs/{}", digest_of(&big))))
+        .header("range", "bytes=10485755-10485764")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().unwrap()[..], big[10485755..=10485764]);
+
+    // A chunked upload whose requests go to three different nodes.
+    let session = a.reg().start_upload("team/chunked");
+    let path =
+        session.split_once(&format!(":{}", a.port)).map_or(session.clone(), |(_, p)| p.to_owned());
+    let blob: Vec<u8> = (0..(7u32 << 20)).map(|i| (i % 241) as u8).collect();
+    let (one, two) = blob.split_at(3 << 20);
+    let patch = |node: &Wharf, start: usize, bytes: &[u8]| {
+        let r = node
+            .reg()
+            .http
+            .patch(node.reg().url(&path))
+            .header("content-range", format!("{}-{}", start, start + bytes.len() - 1))
+            .header("content-type", "application/octet-stream")
+            .body(bytes.to_vec())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 202, "PATCH: {}", r.text().unwrap());
+    };
+    patch(b, 0, one);
+    // The session's state is the database's: a chunk out of order is refused on any node.
+    let r = third
+        .reg()
+        .http
+        .patch(third.reg().url(&path))
+        .header("content-range", "0-9")
+        .body(vec![0u8; 10])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    patch(third, one.len(), two);
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let r = a
+        .reg()
+        .http
+        .put(a.reg().url(&format!("{path}{sep}digest={}", digest_of(&blob))))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "PUT: {}", r.text().unwrap());
+    let r = b.reg().get(&format!("/v2/team/chunked/blobs/{}", digest_of(&blob)));
+    assert!(r.bytes().unwrap()[..] == blob[..]);
+
+    // Management: a registry made through one node answers on another.
+    let arm = b.arm_client();
+    let id = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/default/providers/Microsoft.ContainerRegistry/registries/clustered";
+    let r = arm
+        .put(format!("{}{id}?api-version=2023-07-01", b.url()))
+        .json(&json!({"location": "local", "sku": {"name": "Standard"}}))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+    let r = third
+        .arm_client()
+        .get(format!("{}{id}?api-version=2023-07-01", third.url()))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A token issued by one node is accepted by the others (one signing key, shared).
+    let token = a.admin_token();
+    let r = third
+        .anon()
+        .get(format!("{}/subscriptions?api-version=2022-12-01", third.url()))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Through the balancer, as clients see the cluster.
+    let r = client().get(format!("{}/v2/team/app/manifests/v1", c.balancer.url())).send().unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn two_nodes_pushing_one_tag_at_once_leave_one_winner() {
+    let Some(c) = Cluster::start(2, "", &[]) else { return };
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    a.reg().push_blob("race/app", config);
+    for round in 0..20 {
+        let la = format!("layer a {round}").into_bytes();
+        let lb = format!("layer b {round}").into_bytes();
+        a.reg().push_blob("race/app", &la);
+        b.reg().push_blob("race/app", &lb);
+        let ma = image_manifest(config, &[&la]);
+        let mb = image_manifest(config, &[&lb]);
+        let barrier = Arc::new(Barrier::new(2));
+        let results: Vec<u16> = std::thread::scope(|s| {
+            let handles: Vec<_> = [(a, &ma), (b, &mb)]
+                .into_iter()
+                .map(|(node, m)| {
+                    let barrier = barrier.clone();
+                    s.spawn(move || {
+                        barrier.wait();
+                        node.reg()
+                            .put_manifest("race/app", "latest", OCI_MANIFEST, m)
+                            .status()
+                            .as_u16()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(results, vec![201, 201], "round {round}");
+        // One of them won, the same seen from both nodes, and its bytes are whole.
+        let got_a = a.reg().get("/v2/race/app/manifests/latest").bytes().unwrap().to_vec();
+        let got_b = b.reg().get("/v2/race/app/manifests/latest").bytes().unwrap().to_vec();
+        assert_eq!(got_a, got_b);
+        assert!(got_a == ma || got_a == mb, "round {round}: the tag points at neither");
+        // Both manifests are stored by digest.
+        for m in [&ma, &mb] {
+            assert_eq!(
+                a.reg().head(&format!("/v2/race/app/manifests/{}", digest_of(m))).status(),
+                200
+            );
+        }
+    }
+}
+
+#[test]
+fn gc_on_one_node_while_others_push_keeps_every_image_whole() {
+    let Some(c) = Cluster::start(3, "", &["--gc-grace", "2s", "--gc-interval", "0s"]) else {
+        return;
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let pushed: Vec<(String, Vec<u8>)> = std::thread::scope(|s| {
+        let collector = s.spawn(|| {
+            let mut passes = 0;
+            let arm = c.nodes[0].arm_client();
+            while !stop.load(Ordering::Relaxed) {
+                let r = arm.post(format!("{}/_wharf/gc", c.nodes[0].url())).send().unwrap();
+                assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+                passes += 1;
+            }
+            passes
+        });
+        let mut pushed = Vec::new();
+        for i in 0..12 {
+            let node = &c.nodes[1 + i % 2];
+            let layer = format!("gc layer {i}").into_bytes();
+            let tag = format!("t{i}");
+            let (m, _) = node.reg().push_image("gc/app", &tag, &[&layer]);
+            pushed.push((tag, m));
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(collector.join().unwrap() > 1, "GC ran while pushes went on");
+        pushed
+    });
+    // Everything pushed is whole: each manifest and each blob it names, from any node.
+    for (tag, m) in pushed {
+        let manifest: serde_json::Value = serde_json::from_slice(&m).unwrap();
+        for node in &c.nodes {
+            let r = node.reg().get(&format!("/v2/gc/app/manifests/{tag}"));
+            assert_eq!(r.status(), 200);
+            for d in
+                std::iter::once(&manifest["config"]).chain(manifest["layers"].as_array().unwrap())
+            {
+                let d = d["digest"].as_str().unwrap();
+                let r = node.reg().get(&format!("/v2/gc/app/blobs/{d}"));
+                assert_eq!(r.status(), 200, "{tag}: blob {d} lost");
+                assert_eq!(digest_of(&r.bytes().unwrap()), d);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_conformance_suite_passes_against_a_cluster_node() {
+    let Some(c) = Cluster::start(2, "", &[]) else { return };
+    crate::conformance::run_suite(&c.nodes[1].url());
+}
+
+#[test]
+fn real_clients_use_a_different_node_each_step() {
+    let Some(c) = Cluster::start(3, "", &[]) else { return };
+    let work = tempfile::tempdir().unwrap();
+    // skopeo pushes a multi-platform index through node 0 …
+    make_images(&c.nodes[0].host(), work.path(), &["--only", "multiarch", "--pusher", "skopeo"]);
+    // … podman pulls one platform of it through node 1 …
+    let storage = tempfile::tempdir().unwrap();
+    let creds = format!("admin:{ADMIN_PASSWORD}");
+    let src = format!("{}/harness/multiarch:oci", c.nodes[1].host());
+    run(crate::clients::podman(storage.path()).args([
+        "pull",
+        "--tls-verify=false",
+        "--creds",
+        &creds,
+        "--arch",
+        "arm64",
+        &src,
+    ]));
+    // … and pushes it back through node 2, which node 0 then serves.
+    let dst = format!("{}/podman/copied:v1", c.nodes[2].host());
+    run(crate::clients::podman(storage.path()).args([
+        "push",
+        "--tls-verify=false",
+        "--creds",
+        &creds,
+        &src,
+        &dst,
+    ]));
+    let r = c.nodes[0].reg().get("/v2/podman/copied/manifests/v1");
+    assert_eq!(r.status(), 200);
+    // skopeo reads the whole index back through node 1, every platform with its digest.
+    let out = run(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        &creds,
+        &format!("docker://{}/harness/multiarch:oci", c.nodes[1].host()),
+    ]));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["manifests"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    // helm and oras against the third node.
+    crate::clients::get_clients();
+    let out = run(Command::new(tools_dir().join("clients-smoke.sh"))
+        .arg(c.nodes[2].host())
+        .arg("admin")
+        .arg(ADMIN_PASSWORD));
+    assert!(out.trim_end().ends_with("11 passed, 0 failed"), "{out}");
+    let _ = std::io::stdout().flush();
+}
+
+#[test]
+fn an_import_whose_node_dies_is_finished_by_another() {
+    let dist = Distribution::start(None);
+    let work = tempfile::tempdir().unwrap();
+    let summary = make_images(&dist.host(), work.path(), &["--only", "single"]);
+    let digest = summary["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["ref"] == "harness/single:10m")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Served slowly (10 MB at 2 MB/s), so that the node can be killed mid-import.
+    let slow = FaultProxy::start(&dist.host(), &["--rate", "2000000"]);
+    let Some(mut c) = Cluster::start(
+        2,
+        "[import]\njob_lease = \"3s\"",
+        &["--insecure-source", "127.0.0.1", "--import-sync-wait", "0s"],
+    ) else {
+        return;
+    };
+    let id = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/default/providers/Microsoft.ContainerRegistry/registries/default";
+    let r = c.nodes[0]
+        .arm_client()
+        .post(format!("{}{id}/importImage?api-version=2019-05-01", c.nodes[0].url()))
+        .json(&json!({"source": {"registryUri": slow.host(), "sourceImage": "harness/single:10m"}, "targetTags": ["moved:v1"]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().unwrap());
+    let location = header(r.headers(), "location").to_owned();
+    // The other node reports the job running, with the progress its owner's heartbeat
+    // recorded.
+    let poller = c.nodes[1].arm_client();
+    let node1 = c.nodes[1].url();
+    let poll = |url: &str| {
+        // The same operation URL, asked of node 1.
+        let path = &url[url.find("/subscriptions/").unwrap()..];
+        let url = format!("{node1}{path}");
+        let r = poller.get(url).send().unwrap();
+        (r.status().as_u16(), r.json::<serde_json::Value>().unwrap())
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let (code, v) = poll(&location);
+            code == 202 && v["status"] == "Accepted" && v.as_object().unwrap().len() > 1
+        }),
+        "node 1 never saw the running job's progress"
+    );
+    c.nodes[0].kill9();
+    // Within a lease and a sweep, node 1 takes the job over and finishes it.
+    let started = std::time::Instant::now();
+    let (code, v) = loop {
+        let (code, v) = poll(&location);
+        if code != 202 {
+            break (code, v);
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the import never ended: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["status"], "Succeeded", "{v}");
+    let r = c.nodes[1].reg().get("/v2/moved/manifests/v1");
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(r.headers(), "docker-content-digest"), digest);
+    assert!(c.nodes[1].log().contains("resuming an import"), "{}", c.nodes[1].log());
+}
+
+/// PostgreSQL and s3s-fs of this test's own (`scripts/backends.sh`), to stop and restart.
+struct OwnBackends {
+    dir: std::path::PathBuf,
+    env: std::collections::HashMap<String, String>,
+    _tmp: tempfile::TempDir,
+}
+
+impl OwnBackends {
+    fn start() -> Option<OwnBackends> {
+        std::env::var("WHARF_TEST_POSTGRES").ok()?;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("backends");
+        run(Command::new("bash").arg(script()).arg("start").arg(&dir).args(["postgres", "s3"]));
+        let env = std::fs::read_to_string(dir.join("env"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
+            .collect();
+        Some(OwnBackends { dir, env, _tmp: tmp })
+    }
+
+    fn pause(&self, which: &str) {
+        run(Command::new("bash").arg(script()).arg("pause").arg(&self.dir).arg(which));
+    }
+
+    fn resume(&self, which: &str) {
+        run(Command::new("bash").arg(script()).arg("resume").arg(&self.dir).arg(which));
+    }
+}
+
+impl Drop for OwnBackends {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(script()).arg("stop").arg(&self.dir).status();
+    }
+}
+
+fn script() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/backends.sh")
+}
+
+/// A 503 with the OCI error body and Retry-After: what a client retries.
+fn assert_unavailable(r: reqwest::blocking::Response, what: &str) {
+    assert_eq!(r.status(), 503, "{what}");
+    assert!(r.headers().contains_key("retry-after"), "{what}: no Retry-After");
+    let v: serde_json::Value = r.json().unwrap_or_default();
+    assert_eq!(v["errors"][0]["code"], "UNAVAILABLE", "{what}: {v}");
+}
+
+#[test]
+fn a_store_that_goes_away_answers_503_and_loses_nothing() {
+    let Some(own) = OwnBackends::start() else {
+        assert!(std::env::var_os("WHARF_REQUIRE_BACKENDS").is_none());
+        eprintln!("SKIPPED: no backends (scripts/test.sh starts them)");
+        return;
+    };
+    let shared = Shared::on(&own.env["WHARF_TEST_POSTGRES"], &own.env["WHARF_TEST_S3"]);
+    let w = Wharf::start_with_config(&shared.config("http://127.0.0.1:1", ""), &[]);
+    let layer: Vec<u8> = (0..(2u32 << 20)).map(|i| (i % 239) as u8).collect();
+    let (manifest, _) = w.reg().push_image("faults/app", "v1", &[&layer]);
+    let layer_path = format!("/v2/faults/app/blobs/{}", digest_of(&layer));
+
+    // PostgreSQL stops: reads and writes answer 503, never 404 for what exists, never 500.
+    own.pause("postgres");
+    assert_unavailable(w.reg().get("/v2/faults/app/manifests/v1"), "GET manifest");
+    let r = w.reg().head(&layer_path);
+    assert_eq!(r.status(), 503, "HEAD blob (no body: HEAD)");
+    assert!(r.headers().contains_key("retry-after"));
+    let r = w
+        .reg()
+        .http
+        .post(w.reg().url(&format!("/v2/faults/app/blobs/uploads/?digest={}", digest_of(b"new"))))
+        .body(b"new".to_vec())
+        .send()
+        .unwrap();
+    assert_unavailable(r, "monolithic push");
+    let r = w.reg().put_manifest("faults/app", "v2", OCI_MANIFEST, &manifest);
+    assert_unavailable(r, "manifest push");
+    // Back: everything as it was, and pushes work again.
+    own.resume("postgres");
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            w.reg().get("/v2/faults/app/manifests/v1").status() == 200
+        }),
+        "the node didn't recover from PostgreSQL's restart"
+    );
+    assert_eq!(w.reg().get("/v2/faults/app/manifests/v1").bytes().unwrap().to_vec(), manifest);
+    assert_eq!(w.reg().put_manifest("faults/app", "v2", OCI_MANIFEST, &manifest).status(), 201);
+
+    // The object store stops mid-upload: the chunk fails with 503, stored blobs read 503
+    // (not 404), and the upload goes on from where it was once the store is back.
+    let session = w.reg().start_upload("faults/chunked");
+    let blob: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 233) as u8).collect();
+    let (one, two) = blob.split_at(1 << 20);
+    let patch = |start: usize, bytes: &[u8]| {
+        w.reg()
+            .http
+            .patch(&session)
+            .header("content-range", format!("{}-{}", start, start + bytes.len() - 1))
+            .body(bytes.to_vec())
+            .send()
+            .unwrap()
+    };
+    assert_eq!(patch(0, one).status(), 202);
+    own.pause("s3");
+    assert_unavailable(patch(one.len(), two), "PATCH with the store down");
+    assert_unavailable(w.reg().get(&layer_path), "GET blob with the store down");
+    own.resume("s3");
+    assert_eq!(patch(one.len(), two).status(), 202, "the same chunk again");
+    let sep = if session.contains('?') { '&' } else { '?' };
+    let r = w.reg().http.put(format!("{session}{sep}digest={}", digest_of(&blob))).send().unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    let got =
+        w.reg().get(&format!("/v2/faults/chunked/blobs/{}", digest_of(&blob))).bytes().unwrap();
+    assert!(got[..] == blob[..]);
+    assert!(w.reg().get(&layer_path).bytes().unwrap()[..] == layer[..]);
+}

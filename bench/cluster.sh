@@ -22,9 +22,9 @@ if [ ! -f "$BLOB" ] || [ "$(stat -c %s "$BLOB")" != "$N" ]; then
   sha256sum "$BLOB" | cut -d' ' -f1 > "$BLOB.sha256"
 fi
 
-BACKENDS=$WORK/backends
-scripts/backends.sh stop "$BACKENDS"
-scripts/backends.sh start "$BACKENDS"
+# Under /tmp: PostgreSQL runs as its own user, which can't reach ~root.
+BACKENDS=$(mktemp -d "${TMPDIR:-/tmp}/wharf-bench-backends.XXXXXX")
+scripts/backends.sh start "$BACKENDS" postgres s3
 trap 'stop_all; scripts/backends.sh stop "$BACKENDS"' EXIT
 # shellcheck disable=SC1091
 . "$BACKENDS/env"
@@ -81,8 +81,16 @@ get_blob() { # port -> seconds
   curl -sf "${AUTH[@]}" -o /dev/null -w '%{time_total}' "http://127.0.0.1:$1/v2/bench/blobs/sha256:$(cat "$BLOB.sha256")"
 }
 
+# The object store alone, as the cluster's floor: one PUT and one GET of the same bytes
+# straight to s3s-fs (curl signs them), no wharf in between.
+S3_URL=${WHARF_TEST_S3%%\?*}; S3_BUCKET=${S3_URL#s3://}
+S3_ENDPOINT=$(python3 -c "import sys,urllib.parse as u;q=u.parse_qs(sys.argv[1].split('?',1)[1]);print(q['endpoint'][0])" "$WHARF_TEST_S3")
+s3_curl() { curl -sf --aws-sigv4 "aws:amz:us-east-1:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -o /dev/null -w '%{time_total}' "$@"; }
+
 declare -A T
 for run in $(seq "$RUNS"); do
+  T[s3-push]+=" $(s3_curl -T "$BLOB" "$S3_ENDPOINT/$S3_BUCKET/bench-floor")"
+  T[s3-pull]+=" $(s3_curl "$S3_ENDPOINT/$S3_BUCKET/bench-floor")"
   for kind in embedded cluster; do
     "start_$kind"
     T[$kind-push]+=" $(push_blob "$PORT_A" "$BLOB")"
@@ -147,8 +155,11 @@ echo "== cluster (2 nodes, PostgreSQL + s3s-fs) vs embedded, $SIZE, $RUNS runs (
 for op in push pull; do
   eb=$(min ${T[embedded-$op]}); em=$(median ${T[embedded-$op]})
   cb=$(min ${T[cluster-$op]}); cm=$(median ${T[cluster-$op]})
+  sb=$(min ${T[s3-$op]}); sm=$(median ${T[s3-$op]})
   printf '%-5s embedded %6.2f s / %6.2f s (%s MB/s)   cluster %6.2f s / %6.2f s (%s MB/s)   cluster/embedded time %s / %s\n' \
     "$op" "$eb" "$em" "$(mbs "$eb")" "$cb" "$cm" "$(mbs "$cb")" "$(ratio "$cb" "$eb")" "$(ratio "$cm" "$em")"
+  printf '      s3s-fs alone (curl, one request) %6.2f s / %6.2f s (%s MB/s)   cluster/s3s-fs time %s / %s\n' \
+    "$sb" "$sm" "$(mbs "$sb")" "$(ratio "$cb" "$sb")" "$(ratio "$cm" "$sm")"
 done
 printf 'peak RSS during push+pull: embedded %s MiB, cluster node (max of both) %s MiB\n' \
   "$(python3 -c "print(max(float(x) for x in '${T[embedded-rss]}'.split()))")" \

@@ -9,6 +9,7 @@
 #   scripts/backends.sh pause DIR postgres|s3     # stop one, keeping its data and port
 #   scripts/backends.sh resume DIR postgres|s3    # start it again: same port, same data
 #
+# DIR must be reachable by the `postgres` user when run as root (under /tmp, not /root).
 # Needs: postgresql (apt), $TOOLS/s3s/bin/s3s-fs, $TOOLS/azurite (npm), $VENV with
 # azure-storage-blob (scripts/test.sh installs them).
 set -euo pipefail
@@ -73,6 +74,8 @@ start_s3() { # port
 start() {
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
+  # PostgreSQL runs as its own user: it must reach its directory (mktemp -d makes 0700).
+  chmod 755 "$dir"
   : >"$dir/env"
   if wants postgres; then
     mkdir -p "$dir/pg"

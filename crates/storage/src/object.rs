@@ -22,13 +22,11 @@ use std::io;
 use std::ops::Range;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::signer::Signer;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
@@ -64,13 +62,10 @@ impl FromStr for ObjectStoreUrl {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let (scheme, rest) =
-            s.split_once("://").ok_or_else(|| format!("{s:?} is not a URL (s3://… or az://…)"))?;
-        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let url = reqwest::Url::parse(s)
+            .map_err(|e| format!("{s:?} is not a URL (s3://… or az://…): {e}"))?;
         let mut options = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
-            let key = decode(k)?;
+        for (key, value) in url.query_pairs() {
             // A URL ends up in command lines, config files and logs; secrets don't belong in it.
             let lower = key.to_ascii_lowercase();
             if ["secret", "key", "token", "sas", "password", "signature"]
@@ -83,21 +78,28 @@ impl FromStr for ObjectStoreUrl {
                      AZURE_STORAGE_ACCOUNT_KEY, …)"
                 ));
             }
-            options.push((key, decode(v)?));
+            // A bare `?allow_http` means true.
+            let value = if value.is_empty() { "true".into() } else { value.into_owned() };
+            if key == "endpoint" && reqwest::Url::parse(&value).is_err() {
+                return Err(format!("endpoint {value:?} is not a URL"));
+            }
+            options.push((key.into_owned(), value));
         }
-        let mut segments = path.split('/').filter(|p| !p.is_empty());
-        let mut first = || segments.next().map(str::to_owned);
-        match scheme {
+        let host = url.host_str().filter(|h| !h.is_empty()).map(str::to_owned);
+        let mut segments = url.path().split('/').filter(|p| !p.is_empty());
+        match url.scheme() {
             "s3" | "s3a" => {
-                let bucket = first().ok_or("an s3:// URL needs a bucket: s3://bucket[/prefix]")?;
+                let bucket = host.ok_or("an s3:// URL needs a bucket: s3://bucket[/prefix]")?;
                 let prefix = segments.collect::<Vec<_>>().join("/");
                 Ok(ObjectStoreUrl::S3 { bucket, prefix, options })
             }
             "az" | "azure" => {
                 let account =
-                    first().ok_or("an az:// URL needs an account: az://account/container")?;
-                let container =
-                    first().ok_or("an az:// URL needs a container: az://account/container")?;
+                    host.ok_or("an az:// URL needs an account: az://account/container")?;
+                let container = segments
+                    .next()
+                    .ok_or("an az:// URL needs a container: az://account/container")?
+                    .to_owned();
                 let prefix = segments.collect::<Vec<_>>().join("/");
                 Ok(ObjectStoreUrl::Azure { account, container, prefix, options })
             }
@@ -106,37 +108,10 @@ impl FromStr for ObjectStoreUrl {
     }
 }
 
-fn decode(s: &str) -> Result<String, String> {
-    // Query values are URL-encoded (an endpoint is itself a URL); only `%XX` and `+` matter.
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = s.get(i + 1..i + 3).ok_or_else(|| format!("bad escape in {s:?}"))?;
-                out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad escape in {s:?}"))?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8"))
-}
-
 /// A [`BlobStore`] on an object store.
 #[derive(Clone, Debug)]
 pub struct ObjectBlobStore {
     store: Arc<dyn ObjectStore>,
-    /// Signs URLs a client may fetch a blob from directly (S3 and Azure both can).
-    signer: Option<Arc<dyn Signer>>,
     prefix: String,
     parts: Arc<Semaphore>,
 }
@@ -149,16 +124,14 @@ impl ObjectBlobStore {
         // second install is a no-op).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let config = |e: object_store::Error| StorageError::Config(e.to_string());
-        let (store, signer, prefix): (Arc<dyn ObjectStore>, Option<Arc<dyn Signer>>, _) = match url
-        {
+        let (store, prefix): (Arc<dyn ObjectStore>, _) = match url {
             ObjectStoreUrl::S3 { bucket, prefix, options } => {
                 let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
                 for (k, v) in options {
                     let key = k.parse().map_err(config)?;
                     b = b.with_config(key, v);
                 }
-                let s3 = Arc::new(b.build().map_err(config)?);
-                (s3.clone(), Some(s3), prefix.clone())
+                (Arc::new(b.build().map_err(config)?), prefix.clone())
             }
             ObjectStoreUrl::Azure { account, container, prefix, options } => {
                 let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
@@ -168,11 +141,10 @@ impl ObjectBlobStore {
                     let key = k.parse().map_err(config)?;
                     b = b.with_config(key, v);
                 }
-                let az = Arc::new(b.build().map_err(config)?);
-                (az.clone(), Some(az), prefix.clone())
+                (Arc::new(b.build().map_err(config)?), prefix.clone())
             }
         };
-        let this = Self::with_store(store, signer, &prefix, DEFAULT_PART_BUDGET);
+        let this = Self::with_store(store, &prefix, DEFAULT_PART_BUDGET);
         // A wrong endpoint, bucket or credential is reported at start, not on the first push.
         this.store
             .list_with_delimiter(Some(&this.path("blobs")))
@@ -183,33 +155,13 @@ impl ObjectBlobStore {
 
     /// A store on any `object_store` implementation, keeping objects under `prefix`, with
     /// `part_budget` bytes for part buffers server-wide.
-    pub fn with_store(
-        store: Arc<dyn ObjectStore>,
-        signer: Option<Arc<dyn Signer>>,
-        prefix: &str,
-        part_budget: usize,
-    ) -> Self {
+    pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str, part_budget: usize) -> Self {
         let permits = (part_budget / PART).max(2);
         ObjectBlobStore {
             store,
-            signer,
             prefix: prefix.trim_matches('/').to_owned(),
             parts: Arc::new(Semaphore::new(permits)),
         }
-    }
-
-    /// A URL a client can GET the blob from directly for `ttl`, if the store can sign one.
-    pub async fn signed_url(
-        &self,
-        digest: &Digest,
-        ttl: Duration,
-    ) -> Result<Option<String>, StorageError> {
-        let Some(signer) = &self.signer else { return Ok(None) };
-        let url = signer
-            .signed_url(http::Method::GET, &self.blob_path(digest), ttl)
-            .await
-            .map_err(unavailable)?;
-        Ok(Some(url.to_string()))
     }
 
     fn path(&self, rest: &str) -> Path {
@@ -272,9 +224,15 @@ impl ObjectBlobStore {
         Ok(())
     }
 
-    /// The ranges of objects making up a session's first `len` bytes.
-    async fn layout(&self, id: Uuid, len: u64) -> Result<Vec<(Path, Range<u64>)>, StorageError> {
+    /// The ranges of objects making up a session's first `len` bytes, and whether they are
+    /// one object holding exactly those bytes (then a copy publishes it).
+    async fn layout(
+        &self,
+        id: Uuid,
+        len: u64,
+    ) -> Result<(Vec<(Path, Range<u64>)>, bool), StorageError> {
         let pieces = self.pieces(id).await?;
+        let whole = matches!(pieces.as_slice(), [(0, size, _)] if *size == len);
         let mut out = Vec::new();
         let mut at = 0u64;
         for (i, (start, size, path)) in pieces.iter().enumerate() {
@@ -296,7 +254,7 @@ impl ObjectBlobStore {
         if at < len {
             return Err(StorageError::Corrupt(format!("upload {id} holds {at} of {len} bytes")));
         }
-        Ok(out)
+        Ok((out, whole))
     }
 
     /// Stream `data` into one new object at `path`. Returns the bytes written and the
@@ -482,20 +440,14 @@ impl BlobStore for ObjectBlobStore {
         if self.stat(digest).await?.is_some() {
             return self.abort_upload(id).await;
         }
-        let layout = self.layout(id, len).await?;
-        // The common case, a session written in one go: a server-side copy.
-        let whole = match layout.as_slice() {
-            [(path, range)] if range.start == 0 && len <= MAX_COPY => {
-                self.is_whole(path, len).await?.then(|| path.clone())
-            }
-            _ => None,
-        };
-        match (layout.as_slice(), whole) {
-            ([], _) => {
+        let (layout, whole) = self.layout(id, len).await?;
+        match layout.as_slice() {
+            [] => {
                 self.store.put(&target, PutPayload::default()).await.map_err(unavailable)?;
             }
-            (_, Some(path)) => {
-                self.store.copy(&path, &target).await.map_err(unavailable)?;
+            // The common case, a session written in one go: a server-side copy.
+            [(path, _)] if whole && len <= MAX_COPY => {
+                self.store.copy(path, &target).await.map_err(unavailable)?;
             }
             _ => {
                 // Pieces (or a piece with bytes past `len`): stream them into the blob, the
@@ -569,15 +521,6 @@ impl BlobStore for ObjectBlobStore {
             }
         }
         Ok(out)
-    }
-}
-
-impl ObjectBlobStore {
-    async fn is_whole(&self, path: &Path, len: u64) -> Result<bool, StorageError> {
-        match self.store.head(path).await {
-            Ok(meta) => Ok(meta.size == len),
-            Err(e) => Err(unavailable(e)),
-        }
     }
 }
 

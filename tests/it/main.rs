@@ -13,6 +13,7 @@ mod hostile;
 mod hostile_sources;
 mod import;
 mod management;
+mod migrate;
 mod network;
 mod oci_api;
 mod powerfs;

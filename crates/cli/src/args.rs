@@ -47,6 +47,9 @@ pub(crate) enum Command {
     /// Long-running operations (imports).
     #[command(subcommand)]
     Operation(OperationCommand),
+    /// Move an embedded store (a stopped server's data directory) to PostgreSQL and/or an
+    /// object store, for a cluster: every record as stored, every blob verified by digest.
+    Migrate(MigrateArgs),
     /// Remove unreferenced blobs and abandoned uploads now (on a running server).
     Gc(GcArgs),
     /// Sign in to a wharf server (the token is cached per server).
@@ -705,3 +708,31 @@ pub(crate) enum OperationCommand {
 
 #[derive(Args, Debug)]
 pub(crate) struct GcArgs {}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").required(true).multiple(true).args(["to_metadata", "to_blobs"])))]
+pub(crate) struct MigrateArgs {
+    /// The data directory of the embedded server to move (stopped: its lock is taken).
+    #[arg(long, value_name = "DATA_DIR")]
+    pub(crate) from: PathBuf,
+    /// Where the source's blobs are, if that server kept them in an object store (its
+    /// `--blobs`) rather than in the data directory.
+    #[arg(long, value_name = "URL")]
+    pub(crate) from_blobs: Option<String>,
+    /// The PostgreSQL database to move the metadata into (fresh: no node has run on it).
+    #[arg(long, env = "WHARF_TO_METADATA", value_name = "URL")]
+    pub(crate) to_metadata: Option<String>,
+    /// The object store to copy the blobs into: s3://bucket[/prefix][?endpoint=…&region=…]
+    /// or az://account/container[/prefix].
+    #[arg(long, value_name = "URL")]
+    pub(crate) to_blobs: Option<String>,
+    /// Say what would be copied and check the targets, writing nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Blobs copied at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) parallel: u16,
+    /// Read every blob back from the target afterwards and check its digest again.
+    #[arg(long)]
+    pub(crate) verify: bool,
+}

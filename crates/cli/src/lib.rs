@@ -11,6 +11,7 @@ mod config;
 mod gc;
 mod import;
 mod logging;
+mod migrate;
 mod operation;
 mod output;
 mod registry_cmd;
@@ -59,6 +60,7 @@ pub fn main() -> ExitCode {
         match command {
             Command::Serve(_) => unreachable!("served above"),
             Command::Gc(args) => gc::run(&cli.global, args).await,
+            Command::Migrate(args) => migrate::run(args).await,
             Command::Import(args) => import::run(&cli.global, args).await,
             Command::Registry(cmd) => registry_cmd::run(&cli.global, cmd).await,
             Command::Repository(cmd) => repository::run(&cli.global, cmd).await,

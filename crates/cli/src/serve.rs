@@ -710,7 +710,7 @@ fn node_id(dir: &std::path::Path) -> anyhow::Result<String> {
 
 /// One server per data directory: a second one would break the in-process locks that
 /// keep blob commits and GC apart.
-fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     let path = dir.join("wharf.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)

@@ -16,6 +16,7 @@ mod error;
 mod fs;
 mod identity;
 mod meta;
+pub mod migrate;
 mod object;
 mod postgres;
 mod sqlite;

@@ -63,7 +63,7 @@ impl Default for PostgresOptions {
 /// [`crate::IdentityStore`]. Cloning shares the connection pool.
 #[derive(Clone, Debug)]
 pub struct PostgresMetadataStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     /// Connections holding cluster-wide locks ([`crate::Coordination`]): a pool of their
     /// own, so that holders of locks never wait for a connection that lock waiters hold.
     locks: PgPool,

@@ -30,8 +30,8 @@ const BUSY_WAIT: Duration = Duration::from_secs(5);
 /// SQLite-backed [`crate::MetadataStore`] and [`crate::ManagementStore`].
 #[derive(Clone, Debug)]
 pub struct SqliteMetadataStore {
-    read: SqlitePool,
-    write: SqlitePool,
+    pub(crate) read: SqlitePool,
+    pub(crate) write: SqlitePool,
 }
 
 impl SqliteMetadataStore {

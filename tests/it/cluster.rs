@@ -588,3 +588,51 @@ fn a_store_that_goes_away_answers_503_and_loses_nothing() {
     assert!(got[..] == blob[..]);
     assert!(w.reg().get(&layer_path).bytes().unwrap()[..] == layer[..]);
 }
+
+#[test]
+fn an_upstream_that_says_slow_down_to_one_node_is_left_alone_by_all() {
+    let dist = Distribution::start(None);
+    let work = tempfile::tempdir().unwrap();
+    make_images(&dist.host(), work.path(), &["--only", "single", "--sizes", "1m,2m"]);
+    // The upstream answers its first blob GET with 429, "come back in 6 s".
+    let proxy = FaultProxy::start(&dist.host(), &["--first-429", "1", "--retry-after", "6"]);
+    let Some(c) =
+        Cluster::start(2, "", &["--insecure-source", "127.0.0.1", "--import-sync-wait", "0s"])
+    else {
+        return;
+    };
+    let import = |node: &Wharf, image: &str, tag: &str| {
+        let source = format!("{}/harness/single:{image}", proxy.host());
+        cli(node, &["import", "-n", "default", "--source", &source, "-t", tag, "--no-wait"])
+            .ok_json()["operationId"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let first = import(&c.nodes[0], "1m", "first:v1");
+    assert!(
+        eventually(Duration::from_secs(20), || proxy.stats()["served_429"] == 1),
+        "the upstream never said 429"
+    );
+    // Node 0 recorded the pause in the database; node 1's import of another image from the
+    // same upstream waits it out too, sending nothing meanwhile.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = proxy.stats()["requests"].as_u64().unwrap();
+    let second = import(&c.nodes[1], "2m", "second:v1");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        proxy.stats()["requests"].as_u64().unwrap(),
+        before,
+        "a node sent requests to an upstream the cluster was asked to leave alone"
+    );
+    // Both finish once the pause is over.
+    for (node, op) in [(&c.nodes[0], &first), (&c.nodes[1], &second)] {
+        assert!(
+            eventually(Duration::from_secs(30), || {
+                cli(node, &["operation", "show", op]).ok_json()["status"] == "Succeeded"
+            }),
+            "{op} never finished"
+        );
+    }
+    assert!(proxy.stats()["requests"].as_u64().unwrap() > before);
+}

@@ -172,3 +172,26 @@ fn gc_cli_reports_an_unreachable_server_in_one_line() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("cannot reach the wharf server"), "{err}");
 }
+
+#[test]
+fn bytes_left_without_a_row_are_collected_in_one_pass() {
+    // What a crash between a blob's publication and its row leaves: files nothing records.
+    let w = Wharf::start_with(&["--gc-grace", "0s", "--gc-interval", "0"]);
+    let (_, kept) = w.reg().push_image("gc/kept", "v1", &[&bytes(40, 2000)]);
+    // Spread over the digest space, so that wherever the pass's scan starts some lie before
+    // it and some after.
+    let orphans: Vec<Vec<u8>> = (0..12).map(|i| bytes(100 + i, 500)).collect();
+    for o in &orphans {
+        let path = blob_file(&w, &digest_of(o));
+        std::fs::write(&path, o).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    let report = wharf_gc(&w);
+    assert_eq!(report["blobsDeleted"], 12, "{report}");
+    for o in &orphans {
+        assert!(!blob_file(&w, &digest_of(o)).exists());
+    }
+    assert_eq!(w.reg().get("/v2/gc/kept/manifests/v1").status(), 200);
+    assert_eq!(w.reg().head(&format!("/v2/gc/kept/manifests/{kept}")).status(), 200);
+    assert_eq!(wharf_gc(&w)["blobsDeleted"], 0);
+}

@@ -416,6 +416,7 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
         policy,
         identity.clone(),
         config.import.clone(),
+        stores.cluster.clone(),
     )
     .map_err(anyhow::Error::msg)?;
     imports.resume_unfinished().await.map_err(|e| anyhow::anyhow!("cannot resume imports: {e}"))?;

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use wharf_auth::{Caller, Identity, RegistryCredential, RepoOp};
 use wharf_management::{ArmError, ErrorKind, Management, RegistryResourceId};
 use wharf_registry::RegistryService;
-use wharf_storage::{JobRecord, ManagementStore, RegistryRecord, now_millis};
+use wharf_storage::{Coordination, JobRecord, ManagementStore, RegistryRecord, now_millis};
 
 use crate::ImportError;
 use crate::engine::{Engine, Inflight, MinThroughput};
@@ -187,6 +187,8 @@ struct Inner {
     http: reqwest::Client,
     settings: ImportSettings,
     limiters: Mutex<HashMap<String, Arc<HostLimiter>>>,
+    /// The cluster this server is a node of, if any: upstream pauses are shared through it.
+    cluster: Option<Arc<dyn Coordination>>,
     inflight: Arc<Inflight>,
     live: Mutex<HashMap<String, Live>>,
     /// Jobs recorded but not yet in `live` (so the job watcher doesn't take them).
@@ -219,6 +221,7 @@ impl ImportService {
         policy: EgressPolicy,
         identity: Arc<Identity>,
         settings: ImportSettings,
+        cluster: Option<Arc<dyn Coordination>>,
     ) -> Result<ImportService, String> {
         let policy = Arc::new(policy);
         let redirect_policy = policy.clone();
@@ -260,6 +263,7 @@ impl ImportService {
                 identity,
                 http,
                 limiters: Mutex::default(),
+                cluster,
                 inflight: Arc::default(),
                 live: Mutex::default(),
                 starting: Mutex::default(),
@@ -698,7 +702,15 @@ impl ImportService {
                 }
                 let endpoint = inner.policy.endpoint(registry_uri)?;
                 let key = endpoint.base.as_str().to_owned();
-                let limiter = lock(&inner.limiters).entry(key).or_default().clone();
+                let limiter = lock(&inner.limiters)
+                    .entry(key.clone())
+                    .or_insert_with(|| {
+                        Arc::new(match &inner.cluster {
+                            Some(cluster) => HostLimiter::shared(cluster.clone(), key),
+                            None => HostLimiter::default(),
+                        })
+                    })
+                    .clone();
                 Ok(Box::new(RemoteSource(RemoteRegistry::new(
                     inner.http.clone(),
                     endpoint,

@@ -14,6 +14,7 @@ use url::Url;
 use wharf_oci::manifest::Descriptor;
 use wharf_oci::{Digest, Reference, RepositoryName, media_type};
 use wharf_registry::{ByteStream, MAX_MANIFEST_SIZE};
+use wharf_storage::Coordination;
 
 use crate::ImportError;
 use crate::policy::{EgressPolicy, EgressRefused, Endpoint};
@@ -37,17 +38,32 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.docker.distribution.manifest.v2+json, \
     application/vnd.oci.artifact.manifest.v1+json, */*;q=0.1";
 
-/// Pauses every request to one host after it answered 429, for as long as it asked.
+/// Pauses every request to one host after it answered 429, for as long as it asked. In a
+/// cluster the pause is shared: recorded in the database for the other nodes, and theirs
+/// read back (at most once per [`SHARED_READ`]) before a request goes out.
 #[derive(Default)]
 pub(crate) struct HostLimiter {
     paused_until: StdMutex<Option<Instant>>,
     /// Time requests spent held back here, in all (ms).
     held_ms: std::sync::atomic::AtomicU64,
+    /// The cluster's record of pauses, and this upstream's name in it.
+    shared: Option<(Arc<dyn Coordination>, String)>,
+    /// When the cluster's record was last read.
+    read_at: StdMutex<Option<Instant>>,
 }
 
+/// How stale a node's view of the cluster's pauses may be.
+const SHARED_READ: Duration = Duration::from_secs(1);
+
 impl HostLimiter {
+    /// A limiter whose pauses the other nodes of `cluster` share.
+    pub(crate) fn shared(cluster: Arc<dyn Coordination>, upstream: String) -> Self {
+        HostLimiter { shared: Some((cluster, upstream)), ..HostLimiter::default() }
+    }
+
     async fn wait(&self) {
         let start = Instant::now();
+        self.read_shared().await;
         loop {
             let until = *self.paused_until.lock().unwrap_or_else(PoisonError::into_inner);
             match until {
@@ -59,11 +75,48 @@ impl HostLimiter {
         self.held_ms.fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Take in a pause another node recorded. Best effort: the database unreachable, the
+    /// request goes out and the upstream's own 429 says the rest.
+    async fn read_shared(&self) {
+        let Some((cluster, upstream)) = &self.shared else { return };
+        {
+            let mut at = self.read_at.lock().unwrap_or_else(PoisonError::into_inner);
+            if at.is_some_and(|t| t.elapsed() < SHARED_READ) {
+                return;
+            }
+            *at = Some(Instant::now());
+        }
+        match cluster.upstream_paused_until(upstream).await {
+            Ok(Some(until)) => {
+                let left = until.saturating_sub(wharf_storage::now_millis());
+                if left > 0 {
+                    self.pause_here(Duration::from_millis(left.unsigned_abs()));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot read the cluster's upstream pauses"),
+        }
+    }
+
     fn held(&self) -> Duration {
         Duration::from_millis(self.held_ms.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     fn pause(&self, d: Duration) {
+        self.pause_here(d);
+        if let Some((cluster, upstream)) = &self.shared {
+            let (cluster, upstream) = (cluster.clone(), upstream.clone());
+            let until = wharf_storage::now_millis()
+                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            tokio::spawn(async move {
+                if let Err(e) = cluster.pause_upstream(&upstream, until).await {
+                    tracing::warn!(error = %e, "cannot share an upstream's pause with the cluster");
+                }
+            });
+        }
+    }
+
+    fn pause_here(&self, d: Duration) {
         let mut slot = self.paused_until.lock().unwrap_or_else(PoisonError::into_inner);
         let until = Instant::now() + d;
         if slot.is_none_or(|t| t < until) {

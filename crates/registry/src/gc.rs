@@ -8,11 +8,22 @@
 //! - the bytes are deleted under the digest lock that blob commits take, so a concurrent
 //!   push of the same content can't have its fresh copy removed.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use wharf_storage::now_millis;
 
 use crate::{RegistryError, RegistryService};
+
+/// Blobs of the store a GC pass checks for a row.
+const ORPHAN_PAGE: usize = 4096;
+
+/// A random place to start the scan for orphaned bytes: a server that restarts often still
+/// covers the whole store over time.
+pub(crate) fn random_cursor() -> Arc<Mutex<Option<wharf_oci::Digest>>> {
+    let random = wharf_oci::Digest::sha256_of(uuid::Uuid::new_v4().as_bytes());
+    Arc::new(Mutex::new(Some(random)))
+}
 
 /// How careful a GC pass is.
 #[derive(Clone, Copy, Debug)]
@@ -80,10 +91,28 @@ impl RegistryService {
                 report.blobs_deleted += 1;
             }
         }
-        // Bytes without a row: left by a crash between a commit's rename and its row.
+        // Bytes without a row: left by a crash between a commit's rename and its row (or
+        // between GC's forgetting a blob and deleting it). Rare, so each pass looks at one
+        // page of the store, going on from where the last one stopped: every blob is
+        // looked at within (blobs / ORPHAN_PAGE) passes, and a pass costs the same however
+        // large the store grows.
         let grace_start =
             SystemTime::now().checked_sub(options.grace).unwrap_or(SystemTime::UNIX_EPOCH);
-        for stored in self.blobs.list().await? {
+        let after = self.orphan_cursor.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut page = self.blobs.list(after.as_ref(), ORPHAN_PAGE).await?;
+        if let Some(start) = after.as_ref().filter(|_| page.len() < ORPHAN_PAGE) {
+            // The end reached: on from the beginning, up to where this pass started.
+            let start = start.to_string();
+            let rest = self.blobs.list(None, ORPHAN_PAGE - page.len()).await?;
+            page.extend(rest.into_iter().take_while(|b| b.digest.to_string() <= start));
+        }
+        // A store smaller than a page was looked at whole: the next pass starts at the same
+        // place; otherwise where this one stopped.
+        if page.len() >= ORPHAN_PAGE {
+            *self.orphan_cursor.lock().unwrap_or_else(|e| e.into_inner()) =
+                page.last().map(|b| b.digest.clone());
+        }
+        for stored in page {
             if stored.modified >= grace_start {
                 continue;
             }

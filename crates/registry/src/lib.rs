@@ -45,11 +45,18 @@ pub struct RegistryService {
     blobs: Arc<dyn BlobStore>,
     meta: Arc<dyn MetadataStore>,
     locks: Arc<locks::Locks>,
+    /// Where GC's scan for bytes without a row goes on from (a page per pass).
+    orphan_cursor: Arc<std::sync::Mutex<Option<wharf_oci::Digest>>>,
 }
 
 impl RegistryService {
     pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetadataStore>) -> Self {
-        RegistryService { blobs, meta, locks: Arc::new(locks::Locks::default()) }
+        RegistryService {
+            blobs,
+            meta,
+            locks: Arc::new(locks::Locks::default()),
+            orphan_cursor: gc::random_cursor(),
+        }
     }
 
     /// A registry whose stores other servers share: its locks also hold across them.
@@ -60,7 +67,7 @@ impl RegistryService {
     ) -> Self {
         let mut locks = locks::Locks::default();
         locks.cluster = Some(cluster);
-        RegistryService { blobs, meta, locks: Arc::new(locks) }
+        RegistryService { blobs, meta, locks: Arc::new(locks), orphan_cursor: gc::random_cursor() }
     }
 
     /// The registry that answers `host` (a login server such as `myreg.localhost:5000`):

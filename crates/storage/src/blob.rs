@@ -93,8 +93,13 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Remove a blob. Removing a missing blob is not an error.
     async fn delete(&self, digest: &Digest) -> Result<(), StorageError>;
 
-    /// Every stored blob (for garbage collection).
-    async fn list(&self) -> Result<Vec<StoredBlob>, StorageError>;
+    /// Stored blobs in digest order after `after`, at most `limit`: garbage collection
+    /// looks at a page per pass, so that a pass's cost doesn't grow with the store.
+    async fn list(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<Vec<StoredBlob>, StorageError>;
 
     /// Start an empty upload. (An empty upload needn't be durable: one lost to a power cut
     /// reads as empty when it is attached to, appended to at 0, or committed empty.)

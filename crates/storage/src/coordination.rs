@@ -1,4 +1,4 @@
-//! Locks that hold across every server sharing a store.
+//! Locks (and upstream pauses) that hold across every server sharing a store.
 //!
 //! One server on the embedded store needs none: its locks live in its own memory (the
 //! registry's `locks.rs`), and the data directory's file lock keeps a second server out.
@@ -26,11 +26,17 @@ impl std::fmt::Debug for LockGuard {
     }
 }
 
-/// Named locks shared by all servers on one store.
+/// What the servers on one store coordinate through: named locks, and the pauses upstream
+/// registries asked for.
 #[async_trait]
 pub trait Coordination: Send + Sync + 'static {
     /// Wait for the lock named `key` (a bounded time, else [`StorageError::Busy`]).
     async fn lock(&self, key: &str) -> Result<LockGuard, StorageError>;
     /// Take the lock named `key` if nobody holds it.
     async fn try_lock(&self, key: &str) -> Result<Option<LockGuard>, StorageError>;
+    /// Record that requests to `upstream` wait until `until` (ms since the epoch); a later
+    /// pause already recorded stands.
+    async fn pause_upstream(&self, upstream: &str, until: i64) -> Result<(), StorageError>;
+    /// Until when requests to `upstream` wait (ms), if a pause is recorded.
+    async fn upstream_paused_until(&self, upstream: &str) -> Result<Option<i64>, StorageError>;
 }

@@ -217,27 +217,49 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn list(&self) -> Result<Vec<StoredBlob>, StorageError> {
+    async fn list(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<Vec<StoredBlob>, StorageError> {
         let root = self.blobs.join("sha256");
+        // Only sha256 is stored; its hex orders digests. Shards are read in order from the
+        // one `after` is in, each sorted, until `limit` blobs are found.
+        let after =
+            after.filter(|d| d.algorithm().as_str() == "sha256").map(|d| d.hex().to_owned());
         blocking(move || {
             let mut out = Vec::new();
-            for shard in fs::read_dir(&root)? {
-                let shard = shard?;
-                if !shard.file_type()?.is_dir() {
-                    continue;
-                }
-                for entry in fs::read_dir(shard.path())? {
-                    let entry = entry?;
-                    let name = entry.file_name();
+            let first = after
+                .as_deref()
+                .map_or(0, |hex| u8::from_str_radix(hex.get(..2).unwrap_or("00"), 16).unwrap_or(0));
+            for shard in first..=255u8 {
+                let dir = root.join(format!("{shard:02x}"));
+                let entries = match fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                let mut names: Vec<String> = Vec::new();
+                for entry in entries {
+                    let name = entry?.file_name();
                     // Anything that isn't a well-formed name is not ours to list.
-                    let Some(digest) = name
-                        .to_str()
-                        .and_then(|hex| format!("sha256:{hex}").parse::<Digest>().ok())
-                    else {
-                        continue;
-                    };
-                    let meta = entry.metadata()?;
+                    if let Some(hex) = name.to_str()
+                        && format!("sha256:{hex}").parse::<Digest>().is_ok()
+                        && after.as_deref().is_none_or(|a| hex > a)
+                    {
+                        names.push(hex.to_owned());
+                    }
+                }
+                names.sort_unstable();
+                for hex in names {
+                    let Ok(meta) = fs::metadata(dir.join(&hex)) else { continue };
+                    let digest = format!("sha256:{hex}")
+                        .parse::<Digest>()
+                        .map_err(|e| StorageError::Corrupt(format!("blob file {hex}: {e}")))?;
                     out.push(StoredBlob { digest, size: meta.len(), modified: meta.modified()? });
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
                 }
             }
             Ok(out)
@@ -802,7 +824,7 @@ mod tests {
             store.read(&digest, Some(ByteRange { start: 6, end: 10 })).await.unwrap().unwrap();
         assert_eq!(read_all(part).await, b"world");
         assert!(store.list_uploads().await.unwrap().is_empty());
-        assert_eq!(store.list().await.unwrap()[0].digest, digest);
+        assert_eq!(store.list(None, 10).await.unwrap()[0].digest, digest);
     }
 
     #[tokio::test]

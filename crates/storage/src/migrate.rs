@@ -8,7 +8,9 @@
 //! the PostgreSQL column's type; a column on one side only fails the copy, so a schema
 //! change that forgets the other store is caught by the contract suite rather than losing
 //! data. Upload sessions in progress are not copied (their bytes live in the old blob
-//! store; clients start them again).
+//! store; clients start them again), nor is GC's work list (`gc_candidates`): the target's
+//! triggers fill it from the copied links and blobs, so the first pass there looks at
+//! everything once.
 //!
 //! The whole copy is one PostgreSQL transaction: it happens completely or not at all, and a
 //! run that was interrupted is simply run again.

@@ -377,9 +377,19 @@ impl BlobStore for ObjectBlobStore {
         delete_quietly(&*self.store, &self.blob_path(digest)).await
     }
 
-    async fn list(&self) -> Result<Vec<StoredBlob>, StorageError> {
-        self.store
-            .list(Some(&self.blobs_root()))
+    async fn list(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<Vec<StoredBlob>, StorageError> {
+        // Object stores list keys in byte order, and `blobs/<alg>/<2 hex>/<hex>` orders as
+        // digests do; the listing starts after `after`'s key (S3's start-after).
+        let root = self.blobs_root();
+        let listing = match after {
+            Some(d) => self.store.list_with_offset(Some(&root), &self.blob_path(d)),
+            None => self.store.list(Some(&root)),
+        };
+        listing
             .map_err(unavailable)
             .try_filter_map(|meta| async move {
                 // blobs/<algorithm>/<2 hex>/<hex>
@@ -392,6 +402,7 @@ impl BlobStore for ObjectBlobStore {
                     modified: meta.last_modified.into(),
                 }))
             })
+            .take(limit)
             .try_collect()
             .await
     }

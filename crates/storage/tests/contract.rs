@@ -111,7 +111,8 @@ async fn blob_store_contract(store: &dyn BlobStore) {
     let torn = store.write_part(Uuid::new_v4(), failing).await.unwrap();
     assert!(torn.input_error.is_some());
     assert_eq!(torn.part.len, 3);
-    let listed: Vec<Digest> = store.list().await.unwrap().into_iter().map(|b| b.digest).collect();
+    let listed: Vec<Digest> =
+        store.list(None, 100).await.unwrap().into_iter().map(|b| b.digest).collect();
     assert_eq!(listed, vec![d.clone()]);
 
     // Committing content that is already stored keeps one copy.
@@ -119,7 +120,7 @@ async fn blob_store_contract(store: &dyn BlobStore) {
     store.create_upload(again).await.unwrap();
     store.append_upload(again, 0, stream(&[b"hello world"])).await.unwrap();
     store.commit_upload(again, 11, &d).await.unwrap();
-    assert_eq!(store.list().await.unwrap().len(), 1);
+    assert_eq!(store.list(None, 100).await.unwrap().len(), 1);
 
     // An input that fails keeps what it delivered; appending at the old length drops it.
     let torn = Uuid::new_v4();
@@ -144,6 +145,34 @@ async fn blob_store_contract(store: &dyn BlobStore) {
     store.delete(&abcd).await.unwrap();
     assert_eq!(store.stat(&abcd).await.unwrap(), None);
     store.delete(&abcd).await.unwrap();
+
+    // Listing in pages, in digest order, each after the last one's end.
+    let mut all = vec![d.clone()];
+    for i in 0..7u8 {
+        let content: &'static [u8] = Box::leak(vec![b'p', i].into_boxed_slice());
+        let id = Uuid::new_v4();
+        store.create_upload(id).await.unwrap();
+        store.append_upload(id, 0, stream(&[content])).await.unwrap();
+        let digest = Digest::sha256_of(content);
+        store.commit_upload(id, 2, &digest).await.unwrap();
+        all.push(digest);
+    }
+    all.sort_by_key(|d| d.to_string());
+    let mut paged = Vec::new();
+    let mut after: Option<Digest> = None;
+    loop {
+        let page = store.list(after.as_ref(), 3).await.unwrap();
+        assert!(page.len() <= 3);
+        paged.extend(page.iter().map(|b| b.digest.clone()));
+        match page.last() {
+            Some(last) if page.len() == 3 => after = Some(last.digest.clone()),
+            _ => break,
+        }
+    }
+    assert_eq!(paged, all);
+    for d in all {
+        store.delete(&d).await.unwrap();
+    }
 }
 
 fn staged_absent() -> Digest {
@@ -990,7 +1019,10 @@ async fn postgres_nodes_starting_together_migrate_once() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(applied, 1);
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .count();
+    assert_eq!(applied as usize, files);
     // A node starting later finds the schema in place.
     db.open().await.close().await;
     for store in [a, b, c] {
@@ -1465,4 +1497,58 @@ async fn populate(s: &SqliteMetadataStore) {
         .await
         .unwrap();
     }
+}
+
+/// GC's work list: a pass sees what changed — a link too young waits for its grace period,
+/// a deleted repository's blobs become collectable — and garbage stays listed until forgotten.
+async fn gc_worklist_contract(meta: &dyn MetadataStore) {
+    let default = meta.default_registry().await.unwrap();
+    let young = repo(default.id, "gc/young");
+    let x = Digest::sha256_of(b"gc young blob");
+    meta.add_blob(&x, 13, Some(&young)).await.unwrap();
+    let past = now_millis() - 60_000;
+    assert_eq!(meta.unlink_stale_blobs(past).await.unwrap(), 0, "within its grace period");
+    assert!(!meta.unreferenced_blobs(past).await.unwrap().contains(&x));
+    assert_eq!(meta.linked_blob_size(&young, &x).await.unwrap(), Some(13));
+    let future = now_millis() + 1000;
+    assert!(meta.unlink_stale_blobs(future).await.unwrap() >= 1);
+    assert_eq!(meta.linked_blob_size(&young, &x).await.unwrap(), None);
+    // Listed by every pass until forgotten.
+    assert!(meta.unreferenced_blobs(future).await.unwrap().contains(&x));
+    assert!(meta.unreferenced_blobs(future + 1).await.unwrap().contains(&x));
+    assert!(meta.forget_blob_if_unreferenced(&x, future).await.unwrap());
+    assert!(!meta.unreferenced_blobs(future + 2).await.unwrap().contains(&x));
+
+    // A repository deleted with its manifests: what they used becomes collectable.
+    let doomed = repo(default.id, "gc/doomed");
+    let y = Digest::sha256_of(b"gc doomed blob");
+    meta.add_blob(&y, 14, Some(&doomed)).await.unwrap();
+    let m = manifest(b"gc doomed manifest", vec![BlobRef::new(y.clone(), 14)], Some("v1"), &doomed);
+    assert_eq!(meta.put_manifest(&m).await.unwrap(), PutManifestOutcome::Stored);
+    let future = now_millis() + 1000;
+    meta.unlink_stale_blobs(future).await.unwrap();
+    assert!(!meta.unreferenced_blobs(future).await.unwrap().contains(&y), "in use");
+    assert!(meta.delete_repository(&doomed).await.unwrap().is_some());
+    meta.unlink_stale_blobs(future).await.unwrap();
+    assert!(meta.unreferenced_blobs(future).await.unwrap().contains(&y));
+    // A blob pushed again before it is forgotten is kept.
+    meta.add_blob(&y, 14, Some(&young)).await.unwrap();
+    assert!(!meta.forget_blob_if_unreferenced(&y, future).await.unwrap());
+    meta.unlink_blob(&young, &y).await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_gc_looks_at_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteMetadataStore::open(&dir.path().join("wharf.db")).await.unwrap();
+    gc_worklist_contract(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_gc_looks_at_what_changed() {
+    let Some(db) = PgDatabase::create().await else { return };
+    let store = db.open().await;
+    gc_worklist_contract(&store).await;
+    store.close().await;
+    db.drop().await;
 }

@@ -39,4 +39,23 @@ impl Coordination for PostgresMetadataStore {
                 .await?;
         Ok(taken.then(|| LockGuard::new(tx)))
     }
+
+    async fn pause_upstream(&self, upstream: &str, until: i64) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO upstream_pauses (upstream, until_ms) VALUES ($1, $2)
+             ON CONFLICT (upstream) DO UPDATE SET until_ms = GREATEST(upstream_pauses.until_ms, excluded.until_ms)",
+        )
+        .bind(upstream)
+        .bind(until)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn upstream_paused_until(&self, upstream: &str) -> Result<Option<i64>, StorageError> {
+        Ok(sqlx::query_scalar("SELECT until_ms FROM upstream_pauses WHERE upstream = $1")
+            .bind(upstream)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
 }

@@ -1,3 +1,5 @@
+use std::str::FromStr;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use sqlx::postgres::{PgConnection, PgRow};
@@ -734,32 +736,128 @@ impl MetadataStore for PostgresMetadataStore {
     }
 
     async fn unlink_stale_blobs(&self, cutoff: i64) -> Result<u64, StorageError> {
-        self.write_tx(|conn, _| {
-            Box::pin(async move {
-                let done = sqlx::query(
-                    "DELETE FROM repo_blobs WHERE linked_at < $1 AND NOT EXISTS (
-                        SELECT 1 FROM manifest_refs m
-                         WHERE m.repo_id = repo_blobs.repo_id AND m.target = repo_blobs.digest)",
-                )
-                .bind(cutoff)
-                .execute(&mut *conn)
+        // As SQLite's: the link candidates older than `cutoff`, a batch per transaction.
+        let mut removed = 0;
+        loop {
+            let (done, seen) = self
+                .write_tx(|conn, _| {
+                    Box::pin(async move {
+                        let batch: Vec<(i64, String)> = sqlx::query_as(
+                            "SELECT repo_id, digest FROM gc_candidates
+                              WHERE repo_id > 0 AND since < $1 LIMIT $2",
+                        )
+                        .bind(cutoff)
+                        .bind(GC_BATCH)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                        let (repos, digests): (Vec<i64>, Vec<String>) = batch.iter().cloned().unzip();
+                        let done = sqlx::query(
+                            "DELETE FROM repo_blobs l USING unnest($2::int8[], $3::text[]) AS b(r, d)
+                              WHERE l.repo_id = b.r AND l.digest = b.d AND l.linked_at < $1
+                                AND NOT EXISTS (SELECT 1 FROM manifest_refs m
+                                                 WHERE m.repo_id = l.repo_id AND m.target = l.digest)",
+                        )
+                        .bind(cutoff)
+                        .bind(&repos)
+                        .bind(&digests)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
+                        // Links too young to judge are looked at again when their grace is over.
+                        sqlx::query(
+                            "UPDATE gc_candidates c SET since = l.linked_at
+                               FROM unnest($2::int8[], $3::text[]) AS b(r, d), repo_blobs l
+                              WHERE c.repo_id = b.r AND c.digest = b.d
+                                AND l.repo_id = b.r AND l.digest = b.d AND l.linked_at >= $1",
+                        )
+                        .bind(cutoff)
+                        .bind(&repos)
+                        .bind(&digests)
+                        .execute(&mut *conn)
+                        .await?;
+                        sqlx::query(
+                            "DELETE FROM gc_candidates c USING unnest($2::int8[], $3::text[]) AS b(r, d)
+                              WHERE c.repo_id = b.r AND c.digest = b.d AND c.since < $1",
+                        )
+                        .bind(cutoff)
+                        .bind(&repos)
+                        .bind(&digests)
+                        .execute(&mut *conn)
+                        .await?;
+                        Ok((done, batch.len()))
+                    })
+                })
                 .await?;
-                Ok(done.rows_affected())
-            })
-        })
-        .await
+            removed += done;
+            if (seen as i64) < GC_BATCH {
+                return Ok(removed);
+            }
+        }
     }
 
     async fn unreferenced_blobs(&self, cutoff: i64) -> Result<Vec<Digest>, StorageError> {
-        let rows = sqlx::query(
-            "SELECT digest FROM blobs b WHERE touched_at < $1
-                AND NOT EXISTS (SELECT 1 FROM repo_blobs l WHERE l.digest = b.digest)
-                AND NOT EXISTS (SELECT 1 FROM manifest_refs m WHERE m.target = b.digest)",
-        )
-        .bind(cutoff)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| digest_col(r, "digest")).collect()
+        // As SQLite's: the blob candidates older than `cutoff` in (since, digest) order.
+        let mut garbage = Vec::new();
+        let mut from = (i64::MIN, String::new());
+        loop {
+            let from_ref = &from;
+            let (found, next) = self
+                .write_tx(|conn, _| {
+                    Box::pin(async move {
+                        let batch: Vec<(String, i64, Option<i64>, bool)> = sqlx::query_as(
+                            "SELECT c.digest, c.since, b.touched_at,
+                                    EXISTS (SELECT 1 FROM repo_blobs l WHERE l.digest = c.digest)
+                                 OR EXISTS (SELECT 1 FROM manifest_refs m WHERE m.target = c.digest)
+                               FROM gc_candidates c LEFT JOIN blobs b ON b.digest = c.digest
+                              WHERE c.repo_id = 0 AND c.since < $1 AND (c.since, c.digest) > ($3, $4)
+                              ORDER BY c.since, c.digest LIMIT $2",
+                        )
+                        .bind(cutoff)
+                        .bind(GC_BATCH)
+                        .bind(from_ref.0)
+                        .bind(&from_ref.1)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                        let (mut found, mut young, mut settled) = (Vec::new(), Vec::new(), Vec::new());
+                        for (digest, _, touched, used) in &batch {
+                            match touched {
+                                Some(t) if !used && *t >= cutoff => young.push(digest.clone()),
+                                Some(_) if !used => found.push(digest.clone()),
+                                _ => settled.push(digest.clone()),
+                            }
+                        }
+                        sqlx::query(
+                            "UPDATE gc_candidates c SET since = b.touched_at FROM blobs b
+                              WHERE c.repo_id = 0 AND c.digest = ANY($1) AND b.digest = c.digest",
+                        )
+                        .bind(&young)
+                        .execute(&mut *conn)
+                        .await?;
+                        sqlx::query("DELETE FROM gc_candidates WHERE repo_id = 0 AND digest = ANY($1)")
+                            .bind(&settled)
+                            .execute(&mut *conn)
+                            .await?;
+                        let next = match batch.last() {
+                            Some((digest, since, ..)) if batch.len() as i64 == GC_BATCH => {
+                                Some((*since, digest.clone()))
+                            }
+                            _ => None,
+                        };
+                        Ok((found, next))
+                    })
+                })
+                .await?;
+            for d in found {
+                garbage.push(
+                    Digest::from_str(&d)
+                        .map_err(|e| StorageError::Corrupt(format!("stored digest {d:?}: {e}")))?,
+                );
+            }
+            match next {
+                Some(n) => from = n,
+                None => return Ok(garbage),
+            }
+        }
     }
 
     async fn forget_blob_if_unreferenced(
@@ -1059,3 +1157,6 @@ fn order_by(order: ListOrder, name: &'static str, time: &'static str) -> String 
         ListOrder::TimeAsc => format!("{time} ASC, {name}"),
     }
 }
+
+/// Candidates GC looks at per transaction.
+const GC_BATCH: i64 = 1000;

@@ -1,7 +1,9 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use std::str::FromStr;
+
+use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 use uuid::Uuid;
 use wharf_oci::{Digest, Reference, RepositoryName, Tag};
 
@@ -713,27 +715,118 @@ impl MetadataStore for SqliteMetadataStore {
     }
 
     async fn unlink_stale_blobs(&self, cutoff: i64) -> Result<u64, StorageError> {
-        let done = sqlx::query(
-            "DELETE FROM repo_blobs WHERE linked_at < $1 AND NOT EXISTS (
-                SELECT 1 FROM manifest_refs m
-                 WHERE m.repo_id = repo_blobs.repo_id AND m.target = repo_blobs.digest)",
-        )
-        .bind(cutoff)
-        .execute(&self.write)
-        .await?;
-        Ok(done.rows_affected())
+        // The links that became candidates before `cutoff` (gc_candidates, fed by
+        // triggers), a batch per transaction: each is dropped if no manifest of its
+        // repository references it, and leaves the list unless it is too young to judge.
+        let mut removed = 0;
+        loop {
+            let mut tx = self.write.begin().await?;
+            let batch: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT repo_id, digest FROM gc_candidates WHERE repo_id > 0 AND since < $1 LIMIT $2",
+            )
+            .bind(cutoff)
+            .bind(GC_BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+            let json = serde_json::to_string(&batch).unwrap_or_default();
+            const BATCH: &str =
+                "SELECT json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]')
+                                   FROM json_each($2) j";
+            removed += sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM repo_blobs WHERE linked_at < $1 AND (repo_id, digest) IN ({BATCH})
+                    AND NOT EXISTS (SELECT 1 FROM manifest_refs m
+                                     WHERE m.repo_id = repo_blobs.repo_id
+                                       AND m.target = repo_blobs.digest)"
+            )))
+            .bind(cutoff)
+            .bind(&json)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            // Links too young to judge are looked at again when their grace is over.
+            sqlx::query(AssertSqlSafe(format!(
+                "UPDATE gc_candidates SET since =
+                        (SELECT l.linked_at FROM repo_blobs l
+                          WHERE l.repo_id = gc_candidates.repo_id AND l.digest = gc_candidates.digest)
+                  WHERE (repo_id, digest) IN ({BATCH})
+                    AND EXISTS (SELECT 1 FROM repo_blobs l
+                                 WHERE l.repo_id = gc_candidates.repo_id
+                                   AND l.digest = gc_candidates.digest AND l.linked_at >= $1)"
+            )))
+            .bind(cutoff)
+            .bind(&json)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM gc_candidates WHERE since < $1 AND (repo_id, digest) IN ({BATCH})"
+            )))
+            .bind(cutoff)
+            .bind(&json)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            if (batch.len() as i64) < GC_BATCH {
+                return Ok(removed);
+            }
+        }
     }
 
     async fn unreferenced_blobs(&self, cutoff: i64) -> Result<Vec<Digest>, StorageError> {
-        let rows = sqlx::query(
-            "SELECT digest FROM blobs b WHERE touched_at < $1
-                AND NOT EXISTS (SELECT 1 FROM repo_blobs l WHERE l.digest = b.digest)
-                AND NOT EXISTS (SELECT 1 FROM manifest_refs m WHERE m.target = b.digest)",
-        )
-        .bind(cutoff)
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter().map(|r| digest_col(r, "digest")).collect()
+        // The blob candidates older than `cutoff`, in (since, digest) order a batch per
+        // transaction: those linked or referenced somewhere (or gone) leave the list, those
+        // touched since wait for their grace period, the rest are garbage (listed until
+        // forgotten).
+        let mut garbage = Vec::new();
+        let mut from = (i64::MIN, String::new());
+        loop {
+            let mut tx = self.write.begin().await?;
+            let batch: Vec<(String, i64, Option<i64>, bool)> = sqlx::query_as(
+                "SELECT c.digest, c.since, b.touched_at,
+                        EXISTS (SELECT 1 FROM repo_blobs l WHERE l.digest = c.digest)
+                     OR EXISTS (SELECT 1 FROM manifest_refs m WHERE m.target = c.digest) AS used
+                   FROM gc_candidates c LEFT JOIN blobs b ON b.digest = c.digest
+                  WHERE c.repo_id = 0 AND c.since < $1 AND (c.since, c.digest) > ($3, $4)
+                  ORDER BY c.since, c.digest LIMIT $2",
+            )
+            .bind(cutoff)
+            .bind(GC_BATCH)
+            .bind(from.0)
+            .bind(&from.1)
+            .fetch_all(&mut *tx)
+            .await?;
+            let (mut young, mut settled) = (Vec::new(), Vec::new());
+            for (digest, _, touched, used) in &batch {
+                match touched {
+                    Some(t) if !used && *t >= cutoff => young.push(digest),
+                    Some(_) if !used => garbage.push(Digest::from_str(digest).map_err(|e| {
+                        StorageError::Corrupt(format!("stored digest {digest:?}: {e}"))
+                    })?),
+                    _ => settled.push(digest),
+                }
+            }
+            sqlx::query(
+                "UPDATE gc_candidates
+                    SET since = (SELECT b.touched_at FROM blobs b WHERE b.digest = gc_candidates.digest)
+                  WHERE repo_id = 0 AND digest IN (SELECT value FROM json_each($1))",
+            )
+            .bind(serde_json::to_string(&young).unwrap_or_default())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "DELETE FROM gc_candidates
+                  WHERE repo_id = 0 AND digest IN (SELECT value FROM json_each($1))",
+            )
+            .bind(serde_json::to_string(&settled).unwrap_or_default())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            match batch.last() {
+                Some((digest, since, ..)) if batch.len() as i64 == GC_BATCH => {
+                    from = (*since, digest.clone());
+                }
+                _ => return Ok(garbage),
+            }
+        }
     }
 
     async fn forget_blob_if_unreferenced(
@@ -969,3 +1062,6 @@ fn order_by(order: ListOrder, name: &'static str, time: &'static str) -> String 
         ListOrder::TimeAsc => format!("{time} ASC, {name}"),
     }
 }
+
+/// Candidates GC looks at per transaction.
+const GC_BATCH: i64 = 1000;

@@ -636,3 +636,51 @@ fn an_upstream_that_says_slow_down_to_one_node_is_left_alone_by_all() {
     }
     assert!(proxy.stats()["requests"].as_u64().unwrap() > before);
 }
+
+#[test]
+fn a_node_killed_mid_commit_leaves_nothing_half_visible() {
+    let Some(mut c) = Cluster::start(2, "", &[]) else { return };
+    // A chunked upload through node 0: three 48 MiB chunks, so that the commit (the pieces
+    // composed into the blob in the object store) takes a while.
+    let blob: Vec<u8> =
+        (0..(144u32 << 20)).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let digest = digest_of(&blob);
+    let node0 = c.nodes[0].reg();
+    let session = node0.start_upload("kill/commit");
+    for (i, chunk) in blob.chunks(48 << 20).enumerate() {
+        let start = i * (48 << 20);
+        let r = node0
+            .http
+            .patch(&session)
+            .header("content-range", format!("{}-{}", start, start + chunk.len() - 1))
+            .body(chunk.to_vec())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    // The commit starts; node 0 dies in the middle of it.
+    let sep = if session.contains('?') { '&' } else { '?' };
+    let commit = format!("{session}{sep}digest={digest}");
+    let http = node0.http.clone();
+    let committing = std::thread::spawn(move || http.put(commit).send().map(|r| r.status()));
+    std::thread::sleep(Duration::from_millis(200));
+    c.nodes[0].kill9();
+    let answered = committing.join().unwrap();
+    // Through node 1: the blob is either absent or whole — never a part of it.
+    let path = format!("/v2/kill/commit/blobs/{digest}");
+    let node1 = c.nodes[1].reg();
+    match node1.head(&path).status().as_u16() {
+        404 => {
+            assert!(
+                !matches!(answered, Ok(s) if s == 201),
+                "the commit was acknowledged but its blob is missing"
+            )
+        }
+        200 => assert!(node1.get(&path).bytes().unwrap()[..] == blob[..], "a partial blob"),
+        other => panic!("HEAD answered {other}"),
+    }
+    // Pushed again through node 1, it is whole.
+    let again = node1.push_blob("kill/commit", &blob);
+    assert_eq!(again, digest);
+    assert!(node1.get(&path).bytes().unwrap()[..] == blob[..]);
+}

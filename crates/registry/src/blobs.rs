@@ -148,12 +148,45 @@ impl RegistryService {
         if self.meta.touch_blob(digest).await? {
             return self.put_known_blob(repo, digest, body).await;
         }
-        let mut ingest = self.ingest_begin().await?;
-        if let Some(e) = self.ingest_append(&mut ingest, body).await? {
-            self.ingest_abort(ingest).await?;
+        self.put_new_blob(repo, digest, body).await
+    }
+
+    /// A blob whose digest is known before its bytes arrive goes straight under its name
+    /// (`BlobStore::write_blob`: no upload session, no copy afterwards), hashed as it
+    /// streams and published only if it matches.
+    async fn put_new_blob(
+        &self,
+        repo: &RepoKey,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<(), RegistryError> {
+        let hasher = Arc::new(Mutex::new(Sha256Hasher::new()));
+        let mut writer = self.blobs.write_blob(digest).await?;
+        let written = match writer.write(hashing(body, hasher.clone())).await {
+            Ok(written) => written,
+            Err(e) => {
+                let _ = writer.abort().await;
+                return Err(e.into());
+            }
+        };
+        let hasher = finish(hasher);
+        if let Some(e) = written.input_error {
+            writer.abort().await?;
             return Err(RegistryError::BodyIncomplete(e.to_string()));
         }
-        self.ingest_finish(ingest, digest, Some(repo)).await
+        let actual = hasher.digest();
+        if &actual != digest || hasher.len() != written.len {
+            writer.abort().await?;
+            return Err(RegistryError::DigestInvalid(format!(
+                "{digest} was claimed, the {} bytes received hash to {actual}",
+                hasher.len()
+            )));
+        }
+        let _guard = self.locks.digest(digest).await?;
+        writer.publish().await?;
+        self.meta.add_blob(digest, written.len, Some(repo)).await?;
+        tracing::debug!(%digest, size = written.len, "blob committed");
+        Ok(())
     }
 
     /// A monolithic push of a blob the server already stores: the bytes are hashed (the
@@ -368,6 +401,25 @@ impl RegistryService {
     ) -> Result<(), RegistryError> {
         supported(digest)?;
         let upload = self.upload_record(repo, id).await?;
+        if upload.size == 0
+            && let Some(body) = last_chunk
+        {
+            // The whole blob in the closing request (POST, then PUT with the body — what
+            // most clients do): written under its name, as a monolithic push is. No session
+            // lock while it streams: the blob is checked against its digest on its own, so
+            // a chunk a client sent meanwhile can't make it wrong.
+            let result = if self.meta.touch_blob(digest).await? {
+                self.put_known_blob(repo, digest, body).await
+            } else {
+                self.put_new_blob(repo, digest, body).await
+            };
+            if !matches!(result, Err(RegistryError::Storage(_))) {
+                let _session = self.locks.session(&id).await?;
+                self.meta.delete_upload(id).await?;
+                self.blobs.abort_upload(id).await?;
+            }
+            return result;
+        }
         let chunk = match last_chunk {
             Some(body) => Some(self.write_chunk(&upload, body, None).await?),
             None => None,

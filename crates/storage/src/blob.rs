@@ -72,6 +72,22 @@ pub struct PartWritten {
     pub input_error: Option<std::io::Error>,
 }
 
+/// A blob being written under its name, known up front (a monolithic push names its
+/// digest): nothing is readable until [`publish`](Self::publish), and a writer dropped or
+/// aborted leaves nothing readable. The caller hashes what it writes and publishes only a
+/// match — so an object store can write straight to the blob's key (a multipart upload,
+/// completed on publish) instead of to an upload and then copying it.
+#[async_trait]
+pub trait BlobWriter: Send {
+    /// Write `data` after what was written so far. When `data` fails part-way, what it
+    /// yielded is kept and the failure reported in [`Appended::input_error`].
+    async fn write(&mut self, data: ByteStream) -> Result<Appended, StorageError>;
+    /// Make the blob readable under its digest, durably.
+    async fn publish(self: Box<Self>) -> Result<(), StorageError>;
+    /// Drop what was written.
+    async fn abort(self: Box<Self>) -> Result<(), StorageError>;
+}
+
 /// Content-addressed blob storage with resumable upload sessions.
 ///
 /// Invariant every implementation keeps: a blob is readable under a digest only after
@@ -139,4 +155,7 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Every upload and part whose data is stored (for cleaning up abandoned ones).
     async fn list_uploads(&self) -> Result<Vec<StoredUpload>, StorageError>;
+
+    /// Start writing the blob `digest` in one go (see [`BlobWriter`]).
+    async fn write_blob(&self, digest: &Digest) -> Result<Box<dyn BlobWriter>, StorageError>;
 }

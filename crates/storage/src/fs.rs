@@ -31,7 +31,8 @@ use wharf_oci::Digest;
 
 use crate::StorageError;
 use crate::blob::{
-    Appended, BlobStore, ByteRange, ByteStream, Part, PartWritten, StoredBlob, StoredUpload,
+    Appended, BlobStore, BlobWriter, ByteRange, ByteStream, Part, PartWritten, StoredBlob,
+    StoredUpload,
 };
 
 /// Bytes collected from the request before they are handed to a blocking write: large while
@@ -425,6 +426,13 @@ impl BlobStore for FsBlobStore {
         })
         .await
     }
+
+    async fn write_blob(&self, digest: &Digest) -> Result<Box<dyn BlobWriter>, StorageError> {
+        // A file written, synced and renamed into place is what a session does already.
+        let id = Uuid::new_v4();
+        self.create_upload(id).await?;
+        Ok(Box::new(FsBlobWriter { store: self.clone(), id, digest: digest.clone(), len: 0 }))
+    }
 }
 
 fn open_for_append(path: &Path, offset: u64) -> Result<File, StorageError> {
@@ -790,6 +798,31 @@ mod writeback {
         }
         #[cfg(not(target_os = "linux"))]
         let _ = (file, offset, len);
+    }
+}
+
+/// [`BlobStore::write_blob`] on files: an upload session, committed on publish.
+struct FsBlobWriter {
+    store: FsBlobStore,
+    id: Uuid,
+    digest: Digest,
+    len: u64,
+}
+
+#[async_trait]
+impl BlobWriter for FsBlobWriter {
+    async fn write(&mut self, data: ByteStream) -> Result<Appended, StorageError> {
+        let appended = self.store.append_upload(self.id, self.len, data).await?;
+        self.len = appended.len;
+        Ok(appended)
+    }
+
+    async fn publish(self: Box<Self>) -> Result<(), StorageError> {
+        self.store.commit_upload(self.id, self.len, &self.digest).await
+    }
+
+    async fn abort(self: Box<Self>) -> Result<(), StorageError> {
+        self.store.abort_upload(self.id).await
     }
 }
 

@@ -27,7 +27,8 @@ pub const DEFAULT_SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000000";
 pub const DEFAULT_RESOURCE_GROUP: &str = "default";
 
 pub use blob::{
-    Appended, BlobStore, ByteRange, ByteStream, Part, PartWritten, StoredBlob, StoredUpload,
+    Appended, BlobStore, BlobWriter, ByteRange, ByteStream, Part, PartWritten, StoredBlob,
+    StoredUpload,
 };
 pub use coordination::{Coordination, LockGuard};
 pub use error::StorageError;

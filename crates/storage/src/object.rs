@@ -34,7 +34,8 @@ use wharf_oci::Digest;
 
 use crate::StorageError;
 use crate::blob::{
-    Appended, BlobStore, ByteRange, ByteStream, Part, PartWritten, StoredBlob, StoredUpload,
+    Appended, BlobStore, BlobWriter, ByteRange, ByteStream, Part, PartWritten, StoredBlob,
+    StoredUpload,
 };
 
 /// The size of each part of a multipart upload (S3 wants at least 5 MiB for all but the last).
@@ -331,6 +332,80 @@ impl ObjectBlobStore {
     }
 }
 
+/// [`BlobStore::write_blob`] on an object store: straight to the blob's key — the first
+/// [`SMALL`] bytes kept in memory (published with one PUT), beyond that a multipart upload
+/// completed only on publish (an incomplete one is never readable).
+struct ObjectBlobWriter {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    parts: Arc<Semaphore>,
+    head: BytesMut,
+    /// The upload once the blob outgrew `head`, with its two parts' worth of the budget.
+    multipart: Option<(WriteMultipart, tokio::sync::OwnedSemaphorePermit)>,
+    len: u64,
+}
+
+#[async_trait]
+impl BlobWriter for ObjectBlobWriter {
+    async fn write(&mut self, mut data: ByteStream) -> Result<Appended, StorageError> {
+        let mut input_error = None;
+        while let Some(next) = data.next().await {
+            let b = match next {
+                Ok(b) => b,
+                Err(e) => {
+                    input_error = Some(e);
+                    break;
+                }
+            };
+            self.len += b.len() as u64;
+            match &mut self.multipart {
+                Some((writer, _)) => {
+                    writer.wait_for_capacity(1).await.map_err(unavailable)?;
+                    writer.put(b);
+                }
+                None => {
+                    self.head.extend_from_slice(&b);
+                    if self.head.len() >= SMALL {
+                        // Both parts' worth at once, as `write_object` takes them.
+                        let permits =
+                            self.parts.clone().acquire_many_owned(2).await.map_err(|_| {
+                                StorageError::Busy("the blob store is shutting down".into())
+                            })?;
+                        let upload =
+                            self.store.put_multipart(&self.path).await.map_err(unavailable)?;
+                        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
+                        writer.put(self.head.split().freeze());
+                        self.multipart = Some((writer, permits));
+                    }
+                }
+            }
+        }
+        Ok(Appended { len: self.len, input_error })
+    }
+
+    async fn publish(self: Box<Self>) -> Result<(), StorageError> {
+        match self.multipart {
+            Some((writer, _permits)) => {
+                writer.finish().await.map_err(unavailable)?;
+            }
+            None => {
+                self.store
+                    .put(&self.path, PutPayload::from(self.head.freeze()))
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn abort(self: Box<Self>) -> Result<(), StorageError> {
+        if let Some((writer, _permits)) = self.multipart {
+            writer.abort().await.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+}
+
 /// The store failed or didn't answer: the caller may try again later (HTTP 503).
 fn unavailable(e: object_store::Error) -> StorageError {
     StorageError::Busy(format!("blob store: {e}"))
@@ -532,6 +607,17 @@ impl BlobStore for ObjectBlobStore {
             }
         }
         Ok(out)
+    }
+
+    async fn write_blob(&self, digest: &Digest) -> Result<Box<dyn BlobWriter>, StorageError> {
+        Ok(Box::new(ObjectBlobWriter {
+            store: self.store.clone(),
+            path: self.blob_path(digest),
+            parts: self.parts.clone(),
+            head: BytesMut::new(),
+            multipart: None,
+            len: 0,
+        }))
     }
 }
 

@@ -14,8 +14,14 @@ fn stream(parts: &[&'static [u8]]) -> ByteStream {
     ))
 }
 
-async fn read_all(s: ByteStream) -> Vec<u8> {
-    s.map(|c| c.unwrap()).collect::<Vec<_>>().await.concat()
+/// Everything a read yields. Each chunk is copied out and dropped at once: a store may
+/// read ahead only as far as its chunks come back (the filesystem store's memory bound).
+async fn read_all(mut s: ByteStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    while let Some(chunk) = s.next().await {
+        all.extend_from_slice(&chunk.unwrap());
+    }
+    all
 }
 
 fn repo(registry: i64, name: &str) -> RepoKey {
@@ -145,6 +151,18 @@ async fn blob_store_contract(store: &dyn BlobStore) {
     store.delete(&abcd).await.unwrap();
     assert_eq!(store.stat(&abcd).await.unwrap(), None);
     store.delete(&abcd).await.unwrap();
+
+    // A small blob written under its name: published whole, or not at all.
+    let mut writer = store.write_blob(&abcd).await.unwrap();
+    assert_eq!(writer.write(stream(&[b"ab", b"cd"])).await.unwrap().len, 4);
+    assert_eq!(store.stat(&abcd).await.unwrap(), None);
+    writer.publish().await.unwrap();
+    assert_eq!(read_all(store.read(&abcd, None).await.unwrap().unwrap()).await, b"abcd");
+    store.delete(&abcd).await.unwrap();
+    let mut writer = store.write_blob(&abcd).await.unwrap();
+    writer.write(stream(&[b"abcd"])).await.unwrap();
+    writer.abort().await.unwrap();
+    assert_eq!(store.stat(&abcd).await.unwrap(), None);
 
     // Listing in pages, in digest order, each after the last one's end.
     let mut all = vec![d.clone()];
@@ -493,7 +511,9 @@ async fn management_contract(m: &dyn ManagementStore) {
 #[tokio::test]
 async fn fs_blob_store_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();
-    blob_store_contract(&FsBlobStore::open(dir.path()).await.unwrap()).await;
+    let store = FsBlobStore::open(dir.path()).await.unwrap();
+    blob_store_contract(&store).await;
+    large_uploads_are_multipart(&store).await;
 }
 
 #[tokio::test]
@@ -541,8 +561,9 @@ async fn azure_blob_store_keeps_the_contract() {
     }
 }
 
-/// Uploads bigger than one part go out as multipart uploads, and sessions made of several
-/// large pieces are composed in order.
+/// Large blobs: uploads bigger than one part go out as multipart uploads (on an object
+/// store), sessions made of several large pieces are composed in order, and blobs written
+/// under their name are readable only once published.
 async fn large_uploads_are_multipart(store: &dyn BlobStore) {
     let chunk = |seed: u8, len: usize| -> Vec<u8> {
         (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
@@ -579,6 +600,24 @@ async fn large_uploads_are_multipart(store: &dyn BlobStore) {
     store.delete(&da).await.unwrap();
     store.delete(&digest).await.unwrap();
     assert!(store.list_uploads().await.unwrap().iter().all(|u| u.id != id && u.id != single));
+
+    // Written under its name in one go: nothing readable before it is published.
+    let mut writer = store.write_blob(&digest).await.unwrap();
+    writer.write(owned(whole[..5 << 20].to_vec())).await.unwrap();
+    let written = writer.write(owned(whole[5 << 20..].to_vec())).await.unwrap();
+    assert_eq!(written.len, whole.len() as u64);
+    assert_eq!(store.stat(&digest).await.unwrap(), None, "readable before it was published");
+    writer.publish().await.unwrap();
+    assert!(read_all(store.read(&digest, None).await.unwrap().unwrap()).await == whole);
+    store.delete(&digest).await.unwrap();
+    // Aborted, or dropped half-written: never readable.
+    let mut writer = store.write_blob(&digest).await.unwrap();
+    writer.write(owned(whole.clone())).await.unwrap();
+    writer.abort().await.unwrap();
+    let mut writer = store.write_blob(&digest).await.unwrap();
+    writer.write(owned(whole[..3 << 20].to_vec())).await.unwrap();
+    drop(writer);
+    assert_eq!(store.stat(&digest).await.unwrap(), None);
 }
 
 /// What an identity store keeps: names compare case-insensitively where ARM's and Entra's

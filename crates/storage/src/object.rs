@@ -298,6 +298,7 @@ impl ObjectBlobStore {
             .acquire_many(2)
             .await
             .map_err(|_| StorageError::Busy("the blob store is shutting down".into()))?;
+        let (in_flight, _more) = more_parts(&self.parts);
         let upload = self.store.put_multipart(path).await.map_err(unavailable)?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
         let mut len = head.len() as u64;
@@ -307,7 +308,7 @@ impl ObjectBlobStore {
                 match data.next().await {
                     Some(Ok(b)) => {
                         len += b.len() as u64;
-                        writer.wait_for_capacity(1).await.map_err(unavailable)?;
+                        writer.wait_for_capacity(in_flight).await.map_err(unavailable)?;
                         writer.put(b);
                     }
                     Some(Err(e)) => {
@@ -332,6 +333,17 @@ impl ObjectBlobStore {
     }
 }
 
+/// Parts a large transfer may have uploading at once, beyond the two parts' worth it holds
+/// already (one uploading, one filling): two more while the shared budget has room for them,
+/// taken without waiting — so a transfer goes faster when the server is quiet and no slower
+/// than before when it is busy.
+fn more_parts(parts: &Arc<Semaphore>) -> (usize, Option<tokio::sync::OwnedSemaphorePermit>) {
+    match parts.clone().try_acquire_many_owned(2) {
+        Ok(more) => (3, Some(more)),
+        Err(_) => (1, None),
+    }
+}
+
 /// [`BlobStore::write_blob`] on an object store: straight to the blob's key — the first
 /// [`SMALL`] bytes kept in memory (published with one PUT), beyond that a multipart upload
 /// completed only on publish (an incomplete one is never readable).
@@ -340,8 +352,9 @@ struct ObjectBlobWriter {
     path: Path,
     parts: Arc<Semaphore>,
     head: BytesMut,
-    /// The upload once the blob outgrew `head`, with its two parts' worth of the budget.
-    multipart: Option<(WriteMultipart, tokio::sync::OwnedSemaphorePermit)>,
+    /// The upload once the blob outgrew `head`, with its share of the budget and how many
+    /// parts it may have uploading at once ([`more_parts`]).
+    multipart: Option<(WriteMultipart, Vec<tokio::sync::OwnedSemaphorePermit>, usize)>,
     len: u64,
 }
 
@@ -359,8 +372,8 @@ impl BlobWriter for ObjectBlobWriter {
             };
             self.len += b.len() as u64;
             match &mut self.multipart {
-                Some((writer, _)) => {
-                    writer.wait_for_capacity(1).await.map_err(unavailable)?;
+                Some((writer, _, in_flight)) => {
+                    writer.wait_for_capacity(*in_flight).await.map_err(unavailable)?;
                     writer.put(b);
                 }
                 None => {
@@ -371,11 +384,13 @@ impl BlobWriter for ObjectBlobWriter {
                             self.parts.clone().acquire_many_owned(2).await.map_err(|_| {
                                 StorageError::Busy("the blob store is shutting down".into())
                             })?;
+                        let (in_flight, more) = more_parts(&self.parts);
                         let upload =
                             self.store.put_multipart(&self.path).await.map_err(unavailable)?;
                         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
                         writer.put(self.head.split().freeze());
-                        self.multipart = Some((writer, permits));
+                        let permits = [Some(permits), more].into_iter().flatten().collect();
+                        self.multipart = Some((writer, permits, in_flight));
                     }
                 }
             }
@@ -385,7 +400,7 @@ impl BlobWriter for ObjectBlobWriter {
 
     async fn publish(self: Box<Self>) -> Result<(), StorageError> {
         match self.multipart {
-            Some((writer, _permits)) => {
+            Some((writer, _permits, _)) => {
                 writer.finish().await.map_err(unavailable)?;
             }
             None => {
@@ -399,7 +414,7 @@ impl BlobWriter for ObjectBlobWriter {
     }
 
     async fn abort(self: Box<Self>) -> Result<(), StorageError> {
-        if let Some((writer, _permits)) = self.multipart {
+        if let Some((writer, _permits, _)) = self.multipart {
             writer.abort().await.map_err(unavailable)?;
         }
         Ok(())

@@ -1,5 +1,7 @@
 //! The OCI distribution API, session by session, as a client uses it.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::util::*;
@@ -534,4 +536,33 @@ fn http2_clients_push_and_pull_with_streamed_bodies() {
     assert_eq!(r.status(), 201, "{}", r.text().unwrap());
     let got = h2.get(format!("{}/v2/h2/blobs/{d}", w.url())).send().unwrap();
     assert_eq!(got.bytes().unwrap().as_ref(), blob.as_slice());
+}
+
+#[test]
+fn a_closing_put_whose_body_is_cut_short_can_be_sent_again() {
+    let w = Wharf::start();
+    let session = w.reg().start_upload("cut/short");
+    let path = &session[session.find("/v2/").unwrap()..];
+    let blob = bytes(50, 300_000);
+    let digest = digest_of(&blob);
+    let sep = if path.contains('?') { '&' } else { '?' };
+    // The whole blob announced in the closing PUT, half of it sent, then the connection goes.
+    let head = format!(
+        "PUT {path}{sep}digest={digest} HTTP/1.1\r\nHost: 127.0.0.1\r\n{ADMIN_AUTH_LINE}\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        blob.len()
+    );
+    raw_request(w.port, &head, &blob[..150_000], true);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(w.reg().head(&format!("/v2/cut/short/blobs/{digest}")).status(), 404);
+    // The session is still there, empty: the same PUT again, whole, publishes the blob.
+    let r = w
+        .reg()
+        .http
+        .put(format!("{session}{sep}digest={digest}"))
+        .body(blob.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    assert!(w.reg().get(&format!("/v2/cut/short/blobs/{digest}")).bytes().unwrap()[..] == blob[..]);
 }

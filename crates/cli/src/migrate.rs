@@ -1,7 +1,8 @@
 //! `wharf migrate`: move a stopped embedded server's data to the scale-out stores.
 //!
-//! Order matters for resuming: blobs first (each one published only after its digest is
-//! checked, and skipped on a later run when the target already has it), then the metadata
+//! Order matters for resuming: blobs first (each written under its name and published only
+//! after its digest is checked, and skipped on a later run when the target already has it),
+//! then the metadata
 //! in one PostgreSQL transaction (`wharf_storage::migrate`). An interrupted run is run
 //! again; the metadata never names a blob the target doesn't hold.
 
@@ -228,12 +229,13 @@ async fn copy_blob(
         h.lock().unwrap_or_else(|e| e.into_inner()).update(&chunk);
         bytes::Bytes::copy_from_slice(&chunk)
     });
-    let id = uuid::Uuid::new_v4();
-    to.create_upload(id).await?;
-    let appended = match to.append_upload(id, 0, Box::pin(data)).await {
-        Ok(a) => a,
+    // Straight under its name (an object store: a multipart upload completed only on
+    // publish), published only once its bytes proved to be what the metadata says.
+    let mut writer = to.write_blob(digest).await?;
+    let written = match writer.write(Box::pin(data)).await {
+        Ok(w) => w,
         Err(e) => {
-            let _ = to.abort_upload(id).await;
+            let _ = writer.abort().await;
             return Err(e).with_context(|| format!("writing {digest} to the target"));
         }
     };
@@ -241,17 +243,19 @@ async fn copy_blob(
         let h = hasher.lock().unwrap_or_else(|e| e.into_inner());
         (h.digest(), h.len())
     };
-    let problem = match appended.input_error {
+    let problem = match written.input_error {
         Some(e) => Some(format!("reading it from the source failed: {e}")),
-        None if len != size => Some(format!("the source holds {len} bytes, not {size}")),
+        None if len != size || written.len != len => {
+            Some(format!("the source holds {len} bytes, not {size}"))
+        }
         None if &got != digest => Some(format!("the source's bytes hash to {got}")),
         None => None,
     };
     if let Some(problem) = problem {
-        let _ = to.abort_upload(id).await;
+        let _ = writer.abort().await;
         bail!("blob {digest}: {problem}; it was not copied");
     }
-    to.commit_upload(id, len, digest).await?;
+    writer.publish().await?;
     Ok(Copied::Bytes(len))
 }
 

@@ -413,7 +413,10 @@ impl RegistryService {
             } else {
                 self.put_new_blob(repo, digest, body).await
             };
-            if !matches!(result, Err(RegistryError::Storage(_))) {
+            // Published or refused: the session is over. A body cut short (or the store
+            // failing) leaves it, empty, for the client to send the PUT again.
+            if !matches!(result, Err(RegistryError::Storage(_) | RegistryError::BodyIncomplete(_)))
+            {
                 let _session = self.locks.session(&id).await?;
                 self.meta.delete_upload(id).await?;
                 self.blobs.abort_upload(id).await?;

@@ -475,12 +475,19 @@ impl BlobStore for ObjectBlobStore {
         // Object stores list keys in byte order, and `blobs/<alg>/<2 hex>/<hex>` orders as
         // digests do; the listing starts after `after`'s key (S3's start-after).
         let root = self.blobs_root();
-        let listing = match after {
-            Some(d) => self.store.list_with_offset(Some(&root), &self.blob_path(d)),
+        let offset = after.map(|d| self.blob_path(d));
+        let listing = match &offset {
+            Some(offset) => self.store.list_with_offset(Some(&root), offset),
             None => self.store.list(Some(&root)),
         };
         listing
             .map_err(unavailable)
+            // Checked here too: a server that ignores the offset (Azurite ignores Azure's
+            // `startFrom`) would otherwise hand every page the same first blobs.
+            .try_filter(move |meta| {
+                let after_offset = offset.as_ref().is_none_or(|o| meta.location > *o);
+                std::future::ready(after_offset)
+            })
             .try_filter_map(|meta| async move {
                 // blobs/<algorithm>/<2 hex>/<hex>
                 let parts: Vec<_> = meta.location.parts().collect();

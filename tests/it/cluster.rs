@@ -684,3 +684,56 @@ fn a_node_killed_mid_commit_leaves_nothing_half_visible() {
     assert_eq!(again, digest);
     assert!(node1.get(&path).bytes().unwrap()[..] == blob[..]);
 }
+
+#[test]
+fn a_cluster_on_azure_blob_storage_serves_what_another_node_stored() {
+    let (Ok(pg), Ok(az)) =
+        (std::env::var("WHARF_TEST_POSTGRES"), std::env::var("WHARF_TEST_AZURE"))
+    else {
+        assert!(
+            std::env::var_os("WHARF_REQUIRE_BACKENDS").is_none(),
+            "WHARF_TEST_POSTGRES / WHARF_TEST_AZURE are not set but WHARF_REQUIRE_BACKENDS is"
+        );
+        eprintln!(
+            "SKIPPED: WHARF_TEST_POSTGRES / WHARF_TEST_AZURE not set (scripts/test.sh sets them)"
+        );
+        return;
+    };
+    // Two nodes on PostgreSQL and Azure Blob Storage (Azurite).
+    let shared = Shared::on(&pg, &az);
+    let config = shared.config("http://127.0.0.1:1", "");
+    let (a, b) = (Wharf::start_with_config(&config, &[]), Wharf::start_with_config(&config, &[]));
+    let big: Vec<u8> = (0..(11u32 << 20)).map(|i| (i % 247) as u8).collect();
+    let (manifest, digest) = a.reg().push_image("azure/app", "v1", &[b"small layer", &big]);
+    let r = b.reg().get("/v2/azure/app/manifests/v1");
+    assert_eq!(header(r.headers(), "docker-content-digest"), digest);
+    assert_eq!(r.bytes().unwrap().to_vec(), manifest);
+    let r = b.reg().get(&format!("/v2/azure/app/blobs/{}", digest_of(&big)));
+    assert!(r.bytes().unwrap()[..] == big[..], "the blob read through the other node differs");
+    // A chunked upload begun on one node and finished on the other.
+    let session = a.reg().start_upload("azure/chunked");
+    let path = &session[session.find("/v2/").unwrap()..];
+    let blob: Vec<u8> = (0..(9u32 << 20)).map(|i| (i % 241) as u8).collect();
+    let (one, two) = blob.split_at(6 << 20);
+    for (node, start, bytes) in [(&a, 0, one), (&b, one.len(), two)] {
+        let r = node
+            .reg()
+            .http
+            .patch(node.reg().url(path))
+            .header("content-range", format!("{}-{}", start, start + bytes.len() - 1))
+            .body(bytes.to_vec())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 202, "PATCH: {}", r.text().unwrap());
+    }
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let r = a
+        .reg()
+        .http
+        .put(a.reg().url(&format!("{path}{sep}digest={}", digest_of(&blob))))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "PUT: {}", r.text().unwrap());
+    let r = b.reg().get(&format!("/v2/azure/chunked/blobs/{}", digest_of(&blob)));
+    assert!(r.bytes().unwrap()[..] == blob[..]);
+}

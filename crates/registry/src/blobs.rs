@@ -408,11 +408,7 @@ impl RegistryService {
             // most clients do): written under its name, as a monolithic push is. No session
             // lock while it streams: the blob is checked against its digest on its own, so
             // a chunk a client sent meanwhile can't make it wrong.
-            let result = if self.meta.touch_blob(digest).await? {
-                self.put_known_blob(repo, digest, body).await
-            } else {
-                self.put_new_blob(repo, digest, body).await
-            };
+            let result = self.put_blob(repo, digest, body).await;
             // Published or refused: the session is over. A body cut short (or the store
             // failing) leaves it, empty, for the client to send the PUT again.
             if !matches!(result, Err(RegistryError::Storage(_) | RegistryError::BodyIncomplete(_)))

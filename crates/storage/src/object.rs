@@ -263,72 +263,34 @@ impl ObjectBlobStore {
     async fn write_object(
         &self,
         path: &Path,
-        mut data: ByteStream,
+        data: ByteStream,
     ) -> Result<(u64, Option<io::Error>), StorageError> {
-        // Collect up to SMALL bytes first: most blobs (configs, small layers, manifests'
-        // chunks) end there and become one PUT.
-        let mut head = BytesMut::new();
-        let mut input_error = None;
-        let mut ended = false;
-        while head.len() < SMALL {
-            match data.next().await {
-                Some(Ok(b)) => head.extend_from_slice(&b),
-                Some(Err(e)) => {
-                    input_error = Some(e);
-                    ended = true;
-                    break;
-                }
-                None => {
-                    ended = true;
-                    break;
-                }
-            }
-        }
-        if ended {
-            let len = head.len() as u64;
-            if len > 0 || input_error.is_none() {
-                self.store.put(path, PutPayload::from(head.freeze())).await.map_err(unavailable)?;
-            }
-            return Ok((len, input_error));
-        }
-        // A large transfer: two parts' worth from the shared budget (all at once, so two
-        // transfers can't each hold one and wait for the other).
-        let _permits = self
-            .parts
-            .acquire_many(2)
-            .await
-            .map_err(|_| StorageError::Busy("the blob store is shutting down".into()))?;
-        let (in_flight, _more) = more_parts(&self.parts);
-        let upload = self.store.put_multipart(path).await.map_err(unavailable)?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
-        let mut len = head.len() as u64;
-        writer.put(head.freeze());
-        let result: Result<(), StorageError> = async {
-            loop {
-                match data.next().await {
-                    Some(Ok(b)) => {
-                        len += b.len() as u64;
-                        writer.wait_for_capacity(in_flight).await.map_err(unavailable)?;
-                        writer.put(b);
-                    }
-                    Some(Err(e)) => {
-                        input_error = Some(e);
-                        return Ok(());
-                    }
-                    None => return Ok(()),
-                }
-            }
-        }
-        .await;
-        match result {
-            Ok(()) => {
-                writer.finish().await.map_err(unavailable)?;
-                Ok((len, input_error))
-            }
+        let mut writer = Box::new(self.writer(path.clone()));
+        let written = match writer.write(data).await {
+            Ok(written) => written,
             Err(e) => {
                 let _ = writer.abort().await;
-                Err(e)
+                return Err(e);
             }
+        };
+        // An input that failed before its first byte leaves no object at all.
+        if written.len > 0 || written.input_error.is_none() {
+            writer.publish().await?;
+        } else {
+            writer.abort().await?;
+        }
+        Ok((written.len, written.input_error))
+    }
+
+    /// A writer of one new object at `path`, readable once published.
+    fn writer(&self, path: Path) -> ObjectBlobWriter {
+        ObjectBlobWriter {
+            store: self.store.clone(),
+            path,
+            parts: self.parts.clone(),
+            head: BytesMut::new(),
+            multipart: None,
+            len: 0,
         }
     }
 }
@@ -344,9 +306,10 @@ fn more_parts(parts: &Arc<Semaphore>) -> (usize, Option<tokio::sync::OwnedSemaph
     }
 }
 
-/// [`BlobStore::write_blob`] on an object store: straight to the blob's key — the first
-/// [`SMALL`] bytes kept in memory (published with one PUT), beyond that a multipart upload
-/// completed only on publish (an incomplete one is never readable).
+/// One new object written in one go — a blob straight to its key
+/// ([`BlobStore::write_blob`]), or an upload's piece or part: the first [`SMALL`] bytes kept
+/// in memory (published with one PUT, taking nothing from the shared budget), beyond that a
+/// multipart upload completed only on publish (an incomplete one is never readable).
 struct ObjectBlobWriter {
     store: Arc<dyn ObjectStore>,
     path: Path,
@@ -379,7 +342,8 @@ impl BlobWriter for ObjectBlobWriter {
                 None => {
                     self.head.extend_from_slice(&b);
                     if self.head.len() >= SMALL {
-                        // Both parts' worth at once, as `write_object` takes them.
+                        // Both parts' worth at once, so that two transfers can't each
+                        // hold one and wait for the other.
                         let permits =
                             self.parts.clone().acquire_many_owned(2).await.map_err(|_| {
                                 StorageError::Busy("the blob store is shutting down".into())
@@ -632,14 +596,7 @@ impl BlobStore for ObjectBlobStore {
     }
 
     async fn write_blob(&self, digest: &Digest) -> Result<Box<dyn BlobWriter>, StorageError> {
-        Ok(Box::new(ObjectBlobWriter {
-            store: self.store.clone(),
-            path: self.blob_path(digest),
-            parts: self.parts.clone(),
-            head: BytesMut::new(),
-            multipart: None,
-            len: 0,
-        }))
+        Ok(Box::new(self.writer(self.blob_path(digest))))
     }
 }
 

@@ -7,7 +7,9 @@
 # Figures (best of and median of --runs, each run on fresh stores):
 #   push  - monolithic upload of one --size blob (POST, then PUT with the whole body):
 #           embedded, and cluster through node A
-#   pull  - GET of that blob to /dev/null: embedded, and cluster through node B
+#   pull  - GET of that blob to /dev/null: embedded, and cluster through node B; and
+#           through node B of a cluster with redirect_downloads on (the client follows
+#           the 307 to s3s-fs)
 #   rss   - peak RSS (VmHWM) of each server during it
 #   fan-out - 64 concurrent clients pulling one image (manifest + 4 MiB layer, 20 times
 #           each) spread over both nodes: errors, p50/p99 manifest GET latency, aggregate
@@ -56,6 +58,7 @@ public_url = "http://127.0.0.1:$PORT_A"
 [storage]
 metadata = "$meta"
 blobs = "$blobs"
+redirect_downloads = ${REDIRECT:-false}
 [auth]
 sealing_key_file = "$WORK/sealing-key"
 EOF
@@ -65,6 +68,8 @@ EOF
   "$WHARF" serve --config "$WORK/cluster.toml" --listen "127.0.0.1:$PORT_B" --data-dir "$WORK/node-b" --gc-interval 0 2>"$WORK/node-b.log" &
   PID_B=$!; PIDS+=("$PID_B"); wait_up "$PORT_B"
 }
+
+start_redirect() { REDIRECT=true start_cluster; }
 
 hwm_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
@@ -77,8 +82,8 @@ push_blob() { # port file -> seconds
   case $loc in *\?*) loc="$loc&digest=$d" ;; *) loc="$loc?digest=$d" ;; esac
   curl -sf "${AUTH[@]}" -o /dev/null -w '%{time_total}' -X PUT -H 'Content-Type: application/octet-stream' -T "$file" "$loc"
 }
-get_blob() { # port -> seconds
-  curl -sf "${AUTH[@]}" -o /dev/null -w '%{time_total}' "http://127.0.0.1:$1/v2/bench/blobs/sha256:$(cat "$BLOB.sha256")"
+get_blob() { # port -> seconds (following a redirect, as clients do)
+  curl -sfL "${AUTH[@]}" -o /dev/null -w '%{time_total}' "http://127.0.0.1:$1/v2/bench/blobs/sha256:$(cat "$BLOB.sha256")"
 }
 
 # The object store alone, as the cluster's floor: one PUT and one GET of the same bytes
@@ -91,7 +96,7 @@ declare -A T
 for run in $(seq "$RUNS"); do
   T[s3-push]+=" $(s3_curl -T "$BLOB" "$S3_ENDPOINT/$S3_BUCKET/bench-floor")"
   T[s3-pull]+=" $(s3_curl "$S3_ENDPOINT/$S3_BUCKET/bench-floor")"
-  for kind in embedded cluster; do
+  for kind in embedded cluster redirect; do
     "start_$kind"
     T[$kind-push]+=" $(push_blob "$PORT_A" "$BLOB")"
     T[$kind-pull]+=" $(get_blob "$PORT_B")"
@@ -147,6 +152,8 @@ EOF
 start_embedded; read -r fe_err fe_p50 fe_p99 fe_mbs <<<"$(fanout "$PORT_A" "$PORT_B")"; stop_all
 start_cluster; read -r fc_err fc_p50 fc_p99 fc_mbs <<<"$(fanout "$PORT_A" "$PORT_B")"
 fc_rss=$(python3 -c "print(max($(hwm_mib "$PID_A"), $(hwm_mib "$PID_B")))"); stop_all
+start_redirect; read -r fr_err fr_p50 fr_p99 fr_mbs <<<"$(fanout "$PORT_A" "$PORT_B")"
+fr_rss=$(python3 -c "print(max($(hwm_mib "$PID_A"), $(hwm_mib "$PID_B")))"); stop_all
 
 mbs() { python3 -c "print(round($N / float('$1') / 1e6))"; }
 ratio() { python3 -c "print(f'{float(\"$1\") / float(\"$2\"):.2f}')"; }
@@ -161,9 +168,15 @@ for op in push pull; do
   printf '      s3s-fs alone (curl, one request) %6.2f s / %6.2f s (%s MB/s)   cluster/s3s-fs time %s / %s\n' \
     "$sb" "$sm" "$(mbs "$sb")" "$(ratio "$cb" "$sb")" "$(ratio "$cm" "$sm")"
 done
+rb=$(min ${T[redirect-pull]}); rm_=$(median ${T[redirect-pull]})
+printf 'pull, redirect_downloads on (307 to s3s-fs) %6.2f s / %6.2f s (%s MB/s)   /embedded %s / %s   /s3s-fs alone %s / %s\n' \
+  "$rb" "$rm_" "$(mbs "$rb")" "$(ratio "$rb" "$(min ${T[embedded-pull]})")" "$(ratio "$rm_" "$(median ${T[embedded-pull]})")" \
+  "$(ratio "$rb" "$(min ${T[s3-pull]})")" "$(ratio "$rm_" "$(median ${T[s3-pull]})")"
+
 printf 'peak RSS during push+pull: embedded %s MiB, cluster node (max of both) %s MiB\n' \
   "$(python3 -c "print(max(float(x) for x in '${T[embedded-rss]}'.split()))")" \
   "$(python3 -c "print(max(float(x) for x in '${T[cluster-rss]}'.split()))")"
 echo "64 clients x 20 pulls (manifest + 4 MiB layer), both nodes:"
 printf '  embedded: %s errors, manifest GET p50 %s ms, p99 %s ms, %s MB/s\n' "$fe_err" "$fe_p50" "$fe_p99" "$fe_mbs"
 printf '  cluster:  %s errors, manifest GET p50 %s ms, p99 %s ms, %s MB/s (node peak RSS %s MiB)\n' "$fc_err" "$fc_p50" "$fc_p99" "$fc_mbs" "$fc_rss"
+printf '  cluster, redirect_downloads on: %s errors, manifest GET p50 %s ms, p99 %s ms, %s MB/s (node peak RSS %s MiB)\n' "$fr_err" "$fr_p50" "$fr_p99" "$fr_mbs" "$fr_rss"

@@ -18,13 +18,13 @@ fn reg_id(name: &str) -> String {
 }
 
 /// A service principal: its object id, app id and secret.
-struct Sp {
-    id: String,
-    app: String,
-    secret: String,
+pub(crate) struct Sp {
+    pub(crate) id: String,
+    pub(crate) app: String,
+    pub(crate) secret: String,
 }
 
-fn create_sp(w: &Wharf, name: &str) -> Sp {
+pub(crate) fn create_sp(w: &Wharf, name: &str) -> Sp {
     let r = w
         .arm_client()
         .post(format!("{}/v1.0/servicePrincipals", w.url()))
@@ -52,7 +52,7 @@ fn role_id(w: &Wharf, name: &str) -> String {
     v["value"][0]["id"].as_str().unwrap_or_else(|| panic!("no role {name}: {v}")).to_owned()
 }
 
-fn assign(w: &Wharf, principal: &str, role: &str, scope: &str) -> String {
+pub(crate) fn assign(w: &Wharf, principal: &str, role: &str, scope: &str) -> String {
     let name = uuid();
     let (s, v) = arm(
         w,

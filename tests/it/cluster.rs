@@ -737,3 +737,196 @@ fn a_cluster_on_azure_blob_storage_serves_what_another_node_stored() {
     let r = b.reg().get(&format!("/v2/azure/chunked/blobs/{}", digest_of(&blob)));
     assert!(r.bytes().unwrap()[..] == blob[..]);
 }
+
+#[test]
+fn blob_downloads_redirect_to_the_object_store_when_asked() {
+    let Some(shared) = Shared::new() else { return };
+    // Node `a` redirects blobs of 1 MiB or more, node `b` every blob.
+    let redirecting = |min: &str| {
+        let storage = format!("[storage]\nredirect_downloads = true\nredirect_min_size = {min}\n");
+        shared.config("http://127.0.0.1:1", "").replace("[storage]\n", &storage)
+    };
+    let a = Wharf::start_with_config(&redirecting("\"1MiB\""), &[]);
+    let b = Wharf::start_with_config(&redirecting("0"), &[]);
+    let big: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 239) as u8).collect();
+    let (_, digest) = a.reg().push_image("team/app", "v1", &[b"small layer", &big]);
+    let big_path = format!("/v2/team/app/blobs/{}", digest_of(&big));
+
+    // A large blob's GET is a 307 to the object store, naming the digest.
+    let no_follow = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_follow.get(a.reg().url(&big_path)).header("authorization", admin_basic()).send();
+    let r = r.unwrap();
+    assert_eq!(r.status(), 307);
+    assert_eq!(header(r.headers(), "docker-content-digest"), digest_of(&big));
+    let location = header(r.headers(), "location").to_owned();
+    let s3 = std::env::var("WHARF_TEST_S3").unwrap();
+    let endpoint = s3.split("endpoint=").nth(1).unwrap().split('&').next().unwrap();
+    assert!(location.starts_with(endpoint), "{location} is not on the store {endpoint}");
+    // Anyone holding the URL reads the blob, whole or a range, without credentials.
+    let bytes = client().get(&location).send().unwrap().bytes().unwrap();
+    assert!(bytes[..] == big[..], "the redirected download differs");
+    let r = client().get(&location).header("range", "bytes=5-14").send().unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().unwrap()[..], big[5..15]);
+    // A client that follows redirects sees the blob, and its range, as before.
+    let r = a.reg().get(&big_path);
+    assert!(r.bytes().unwrap()[..] == big[..]);
+    let r = a.reg().http.get(a.reg().url(&big_path)).header("range", "bytes=-3").send().unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().unwrap()[..], big[big.len() - 3..]);
+    // HEAD, and blobs under the size, are answered by the node itself.
+    let r = no_follow.head(a.reg().url(&big_path)).header("authorization", admin_basic()).send();
+    let r = r.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(r.headers(), "content-length"), big.len().to_string());
+    let small = format!("/v2/team/app/blobs/{}", digest_of(b"small layer"));
+    let r = no_follow.get(a.reg().url(&small)).header("authorization", admin_basic()).send();
+    let r = r.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().unwrap()[..], b"small layer"[..]);
+    // No URL before access control and the repository's own blobs have had their say.
+    let r = no_follow.get(a.reg().url(&big_path)).send().unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("location").is_none());
+    let r = no_follow
+        .get(a.reg().url(&format!("/v2/team/other/blobs/{}", digest_of(&big))))
+        .header("authorization", admin_basic())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().unwrap().contains("BLOB_UNKNOWN"));
+
+    // Node `b` redirects even the smallest blob: skopeo copies the image out through it,
+    // every digest verified, and the conformance suite passes against it.
+    let r = no_follow.get(b.reg().url(&small)).header("authorization", admin_basic()).send();
+    assert_eq!(r.unwrap().status(), 307);
+    let out = tempfile::tempdir().unwrap();
+    run(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &format!("admin:{ADMIN_PASSWORD}"),
+        &format!("docker://{}/team/app:v1", b.host()),
+        &format!("dir:{}", out.path().display()),
+    ]));
+    let copied = std::fs::read(out.path().join(digest_of(&big).trim_start_matches("sha256:")));
+    assert!(copied.unwrap() == big, "skopeo's copy of the layer differs");
+    assert_eq!(digest_of(&std::fs::read(out.path().join("manifest.json")).unwrap()), digest);
+    crate::conformance::run_suite(&b.url());
+}
+
+#[test]
+fn nodes_starting_together_on_an_empty_database_make_one_admin() {
+    let Some(shared) = Shared::new() else { return };
+    let config = shared.config("http://127.0.0.1:1", "");
+    let go = Arc::new(Barrier::new(3));
+    let starting: Vec<_> = (0..3)
+        .map(|_| {
+            let (config, go) = (config.clone(), go.clone());
+            std::thread::spawn(move || {
+                go.wait();
+                Wharf::start_with_config(&config, &[])
+            })
+        })
+        .collect();
+    let nodes: Vec<Wharf> = starting.into_iter().map(|t| t.join().unwrap()).collect();
+    // One tenant, one signing key, one admin user — not one each.
+    for query in [
+        "SELECT count(*) FROM tenants",
+        "SELECT count(*) FROM signing_keys",
+        "SELECT count(*) FROM principals WHERE name_ci = 'admin'",
+        "SELECT count(*) FROM role_assignments",
+    ] {
+        let n = run(Command::new("psql").args([&shared.metadata, "-tAc", query]));
+        assert_eq!(n.trim(), "1", "{query}");
+    }
+    // Each node signs the admin in, and a token one node issued is good on the others.
+    let token = nodes[0].admin_token();
+    for node in &nodes {
+        assert_eq!(node.reg().get("/v2/").status(), 200);
+        let r = node
+            .anon()
+            .get(format!("{}/subscriptions?api-version=2022-12-01", node.url()))
+            .bearer_auth(&token)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
+
+#[test]
+fn sign_in_failures_and_revocations_hold_on_every_node() {
+    use crate::access::{assign, create_sp};
+    let Some(shared) = Shared::new() else { return };
+    let config = shared
+        .config("http://127.0.0.1:1", "")
+        .replace("[auth]\n", "[auth]\nmax_failed_sign_ins = 4\n");
+    let (a, b) = (Wharf::start_with_config(&config, &[]), Wharf::start_with_config(&config, &[]));
+    a.reg().push_image("team/app", "v1", &[b"layer"]);
+    let pull = |w: &Wharf, user: &str, password: &str| {
+        anon_client()
+            .get(format!("{}/v2/team/app/manifests/v1", w.url()))
+            .header("accept", "application/vnd.oci.image.manifest.v1+json")
+            .header("authorization", basic(user, password))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // Within a few seconds on the other node, not when its caches expire (30 s for grants,
+    // 5 minutes for a checked secret).
+    let soon = |what: &str, check: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(8);
+        while !check() {
+            assert!(std::time::Instant::now() < deadline, "{what}: not seen by the other node");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    // A role removed through one node stops working on the other, which had it cached.
+    let sp = create_sp(&a, "puller");
+    let assignment = assign(&a, &sp.id, "AcrPull", &registry_id("default"));
+    assert_eq!(pull(&b, &sp.app, &sp.secret), 200);
+    let (s, v) = arm(
+        &a,
+        reqwest::Method::DELETE,
+        &format!(
+            "{}/providers/Microsoft.Authorization/roleAssignments/{assignment}",
+            registry_id("default")
+        ),
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    // (A caller without the right is asked to sign in with more: 401, as ACR answers.)
+    soon("a removed role", &|| pull(&b, &sp.app, &sp.secret) == 401);
+
+    // A secret reset through one node: the old one stops working on the other.
+    assign(&a, &sp.id, "AcrPull", &registry_id("default"));
+    soon("a new role", &|| pull(&b, &sp.app, &sp.secret) == 200);
+    let r = a
+        .arm_client()
+        .post(format!("{}/v1.0/servicePrincipals/{}/resetPassword", a.url(), sp.id))
+        .json(&json!({}))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+    let v: serde_json::Value = r.json().unwrap();
+    let new_secret = v["passwordCredentials"][0]["secretText"].as_str().unwrap().to_owned();
+    soon("a reset secret", &|| pull(&b, &sp.app, &sp.secret) == 401);
+    assert_eq!(pull(&b, &sp.app, &new_secret), 200);
+
+    // Failed sign-ins count on every node: two guesses on each of two nodes lock the name
+    // (4 a minute) on both, for the right secret too.
+    let target = create_sp(&a, "target");
+    assign(&a, &target.id, "AcrPull", &registry_id("default"));
+    for node in [&a, &b, &a, &b] {
+        assert_eq!(pull(node, &target.app, "guess"), 401);
+    }
+    assert_eq!(pull(&a, &target.app, &target.secret), 429);
+    assert_eq!(pull(&b, &target.app, &target.secret), 429);
+    // Others are not locked out by it.
+    assert_eq!(pull(&b, "admin", ADMIN_PASSWORD), 200);
+}

@@ -143,6 +143,25 @@ fn bad_configuration_is_one_line_and_a_failure() {
             assert!(err.starts_with("wharf: error: "), "{err}");
         }
     }
+    // Redirected downloads need an object store, and a URL lifetime S3 can sign.
+    let expiry = dir.path().join("expiry.toml");
+    std::fs::write(
+        &expiry,
+        "[storage]\nblobs = \"s3://b?endpoint=http://127.0.0.1:1\"\nredirect_downloads = true\nredirect_valid_for = \"8days\"\n",
+    )
+    .unwrap();
+    for (args, says) in [
+        (vec!["serve", "--redirect-downloads"], "needs an object store"),
+        (vec!["serve", "--config", expiry.to_str().unwrap()], "between 1s and 7days"),
+    ] {
+        let data = dir.path().join("data");
+        let out =
+            Command::new(wharf_bin()).args(&args).arg("--data-dir").arg(&data).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line, got {err}");
+        assert!(err.starts_with("wharf: error: ") && err.contains(says), "{err}");
+    }
 }
 
 #[test]

@@ -441,7 +441,7 @@ impl Identity {
 
     /// After any change to a registry credential: nothing checked before it is remembered,
     /// including a check still running (it sees the generation move and doesn't cache).
-    fn forget_registry_secrets(&self) {
+    pub(crate) fn forget_registry_secrets(&self) {
         let mut cache = lock(&self.registry_secrets);
         self.registry_secrets_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         cache.clear();
@@ -677,9 +677,9 @@ impl Identity {
         // principal's name, so the key is nobody else's.
         let credential = format!("registry/{}/{kind}/{}", registry.id, record.name);
         let keys = Identity::limiter_keys(&credential, client);
-        self.failures.check(&keys)?;
+        self.failures.check(&keys).await?;
         if !self.check_registry_password(&record, password).await? {
-            self.failures.fail(&keys);
+            self.failures.fail(&keys).await;
             return Err(AuthError::InvalidCredentials);
         }
         let grant = if kind == ADMIN {
@@ -704,6 +704,7 @@ impl Identity {
         record: &RegistryTokenRecord,
         password: &str,
     ) -> Result<bool, AuthError> {
+        self.follow_access().await?;
         let key: [u8; 32] = Sha256::new()
             .chain_update(record.registry_id.to_be_bytes())
             .chain_update(record.kind.as_bytes())

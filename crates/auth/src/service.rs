@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use wharf_storage::{
-    CredentialRecord, IdentityStore, PrincipalRecord, RoleAssignmentRecord, RoleDefinitionRecord,
-    TenantRecord,
+    Coordination, CredentialRecord, IdentityStore, PrincipalRecord, RoleAssignmentRecord,
+    RoleDefinitionRecord, TenantRecord,
 };
 
 use crate::caller::{
@@ -108,44 +108,79 @@ pub(crate) fn now_ms() -> i64 {
 pub(crate) struct FailureLimiter {
     failures: Mutex<HashMap<String, (u32, Instant)>>,
     per_name: u32,
+    /// Set on a cluster: failures are counted in the shared store as well, so that N nodes
+    /// allow no more guesses than one server does.
+    shared: Option<Arc<dyn Coordination>>,
 }
 
 impl FailureLimiter {
     fn new(per_name: u32) -> FailureLimiter {
-        FailureLimiter { failures: Mutex::default(), per_name: per_name.max(1) }
+        FailureLimiter { failures: Mutex::default(), per_name: per_name.max(1), shared: None }
     }
 
     fn limit(&self, key: &str) -> u32 {
         if key.starts_with("ip:") { self.per_name.saturating_mul(10) } else { self.per_name }
     }
 
-    pub(crate) fn check(&self, keys: &[String]) -> Result<(), AuthError> {
-        let map = lock(&self.failures);
-        for k in keys {
-            if let Some((n, since)) = map.get(k)
-                && *n >= self.limit(k)
-                && since.elapsed() < FAILURE_WINDOW
-            {
-                let left = FAILURE_WINDOW.saturating_sub(since.elapsed()).as_secs().max(1);
-                return Err(AuthError::Throttled(left));
+    pub(crate) async fn check(&self, keys: &[String]) -> Result<(), AuthError> {
+        {
+            let map = lock(&self.failures);
+            for k in keys {
+                if let Some((n, since)) = map.get(k)
+                    && *n >= self.limit(k)
+                    && since.elapsed() < FAILURE_WINDOW
+                {
+                    let left = FAILURE_WINDOW.saturating_sub(since.elapsed()).as_secs().max(1);
+                    return Err(AuthError::Throttled(left));
+                }
+            }
+        }
+        if let Some(shared) = &self.shared {
+            let (now, window) = (now_ms(), FAILURE_WINDOW.as_millis() as i64);
+            for (k, n, since) in shared.sign_in_failures(keys, now, window).await? {
+                if n >= self.limit(&k) {
+                    let left = u64::try_from((since + window - now) / 1000).unwrap_or(0);
+                    return Err(AuthError::Throttled(left.max(1)));
+                }
             }
         }
         Ok(())
     }
 
-    pub(crate) fn fail(&self, keys: &[String]) {
-        let mut map = lock(&self.failures);
-        if map.len() > CACHE_MAX {
-            map.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
-        }
-        for k in keys {
-            let e = map.entry(k.clone()).or_insert((0, Instant::now()));
-            if e.1.elapsed() >= FAILURE_WINDOW {
-                *e = (0, Instant::now());
+    pub(crate) async fn fail(&self, keys: &[String]) {
+        {
+            let mut map = lock(&self.failures);
+            if map.len() > CACHE_MAX {
+                map.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
             }
-            e.0 += 1;
+            for k in keys {
+                let e = map.entry(k.clone()).or_insert((0, Instant::now()));
+                if e.1.elapsed() >= FAILURE_WINDOW {
+                    *e = (0, Instant::now());
+                }
+                e.0 += 1;
+            }
+        }
+        if let Some(shared) = &self.shared {
+            let window = FAILURE_WINDOW.as_millis() as i64;
+            if let Err(e) = shared.count_sign_in_failure(keys, now_ms(), window).await {
+                // Counted here still; the other nodes will see the next one.
+                tracing::warn!(error = %e, "cannot count a failed sign-in in the shared store");
+            }
         }
     }
+}
+
+/// How often a cluster node reads the access version (see [`Identity::share_with`]).
+const ACCESS_POLL: i64 = 1000;
+
+/// What a node knows of the cluster's access version.
+struct AccessFollower {
+    cluster: Arc<dyn Coordination>,
+    /// The version this node's caches were filled under.
+    version: std::sync::atomic::AtomicI64,
+    /// When it was last read (ms); one request a second reads it, the others go on.
+    checked: std::sync::atomic::AtomicI64,
 }
 
 /// A value remembered since an instant.
@@ -184,6 +219,8 @@ pub struct Identity {
     /// Moves on every change to a registry credential (see `forget_registry_secrets`).
     pub(crate) registry_secrets_generation: std::sync::atomic::AtomicU64,
     pub(crate) failures: FailureLimiter,
+    /// Set on a cluster: changes other nodes make to access clear this node's caches.
+    access: Option<AccessFollower>,
     /// Seals the registry admin users' passwords.
     pub(crate) sealer: crate::registry_credentials::Sealer,
     /// Bounds the argon2 hashes computed at once (each takes memory and a core).
@@ -241,6 +278,7 @@ impl Identity {
             registry_secrets: Mutex::default(),
             registry_secrets_generation: std::sync::atomic::AtomicU64::new(0),
             failures: FailureLimiter::new(settings_max_failures),
+            access: None,
             sealer: crate::registry_credentials::Sealer::new(&sealing_key)?,
             hashing: tokio::sync::Semaphore::new(cores),
         };
@@ -269,6 +307,40 @@ impl Identity {
             tracing::info!("created the admin user (Owner of everything)");
         }
         Ok((identity, boot))
+    }
+
+    /// Share sign-in failure counts and cache invalidation with the other servers of a
+    /// cluster: failures count on every node, and a change to access made through any node
+    /// (a revoked role, a reset secret, a disabled token) holds here within about a second
+    /// rather than when this node's caches expire.
+    pub fn share_with(&mut self, cluster: Arc<dyn Coordination>) {
+        self.failures.shared = Some(cluster.clone());
+        self.access = Some(AccessFollower {
+            cluster,
+            version: std::sync::atomic::AtomicI64::new(i64::MIN),
+            checked: std::sync::atomic::AtomicI64::new(0),
+        });
+    }
+
+    /// On a cluster, at most once a second: read the access version, and if it moved, drop
+    /// every cached grant and checked secret.
+    pub(crate) async fn follow_access(&self) -> Result<(), AuthError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let Some(access) = &self.access else { return Ok(()) };
+        let now = now_ms();
+        let checked = access.checked.load(SeqCst);
+        if now - checked < ACCESS_POLL
+            || access.checked.compare_exchange(checked, now, SeqCst, SeqCst).is_err()
+        {
+            return Ok(());
+        }
+        let version = access.cluster.access_version().await?;
+        if access.version.swap(version, SeqCst) != version {
+            self.forget_grants(None);
+            lock(&self.secrets).clear();
+            self.forget_registry_secrets();
+        }
+        Ok(())
     }
 
     pub fn default_tenant(&self) -> &str {
@@ -327,6 +399,7 @@ impl Identity {
     /// Check a secret against a principal's credentials (not expired), remembering a
     /// success for a while so that repeated Basic credentials aren't hashed each time.
     async fn check_secret(&self, p: &PrincipalRecord, secret: &str) -> Result<bool, AuthError> {
+        self.follow_access().await?;
         let key: [u8; 32] = Sha256::new()
             .chain_update(p.id.as_bytes())
             .chain_update([0])
@@ -401,7 +474,7 @@ impl Identity {
         client: Option<IpAddr>,
     ) -> Result<PrincipalRecord, AuthError> {
         let keys = Self::limiter_keys(name, client);
-        self.failures.check(&keys)?;
+        self.failures.check(&keys).await?;
         let tenant = tenant.unwrap_or(&self.tenant);
         let found = match self.store.principal_by_app_id(name).await? {
             Some(p) => Some(p),
@@ -411,7 +484,7 @@ impl Identity {
         match found {
             Some(p) if self.check_secret(&p, secret).await? => Ok(p),
             _ => {
-                self.failures.fail(&keys);
+                self.failures.fail(&keys).await;
                 Err(AuthError::InvalidCredentials)
             }
         }
@@ -486,6 +559,7 @@ impl Identity {
     }
 
     async fn grants(&self, principal: &str) -> Result<Arc<Vec<Grant>>, AuthError> {
+        self.follow_access().await?;
         if let Some((g, at)) = lock(&self.grants).get(principal)
             && at.elapsed() < GRANTS_TTL
         {

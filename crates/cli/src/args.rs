@@ -409,6 +409,10 @@ pub(crate) struct ServeArgs {
     /// az://account/container[/prefix]; credentials from AWS_* / AZURE_STORAGE_* variables.
     #[arg(long, env = "WHARF_BLOBS", value_name = "URL")]
     pub(crate) blobs: Option<String>,
+    /// Answer blob GETs with a 307 to a presigned URL of the object store (--blobs), so
+    /// clients download from it directly; it must be reachable at its endpoint by clients.
+    #[arg(long)]
+    pub(crate) redirect_downloads: bool,
     /// A TOML configuration file; flags and environment variables override it.
     #[arg(long, env = "WHARF_CONFIG")]
     pub(crate) config: Option<PathBuf>,

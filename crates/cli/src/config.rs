@@ -7,6 +7,14 @@
 //! domain = "registry.example.com"
 //! public_url = "https://wharf.example.com"   # what clients reach (tokens' issuer, realms)
 //!
+//! [storage]
+//! metadata = "postgres://wharf@db.internal/wharf"   # a cluster: PostgreSQL …
+//! blobs = "s3://wharf-blobs?region=eu-west-1"       # … and an object store
+//! max_db_connections = 16
+//! redirect_downloads = true   # blob GETs: 307 to a presigned URL of the object store
+//! redirect_min_size = "1MiB"  # smaller blobs are streamed by the node
+//! redirect_valid_for = "10m"
+//!
 //! [auth]
 //! enabled = true              # false: anyone who reaches the port may do anything
 //! max_failed_sign_ins = 10    # per name per minute (x10 per client address)
@@ -105,6 +113,14 @@ pub(crate) struct StorageConfig {
     pub(crate) blobs: Option<String>,
     /// Connections to PostgreSQL per node.
     pub(crate) max_db_connections: Option<u32>,
+    /// Answer blob GETs with a `307` to a presigned URL of the object store.
+    pub(crate) redirect_downloads: Option<bool>,
+    /// Blobs smaller than this are streamed even so.
+    #[serde(default, with = "opt_size")]
+    pub(crate) redirect_min_size: Option<u64>,
+    /// How long a redirect's URL works.
+    #[serde(default, with = "opt_duration")]
+    pub(crate) redirect_valid_for: Option<Duration>,
 }
 
 /// `[auth]`: access control.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use wharf_import::{EgressPolicy, ImportService, ImportSettings, MinThroughput, PlanLimits};
 use wharf_management::{LoginServers, Management};
-use wharf_registry::{GcOptions, RegistryService};
+use wharf_registry::{DownloadRedirects, GcOptions, RegistryService};
 use wharf_server::{Admission, AppState, Limits, Settings};
 use wharf_storage::{
     BlobStore, FsBlobStore, IdentityStore, ManagementStore, MetadataStore, ObjectBlobStore,
@@ -57,6 +57,8 @@ pub(crate) struct ServeConfig {
     pub(crate) blobs: Option<ObjectStoreUrl>,
     /// Connections to PostgreSQL.
     pub(crate) max_db_connections: u32,
+    /// Blob GETs redirected to the object store, if on.
+    pub(crate) redirects: Option<DownloadRedirects>,
     /// Where the sealing key is, if not `<data-dir>/sealing-key`.
     pub(crate) sealing_key_file: Option<PathBuf>,
 }
@@ -267,6 +269,7 @@ impl ServeConfig {
                 Some(_) => anyhow::bail!("--metadata must be a postgres:// URL"),
                 None => None,
             },
+            redirects: redirects(args.redirect_downloads, &file.storage, args.blobs.is_some())?,
             blobs: args
                 .blobs
                 .or(file.storage.blobs.clone())
@@ -385,6 +388,10 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
         }
         None => RegistryService::new(stores.blobs.clone(), stores.meta.clone()),
     };
+    let registry = match config.redirects {
+        Some(redirects) => registry.with_download_redirects(redirects),
+        None => registry,
+    };
 
     let listener = wharf_server::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -408,7 +415,17 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let policy = EgressPolicy::new(&config.insecure_sources, &config.registry_mirrors)
         .map_err(anyhow::Error::msg)?;
     let tls = open_tls(&config, addr)?;
-    let identity = open_identity(&config, stores.identity.clone(), addr).await?;
+    // Nodes starting together on an empty database would each make a tenant, a signing
+    // key and an admin user: a first start is one node's at a time.
+    let first_start = match &stores.cluster {
+        Some(cluster) => {
+            Some(cluster.lock("first-start").await.context("cannot take the first-start lock")?)
+        }
+        None => None,
+    };
+    let identity =
+        open_identity(&config, stores.identity.clone(), stores.cluster.clone(), addr).await?;
+    drop(first_start);
     let imports = ImportService::new(
         registry.clone(),
         management.clone(),
@@ -598,6 +615,7 @@ async fn reload_on_sighup(tls: Arc<wharf_server::tls::Tls>) {
 async fn open_identity(
     config: &ServeConfig,
     store: Arc<dyn IdentityStore>,
+    cluster: Option<Arc<dyn wharf_storage::Coordination>>,
     addr: SocketAddr,
 ) -> anyhow::Result<Arc<wharf_auth::Identity>> {
     let scheme = if config.tls == TlsMode::Off { "http" } else { "https" };
@@ -617,9 +635,12 @@ async fn open_identity(
     if admin_password.as_ref().is_some_and(|p| p.len() < 12) {
         anyhow::bail!("WHARF_ADMIN_PASSWORD must be at least 12 characters long");
     }
-    let (identity, boot) = wharf_auth::Identity::open(store, settings, admin_password)
+    let (mut identity, boot) = wharf_auth::Identity::open(store, settings, admin_password)
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the identity provider: {e}"))?;
+    if let Some(cluster) = cluster {
+        identity.share_with(cluster);
+    }
     if let Some(password) = boot.generated_admin_password {
         let file = config.data_dir.join("admin-password");
         write_secret_file(&file, &password)
@@ -635,6 +656,33 @@ async fn open_identity(
         );
     }
     Ok(Arc::new(identity))
+}
+
+/// Download redirects from `--redirect-downloads` / `[storage] redirect_*`: only with an
+/// object store (the data directory has no URL a client could reach).
+fn redirects(
+    flag: bool,
+    storage: &crate::config::StorageConfig,
+    blobs_flag: bool,
+) -> anyhow::Result<Option<DownloadRedirects>> {
+    if !(flag || storage.redirect_downloads.unwrap_or(false)) {
+        return Ok(None);
+    }
+    if !blobs_flag && storage.blobs.is_none() {
+        anyhow::bail!(
+            "redirect_downloads needs an object store (--blobs s3://… or az://…): blobs in the \
+             data directory are served by wharf itself"
+        );
+    }
+    // S3 signs URLs for at most a week; under a second is a URL nobody can use.
+    let valid_for = storage.redirect_valid_for.unwrap_or(Duration::from_secs(600));
+    if !(Duration::from_secs(1)..=Duration::from_secs(7 * 24 * 3600)).contains(&valid_for) {
+        anyhow::bail!("storage.redirect_valid_for must be between 1s and 7days");
+    }
+    Ok(Some(DownloadRedirects {
+        min_size: storage.redirect_min_size.unwrap_or(1 << 20),
+        valid_for,
+    }))
 }
 
 /// The key that seals registry admin users' passwords: `[auth] sealing_key_file`, else

@@ -2,6 +2,7 @@
 //! upload sessions, cross-repository mount).
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 use uuid::Uuid;
@@ -16,6 +17,26 @@ pub struct BlobRead {
     pub size: u64,
     pub range: Option<ByteRange>,
     pub stream: ByteStream,
+}
+
+/// Blob downloads handed to the blob store — a `307` to a URL the store signed — rather
+/// than streamed through the server (see [`RegistryService::with_download_redirects`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DownloadRedirects {
+    /// Blobs smaller than this are streamed: for them a redirect costs the client a round
+    /// trip more than it saves the server.
+    pub min_size: u64,
+    /// How long a redirect's URL works.
+    pub valid_for: Duration,
+}
+
+/// How a blob GET is answered.
+pub enum BlobDownload {
+    /// Send the client to `url` (presigned: it needs no credentials) for the blob's `size`
+    /// bytes.
+    Redirect { url: String, size: u64 },
+    /// Stream the bytes.
+    Bytes(BlobRead),
 }
 
 /// Where an upload session stands.
@@ -63,6 +84,36 @@ impl RegistryService {
         range: Option<RangeRequest>,
     ) -> Result<BlobRead, RegistryError> {
         let size = self.stat_blob(repo, digest).await?;
+        self.read_sized(digest, size, range).await
+    }
+
+    /// Answer a client's GET of a blob visible in `repo`: a redirect to the blob store when
+    /// redirects are on and the blob is large enough, else its bytes (whole or a range).
+    pub async fn download_blob(
+        &self,
+        repo: &RepoKey,
+        digest: &Digest,
+        range: Option<RangeRequest>,
+    ) -> Result<BlobDownload, RegistryError> {
+        let size = self.stat_blob(repo, digest).await?;
+        if let Some(redirects) = self.redirects.filter(|r| size >= r.min_size) {
+            match self.blobs.download_url(digest, redirects.valid_for).await {
+                Ok(Some(url)) => return Ok(BlobDownload::Redirect { url, size }),
+                Ok(None) => {}
+                // The bytes can still be served from here.
+                Err(e) => tracing::warn!(%digest, error = %e, "can't sign a download URL"),
+            }
+        }
+        Ok(BlobDownload::Bytes(self.read_sized(digest, size, range).await?))
+    }
+
+    /// Read a blob of `size` bytes, whole or the part `range` asks for.
+    async fn read_sized(
+        &self,
+        digest: &Digest,
+        size: u64,
+        range: Option<RangeRequest>,
+    ) -> Result<BlobRead, RegistryError> {
         let range = match range {
             None => None,
             Some(RangeRequest::From { start, end }) => {
@@ -79,9 +130,12 @@ impl RegistryService {
                 Some(ByteRange { start: size.saturating_sub(n), end: size - 1 })
             }
         };
+        // The store is told which bytes, whole blob or not: knowing the length up front, an
+        // object store can fetch a large read in parallel ranges.
+        let bytes = range.or((size > 0).then(|| ByteRange { start: 0, end: size - 1 }));
         let stream = self
             .blobs
-            .read(digest, range)
+            .read(digest, bytes)
             .await?
             .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?;
         Ok(BlobRead { size, range, stream })

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use wharf_storage::{BlobStore, Coordination, MetadataStore, RegistryRecord};
 
-pub use blobs::{BlobRead, Ingest, RangeRequest, UploadStatus};
+pub use blobs::{BlobDownload, BlobRead, DownloadRedirects, Ingest, RangeRequest, UploadStatus};
 pub use discovery::Page;
 pub use error::RegistryError;
 pub use gc::{GcOptions, GcReport};
@@ -47,6 +47,8 @@ pub struct RegistryService {
     locks: Arc<locks::Locks>,
     /// Where GC's scan for bytes without a row goes on from (a page per pass).
     orphan_cursor: Arc<std::sync::Mutex<Option<wharf_oci::Digest>>>,
+    /// Set when blob GETs are redirected to the blob store.
+    redirects: Option<DownloadRedirects>,
 }
 
 impl RegistryService {
@@ -56,6 +58,7 @@ impl RegistryService {
             meta,
             locks: Arc::new(locks::Locks::default()),
             orphan_cursor: gc::random_cursor(),
+            redirects: None,
         }
     }
 
@@ -67,7 +70,22 @@ impl RegistryService {
     ) -> Self {
         let mut locks = locks::Locks::default();
         locks.cluster = Some(cluster);
-        RegistryService { blobs, meta, locks: Arc::new(locks), orphan_cursor: gc::random_cursor() }
+        RegistryService {
+            blobs,
+            meta,
+            locks: Arc::new(locks),
+            orphan_cursor: gc::random_cursor(),
+            redirects: None,
+        }
+    }
+
+    /// Answer blob GETs with a `307` to a URL the blob store signed, for blobs of at least
+    /// `redirects.min_size` bytes, when the store can sign one (an object store can; the
+    /// filesystem can't, and its blobs are streamed as before). Clients then read from the
+    /// store itself, and the server's bandwidth goes to what only it can serve.
+    pub fn with_download_redirects(mut self, redirects: DownloadRedirects) -> Self {
+        self.redirects = Some(redirects);
+        self
     }
 
     /// The registry that answers `host` (a login server such as `myreg.localhost:5000`):

@@ -1,6 +1,6 @@
 use std::io;
 use std::pin::Pin;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -158,4 +158,16 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Start writing the blob `digest` in one go (see [`BlobWriter`]).
     async fn write_blob(&self, digest: &Digest) -> Result<Box<dyn BlobWriter>, StorageError>;
+
+    /// A URL a client may GET the blob from directly for `valid_for`, without credentials
+    /// of its own (a presigned URL), if the store can make one; `None` if it can't (the
+    /// server then streams the bytes itself). It doesn't check that the blob is stored.
+    async fn download_url(
+        &self,
+        digest: &Digest,
+        valid_for: Duration,
+    ) -> Result<Option<String>, StorageError> {
+        let _ = (digest, valid_for);
+        Ok(None)
+    }
 }

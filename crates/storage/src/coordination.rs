@@ -1,4 +1,5 @@
-//! Locks (and upstream pauses) that hold across every server sharing a store.
+//! Locks, upstream pauses, sign-in failures and the access version: what holds across
+//! every server sharing a store.
 //!
 //! One server on the embedded store needs none: its locks live in its own memory (the
 //! registry's `locks.rs`), and the data directory's file lock keeps a second server out.
@@ -39,4 +40,24 @@ pub trait Coordination: Send + Sync + 'static {
     async fn pause_upstream(&self, upstream: &str, until: i64) -> Result<(), StorageError>;
     /// Until when requests to `upstream` wait (ms), if a pause is recorded.
     async fn upstream_paused_until(&self, upstream: &str) -> Result<Option<i64>, StorageError>;
+    /// Count a failed sign-in against each of `keys` (a name, a client address) at `now`
+    /// (ms): a key whose window began `window_ms` or more ago starts a new one.
+    async fn count_sign_in_failure(
+        &self,
+        keys: &[String],
+        now: i64,
+        window_ms: i64,
+    ) -> Result<(), StorageError>;
+    /// The failures counted against each of `keys` in windows begun after `now - window_ms`:
+    /// (key, failures, when its window began).
+    async fn sign_in_failures(
+        &self,
+        keys: &[String],
+        now: i64,
+        window_ms: i64,
+    ) -> Result<Vec<(String, u32, i64)>, StorageError>;
+    /// A number that moves whenever principals, credentials, roles, role assignments,
+    /// registries or their credentials change, through any server: a server that caches
+    /// what callers may do drops its caches when it moved.
+    async fn access_version(&self) -> Result<i64, StorageError>;
 }

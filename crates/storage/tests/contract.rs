@@ -2,6 +2,8 @@
 //! The contract every storage backend keeps, written once and run against each
 //! implementation: the embedded ones here; a scale-out backend adds one line per trait.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures::StreamExt;
 use uuid::Uuid;
@@ -514,6 +516,9 @@ async fn fs_blob_store_keeps_the_contract() {
     let store = FsBlobStore::open(dir.path()).await.unwrap();
     blob_store_contract(&store).await;
     large_uploads_are_multipart(&store).await;
+    // The data directory has no URL a client could reach: its blobs are streamed.
+    let d = Digest::sha256_of(b"x");
+    assert_eq!(store.download_url(&d, Duration::from_secs(60)).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -550,6 +555,7 @@ async fn s3_blob_store_keeps_the_contract() {
     if let Some(store) = object_store_from_env("WHARF_TEST_S3").await {
         blob_store_contract(&store).await;
         large_uploads_are_multipart(&store).await;
+        presigned_downloads(&store).await;
     }
 }
 
@@ -558,7 +564,37 @@ async fn azure_blob_store_keeps_the_contract() {
     if let Some(store) = object_store_from_env("WHARF_TEST_AZURE").await {
         blob_store_contract(&store).await;
         large_uploads_are_multipart(&store).await;
+        presigned_downloads(&store).await;
     }
+}
+
+/// An object store signs URLs that anyone may GET a blob from, whole or a range of it,
+/// until they expire — and that read nothing else.
+async fn presigned_downloads(store: &dyn BlobStore) {
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let digest = Digest::sha256_of(&content);
+    let mut writer = store.write_blob(&digest).await.unwrap();
+    writer.write(stream(&[Box::leak(content.clone().into_boxed_slice())])).await.unwrap();
+    writer.publish().await.unwrap();
+
+    let http = reqwest::Client::new();
+    let url = store.download_url(&digest, Duration::from_secs(60)).await.unwrap().unwrap();
+    let res = http.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.bytes().await.unwrap().as_ref(), content.as_slice());
+    let res = http.get(&url).header("range", "bytes=1000-1999").send().await.unwrap();
+    assert_eq!(res.status(), 206);
+    assert_eq!(res.bytes().await.unwrap().as_ref(), &content[1000..2000]);
+    // The signature covers the path: another blob's key under it is refused.
+    let other = Digest::sha256_of(b"abcd").hex().to_owned();
+    let forged = url.replace(digest.hex(), &other);
+    assert!(http.get(&forged).send().await.unwrap().status().is_client_error());
+
+    let short = store.download_url(&digest, Duration::from_secs(1)).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let res = http.get(&short).send().await.unwrap();
+    assert!(res.status().is_client_error(), "an expired URL still reads: {}", res.status());
+    store.delete(&digest).await.unwrap();
 }
 
 /// Large blobs: uploads bigger than one part go out as multipart uploads (on an object
@@ -590,6 +626,16 @@ async fn large_uploads_are_multipart(store: &dyn BlobStore) {
     let range = ByteRange { start: (9 << 20) - 3, end: (9 << 20) + 40 };
     let got = read_all(store.read(&digest, Some(range)).await.unwrap().unwrap()).await;
     assert!(got[..] == whole[range.start as usize..=range.end as usize]);
+    // Large ranges, as the registry asks for whole blobs (an object store reads them as
+    // several ranged GETs at once): every byte, in order, whatever the alignment.
+    for (start, end) in [(0, whole.len() - 1), (1, whole.len() - 2), (5 << 20, (11 << 20) + 1)] {
+        let r = ByteRange { start: start as u64, end: end as u64 };
+        let got = read_all(store.read(&digest, Some(r)).await.unwrap().unwrap()).await;
+        assert!(got[..] == whole[start..=end], "range {start}-{end} differs");
+    }
+    let missing = Digest::sha256_of(b"never stored");
+    let r = ByteRange { start: 0, end: whole.len() as u64 - 1 };
+    assert!(store.read(&missing, Some(r)).await.unwrap().is_none());
     // One large piece: committed by a copy, same bytes.
     let single = Uuid::new_v4();
     store.create_upload(single).await.unwrap();
@@ -1589,5 +1635,41 @@ async fn postgres_gc_looks_at_what_changed() {
     let store = db.open().await;
     gc_worklist_contract(&store).await;
     store.close().await;
+    db.drop().await;
+}
+
+/// What cluster nodes share besides locks: sign-in failures, counted per key in windows,
+/// and an access version that moves with every change to who may do what — and only then.
+#[tokio::test]
+async fn postgres_counts_failures_and_access_changes_for_every_node() {
+    let Some(db) = PgDatabase::create().await else { return };
+    let (one, other) = (db.open().await, db.open().await);
+    let keys = ["name:x".to_owned(), "ip:10.0.0.1".to_owned()];
+    one.count_sign_in_failure(&keys, 1_000, 60_000).await.unwrap();
+    other.count_sign_in_failure(&keys[..1], 2_000, 60_000).await.unwrap();
+    let mut seen = one.sign_in_failures(&keys, 3_000, 60_000).await.unwrap();
+    seen.sort();
+    assert_eq!(seen, [("ip:10.0.0.1".to_owned(), 1, 1_000), ("name:x".to_owned(), 2, 1_000)]);
+    // A window that ended counts for nothing, and the next failure starts a new one.
+    assert!(other.sign_in_failures(&keys, 61_000, 60_000).await.unwrap().is_empty());
+    other.count_sign_in_failure(&keys[..1], 61_000, 60_000).await.unwrap();
+    assert_eq!(
+        one.sign_in_failures(&keys, 61_500, 60_000).await.unwrap(),
+        [("name:x".to_owned(), 1, 61_000)]
+    );
+
+    let before = one.access_version().await.unwrap();
+    // Registry content isn't access: pushing leaves the version alone.
+    let default = one.registries(None, None).await.unwrap()[0].id;
+    let layer = Digest::sha256_of(b"layer");
+    one.add_blob(&layer, 5, Some(&repo(default, "team/app"))).await.unwrap();
+    let m = manifest(b"m", vec![BlobRef::new(layer, 5)], Some("v1"), &repo(default, "team/app"));
+    one.put_manifest(&m).await.unwrap();
+    assert_eq!(other.access_version().await.unwrap(), before);
+    // A change to a principal, through either node, moves it for both.
+    let tenant = TenantRecord { id: "t1".into(), name: "Contoso".into(), created_at: 1 };
+    other.put_tenant(&tenant).await.unwrap();
+    let after = one.access_version().await.unwrap();
+    assert!(after > before);
     db.drop().await;
 }

@@ -3,7 +3,7 @@
 use axum::body::Body;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use wharf_registry::RangeRequest;
+use wharf_registry::{BlobDownload, RangeRequest};
 
 use super::{Req, Result, parse_digest};
 use crate::error::oci_error;
@@ -32,7 +32,23 @@ pub(super) async fn handle(mut req: Req<'_>, method: &Method, name: &str, digest
                 )
                     .into_response());
             }
-            let read = registry.read_blob(&repo, &digest, range).await?;
+            let read = match registry.download_blob(&repo, &digest, range).await? {
+                BlobDownload::Bytes(read) => read,
+                // The client reads from the blob store; this request holds nothing more.
+                BlobDownload::Redirect { url, .. } => {
+                    return Ok((
+                        StatusCode::TEMPORARY_REDIRECT,
+                        [
+                            (header::LOCATION, value(url)),
+                            (
+                                header::HeaderName::from_static("docker-content-digest"),
+                                value(digest.to_string()),
+                            ),
+                        ],
+                    )
+                        .into_response());
+                }
+            };
             // The download slot is released when the body ends or the client goes away.
             let body = match req.permit.take() {
                 Some(permit) => Body::from_stream(WithPermit::new(read.stream, permit)),

@@ -58,4 +58,54 @@ impl Coordination for PostgresMetadataStore {
             .fetch_optional(&self.pool)
             .await?)
     }
+
+    async fn count_sign_in_failure(
+        &self,
+        keys: &[String],
+        now: i64,
+        window_ms: i64,
+    ) -> Result<(), StorageError> {
+        let mut tx = self.pool.begin().await?;
+        // Windows that ended are no use to anyone: the table holds one window's worth, however
+        // many names an attacker tries.
+        sqlx::query("DELETE FROM sign_in_failures WHERE since_ms <= $1")
+            .bind(now - window_ms)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO sign_in_failures (key, count, since_ms)
+             SELECT k, 1, $2 FROM unnest($1::text[]) AS k
+             ON CONFLICT (key) DO UPDATE SET count = sign_in_failures.count + 1",
+        )
+        .bind(keys)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn sign_in_failures(
+        &self,
+        keys: &[String],
+        now: i64,
+        window_ms: i64,
+    ) -> Result<Vec<(String, u32, i64)>, StorageError> {
+        let rows: Vec<(String, i32, i64)> = sqlx::query_as(
+            "SELECT key, count, since_ms FROM sign_in_failures
+             WHERE key = ANY($1) AND since_ms > $2",
+        )
+        .bind(keys)
+        .bind(now - window_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(k, n, since)| (k, u32::try_from(n).unwrap_or(0), since))
+            .collect())
+    }
+
+    async fn access_version(&self) -> Result<i64, StorageError> {
+        Ok(sqlx::query_scalar("SELECT version FROM access_version").fetch_one(&self.pool).await?)
+    }
 }

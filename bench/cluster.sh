@@ -7,7 +7,8 @@
 # Figures (best of and median of --runs, each run on fresh stores):
 #   push  - monolithic upload of one --size blob (POST, then PUT with the whole body):
 #           embedded, and cluster through node A
-#   pull  - GET of that blob to /dev/null: embedded, and cluster through node B; and
+#   pull  - GET of that blob to /dev/null: embedded, and cluster through node B (which
+#           reads it from s3s-fs as four ranged GETs in flight); and
 #           through node B of a cluster with redirect_downloads on (the client follows
 #           the 307 to s3s-fs)
 #   rss   - peak RSS (VmHWM) of each server during it

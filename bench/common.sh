@@ -1,6 +1,8 @@
 # Shared by the benchmark scripts (sourced, not run): options, paths, the release build,
 # and small helpers. Sets SIZE, RUNS, TOOLS_DIR, CARGO_TARGET_DIR, WHARF, WORK (from $1).
 set -euo pipefail
+# A failed step (curl -f answers 22) says where, instead of ending the run without a word.
+trap 'echo "bench: failed (status $?) at ${BASH_SOURCE[0]}:$LINENO: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SIZE=1G RUNS=3
 BENCH_WORK_NAME=$1

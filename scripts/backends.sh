@@ -6,12 +6,13 @@
 #   scripts/backends.sh start DIR [postgres] [s3] [azure]  # start them (all by default);
 #                                        # writes DIR/env (source it) and DIR/*.pid
 #   scripts/backends.sh stop DIR                  # stop them by PID and delete DIR
-#   scripts/backends.sh pause DIR postgres|s3     # stop one, keeping its data and port
-#   scripts/backends.sh resume DIR postgres|s3    # start it again: same port, same data
+#   scripts/backends.sh pause DIR postgres|s3|azure   # stop one, keeping its data and port
+#   scripts/backends.sh resume DIR postgres|s3|azure  # start it again: same port, same data
 #
 # DIR must be reachable by the `postgres` user when run as root (under /tmp, not /root).
 # Needs: postgresql (apt), $TOOLS/s3s/bin/s3s-fs, $TOOLS/azurite (npm), $VENV with
-# azure-storage-blob (scripts/test.sh installs them).
+# azure-storage-blob (scripts/test.sh installs them). S3S_FS=/path/to/s3s-fs runs another
+# build of it (a benchmark's what-if; the tests use the one from crates.io).
 set -euo pipefail
 
 usage="usage: backends.sh start|stop|pause|resume DIR [postgres] [s3] [azure]"
@@ -64,11 +65,20 @@ start_postgres() { # port
 }
 
 start_s3() { # port
-  setsid "$TOOLS/s3s/bin/s3s-fs" --host 127.0.0.1 --port "$1" \
+  setsid "${S3S_FS:-$TOOLS/s3s/bin/s3s-fs}" --host 127.0.0.1 --port "$1" \
     --access-key wharf-test --secret-key wharf-test-secret "$dir/s3" >>"$dir/s3.log" 2>&1 &
   echo $! >"$dir/s3s.pid"
   echo "$1" >"$dir/s3.port"
   wait_for s3s-fs curl -s -o /dev/null "http://127.0.0.1:$1/"
+}
+
+start_azure() { # port
+  setsid "$TOOLS/azurite/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$1" \
+    --location "$dir/azurite" --silent --skipApiVersionCheck --disableTelemetry \
+    >>"$dir/azurite.log" 2>&1 &
+  echo $! >"$dir/azurite.pid"
+  echo "$1" >"$dir/azure.port"
+  wait_for Azurite curl -s -o /dev/null "http://127.0.0.1:$1/"
 }
 
 start() {
@@ -101,11 +111,7 @@ start() {
     mkdir -p "$dir/azurite"
     local az_port
     az_port=$(free_port)
-    setsid "$TOOLS/azurite/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$az_port" \
-      --location "$dir/azurite" --silent --skipApiVersionCheck --disableTelemetry \
-      >"$dir/azurite.log" 2>&1 &
-    echo $! >"$dir/azurite.pid"
-    wait_for Azurite curl -s -o /dev/null "http://127.0.0.1:$az_port/"
+    start_azure "$az_port"
     "$VENV/bin/python" - "$az_port" "$AZ_ACCOUNT" "$AZ_KEY" <<'PY'
 import sys
 from azure.storage.blob import BlobServiceClient
@@ -125,13 +131,13 @@ PY
 pause() {
   case ${want[0]} in
     postgres) as_pg "$(pg_bin)/pg_ctl" -D "$dir/pg/data" -m immediate stop >/dev/null ;;
-    s3)
+    s3 | azure)
       local pid
-      pid=$(cat "$dir/s3s.pid")
+      pid=$(cat "$dir/$([ "${want[0]}" = s3 ] && echo s3s || echo azurite).pid")
       kill "$pid"
       while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
       ;;
-    *) echo "backends.sh: pause postgres|s3" >&2; exit 2 ;;
+    *) echo "backends.sh: pause postgres|s3|azure" >&2; exit 2 ;;
   esac
 }
 
@@ -139,7 +145,8 @@ resume() {
   case ${want[0]} in
     postgres) start_postgres "$(cat "$dir/postgres.port")" ;;
     s3) start_s3 "$(cat "$dir/s3.port")" ;;
-    *) echo "backends.sh: resume postgres|s3" >&2; exit 2 ;;
+    azure) start_azure "$(cat "$dir/azure.port")" ;;
+    *) echo "backends.sh: resume postgres|s3|azure" >&2; exit 2 ;;
   esac
 }
 

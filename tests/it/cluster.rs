@@ -25,19 +25,24 @@ pub struct Shared {
 impl Shared {
     /// A fresh database and bucket prefix; `None` (and a loud skip) without the servers.
     pub fn new() -> Option<Shared> {
-        let (Ok(pg), Ok(s3)) =
-            (std::env::var("WHARF_TEST_POSTGRES"), std::env::var("WHARF_TEST_S3"))
+        Shared::new_on("WHARF_TEST_S3")
+    }
+
+    /// The same, with blobs in the object store that `blobs_var` names (`WHARF_TEST_S3`,
+    /// `WHARF_TEST_AZURE`).
+    pub fn new_on(blobs_var: &str) -> Option<Shared> {
+        let (Ok(pg), Ok(blobs)) = (std::env::var("WHARF_TEST_POSTGRES"), std::env::var(blobs_var))
         else {
             assert!(
                 std::env::var_os("WHARF_REQUIRE_BACKENDS").is_none(),
-                "WHARF_TEST_POSTGRES / WHARF_TEST_S3 are not set but WHARF_REQUIRE_BACKENDS is"
+                "WHARF_TEST_POSTGRES / {blobs_var} are not set but WHARF_REQUIRE_BACKENDS is"
             );
             eprintln!(
-                "SKIPPED: WHARF_TEST_POSTGRES / WHARF_TEST_S3 not set (scripts/test.sh sets them)"
+                "SKIPPED: WHARF_TEST_POSTGRES / {blobs_var} not set (scripts/test.sh sets them)"
             );
             return None;
         };
-        Some(Shared::on(&pg, &s3))
+        Some(Shared::on(&pg, &blobs))
     }
 
     /// A fresh database and prefix on the given servers.
@@ -132,7 +137,17 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(n: usize, extra_config: &str, args: &[&str]) -> Option<Cluster> {
-        let shared = Shared::new()?;
+        Cluster::start_on("WHARF_TEST_S3", n, extra_config, args)
+    }
+
+    /// The same, with blobs in the object store `blobs_var` names.
+    pub fn start_on(
+        blobs_var: &str,
+        n: usize,
+        extra_config: &str,
+        args: &[&str],
+    ) -> Option<Cluster> {
+        let shared = Shared::new_on(blobs_var)?;
         let balancer = Balancer::start();
         let config = shared.config(&balancer.url(), extra_config);
         let mut nodes = vec![Wharf::start_with_config(&config, args)];
@@ -293,9 +308,17 @@ fn two_nodes_pushing_one_tag_at_once_leave_one_winner() {
 
 #[test]
 fn gc_on_one_node_while_others_push_keeps_every_image_whole() {
-    let Some(c) = Cluster::start(3, "", &["--gc-grace", "2s", "--gc-interval", "0s"]) else {
-        return;
-    };
+    gc_on_one_node_while_others_push("WHARF_TEST_S3");
+}
+
+#[test]
+fn gc_on_one_node_while_others_push_on_azure_blob_storage() {
+    gc_on_one_node_while_others_push("WHARF_TEST_AZURE");
+}
+
+fn gc_on_one_node_while_others_push(blobs_var: &str) {
+    let args = ["--gc-grace", "2s", "--gc-interval", "0s"];
+    let Some(c) = Cluster::start_on(blobs_var, 3, "", &args) else { return };
     let stop = std::sync::atomic::AtomicBool::new(false);
     let pushed: Vec<(String, Vec<u8>)> = std::thread::scope(|s| {
         let collector = s.spawn(|| {
@@ -471,7 +494,8 @@ fn an_import_whose_node_dies_is_finished_by_another() {
     assert!(c.nodes[1].log().contains("resuming an import"), "{}", c.nodes[1].log());
 }
 
-/// PostgreSQL and s3s-fs of this test's own (`scripts/backends.sh`), to stop and restart.
+/// PostgreSQL and an object store (`s3`: s3s-fs, `azure`: Azurite) of this test's own
+/// (`scripts/backends.sh`), to stop and restart.
 struct OwnBackends {
     dir: std::path::PathBuf,
     env: std::collections::HashMap<String, String>,
@@ -479,11 +503,11 @@ struct OwnBackends {
 }
 
 impl OwnBackends {
-    fn start() -> Option<OwnBackends> {
+    fn start(store: &str) -> Option<OwnBackends> {
         std::env::var("WHARF_TEST_POSTGRES").ok()?;
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("backends");
-        run(Command::new("bash").arg(script()).arg("start").arg(&dir).args(["postgres", "s3"]));
+        run(Command::new("bash").arg(script()).arg("start").arg(&dir).args(["postgres", store]));
         let env = std::fs::read_to_string(dir.join("env"))
             .unwrap()
             .lines()
@@ -522,12 +546,21 @@ fn assert_unavailable(r: reqwest::blocking::Response, what: &str) {
 
 #[test]
 fn a_store_that_goes_away_answers_503_and_loses_nothing() {
-    let Some(own) = OwnBackends::start() else {
+    stores_going_away("s3", "WHARF_TEST_S3");
+}
+
+#[test]
+fn azure_blob_storage_going_away_answers_503_and_loses_nothing() {
+    stores_going_away("azure", "WHARF_TEST_AZURE");
+}
+
+fn stores_going_away(store: &str, blobs_var: &str) {
+    let Some(own) = OwnBackends::start(store) else {
         assert!(std::env::var_os("WHARF_REQUIRE_BACKENDS").is_none());
         eprintln!("SKIPPED: no backends (scripts/test.sh starts them)");
         return;
     };
-    let shared = Shared::on(&own.env["WHARF_TEST_POSTGRES"], &own.env["WHARF_TEST_S3"]);
+    let shared = Shared::on(&own.env["WHARF_TEST_POSTGRES"], &own.env[blobs_var]);
     let w = Wharf::start_with_config(&shared.config("http://127.0.0.1:1", ""), &[]);
     let layer: Vec<u8> = (0..(2u32 << 20)).map(|i| (i % 239) as u8).collect();
     let (manifest, _) = w.reg().push_image("faults/app", "v1", &[&layer]);
@@ -575,10 +608,10 @@ fn a_store_that_goes_away_answers_503_and_loses_nothing() {
             .unwrap()
     };
     assert_eq!(patch(0, one).status(), 202);
-    own.pause("s3");
+    own.pause(store);
     assert_unavailable(patch(one.len(), two), "PATCH with the store down");
     assert_unavailable(w.reg().get(&layer_path), "GET blob with the store down");
-    own.resume("s3");
+    own.resume(store);
     assert_eq!(patch(one.len(), two).status(), 202, "the same chunk again");
     let sep = if session.contains('?') { '&' } else { '?' };
     let r = w.reg().http.put(format!("{session}{sep}digest={}", digest_of(&blob))).send().unwrap();
@@ -687,20 +720,8 @@ fn a_node_killed_mid_commit_leaves_nothing_half_visible() {
 
 #[test]
 fn a_cluster_on_azure_blob_storage_serves_what_another_node_stored() {
-    let (Ok(pg), Ok(az)) =
-        (std::env::var("WHARF_TEST_POSTGRES"), std::env::var("WHARF_TEST_AZURE"))
-    else {
-        assert!(
-            std::env::var_os("WHARF_REQUIRE_BACKENDS").is_none(),
-            "WHARF_TEST_POSTGRES / WHARF_TEST_AZURE are not set but WHARF_REQUIRE_BACKENDS is"
-        );
-        eprintln!(
-            "SKIPPED: WHARF_TEST_POSTGRES / WHARF_TEST_AZURE not set (scripts/test.sh sets them)"
-        );
-        return;
-    };
+    let Some(shared) = Shared::new_on("WHARF_TEST_AZURE") else { return };
     // Two nodes on PostgreSQL and Azure Blob Storage (Azurite).
-    let shared = Shared::on(&pg, &az);
     let config = shared.config("http://127.0.0.1:1", "");
     let (a, b) = (Wharf::start_with_config(&config, &[]), Wharf::start_with_config(&config, &[]));
     let big: Vec<u8> = (0..(11u32 << 20)).map(|i| (i % 247) as u8).collect();

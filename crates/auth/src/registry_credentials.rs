@@ -677,8 +677,8 @@ impl Identity {
         // principal's name, so the key is nobody else's.
         let credential = format!("registry/{}/{kind}/{}", registry.id, record.name);
         let keys = Identity::limiter_keys(&credential, client);
-        self.failures.check(&keys).await?;
-        if !self.check_registry_password(&record, password).await? {
+        self.failures.check(&keys)?;
+        if !self.check_registry_password(&record, password, &keys).await? {
             self.failures.fail(&keys).await;
             return Err(AuthError::InvalidCredentials);
         }
@@ -703,6 +703,7 @@ impl Identity {
         &self,
         record: &RegistryTokenRecord,
         password: &str,
+        limiter_keys: &[String],
     ) -> Result<bool, AuthError> {
         self.follow_access().await?;
         let key: [u8; 32] = Sha256::new()
@@ -717,6 +718,7 @@ impl Identity {
         if lock(&self.registry_secrets).get(&key).is_some_and(|until| Instant::now() < *until) {
             return Ok(true);
         }
+        self.failures.check_shared(limiter_keys).await?;
         let generation = self.registry_secrets_generation.load(std::sync::atomic::Ordering::SeqCst);
         let stored =
             self.store.token_passwords(record.registry_id, &record.kind, &record.name).await?;

@@ -122,19 +122,24 @@ impl FailureLimiter {
         if key.starts_with("ip:") { self.per_name.saturating_mul(10) } else { self.per_name }
     }
 
-    pub(crate) async fn check(&self, keys: &[String]) -> Result<(), AuthError> {
-        {
-            let map = lock(&self.failures);
-            for k in keys {
-                if let Some((n, since)) = map.get(k)
-                    && *n >= self.limit(k)
-                    && since.elapsed() < FAILURE_WINDOW
-                {
-                    let left = FAILURE_WINDOW.saturating_sub(since.elapsed()).as_secs().max(1);
-                    return Err(AuthError::Throttled(left));
-                }
+    /// Refuse a sign-in when this node counted too many failures for one of `keys`.
+    pub(crate) fn check(&self, keys: &[String]) -> Result<(), AuthError> {
+        let map = lock(&self.failures);
+        for k in keys {
+            if let Some((n, since)) = map.get(k)
+                && *n >= self.limit(k)
+                && since.elapsed() < FAILURE_WINDOW
+            {
+                let left = FAILURE_WINDOW.saturating_sub(since.elapsed()).as_secs().max(1);
+                return Err(AuthError::Throttled(left));
             }
         }
+        Ok(())
+    }
+
+    /// On a cluster, the same against every node's count. Asked only before a secret is
+    /// hashed — what a guess costs — so that a remembered success costs no query.
+    pub(crate) async fn check_shared(&self, keys: &[String]) -> Result<(), AuthError> {
         if let Some(shared) = &self.shared {
             let (now, window) = (now_ms(), FAILURE_WINDOW.as_millis() as i64);
             for (k, n, since) in shared.sign_in_failures(keys, now, window).await? {
@@ -398,7 +403,12 @@ impl Identity {
 
     /// Check a secret against a principal's credentials (not expired), remembering a
     /// success for a while so that repeated Basic credentials aren't hashed each time.
-    async fn check_secret(&self, p: &PrincipalRecord, secret: &str) -> Result<bool, AuthError> {
+    async fn check_secret(
+        &self,
+        p: &PrincipalRecord,
+        secret: &str,
+        limiter_keys: &[String],
+    ) -> Result<bool, AuthError> {
         self.follow_access().await?;
         let key: [u8; 32] = Sha256::new()
             .chain_update(p.id.as_bytes())
@@ -411,6 +421,7 @@ impl Identity {
         {
             return Ok(true);
         }
+        self.failures.check_shared(limiter_keys).await?;
         let credentials = self.store.credentials(&p.id).await?;
         let candidates = credentials.into_iter().map(|c| (c.hash, c.expires_at)).collect();
         let Some(left) = self.verify_against(candidates, secret).await? else {
@@ -474,7 +485,7 @@ impl Identity {
         client: Option<IpAddr>,
     ) -> Result<PrincipalRecord, AuthError> {
         let keys = Self::limiter_keys(name, client);
-        self.failures.check(&keys).await?;
+        self.failures.check(&keys)?;
         let tenant = tenant.unwrap_or(&self.tenant);
         let found = match self.store.principal_by_app_id(name).await? {
             Some(p) => Some(p),
@@ -482,7 +493,7 @@ impl Identity {
         };
         let found = found.filter(|p| p.enabled && p.tenant.eq_ignore_ascii_case(tenant));
         match found {
-            Some(p) if self.check_secret(&p, secret).await? => Ok(p),
+            Some(p) if self.check_secret(&p, secret, &keys).await? => Ok(p),
             _ => {
                 self.failures.fail(&keys).await;
                 Err(AuthError::InvalidCredentials)

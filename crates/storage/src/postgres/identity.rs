@@ -1,92 +1,10 @@
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::postgres::PgRow;
 
 use super::PostgresMetadataStore;
+use super::rows::*;
 use crate::StorageError;
 use crate::identity::*;
-
-fn principal_row(r: &PgRow) -> Result<PrincipalRecord, StorageError> {
-    Ok(PrincipalRecord {
-        id: r.try_get("id")?,
-        tenant: r.try_get("tenant")?,
-        kind: r.try_get("kind")?,
-        name: r.try_get("name")?,
-        app_id: r.try_get("app_id")?,
-        enabled: r.try_get("enabled")?,
-        created_at: r.try_get("created_at")?,
-    })
-}
-
-fn credential_row(r: &PgRow) -> Result<CredentialRecord, StorageError> {
-    Ok(CredentialRecord {
-        id: r.try_get("id")?,
-        principal: r.try_get("principal")?,
-        hash: r.try_get("hash")?,
-        hint: r.try_get("hint")?,
-        display_name: r.try_get("display_name")?,
-        expires_at: r.try_get("expires_at")?,
-        created_at: r.try_get("created_at")?,
-    })
-}
-
-fn role_definition_row(r: &PgRow) -> Result<RoleDefinitionRecord, StorageError> {
-    Ok(RoleDefinitionRecord {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        body: r.try_get("body")?,
-        created_at: r.try_get("created_at")?,
-    })
-}
-
-fn assignment_row(r: &PgRow) -> Result<RoleAssignmentRecord, StorageError> {
-    Ok(RoleAssignmentRecord {
-        id: r.try_get("id")?,
-        scope: r.try_get("scope")?,
-        role_definition_id: r.try_get("role_definition_id")?,
-        principal_id: r.try_get("principal_id")?,
-        principal_type: r.try_get("principal_type")?,
-        condition: r.try_get("condition")?,
-        description: r.try_get("description")?,
-        created_at: r.try_get("created_at")?,
-    })
-}
-
-fn scope_map_row(r: &PgRow) -> Result<ScopeMapRecord, StorageError> {
-    let actions: String = r.try_get("actions")?;
-    Ok(ScopeMapRecord {
-        registry_id: r.try_get("registry_id")?,
-        name: r.try_get("name")?,
-        description: r.try_get("description")?,
-        actions: serde_json::from_str(&actions)
-            .map_err(|e| StorageError::Corrupt(format!("scope map actions: {e}")))?,
-        created_at: r.try_get("created_at")?,
-    })
-}
-
-fn registry_token_row(r: &PgRow) -> Result<RegistryTokenRecord, StorageError> {
-    Ok(RegistryTokenRecord {
-        registry_id: r.try_get("registry_id")?,
-        kind: r.try_get("kind")?,
-        name: r.try_get("name")?,
-        scope_map: r.try_get("scope_map")?,
-        enabled: r.try_get("enabled")?,
-        created_at: r.try_get("created_at")?,
-    })
-}
-
-fn token_password_row(r: &PgRow) -> Result<TokenPasswordRecord, StorageError> {
-    Ok(TokenPasswordRecord {
-        registry_id: r.try_get("registry_id")?,
-        kind: r.try_get("kind")?,
-        token: r.try_get("token")?,
-        slot: r.try_get("slot")?,
-        hash: r.try_get("hash")?,
-        sealed: r.try_get("sealed")?,
-        expires_at: r.try_get("expires_at")?,
-        created_at: r.try_get("created_at")?,
-    })
-}
 
 /// The columns of `credentials` an insert sets, in bind order.
 const INSERT_CREDENTIAL: &str = "INSERT INTO credentials

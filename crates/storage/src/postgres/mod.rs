@@ -21,6 +21,10 @@
 //! committed state only, as SQLite's read pool does.
 
 mod coordination;
+/// The row-to-record functions both stores share (`crate::rows`), for this store's rows.
+mod rows {
+    crate::rows::record_rows!(sqlx::postgres::PgRow);
+}
 mod identity;
 mod management;
 mod registry;
@@ -30,9 +34,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection, Row};
-use wharf_oci::Digest;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::Connection;
 
 use crate::StorageError;
 
@@ -236,33 +239,4 @@ fn backoff(attempt: u32) -> Duration {
     let ceiling = (2u64 << attempt.min(6)).min(100);
     let random = uuid::Uuid::new_v4().as_u128() as u64;
     Duration::from_micros(random % (ceiling * 1000 + 1))
-}
-
-pub(crate) fn digest_col(row: &PgRow, col: &str) -> Result<Digest, StorageError> {
-    let s: String = row.try_get(col)?;
-    parse_digest(&s)
-}
-
-pub(crate) fn opt_digest_col(row: &PgRow, col: &str) -> Result<Option<Digest>, StorageError> {
-    let s: Option<String> = row.try_get(col)?;
-    s.as_deref().map(parse_digest).transpose()
-}
-
-pub(crate) fn parse_digest(s: &str) -> Result<Digest, StorageError> {
-    Digest::from_str(s).map_err(|e| StorageError::Corrupt(format!("stored digest {s:?}: {e}")))
-}
-
-pub(crate) fn registry_row(row: &PgRow) -> Result<crate::RegistryRecord, StorageError> {
-    Ok(crate::RegistryRecord {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        is_default: row.try_get("is_default")?,
-        subscription: row.try_get("subscription_id")?,
-        resource_group: row.try_get("resource_group")?,
-        location: row.try_get("location")?,
-        sku: row.try_get("sku")?,
-        properties: row.try_get("properties")?,
-        tags: row.try_get("tags")?,
-        created_at: row.try_get("created_at")?,
-    })
 }

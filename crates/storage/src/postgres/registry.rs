@@ -1,16 +1,15 @@
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
 use wharf_oci::{Digest, Reference, RepositoryName, Tag};
 
-use super::{
-    PostgresMetadataStore, TxError, digest_col, opt_digest_col, parse_digest, registry_row,
-};
+use super::rows::*;
+use super::{PostgresMetadataStore, TxError};
 use crate::meta::*;
+use crate::rows::parse_digest;
 use crate::{StorageError, now_millis};
 
 const KIND_BLOB: i64 = 0;
@@ -903,30 +902,6 @@ fn summary_row(r: &PgRow) -> Result<ManifestSummary, StorageError> {
         config_media_type: r.try_get("config_media_type")?,
         tags: r.try_get("tag_names")?,
         references: Vec::new(),
-    })
-}
-
-fn tag_row(r: &PgRow) -> Result<TagRecord, StorageError> {
-    Ok(TagRecord {
-        name: r.try_get("name")?,
-        digest: digest_col(r, "digest")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
-}
-
-fn manifest_row(row: &PgRow) -> Result<ManifestRecord, StorageError> {
-    Ok(ManifestRecord {
-        digest: digest_col(row, "digest")?,
-        media_type: row.try_get("media_type")?,
-        content: Bytes::from(row.try_get::<Vec<u8>, _>("content")?),
-        artifact_type: row.try_get("artifact_type")?,
-        subject: opt_digest_col(row, "subject")?,
-        annotations: row.try_get("annotations")?,
-        platform: row.try_get("platform")?,
-        config_media_type: row.try_get("config_media_type")?,
-        blob_bytes: row.try_get::<i64, _>("blob_bytes")? as u64,
-        created_at: row.try_get("created_at")?,
     })
 }
 

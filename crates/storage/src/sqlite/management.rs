@@ -1,44 +1,9 @@
 use async_trait::async_trait;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
-use super::{SqliteMetadataStore, registry_row};
+use super::SqliteMetadataStore;
+use super::rows::*;
 use crate::meta::*;
 use crate::{StorageError, now_millis};
-
-fn rg_row(r: &SqliteRow) -> Result<ResourceGroupRecord, StorageError> {
-    Ok(ResourceGroupRecord {
-        subscription: r.try_get("subscription_id")?,
-        name: r.try_get("name")?,
-        location: r.try_get("location")?,
-        tags: r.try_get("tags")?,
-        created_at: r.try_get("created_at")?,
-    })
-}
-
-fn sub_row(r: &SqliteRow) -> Result<SubscriptionRecord, StorageError> {
-    Ok(SubscriptionRecord {
-        id: r.try_get("id")?,
-        display_name: r.try_get("display_name")?,
-        created_at: r.try_get("created_at")?,
-    })
-}
-
-fn job_row(r: &SqliteRow) -> Result<JobRecord, StorageError> {
-    Ok(JobRecord {
-        id: r.try_get("id")?,
-        registry_id: r.try_get("registry_id")?,
-        request: r.try_get("request")?,
-        resumable: r.try_get::<i64, _>("resumable")? != 0,
-        status: r.try_get("status")?,
-        progress: r.try_get("progress")?,
-        error: r.try_get("error")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-        owner: r.try_get("owner")?,
-        lease_until: r.try_get("lease_until")?,
-    })
-}
 
 /// Job states after which nothing changes.
 const FINISHED: &str = "('Succeeded', 'Failed', 'Canceled')";

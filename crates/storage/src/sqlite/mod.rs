@@ -5,20 +5,20 @@
 //! the last committed state (WAL snapshots). The data directory is locked by the server,
 //! so no other process writes.
 
+/// The row-to-record functions both stores share (`crate::rows`), for this store's rows.
+mod rows {
+    crate::rows::record_rows!(sqlx::sqlite::SqliteRow);
+}
 mod identity;
 mod management;
 mod registry;
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::Row;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use wharf_oci::Digest;
 
 use crate::StorageError;
 
@@ -65,34 +65,6 @@ impl SqliteMetadataStore {
             .await?;
         Ok(SqliteMetadataStore { read, write })
     }
-}
-
-pub(crate) fn digest_col(row: &SqliteRow, col: &str) -> Result<Digest, StorageError> {
-    let s: String = row.try_get(col)?;
-    Digest::from_str(&s).map_err(|e| StorageError::Corrupt(format!("stored digest {s:?}: {e}")))
-}
-
-pub(crate) fn opt_digest_col(row: &SqliteRow, col: &str) -> Result<Option<Digest>, StorageError> {
-    let s: Option<String> = row.try_get(col)?;
-    s.map(|s| {
-        Digest::from_str(&s).map_err(|e| StorageError::Corrupt(format!("stored digest {s:?}: {e}")))
-    })
-    .transpose()
-}
-
-pub(crate) fn registry_row(row: &SqliteRow) -> Result<crate::RegistryRecord, StorageError> {
-    Ok(crate::RegistryRecord {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        is_default: row.try_get::<i64, _>("is_default")? != 0,
-        subscription: row.try_get("subscription_id")?,
-        resource_group: row.try_get("resource_group")?,
-        location: row.try_get("location")?,
-        sku: row.try_get("sku")?,
-        properties: row.try_get("properties")?,
-        tags: row.try_get("tags")?,
-        created_at: row.try_get("created_at")?,
-    })
 }
 
 #[cfg(test)]

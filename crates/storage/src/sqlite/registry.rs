@@ -1,5 +1,4 @@
 use async_trait::async_trait;
-use bytes::Bytes;
 use sqlx::sqlite::SqliteRow;
 use std::str::FromStr;
 
@@ -7,7 +6,8 @@ use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 use uuid::Uuid;
 use wharf_oci::{Digest, Reference, RepositoryName, Tag};
 
-use super::{SqliteMetadataStore, digest_col, opt_digest_col, registry_row};
+use super::SqliteMetadataStore;
+use super::rows::*;
 use crate::meta::*;
 use crate::{StorageError, now_millis};
 
@@ -869,30 +869,6 @@ fn summary_row(r: &SqliteRow) -> Result<ManifestSummary, StorageError> {
         config_media_type: r.try_get("config_media_type")?,
         tags,
         references: Vec::new(),
-    })
-}
-
-fn tag_row(r: &SqliteRow) -> Result<TagRecord, StorageError> {
-    Ok(TagRecord {
-        name: r.try_get("name")?,
-        digest: digest_col(r, "digest")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
-}
-
-fn manifest_row(row: &SqliteRow) -> Result<ManifestRecord, StorageError> {
-    Ok(ManifestRecord {
-        digest: digest_col(row, "digest")?,
-        media_type: row.try_get("media_type")?,
-        content: Bytes::from(row.try_get::<Vec<u8>, _>("content")?),
-        artifact_type: row.try_get("artifact_type")?,
-        subject: opt_digest_col(row, "subject")?,
-        annotations: row.try_get("annotations")?,
-        platform: row.try_get("platform")?,
-        config_media_type: row.try_get("config_media_type")?,
-        blob_bytes: row.try_get::<i64, _>("blob_bytes")? as u64,
-        created_at: row.try_get("created_at")?,
     })
 }
 

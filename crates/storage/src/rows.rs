@@ -1,0 +1,203 @@
+//! Rows to records, written once for both databases.
+//!
+//! sqlx's `Row::try_get` is generic over the database, but a function generic over it
+//! needs a `Decode + Type` bound for every column type it reads; a macro that each store
+//! expands for its own row type (`postgres/mod.rs`, `sqlite/mod.rs`) says the same with
+//! none. Columns decode alike in both: SQLite's 0/1 integers as `bool`, PostgreSQL's
+//! `BIGINT` and SQLite's `INTEGER` as `i64`. (A listing's summary row differs — tags as an
+//! array or as a joined string — and stays with its store.)
+
+use std::str::FromStr;
+
+use wharf_oci::Digest;
+
+use crate::StorageError;
+
+/// A digest as stored (text), checked.
+pub(crate) fn parse_digest(s: &str) -> Result<Digest, StorageError> {
+    Digest::from_str(s).map_err(|e| StorageError::Corrupt(format!("stored digest {s:?}: {e}")))
+}
+
+/// Expands to `digest_col`, `opt_digest_col` and one `*_row` function per record, for the
+/// row type `$row`.
+macro_rules! record_rows {
+    ($row:ty) => {
+        use bytes::Bytes;
+        use sqlx::Row as _;
+        use wharf_oci::Digest;
+
+        use $crate::StorageError;
+        use $crate::identity::*;
+        use $crate::meta::*;
+        use $crate::rows::parse_digest;
+
+        pub(crate) fn digest_col(row: &$row, col: &str) -> Result<Digest, StorageError> {
+            let s: String = row.try_get(col)?;
+            parse_digest(&s)
+        }
+
+        pub(crate) fn opt_digest_col(
+            row: &$row,
+            col: &str,
+        ) -> Result<Option<Digest>, StorageError> {
+            let s: Option<String> = row.try_get(col)?;
+            s.as_deref().map(parse_digest).transpose()
+        }
+
+        pub(crate) fn registry_row(row: &$row) -> Result<$crate::RegistryRecord, StorageError> {
+            Ok($crate::RegistryRecord {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                is_default: row.try_get("is_default")?,
+                subscription: row.try_get("subscription_id")?,
+                resource_group: row.try_get("resource_group")?,
+                location: row.try_get("location")?,
+                sku: row.try_get("sku")?,
+                properties: row.try_get("properties")?,
+                tags: row.try_get("tags")?,
+                created_at: row.try_get("created_at")?,
+            })
+        }
+
+        pub(crate) fn principal_row(r: &$row) -> Result<PrincipalRecord, StorageError> {
+            Ok(PrincipalRecord {
+                id: r.try_get("id")?,
+                tenant: r.try_get("tenant")?,
+                kind: r.try_get("kind")?,
+                name: r.try_get("name")?,
+                app_id: r.try_get("app_id")?,
+                enabled: r.try_get("enabled")?,
+                created_at: r.try_get("created_at")?,
+            })
+        }
+
+        pub(crate) fn credential_row(r: &$row) -> Result<CredentialRecord, StorageError> {
+            Ok(CredentialRecord {
+                id: r.try_get("id")?,
+                principal: r.try_get("principal")?,
+                hash: r.try_get("hash")?,
+                hint: r.try_get("hint")?,
+                display_name: r.try_get("display_name")?,
+                expires_at: r.try_get("expires_at")?,
+                created_at: r.try_get("created_at")?,
+            })
+        }
+
+        pub(crate) fn role_definition_row(r: &$row) -> Result<RoleDefinitionRecord, StorageError> {
+            Ok(RoleDefinitionRecord {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                body: r.try_get("body")?,
+                created_at: r.try_get("created_at")?,
+            })
+        }
+
+        pub(crate) fn assignment_row(r: &$row) -> Result<RoleAssignmentRecord, StorageError> {
+            Ok(RoleAssignmentRecord {
+                id: r.try_get("id")?,
+                scope: r.try_get("scope")?,
+                role_definition_id: r.try_get("role_definition_id")?,
+                principal_id: r.try_get("principal_id")?,
+                principal_type: r.try_get("principal_type")?,
+                condition: r.try_get("condition")?,
+                description: r.try_get("description")?,
+                created_at: r.try_get("created_at")?,
+            })
+        }
+
+        pub(crate) fn scope_map_row(r: &$row) -> Result<ScopeMapRecord, StorageError> {
+            let actions: String = r.try_get("actions")?;
+            Ok(ScopeMapRecord {
+                registry_id: r.try_get("registry_id")?,
+                name: r.try_get("name")?,
+                description: r.try_get("description")?,
+                actions: serde_json::from_str(&actions)
+                    .map_err(|e| StorageError::Corrupt(format!("scope map actions: {e}")))?,
+                created_at: r.try_get("created_at")?,
+            })
+        }
+
+        pub(crate) fn registry_token_row(r: &$row) -> Result<RegistryTokenRecord, StorageError> {
+            Ok(RegistryTokenRecord {
+                registry_id: r.try_get("registry_id")?,
+                kind: r.try_get("kind")?,
+                name: r.try_get("name")?,
+                scope_map: r.try_get("scope_map")?,
+                enabled: r.try_get("enabled")?,
+                created_at: r.try_get("created_at")?,
+            })
+        }
+
+        pub(crate) fn token_password_row(r: &$row) -> Result<TokenPasswordRecord, StorageError> {
+            Ok(TokenPasswordRecord {
+                registry_id: r.try_get("registry_id")?,
+                kind: r.try_get("kind")?,
+                token: r.try_get("token")?,
+                slot: r.try_get("slot")?,
+                hash: r.try_get("hash")?,
+                sealed: r.try_get("sealed")?,
+                expires_at: r.try_get("expires_at")?,
+                created_at: r.try_get("created_at")?,
+            })
+        }
+
+        pub(crate) fn rg_row(r: &$row) -> Result<ResourceGroupRecord, StorageError> {
+            Ok(ResourceGroupRecord {
+                subscription: r.try_get("subscription_id")?,
+                name: r.try_get("name")?,
+                location: r.try_get("location")?,
+                tags: r.try_get("tags")?,
+                created_at: r.try_get("created_at")?,
+            })
+        }
+
+        pub(crate) fn sub_row(r: &$row) -> Result<SubscriptionRecord, StorageError> {
+            Ok(SubscriptionRecord {
+                id: r.try_get("id")?,
+                display_name: r.try_get("display_name")?,
+                created_at: r.try_get("created_at")?,
+            })
+        }
+
+        pub(crate) fn job_row(r: &$row) -> Result<JobRecord, StorageError> {
+            Ok(JobRecord {
+                id: r.try_get("id")?,
+                registry_id: r.try_get("registry_id")?,
+                request: r.try_get("request")?,
+                resumable: r.try_get("resumable")?,
+                status: r.try_get("status")?,
+                progress: r.try_get("progress")?,
+                error: r.try_get("error")?,
+                created_at: r.try_get("created_at")?,
+                updated_at: r.try_get("updated_at")?,
+                owner: r.try_get("owner")?,
+                lease_until: r.try_get("lease_until")?,
+            })
+        }
+
+        pub(crate) fn tag_row(r: &$row) -> Result<TagRecord, StorageError> {
+            Ok(TagRecord {
+                name: r.try_get("name")?,
+                digest: digest_col(r, "digest")?,
+                created_at: r.try_get("created_at")?,
+                updated_at: r.try_get("updated_at")?,
+            })
+        }
+
+        pub(crate) fn manifest_row(row: &$row) -> Result<ManifestRecord, StorageError> {
+            Ok(ManifestRecord {
+                digest: digest_col(row, "digest")?,
+                media_type: row.try_get("media_type")?,
+                content: Bytes::from(row.try_get::<Vec<u8>, _>("content")?),
+                artifact_type: row.try_get("artifact_type")?,
+                subject: opt_digest_col(row, "subject")?,
+                annotations: row.try_get("annotations")?,
+                platform: row.try_get("platform")?,
+                config_media_type: row.try_get("config_media_type")?,
+                blob_bytes: row.try_get::<i64, _>("blob_bytes")? as u64,
+                created_at: row.try_get("created_at")?,
+            })
+        }
+    };
+}
+pub(crate) use record_rows;

@@ -837,6 +837,10 @@ fn blob_downloads_redirect_to_the_object_store_when_asked() {
     assert!(copied.unwrap() == big, "skopeo's copy of the layer differs");
     assert_eq!(digest_of(&std::fs::read(out.path().join("manifest.json")).unwrap()), digest);
     crate::conformance::run_suite(&b.url());
+    // A signed URL is a credential for its lifetime: never in a log.
+    for node in [&a, &b] {
+        assert!(!node.log().contains("Signature="), "a signed URL reached the log");
+    }
 }
 
 #[test]

@@ -955,3 +955,50 @@ fn sign_in_failures_and_revocations_hold_on_every_node() {
     // Others are not locked out by it.
     assert_eq!(pull(&b, "admin", ADMIN_PASSWORD), 200);
 }
+
+#[test]
+fn a_blob_one_node_saw_a_source_serve_is_not_fetched_again_by_another() {
+    let dist = Distribution::start(None);
+    let work = tempfile::tempdir().unwrap();
+    make_images(&dist.host(), work.path(), &["--only", "single", "--sizes", "3m"]);
+    let proxy = FaultProxy::start(&dist.host(), &[]);
+    let Some(c) = Cluster::start(2, "", &["--insecure-source", "127.0.0.1"]) else { return };
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    let source = format!("{}/harness/single:3m", proxy.host());
+    cli(a, &["registry", "create", "-n", "first"]).ok_json();
+    cli(a, &["registry", "create", "-n", "second"]).ok_json();
+    let done = cli(a, &["import", "-n", "first", "--source", &source]).ok_json();
+    assert_eq!(done["status"], "Succeeded", "{done}");
+    let fetched = proxy.stats()["blob_bytes"].as_u64().unwrap();
+    assert!(fetched >= 3_000_000, "{fetched}");
+    // Node B imports the same image from the same source into another registry: node A's
+    // proof that the source serves those blobs stands, so nothing is downloaded again.
+    let done = cli(b, &["import", "-n", "second", "--source", &source]).ok_json();
+    assert_eq!(done["status"], "Succeeded", "{done}");
+    assert_eq!(proxy.stats()["blob_bytes"].as_u64().unwrap(), fetched);
+    let second = format!("second.localhost:{}", b.port);
+    let m = manifest_bytes(&b.url(), Some(&second), "harness/single", "3m").unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&m).unwrap();
+    for d in m["layers"].as_array().unwrap() {
+        let d = d["digest"].as_str().unwrap();
+        let r = b
+            .reg()
+            .http
+            .get(b.reg().url(&format!("/v2/harness/single/blobs/{d}")))
+            .header("host", &second)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(digest_of(&r.bytes().unwrap()), d);
+    }
+    // Another source naming the same digests still has to prove it serves them.
+    let other = FaultProxy::start(&dist.host(), &[]);
+    cli(b, &["registry", "create", "-n", "third"]).ok_json();
+    let done = cli(
+        b,
+        &["import", "-n", "third", "--source", &format!("{}/harness/single:3m", other.host())],
+    )
+    .ok_json();
+    assert_eq!(done["status"], "Succeeded", "{done}");
+    assert!(other.stats()["blob_bytes"].as_u64().unwrap() >= 3_000_000);
+}

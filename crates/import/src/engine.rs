@@ -26,6 +26,7 @@ use wharf_oci::{Digest, Reference, RepositoryName, Sha256Hasher};
 use wharf_registry::{
     ByteStream, CommitBatch, CommitError, RegistryError, RegistryService, RepoKey,
 };
+use wharf_storage::{Coordination, now_millis};
 
 use crate::ImportError;
 use crate::plan::{Plan, PlanLimits, PlannedBlob, plan};
@@ -47,13 +48,26 @@ pub(crate) struct Inflight {
     map: Mutex<HashMap<DownloadKey, watch::Receiver<Option<bool>>>>,
     /// Blobs a source identity was seen to serve (kept in memory, bounded).
     proven: Mutex<HashSet<DownloadKey>>,
+    /// Set on a cluster: proofs are shared, so a blob another node saw this source serve
+    /// isn't downloaded again here only to prove it. (Two nodes starting the same download
+    /// at once both download: allowed, never corrupt.)
+    shared: Option<Arc<dyn Coordination>>,
 }
+
+/// How long a shared proof that a source serves a blob stands.
+const PROOF_KEEP_MS: i64 = 3600 * 1000;
 
 /// Proofs remembered before the set starts over.
 const MAX_PROVEN: usize = 100_000;
 
 /// A blob, and the identity of the source it is read from.
 type DownloadKey = (Digest, String);
+
+/// A download key as the cluster stores it: hashed (a source identity names a registry, a
+/// repository and a credential's fingerprint; none of it needs to be in the database).
+fn shared_key((digest, source): &DownloadKey) -> String {
+    Digest::sha256_of(format!("{digest}\n{source}").as_bytes()).hex().to_owned()
+}
 
 enum Role {
     Lead(LeadGuard),
@@ -80,11 +94,42 @@ impl Drop for LeadGuard {
 }
 
 impl Inflight {
-    fn proven(&self, key: &DownloadKey) -> bool {
-        self.proven.lock().unwrap_or_else(PoisonError::into_inner).contains(key)
+    /// Downloads of a cluster's node: proofs shared through `cluster`.
+    pub(crate) fn shared(cluster: Arc<dyn Coordination>) -> Inflight {
+        Inflight { shared: Some(cluster), ..Inflight::default() }
     }
 
-    fn prove(&self, key: DownloadKey) {
+    /// Whether the source was seen to serve the blob, here or (on a cluster) on any node.
+    async fn proven(&self, key: &DownloadKey) -> bool {
+        if self.proven.lock().unwrap_or_else(PoisonError::into_inner).contains(key) {
+            return true;
+        }
+        let Some(shared) = &self.shared else { return false };
+        match shared.download_proven(&shared_key(key), now_millis() - PROOF_KEEP_MS).await {
+            Ok(true) => {
+                self.prove_here(key.clone());
+                true
+            }
+            Ok(false) => false,
+            // Not known to be proven: the blob is downloaded, as it would be anyway.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read shared download proofs");
+                false
+            }
+        }
+    }
+
+    async fn prove(&self, key: DownloadKey) {
+        if let Some(shared) = &self.shared
+            && let Err(e) =
+                shared.prove_download(&shared_key(&key), now_millis(), PROOF_KEEP_MS).await
+        {
+            tracing::warn!(error = %e, "cannot share a download proof");
+        }
+        self.prove_here(key);
+    }
+
+    fn prove_here(&self, key: DownloadKey) {
         let mut set = self.proven.lock().unwrap_or_else(PoisonError::into_inner);
         if set.len() >= MAX_PROVEN {
             set.clear();
@@ -348,7 +393,9 @@ impl Engine<'_> {
                 return have(size);
             }
             let key = (digest.clone(), source.identity(repo));
-            if self.inflight.proven(&key) && self.registry.retain_blob(digest).await?.is_some() {
+            if self.inflight.proven(&key).await
+                && self.registry.retain_blob(digest).await?.is_some()
+            {
                 return have(blob.size);
             }
             match self.inflight.join(key.clone()) {
@@ -369,7 +416,7 @@ impl Engine<'_> {
                     };
                     let result = self.fetch(source, repo, digest, blob, cancel, how).await;
                     if let Ok(true) = result {
-                        self.inflight.prove(key);
+                        self.inflight.prove(key).await;
                     }
                     guard.finish(matches!(result, Ok(true)));
                     if let Ok(true) = result {

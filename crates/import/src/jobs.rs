@@ -263,8 +263,11 @@ impl ImportService {
                 identity,
                 http,
                 limiters: Mutex::default(),
+                inflight: Arc::new(match &cluster {
+                    Some(cluster) => Inflight::shared(cluster.clone()),
+                    None => Inflight::default(),
+                }),
                 cluster,
-                inflight: Arc::default(),
                 live: Mutex::default(),
                 starting: Mutex::default(),
                 running: Arc::new(Semaphore::new(settings.max_running.max(1))),

@@ -60,4 +60,9 @@ pub trait Coordination: Send + Sync + 'static {
     /// registries or their credentials change, through any server: a server that caches
     /// what callers may do drops its caches when it moved.
     async fn access_version(&self) -> Result<i64, StorageError>;
+    /// Record that a source was seen to serve a blob (`key`: a hash of both) at `now` (ms);
+    /// proofs older than `keep_ms` are dropped.
+    async fn prove_download(&self, key: &str, now: i64, keep_ms: i64) -> Result<(), StorageError>;
+    /// Whether `key` was proven after `since` (ms).
+    async fn download_proven(&self, key: &str, since: i64) -> Result<bool, StorageError>;
 }

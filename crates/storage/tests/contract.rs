@@ -1638,10 +1638,11 @@ async fn postgres_gc_looks_at_what_changed() {
     db.drop().await;
 }
 
-/// What cluster nodes share besides locks: sign-in failures, counted per key in windows,
-/// and an access version that moves with every change to who may do what — and only then.
+/// What cluster nodes share besides locks: sign-in failures, counted per key in windows;
+/// an access version that moves with every change to who may do what — and only then; and
+/// proofs that a source serves a blob.
 #[tokio::test]
-async fn postgres_counts_failures_and_access_changes_for_every_node() {
+async fn postgres_shares_failures_access_changes_and_download_proofs() {
     let Some(db) = PgDatabase::create().await else { return };
     let (one, other) = (db.open().await, db.open().await);
     let keys = ["name:x".to_owned(), "ip:10.0.0.1".to_owned()];
@@ -1671,5 +1672,13 @@ async fn postgres_counts_failures_and_access_changes_for_every_node() {
     other.put_tenant(&tenant).await.unwrap();
     let after = one.access_version().await.unwrap();
     assert!(after > before);
+
+    // Download proofs: seen by every node until they expire.
+    assert!(!other.download_proven("k1", 0).await.unwrap());
+    one.prove_download("k1", 10_000, 3_600_000).await.unwrap();
+    assert!(other.download_proven("k1", 9_999).await.unwrap());
+    assert!(!other.download_proven("k1", 10_000).await.unwrap(), "older than asked for");
+    other.prove_download("k2", 3_700_000, 3_600_000).await.unwrap();
+    assert!(!one.download_proven("k1", 0).await.unwrap(), "an expired proof is dropped");
     db.drop().await;
 }

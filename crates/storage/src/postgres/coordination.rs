@@ -108,4 +108,32 @@ impl Coordination for PostgresMetadataStore {
     async fn access_version(&self) -> Result<i64, StorageError> {
         Ok(sqlx::query_scalar("SELECT version FROM access_version").fetch_one(&self.pool).await?)
     }
+
+    async fn prove_download(&self, key: &str, now: i64, keep_ms: i64) -> Result<(), StorageError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM download_proofs WHERE proven_ms <= $1")
+            .bind(now - keep_ms)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO download_proofs (key, proven_ms) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET proven_ms = excluded.proven_ms",
+        )
+        .bind(key)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn download_proven(&self, key: &str, since: i64) -> Result<bool, StorageError> {
+        let found: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM download_proofs WHERE key = $1 AND proven_ms > $2")
+                .bind(key)
+                .bind(since)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
 }

@@ -836,6 +836,18 @@ fn blob_downloads_redirect_to_the_object_store_when_asked() {
     let copied = std::fs::read(out.path().join(digest_of(&big).trim_start_matches("sha256:")));
     assert!(copied.unwrap() == big, "skopeo's copy of the layer differs");
     assert_eq!(digest_of(&std::fs::read(out.path().join("manifest.json")).unwrap()), digest);
+    // Another wharf imports the image from it (as ACR imports from ACR, whose blob GETs
+    // redirect to storage): its engine follows the 307s, every digest checked.
+    let importer = Wharf::start_with(&["--insecure-source", "127.0.0.1"]);
+    let src = format!("{}/team/app:v1", b.host());
+    let done = cli(
+        &importer,
+        &["import", "-n", "default", "--source", &src, "-u", "admin", "-p", ADMIN_PASSWORD],
+    )
+    .ok_json();
+    assert_eq!(done["status"], "Succeeded", "{done}");
+    let r = importer.reg().get(&big_path);
+    assert!(r.bytes().unwrap()[..] == big[..], "the imported layer differs");
     crate::conformance::run_suite(&b.url());
     // A signed URL is a credential for its lifetime: never in a log.
     for node in [&a, &b] {

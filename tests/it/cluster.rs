@@ -1014,3 +1014,53 @@ fn a_blob_one_node_saw_a_source_serve_is_not_fetched_again_by_another() {
     assert_eq!(done["status"], "Succeeded", "{done}");
     assert!(other.stats()["blob_bytes"].as_u64().unwrap() >= 3_000_000);
 }
+
+#[test]
+fn two_nodes_importing_one_source_at_once_download_it_once() {
+    let dist = Distribution::start(None);
+    let work = tempfile::tempdir().unwrap();
+    let summary = make_images(&dist.host(), work.path(), &["--only", "single", "--sizes", "10m"]);
+    let size = summary["items"][0]["total_bytes"].as_u64().unwrap();
+    // 10 MB at 4 MB/s: both imports run at the same time.
+    let proxy = FaultProxy::start(&dist.host(), &["--rate", "4000000"]);
+    let args = ["--insecure-source", "127.0.0.1", "--import-sync-wait", "0s"];
+    let Some(c) = Cluster::start(2, "", &args) else { return };
+    let source = format!("{}/harness/single:10m", proxy.host());
+    let mut ops = Vec::new();
+    for (node, registry) in [(&c.nodes[0], "leftside"), (&c.nodes[1], "rightside")] {
+        cli(node, &["registry", "create", "-n", registry]).ok_json();
+    }
+    for (node, registry) in [(&c.nodes[0], "leftside"), (&c.nodes[1], "rightside")] {
+        let op = cli(node, &["import", "-n", registry, "--source", &source, "--no-wait"]).ok_json();
+        ops.push((node, op["operationId"].as_str().unwrap().to_owned()));
+    }
+    for (node, op) in &ops {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = cli(node, &["operation", "show", op]).ok_json();
+            if s["status"] == "Succeeded" {
+                break;
+            }
+            assert!(s["status"] == "Accepted" && std::time::Instant::now() < deadline, "{s}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let fetched = proxy.stats()["blob_bytes"].as_u64().unwrap();
+    assert!(fetched < size + size / 10, "fetched {fetched} bytes for a {size}-byte image");
+    for (node, registry) in [(&c.nodes[1], "leftside"), (&c.nodes[0], "rightside")] {
+        let login = format!("{registry}.localhost:{}", node.port);
+        let m = manifest_bytes(&node.url(), Some(&login), "harness/single", "10m").unwrap();
+        let m: serde_json::Value = serde_json::from_slice(&m).unwrap();
+        for d in m["layers"].as_array().unwrap() {
+            let d = d["digest"].as_str().unwrap();
+            let r = node
+                .reg()
+                .http
+                .get(node.reg().url(&format!("/v2/harness/single/blobs/{d}")))
+                .header("host", &login)
+                .send()
+                .unwrap();
+            assert_eq!(digest_of(&r.bytes().unwrap()), d);
+        }
+    }
+}

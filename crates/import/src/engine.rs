@@ -48,14 +48,51 @@ pub(crate) struct Inflight {
     map: Mutex<HashMap<DownloadKey, watch::Receiver<Option<bool>>>>,
     /// Blobs a source identity was seen to serve (kept in memory, bounded).
     proven: Mutex<HashSet<DownloadKey>>,
-    /// Set on a cluster: proofs are shared, so a blob another node saw this source serve
-    /// isn't downloaded again here only to prove it. (Two nodes starting the same download
-    /// at once both download: allowed, never corrupt.)
-    shared: Option<Arc<dyn Coordination>>,
+    /// Set on a cluster: downloads are claimed and proofs shared through it, so that a
+    /// blob another node is downloading, or saw this source serve, isn't downloaded here too.
+    shared: Option<SharedDownloads>,
+}
+
+/// A cluster's view of downloads: its coordination, and this node's name in claims.
+struct SharedDownloads {
+    cluster: Arc<dyn Coordination>,
+    node: String,
 }
 
 /// How long a shared proof that a source serves a blob stands.
 const PROOF_KEEP_MS: i64 = 3600 * 1000;
+/// A download claim's lease, renewed every third of it while the download runs.
+const CLAIM_LEASE_MS: i64 = 30_000;
+/// How often a node waiting for another's download looks for its proof.
+const CLAIM_POLL: Duration = Duration::from_millis(500);
+
+/// Who downloads a blob that no import on this node is downloading yet.
+enum Claimed {
+    /// This node (holding the cluster's claim, if on a cluster).
+    Here(Option<ClaimGuard>),
+    /// Another node did, and proved the source serves it.
+    Elsewhere,
+}
+
+/// This node's claim on a download: renewed while held, given up when dropped.
+struct ClaimGuard {
+    renew: tokio::task::JoinHandle<()>,
+    release: Option<(Arc<dyn Coordination>, String, String)>,
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        self.renew.abort();
+        if let Some((cluster, key, node)) = self.release.take() {
+            // Let a waiting node go on at once rather than when the lease runs out.
+            tokio::spawn(async move {
+                if let Err(e) = cluster.release_download(&key, &node).await {
+                    tracing::warn!(error = %e, "cannot release a download claim");
+                }
+            });
+        }
+    }
+}
 
 /// Proofs remembered before the set starts over.
 const MAX_PROVEN: usize = 100_000;
@@ -94,9 +131,56 @@ impl Drop for LeadGuard {
 }
 
 impl Inflight {
-    /// Downloads of a cluster's node: proofs shared through `cluster`.
-    pub(crate) fn shared(cluster: Arc<dyn Coordination>) -> Inflight {
-        Inflight { shared: Some(cluster), ..Inflight::default() }
+    /// Downloads of the cluster node `node`: claims and proofs shared through `cluster`.
+    pub(crate) fn shared(cluster: Arc<dyn Coordination>, node: String) -> Inflight {
+        Inflight { shared: Some(SharedDownloads { cluster, node }), ..Inflight::default() }
+    }
+
+    /// Decide who downloads `key`: this node, unless another node of the cluster holds a
+    /// live claim on it — then wait until it proves the blob (`Elsewhere`) or gives its
+    /// claim up (failed, or died and its lease ran out), and claim it then.
+    async fn claim(
+        &self,
+        key: &DownloadKey,
+        cancel: &CancellationToken,
+    ) -> Result<Claimed, ImportError> {
+        let Some(shared) = &self.shared else { return Ok(Claimed::Here(None)) };
+        let k = shared_key(key);
+        loop {
+            let now = now_millis();
+            match shared.cluster.claim_download(&k, &shared.node, now, now + CLAIM_LEASE_MS).await {
+                Ok(true) => {
+                    let (cluster, key, node) =
+                        (shared.cluster.clone(), k.clone(), shared.node.clone());
+                    let renew = tokio::spawn(async move {
+                        let every = Duration::from_millis(CLAIM_LEASE_MS as u64 / 3);
+                        loop {
+                            tokio::time::sleep(every).await;
+                            let now = now_millis();
+                            let until = now + CLAIM_LEASE_MS;
+                            if let Err(e) = cluster.claim_download(&key, &node, now, until).await {
+                                tracing::warn!(error = %e, "cannot renew a download claim");
+                            }
+                        }
+                    });
+                    let release = Some((shared.cluster.clone(), k, shared.node.clone()));
+                    return Ok(Claimed::Here(Some(ClaimGuard { renew, release })));
+                }
+                Ok(false) => {}
+                // Without the cluster's word, download here: at worst twice, never corrupt.
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot claim a download");
+                    return Ok(Claimed::Here(None));
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(CLAIM_POLL) => {}
+                () = cancel.cancelled() => return Err(canceled()),
+            }
+            if self.proven(key).await {
+                return Ok(Claimed::Elsewhere);
+            }
+        }
     }
 
     /// Whether the source was seen to serve the blob, here or (on a cluster) on any node.
@@ -105,7 +189,7 @@ impl Inflight {
             return true;
         }
         let Some(shared) = &self.shared else { return false };
-        match shared.download_proven(&shared_key(key), now_millis() - PROOF_KEEP_MS).await {
+        match shared.cluster.download_proven(&shared_key(key), now_millis() - PROOF_KEEP_MS).await {
             Ok(true) => {
                 self.prove_here(key.clone());
                 true
@@ -122,7 +206,7 @@ impl Inflight {
     async fn prove(&self, key: DownloadKey) {
         if let Some(shared) = &self.shared
             && let Err(e) =
-                shared.prove_download(&shared_key(&key), now_millis(), PROOF_KEEP_MS).await
+                shared.cluster.prove_download(&shared_key(&key), now_millis(), PROOF_KEEP_MS).await
         {
             tracing::warn!(error = %e, "cannot share a download proof");
         }
@@ -410,6 +494,17 @@ impl Engine<'_> {
                     }
                 }
                 Role::Lead(guard) => {
+                    let _claim = match self.inflight.claim(&key, cancel).await? {
+                        Claimed::Here(claim) => claim,
+                        Claimed::Elsewhere => {
+                            if self.registry.retain_blob(digest).await?.is_some() {
+                                guard.finish(true);
+                                return have(blob.size);
+                            }
+                            // Proven, but collected since: fetched here after all.
+                            continue;
+                        }
+                    };
                     let how = match self.registry.retain_blob(digest).await? {
                         Some(_) => Fetch::Verify,
                         None => Fetch::Write,

@@ -264,7 +264,7 @@ impl ImportService {
                 http,
                 limiters: Mutex::default(),
                 inflight: Arc::new(match &cluster {
-                    Some(cluster) => Inflight::shared(cluster.clone()),
+                    Some(cluster) => Inflight::shared(cluster.clone(), settings.node.clone()),
                     None => Inflight::default(),
                 }),
                 cluster,

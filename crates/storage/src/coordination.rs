@@ -65,4 +65,15 @@ pub trait Coordination: Send + Sync + 'static {
     async fn prove_download(&self, key: &str, now: i64, keep_ms: i64) -> Result<(), StorageError>;
     /// Whether `key` was proven after `since` (ms).
     async fn download_proven(&self, key: &str, since: i64) -> Result<bool, StorageError>;
+    /// Claim the download `key` for `owner` until `until` (ms), or renew `owner`'s claim:
+    /// whether `owner` holds it now (another owner's claim that hasn't run out stands).
+    async fn claim_download(
+        &self,
+        key: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StorageError>;
+    /// Give up `owner`'s claim on `key` (a missing claim is not an error).
+    async fn release_download(&self, key: &str, owner: &str) -> Result<(), StorageError>;
 }

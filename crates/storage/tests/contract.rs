@@ -1639,8 +1639,8 @@ async fn postgres_gc_looks_at_what_changed() {
 }
 
 /// What cluster nodes share besides locks: sign-in failures, counted per key in windows;
-/// an access version that moves with every change to who may do what — and only then; and
-/// proofs that a source serves a blob.
+/// an access version that moves with every change to who may do what — and only then;
+/// proofs that a source serves a blob, and claims on downloads in progress.
 #[tokio::test]
 async fn postgres_shares_failures_access_changes_and_download_proofs() {
     let Some(db) = PgDatabase::create().await else { return };
@@ -1680,5 +1680,16 @@ async fn postgres_shares_failures_access_changes_and_download_proofs() {
     assert!(!other.download_proven("k1", 10_000).await.unwrap(), "older than asked for");
     other.prove_download("k2", 3_700_000, 3_600_000).await.unwrap();
     assert!(!one.download_proven("k1", 0).await.unwrap(), "an expired proof is dropped");
+
+    // Download claims: one owner at a time, renewable, taken over once run out or released.
+    assert!(one.claim_download("d", "node-1", 0, 30_000).await.unwrap());
+    assert!(!other.claim_download("d", "node-2", 10_000, 40_000).await.unwrap());
+    assert!(one.claim_download("d", "node-1", 20_000, 50_000).await.unwrap(), "renewed");
+    assert!(!other.claim_download("d", "node-2", 45_000, 75_000).await.unwrap());
+    assert!(other.claim_download("d", "node-2", 50_000, 80_000).await.unwrap(), "ran out");
+    one.release_download("d", "node-1").await.unwrap(); // not its claim any more: no effect
+    assert!(!one.claim_download("d", "node-1", 60_000, 90_000).await.unwrap());
+    other.release_download("d", "node-2").await.unwrap();
+    assert!(one.claim_download("d", "node-1", 61_000, 91_000).await.unwrap(), "released");
     db.drop().await;
 }

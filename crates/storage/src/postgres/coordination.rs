@@ -115,6 +115,11 @@ impl Coordination for PostgresMetadataStore {
             .bind(now - keep_ms)
             .execute(&mut *tx)
             .await?;
+        // Claims a dead node left on downloads nobody asked for again.
+        sqlx::query("DELETE FROM download_claims WHERE until_ms <= $1")
+            .bind(now - keep_ms)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "INSERT INTO download_proofs (key, proven_ms) VALUES ($1, $2)
              ON CONFLICT (key) DO UPDATE SET proven_ms = excluded.proven_ms",
@@ -135,5 +140,36 @@ impl Coordination for PostgresMetadataStore {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(found.is_some())
+    }
+
+    async fn claim_download(
+        &self,
+        key: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StorageError> {
+        let held: Option<i32> = sqlx::query_scalar(
+            "INSERT INTO download_claims (key, owner, until_ms) VALUES ($1, $2, $4)
+             ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, until_ms = excluded.until_ms
+               WHERE download_claims.owner = excluded.owner OR download_claims.until_ms <= $3
+             RETURNING 1",
+        )
+        .bind(key)
+        .bind(owner)
+        .bind(now)
+        .bind(until)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(held.is_some())
+    }
+
+    async fn release_download(&self, key: &str, owner: &str) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM download_claims WHERE key = $1 AND owner = $2")
+            .bind(key)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }

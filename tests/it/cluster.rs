@@ -798,6 +798,15 @@ fn blob_downloads_redirect_to_the_object_store_when_asked() {
     let r = a.reg().http.get(a.reg().url(&big_path)).header("range", "bytes=-3").send().unwrap();
     assert_eq!(r.status(), 206);
     assert_eq!(r.bytes().unwrap()[..], big[big.len() - 3..]);
+    // A range the blob can't satisfy is the node's 416, not a redirect.
+    let r = no_follow
+        .get(a.reg().url(&big_path))
+        .header("authorization", admin_basic())
+        .header("range", format!("bytes={}-", big.len() + 10))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    assert!(r.headers().get("location").is_none());
     // HEAD, and blobs under the size, are answered by the node itself.
     let r = no_follow.head(a.reg().url(&big_path)).header("authorization", admin_basic()).send();
     let r = r.unwrap();
@@ -964,6 +973,11 @@ fn sign_in_failures_and_revocations_hold_on_every_node() {
     }
     assert_eq!(pull(&a, &target.app, &target.secret), 429);
     assert_eq!(pull(&b, &target.app, &target.secret), 429);
+    // A name nobody has is throttled the same way: a 429 doesn't tell which names exist.
+    for node in [&a, &b, &a, &b] {
+        assert_eq!(pull(node, "nobody-at-all", "guess"), 401);
+    }
+    assert_eq!(pull(&a, "nobody-at-all", "guess"), 429);
     // Others are not locked out by it.
     assert_eq!(pull(&b, "admin", ADMIN_PASSWORD), 200);
 }

@@ -226,6 +226,9 @@ pub struct Identity {
     pub(crate) failures: FailureLimiter,
     /// Set on a cluster: changes other nodes make to access clear this node's caches.
     access: Option<AccessFollower>,
+    /// Moves whenever cached grants or secrets are dropped, so that a read that began
+    /// before isn't cached after.
+    cache_generation: std::sync::atomic::AtomicU64,
     /// Seals the registry admin users' passwords.
     pub(crate) sealer: crate::registry_credentials::Sealer,
     /// Bounds the argon2 hashes computed at once (each takes memory and a core).
@@ -284,6 +287,7 @@ impl Identity {
             registry_secrets_generation: std::sync::atomic::AtomicU64::new(0),
             failures: FailureLimiter::new(settings_max_failures),
             access: None,
+            cache_generation: std::sync::atomic::AtomicU64::new(0),
             sealer: crate::registry_credentials::Sealer::new(&sealing_key)?,
             hashing: tokio::sync::Semaphore::new(cores),
         };
@@ -342,10 +346,17 @@ impl Identity {
         let version = access.cluster.access_version().await?;
         if access.version.swap(version, SeqCst) != version {
             self.forget_grants(None);
-            lock(&self.secrets).clear();
+            self.forget_secrets();
             self.forget_registry_secrets();
         }
         Ok(())
+    }
+
+    /// Drop every checked secret — and what checks still running read before now.
+    fn forget_secrets(&self) {
+        let mut cache = lock(&self.secrets);
+        self.cache_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        cache.clear();
     }
 
     pub fn default_tenant(&self) -> &str {
@@ -422,16 +433,20 @@ impl Identity {
             return Ok(true);
         }
         self.failures.check_shared(limiter_keys).await?;
+        let generation = self.cache_generation.load(std::sync::atomic::Ordering::SeqCst);
         let credentials = self.store.credentials(&p.id).await?;
         let candidates = credentials.into_iter().map(|c| (c.hash, c.expires_at)).collect();
         let Some(left) = self.verify_against(candidates, secret).await? else {
             return Ok(false);
         };
         let mut cache = lock(&self.secrets);
-        if cache.len() > CACHE_MAX {
-            cache.clear();
+        // Caches dropped meanwhile (a change on another node): what was read may be stale.
+        if self.cache_generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+            if cache.len() > CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(key, (p.clone(), Instant::now() + left));
         }
-        cache.insert(key, (p.clone(), Instant::now() + left));
         Ok(true)
     }
 
@@ -494,7 +509,12 @@ impl Identity {
         let found = found.filter(|p| p.enabled && p.tenant.eq_ignore_ascii_case(tenant));
         match found {
             Some(p) if self.check_secret(&p, secret, &keys).await? => Ok(p),
-            _ => {
+            found => {
+                // An unknown name meets the cluster's limit as a known one does: being
+                // throttled mustn't tell which names exist.
+                if found.is_none() {
+                    self.failures.check_shared(&keys).await?;
+                }
                 self.failures.fail(&keys).await;
                 Err(AuthError::InvalidCredentials)
             }
@@ -576,6 +596,7 @@ impl Identity {
         {
             return Ok(g.clone());
         }
+        let generation = self.cache_generation.load(std::sync::atomic::Ordering::SeqCst);
         let mut grants = Vec::new();
         for a in self.store.role_assignments_of(principal).await? {
             let Some(role) = self.role_definition(&a.role_definition_id).await? else {
@@ -593,15 +614,20 @@ impl Identity {
         }
         let grants = Arc::new(grants);
         let mut cache = lock(&self.grants);
-        if cache.len() > CACHE_MAX {
-            cache.clear();
+        // Caches dropped meanwhile (a change here or on another node): what was read may be
+        // stale, so it is used for this request only.
+        if self.cache_generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+            if cache.len() > CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(principal.to_owned(), (grants.clone(), Instant::now()));
         }
-        cache.insert(principal.to_owned(), (grants.clone(), Instant::now()));
         Ok(grants)
     }
 
     fn forget_grants(&self, principal: Option<&str>) {
         let mut cache = lock(&self.grants);
+        self.cache_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         match principal {
             Some(p) => {
                 cache.remove(p);

@@ -12,7 +12,7 @@
 //!    another tenant's blob;
 //! 5. otherwise → fetched, hashed and written.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -46,8 +46,9 @@ const MAX_COMMIT_ATTEMPTS: u32 = 3;
 #[derive(Default)]
 pub(crate) struct Inflight {
     map: Mutex<HashMap<DownloadKey, watch::Receiver<Option<bool>>>>,
-    /// Blobs a source identity was seen to serve (kept in memory, bounded).
-    proven: Mutex<HashSet<DownloadKey>>,
+    /// Blobs a source identity was seen to serve, and when (kept in memory, bounded; a
+    /// proof stands for [`PROOF_KEEP_MS`]: a source's content or access may change).
+    proven: Mutex<HashMap<DownloadKey, Instant>>,
     /// Set on a cluster: downloads are claimed and proofs shared through it, so that a
     /// blob another node is downloading, or saw this source serve, isn't downloaded here too.
     shared: Option<SharedDownloads>,
@@ -185,7 +186,14 @@ impl Inflight {
 
     /// Whether the source was seen to serve the blob, here or (on a cluster) on any node.
     async fn proven(&self, key: &DownloadKey) -> bool {
-        if self.proven.lock().unwrap_or_else(PoisonError::into_inner).contains(key) {
+        let keep = Duration::from_millis(PROOF_KEEP_MS as u64);
+        if self
+            .proven
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .is_some_and(|at| at.elapsed() < keep)
+        {
             return true;
         }
         let Some(shared) = &self.shared else { return false };
@@ -218,7 +226,7 @@ impl Inflight {
         if set.len() >= MAX_PROVEN {
             set.clear();
         }
-        set.insert(key);
+        set.insert(key, Instant::now());
     }
 
     fn join(self: &Arc<Self>, key: DownloadKey) -> Role {

@@ -56,6 +56,26 @@ pub enum RangeRequest {
     Suffix(u64),
 }
 
+/// The bytes of a `size`-byte blob that `range` asks for, or `RangeNotSatisfiable`.
+fn satisfiable(range: Option<RangeRequest>, size: u64) -> Result<Option<ByteRange>, RegistryError> {
+    Ok(match range {
+        None => None,
+        Some(RangeRequest::From { start, end }) => {
+            let end = end.unwrap_or(u64::MAX).min(size.saturating_sub(1));
+            if start >= size || start > end {
+                return Err(RegistryError::RangeNotSatisfiable { size });
+            }
+            Some(ByteRange { start, end })
+        }
+        Some(RangeRequest::Suffix(n)) => {
+            if n == 0 || size == 0 {
+                return Err(RegistryError::RangeNotSatisfiable { size });
+            }
+            Some(ByteRange { start: size.saturating_sub(n), end: size - 1 })
+        }
+    })
+}
+
 fn supported(digest: &Digest) -> Result<(), RegistryError> {
     if digest.is_supported() {
         Ok(())
@@ -84,6 +104,7 @@ impl RegistryService {
         range: Option<RangeRequest>,
     ) -> Result<BlobRead, RegistryError> {
         let size = self.stat_blob(repo, digest).await?;
+        let range = satisfiable(range, size)?;
         self.read_sized(digest, size, range).await
     }
 
@@ -96,6 +117,8 @@ impl RegistryService {
         range: Option<RangeRequest>,
     ) -> Result<BlobDownload, RegistryError> {
         let size = self.stat_blob(repo, digest).await?;
+        // A range the blob can't satisfy is a 416 here, not a redirect to the store's error.
+        let range = satisfiable(range, size)?;
         if let Some(redirects) = self.redirects.filter(|r| size >= r.min_size) {
             match self.blobs.download_url(digest, redirects.valid_for).await {
                 Ok(Some(url)) => return Ok(BlobDownload::Redirect { url, size }),
@@ -107,29 +130,13 @@ impl RegistryService {
         Ok(BlobDownload::Bytes(self.read_sized(digest, size, range).await?))
     }
 
-    /// Read a blob of `size` bytes, whole or the part `range` asks for.
+    /// Read a blob of `size` bytes, whole or `range` of it (checked against the size).
     async fn read_sized(
         &self,
         digest: &Digest,
         size: u64,
-        range: Option<RangeRequest>,
+        range: Option<ByteRange>,
     ) -> Result<BlobRead, RegistryError> {
-        let range = match range {
-            None => None,
-            Some(RangeRequest::From { start, end }) => {
-                let end = end.unwrap_or(u64::MAX).min(size.saturating_sub(1));
-                if start >= size || start > end {
-                    return Err(RegistryError::RangeNotSatisfiable { size });
-                }
-                Some(ByteRange { start, end })
-            }
-            Some(RangeRequest::Suffix(n)) => {
-                if n == 0 || size == 0 {
-                    return Err(RegistryError::RangeNotSatisfiable { size });
-                }
-                Some(ByteRange { start: size.saturating_sub(n), end: size - 1 })
-            }
-        };
         // The store is told which bytes, whole blob or not: knowing the length up front, an
         // object store can fetch a large read in parallel ranges.
         let bytes = range.or((size > 0).then(|| ByteRange { start: 0, end: size - 1 }));

@@ -10,7 +10,10 @@ CREATE INDEX sign_in_failures_since ON sign_in_failures(since_ms);
 -- A number that moves with every change to who may do what. Nodes cache a caller's grants
 -- and checked secrets; they read this at most once a second and drop those caches when it
 -- moved, so a change made through one node holds on all of them within about a second.
--- Triggers keep it: no code path that changes access can forget to.
+-- Triggers keep it: no code path that changes access can forget to. They are deferred, row
+-- level: the row is updated at commit, after every other lock the transaction takes (no
+-- deadlock through it, the shortest hold), visible together with the change, and not at all
+-- by a statement that changed nothing.
 CREATE TABLE access_version (
     only_row  BOOLEAN PRIMARY KEY DEFAULT true CHECK (only_row),
     version   BIGINT NOT NULL
@@ -29,8 +32,9 @@ BEGIN
     FOREACH t IN ARRAY ARRAY['tenants', 'principals', 'credentials', 'role_definitions',
                              'role_assignments', 'scope_maps', 'registry_tokens',
                              'registry_token_passwords', 'registries'] LOOP
-        EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %I '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION bump_access_version()',
+        EXECUTE format('CREATE CONSTRAINT TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %I '
+                       'DEFERRABLE INITIALLY DEFERRED '
+                       'FOR EACH ROW EXECUTE FUNCTION bump_access_version()',
                        t || '_access_version', t);
     END LOOP;
 END $$;

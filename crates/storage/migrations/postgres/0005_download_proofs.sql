@@ -17,3 +17,4 @@ CREATE TABLE download_claims (
     owner     TEXT NOT NULL,
     until_ms  BIGINT NOT NULL
 );
+CREATE INDEX download_claims_until ON download_claims(until_ms);

@@ -65,24 +65,28 @@ impl Coordination for PostgresMetadataStore {
         now: i64,
         window_ms: i64,
     ) -> Result<(), StorageError> {
-        let mut tx = self.pool.begin().await?;
-        // Windows that ended are no use to anyone: the table holds one window's worth, however
-        // many names an attacker tries.
-        sqlx::query("DELETE FROM sign_in_failures WHERE since_ms <= $1")
-            .bind(now - window_ms)
-            .execute(&mut *tx)
-            .await?;
+        // One statement, keys in order (two nodes counting the same keys lock them in the
+        // same order), a window that ended starting over in place.
+        let mut keys = keys.to_vec();
+        keys.sort();
+        keys.dedup();
         sqlx::query(
             "INSERT INTO sign_in_failures (key, count, since_ms)
-             SELECT k, 1, $2 FROM unnest($1::text[]) AS k
-             ON CONFLICT (key) DO UPDATE SET count = sign_in_failures.count + 1",
+             SELECT k, 1, $2 FROM unnest($1::text[]) AS k ORDER BY k
+             ON CONFLICT (key) DO UPDATE SET
+               count = CASE WHEN sign_in_failures.since_ms <= $3 THEN 1
+                            ELSE sign_in_failures.count + 1 END,
+               since_ms = CASE WHEN sign_in_failures.since_ms <= $3 THEN excluded.since_ms
+                               ELSE sign_in_failures.since_ms END",
         )
-        .bind(keys)
+        .bind(&keys)
         .bind(now)
-        .execute(&mut *tx)
+        .bind(now - window_ms)
+        .execute(&self.pool)
         .await?;
-        tx.commit().await?;
-        Ok(())
+        // Windows that ended are no use to anyone: the table holds about one window's worth,
+        // however many names an attacker tries. Rows another node holds are left to it.
+        prune(&self.pool, "sign_in_failures", "since_ms", now - window_ms).await
     }
 
     async fn sign_in_failures(
@@ -110,26 +114,17 @@ impl Coordination for PostgresMetadataStore {
     }
 
     async fn prove_download(&self, key: &str, now: i64, keep_ms: i64) -> Result<(), StorageError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM download_proofs WHERE proven_ms <= $1")
-            .bind(now - keep_ms)
-            .execute(&mut *tx)
-            .await?;
-        // Claims a dead node left on downloads nobody asked for again.
-        sqlx::query("DELETE FROM download_claims WHERE until_ms <= $1")
-            .bind(now - keep_ms)
-            .execute(&mut *tx)
-            .await?;
         sqlx::query(
             "INSERT INTO download_proofs (key, proven_ms) VALUES ($1, $2)
              ON CONFLICT (key) DO UPDATE SET proven_ms = excluded.proven_ms",
         )
         .bind(key)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        tx.commit().await?;
-        Ok(())
+        prune(&self.pool, "download_proofs", "proven_ms", now - keep_ms).await?;
+        // Claims a dead node left on downloads nobody asked for again.
+        prune(&self.pool, "download_claims", "until_ms", now - keep_ms).await
     }
 
     async fn download_proven(&self, key: &str, since: i64) -> Result<bool, StorageError> {
@@ -172,4 +167,22 @@ impl Coordination for PostgresMetadataStore {
             .await?;
         Ok(())
     }
+}
+
+/// Delete up to a batch of `table`'s rows whose `column` is at or before `cutoff`, skipping
+/// rows other transactions hold (no waiting, no deadlock; the next call takes them).
+async fn prune(
+    pool: &sqlx::PgPool,
+    table: &'static str,
+    column: &'static str,
+    cutoff: i64,
+) -> Result<(), StorageError> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM {table} WHERE key IN
+           (SELECT key FROM {table} WHERE {column} <= $1 LIMIT 100 FOR UPDATE SKIP LOCKED)"
+    )))
+    .bind(cutoff)
+    .execute(pool)
+    .await?;
+    Ok(())
 }

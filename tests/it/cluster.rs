@@ -1002,21 +1002,7 @@ fn a_blob_one_node_saw_a_source_serve_is_not_fetched_again_by_another() {
     let done = cli(b, &["import", "-n", "second", "--source", &source]).ok_json();
     assert_eq!(done["status"], "Succeeded", "{done}");
     assert_eq!(proxy.stats()["blob_bytes"].as_u64().unwrap(), fetched);
-    let second = format!("second.localhost:{}", b.port);
-    let m = manifest_bytes(&b.url(), Some(&second), "harness/single", "3m").unwrap();
-    let m: serde_json::Value = serde_json::from_slice(&m).unwrap();
-    for d in m["layers"].as_array().unwrap() {
-        let d = d["digest"].as_str().unwrap();
-        let r = b
-            .reg()
-            .http
-            .get(b.reg().url(&format!("/v2/harness/single/blobs/{d}")))
-            .header("host", &second)
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        assert_eq!(digest_of(&r.bytes().unwrap()), d);
-    }
+    assert_layers_served(b, "second", "3m");
     // Another source naming the same digests still has to prove it serves them.
     let other = FaultProxy::start(&dist.host(), &[]);
     cli(b, &["registry", "create", "-n", "third"]).ok_json();
@@ -1061,20 +1047,25 @@ fn two_nodes_importing_one_source_at_once_download_it_once() {
     }
     let fetched = proxy.stats()["blob_bytes"].as_u64().unwrap();
     assert!(fetched < size + size / 10, "fetched {fetched} bytes for a {size}-byte image");
-    for (node, registry) in [(&c.nodes[1], "leftside"), (&c.nodes[0], "rightside")] {
-        let login = format!("{registry}.localhost:{}", node.port);
-        let m = manifest_bytes(&node.url(), Some(&login), "harness/single", "10m").unwrap();
-        let m: serde_json::Value = serde_json::from_slice(&m).unwrap();
-        for d in m["layers"].as_array().unwrap() {
-            let d = d["digest"].as_str().unwrap();
-            let r = node
-                .reg()
-                .http
-                .get(node.reg().url(&format!("/v2/harness/single/blobs/{d}")))
-                .header("host", &login)
-                .send()
-                .unwrap();
-            assert_eq!(digest_of(&r.bytes().unwrap()), d);
-        }
+    assert_layers_served(&c.nodes[1], "leftside", "10m");
+    assert_layers_served(&c.nodes[0], "rightside", "10m");
+}
+
+/// `registry` serves `harness/single:<tag>` through `node`, every layer whole.
+fn assert_layers_served(node: &Wharf, registry: &str, tag: &str) {
+    let login = format!("{registry}.localhost:{}", node.port);
+    let m = manifest_bytes(&node.url(), Some(&login), "harness/single", tag).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&m).unwrap();
+    for d in m["layers"].as_array().unwrap() {
+        let d = d["digest"].as_str().unwrap();
+        let r = node
+            .reg()
+            .http
+            .get(node.reg().url(&format!("/v2/harness/single/blobs/{d}")))
+            .header("host", &login)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(digest_of(&r.bytes().unwrap()), d);
     }
 }

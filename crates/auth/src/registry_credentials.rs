@@ -443,7 +443,7 @@ impl Identity {
     /// including a check still running (it sees the generation move and doesn't cache).
     pub(crate) fn forget_registry_secrets(&self) {
         let mut cache = lock(&self.registry_secrets);
-        self.registry_secrets_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.cache_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         cache.clear();
     }
 
@@ -719,7 +719,7 @@ impl Identity {
             return Ok(true);
         }
         self.failures.check_shared(limiter_keys).await?;
-        let generation = self.registry_secrets_generation.load(std::sync::atomic::Ordering::SeqCst);
+        let generation = self.cache_generation.load(std::sync::atomic::Ordering::SeqCst);
         let stored =
             self.store.token_passwords(record.registry_id, &record.kind, &record.name).await?;
         let candidates = stored.into_iter().map(|p| (p.hash, p.expires_at)).collect();
@@ -727,8 +727,7 @@ impl Identity {
             return Ok(false);
         };
         let mut cache = lock(&self.registry_secrets);
-        if self.registry_secrets_generation.load(std::sync::atomic::Ordering::SeqCst) != generation
-        {
+        if self.cache_generation.load(std::sync::atomic::Ordering::SeqCst) != generation {
             return Ok(true);
         }
         if cache.len() > CACHE_MAX {

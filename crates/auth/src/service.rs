@@ -221,14 +221,12 @@ pub struct Identity {
     secrets: Mutex<HashMap<[u8; 32], (PrincipalRecord, Instant)>>,
     /// Registry credentials' checked passwords (hash of registry, name and password → until).
     pub(crate) registry_secrets: Mutex<HashMap<[u8; 32], Instant>>,
-    /// Moves on every change to a registry credential (see `forget_registry_secrets`).
-    pub(crate) registry_secrets_generation: std::sync::atomic::AtomicU64,
     pub(crate) failures: FailureLimiter,
     /// Set on a cluster: changes other nodes make to access clear this node's caches.
     access: Option<AccessFollower>,
-    /// Moves whenever cached grants or secrets are dropped, so that a read that began
-    /// before isn't cached after.
-    cache_generation: std::sync::atomic::AtomicU64,
+    /// Moves whenever cached grants, secrets or registry credentials' passwords are dropped,
+    /// so that a read that began before isn't cached after.
+    pub(crate) cache_generation: std::sync::atomic::AtomicU64,
     /// Seals the registry admin users' passwords.
     pub(crate) sealer: crate::registry_credentials::Sealer,
     /// Bounds the argon2 hashes computed at once (each takes memory and a core).
@@ -284,7 +282,6 @@ impl Identity {
             grants: Mutex::default(),
             secrets: Mutex::default(),
             registry_secrets: Mutex::default(),
-            registry_secrets_generation: std::sync::atomic::AtomicU64::new(0),
             failures: FailureLimiter::new(settings_max_failures),
             access: None,
             cache_generation: std::sync::atomic::AtomicU64::new(0),

@@ -14,6 +14,7 @@ mod blob;
 mod coordination;
 mod error;
 mod fs;
+mod gc_worklist;
 mod identity;
 mod meta;
 pub mod migrate;

@@ -8,6 +8,7 @@ use wharf_oci::{Digest, Reference, RepositoryName, Tag};
 
 use super::rows::*;
 use super::{PostgresMetadataStore, TxError};
+use crate::gc_worklist::{BLOB_CANDIDATES, GC_BATCH, STALE_LINK_CANDIDATES};
 use crate::meta::*;
 use crate::rows::parse_digest;
 use crate::{StorageError, now_millis};
@@ -741,10 +742,7 @@ impl MetadataStore for PostgresMetadataStore {
             let (done, seen) = self
                 .write_tx(|conn, _| {
                     Box::pin(async move {
-                        let batch: Vec<(i64, String)> = sqlx::query_as(
-                            "SELECT repo_id, digest FROM gc_candidates
-                              WHERE repo_id > 0 AND since < $1 LIMIT $2",
-                        )
+                        let batch: Vec<(i64, String)> = sqlx::query_as(STALE_LINK_CANDIDATES)
                         .bind(cutoff)
                         .bind(GC_BATCH)
                         .fetch_all(&mut *conn)
@@ -803,21 +801,16 @@ impl MetadataStore for PostgresMetadataStore {
             let (found, next) = self
                 .write_tx(|conn, _| {
                     Box::pin(async move {
-                        let batch: Vec<(String, i64, Option<i64>, bool)> = sqlx::query_as(
-                            "SELECT c.digest, c.since, b.touched_at,
-                                    EXISTS (SELECT 1 FROM repo_blobs l WHERE l.digest = c.digest)
-                                 OR EXISTS (SELECT 1 FROM manifest_refs m WHERE m.target = c.digest)
-                               FROM gc_candidates c LEFT JOIN blobs b ON b.digest = c.digest
-                              WHERE c.repo_id = 0 AND c.since < $1 AND (c.since, c.digest) > ($3, $4)
-                              ORDER BY c.since, c.digest LIMIT $2",
-                        )
-                        .bind(cutoff)
-                        .bind(GC_BATCH)
-                        .bind(from_ref.0)
-                        .bind(&from_ref.1)
-                        .fetch_all(&mut *conn)
-                        .await?;
-                        let (mut found, mut young, mut settled) = (Vec::new(), Vec::new(), Vec::new());
+                        let batch: Vec<(String, i64, Option<i64>, bool)> =
+                            sqlx::query_as(BLOB_CANDIDATES)
+                                .bind(cutoff)
+                                .bind(GC_BATCH)
+                                .bind(from_ref.0)
+                                .bind(&from_ref.1)
+                                .fetch_all(&mut *conn)
+                                .await?;
+                        let (mut found, mut young, mut settled) =
+                            (Vec::new(), Vec::new(), Vec::new());
                         for (digest, _, touched, used) in &batch {
                             match touched {
                                 Some(t) if !used && *t >= cutoff => young.push(digest.clone()),
@@ -832,10 +825,12 @@ impl MetadataStore for PostgresMetadataStore {
                         .bind(&young)
                         .execute(&mut *conn)
                         .await?;
-                        sqlx::query("DELETE FROM gc_candidates WHERE repo_id = 0 AND digest = ANY($1)")
-                            .bind(&settled)
-                            .execute(&mut *conn)
-                            .await?;
+                        sqlx::query(
+                            "DELETE FROM gc_candidates WHERE repo_id = 0 AND digest = ANY($1)",
+                        )
+                        .bind(&settled)
+                        .execute(&mut *conn)
+                        .await?;
                         let next = match batch.last() {
                             Some((digest, since, ..)) if batch.len() as i64 == GC_BATCH => {
                                 Some((*since, digest.clone()))
@@ -1132,6 +1127,3 @@ fn order_by(order: ListOrder, name: &'static str, time: &'static str) -> String 
         ListOrder::TimeAsc => format!("{time} ASC, {name}"),
     }
 }
-
-/// Candidates GC looks at per transaction.
-const GC_BATCH: i64 = 1000;

@@ -8,6 +8,7 @@ use wharf_oci::{Digest, Reference, RepositoryName, Tag};
 
 use super::SqliteMetadataStore;
 use super::rows::*;
+use crate::gc_worklist::{BLOB_CANDIDATES, GC_BATCH, STALE_LINK_CANDIDATES};
 use crate::meta::*;
 use crate::{StorageError, now_millis};
 
@@ -721,13 +722,11 @@ impl MetadataStore for SqliteMetadataStore {
         let mut removed = 0;
         loop {
             let mut tx = self.write.begin().await?;
-            let batch: Vec<(i64, String)> = sqlx::query_as(
-                "SELECT repo_id, digest FROM gc_candidates WHERE repo_id > 0 AND since < $1 LIMIT $2",
-            )
-            .bind(cutoff)
-            .bind(GC_BATCH)
-            .fetch_all(&mut *tx)
-            .await?;
+            let batch: Vec<(i64, String)> = sqlx::query_as(STALE_LINK_CANDIDATES)
+                .bind(cutoff)
+                .bind(GC_BATCH)
+                .fetch_all(&mut *tx)
+                .await?;
             let json = serde_json::to_string(&batch).unwrap_or_default();
             const BATCH: &str =
                 "SELECT json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]')
@@ -780,20 +779,13 @@ impl MetadataStore for SqliteMetadataStore {
         let mut from = (i64::MIN, String::new());
         loop {
             let mut tx = self.write.begin().await?;
-            let batch: Vec<(String, i64, Option<i64>, bool)> = sqlx::query_as(
-                "SELECT c.digest, c.since, b.touched_at,
-                        EXISTS (SELECT 1 FROM repo_blobs l WHERE l.digest = c.digest)
-                     OR EXISTS (SELECT 1 FROM manifest_refs m WHERE m.target = c.digest) AS used
-                   FROM gc_candidates c LEFT JOIN blobs b ON b.digest = c.digest
-                  WHERE c.repo_id = 0 AND c.since < $1 AND (c.since, c.digest) > ($3, $4)
-                  ORDER BY c.since, c.digest LIMIT $2",
-            )
-            .bind(cutoff)
-            .bind(GC_BATCH)
-            .bind(from.0)
-            .bind(&from.1)
-            .fetch_all(&mut *tx)
-            .await?;
+            let batch: Vec<(String, i64, Option<i64>, bool)> = sqlx::query_as(BLOB_CANDIDATES)
+                .bind(cutoff)
+                .bind(GC_BATCH)
+                .bind(from.0)
+                .bind(&from.1)
+                .fetch_all(&mut *tx)
+                .await?;
             let (mut young, mut settled) = (Vec::new(), Vec::new());
             for (digest, _, touched, used) in &batch {
                 match touched {
@@ -1038,6 +1030,3 @@ fn order_by(order: ListOrder, name: &'static str, time: &'static str) -> String 
         ListOrder::TimeAsc => format!("{time} ASC, {name}"),
     }
 }
-
-/// Candidates GC looks at per transaction.
-const GC_BATCH: i64 = 1000;

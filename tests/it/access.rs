@@ -26,7 +26,7 @@ pub(crate) struct Sp {
 
 pub(crate) fn create_sp(w: &Wharf, name: &str) -> Sp {
     let r = w
-        .arm_client()
+        .graph_client()
         .post(format!("{}/v1.0/servicePrincipals", w.url()))
         .json(&json!({"displayName": name}))
         .send()
@@ -94,6 +94,8 @@ struct Who {
     arm: Option<String>,
     /// It has no management identity at all (a registry token): ARM rows don't apply.
     arm_na: bool,
+    /// The `Authorization` it sends to the directory (a token for Graph's audience).
+    graph: Option<String>,
     data: Option<String>,
 }
 
@@ -103,6 +105,28 @@ struct World {
     legacy: String,
     abac: String,
     manifest: Vec<u8>,
+    /// A service principal holding Owner at `/`, and one holding no role at all.
+    root_owner: String,
+    roleless: String,
+    /// An import into legacyreg: its operation's path.
+    operation: std::sync::OnceLock<String>,
+}
+
+/// Custom roles defined at the subscription: one the UAA of the resource group holds, one
+/// nobody does.
+const SUB_ROLE: &str = "33333333-0000-4000-8000-000000000001";
+const SPARE_ROLE: &str = "33333333-0000-4000-8000-000000000002";
+
+fn sub_role_body(id: &str) -> Value {
+    json!({"properties": {"roleName": format!("Subscription registry reader {id}"),
+        "permissions": [{"actions": ["Microsoft.ContainerRegistry/registries/read"]}],
+        "assignableScopes": [SUB]}})
+}
+
+fn put_sub_role(w: &Wharf, id: &str) {
+    let path = format!("{SUB}/providers/Microsoft.Authorization/roleDefinitions/{id}");
+    let (s, v) = arm(w, Method::PUT, &path, Some(sub_role_body(id)));
+    assert!(s == 200 || s == 201, "{v}");
 }
 
 impl World {
@@ -138,6 +162,20 @@ impl World {
             r = r.json(&b);
         }
         r.send().unwrap().status().as_u16()
+    }
+
+    /// A directory POST (`/v1.0/servicePrincipals/{path}`) with the caller's Graph token.
+    fn directory_post(&self, path: &str, who: &Who) -> Option<String> {
+        if who.arm_na {
+            return None;
+        }
+        let mut r = anon_client()
+            .post(format!("{}/v1.0/servicePrincipals/{path}", self.w.url()))
+            .json(&json!({"passwordCredential": {"displayName": "matrix"}}));
+        if let Some(a) = &who.graph {
+            r = r.header("authorization", a);
+        }
+        status(r.send().unwrap().status().as_u16())
     }
 
     /// What a denied request must not have changed: tags in both registries, the classic
@@ -388,14 +426,14 @@ fn rows() -> Vec<Row> {
                 let mut r = anon_client()
                     .post(format!("{}/v1.0/servicePrincipals", x.w.url()))
                     .json(&json!({"displayName": "matrix-made"}));
-                if let Some(a) = &who.arm {
+                if let Some(a) = &who.graph {
                     r = r.header("authorization", a);
                 }
                 status(r.send().unwrap().status().as_u16())
             },
             undo: |x| {
                 let list: Value =
-                    x.w.arm_client()
+                    x.w.graph_client()
                         .get(format!("{}/v1.0/servicePrincipals", x.w.url()))
                         .send()
                         .unwrap()
@@ -404,7 +442,7 @@ fn rows() -> Vec<Row> {
                 for sp in list["value"].as_array().unwrap() {
                     if sp["displayName"] == "matrix-made" {
                         let id = sp["id"].as_str().unwrap();
-                        x.w.arm_client()
+                        x.w.graph_client()
                             .delete(format!("{}/v1.0/servicePrincipals/{id}", x.w.url()))
                             .send()
                             .unwrap();
@@ -511,7 +549,7 @@ fn rows() -> Vec<Row> {
                     return None;
                 }
                 let mut r = anon_client().get(format!("{}/v1.0/servicePrincipals", x.w.url()));
-                if let Some(a) = &who.arm {
+                if let Some(a) = &who.graph {
                     r = r.header("authorization", a);
                 }
                 status(r.send().unwrap().status().as_u16())
@@ -810,6 +848,58 @@ fn rows() -> Vec<Row> {
             },
             undo: nothing,
         },
+        Row {
+            name: "ARM  PUT  role def. of the sub, at RG",
+            run: |x, who| {
+                let path =
+                    format!("{RG}/providers/Microsoft.Authorization/roleDefinitions/{SUB_ROLE}");
+                let body = json!({"properties": {"roleName": "Subscription registry reader (rewritten)",
+                    "permissions": [{"actions": ["*"]}], "assignableScopes": [RG]}});
+                x.arm(Method::PUT, &path, who, Some(body))
+            },
+            undo: |x| put_sub_role(&x.w, SUB_ROLE),
+        },
+        Row {
+            name: "ARM  DELETE role def. of the sub, at RG",
+            run: |x, who| {
+                let path =
+                    format!("{RG}/providers/Microsoft.Authorization/roleDefinitions/{SPARE_ROLE}");
+                x.arm(Method::DELETE, &path, who, None)
+            },
+            undo: |x| put_sub_role(&x.w, SPARE_ROLE),
+        },
+        Row {
+            name: "ARM  GET  resource groups (listed)",
+            run: |x, who| {
+                if who.arm_na {
+                    return None;
+                }
+                let mut r = anon_client().get(format!("{}{SUB}/resourcegroups?{API}", x.w.url()));
+                if let Some(a) = &who.arm {
+                    r = r.header("authorization", a);
+                }
+                let r = r.send().unwrap();
+                let code = r.status().as_u16();
+                let n = r.json::<Value>().ok().and_then(|v| v["value"].as_array().map(Vec::len));
+                Some(n.map_or(code.to_string(), |n| format!("{code}:{n}")))
+            },
+            undo: nothing,
+        },
+        Row {
+            name: "ARM  GET  import operation (legacyreg)",
+            run: |x, who| x.arm(Method::GET, x.operation.get().unwrap(), who, None),
+            undo: nothing,
+        },
+        Row {
+            name: "DIR  POST addPassword (Owner at /)",
+            run: |x, who| x.directory_post(&format!("{}/addPassword", x.root_owner), who),
+            undo: nothing,
+        },
+        Row {
+            name: "DIR  POST addPassword (no role)",
+            run: |x, who| x.directory_post(&format!("{}/addPassword", x.roleless), who),
+            undo: nothing,
+        },
     ]
 }
 
@@ -838,17 +928,31 @@ fn authorization_matrix() {
     }
     // In ABAC mode even the Owner reads and writes content only through a Repository role.
     let admin_id = {
-        let r = w.arm_client().get(format!("{}/v1.0/users/admin", w.url())).send().unwrap();
+        let r = w.graph_client().get(format!("{}/v1.0/users/admin", w.url())).send().unwrap();
         r.json::<Value>().unwrap()["id"].as_str().unwrap().to_owned()
     };
     assign(&w, &admin_id, "Container Registry Repository Contributor", &reg_id("abacreg"));
 
+    // Custom roles of the subscription; a principal owning everything, one holding nothing.
+    put_sub_role(&w, SUB_ROLE);
+    put_sub_role(&w, SPARE_ROLE);
+    let root_owner = create_sp(&w, "root-owner");
+    assign(&w, &root_owner.id, "Owner", "/");
+    let roleless = create_sp(&w, "roleless");
     let legacy = format!("legacyreg.localhost:{}", w.port);
     let abac = format!("abacreg.localhost:{}", w.port);
     let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
     let layer = bytes(7, 1000);
     let manifest = image_manifest(&config, &[&layer]);
-    let world = World { w, legacy: legacy.clone(), abac: abac.clone(), manifest };
+    let world = World {
+        w,
+        legacy: legacy.clone(),
+        abac: abac.clone(),
+        manifest,
+        root_owner: root_owner.id,
+        roleless: roleless.id,
+        operation: std::sync::OnceLock::new(),
+    };
     for login in [&legacy, &abac] {
         for b in [&config, &layer] {
             let r = world
@@ -867,11 +971,24 @@ fn authorization_matrix() {
         world.push_tag(login, "victim");
     }
     let w = &world.w;
+    // An import into legacyreg, whose operation each caller polls.
+    let r = w
+        .arm_client()
+        .post(format!("{}{}/importImage?{API}", w.url(), reg_id("legacyreg")))
+        .json(&json!({"source": {"resourceId": reg_id("legacyreg"), "sourceImage": "app:v1"},
+                      "targetTags": ["app:op-probe"]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let location = header_value(&r, "location");
+    let path = location.split_once("/subscriptions/").map(|(_, p)| format!("/subscriptions/{p}"));
+    let path = path.unwrap().split('?').next().unwrap().to_owned();
+    world.operation.set(path).unwrap();
 
     // The callers (and every secret they hold, to look for in the log afterwards).
     let mut secrets: Vec<String> = Vec::new();
     let mut who: Vec<Who> =
-        vec![Who { name: "anonymous".into(), arm: None, arm_na: false, data: None }];
+        vec![Who { name: "anonymous".into(), arm: None, arm_na: false, graph: None, data: None }];
     let pull = create_sp(w, "puller");
     secrets.push(pull.secret.clone());
     assign(w, &pull.id, "AcrPull", RG);
@@ -879,6 +996,7 @@ fn authorization_matrix() {
         name: "wrong-password".into(),
         arm: Some("Bearer eyJhbGciOiJFUzI1NiJ9.e30.c2ln".into()),
         arm_na: false,
+        graph: Some("Bearer eyJhbGciOiJFUzI1NiJ9.e30.c2ln".into()),
         data: Some(basic(&pull.app, "not-the-secret")),
     });
     let expired = create_sp(w, "expired");
@@ -906,6 +1024,7 @@ fn authorization_matrix() {
         name: "expired-secret".into(),
         arm: None,
         arm_na: false,
+        graph: None,
         data: Some(basic(&expired.app, &expired.secret)),
     });
     let roles = [
@@ -931,6 +1050,29 @@ fn authorization_matrix() {
             name: role.into(),
             arm: Some(format!("Bearer {}", w.token_for_app(&sp.app, &sp.secret))),
             arm_na: false,
+            graph: Some(format!("Bearer {}", w.graph_token_for_app(&sp.app, &sp.secret))),
+            data: Some(basic(&sp.app, &sp.secret)),
+        });
+    }
+    // The resource group's User Access Administrator also holds the subscription's role.
+    let uaa = who.iter().find(|c| c.name == "User Access Administrator").unwrap();
+    let uaa_token = uaa.arm.clone().unwrap();
+    let uaa_id =
+        payload(uaa_token.trim_start_matches("Bearer "))["oid"].as_str().unwrap().to_owned();
+    assign(w, &uaa_id, &format!("Subscription registry reader {SUB_ROLE}"), RG);
+    // A Contributor of everything, and a Directory Administrator with no other role.
+    for (name, role) in [
+        ("Contributor at /", "Contributor"),
+        ("Directory Administrator", "Directory Administrator"),
+    ] {
+        let sp = create_sp(w, &name.replace([' ', '/'], "-"));
+        secrets.push(sp.secret.clone());
+        assign(w, &sp.id, role, "/");
+        who.push(Who {
+            name: name.into(),
+            arm: Some(format!("Bearer {}", w.token_for_app(&sp.app, &sp.secret))),
+            arm_na: false,
+            graph: Some(format!("Bearer {}", w.graph_token_for_app(&sp.app, &sp.secret))),
             data: Some(basic(&sp.app, &sp.secret)),
         });
     }
@@ -940,6 +1082,7 @@ fn authorization_matrix() {
         name: "no role assignment".into(),
         arm: Some(format!("Bearer {}", w.token_for_app(&nobody.app, &nobody.secret))),
         arm_na: false,
+        graph: Some(format!("Bearer {}", w.graph_token_for_app(&nobody.app, &nobody.secret))),
         data: Some(basic(&nobody.app, &nobody.secret)),
     });
     // A custom role that may import and nothing else (what ACR's docs give as an example).
@@ -961,6 +1104,7 @@ fn authorization_matrix() {
         name: "custom: import only".into(),
         arm: Some(format!("Bearer {}", w.token_for_app(&importer.app, &importer.secret))),
         arm_na: false,
+        graph: Some(format!("Bearer {}", w.graph_token_for_app(&importer.app, &importer.secret))),
         data: Some(basic(&importer.app, &importer.secret)),
     });
     // A registry token the admin got for another repository.
@@ -978,6 +1122,7 @@ fn authorization_matrix() {
         name: "token for repo 'other'".into(),
         arm: None,
         arm_na: true,
+        graph: None,
         data: Some(format!("Bearer {}", other["access_token"].as_str().unwrap())),
     });
 
@@ -998,6 +1143,7 @@ fn authorization_matrix() {
         name: "admin user of legacyreg".into(),
         arm: None,
         arm_na: true,
+        graph: None,
         data: Some(basic("legacyreg", &admin_user_password)),
     });
     let token_secret = |name: &str, map: &str| {
@@ -1034,6 +1180,7 @@ fn authorization_matrix() {
         name: "token with scope map for 'other'".into(),
         arm: None,
         arm_na: true,
+        graph: None,
         data: Some(basic("other-token", &other_token)),
     });
     let disabled = token_secret("disabled-token", "_repositories_admin");
@@ -1049,6 +1196,7 @@ fn authorization_matrix() {
         name: "disabled token (_repositories_admin)".into(),
         arm: None,
         arm_na: true,
+        graph: None,
         data: Some(basic("disabled-token", &disabled)),
     });
 
@@ -1252,12 +1400,50 @@ fn credential_stuffing_meets_a_wall_per_name_and_address() {
     assert!(r.headers().contains_key("retry-after"));
     // Others from the same address are not locked out by it.
     assert_eq!(v2("admin", ADMIN_PASSWORD), 200);
-    // Guessing many names from one address hits the address's own (higher) limit.
+    let fresh = create_sp(&w, "fresh");
+    assign(&w, &fresh.id, "AcrPull", &registry_id("default"));
+    // Guessing many names from one address hits the address's own (higher) limit: a secret
+    // not yet verified is refused from there; one already verified still passes.
     for i in 0..100 {
         v2(&format!("nobody{i}"), "guess");
     }
-    assert_eq!(v2("admin", ADMIN_PASSWORD), 429);
+    assert_eq!(v2(&fresh.app, &fresh.secret), 429);
+    assert_eq!(v2("admin", ADMIN_PASSWORD), 200);
     // Secrets are never echoed.
+    assert!(!w.log().contains(&sp.secret));
+}
+
+/// 200 wrong guesses for one name at once: each reserves its attempt before the secret is
+/// hashed, so no more than the limit are evaluated (the rest 429); the owner of the name,
+/// signing in from another address meanwhile, is not locked out.
+#[test]
+fn parallel_guesses_meet_the_limit_before_hashing_and_lock_only_the_guesser() {
+    let w = Wharf::start();
+    let sp = create_sp(&w, "parallel-target");
+    assign(&w, &sp.id, "AcrPull", &registry_id("default"));
+    let v2 = |from: &str, password: &str| {
+        client_from(from)
+            .get(format!("{}/v2/", w.url()))
+            .header("authorization", basic(&sp.app, password))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let codes: Vec<u16> = std::thread::scope(|scope| {
+        let guesses: Vec<_> =
+            (0..200).map(|i| scope.spawn(move || v2("127.0.0.1", &format!("guess-{i}")))).collect();
+        guesses.into_iter().map(|g| g.join().unwrap()).collect()
+    });
+    let evaluated = codes.iter().filter(|c| **c == 401).count();
+    let refused = codes.iter().filter(|c| **c == 429).count();
+    assert_eq!(evaluated + refused, 200, "only 401 and 429: {codes:?}");
+    assert!((1..=10).contains(&evaluated), "{evaluated} guesses were evaluated; the limit is 10");
+    // The right secret from another address signs in (the name's ceiling is far off)...
+    assert_eq!(v2("127.0.0.3", &sp.secret), 200);
+    // ...and, once verified, passes from the guesser's address too; guesses there don't.
+    assert_eq!(v2("127.0.0.1", &sp.secret), 200);
+    assert_eq!(v2("127.0.0.1", "another-guess"), 429);
     assert!(!w.log().contains(&sp.secret));
 }
 
@@ -1868,13 +2054,14 @@ fn bad_input_on_the_identity_endpoints_gets_each_protocols_error() {
         post("/oauth2/exchange", &[("grant_type", "access_token"), ("access_token", &refresh)]);
     assert_eq!(s, 401);
     // The directory: Graph-shaped errors.
-    let r = w.arm_client().post(format!("{}/v1.0/users", w.url())).body("{").send().unwrap();
+    let r = w.graph_client().post(format!("{}/v1.0/users", w.url())).body("{").send().unwrap();
     assert_eq!(r.status(), 400);
-    let r = w.arm_client().get(format!("{}/v1.0/servicePrincipals/nope", w.url())).send().unwrap();
+    let r =
+        w.graph_client().get(format!("{}/v1.0/servicePrincipals/nope", w.url())).send().unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().unwrap()["error"]["code"], "Request_ResourceNotFound");
     let r = w
-        .arm_client()
+        .graph_client()
         .post(format!("{}/v1.0/users", w.url()))
         .json(&json!({"userPrincipalName": "short", "passwordProfile": {"password": "short"}}))
         .send()
@@ -2353,11 +2540,255 @@ fn a_registry_credential_is_throttled_on_its_own_registry_only() {
             .unwrap();
         assert_eq!(r.status(), 200);
     }
-    // On its own registry, wrong passwords are counted against it: after the limit even
-    // the right one waits.
+    // On its own registry, wrong passwords are counted against it: after the limit the
+    // guesser waits, while the password already verified still works.
     for _ in 0..10 {
         assert_eq!(v2(&lock_host, "lockreg1", "guess"), 401);
     }
-    assert_eq!(v2(&lock_host, "lockreg1", &pw), 429);
+    assert_eq!(v2(&lock_host, "lockreg1", "guess"), 429);
+    assert_eq!(v2(&lock_host, "lockreg1", &pw), 200);
     assert!(!w.log().contains(&pw));
+}
+
+/// The tokens a service principal holds: an identity token (ARM), a registry refresh token
+/// exchanged for it, and an access token from that refresh token.
+struct HeldTokens {
+    identity: String,
+    refresh: String,
+    access: String,
+}
+
+fn tokens_of(w: &Wharf, sp: &Sp) -> HeldTokens {
+    let identity = w.token_for_app(&sp.app, &sp.secret);
+    let refresh = exchange(w, &w.host(), &identity);
+    let r = anon_client()
+        .post(format!("{}/oauth2/token", w.url()))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("service", w.host().as_str()),
+            ("scope", "repository:app:pull"),
+            ("refresh_token", refresh.as_str()),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let access = r.json::<Value>().unwrap()["access_token"].as_str().unwrap().to_owned();
+    HeldTokens { identity, refresh, access }
+}
+
+/// Each of the tokens' statuses: ARM GET of the default registry, exchange of the identity
+/// token, a refresh, and `/v2/` with the access token.
+fn token_statuses(w: &Wharf, t: &HeldTokens) -> [u16; 4] {
+    let (management, _) = arm_as(w, Some(&t.identity), Method::GET, &registry_id("default"), None);
+    let send = |form: &[(&str, &str)], path: &str| {
+        anon_client()
+            .post(format!("{}{path}", w.url()))
+            .form(form)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let host = w.host();
+    let exchanged = send(
+        &[("grant_type", "access_token"), ("service", &host), ("access_token", &t.identity)],
+        "/oauth2/exchange",
+    );
+    let refreshed = send(
+        &[("grant_type", "refresh_token"), ("service", &host), ("refresh_token", &t.refresh)],
+        "/oauth2/token",
+    );
+    let pulled = anon_client()
+        .get(format!("{}/v2/", w.url()))
+        .bearer_auth(&t.access)
+        .send()
+        .unwrap()
+        .status()
+        .as_u16();
+    [management, exchanged, refreshed, pulled]
+}
+
+/// Revocation as a user meets it: a secret reset, a disabled or deleted principal, a user's
+/// new password, a disabled or deleted registry token, a pruned signing key — each ends
+/// every token issued before it, at once, whatever kind it is.
+#[test]
+fn tokens_stop_working_when_what_issued_them_changes() {
+    let w = Wharf::start();
+    let sp = create_sp(&w, "revoked");
+    assign(&w, &sp.id, "Reader", &registry_id("default"));
+    let before = tokens_of(&w, &sp);
+    assert_eq!(token_statuses(&w, &before), [200, 200, 200, 200]);
+
+    // A reset: the old secret and every token issued with it stop working at once.
+    let sp_path = format!("{}/v1.0/servicePrincipals/{}", w.url(), sp.id);
+    let r =
+        w.graph_client().post(format!("{sp_path}/resetPassword")).json(&json!({})).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let secret = r.json::<Value>().unwrap()["passwordCredentials"][0]["secretText"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(token_statuses(&w, &before), [401, 401, 401, 401]);
+    let sp = Sp { secret, ..sp };
+    let after_reset = tokens_of(&w, &sp);
+    assert_eq!(token_statuses(&w, &after_reset), [200, 200, 200, 200]);
+
+    // Disabled: nothing works and nothing can be had; enabled again, only new tokens work.
+    let disable = |enabled: bool| {
+        let r = w
+            .graph_client()
+            .patch(&sp_path)
+            .json(&json!({"accountEnabled": enabled}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    };
+    disable(false);
+    assert_eq!(token_statuses(&w, &after_reset), [401, 401, 401, 401]);
+    let signin = anon_client()
+        .post(format!("{}/common/oauth2/v2.0/token", w.url()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", sp.app.as_str()),
+            ("client_secret", sp.secret.as_str()),
+            ("scope", ARM_SCOPE),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(signin.status(), 401);
+    disable(true);
+    assert_eq!(token_statuses(&w, &after_reset), [401, 401, 401, 401]);
+    let fresh = tokens_of(&w, &sp);
+    assert_eq!(token_statuses(&w, &fresh), [200, 200, 200, 200]);
+    // Revoked without a reset (Graph's revokeSignInSessions): the secret still signs in.
+    let r = w.graph_client().post(format!("{sp_path}/revokeSignInSessions")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(token_statuses(&w, &fresh), [401, 401, 401, 401]);
+    let fresh = tokens_of(&w, &sp);
+
+    // Deleted: gone, and its tokens with it.
+    assert!(cli(&w, &["ad", "sp", "delete", "--id", &sp.app]).ok);
+    assert_eq!(token_statuses(&w, &fresh), [401, 401, 401, 401]);
+
+    // A user changes their own password; an administrator sets another: each time the
+    // tokens issued before stop working.
+    cli(
+        &w,
+        &[
+            "ad",
+            "user",
+            "create",
+            "--user-principal-name",
+            "dana",
+            "--password",
+            "dana-first-password",
+        ],
+    )
+    .ok_json();
+    let dana = w.token_for("dana", "dana-first-password");
+    let graph = w.graph_token_for("dana", "dana-first-password");
+    let me = |token: &str| arm_as(&w, Some(token), Method::GET, "/subscriptions", None).0;
+    assert_eq!(me(&dana), 200);
+    let change = |current: &str, new: &str| {
+        anon_client()
+            .post(format!("{}/v1.0/me/changePassword", w.url()))
+            .bearer_auth(&graph)
+            .json(&json!({"currentPassword": current, "newPassword": new}))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(change("not-the-password", "dana-second-password"), 400);
+    assert_eq!(change("dana-first-password", "short"), 400);
+    assert_eq!(change("dana-first-password", "dana-second-password"), 204);
+    assert_eq!(me(&dana), 401);
+    let dana = w.token_for("dana", "dana-second-password");
+    assert!(
+        cli(&w, &["ad", "user", "update", "--id", "dana", "--password", "dana-third-password"]).ok
+    );
+    assert_eq!(me(&dana), 401);
+    assert_eq!(me(&w.token_for("dana", "dana-third-password")), 200);
+    let refused =
+        cli(&w, &["ad", "user", "update", "--id", "dana", "--password", "short"]).err_line();
+    assert!(refused.contains("12 to 256"), "{refused}");
+
+    // A registry token's access tokens end when it is disabled or deleted.
+    let reg = registry_id("default");
+    let (s, v) = arm(
+        &w,
+        Method::PUT,
+        &format!("{reg}/tokens/revokable"),
+        Some(json!({"properties": {"scopeMapId": format!("{reg}/scopeMaps/_repositories_pull")}})),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (_, v) = arm(
+        &w,
+        Method::POST,
+        &format!("{reg}/generateCredentials"),
+        Some(json!({"tokenId": format!("{reg}/tokens/revokable"), "name": "password1"})),
+    );
+    let password = v["passwords"][0]["value"].as_str().unwrap().to_owned();
+    let token_access = || {
+        let r = anon_client()
+            .get(format!("{}/oauth2/token?service=x&scope=repository:app:pull", w.url()))
+            .header("authorization", basic("revokable", &password))
+            .send()
+            .unwrap();
+        r.json::<Value>().unwrap()["access_token"].as_str().unwrap().to_owned()
+    };
+    let v2_with = |t: &str| {
+        anon_client()
+            .get(format!("{}/v2/", w.url()))
+            .bearer_auth(t)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let t = token_access();
+    assert_eq!(v2_with(&t), 200);
+    let (s, _) = arm(
+        &w,
+        Method::PATCH,
+        &format!("{reg}/tokens/revokable"),
+        Some(json!({"properties": {"status": "disabled"}})),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(v2_with(&t), 401);
+    arm(
+        &w,
+        Method::PATCH,
+        &format!("{reg}/tokens/revokable"),
+        Some(json!({"properties": {"status": "enabled"}})),
+    );
+    let t = token_access();
+    assert_eq!(v2_with(&t), 200);
+    arm(&w, Method::DELETE, &format!("{reg}/tokens/revokable"), None);
+    assert_eq!(v2_with(&t), 401);
+
+    // Someone always keeps the keys to everything: the last Owner of `/` can't be disabled
+    // or deleted.
+    let admin_path = format!("{}/v1.0/users/admin", w.url());
+    let r =
+        w.graph_client().patch(&admin_path).json(&json!({"accountEnabled": false})).send().unwrap();
+    assert_eq!(r.status(), 409, "{}", r.text().unwrap());
+    assert_eq!(me(&w.token_for("admin", ADMIN_PASSWORD)), 200);
+    // Signing keys: a token signed before a rotation works until its key is pruned; a
+    // default prune keeps keys a valid token may need, --all-retired doesn't.
+    let old = w.admin_token();
+    let keys = cli(&w, &["keys", "rotate"]).ok_json();
+    assert_eq!(keys.as_array().unwrap().len(), 2);
+    assert_eq!(me(&old), 200);
+    assert_eq!(cli(&w, &["keys", "prune"]).ok_json()["pruned"], 0);
+    assert_eq!(me(&old), 200);
+    assert_eq!(cli(&w, &["keys", "prune", "--all-retired"]).ok_json()["pruned"], 1);
+    assert_eq!(me(&old), 401);
+    let keys = cli(&w, &["keys", "list"]).ok_json();
+    assert_eq!(keys.as_array().unwrap().len(), 1);
+    assert_eq!(keys[0]["signing"], true);
+
+    for secret in [&sp.secret, &password] {
+        assert!(!w.log().contains(secret.as_str()));
+    }
 }

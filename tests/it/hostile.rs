@@ -285,7 +285,10 @@ fn unrelated_uploads_never_wait_on_a_stalled_one() {
 
 #[test]
 fn one_client_address_gets_its_share_of_transfers_and_no_more() {
-    let w = Wharf::start_with_config("[limits]\nmax_transfers_per_client = 3\n", &[]);
+    let w = Wharf::start_with_config(
+        "[limits]\nmax_transfers_per_client = 3\n[network]\ntrusted_proxies = [\"127.0.0.7\"]\n",
+        &[],
+    );
     let reg = w.reg();
     let big = reg.push_blob("big", &bytes(3, 16 << 20));
     let readers: Vec<TcpStream> = (0..3)
@@ -308,6 +311,19 @@ fn one_client_address_gets_its_share_of_transfers_and_no_more() {
     assert!(eventually(Duration::from_secs(10), || {
         reg.get(&format!("/v2/big/blobs/{big}")).status() == 200
     }));
+    // Behind a trusted proxy each client it names has its own share, not one for all.
+    let via = |client: &str| {
+        client_from("127.0.0.7")
+            .get(format!("{}/v2/big/blobs/{big}", w.url()))
+            .header("authorization", admin_basic())
+            .header("x-forwarded-for", client)
+            .send()
+            .unwrap()
+    };
+    let held: Vec<_> = (0..3).map(|_| via("198.51.100.1")).collect();
+    assert!(held.iter().all(|r| r.status() == 200));
+    assert_eq!(via("198.51.100.1").status(), 429);
+    assert_eq!(via("198.51.100.2").status(), 200);
 }
 
 #[test]

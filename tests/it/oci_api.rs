@@ -382,6 +382,48 @@ fn tags_and_catalog_paginate_with_link_headers() {
     assert_eq!(r.json::<Value>().unwrap()["repositories"], json!(["pages/c"]));
 }
 
+/// A listing never holds more than a page (1000, distribution's default) in memory: a
+/// request without `n`, or with a larger one, gets that page and a `Link` to the next.
+#[test]
+fn listings_are_paged_at_a_thousand_whatever_n_says() {
+    let w = Wharf::start();
+    let reg = w.reg();
+    let (manifest, _) = reg.push_image("many/tags", "t0000", &[b"layer"]);
+    let tags: Vec<String> = (1..1005).map(|i| format!("t{i:04}")).collect();
+    std::thread::scope(|scope| {
+        for chunk in tags.chunks(251) {
+            let (reg, manifest) = (&reg, &manifest);
+            scope.spawn(move || {
+                for t in chunk {
+                    assert_eq!(
+                        reg.put_manifest("many/tags", t, OCI_MANIFEST, manifest).status(),
+                        201
+                    );
+                }
+            });
+        }
+    });
+    for query in ["", "?n=100000"] {
+        let r = reg.get(&format!("/v2/many/tags/tags/list{query}"));
+        assert_eq!(
+            header(r.headers(), "link"),
+            "</v2/many/tags/tags/list?n=1000&last=t0999>; rel=\"next\""
+        );
+        let page: Value = r.json().unwrap();
+        assert_eq!(page["tags"].as_array().unwrap().len(), 1000);
+    }
+    let r = reg.get("/v2/many/tags/tags/list?n=1000&last=t0999");
+    assert!(r.headers().get("link").is_none());
+    assert_eq!(
+        r.json::<Value>().unwrap()["tags"],
+        json!(["t1000", "t1001", "t1002", "t1003", "t1004"])
+    );
+    // ACR's tag details likewise.
+    let r = reg.get("/acr/v1/many/tags/_tags?n=5000");
+    assert!(header(r.headers(), "link").contains("last=t0999"));
+    assert_eq!(r.json::<Value>().unwrap()["tags"].as_array().unwrap().len(), 1000);
+}
+
 #[test]
 fn referrers_are_listed_and_filtered() {
     let w = Wharf::start();

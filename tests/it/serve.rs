@@ -150,9 +150,17 @@ fn bad_configuration_is_one_line_and_a_failure() {
         "[storage]\nblobs = \"s3://b?endpoint=http://127.0.0.1:1\"\nredirect_downloads = true\nredirect_valid_for = \"8days\"\n",
     )
     .unwrap();
+    // Nodes sharing PostgreSQL must agree on the address their tokens name; token
+    // lifetimes stay within reason.
+    let cluster = dir.path().join("cluster.toml");
+    std::fs::write(&cluster, "[storage]\nmetadata = \"postgres://wharf@127.0.0.1:1/x\"\n").unwrap();
+    let lifetime = dir.path().join("lifetime.toml");
+    std::fs::write(&lifetime, "[auth]\nregistry_access_token_lifetime = \"3days\"\n").unwrap();
     for (args, says) in [
         (vec!["serve", "--redirect-downloads"], "needs an object store"),
         (vec!["serve", "--config", expiry.to_str().unwrap()], "between 1s and 7days"),
+        (vec!["serve", "--config", cluster.to_str().unwrap()], "needs public_url"),
+        (vec!["serve", "--config", lifetime.to_str().unwrap()], "between 1m and 24h"),
     ] {
         let data = dir.path().join("data");
         let out =

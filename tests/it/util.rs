@@ -41,6 +41,10 @@ pub fn wharf_bin() -> &'static str {
     env!("CARGO_BIN_EXE_wharf")
 }
 
+/// The scopes of identity tokens for the management API and for the directory.
+pub const ARM_SCOPE: &str = "https://management.azure.com/.default";
+pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+
 /// The password every test server gives its `admin` user (`WHARF_ADMIN_PASSWORD`).
 pub const ADMIN_PASSWORD: &str = "test-admin-password-0";
 
@@ -98,6 +102,8 @@ pub struct Wharf {
     log: PathBuf,
     /// The admin's management token, fetched once.
     token: std::sync::OnceLock<String>,
+    /// The admin's directory token, fetched once.
+    graph_token: std::sync::OnceLock<String>,
     /// Serves TLS with its development CA (`--tls-self-signed`).
     pub tls: bool,
     _tmp: Option<tempfile::TempDir>,
@@ -154,6 +160,7 @@ impl Wharf {
             args: args.iter().map(|s| s.to_string()).collect(),
             log: data.with_extension("log"),
             token: std::sync::OnceLock::new(),
+            graph_token: std::sync::OnceLock::new(),
             tls: args.contains(&"--tls-self-signed") || args.contains(&"--tls-cert"),
             _tmp: None,
         };
@@ -279,45 +286,72 @@ impl Wharf {
 
     /// An identity token of `user` for the management API (password grant).
     pub fn token_for(&self, user: &str, password: &str) -> String {
-        let r = self
-            .anon()
-            .post(format!("{}/common/oauth2/v2.0/token", self.url()))
-            .form(&[
-                ("grant_type", "password"),
-                ("username", user),
-                ("password", password),
-                ("scope", "https://management.azure.com/.default"),
-            ])
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 200, "sign in as {user}: {}", r.text().unwrap());
-        r.json::<Value>().unwrap()["access_token"].as_str().unwrap().to_owned()
+        self.identity_token(
+            &[("grant_type", "password"), ("username", user), ("password", password)],
+            ARM_SCOPE,
+        )
     }
 
-    /// A service principal's identity token (client credentials).
+    /// A service principal's identity token (client credentials) for the management API.
     pub fn token_for_app(&self, app_id: &str, secret: &str) -> String {
-        let r = self
-            .anon()
-            .post(format!("{}/common/oauth2/v2.0/token", self.url()))
-            .form(&[
+        self.identity_token(
+            &[
                 ("grant_type", "client_credentials"),
                 ("client_id", app_id),
                 ("client_secret", secret),
-                ("scope", "https://management.azure.com/.default"),
-            ])
+            ],
+            ARM_SCOPE,
+        )
+    }
+
+    /// A service principal's identity token for the directory (Microsoft Graph's audience).
+    pub fn graph_token_for_app(&self, app_id: &str, secret: &str) -> String {
+        self.identity_token(
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", app_id),
+                ("client_secret", secret),
+            ],
+            GRAPH_SCOPE,
+        )
+    }
+
+    /// A user's identity token for the directory.
+    pub fn graph_token_for(&self, user: &str, password: &str) -> String {
+        self.identity_token(
+            &[("grant_type", "password"), ("username", user), ("password", password)],
+            GRAPH_SCOPE,
+        )
+    }
+
+    fn identity_token(&self, grant: &[(&str, &str)], scope: &str) -> String {
+        let mut form = grant.to_vec();
+        form.push(("scope", scope));
+        let r = self
+            .anon()
+            .post(format!("{}/common/oauth2/v2.0/token", self.url()))
+            .form(&form)
             .send()
             .unwrap();
-        assert_eq!(r.status(), 200, "sign in as {app_id}: {}", r.text().unwrap());
+        assert_eq!(r.status(), 200, "sign in with {:?}: {}", grant[0], r.text().unwrap());
         r.json::<Value>().unwrap()["access_token"].as_str().unwrap().to_owned()
     }
 
     /// A client that calls the management API as the admin (`Authorization: Bearer`).
     pub fn arm_client(&self) -> Client {
+        self.bearer_client(&self.admin_token())
+    }
+
+    /// A client that calls the directory (`/v1.0/…`) as the admin, with a Graph token.
+    pub fn graph_client(&self) -> Client {
+        self.bearer_client(
+            self.graph_token.get_or_init(|| self.graph_token_for("admin", ADMIN_PASSWORD)),
+        )
+    }
+
+    fn bearer_client(&self, token: &str) -> Client {
         let mut h = HeaderMap::new();
-        h.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {}", self.admin_token()).parse().unwrap(),
-        );
+        h.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
         self.builder().default_headers(h).build().unwrap()
     }
 

@@ -29,6 +29,9 @@ pub const DIRECTORY_READ: &str = "Wharf/directory/read";
 pub const DIRECTORY_WRITE: &str = "Wharf/directory/write";
 /// wharf's own: run garbage collection now (server-wide).
 pub const GARBAGE_COLLECT: &str = "Wharf/garbageCollect/action";
+/// wharf's own: the keys that sign every token (list; rotate and prune).
+pub const SIGNING_KEYS_READ: &str = "Wharf/signingKeys/read";
+pub const SIGNING_KEYS_WRITE: &str = "Wharf/signingKeys/write";
 
 // Registry content, as ACR's classic roles name it (checked at the registry).
 pub const PULL: &str = "Microsoft.ContainerRegistry/registries/pull/read";

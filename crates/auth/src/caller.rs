@@ -43,11 +43,15 @@ pub enum Subject {
         tenant: String,
         kind: PrincipalKind,
         name: String,
+        /// Its token generation when it was authenticated (what tokens issued now carry).
+        generation: i64,
     },
     /// A credential of one registry that isn't a principal: its admin user, or one of its
     /// repository-scoped tokens.
     RegistryCredential {
         registry: i64,
+        /// `admin` (the admin user) or `token`.
+        kind: &'static str,
         name: String,
     },
 }
@@ -86,6 +90,36 @@ pub fn covers(granted: &str, target: &str) -> bool {
         || (target.starts_with(granted) && target.as_bytes().get(granted.len()) == Some(&b'/'))
 }
 
+/// Whether `scope` names something wharf can scope a role to: `/`, a subscription, a
+/// resource group, or a registry (ids of letters, digits and `._()-`).
+pub fn is_resource_scope(scope: &str) -> bool {
+    let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    let id = |s: &str| {
+        (1..=90).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._()-".contains(&b))
+    };
+    let trimmed = scope.trim().trim_end_matches('/');
+    if trimmed.is_empty() {
+        return scope.trim() == "/";
+    }
+    let Some(path) = trimmed.strip_prefix('/') else { return false };
+    match path.split('/').collect::<Vec<_>>().as_slice() {
+        [s, sub] => eq(s, "subscriptions") && id(sub),
+        [s, sub, g, rg] => eq(s, "subscriptions") && id(sub) && eq(g, "resourceGroups") && id(rg),
+        [s, sub, g, rg, p, ns, r, name] => {
+            eq(s, "subscriptions")
+                && id(sub)
+                && eq(g, "resourceGroups")
+                && id(rg)
+                && eq(p, "providers")
+                && eq(ns, "Microsoft.ContainerRegistry")
+                && eq(r, "registries")
+                && id(name)
+        }
+        _ => false,
+    }
+}
+
 impl Caller {
     pub fn anonymous() -> Caller {
         Caller {
@@ -103,7 +137,14 @@ impl Caller {
     /// A registry credential (its admin user, one of its tokens) of registry `registry`.
     pub fn registry_credential(registry: i64, name: &str, grant: RegistryGrant) -> Caller {
         Caller {
-            subject: Subject::RegistryCredential { registry, name: name.to_owned() },
+            subject: Subject::RegistryCredential {
+                registry,
+                kind: match grant {
+                    RegistryGrant::Admin => crate::registry_credentials::ADMIN,
+                    RegistryGrant::Rules(_) => crate::registry_credentials::TOKEN,
+                },
+                name: name.to_owned(),
+            },
             grants: Arc::default(),
             access: None,
             registry_grant: Some(Arc::new((registry, grant))),
@@ -162,11 +203,33 @@ impl Caller {
         self.grants.iter().any(|g| covers(&g.scope, &target) && g.role.allows(action, false))
     }
 
+    /// Whether the caller already holds every permission `role` grants at `scope` (with
+    /// `condition`): each of the role's action and data-action patterns is covered by a
+    /// pattern of one of the caller's roles at or above the scope, under no condition or
+    /// the same one, that none of that role's exclusions could touch. Exclusions of `role`
+    /// itself are ignored (which only asks more of the caller).
+    pub fn holds(&self, role: &RoleDefinition, scope: &str, condition: Option<&Condition>) -> bool {
+        let target = normalize_scope(scope);
+        let held = |pattern: &str, data: bool| {
+            self.grants.iter().any(|g| {
+                covers(&g.scope, &target)
+                    && g.condition.as_ref().is_none_or(|c| Some(c) == condition)
+                    && g.role.permissions.iter().any(|p| p.covers(pattern, data))
+            })
+        };
+        role.permissions.iter().all(|p| {
+            p.actions.iter().all(|a| held(a, false)) && p.data_actions.iter().all(|a| held(a, true))
+        })
+    }
+
     /// Whether any of the caller's roles applies at, above or inside `scope` (what ARM's
     /// lists show: a subscription in which one holds anything at all).
+    /// Directory roles don't count: they are about the directory, not resources.
     pub fn has_grant_within(&self, scope: &str) -> bool {
         let target = normalize_scope(scope);
-        self.grants.iter().any(|g| covers(&g.scope, &target) || covers(&target, &g.scope))
+        self.grants.iter().any(|g| {
+            !g.role.directory_only() && (covers(&g.scope, &target) || covers(&target, &g.scope))
+        })
     }
 
     /// [`allows`](Self::allows), as ARM answers a refusal.
@@ -363,6 +426,7 @@ mod tests {
                 tenant: "t".into(),
                 kind: PrincipalKind::User,
                 name: "u".into(),
+                generation: 0,
             },
             Arc::new(grants),
         )

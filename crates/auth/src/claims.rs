@@ -32,6 +32,11 @@ pub struct IdentityClaims {
     pub ver: String,
     /// A unique id of the token.
     pub uti: String,
+    /// wharf's own: the principal's token generation when the token was issued; the token
+    /// stops working when it moves (a secret reset, a revocation). Tokens issued before
+    /// this claim existed read as generation 0.
+    #[serde(default)]
+    pub wharf_gen: i64,
 }
 
 /// A registry's refresh or access token, shaped like ACR's.
@@ -56,4 +61,12 @@ pub struct RegistryClaims {
     /// What an access token grants.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access: Vec<Access>,
+    /// wharf's own: for a principal, its token generation at issue (see
+    /// [`IdentityClaims::wharf_gen`]).
+    #[serde(default)]
+    pub wharf_gen: i64,
+    /// wharf's own: for a registry credential, its kind (`admin`, `token`); the token
+    /// stops working when that credential is disabled or deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wharf_cred: Option<String>,
 }

@@ -12,8 +12,18 @@
 //! with `StringEquals`, `StringStartsWith`, `StringLike` (each also `…IgnoreCase` and
 //! negated `StringNot…`), against a string or a `{…}` list (any of). Anything else is
 //! refused when the assignment is created, never ignored.
+//!
+//! A condition is bounded before it is read: at most [`MAX_LEN`] bytes and [`MAX_DEPTH`]
+//! levels of parentheses and negations (a condition nested 500 deep once overflowed the
+//! parser's stack and took the server down); `AND`/`OR` chains are flat lists, so neither
+//! evaluating nor dropping one recurses per term.
 
 use crate::roles::matches;
+
+/// The longest condition accepted (Azure's limit on a role assignment's condition).
+pub const MAX_LEN: usize = 8 * 1024;
+/// The deepest nesting of parentheses and negations accepted.
+pub const MAX_DEPTH: usize = 32;
 
 /// The repository-name attribute, the only one conditions may read.
 const REPOSITORY_NAME: &str = "Microsoft.ContainerRegistry/registries/repositories:name";
@@ -21,11 +31,18 @@ const REPOSITORY_NAME: &str = "Microsoft.ContainerRegistry/registries/repositori
 /// A parsed condition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Condition {
-    And(Box<Condition>, Box<Condition>),
-    Or(Box<Condition>, Box<Condition>),
+    /// Every one holds.
+    And(Vec<Condition>),
+    /// At least one holds.
+    Or(Vec<Condition>),
     Not(Box<Condition>),
     ActionMatches(Vec<String>),
-    Repository { op: StringOp, negate: bool, ignore_case: bool, values: Vec<String> },
+    Repository {
+        op: StringOp,
+        negate: bool,
+        ignore_case: bool,
+        values: Vec<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,8 +62,11 @@ pub struct Context<'a> {
 
 impl Condition {
     pub fn parse(text: &str) -> Result<Condition, String> {
+        if text.len() > MAX_LEN {
+            return Err(format!("a condition may be at most {MAX_LEN} bytes long"));
+        }
         let tokens = tokenize(text)?;
-        let mut p = Parser { tokens, at: 0 };
+        let mut p = Parser { tokens, at: 0, depth: 0 };
         let c = p.expr()?;
         if p.at != p.tokens.len() {
             return Err(format!("unexpected '{}'", p.tokens[p.at].text()));
@@ -56,8 +76,8 @@ impl Condition {
 
     pub fn holds(&self, cx: Context<'_>) -> bool {
         match self {
-            Condition::And(a, b) => a.holds(cx) && b.holds(cx),
-            Condition::Or(a, b) => a.holds(cx) || b.holds(cx),
+            Condition::And(all) => all.iter().all(|c| c.holds(cx)),
+            Condition::Or(any) => any.iter().any(|c| c.holds(cx)),
             Condition::Not(a) => !a.holds(cx),
             Condition::ActionMatches(patterns) => patterns.iter().any(|p| matches(p, cx.action)),
             Condition::Repository { op, negate, ignore_case, values } => {
@@ -80,20 +100,8 @@ fn compare(op: StringOp, ignore_case: bool, name: &str, value: &str) -> bool {
     match op {
         StringOp::Equals => name == value,
         StringOp::StartsWith => name.starts_with(&value),
-        StringOp::Like => matches_case_sensitive(&value, &name),
+        StringOp::Like => crate::glob::matches(&value, &name),
     }
-}
-
-/// `*` wildcards, case as given (the caller lowercases both for `IgnoreCase`).
-fn matches_case_sensitive(pattern: &str, s: &str) -> bool {
-    fn go(p: &[u8], a: &[u8]) -> bool {
-        match p.split_first() {
-            None => a.is_empty(),
-            Some((b'*', rest)) => (0..=a.len()).any(|i| go(rest, &a[i..])),
-            Some((c, rest)) => a.first() == Some(c) && go(rest, &a[1..]),
-        }
-    }
-    go(pattern.as_bytes(), s.as_bytes())
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,6 +188,8 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
 struct Parser {
     tokens: Vec<Token>,
     at: usize,
+    /// Parentheses and negations open around the current token.
+    depth: usize,
 }
 
 impl Parser {
@@ -206,34 +216,48 @@ impl Parser {
     }
 
     fn expr(&mut self) -> Result<Condition, String> {
-        let mut left = self.term()?;
+        let mut any = vec![self.term()?];
         while self.word_is("OR") {
             self.at += 1;
-            left = Condition::Or(Box::new(left), Box::new(self.term()?));
+            any.push(self.term()?);
         }
-        Ok(left)
+        Ok(if any.len() == 1 { any.remove(0) } else { Condition::Or(any) })
     }
 
     fn term(&mut self) -> Result<Condition, String> {
-        let mut left = self.factor()?;
+        let mut all = vec![self.factor()?];
         while self.word_is("AND") {
             self.at += 1;
-            left = Condition::And(Box::new(left), Box::new(self.factor()?));
+            all.push(self.factor()?);
         }
-        Ok(left)
+        Ok(if all.len() == 1 { all.remove(0) } else { Condition::And(all) })
+    }
+
+    /// One level deeper (a parenthesis, a negation), refused past [`MAX_DEPTH`].
+    fn nested<T>(
+        &mut self,
+        inner: impl FnOnce(&mut Self) -> Result<T, String>,
+    ) -> Result<T, String> {
+        if self.depth >= MAX_DEPTH {
+            return Err(format!("a condition may nest at most {MAX_DEPTH} levels deep"));
+        }
+        self.depth += 1;
+        let out = inner(self);
+        self.depth -= 1;
+        out
     }
 
     fn factor(&mut self) -> Result<Condition, String> {
         match self.next() {
-            Some(Token::Not) => Ok(Condition::Not(Box::new(self.factor()?))),
+            Some(Token::Not) => self.nested(|p| Ok(Condition::Not(Box::new(p.factor()?)))),
             Some(Token::Word(w)) if w.eq_ignore_ascii_case("NOT") => {
-                Ok(Condition::Not(Box::new(self.factor()?)))
+                self.nested(|p| Ok(Condition::Not(Box::new(p.factor()?))))
             }
-            Some(Token::Open) => {
-                let c = self.expr()?;
-                self.expect(Token::Close)?;
+            Some(Token::Open) => self.nested(|p| {
+                let c = p.expr()?;
+                p.expect(Token::Close)?;
                 Ok(c)
-            }
+            }),
             Some(Token::Word(w)) if w == "ActionMatches" => {
                 Ok(Condition::ActionMatches(self.strings()?))
             }
@@ -338,5 +362,23 @@ mod tests {
         ] {
             assert!(Condition::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn deep_or_long_conditions_are_refused_not_recursed() {
+        let leaf = "ActionMatches{'a'}";
+        let nested = |n: usize| format!("{}{leaf}{}", "(".repeat(n), ")".repeat(n));
+        assert!(Condition::parse(&nested(MAX_DEPTH)).is_ok());
+        // 10 000 deep (20 KB) and 1 000 deep (within the length): refused, no stack overflow.
+        assert!(Condition::parse(&nested(10_000)).is_err());
+        let deep = nested(1_000);
+        assert!(deep.len() <= MAX_LEN);
+        assert!(Condition::parse(&deep).unwrap_err().contains("nest"));
+        assert!(Condition::parse(&"!".repeat(1_000).to_string()).is_err());
+        // A long flat chain is one list: evaluated and dropped without recursion.
+        let chain = vec![leaf; 300].join(" AND ");
+        let c = Condition::parse(&chain).unwrap();
+        assert!(matches!(&c, Condition::And(all) if all.len() == 300));
+        assert!(!c.holds(Context { action: "b", repository: None }));
     }
 }

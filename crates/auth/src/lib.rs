@@ -17,20 +17,27 @@ pub mod actions;
 mod caller;
 pub mod claims;
 pub mod conditions;
+mod directory;
 mod error;
+mod glob;
 mod keys;
+mod rbac;
 pub mod registry_credentials;
 pub mod roles;
 pub mod scope;
 pub mod secret;
 mod service;
+mod signin;
+mod tokens;
 
 pub use caller::{
-    Caller, Grant, PrincipalKind, RegistryPolicy, RepoOp, Subject, covers, normalize_scope,
+    Caller, Grant, PrincipalKind, RegistryPolicy, RepoOp, Subject, covers, is_resource_scope,
+    normalize_scope,
 };
 pub use error::AuthError;
 pub use keys::KeyRing;
 pub use service::{
     ADMIN_USER, Bootstrap, DEFAULT_AUDIENCES, DEFAULT_MAX_FAILURES, Identity, IdentitySettings,
-    NULL_GUID, NewSecret, RegistryCredential, RoleBody, registry_issuer,
+    NewSecret, RoleBody,
 };
+pub use tokens::{NULL_GUID, RegistryCredential, Surface, registry_issuer};

@@ -286,7 +286,7 @@ use wharf_storage::{RegistryTokenRecord, ScopeMapRecord, TokenPasswordRecord};
 
 use crate::caller::{Caller, RegistryPolicy};
 use crate::secret;
-use crate::service::{CACHE_MAX, Identity, lock, now_ms};
+use crate::service::{CACHE_MAX, Identity, Issuer, lock, now_ms};
 
 /// A password of a registry credential, as `listCredentials` / `generateCredentials` show it.
 #[derive(Clone, Debug)]
@@ -376,6 +376,19 @@ impl Identity {
         Ok(out)
     }
 
+    /// Whether this server's sealing key opens the admin passwords already stored: a node
+    /// of a cluster given another key than the others must not start (it would make new
+    /// passwords for the registries whose it can't open, behind everyone's back).
+    pub async fn check_sealing_key(&self) -> Result<(), AuthError> {
+        let Some(p) = self.store.a_sealed_password().await? else { return Ok(()) };
+        let sealed = p.sealed.as_deref().unwrap_or_default();
+        self.sealer.open(&seal_context(p.registry_id, &p.slot), sealed).map(|_| ()).map_err(|_| {
+            AuthError::Conflict(
+                "the sealing key can't open the registries' admin passwords stored in the database: every node must be given the same key (auth.sealing_key_file)".into(),
+            )
+        })
+    }
+
     /// A new password in one of the admin user's slots (`password` or `password2`); the
     /// credentials as `listCredentials` shows them afterwards.
     pub async fn regenerate_admin_password(
@@ -430,21 +443,33 @@ impl Identity {
         Ok((record, value))
     }
 
-    async fn hash_secret(&self, value: &str) -> Result<String, AuthError> {
-        let _permit = self.hashing_permit().await?;
-        let value = value.to_owned();
-        tokio::task::spawn_blocking(move || secret::hash(&value))
-            .await
-            .map_err(|e| AuthError::Internal(e.to_string()))?
-            .map_err(AuthError::Internal)
-    }
-
     /// After any change to a registry credential: nothing checked before it is remembered,
     /// including a check still running (it sees the generation move and doesn't cache).
     pub(crate) fn forget_registry_secrets(&self) {
-        let mut cache = lock(&self.registry_secrets);
-        self.cache_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        cache.clear();
+        {
+            let mut cache = lock(&self.registry_secrets);
+            self.cache_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            cache.clear();
+        }
+        self.forget_issuers();
+    }
+
+    /// Whether a registry credential exists and is enabled (what its access tokens are
+    /// checked against on every request; remembered like a principal).
+    pub(crate) async fn registry_credential_enabled(
+        &self,
+        registry: i64,
+        kind: &str,
+        name: &str,
+    ) -> Result<bool, AuthError> {
+        let key = format!("credential/{registry}/{kind}/{}", name.to_ascii_lowercase());
+        let found = self
+            .remembered(key, || async {
+                let record = self.store.registry_token(registry, kind, name).await?;
+                Ok(record.map(|t| Issuer::Credential { enabled: t.enabled }))
+            })
+            .await?;
+        Ok(matches!(found, Some(Issuer::Credential { enabled: true })))
     }
 
     // --- scope maps ----------------------------------------------------------------
@@ -676,10 +701,7 @@ impl Identity {
         // Counted as this registry's credential, not as the (public) name; `/` can't be in a
         // principal's name, so the key is nobody else's.
         let credential = format!("registry/{}/{kind}/{}", registry.id, record.name);
-        let keys = Identity::limiter_keys(&credential, client);
-        self.failures.check(&keys)?;
-        if !self.check_registry_password(&record, password, &keys).await? {
-            self.failures.fail(&keys).await;
+        if !self.check_registry_password(&record, password, &credential, client).await? {
             return Err(AuthError::InvalidCredentials);
         }
         let grant = if kind == ADMIN {
@@ -699,11 +721,14 @@ impl Identity {
         Ok(Some(Caller::registry_credential(registry.id, &record.name, grant)))
     }
 
+    /// As a principal's secret is checked: remembered once verified, else an attempt
+    /// reserved on the limiter (under `credential`, this registry's own name for it).
     async fn check_registry_password(
         &self,
         record: &RegistryTokenRecord,
         password: &str,
-        limiter_keys: &[String],
+        credential: &str,
+        client: Option<IpAddr>,
     ) -> Result<bool, AuthError> {
         self.follow_access().await?;
         let key: [u8; 32] = Sha256::new()
@@ -718,7 +743,7 @@ impl Identity {
         if lock(&self.registry_secrets).get(&key).is_some_and(|until| Instant::now() < *until) {
             return Ok(true);
         }
-        self.failures.check_shared(limiter_keys).await?;
+        let attempt = self.failures.begin(credential, client).await?;
         let generation = self.cache_generation.load(std::sync::atomic::Ordering::SeqCst);
         let stored =
             self.store.token_passwords(record.registry_id, &record.kind, &record.name).await?;
@@ -726,6 +751,7 @@ impl Identity {
         let Some(left) = self.verify_against(candidates, password).await? else {
             return Ok(false);
         };
+        attempt.succeeded().await;
         let mut cache = lock(&self.registry_secrets);
         if self.cache_generation.load(std::sync::atomic::Ordering::SeqCst) != generation {
             return Ok(true);

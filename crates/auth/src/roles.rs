@@ -33,19 +33,71 @@ pub struct RoleDefinition {
 }
 
 /// Whether an action pattern (`*`, `Microsoft.ContainerRegistry/*`, `*/read`, or exact)
-/// matches an action, ignoring case as ARM does.
+/// matches an action, ignoring case as ARM does. The directory's actions are reached only
+/// by patterns that name the directory: as in Entra ID, it is administered by its own
+/// roles, never by a resource role's `*` (a Contributor at `/` must not be able to set a
+/// secret on an Owner's service principal).
 pub fn matches(pattern: &str, action: &str) -> bool {
-    fn go(p: &[u8], a: &[u8]) -> bool {
-        match p.split_first() {
-            None => a.is_empty(),
-            Some((b'*', rest)) => (0..=a.len()).any(|i| go(rest, &a[i..])),
-            Some((c, rest)) => {
-                a.first().is_some_and(|x| x.eq_ignore_ascii_case(c)) && go(rest, &a[1..])
-            }
+    if starts_with_ignore_case(action, DIRECTORY_NAMESPACE)
+        && !starts_with_ignore_case(pattern, DIRECTORY_NAMESPACE)
+    {
+        return false;
+    }
+    crate::glob::matches_ignore_case(pattern, action)
+}
+
+/// The namespace of the directory's actions (`Wharf/directory/read`, `…/write`).
+pub const DIRECTORY_NAMESPACE: &str = "Wharf/directory/";
+
+fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
+    s.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+}
+
+/// Limits on a custom role's permissions: what ARM takes, and what keeps every check cheap.
+const MAX_BLOCKS: usize = 16;
+const MAX_PATTERNS: usize = 128;
+const MAX_PATTERN_LEN: usize = 256;
+const MAX_STARS: usize = 4;
+
+/// Check a custom role's permissions before they are stored: a few blocks of action
+/// patterns, each printable ARM action syntax (letters, digits, `.`, `_`, `-`, `/`) with a
+/// few `*`s and no two in a row.
+pub fn validate_permissions(permissions: &[Permission]) -> Result<(), String> {
+    if permissions.is_empty() || permissions.len() > MAX_BLOCKS {
+        return Err(format!("a role needs 1 to {MAX_BLOCKS} permission blocks"));
+    }
+    for p in permissions {
+        let lists = [&p.actions, &p.not_actions, &p.data_actions, &p.not_data_actions];
+        let count: usize = lists.iter().map(|l| l.len()).sum();
+        if count > MAX_PATTERNS {
+            return Err(format!("a permission block may hold at most {MAX_PATTERNS} actions"));
+        }
+        if p.actions.is_empty() && p.data_actions.is_empty() {
+            return Err("a permission block needs actions or dataActions".into());
+        }
+        for pattern in lists.into_iter().flatten() {
+            validate_pattern(pattern)?;
         }
     }
-    // Patterns are short and have one or two stars: the backtracking stays tiny.
-    go(pattern.as_bytes(), action.as_bytes())
+    Ok(())
+}
+
+fn validate_pattern(pattern: &str) -> Result<(), String> {
+    let shown: String = pattern.chars().take(64).collect();
+    if pattern.is_empty() || pattern.len() > MAX_PATTERN_LEN {
+        return Err(format!("the action '{shown}' must be 1 to {MAX_PATTERN_LEN} characters"));
+    }
+    if !pattern.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/*".contains(&b)) {
+        return Err(format!(
+            "the action '{shown}' may hold only letters, digits, '.', '_', '-', '/' and '*'"
+        ));
+    }
+    if pattern.matches('*').count() > MAX_STARS || pattern.contains("**") {
+        return Err(format!(
+            "the action '{shown}' may hold at most {MAX_STARS} '*', never two in a row"
+        ));
+    }
+    Ok(())
 }
 
 impl Permission {
@@ -60,7 +112,34 @@ impl Permission {
     }
 }
 
+impl Permission {
+    /// Whether this block grants every action `pattern` could name (a data action if
+    /// `data`): one of its patterns covers it and none of its exclusions could touch it.
+    pub fn covers(&self, pattern: &str, data: bool) -> bool {
+        let (yes, no) = if data {
+            (&self.data_actions, &self.not_data_actions)
+        } else {
+            (&self.actions, &self.not_actions)
+        };
+        let reaches = |p: &str| {
+            !starts_with_ignore_case(pattern, DIRECTORY_NAMESPACE)
+                || starts_with_ignore_case(p, DIRECTORY_NAMESPACE)
+        };
+        yes.iter().any(|p| reaches(p) && crate::glob::covers(p, pattern))
+            && !no.iter().any(|n| crate::glob::overlap(n, pattern))
+    }
+}
+
 impl RoleDefinition {
+    /// Whether the role grants nothing but directory actions (Directory Administrator,
+    /// Directory Reader).
+    pub fn directory_only(&self) -> bool {
+        let directory = |p: &String| starts_with_ignore_case(p, DIRECTORY_NAMESPACE);
+        self.permissions
+            .iter()
+            .all(|p| p.data_actions.is_empty() && p.actions.iter().all(directory))
+    }
+
     /// Whether any block of the role grants `action`.
     pub fn allows(&self, action: &str, data: bool) -> bool {
         self.permissions.iter().any(|p| p.allows(action, data))
@@ -83,6 +162,9 @@ fn list(items: &[&str]) -> Vec<String> {
 }
 
 const ACR: &str = "Microsoft.ContainerRegistry/registries";
+
+/// The id of the built-in Directory Administrator role (wharf's own).
+pub const DIRECTORY_ADMINISTRATOR: &str = "5f1b7a3c-8d2e-4c6a-9b0f-2e7d4a1c3b58";
 
 /// The built-in roles, with Azure's role ids.
 pub fn built_in() -> &'static [RoleDefinition] {
@@ -123,6 +205,20 @@ pub fn built_in() -> &'static [RoleDefinition] {
                 "User Access Administrator",
                 "Lets you manage user access to Azure resources.",
                 actions(list(&["*/read", "Microsoft.Authorization/*"])),
+            ),
+            // wharf's own: the directory (users, service principals, their secrets) has its
+            // own roles, as Entra ID's directory roles are apart from Azure RBAC.
+            built(
+                DIRECTORY_ADMINISTRATOR,
+                "Directory Administrator",
+                "Manages users and service principals: creates and deletes them, sets their secrets and passwords, enables and disables them.",
+                actions(list(&["Wharf/directory/*"])),
+            ),
+            built(
+                "9c2e4b6d-1a3f-4e5b-8c7d-6f0a2b4c1d37",
+                "Directory Reader",
+                "Reads users and service principals.",
+                actions(list(&["Wharf/directory/read"])),
             ),
             built(
                 "7f951dda-4ed3-4680-a7ca-43fe172d538d",

@@ -80,6 +80,16 @@ pub(crate) async fn run(global: &GlobalArgs, cmd: AdCommand) -> anyhow::Result<(
             SpCommand::Delete { id } => {
                 client.directory(Method::DELETE, &path("servicePrincipals", &id), None).await?;
             }
+            SpCommand::Update { id, account_enabled } => {
+                let body = json!({ "accountEnabled": account_enabled });
+                client
+                    .directory(Method::PATCH, &path("servicePrincipals", &id), Some(&body))
+                    .await?;
+            }
+            SpCommand::RevokeSessions { id } => {
+                let url = format!("{}/revokeSignInSessions", path("servicePrincipals", &id));
+                client.directory(Method::POST, &url, None).await?;
+            }
             SpCommand::Credential(SpCredentialCommand::Reset { id, append, years }) => {
                 let sp = client
                     .directory(Method::GET, &path("servicePrincipals", &id), None)
@@ -139,6 +149,23 @@ pub(crate) async fn run(global: &GlobalArgs, cmd: AdCommand) -> anyhow::Result<(
             }
             UserCommand::Delete { id } => {
                 client.directory(Method::DELETE, &path("users", &id), None).await?;
+            }
+            UserCommand::Update { id, password, account_enabled } => {
+                if password.is_none() && account_enabled.is_none() {
+                    anyhow::bail!("give --password and/or --account-enabled");
+                }
+                let mut body = json!({});
+                if let Some(p) = password {
+                    body["passwordProfile"] = json!({ "password": p });
+                }
+                if let Some(e) = account_enabled {
+                    body["accountEnabled"] = json!(e);
+                }
+                client.directory(Method::PATCH, &path("users", &id), Some(&body)).await?;
+            }
+            UserCommand::RevokeSessions { id } => {
+                let url = format!("{}/revokeSignInSessions", path("users", &id));
+                client.directory(Method::POST, &url, None).await?;
             }
         },
     }

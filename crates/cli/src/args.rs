@@ -68,6 +68,9 @@ pub(crate) enum Command {
     /// A registry's scope maps (what its tokens may do).
     #[command(subcommand, name = "scope-map")]
     ScopeMap(ScopeMapCommand),
+    /// The keys that sign tokens: list, rotate, prune.
+    #[command(subcommand)]
+    Keys(KeysCommand),
 }
 
 /// The registry a token or scope map belongs to: az's `--registry/-r`.
@@ -269,6 +272,18 @@ pub(crate) enum SpCommand {
         #[arg(long)]
         id: String,
     },
+    /// Enable or disable a service principal (disabling ends every token it holds).
+    Update {
+        #[arg(long)]
+        id: String,
+        #[arg(long, value_parser = clap::value_parser!(bool))]
+        account_enabled: bool,
+    },
+    /// End every token a service principal holds now (its secrets stay).
+    RevokeSessions {
+        #[arg(long)]
+        id: String,
+    },
     /// Client secrets.
     #[command(subcommand)]
     Credential(SpCredentialCommand),
@@ -309,6 +324,37 @@ pub(crate) enum UserCommand {
     Delete {
         #[arg(long)]
         id: String,
+    },
+    /// Set a user's password, or enable or disable the user (either ends every token the
+    /// user holds), as `az ad user update`.
+    Update {
+        #[arg(long)]
+        id: String,
+        /// The new password (at least 12 characters).
+        #[arg(long)]
+        password: Option<String>,
+        #[arg(long, value_parser = clap::value_parser!(bool))]
+        account_enabled: Option<bool>,
+    },
+    /// End every token a user holds now.
+    RevokeSessions {
+        #[arg(long)]
+        id: String,
+    },
+}
+
+/// `wharf keys`: the keys that sign every token.
+#[derive(Subcommand, Debug)]
+pub(crate) enum KeysCommand {
+    /// The signing keys: the one in use, and retired ones still verifying.
+    List,
+    /// Sign with a new key from now on; tokens signed before keep working until pruned.
+    Rotate,
+    /// Delete retired keys no valid token needs (or, with --all-retired, every retired key
+    /// now: each token they signed stops working).
+    Prune {
+        #[arg(long)]
+        all_retired: bool,
     },
 }
 

@@ -29,6 +29,8 @@ pub(crate) struct Client {
     pub(crate) base: String,
     /// The management token (`Authorization: Bearer`), if signed in.
     token: Option<String>,
+    /// The directory's token (`/v1.0/…`), fetched when first needed.
+    directory_token: tokio::sync::OnceCell<Option<String>>,
     /// Registry refresh tokens, per login server (exchanged for the management token once).
     registry_tokens: tokio::sync::Mutex<HashMap<String, String>>,
 }
@@ -62,8 +64,14 @@ impl Client {
     pub(crate) async fn new(server: &str) -> anyhow::Result<Client> {
         let http = http_client()?;
         let base = server.trim_end_matches('/').to_owned();
-        let token = crate::session::token(&http, &base).await?;
-        Ok(Client { http, base, token, registry_tokens: Default::default() })
+        let token = crate::session::token(&http, &base, crate::session::MANAGEMENT).await?;
+        Ok(Client {
+            http,
+            base,
+            token,
+            directory_token: Default::default(),
+            registry_tokens: Default::default(),
+        })
     }
 
     /// Whether `url` is on this client's server (only there is the token sent).
@@ -105,6 +113,22 @@ impl Client {
         Ok(Some(refresh))
     }
 
+    /// The token for a request to this server: the directory's under `/v1.0/`, else the
+    /// management token.
+    async fn token_for(&self, url: &str) -> anyhow::Result<Option<&String>> {
+        let path = reqwest::Url::parse(url).map(|u| u.path().to_owned()).unwrap_or_default();
+        if !path.starts_with("/v1.0/") {
+            return Ok(self.token.as_ref());
+        }
+        let token = self
+            .directory_token
+            .get_or_try_init(|| {
+                crate::session::token(&self.http, &self.base, crate::session::DIRECTORY)
+            })
+            .await?;
+        Ok(token.as_ref())
+    }
+
     /// Any request; `host` sets the `Host` header (a registry's login server).
     pub(crate) async fn send(
         &self,
@@ -124,13 +148,12 @@ impl Client {
                     req = req.basic_auth(wharf_auth::NULL_GUID, Some(refresh));
                 }
             }
-            None => {
-                if let Some(t) = &self.token
-                    && self.same_server(&url)
-                {
+            None if self.same_server(&url) => {
+                if let Some(t) = self.token_for(&url).await? {
                     req = req.bearer_auth(t);
                 }
             }
+            None => {}
         }
         if let Some(b) = body {
             req = req.json(b);
@@ -188,6 +211,15 @@ impl Client {
             bail!("{}", error_message(&a));
         }
         Ok(a)
+    }
+
+    /// A GET of a wharf endpoint (`/_wharf/…`); fails with its error's message.
+    pub(crate) async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        let a = self.send(Method::GET, path, None, None).await?;
+        if !a.status.is_success() {
+            bail!("{path}: {}", error_message(&a));
+        }
+        Ok(a.body)
     }
 
     pub(crate) async fn post_json(&self, path: &str) -> anyhow::Result<Value> {

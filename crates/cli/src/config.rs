@@ -131,6 +131,15 @@ pub(crate) struct AuthConfig {
     pub(crate) max_failed_sign_ins: Option<u32>,
     /// The key sealing registries' admin passwords; a cluster's nodes must share one.
     pub(crate) sealing_key_file: Option<PathBuf>,
+    /// How long identity tokens (the management API's) live.
+    #[serde(default, with = "opt_duration")]
+    pub(crate) identity_token_lifetime: Option<Duration>,
+    /// How long registry refresh tokens live.
+    #[serde(default, with = "opt_duration")]
+    pub(crate) registry_refresh_token_lifetime: Option<Duration>,
+    /// How long registry access tokens live.
+    #[serde(default, with = "opt_duration")]
+    pub(crate) registry_access_token_lifetime: Option<Duration>,
 }
 
 /// `[tls]`: the server's own TLS.

@@ -71,6 +71,7 @@ pub fn main() -> ExitCode {
             Command::Role(cmd) => role::run(&cli.global, cmd).await,
             Command::Token(cmd) => tokens::token(&cli.global, cmd).await,
             Command::ScopeMap(cmd) => tokens::scope_map(&cli.global, cmd).await,
+            Command::Keys(cmd) => gc::keys(&cli.global, cmd).await,
         }
     });
     match result {

@@ -39,8 +39,10 @@ pub(crate) struct ServeConfig {
     pub(crate) blocking_threads: usize,
     /// Access control on.
     pub(crate) auth: bool,
-    /// Failed sign-ins per name per minute.
+    /// Failed sign-ins per (name, address) per window.
     pub(crate) max_failed_sign_ins: u32,
+    /// Identity, registry refresh and registry access tokens' lifetimes.
+    pub(crate) token_lifetimes: [Duration; 3],
     /// What clients reach, if set (else derived from the listen address).
     pub(crate) public_url: Option<String>,
     /// TLS, if the server speaks it itself.
@@ -139,7 +141,7 @@ impl ServeConfig {
             anyhow::bail!("limits.blocking_threads must be at least 1");
         }
         let format = args.log_format.or(file.log_format).unwrap_or(LogFormat::Human);
-        Ok(ServeConfig {
+        let config = ServeConfig {
             listen: args
                 .listen
                 .or(file.listen)
@@ -210,6 +212,8 @@ impl ServeConfig {
                         .collect::<anyhow::Result<_>>()?,
                     node: d.node.clone(),
                     job_lease: i.job_lease.unwrap_or(d.job_lease),
+                    // Derived from the sealing key once it is read (`run`).
+                    shared_secret: d.shared_secret,
                 };
                 for (key, v) in [
                     ("import.parallelism", settings.parallel_blobs),
@@ -287,6 +291,7 @@ impl ServeConfig {
                 Some(n) => n,
                 None => wharf_auth::DEFAULT_MAX_FAILURES,
             },
+            token_lifetimes: token_lifetimes(&file.auth)?,
             public_url: match args.public_url.or(file.public_url) {
                 Some(u) => {
                     let parsed = reqwest::Url::parse(&u)
@@ -298,7 +303,21 @@ impl ServeConfig {
                 }
                 None => None,
             },
-        })
+        };
+        config.refuse_unsafe_cluster()?;
+        Ok(config)
+    }
+
+    /// Nodes sharing PostgreSQL must agree on the address their tokens name: without a
+    /// `public_url` each names its own listen address, and a token from one is refused by
+    /// the next (behind a load balancer, every other request).
+    fn refuse_unsafe_cluster(&self) -> anyhow::Result<()> {
+        if self.metadata.is_some() && self.public_url.is_none() {
+            anyhow::bail!(
+                "storage.metadata (PostgreSQL) needs public_url (--public-url): every node must issue tokens for the address clients reach them by"
+            );
+        }
+        Ok(())
     }
 }
 
@@ -319,6 +338,7 @@ fn networks(key: &str, values: &[String]) -> anyhow::Result<Vec<ipnet::IpNet>> {
 pub(crate) fn main(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig::resolve(args)?;
     crate::logging::init(config.log_format);
+    wharf_server::quiet_panics();
     let mut config = config;
     // Every transfer holds a file open besides its connection.
     let files = config.limits.max_downloads + config.limits.max_uploads;
@@ -426,13 +446,15 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let identity =
         open_identity(&config, stores.identity.clone(), stores.cluster.clone(), addr).await?;
     drop(first_start);
+    let mut import_settings = config.import.clone();
+    import_settings.shared_secret = derived_secret(&sealing_key(&config)?, "shared downloads");
     let imports = ImportService::new(
         registry.clone(),
         management.clone(),
         stores.management.clone(),
         policy,
         identity.clone(),
-        config.import.clone(),
+        import_settings,
         stores.cluster.clone(),
     )
     .map_err(anyhow::Error::msg)?;
@@ -609,6 +631,32 @@ async fn reload_on_sighup(tls: Arc<wharf_server::tls::Tls>) {
     }
 }
 
+/// `[auth]`'s token lifetimes (identity, registry refresh, registry access), each from a
+/// minute to a day, defaults as Entra ID's and ACR's.
+fn token_lifetimes(auth: &crate::config::AuthConfig) -> anyhow::Result<[Duration; 3]> {
+    let defaults = wharf_auth::IdentitySettings::new("");
+    let pick = |name: &str, set: Option<Duration>, default: Duration| {
+        let d = set.unwrap_or(default);
+        if !(Duration::from_secs(60)..=Duration::from_secs(24 * 3600)).contains(&d) {
+            anyhow::bail!("auth.{name} must be between 1m and 24h");
+        }
+        Ok(d)
+    };
+    Ok([
+        pick("identity_token_lifetime", auth.identity_token_lifetime, defaults.identity_token_ttl)?,
+        pick(
+            "registry_refresh_token_lifetime",
+            auth.registry_refresh_token_lifetime,
+            defaults.registry_refresh_ttl,
+        )?,
+        pick(
+            "registry_access_token_lifetime",
+            auth.registry_access_token_lifetime,
+            defaults.registry_access_ttl,
+        )?,
+    ])
+}
+
 /// The identity provider, with its first-start admin: password from
 /// `WHARF_ADMIN_PASSWORD`, else generated, shown once on stdout and kept in a 0600 file
 /// in the data directory.
@@ -630,6 +678,8 @@ async fn open_identity(
     settings.audiences.push(format!("{base}/"));
     settings.enforced = config.auth;
     settings.max_failed_sign_ins = config.max_failed_sign_ins;
+    [settings.identity_token_ttl, settings.registry_refresh_ttl, settings.registry_access_ttl] =
+        config.token_lifetimes;
     settings.sealing_key = Some(sealing_key(config)?);
     let admin_password = std::env::var("WHARF_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
     if admin_password.as_ref().is_some_and(|p| p.len() < 12) {
@@ -639,6 +689,8 @@ async fn open_identity(
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the identity provider: {e}"))?;
     if let Some(cluster) = cluster {
+        // A node whose sealing key isn't the cluster's would rotate admin passwords.
+        identity.check_sealing_key().await.map_err(|e| anyhow::anyhow!("{e}"))?;
         identity.share_with(cluster);
     }
     if let Some(password) = boot.generated_admin_password {
@@ -689,6 +741,16 @@ fn redirects(
 /// `<data-dir>/sealing-key` (0600), made on first start. Nodes sharing PostgreSQL must share
 /// it too, so with PostgreSQL it is never made: a node with a key of its own would seal
 /// passwords the others can't open.
+/// A secret for one `purpose`, derived from the sealing key (HMAC-SHA256): every node of a
+/// cluster has the same, and none of them can be turned back into the key.
+fn derived_secret(sealing_key: &[u8; 32], purpose: &str) -> [u8; 32] {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, sealing_key);
+    let tag = ring::hmac::sign(&key, format!("wharf/{purpose}").as_bytes());
+    let mut out = [0; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
+}
+
 fn sealing_key(config: &ServeConfig) -> anyhow::Result<[u8; 32]> {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;

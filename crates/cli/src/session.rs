@@ -16,8 +16,11 @@ use serde_json::Value;
 
 use crate::args::{GlobalArgs, LoginArgs};
 
-/// The audience the CLI asks tokens for (ARM's; wharf's management API accepts it).
-const SCOPE: &str = "https://management.azure.com/.default";
+/// The audience of the management API's tokens (ARM's).
+pub(crate) const MANAGEMENT: &str = "https://management.azure.com/.default";
+/// The audience of the directory's (Microsoft Graph's): a token for one surface is refused
+/// by the other, so `wharf login` gets one of each.
+pub(crate) const DIRECTORY: &str = "https://graph.microsoft.com/.default";
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
 #[serde(rename_all = "camelCase")]
@@ -27,6 +30,9 @@ struct Cached {
     expires_on: i64,
     user: String,
     tenant: Option<String>,
+    /// The directory token (absent in caches written before it existed).
+    #[serde(default)]
+    directory_token: Option<String>,
 }
 
 fn config_dir() -> Option<PathBuf> {
@@ -88,9 +94,9 @@ async fn sign_in(
     http: &reqwest::Client,
     server: &str,
     tenant: Option<&str>,
-    user: &str,
-    password: &str,
+    (user, password): (&str, &str),
     service_principal: bool,
+    scope: &str,
 ) -> anyhow::Result<(String, i64, Option<String>)> {
     let app = service_principal || uuid_like(user);
     let tenant = tenant.unwrap_or("common");
@@ -99,14 +105,14 @@ async fn sign_in(
             ("grant_type", "client_credentials"),
             ("client_id", user),
             ("client_secret", password),
-            ("scope", SCOPE),
+            ("scope", scope),
         ]
     } else {
         vec![
             ("grant_type", "password"),
             ("username", user),
             ("password", password),
-            ("scope", SCOPE),
+            ("scope", scope),
         ]
     };
     let url = format!("{}/{tenant}/oauth2/v2.0/token", server.trim_end_matches('/'));
@@ -141,9 +147,13 @@ fn claim(token: &str, name: &str) -> Option<String> {
     v[name].as_str().map(str::to_owned)
 }
 
-/// The management token a command sends, if it can be had: from the environment's
-/// credentials, else from `wharf login`'s cache.
-pub(crate) async fn token(http: &reqwest::Client, server: &str) -> anyhow::Result<Option<String>> {
+/// The token a command sends for `scope` ([`MANAGEMENT`] or [`DIRECTORY`]), if it can be
+/// had: from the environment's credentials, else from `wharf login`'s cache.
+pub(crate) async fn token(
+    http: &reqwest::Client,
+    server: &str,
+    scope: &str,
+) -> anyhow::Result<Option<String>> {
     let user = std::env::var("WHARF_USERNAME").ok().filter(|u| !u.is_empty());
     if let Some(user) = user {
         let password = std::env::var("WHARF_PASSWORD")
@@ -151,11 +161,15 @@ pub(crate) async fn token(http: &reqwest::Client, server: &str) -> anyhow::Resul
             .filter(|p| !p.is_empty())
             .context("WHARF_USERNAME is set but WHARF_PASSWORD is not")?;
         let tenant = std::env::var("WHARF_TENANT").ok();
-        let (t, _, _) = sign_in(http, server, tenant.as_deref(), &user, &password, false).await?;
-        return Ok(Some(t));
+        let signed = sign_in(http, server, tenant.as_deref(), (&user, &password), false, scope);
+        return Ok(Some(signed.await?.0));
     }
     match read_cache().get(&key(server)) {
-        Some(c) if c.expires_on > now() + 30 => Ok(Some(c.access_token.clone())),
+        Some(c) if c.expires_on > now() + 30 => Ok(if scope == DIRECTORY {
+            c.directory_token.clone()
+        } else {
+            Some(c.access_token.clone())
+        }),
         Some(_) => bail!("the sign-in to {server} has expired: run `wharf login` again"),
         None => Ok(None),
     }
@@ -172,19 +186,22 @@ pub(crate) async fn login(global: &GlobalArgs, args: LoginArgs) -> anyhow::Resul
         Some(p) if !p.is_empty() => p,
         _ => read_password(&user)?,
     };
-    let (token, expires_on, tid) = sign_in(
-        &http,
-        &global.server,
-        args.tenant.as_deref(),
-        &user,
-        &password,
-        args.service_principal,
-    )
-    .await?;
+    let sign_in_for = |scope| {
+        let tenant = args.tenant.as_deref();
+        sign_in(&http, &global.server, tenant, (&user, &password), args.service_principal, scope)
+    };
+    let (token, expires_on, tid) = sign_in_for(MANAGEMENT).await?;
+    let (directory, directory_expires, _) = sign_in_for(DIRECTORY).await?;
     let mut cache = read_cache();
     cache.insert(
         key(&global.server),
-        Cached { access_token: token, expires_on, user: user.clone(), tenant: tid.clone() },
+        Cached {
+            access_token: token,
+            expires_on: expires_on.min(directory_expires),
+            user: user.clone(),
+            tenant: tid.clone(),
+            directory_token: Some(directory),
+        },
     );
     write_cache(&cache)?;
     crate::output::print(

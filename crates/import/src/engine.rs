@@ -26,7 +26,7 @@ use wharf_oci::{Digest, Reference, RepositoryName, Sha256Hasher};
 use wharf_registry::{
     ByteStream, CommitBatch, CommitError, RegistryError, RegistryService, RepoKey,
 };
-use wharf_storage::{Coordination, now_millis};
+use wharf_storage::{Coordination, JobFence, now_millis};
 
 use crate::ImportError;
 use crate::plan::{Plan, PlanLimits, PlannedBlob, plan};
@@ -54,10 +54,22 @@ pub(crate) struct Inflight {
     shared: Option<SharedDownloads>,
 }
 
-/// A cluster's view of downloads: its coordination, and this node's name in claims.
+/// A cluster's view of downloads: its coordination, this node's name in claims, and the
+/// secret the shared tables' keys are keyed with.
 struct SharedDownloads {
     cluster: Arc<dyn Coordination>,
     node: String,
+    secret: ring::hmac::Key,
+}
+
+impl SharedDownloads {
+    /// A download key as the cluster stores it: an HMAC under the cluster's secret. A
+    /// source identity names a registry, a repository and a credential's fingerprint;
+    /// unkeyed, a reader of the database could test guessed passwords against it offline.
+    fn key(&self, (digest, source): &DownloadKey) -> String {
+        let tag = ring::hmac::sign(&self.secret, format!("{digest}\n{source}").as_bytes());
+        tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// How long a shared proof that a source serves a blob stands.
@@ -101,12 +113,6 @@ const MAX_PROVEN: usize = 100_000;
 /// A blob, and the identity of the source it is read from.
 type DownloadKey = (Digest, String);
 
-/// A download key as the cluster stores it: hashed (a source identity names a registry, a
-/// repository and a credential's fingerprint; none of it needs to be in the database).
-fn shared_key((digest, source): &DownloadKey) -> String {
-    Digest::sha256_of(format!("{digest}\n{source}").as_bytes()).hex().to_owned()
-}
-
 enum Role {
     Lead(LeadGuard),
     Follow(watch::Receiver<Option<bool>>),
@@ -133,8 +139,11 @@ impl Drop for LeadGuard {
 
 impl Inflight {
     /// Downloads of the cluster node `node`: claims and proofs shared through `cluster`.
-    pub(crate) fn shared(cluster: Arc<dyn Coordination>, node: String) -> Inflight {
-        Inflight { shared: Some(SharedDownloads { cluster, node }), ..Inflight::default() }
+    /// Downloads shared with a cluster's other nodes, whose shared keys are keyed with
+    /// `secret` (the same on every node).
+    pub(crate) fn shared(cluster: Arc<dyn Coordination>, node: String, secret: &[u8]) -> Inflight {
+        let secret = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+        Inflight { shared: Some(SharedDownloads { cluster, node, secret }), ..Inflight::default() }
     }
 
     /// Decide who downloads `key`: this node, unless another node of the cluster holds a
@@ -146,7 +155,7 @@ impl Inflight {
         cancel: &CancellationToken,
     ) -> Result<Claimed, ImportError> {
         let Some(shared) = &self.shared else { return Ok(Claimed::Here(None)) };
-        let k = shared_key(key);
+        let k = shared.key(key);
         loop {
             let now = now_millis();
             match shared.cluster.claim_download(&k, &shared.node, now, now + CLAIM_LEASE_MS).await {
@@ -197,7 +206,7 @@ impl Inflight {
             return true;
         }
         let Some(shared) = &self.shared else { return false };
-        match shared.cluster.download_proven(&shared_key(key), now_millis() - PROOF_KEEP_MS).await {
+        match shared.cluster.download_proven(&shared.key(key), now_millis() - PROOF_KEEP_MS).await {
             Ok(true) => {
                 self.prove_here(key.clone());
                 true
@@ -214,7 +223,7 @@ impl Inflight {
     async fn prove(&self, key: DownloadKey) {
         if let Some(shared) = &self.shared
             && let Err(e) =
-                shared.cluster.prove_download(&shared_key(&key), now_millis(), PROOF_KEEP_MS).await
+                shared.cluster.prove_download(&shared.key(&key), now_millis(), PROOF_KEEP_MS).await
         {
             tracing::warn!(error = %e, "cannot share a download proof");
         }
@@ -271,6 +280,8 @@ pub(crate) struct Engine<'a> {
     /// The caller may read every repository of the target registry, so a blob visible
     /// anywhere there may be linked without a download.
     pub(crate) link_in_target: bool,
+    /// The job's lease: the commit moves tags only while it is still this node's.
+    pub(crate) fence: JobFence,
 }
 
 impl Engine<'_> {
@@ -362,6 +373,12 @@ impl Engine<'_> {
                         "blob {d} keeps disappearing before the commit"
                     )));
                 }
+                Err(CommitError::Fenced) => {
+                    return Err(ImportError::TakenOver(
+                        "The import was taken over by another server; nothing was changed here."
+                            .into(),
+                    ));
+                }
                 Err(CommitError::Registry(e)) => {
                     return Err(ImportError::SourceInvalidManifest(format!(
                         "The image from {} can't be stored: {e}.",
@@ -418,7 +435,11 @@ impl Engine<'_> {
         repos.extend(req.untagged_repositories.iter());
         repos.sort();
         repos.dedup();
-        let mut batch = CommitBatch { force: req.mode == ImportMode::Force, ..Default::default() };
+        let mut batch = CommitBatch {
+            force: req.mode == ImportMode::Force,
+            fence: Some(self.fence.clone()),
+            ..Default::default()
+        };
         for repo in repos {
             let key = RepoKey { registry: target, name: repo.clone() };
             for digest in plan.blobs.keys().filter(|d| !missing.contains(d)) {

@@ -47,6 +47,9 @@ pub enum ImportError {
     TagAlreadyExists(String),
     #[error("{0}")]
     Canceled(String),
+    /// Another server took the job over (this one lost its lease): it records the outcome.
+    #[error("{0}")]
+    TakenOver(String),
     #[error("{0}")]
     Internal(String),
     /// An ARM error from the management plane (unknown target, permission...).
@@ -75,6 +78,7 @@ impl ImportError {
             DeadlineExceeded(_) => "ImportDeadlineExceeded",
             TagAlreadyExists(_) => "TagAlreadyExists",
             Canceled(_) => "ImportCanceled",
+            TakenOver(_) => "ImportTakenOver",
             Internal(_) => "InternalServerError",
             Arm(e) => &e.code,
         }
@@ -86,7 +90,7 @@ impl ImportError {
             Arm(e) => e.clone(),
             other => {
                 let kind = match other {
-                    TagAlreadyExists(_) => ErrorKind::Conflict,
+                    TagAlreadyExists(_) | TakenOver(_) => ErrorKind::Conflict,
                     SourceRegistryNotFound(_) => ErrorKind::NotFound,
                     Internal(_) => ErrorKind::Internal,
                     _ => ErrorKind::BadRequest,

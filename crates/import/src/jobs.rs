@@ -16,7 +16,9 @@ use uuid::Uuid;
 use wharf_auth::{Caller, Identity, RegistryCredential, RepoOp};
 use wharf_management::{ArmError, ErrorKind, Management, RegistryResourceId};
 use wharf_registry::RegistryService;
-use wharf_storage::{Coordination, JobRecord, ManagementStore, RegistryRecord, now_millis};
+use wharf_storage::{
+    Coordination, JobFence, JobRecord, ManagementStore, RegistryRecord, now_millis,
+};
 
 use crate::ImportError;
 use crate::engine::{Engine, Inflight, MinThroughput};
@@ -64,6 +66,9 @@ pub struct ImportSettings {
     /// How long a job stays its server's without a heartbeat; a server that dies loses its
     /// jobs to another (or to itself, restarted) after this.
     pub job_lease: Duration,
+    /// The secret that keys what a cluster's nodes share about downloads (an HMAC): the
+    /// same on every node (`wharf serve` derives it from the sealing key).
+    pub shared_secret: [u8; 32],
 }
 
 impl Default for ImportSettings {
@@ -86,6 +91,7 @@ impl Default for ImportSettings {
             trusted_cas: Vec::new(),
             node: Uuid::new_v4().to_string(),
             job_lease: Duration::from_secs(30),
+            shared_secret: [0; 32],
         }
     }
 }
@@ -264,7 +270,11 @@ impl ImportService {
                 http,
                 limiters: Mutex::default(),
                 inflight: Arc::new(match &cluster {
-                    Some(cluster) => Inflight::shared(cluster.clone(), settings.node.clone()),
+                    Some(cluster) => Inflight::shared(
+                        cluster.clone(),
+                        settings.node.clone(),
+                        &settings.shared_secret,
+                    ),
                     None => Inflight::default(),
                 }),
                 cluster,
@@ -342,22 +352,27 @@ impl ImportService {
         let stored = serde_json::to_string(&stored).map_err(ArmError::internal)?;
         self.inner
             .store
-            .create_job(&JobRecord {
-                id: id.clone(),
-                registry_id: target.id,
-                request: stored,
-                resumable: !req.has_credentials(),
-                status: JobState::Accepted.as_str().into(),
-                progress: "{}".into(),
-                error: None,
-                created_at: now,
-                updated_at: now,
-                owner: Some(self.inner.settings.node.clone()),
-                lease_until: now.saturating_add(millis(self.inner.settings.job_lease)),
-            })
+            .create_job(
+                &JobRecord {
+                    id: id.clone(),
+                    registry_id: target.id,
+                    request: stored,
+                    resumable: !req.has_credentials(),
+                    status: JobState::Accepted.as_str().into(),
+                    progress: "{}".into(),
+                    error: None,
+                    created_at: now,
+                    updated_at: now,
+                    owner: Some(self.inner.settings.node.clone()),
+                    lease_until: 0,
+                    lease_epoch: 0,
+                },
+                millis(self.inner.settings.job_lease),
+            )
             .await?;
         let link = caller.can_read_all(&Management::policy(target));
-        Ok(self.spawn(id, target.id, req, source, link))
+        let fence = JobFence { id: id.clone(), owner: self.inner.settings.node.clone(), epoch: 0 };
+        Ok(self.spawn(fence, target.id, req, source, link))
     }
 
     /// The `Retry-After` to answer with a 202.
@@ -367,12 +382,13 @@ impl ImportService {
 
     fn spawn(
         &self,
-        id: String,
+        fence: JobFence,
         target: i64,
         req: ImportRequest,
         source: Box<dyn Source>,
         link_in_target: bool,
     ) -> watch::Receiver<Option<Result<Value, ArmError>>> {
+        let id = fence.id.clone();
         let (tx, rx) = watch::channel(None);
         let progress = Arc::new(Progress::default());
         progress.set_phase("Queued");
@@ -397,7 +413,7 @@ impl ImportService {
             let beating = CancellationToken::new();
             tokio::spawn(heartbeat(
                 inner.clone(),
-                id.clone(),
+                fence.clone(),
                 progress.clone(),
                 cancel.clone(),
                 lost.clone(),
@@ -405,7 +421,7 @@ impl ImportService {
             ));
             let job = tokio::spawn(run_job(
                 inner.clone(),
-                id.clone(),
+                fence.clone(),
                 Target { id: target, link_in_target },
                 req,
                 source,
@@ -415,7 +431,7 @@ impl ImportService {
             let result = supervised(job).await;
             beating.cancel();
             let lost = lost.load(std::sync::atomic::Ordering::SeqCst);
-            finish(&inner, &id, result, &progress, tx, lost).await;
+            finish(&inner, &fence, result, &progress, tx, lost).await;
         });
         rx
     }
@@ -451,6 +467,29 @@ impl ImportService {
                 ))
             }
         }
+    }
+
+    /// The registry a job imports into (what its status and cancel are authorized on), if
+    /// the job exists in `subscription`.
+    pub async fn job_registry(
+        &self,
+        id: &str,
+        subscription: &str,
+    ) -> Result<Option<RegistryRecord>, ArmError> {
+        let live = lock(&self.inner.live).get(id).map(|l| l.registry);
+        let registry = match live {
+            Some(r) => r,
+            None => match self.inner.store.job(id).await? {
+                Some(job) => job.registry_id,
+                None => return Ok(None),
+            },
+        };
+        Ok(self
+            .inner
+            .management
+            .registry_by_number(registry)
+            .await?
+            .filter(|r| r.subscription.eq_ignore_ascii_case(subscription)))
     }
 
     async fn in_subscription(&self, registry: i64, subscription: &str) -> Result<bool, ArmError> {
@@ -518,10 +557,22 @@ impl ImportService {
     /// stopped renewing their leases: resume those that can be (no credentials), fail the
     /// others cleanly.
     pub async fn resume_unfinished(&self) -> Result<(), ArmError> {
-        let now = now_millis();
-        let until = now.saturating_add(millis(self.inner.settings.job_lease));
-        let claimed = self.inner.store.claim_jobs(&self.inner.settings.node, now, until).await?;
+        self.take_over(true).await
+    }
+
+    /// Claim and resume (or fail) jobs whose lease ran out, and with `restarted` this
+    /// node's own from before its restart. (A node's sweeps never claim its own live jobs:
+    /// that would move their lease epoch under them.)
+    async fn take_over(&self, restarted: bool) -> Result<(), ArmError> {
+        let lease = millis(self.inner.settings.job_lease);
+        let node = &self.inner.settings.node;
+        let claimed = self.inner.store.claim_jobs(node, lease, restarted).await?;
         for job in claimed {
+            let fence = JobFence {
+                id: job.id.clone(),
+                owner: self.inner.settings.node.clone(),
+                epoch: job.lease_epoch,
+            };
             let here = lock(&self.inner.live).contains_key(&job.id)
                 || lock(&self.inner.starting).contains(&job.id);
             if here {
@@ -532,7 +583,7 @@ impl ImportService {
                 self.inner
                     .store
                     .update_job(
-                        &job.id,
+                        &fence,
                         JobState::Canceled.as_str(),
                         &job.progress,
                         Some(&StoredError::of(&e)),
@@ -553,7 +604,7 @@ impl ImportService {
                         Ok(source) => {
                             tracing::info!(job = %job.id, "resuming an import its server stopped running");
                             let link = caller.can_read_all(&Management::policy(&target));
-                            self.spawn(job.id.clone(), target.id, req, source, link);
+                            self.spawn(fence.clone(), target.id, req, source, link);
                             true
                         }
                         Err(_) => false,
@@ -569,7 +620,7 @@ impl ImportService {
                 self.inner
                     .store
                     .update_job(
-                        &job.id,
+                        &fence,
                         JobState::Failed.as_str(),
                         &job.progress,
                         Some(&StoredError::of(&e)),
@@ -586,7 +637,7 @@ impl ImportService {
         let every = self.inner.settings.job_lease / 3;
         loop {
             tokio::time::sleep(every).await;
-            if let Err(e) = self.resume_unfinished().await {
+            if let Err(e) = self.take_over(false).await {
                 tracing::warn!(code = %e.code, error = %e.message, "cannot take over import jobs");
             }
         }
@@ -755,7 +806,7 @@ struct Target {
 
 async fn run_job(
     inner: Arc<Inner>,
-    id: String,
+    fence: JobFence,
     target: Target,
     req: ImportRequest,
     source: Box<dyn Source>,
@@ -773,8 +824,8 @@ async fn run_job(
     };
     progress.set_note(String::new());
     progress.set_phase("Resolving");
-    if let Err(e) = inner.store.update_job(&id, JobState::Running.as_str(), "{}", None).await {
-        tracing::warn!(job = %id, error = %e, "cannot record that an import started");
+    if let Err(e) = inner.store.update_job(&fence, JobState::Running.as_str(), "{}", None).await {
+        tracing::warn!(job = %fence.id, error = %e, "cannot record that an import started");
     }
     let engine = Engine {
         registry: &inner.registry,
@@ -786,6 +837,7 @@ async fn run_job(
         min_throughput: inner.settings.min_throughput,
         cancel: cancel.clone(),
         link_in_target,
+        fence,
     };
     let work = engine.run(source.as_ref(), &req, target);
     tokio::pin!(work);
@@ -812,35 +864,42 @@ fn millis(d: Duration) -> i64 {
 }
 
 /// While a job runs: renew its lease and record its progress every third of a lease; stop
-/// it when a cancel was asked on another server, or when the job is no longer this
-/// server's (it was taken over while this one couldn't reach the database).
+/// it when a cancel was asked on another server, when the job is no longer this server's
+/// (taken over), or when no renewal got through for a whole lease (another server may
+/// take it over now: this one must not go on writing as if it still held it).
 async fn heartbeat(
     inner: Arc<Inner>,
-    id: String,
+    fence: JobFence,
     progress: Arc<Progress>,
     cancel: CancellationToken,
     lost: Arc<std::sync::atomic::AtomicBool>,
     stop: CancellationToken,
 ) {
     let lease = inner.settings.job_lease;
+    let mut renewed = tokio::time::Instant::now();
+    let id = &fence.id;
+    let give_up = |why: &str| {
+        tracing::warn!(job = %id, "{why}; stopping it here");
+        lost.store(true, std::sync::atomic::Ordering::SeqCst);
+        cancel.cancel();
+    };
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(lease / 3) => {}
         }
-        let until = now_millis().saturating_add(millis(lease));
         let snapshot = progress.snapshot().to_string();
-        match inner.store.heartbeat_job(&id, &inner.settings.node, &snapshot, until).await {
+        match inner.store.heartbeat_job(&fence, &snapshot, millis(lease)).await {
             Ok(Some(status)) if status == "Canceling" => {
+                renewed = tokio::time::Instant::now();
                 tracing::info!(job = %id, "import cancellation requested on another server");
                 cancel.cancel();
             }
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                tracing::warn!(job = %id, "import taken over by another server; stopping here");
-                lost.store(true, std::sync::atomic::Ordering::SeqCst);
-                cancel.cancel();
-                return;
+            Ok(Some(_)) => renewed = tokio::time::Instant::now(),
+            Ok(None) => return give_up("import taken over by another server"),
+            Err(e) if renewed.elapsed() >= lease => {
+                tracing::warn!(job = %id, error = %e, "cannot renew an import's lease");
+                return give_up("no lease renewal got through for a whole lease");
             }
             Err(e) => tracing::warn!(job = %id, error = %e, "cannot renew an import's lease"),
         }
@@ -851,13 +910,15 @@ async fn heartbeat(
 /// forget it from memory.
 async fn finish(
     inner: &Inner,
-    id: &str,
+    fence: &JobFence,
     result: Result<(), ImportError>,
     progress: &Progress,
     tx: watch::Sender<Option<Result<Value, ArmError>>>,
     lost: bool,
 ) {
     let snapshot = progress.snapshot();
+    let id = fence.id.as_str();
+    let lost = lost || matches!(result, Err(ImportError::TakenOver(_)));
     let (state, error) = match &result {
         Ok(()) => (JobState::Succeeded, None),
         Err(ImportError::Canceled(_)) => {
@@ -871,17 +932,23 @@ async fn finish(
     }
     if lost {
         // The server that took it over records the outcome.
-    } else if let Err(e) = inner
-        .store
-        .update_job(
-            id,
-            state.as_str(),
-            &snapshot.to_string(),
-            error.as_ref().map(StoredError::of).as_deref(),
-        )
-        .await
-    {
-        tracing::error!(job = %id, error = %e, "cannot record an import's outcome");
+    } else {
+        let stored = inner
+            .store
+            .update_job(
+                fence,
+                state.as_str(),
+                &snapshot.to_string(),
+                error.as_ref().map(StoredError::of).as_deref(),
+            )
+            .await;
+        match stored {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(job = %id, "import taken over meanwhile: its outcome is the new server's to record")
+            }
+            Err(e) => tracing::error!(job = %id, error = %e, "cannot record an import's outcome"),
+        }
     }
     let outcome = match error {
         None => Ok(snapshot),

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 use wharf_auth::roles::{Permission, RoleDefinition};
-use wharf_auth::{Identity, RoleBody, normalize_scope};
+use wharf_auth::{Caller, Identity, RoleBody, normalize_scope};
 use wharf_storage::RoleAssignmentRecord;
 
 use crate::ArmError;
@@ -31,8 +31,11 @@ struct Filter {
     at_scope: bool,
 }
 
-/// Split at ` and ` outside quotes (a role name may contain "and").
+/// Split at ` and ` outside quotes (a role name may contain "and"), in one pass over the
+/// bytes: the separator is ASCII, so every cut falls on a character boundary whatever the
+/// text holds.
 fn split_and(text: &str) -> Vec<&str> {
+    const AND: &[u8] = b" and ";
     let mut out = Vec::new();
     let (mut start, mut quoted) = (0, false);
     let bytes = text.as_bytes();
@@ -40,9 +43,12 @@ fn split_and(text: &str) -> Vec<&str> {
     while i < bytes.len() {
         if bytes[i] == b'\'' {
             quoted = !quoted;
-        } else if !quoted && text[i..].to_ascii_lowercase().starts_with(" and ") {
+        } else if !quoted
+            && bytes[i..].len() >= AND.len()
+            && bytes[i..i + AND.len()].eq_ignore_ascii_case(AND)
+        {
             out.push(&text[start..i]);
-            i += 5;
+            i += AND.len();
             start = i;
             continue;
         }
@@ -52,9 +58,18 @@ fn split_and(text: &str) -> Vec<&str> {
     out
 }
 
+/// The longest `$filter` read (ARM's filters are a clause or two).
+const MAX_FILTER: usize = 2048;
+
 fn parse_filter(filter: Option<&str>) -> Result<Filter, ArmError> {
     let mut f = Filter::default();
     let Some(text) = filter.map(str::trim).filter(|t| !t.is_empty()) else { return Ok(f) };
+    if text.len() > MAX_FILTER {
+        return Err(ArmError::bad_request(
+            "InvalidFilterInQueryString",
+            format!("The $filter is longer than {MAX_FILTER} bytes."),
+        ));
+    }
     for clause in split_and(text) {
         let clause = clause.trim();
         if clause.eq_ignore_ascii_case("atScope()") {
@@ -76,7 +91,10 @@ fn parse_filter(filter: Option<&str>) -> Result<Filter, ArmError> {
         } else {
             return Err(ArmError::bad_request(
                 "InvalidFilterInQueryString",
-                format!("The filter '{clause}' is not supported."),
+                format!(
+                    "The filter '{}' is not supported.",
+                    clause.chars().take(200).collect::<String>()
+                ),
             ));
         }
     }
@@ -106,18 +124,11 @@ pub async fn list_role_definitions(
     filter: Option<&str>,
 ) -> Result<Value, ArmError> {
     let f = parse_filter(filter)?;
-    let target = normalize_scope(scope);
     let value: Vec<Value> = identity
         .role_definitions()
         .await?
         .iter()
-        .filter(|r| {
-            r.built_in
-                || r.assignable_scopes.iter().any(|s| {
-                    let s = normalize_scope(s);
-                    wharf_auth::covers(&s, &target) || wharf_auth::covers(&target, &s)
-                })
-        })
+        .filter(|r| Identity::role_visible_at(r, scope))
         .filter(|r| f.role_name.as_ref().is_none_or(|n| r.name.eq_ignore_ascii_case(n)))
         .map(|r| role_definition_json(scope, r))
         .collect();
@@ -136,13 +147,19 @@ pub async fn get_role_definition(
     scope: &str,
     id: &str,
 ) -> Result<Value, ArmError> {
-    let r = identity.role_definition(id).await?.ok_or_else(|| no_definition(id))?;
+    let r = identity
+        .role_definition(id)
+        .await?
+        .filter(|r| Identity::role_visible_at(r, scope))
+        .ok_or_else(|| no_definition(id))?;
     Ok(role_definition_json(scope, &r))
 }
 
-/// Create or update a custom role (`PUT …/roleDefinitions/<guid>`); `true` if created.
+/// Create or update a custom role (`PUT …/roleDefinitions/<guid>`) for `caller`; `true`
+/// if created.
 pub async fn put_role_definition(
     identity: &Identity,
+    caller: &Caller,
     scope: &str,
     id: &str,
     body: &Value,
@@ -177,19 +194,22 @@ pub async fn put_role_definition(
         permissions,
         assignable_scopes: assignable,
     };
-    let created = identity.put_custom_role(id, name, &body).await?;
+    let created = identity.put_custom_role(caller, id, name, &body).await?;
     let r = identity.role_definition(id).await?.ok_or_else(|| no_definition(id))?;
     Ok((created, role_definition_json(scope, &r)))
 }
 
-/// Delete a custom role; its JSON if it existed.
+/// Delete a custom role for `caller`; its JSON if it existed (and was visible at `scope`).
 pub async fn delete_role_definition(
     identity: &Identity,
+    caller: &Caller,
     scope: &str,
     id: &str,
 ) -> Result<Option<Value>, ArmError> {
-    let Some(r) = identity.role_definition(id).await? else { return Ok(None) };
-    identity.delete_custom_role(&r.id).await?;
+    let visible =
+        identity.role_definition(id).await?.filter(|r| Identity::role_visible_at(r, scope));
+    let Some(r) = visible else { return Ok(None) };
+    identity.delete_custom_role(caller, &r.id).await?;
     Ok(Some(role_definition_json(scope, &r)))
 }
 
@@ -269,6 +289,7 @@ pub async fn get_role_assignment(
 /// created.
 pub async fn put_role_assignment(
     identity: &Identity,
+    caller: &Caller,
     scope: &str,
     name: &str,
     body: &Value,
@@ -329,7 +350,7 @@ pub async fn put_role_assignment(
         description: props["description"].as_str().map(str::to_owned),
         created_at: wharf_storage::now_millis(),
     };
-    if identity.create_role_assignment(&record).await? {
+    if identity.create_role_assignment(caller, &record).await? {
         return Ok((true, role_assignment_json(&record)));
     }
     // Not created: the same assignment again is fine; anything else is a conflict.
@@ -352,13 +373,14 @@ pub async fn put_role_assignment(
 /// Delete an assignment at `scope`; its JSON if it existed.
 pub async fn delete_role_assignment(
     identity: &Identity,
+    caller: &Caller,
     scope: &str,
     name: &str,
 ) -> Result<Option<Value>, ArmError> {
     if assignment_at(identity, scope, name).await?.is_none() {
         return Ok(None);
     }
-    Ok(identity.delete_role_assignment(name).await?.map(|a| role_assignment_json(&a)))
+    Ok(identity.delete_role_assignment(caller, name).await?.map(|a| role_assignment_json(&a)))
 }
 
 #[cfg(test)]
@@ -376,5 +398,13 @@ mod tests {
         let f = parse_filter(Some("roleName eq 'Data Importer and Data Reader'")).unwrap();
         assert_eq!(f.role_name.as_deref(), Some("Data Importer and Data Reader"));
         assert!(parse_filter(None).unwrap().role_name.is_none());
+        // Any text is read without a panic (a non-ASCII byte after a quote once did), and
+        // a long one is refused.
+        for odd in ["é and x", "roleName eq 'é' and principalId eq 'ü'", "ä", "'", " and "] {
+            let _ = parse_filter(Some(odd));
+        }
+        let f = parse_filter(Some("roleName eq 'Ünïcode and más'")).unwrap();
+        assert_eq!(f.role_name.as_deref(), Some("Ünïcode and más"));
+        assert!(parse_filter(Some(&"x".repeat(MAX_FILTER + 1))).is_err());
     }
 }

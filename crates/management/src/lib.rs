@@ -24,4 +24,4 @@ pub use api_version::check_api_version;
 pub use error::{ArmError, ErrorKind};
 pub use registry::{RegistryProperties, validate_registry_name};
 pub use resource_id::{REGISTRY_TYPE, RegistryResourceId, ResourceId};
-pub use service::{LoginServers, Management};
+pub use service::{LoginServers, Management, timestamp};

@@ -33,7 +33,8 @@ pub struct Management {
     login: LoginServers,
 }
 
-pub(crate) fn timestamp(ms: i64) -> String {
+/// A time (ms since the epoch) as ARM and ACR write it: RFC 3339, UTC, microseconds.
+pub fn timestamp(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)

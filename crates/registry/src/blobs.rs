@@ -10,6 +10,7 @@ use wharf_oci::{Digest, RepositoryName, Sha256Hasher};
 use wharf_storage::{ByteRange, ByteStream, RepoKey, UploadRecord, now_millis};
 
 use crate::hashing::{finish, hashing};
+use crate::locks::Held;
 use crate::{RegistryError, RegistryService};
 
 /// A blob being read: its full size, the range served (if one was asked), the bytes.
@@ -243,10 +244,32 @@ impl RegistryService {
                 hasher.len()
             )));
         }
-        let _guard = self.locks.digest(digest).await?;
+        // The bytes go under their name outside any lock (completing a large multipart
+        // upload takes a while); the row is what makes them a blob, under the lock.
         writer.publish().await?;
-        self.meta.add_blob(digest, written.len, Some(repo)).await?;
-        tracing::debug!(%digest, size = written.len, "blob committed");
+        self.record_blob(Some(repo), digest, written.len).await
+    }
+
+    /// Under the digest's lock (GC deletes under it too): the bytes just stored under
+    /// `digest` are still there, and the lock still held (its connection wasn't cut), then
+    /// the row that makes them a blob — linked into `repo`, or staged without one.
+    async fn record_blob(
+        &self,
+        repo: Option<&RepoKey>,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), RegistryError> {
+        let mut guard = self.locks.digest(digest).await?;
+        if self.blobs.stat(digest).await? != Some(size) {
+            // GC took the bytes between their store and this lock (a stored copy it had
+            // found unreferenced): nothing is recorded, the client pushes again.
+            return Err(RegistryError::BlobUploadInvalid(
+                "the blob was garbage-collected while it was being stored; push it again".into(),
+            ));
+        }
+        guard.verify().await?;
+        self.meta.add_blob(digest, size, repo).await?;
+        tracing::debug!(%digest, size, "blob committed");
         Ok(())
     }
 
@@ -270,10 +293,11 @@ impl RegistryService {
                 hasher.len()
             )));
         }
-        let _guard = self.locks.digest(digest).await?;
+        let mut guard = self.locks.digest(digest).await?;
         // The touch above kept GC away for a grace period; check it still holds.
         match (self.meta.blob_size(digest).await?, self.blobs.stat(digest).await?) {
             (Some(size), Some(_)) if size == hasher.len() => {
+                guard.verify().await?;
                 self.meta.add_blob(digest, size, Some(repo)).await?;
                 Ok(())
             }
@@ -389,8 +413,8 @@ impl RegistryService {
             return Err(RegistryError::ChunkOutOfOrder { size: upload.size });
         }
         let chunk = self.write_chunk(&upload, body, len).await?;
-        let _session = self.locks.session(&id).await?;
-        let size = self.attach_chunk(repo, &upload, chunk).await?;
+        let mut session = self.locks.session(&id).await?;
+        let size = self.attach_chunk(repo, &upload, chunk, &mut session).await?;
         Ok(UploadStatus { id, size })
     }
 
@@ -435,6 +459,7 @@ impl RegistryService {
         repo: &RepoKey,
         started: &UploadRecord,
         chunk: Chunk,
+        session: &mut Held<'_, Uuid>,
     ) -> Result<u64, RegistryError> {
         let now = match self.upload_record(repo, started.id).await {
             Ok(now) => now,
@@ -448,6 +473,7 @@ impl RegistryService {
             return Err(RegistryError::ChunkOutOfOrder { size: now.size });
         }
         let size = self.blobs.attach_part(started.id, started.size, &chunk.part).await?;
+        session.verify().await?;
         self.meta.update_upload(started.id, size, &chunk.hasher.save()).await?;
         Ok(size)
     }
@@ -484,26 +510,44 @@ impl RegistryService {
             Some(body) => Some(self.write_chunk(&upload, body, None).await?),
             None => None,
         };
-        let _session = self.locks.session(&id).await?;
-        let (size, hasher) = match chunk {
+        let (size, hasher) = self.close_session(repo, &upload, chunk).await?;
+        let hash_state = hasher.save();
+        let result = self.commit(Some(repo), id, size, hasher, digest).await;
+        if matches!(result, Err(RegistryError::Storage(_))) {
+            // The store failed: the session opens again, as it was, for the client to
+            // send its PUT again.
+            let reopened = UploadRecord { size, hash_state, updated_at: now_millis(), ..upload };
+            self.meta.create_upload(&reopened).await?;
+        }
+        result
+    }
+
+    /// Under the session's lock: attach the last chunk (if any), then end the session (its
+    /// row goes: a chunk arriving now finds no session) — so that the blob is composed
+    /// without holding the lock. What the session holds: its length and hash state.
+    async fn close_session(
+        &self,
+        repo: &RepoKey,
+        upload: &UploadRecord,
+        chunk: Option<Chunk>,
+    ) -> Result<(u64, Sha256Hasher), RegistryError> {
+        let mut session = self.locks.session(&upload.id).await?;
+        let closed = match chunk {
             Some(chunk) => {
                 let hasher = chunk.hasher.clone();
-                (self.attach_chunk(repo, &upload, chunk).await?, hasher)
+                (self.attach_chunk(repo, upload, chunk, &mut session).await?, hasher)
             }
             None => {
                 // Whatever chunk was attached meanwhile is part of the blob.
-                let now = self.upload_record(repo, id).await?;
+                let now = self.upload_record(repo, upload.id).await?;
                 let hasher =
                     Sha256Hasher::restore(&now.hash_state).map_err(|e| corrupt(e.to_string()))?;
                 (now.size, hasher)
             }
         };
-        let result = self.commit(Some(repo), id, size, hasher, digest).await;
-        if !matches!(result, Err(RegistryError::Storage(_))) {
-            // Committed or rejected: either way the session is over.
-            self.meta.delete_upload(id).await?;
-        }
-        result
+        session.verify().await?;
+        self.meta.delete_upload(upload.id).await?;
+        Ok(closed)
     }
 
     /// Verify the hash of an upload's bytes against `digest` and publish it, or drop it.
@@ -522,11 +566,12 @@ impl RegistryService {
                 "{digest} was claimed, the {size} bytes received hash to {actual}"
             )));
         }
-        let _guard = self.locks.digest(digest).await?;
+        // A blob GC found unreferenced keeps its row a grace period more; then the bytes go
+        // under their name outside any lock (composing a large upload on an object store
+        // takes minutes), and the row is recorded under the lock.
+        self.meta.touch_blob(digest).await?;
         self.blobs.commit_upload(id, size, digest).await?;
-        self.meta.add_blob(digest, size, repo).await?;
-        tracing::debug!(%digest, size, "blob committed");
-        Ok(())
+        self.record_blob(repo, digest, size).await
     }
 
     /// Abandon an upload session. (Chunks still streaming into it fail when they end.)

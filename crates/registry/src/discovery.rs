@@ -16,6 +16,18 @@ pub struct Page {
     pub next_last: Option<String>,
 }
 
+/// The most names a tag list or catalog page holds, and the page a request without `n` gets
+/// (distribution's default): a listing never holds more in memory, whatever it asks for.
+pub const MAX_PAGE: u32 = 1000;
+
+/// The most referrers of one manifest returned (and held) at once.
+pub const MAX_REFERRERS: u32 = 1000;
+
+/// A page size asked for (`n`), within [`MAX_PAGE`].
+pub fn page_size(n: Option<u32>) -> u32 {
+    n.unwrap_or(MAX_PAGE).min(MAX_PAGE)
+}
+
 fn page(mut items: Vec<String>, n: Option<u32>) -> Page {
     match n {
         Some(n) if items.len() > n as usize => {
@@ -72,10 +84,9 @@ impl RegistryService {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Descriptor>, RegistryError> {
-        let records = self.meta.referrers(repo, subject).await?;
+        let records = self.meta.referrers(repo, subject, artifact_type, MAX_REFERRERS).await?;
         Ok(records
             .into_iter()
-            .filter(|r| artifact_type.is_none() || r.artifact_type.as_deref() == artifact_type)
             .map(|r| Descriptor {
                 media_type: r.media_type,
                 digest: r.digest,

@@ -84,9 +84,11 @@ impl RegistryService {
 
         report.links_removed = self.meta.unlink_stale_blobs(cutoff).await?;
         for digest in self.meta.unreferenced_blobs(cutoff).await? {
-            let _guard = self.locks.digest(&digest).await?;
+            let mut guard = self.locks.digest(&digest).await?;
             if self.meta.forget_blob_if_unreferenced(&digest, cutoff).await? {
                 report.bytes_freed += self.blobs.stat(&digest).await?.unwrap_or(0);
+                // Bytes go only while the lock holds (a commit of the same digest waits).
+                guard.verify().await?;
                 self.blobs.delete(&digest).await?;
                 report.blobs_deleted += 1;
             }
@@ -116,8 +118,9 @@ impl RegistryService {
             if stored.modified >= grace_start {
                 continue;
             }
-            let _guard = self.locks.digest(&stored.digest).await?;
+            let mut guard = self.locks.digest(&stored.digest).await?;
             if self.meta.blob_size(&stored.digest).await?.is_none() {
+                guard.verify().await?;
                 self.blobs.delete(&stored.digest).await?;
                 report.blobs_deleted += 1;
                 report.bytes_freed += stored.size;

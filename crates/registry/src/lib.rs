@@ -29,7 +29,7 @@ use std::sync::Arc;
 use wharf_storage::{BlobStore, Coordination, MetadataStore, RegistryRecord};
 
 pub use blobs::{BlobDownload, BlobRead, DownloadRedirects, Ingest, RangeRequest, UploadStatus};
-pub use discovery::Page;
+pub use discovery::{MAX_PAGE, MAX_REFERRERS, Page, page_size};
 pub use error::RegistryError;
 pub use gc::{GcOptions, GcReport};
 pub use listing::ManifestDetail;

@@ -117,8 +117,20 @@ pub(crate) struct Locks {
 
 /// A lock held here and, in a cluster, everywhere.
 pub(crate) struct Held<'a, K: Hash + Eq + Clone> {
-    _cluster: Option<LockGuard>,
+    cluster: Option<LockGuard>,
     _local: KeyGuard<'a, K>,
+}
+
+impl<K: Hash + Eq + Clone> Held<'_, K> {
+    /// Whether the lock still holds: asked right before publishing what it protects, so
+    /// that a node whose database connection (and with it the cluster lock) was cut
+    /// publishes nothing.
+    pub(crate) async fn verify(&mut self) -> Result<(), StorageError> {
+        match &mut self.cluster {
+            Some(guard) => guard.verify().await,
+            None => Ok(()),
+        }
+    }
 }
 
 impl Locks {
@@ -129,7 +141,7 @@ impl Locks {
             Some(c) => Some(c.lock(&format!("upload/{id}")).await?),
             None => None,
         };
-        Ok(Held { _cluster: cluster, _local: local })
+        Ok(Held { cluster, _local: local })
     }
 
     /// A digest's lock (a blob's commit against its deletion by GC).
@@ -139,7 +151,7 @@ impl Locks {
             Some(c) => Some(c.lock(&format!("blob/{digest}")).await?),
             None => None,
         };
-        Ok(Held { _cluster: cluster, _local: local })
+        Ok(Held { cluster, _local: local })
     }
 }
 

@@ -35,6 +35,8 @@ pub enum CommitError {
     },
     /// A staged blob was garbage-collected before the batch committed.
     BlobMissing(Digest),
+    /// The import job committing it is no longer this node's (taken over).
+    Fenced,
     Registry(RegistryError),
 }
 
@@ -203,6 +205,7 @@ impl RegistryService {
                 })))
             }
             CommitOutcome::TagExists { repo, tag, .. } => Err(CommitError::TagExists { repo, tag }),
+            CommitOutcome::Fenced => Err(CommitError::Fenced),
         }
     }
 

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde_json::{Value, json};
 use wharf_auth::RepoOp;
+use wharf_management::timestamp;
 use wharf_oci::{Digest, Reference, RepositoryName, Tag};
 use wharf_registry::{ListOrder, ManifestDetail, RegistryError, RepoKey, TagRecord};
 use wharf_storage::RegistryRecord;
@@ -23,12 +24,6 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 type Result<T = Response> = std::result::Result<T, OciError>;
-
-fn timestamp(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
 
 fn changeable() -> Value {
     json!({"deleteEnabled": true, "writeEnabled": true, "readEnabled": true, "listEnabled": true})
@@ -96,14 +91,17 @@ fn order(q: &HashMap<String, String>) -> ListOrder {
     }
 }
 
+/// `n`, within [`wharf_registry::MAX_PAGE`] (also the page without one).
 fn limit(q: &HashMap<String, String>) -> Result<Option<u32>> {
-    match q.get("n").filter(|s| !s.is_empty()) {
-        None => Ok(None),
-        Some(n) => n.parse().map(Some).map_err(|_| {
-            RegistryError::Unsupported(format!("n must be a non-negative integer, got {n:?}"))
-                .into()
-        }),
-    }
+    let n = match q.get("n").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(n) => Some(n.parse().map_err(|_| {
+            OciError(RegistryError::Unsupported(format!(
+                "n must be a non-negative integer, got {n:?}"
+            )))
+        })?),
+    };
+    Ok(Some(wharf_registry::page_size(n)))
 }
 
 /// Cut a list fetched with `n + 1` items back to `n`; the key to continue after, if more.
@@ -160,14 +158,32 @@ enum Route {
     DeleteManifest(RepositoryName, Digest),
 }
 
+/// Why a request names no route: a method the path doesn't take (405), or a name, tag or
+/// digest that doesn't parse (the registry's error for it).
+#[derive(Debug)]
+enum NoRoute {
+    MethodNotAllowed,
+    Invalid(RegistryError),
+}
+
+impl IntoResponse for NoRoute {
+    fn into_response(self) -> Response {
+        match self {
+            NoRoute::MethodNotAllowed => {
+                oci_error(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", "method not allowed here")
+            }
+            NoRoute::Invalid(e) => OciError(e).into_response(),
+        }
+    }
+}
+
 impl Route {
     /// `<name>`, `<name>/_tags[/<tag>]`, `<name>/_manifests[/<digest>]` or `_catalog`.
-    fn parse(method: &Method, path: &str) -> Result<Route> {
-        let not_allowed =
-            || oci_status(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", "method not allowed here");
+    fn parse(method: &Method, path: &str) -> std::result::Result<Route, NoRoute> {
+        let not_allowed = || NoRoute::MethodNotAllowed;
         let name = |n: &str| {
             RepositoryName::parse(n)
-                .map_err(|e| OciError(RegistryError::NameInvalid(e.to_string())))
+                .map_err(|e| NoRoute::Invalid(RegistryError::NameInvalid(e.to_string())))
         };
         if path == "_catalog" {
             return if *method == Method::GET { Ok(Route::Catalog) } else { Err(not_allowed()) };
@@ -185,10 +201,12 @@ impl Route {
             }
         };
         let tag = |t: &str| {
-            Tag::parse(t).map_err(|e| OciError(RegistryError::ManifestUnknown(e.to_string())))
+            Tag::parse(t)
+                .map_err(|e| NoRoute::Invalid(RegistryError::ManifestUnknown(e.to_string())))
         };
         let digest = |d: &str| {
-            d.parse::<Digest>().map_err(|e| OciError(RegistryError::DigestInvalid(e.to_string())))
+            d.parse::<Digest>()
+                .map_err(|e| NoRoute::Invalid(RegistryError::DigestInvalid(e.to_string())))
         };
         if let Some((n, t)) = split("/_tags") {
             return match (t, method.clone()) {
@@ -243,11 +261,6 @@ impl Route {
     }
 }
 
-/// An OCI error with a status of its own (not a registry error).
-fn oci_status(status: StatusCode, code: &'static str, message: &'static str) -> OciError {
-    OciError(RegistryError::Unsupported(format!("{code}:{status}:{message}")))
-}
-
 async fn dispatch(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
@@ -262,7 +275,7 @@ async fn dispatch(
     };
     let route = match Route::parse(&parts.method, path) {
         Ok(r) => r,
-        Err(e) => return unsupported_or(e),
+        Err(e) => return e.into_response(),
     };
     if let Err(res) =
         crate::auth::authorize(&state, &parts, &origin, &registry, &route.wanted()).await
@@ -283,19 +296,7 @@ async fn dispatch(
             delete_reference(ctx, name, Reference::Digest(digest)).await
         }
     };
-    result.unwrap_or_else(unsupported_or)
-}
-
-/// Errors built by [`oci_status`] carry their own status; the rest are registry errors.
-fn unsupported_or(e: OciError) -> Response {
-    if let RegistryError::Unsupported(m) = &e.0
-        && let [code, status, message] = m.splitn(3, ':').collect::<Vec<_>>()[..]
-        && let Ok(status) = status.parse::<u16>()
-        && let Ok(status) = StatusCode::from_u16(status)
-    {
-        return oci_error(status, code, message);
-    }
-    e.into_response()
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// What every handler needs besides its route.
@@ -440,8 +441,14 @@ mod tests {
         let list = get("a/b/_manifests").unwrap();
         assert!(matches!(list.wanted(), Wanted::Repository("a/b", RepoOp::MetadataRead)));
         assert!(matches!(get("_catalog").unwrap().wanted(), Wanted::Catalog));
-        assert!(Route::parse(&Method::PUT, "a/b").is_err());
-        assert!(Route::parse(&Method::DELETE, "_catalog").is_err());
+        // A method a path doesn't take is a 405 with the OCI body, not a 400.
+        for (m, p) in
+            [(Method::PUT, "a/b"), (Method::DELETE, "_catalog"), (Method::POST, "a/_tags")]
+        {
+            let res = Route::parse(&m, p).unwrap_err().into_response();
+            assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED, "{m} {p}");
+        }
+        assert!(matches!(Route::parse(&Method::GET, "A!/_tags"), Err(NoRoute::Invalid(_))));
         assert!(get("a/b/_manifests/nope").is_none());
         assert!(get("../etc").is_none());
     }

@@ -18,7 +18,9 @@ use wharf_auth::actions;
 use wharf_import::{CancelOutcome, JobStatus, Submitted, parse_parameters};
 use wharf_management::authorization as authz;
 use wharf_management::registry_credentials as creds;
-use wharf_management::{ArmError, ErrorKind, REGISTRY_TYPE, RegistryResourceId, check_api_version};
+use wharf_management::{
+    ArmError, ErrorKind, Management, REGISTRY_TYPE, RegistryResourceId, check_api_version,
+};
 
 use crate::AppState;
 use crate::limits::ReadError;
@@ -118,19 +120,42 @@ enum Route {
     DeleteRoleAssignment(String, String),
 }
 
+/// What a route needs of its caller, checked once, before anything is done.
+#[derive(Debug, PartialEq, Eq)]
+enum Check {
+    /// An action on a scope.
+    Action(&'static str, String),
+    /// Any signed-in caller (what it lists is cut down to what it may read).
+    SignedIn,
+    /// A caller holding some role at, above or inside a scope: a list of what is in it
+    /// (else 403 — whether or not the scope exists, which nobody else may learn).
+    HoldsWithin(&'static str, String),
+    /// An import operation: the action (or import itself) on the registry the job imports
+    /// into, found once the job is.
+    Operation(&'static str),
+}
+
 impl Route {
-    /// The action the route needs and the scope it is checked on; `None` for what any
-    /// signed-in caller may see (the tenants they belong to).
-    fn permission(&self) -> Option<(&'static str, String)> {
+    /// What the route needs: see [`Check`].
+    fn check(&self) -> Check {
         use Route::*;
         let sub = |s: &str| format!("/subscriptions/{s}");
         let rg = |s: &str, g: &str| format!("/subscriptions/{s}/resourceGroups/{g}");
-        Some(match self {
-            // Lists: any signed-in caller, who sees what they may read (as ARM lists).
-            ListTenants | ListSubscriptions => return None,
+        let (action, scope) = match self {
+            ListTenants | ListSubscriptions => return Check::SignedIn,
+            ListResourceGroups(s) => {
+                return Check::HoldsWithin(actions::RESOURCE_GROUP_READ, sub(s));
+            }
+            ListRegistries(s, None) | ListResources(s, None) => {
+                return Check::HoldsWithin(actions::REGISTRY_READ, sub(s));
+            }
+            ListRegistries(s, Some(g)) | ListResources(s, Some(g)) => {
+                return Check::HoldsWithin(actions::REGISTRY_READ, rg(s, g));
+            }
+            GetOperation(..) => return Check::Operation(actions::OPERATION_READ),
+            CancelOperation(..) => return Check::Operation(actions::OPERATION_CANCEL),
             GetSubscription(s) => (actions::SUBSCRIPTION_READ, sub(s)),
             PutSubscription(s) => (actions::SUBSCRIPTION_WRITE, sub(s)),
-            ListResourceGroups(_) | ListRegistries(..) | ListResources(..) => return None,
             GetResourceGroup(s, g) | HeadResourceGroup(s, g) => {
                 (actions::RESOURCE_GROUP_READ, rg(s, g))
             }
@@ -152,8 +177,6 @@ impl Route {
             GetToken(id, n) => (actions::TOKEN_READ, format!("{id}/tokens/{n}")),
             PutToken(id, n, _) => (actions::TOKEN_WRITE, format!("{id}/tokens/{n}")),
             DeleteToken(id, n) => (actions::TOKEN_DELETE, format!("{id}/tokens/{n}")),
-            GetOperation(s, _) => (actions::OPERATION_READ, sub(s)),
-            CancelOperation(s, _) => (actions::OPERATION_CANCEL, sub(s)),
             ListRoleDefinitions(scope) | GetRoleDefinition(scope, _) => {
                 (actions::ROLE_DEFINITION_READ, scope.clone())
             }
@@ -164,7 +187,44 @@ impl Route {
             }
             PutRoleAssignment(scope, _) => (actions::ROLE_ASSIGNMENT_WRITE, scope.clone()),
             DeleteRoleAssignment(scope, _) => (actions::ROLE_ASSIGNMENT_DELETE, scope.clone()),
-        })
+        };
+        Check::Action(action, scope)
+    }
+}
+
+/// Authorize `route` for `caller` (see [`Check`]).
+async fn authorize(
+    state: &AppState,
+    caller: &wharf_auth::Caller,
+    route: &Route,
+) -> Result<(), ArmError> {
+    match route.check() {
+        Check::Action(action, scope) => Ok(caller.check(action, &scope)?),
+        Check::SignedIn if caller.is_anonymous() => {
+            Err(wharf_auth::AuthError::Unauthenticated.into())
+        }
+        Check::SignedIn => Ok(()),
+        Check::HoldsWithin(action, scope) if !caller.has_grant_within(&scope) => {
+            Ok(caller.check(action, &scope)?)
+        }
+        Check::HoldsWithin(..) => Ok(()),
+        Check::Operation(action) => {
+            let (Route::GetOperation(sub, op) | Route::CancelOperation(sub, op)) = route else {
+                return Err(ArmError::internal("an operation check on another route"));
+            };
+            let registry = state.imports.job_registry(op, sub).await?.ok_or_else(|| {
+                ArmError::not_found(
+                    "OperationNotFound",
+                    format!("The operation '{op}' was not found."),
+                )
+            })?;
+            // Whoever may import into the registry may follow (and stop) its imports.
+            let scope = Management::resource_id(&registry).to_string();
+            if caller.allows(actions::IMPORT_IMAGE, &scope) {
+                return Ok(());
+            }
+            Ok(caller.check(action, &scope)?)
+        }
     }
 }
 
@@ -507,11 +567,7 @@ async fn handle(
     let route = parse(method, path)?;
     // Who, then whether: one check per request, on the route's own action and scope.
     let caller = crate::auth::arm_caller(state, headers).await?;
-    if let Some((action, scope)) = route.permission() {
-        caller.check(action, &scope).map_err(ArmError::from)?;
-    } else if caller.is_anonymous() {
-        return Err(ArmError::from(wharf_auth::AuthError::Unauthenticated).into());
-    }
+    authorize(state, &caller, &route).await?;
     let m = &state.management;
     let identity = &*state.identity;
     let filter = query.get("$filter").map(String::as_str);
@@ -557,7 +613,9 @@ async fn handle(
             Ok(created(c, v))
         }
         Route::ListResourceGroups(sub) => {
-            Ok(ok(StatusCode::OK, m.list_resource_groups(&sub).await?))
+            let mut v = m.list_resource_groups(&sub).await?;
+            keep(&mut v, |id| caller.allows(actions::RESOURCE_GROUP_READ, id));
+            Ok(ok(StatusCode::OK, v))
         }
         Route::GetResourceGroup(sub, rg) => {
             Ok(ok(StatusCode::OK, m.get_resource_group(&sub, &rg).await?))
@@ -715,11 +773,12 @@ async fn handle(
         }
         Route::PutRoleDefinition(scope, id) => {
             let (c, v) =
-                authz::put_role_definition(identity, &scope, &id, &json_body(&body)?).await?;
+                authz::put_role_definition(identity, &caller, &scope, &id, &json_body(&body)?)
+                    .await?;
             Ok(created(c, v))
         }
         Route::DeleteRoleDefinition(scope, id) => {
-            Ok(deleted(authz::delete_role_definition(identity, &scope, &id).await?))
+            Ok(deleted(authz::delete_role_definition(identity, &caller, &scope, &id).await?))
         }
         Route::ListRoleAssignments(scope) => {
             Ok(ok(StatusCode::OK, authz::list_role_assignments(identity, &scope, filter).await?))
@@ -729,11 +788,12 @@ async fn handle(
         }
         Route::PutRoleAssignment(scope, name) => {
             let (c, v) =
-                authz::put_role_assignment(identity, &scope, &name, &json_body(&body)?).await?;
+                authz::put_role_assignment(identity, &caller, &scope, &name, &json_body(&body)?)
+                    .await?;
             Ok(created(c, v))
         }
         Route::DeleteRoleAssignment(scope, name) => {
-            Ok(deleted(authz::delete_role_assignment(identity, &scope, &name).await?))
+            Ok(deleted(authz::delete_role_assignment(identity, &caller, &scope, &name).await?))
         }
     }
 }
@@ -873,11 +933,13 @@ mod tests {
             "/subscriptions/s/resourceGroups/g/providers/Microsoft.ContainerRegistry/registries/r/providers/Microsoft.Authorization/roleAssignments/1",
         )
         .unwrap();
-        let (action, scope) = r.permission().unwrap();
-        assert_eq!(action, actions::ROLE_ASSIGNMENT_WRITE);
         assert_eq!(
-            scope,
-            "/subscriptions/s/resourceGroups/g/providers/Microsoft.ContainerRegistry/registries/r"
+            r.check(),
+            Check::Action(
+                actions::ROLE_ASSIGNMENT_WRITE,
+                "/subscriptions/s/resourceGroups/g/providers/Microsoft.ContainerRegistry/registries/r"
+                    .into()
+            )
         );
         let root =
             parse(&Method::GET, "/providers/Microsoft.Authorization/roleDefinitions").unwrap();
@@ -890,13 +952,22 @@ mod tests {
             )
             .is_err()
         );
-        // Every route but the tenant list needs a permission on some scope.
         let import = parse(
             &Method::POST,
             "/subscriptions/s/resourceGroups/g/providers/Microsoft.ContainerRegistry/registries/r/importImage",
         )
         .unwrap();
-        assert_eq!(import.permission().unwrap().0, actions::IMPORT_IMAGE);
-        assert!(Route::ListTenants.permission().is_none());
+        assert!(matches!(import.check(), Check::Action(a, _) if a == actions::IMPORT_IMAGE));
+        assert_eq!(Route::ListTenants.check(), Check::SignedIn);
+        // Lists of what is in a scope need some role there; an operation is checked on its
+        // job's registry once found.
+        assert_eq!(
+            Route::ListResourceGroups("s".into()).check(),
+            Check::HoldsWithin(actions::RESOURCE_GROUP_READ, "/subscriptions/s".into())
+        );
+        assert_eq!(
+            Route::GetOperation("s".into(), "registries-1".into()).check(),
+            Check::Operation(actions::OPERATION_READ)
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use wharf_auth::{AuthError, Caller, RegistryCredential, RegistryPolicy, RepoOp};
+use wharf_auth::{AuthError, Caller, RegistryCredential, RegistryPolicy, RepoOp, Surface};
 use wharf_management::{ArmError, Management};
 use wharf_storage::RegistryRecord;
 
@@ -233,14 +233,32 @@ fn throttled(secs: u64) -> Response {
 
 // ---- the management API -------------------------------------------------------------
 
-/// A management request's caller: an identity token as `Authorization: Bearer`. Without
-/// access control every caller may do anything.
+/// A management request's caller: an identity token for ARM as `Authorization: Bearer`.
+/// Without access control every caller may do anything.
 pub(crate) async fn arm_caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ArmError> {
+    identity_caller(state, headers, Surface::Management).await
+}
+
+/// A directory request's caller: an identity token for Microsoft Graph.
+pub(crate) async fn directory_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Caller, ArmError> {
+    identity_caller(state, headers, Surface::Directory).await
+}
+
+async fn identity_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    surface: Surface,
+) -> Result<Caller, ArmError> {
     if !state.identity.enforced() {
         return Ok(Caller::unrestricted());
     }
     match Presented::from_headers(headers) {
-        Presented::Bearer(token) => Ok(state.identity.caller_from_identity_token(&token).await?),
+        Presented::Bearer(token) => {
+            Ok(state.identity.caller_from_identity_token(&token, surface).await?)
+        }
         Presented::None => Err(AuthError::Unauthenticated.into()),
         Presented::Basic { .. } | Presented::Malformed => Err(ArmError::new(
             wharf_management::ErrorKind::Unauthenticated,

@@ -2,6 +2,17 @@
 //! (`/v1.0/users`, `/v1.0/servicePrincipals`), which `az ad …` and `wharf ad …` call.
 //! Callers need `Wharf/directory/read` or `…/write` at `/` (Owner has both).
 //!
+//! Callers present an identity token for Graph's audience (never ARM's: a token meant for
+//! one surface is no key to another) and need the directory's own roles (Directory
+//! Administrator / Reader at `/`): Owner's `*` doesn't reach the directory. Setting a
+//! secret or password on a principal, disabling or deleting it, also needs every right
+//! that principal holds (`Identity::check_may_manage`).
+//!
+//! Besides reading and creating: `PATCH …/users/{id}` (`accountEnabled`, an administrator's
+//! `passwordProfile`), `PATCH …/servicePrincipals/{id}` (`accountEnabled`),
+//! `POST …/{users|servicePrincipals}/{id}/revokeSignInSessions` (every token issued so far
+//! stops working), and `POST /v1.0/me/changePassword` (a user, proving the current one).
+//!
 //! Differences from Graph, on purpose: creating a service principal also creates its
 //! application and a first client secret, returned once in `passwordCredentials[0]
 //! .secretText` (what `az ad sp create-for-rbac` does in three calls); and
@@ -13,9 +24,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, post};
+use axum::routing::{any, get, post};
 use serde_json::{Value, json};
-use wharf_auth::{AuthError, NewSecret, PrincipalKind, actions};
+use wharf_auth::{AuthError, Caller, NewSecret, PrincipalKind, actions};
 use wharf_management::{ArmError, ErrorKind};
 use wharf_storage::{CredentialRecord, PrincipalRecord};
 
@@ -31,6 +42,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1.0/servicePrincipals/{id}", any(service_principal))
         .route("/v1.0/servicePrincipals/{id}/addPassword", post(add_password))
         .route("/v1.0/servicePrincipals/{id}/resetPassword", post(reset_password))
+        .route("/v1.0/users/{id}/revokeSignInSessions", post(revoke_user_sessions))
+        .route("/v1.0/servicePrincipals/{id}/revokeSignInSessions", post(revoke_sp_sessions))
+        .route("/v1.0/me", get(me))
+        .route("/v1.0/me/changePassword", post(change_password))
 }
 
 type Result<T = Response> = std::result::Result<T, ArmResponse>;
@@ -75,11 +90,15 @@ fn sp_json(p: &PrincipalRecord, credentials: &[CredentialRecord]) -> Value {
 }
 
 /// The caller, allowed to read (or write) the directory.
-async fn authorize(state: &AppState, headers: &HeaderMap, write: bool) -> Result<()> {
-    let caller = crate::auth::arm_caller(state, headers).await?;
+async fn authorize(state: &AppState, headers: &HeaderMap, write: bool) -> Result<Caller> {
+    let caller = crate::auth::directory_caller(state, headers).await?;
     let action = if write { actions::DIRECTORY_WRITE } else { actions::DIRECTORY_READ };
     caller.check(action, "/").map_err(ArmError::from)?;
-    Ok(())
+    Ok(caller)
+}
+
+fn graph_error(e: AuthError) -> ArmResponse {
+    ArmError::from(e).into()
 }
 
 async fn json_body(state: &AppState, request: Request) -> Result<(HeaderMap, Value)> {
@@ -190,17 +209,109 @@ async fn users(State(state): State<AppState>, request: Request) -> Result {
 }
 
 async fn user(State(state): State<AppState>, Path(id): Path<String>, request: Request) -> Result {
-    let write = request.method() == Method::DELETE;
-    authorize(&state, request.headers(), write).await?;
+    let method = request.method().clone();
+    let (headers, body) = json_body(&state, request).await?;
+    let caller = authorize(&state, &headers, method != Method::GET).await?;
     let p = find(&state, &id, PrincipalKind::User).await?;
-    match request.method().clone() {
+    match method {
         Method::GET => Ok(axum::Json(user_json(&p)).into_response()),
+        Method::PATCH => {
+            let enabled = optional_bool(&body, "accountEnabled")?;
+            let password = body["passwordProfile"]["password"].as_str();
+            if let Some(password) = password {
+                state.identity.set_password(&caller, &p, password).await.map_err(graph_error)?;
+            }
+            if let Some(enabled) = enabled {
+                state.identity.set_enabled(&caller, &p, enabled).await.map_err(graph_error)?;
+            }
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
         Method::DELETE => {
-            state.identity.delete_principal(&p.id).await.map_err(ArmError::from)?;
+            state.identity.delete_principal(&caller, &p.id).await.map_err(graph_error)?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         m => Err(not_allowed(&m)),
     }
+}
+
+/// A boolean property of a PATCH body, if present.
+fn optional_bool(body: &Value, key: &str) -> Result<Option<bool>> {
+    match &body[key] {
+        Value::Null => Ok(None),
+        Value::Bool(b) => Ok(Some(*b)),
+        _ => Err(ArmError::bad_request(
+            "Request_BadRequest",
+            format!("{key} must be true or false."),
+        )
+        .into()),
+    }
+}
+
+/// `POST …/users/{id}/revokeSignInSessions`: every token the user holds stops working.
+async fn revoke_user_sessions(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result {
+    revoke(&state, &headers, &id, PrincipalKind::User).await
+}
+
+/// The same for a service principal (wharf's own: Graph has it for users only).
+async fn revoke_sp_sessions(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result {
+    revoke(&state, &headers, &id, PrincipalKind::ServicePrincipal).await
+}
+
+async fn revoke(state: &AppState, headers: &HeaderMap, id: &str, kind: PrincipalKind) -> Result {
+    let caller = authorize(state, headers, true).await?;
+    let p = find(state, id, kind).await?;
+    state.identity.revoke_tokens(&caller, &p).await.map_err(graph_error)?;
+    Ok(axum::Json(json!({ "value": true })).into_response())
+}
+
+/// `GET /v1.0/me`: the signed-in user (or service principal), no directory role needed.
+async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result {
+    let p = signed_in(&state, &headers).await?;
+    Ok(axum::Json(user_json(&p)).into_response())
+}
+
+/// `POST /v1.0/me/changePassword {"currentPassword","newPassword"}`: a user changes their
+/// own password; every token they held stops working.
+async fn change_password(State(state): State<AppState>, request: Request) -> Result {
+    let client = crate::auth::client_ip(&state, request.headers(), request.extensions());
+    let (headers, body) = json_body(&state, request).await?;
+    let p = signed_in(&state, &headers).await?;
+    let field = |k: &str| {
+        body[k].as_str().ok_or_else(|| {
+            ArmResponse::from(ArmError::bad_request(
+                "Request_BadRequest",
+                format!("{k} is required."),
+            ))
+        })
+    };
+    let (current, new) = (field("currentPassword")?, field("newPassword")?);
+    match state.identity.change_password(&p, current, new, client).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(AuthError::InvalidCredentials) => Err(ArmError::new(
+            ErrorKind::BadRequest,
+            "Request_BadRequest",
+            "The current password is not right.",
+        )
+        .into()),
+        Err(e) => Err(graph_error(e)),
+    }
+}
+
+/// The principal a directory request's token stands for.
+async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<PrincipalRecord> {
+    let caller = crate::auth::directory_caller(state, headers).await?;
+    let Some(id) = caller.principal_id() else {
+        return Err(ArmError::from(AuthError::Unauthenticated).into());
+    };
+    state.identity.principal(id).await.map_err(graph_error)
 }
 
 async fn service_principals(State(state): State<AppState>, request: Request) -> Result {
@@ -245,16 +356,23 @@ async fn service_principal(
     Path(id): Path<String>,
     request: Request,
 ) -> Result {
-    let write = request.method() == Method::DELETE;
-    authorize(&state, request.headers(), write).await?;
+    let method = request.method().clone();
+    let (headers, body) = json_body(&state, request).await?;
+    let caller = authorize(&state, &headers, method != Method::GET).await?;
     let p = find(&state, &id, PrincipalKind::ServicePrincipal).await?;
-    match request.method().clone() {
+    match method {
         Method::GET => {
-            let creds = state.identity.credentials(&p.id).await.map_err(ArmError::from)?;
+            let creds = state.identity.credentials(&p.id).await.map_err(graph_error)?;
             Ok(axum::Json(sp_json(&p, &creds)).into_response())
         }
+        Method::PATCH => {
+            if let Some(enabled) = optional_bool(&body, "accountEnabled")? {
+                state.identity.set_enabled(&caller, &p, enabled).await.map_err(graph_error)?;
+            }
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
         Method::DELETE => {
-            state.identity.delete_principal(&p.id).await.map_err(ArmError::from)?;
+            state.identity.delete_principal(&caller, &p.id).await.map_err(graph_error)?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         m => Err(not_allowed(&m)),
@@ -268,13 +386,13 @@ async fn add_password(
     request: Request,
 ) -> Result {
     let (headers, body) = json_body(&state, request).await?;
-    authorize(&state, &headers, true).await?;
+    let caller = authorize(&state, &headers, true).await?;
     let p = find(&state, &id, PrincipalKind::ServicePrincipal).await?;
     let cred = &body["passwordCredential"];
     let years = years_until(cred["endDateTime"].as_str())?;
     let name = cred["displayName"].as_str().unwrap_or("password");
     let (secret, record) =
-        state.identity.add_secret(&p.id, name, years).await.map_err(ArmError::from)?;
+        state.identity.add_secret(&caller, &p.id, name, years).await.map_err(graph_error)?;
     let mut v = credential_json(&record);
     v["secretText"] = json!(secret.secret);
     Ok(axum::Json(v).into_response())
@@ -287,10 +405,10 @@ async fn reset_password(
     request: Request,
 ) -> Result {
     let (headers, body) = json_body(&state, request).await?;
-    authorize(&state, &headers, true).await?;
+    let caller = authorize(&state, &headers, true).await?;
     let p = find(&state, &id, PrincipalKind::ServicePrincipal).await?;
     let years = years_until(body["endDateTime"].as_str())?;
-    let secret = state.identity.reset_secret(&p.id, years).await.map_err(ArmError::from)?;
+    let secret = state.identity.reset_secret(&caller, &p.id, years).await.map_err(graph_error)?;
     let creds = state.identity.credentials(&p.id).await.map_err(ArmError::from)?;
     Ok(axum::Json(with_secret(sp_json(&p, &creds), &secret, creds.first())).into_response())
 }

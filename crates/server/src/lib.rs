@@ -45,6 +45,7 @@ use axum::Router;
 use axum::extract::Request;
 use axum::http::HeaderValue;
 use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 use wharf_import::ImportService;
 use wharf_management::Management;
@@ -94,14 +95,20 @@ pub struct Settings {
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     let body_idle = state.settings.limits.body_idle_timeout;
-    Router::new()
-        .merge(oci::routes())
-        .merge(acr::routes())
-        .merge(arm::routes())
-        .merge(admin::routes())
-        .merge(identity::routes())
-        .merge(oauth2::routes())
-        .merge(directory::routes())
+    // A handler that panics (a bug: none may on input) answers 500 in its protocol's error
+    // format instead of dropping the connection; the panic's message isn't logged (it may
+    // quote the request), only where it happened (`quiet_panics`).
+    let oci = || CatchPanicLayer::custom(|_| panic_response(Protocol::Oci));
+    let arm = || CatchPanicLayer::custom(|_| panic_response(Protocol::Arm));
+    let oauth = || CatchPanicLayer::custom(|_| panic_response(Protocol::OAuth));
+    let app = Router::new()
+        .merge(oci::routes().layer(oci()))
+        .merge(acr::routes().layer(oci()))
+        .merge(arm::routes().layer(arm()))
+        .merge(admin::routes().layer(arm()))
+        .merge(identity::routes().layer(oauth()))
+        .merge(oauth2::routes().layer(oci()))
+        .merge(directory::routes().layer(arm()))
         .with_state(state)
         // A request body that sends nothing for this long fails its request.
         .layer(axum::middleware::map_request(move |req: Request| async move {
@@ -120,7 +127,70 @@ pub fn router(state: AppState) -> Router {
                         tracing::info!(status = res.status().as_u16(), ms = latency.as_millis() as u64, "served");
                     },
                 ),
-        )
+        );
+    // Paths are normalised before the router sees them.
+    Router::new().fallback_service(
+        tower::ServiceBuilder::new().map_request(collapse_empty_segments).service(app),
+    )
+}
+
+/// ARM answers `//metadata/endpoints` — what `az cloud register` sends when the endpoint
+/// a user copied ends in `/` — as `/metadata/endpoints`, and so every management path:
+/// empty path segments are dropped before routing (not on `/v2`, whose paths are the
+/// distribution spec's and never have empty segments).
+fn collapse_empty_segments(mut req: Request) -> Request {
+    let path = req.uri().path();
+    if !path.contains("//") || path.starts_with("/v2/") {
+        return req;
+    }
+    let mut collapsed = String::with_capacity(path.len());
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        collapsed.push('/');
+        collapsed.push_str(segment);
+    }
+    if collapsed.is_empty() {
+        collapsed.push('/');
+    }
+    if let Some(q) = req.uri().query() {
+        collapsed.push('?');
+        collapsed.push_str(q);
+    }
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = collapsed.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+#[derive(Clone, Copy)]
+enum Protocol {
+    Oci,
+    Arm,
+    OAuth,
+}
+
+fn panic_response(protocol: Protocol) -> axum::response::Response {
+    let status = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+    let message = "internal error; see the server log";
+    match protocol {
+        Protocol::Oci => error::oci_error(status, "UNKNOWN", message),
+        Protocol::Arm => axum::response::IntoResponse::into_response(arm::ArmResponse(
+            wharf_management::ArmError::internal(message),
+        )),
+        Protocol::OAuth => identity::oauth_error(status, "server_error", 90033, message),
+    }
+}
+
+/// Log a panic as where it happened, never with its message (which may quote a request,
+/// and with it a secret): what `wharf serve` installs.
+pub fn quiet_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        tracing::error!(at, "a handler panicked (a bug); the request was answered 500");
+    }));
 }
 
 async fn api_version_header(mut res: axum::response::Response) -> axum::response::Response {

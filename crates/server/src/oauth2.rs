@@ -251,7 +251,11 @@ async fn exchange(State(state): State<AppState>, request: Request) -> Response {
         return unauthorized("the token's tenant is not this server's");
     }
     // Only an identity token is exchanged: a registry refresh token can't renew itself.
-    let principal = match state.identity.principal_from_identity_token(token).await {
+    let principal = match state
+        .identity
+        .principal_from_identity_token(token, wharf_auth::Surface::Registry)
+        .await
+    {
         Ok(p) => p,
         Err(e) => return refusal(e),
     };

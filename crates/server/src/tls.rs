@@ -114,6 +114,9 @@ pub fn self_signed(dir: &Path, domain: &str, ips: &[IpAddr]) -> Result<(Tls, Pat
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca.not_before = rcgen::date_time_ymd(2024, 1, 1);
     ca.not_after = rcgen::date_time_ymd(2044, 1, 1);
+    // And only for this server's names: a client that trusts `ca.pem` trusts it for
+    // nothing else, even if its key leaks.
+    ca.name_constraints = Some(name_constraints(domain, ips));
     let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
     let ca_path = dir.join("ca.pem");
     if made || !ca_path.exists() {
@@ -127,6 +130,27 @@ pub fn self_signed(dir: &Path, domain: &str, ips: &[IpAddr]) -> Result<(Tls, Pat
     }
     let resolver = OnDemand { issuer, domains, default, issued: std::sync::Mutex::default() };
     Ok((Tls { files: None, acceptor: acceptor(Arc::new(resolver))? }, ca_path))
+}
+
+/// What the development CA may sign for: `localhost`, the domain and the names under
+/// them, and the listen addresses (no address at all when there is none to name).
+fn name_constraints(domain: &str, ips: &[IpAddr]) -> rcgen::NameConstraints {
+    use rcgen::{CidrSubnet, GeneralSubtree};
+    let mut permitted = vec![GeneralSubtree::DnsName("localhost".into())];
+    if !domain.eq_ignore_ascii_case("localhost") {
+        permitted.push(GeneralSubtree::DnsName(domain.to_ascii_lowercase()));
+    }
+    let host = |ip: &IpAddr| CidrSubnet::from_addr_prefix(*ip, if ip.is_ipv4() { 32 } else { 128 });
+    permitted.extend(ips.iter().map(|ip| GeneralSubtree::IpAddress(host(ip))));
+    let excluded = if ips.is_empty() {
+        vec![
+            GeneralSubtree::IpAddress(CidrSubnet::from_v4_prefix([0; 4], 0)),
+            GeneralSubtree::IpAddress(CidrSubnet::from_v6_prefix([0; 16], 0)),
+        ]
+    } else {
+        Vec::new()
+    };
+    rcgen::NameConstraints { permitted_subtrees: permitted, excluded_subtrees: excluded }
 }
 
 /// The development CA.
@@ -266,4 +290,50 @@ fn write_file(path: &Path, text: &str, secret: bool) -> Result<(), String> {
         std::fs::rename(&tmp, path)
     };
     write().map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::{ServerName, UnixTime};
+
+    use super::*;
+
+    /// What a client trusting `ca.pem` accepts, for a certificate its key signed.
+    fn accepted(dir: &Path, issuer: &Issuer, name: &str) -> bool {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(dir.join("ca.pem")).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), provider())
+                .build()
+                .unwrap();
+        let leaf = issuer.issue(&[name.to_owned()], &[]).unwrap();
+        let server = ServerName::try_from(name.to_owned()).unwrap();
+        verifier.verify_server_cert(&leaf.cert[0], &[], &server, &[], UnixTime::now()).is_ok()
+    }
+
+    /// The development CA vouches for this server's names only, whoever holds its key.
+    #[test]
+    fn the_development_ca_signs_for_this_servers_names_only() {
+        let dir = tempfile::tempdir().unwrap();
+        self_signed(dir.path(), "wharf.test", &[IpAddr::from([127, 0, 0, 1])]).unwrap();
+        let key = rcgen::KeyPair::from_pem(
+            &std::fs::read_to_string(dir.path().join("ca-key.pem")).unwrap(),
+        )
+        .unwrap();
+        // The CA as the server rebuilds it, signing whatever it is asked to.
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        ca.distinguished_name.push(rcgen::DnType::CommonName, "wharf development CA");
+        ca.name_constraints = Some(name_constraints("wharf.test", &[]));
+        let issuer = Issuer { ca: ca.self_signed(&key).unwrap(), key };
+        for name in ["localhost", "myreg.localhost", "wharf.test", "myreg.wharf.test"] {
+            assert!(accepted(dir.path(), &issuer, name), "{name}");
+        }
+        for name in ["example.com", "login.microsoftonline.com", "wharf.test.evil.org"] {
+            assert!(!accepted(dir.path(), &issuer, name), "{name} must be refused");
+        }
+    }
 }

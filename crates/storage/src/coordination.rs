@@ -12,12 +12,26 @@ use async_trait::async_trait;
 use crate::StorageError;
 
 /// A held lock; released when dropped (and by the database if the holder dies).
-pub struct LockGuard(#[allow(dead_code)] Box<dyn Send>);
+pub struct LockGuard(Box<dyn HeldLock>);
+
+/// What keeps a lock (a connection, a transaction), and can tell whether it still does.
+#[async_trait]
+pub trait HeldLock: Send {
+    /// `Ok` if the lock is still held; an error if it was lost (the database dropped the
+    /// connection that held it, and with it the lock, which someone else may hold now).
+    async fn verify(&mut self) -> Result<(), StorageError>;
+}
 
 impl LockGuard {
-    /// A guard holding `inner` (whatever keeps the lock: a connection, a transaction).
-    pub fn new(inner: impl Send + 'static) -> Self {
+    /// A guard holding `inner`.
+    pub fn new(inner: impl HeldLock + 'static) -> Self {
         LockGuard(Box::new(inner))
+    }
+
+    /// Whether the lock is still held: what a holder asks before it publishes what the
+    /// lock protected, so that a lock lost meanwhile (its connection cut) publishes nothing.
+    pub async fn verify(&mut self) -> Result<(), StorageError> {
+        self.0.verify().await
     }
 }
 
@@ -40,22 +54,19 @@ pub trait Coordination: Send + Sync + 'static {
     async fn pause_upstream(&self, upstream: &str, until: i64) -> Result<(), StorageError>;
     /// Until when requests to `upstream` wait (ms), if a pause is recorded.
     async fn upstream_paused_until(&self, upstream: &str) -> Result<Option<i64>, StorageError>;
-    /// Count a failed sign-in against each of `keys` (a name, a client address) at `now`
-    /// (ms): a key whose window began `window_ms` or more ago starts a new one.
-    async fn count_sign_in_failure(
+    /// Reserve a sign-in attempt at `now` (ms) on each of `keys` (a key and its limit),
+    /// all or none: `None` when reserved, else when the first full window ends (ms). A
+    /// key's window that ended starts a new one — `base_ms` long, or twice the last one
+    /// (up to `max_ms`) when that one ended full.
+    async fn reserve_sign_in(
         &self,
-        keys: &[String],
+        keys: &[(String, u32)],
         now: i64,
-        window_ms: i64,
-    ) -> Result<(), StorageError>;
-    /// The failures counted against each of `keys` in windows begun after `now - window_ms`:
-    /// (key, failures, when its window began).
-    async fn sign_in_failures(
-        &self,
-        keys: &[String],
-        now: i64,
-        window_ms: i64,
-    ) -> Result<Vec<(String, u32, i64)>, StorageError>;
+        base_ms: i64,
+        max_ms: i64,
+    ) -> Result<Option<i64>, StorageError>;
+    /// Give back a reserved attempt on each of `keys` (it succeeded).
+    async fn release_sign_in(&self, keys: &[String]) -> Result<(), StorageError>;
     /// A number that moves whenever principals, credentials, roles, role assignments,
     /// registries or their credentials change, through any server: a server that caches
     /// what callers may do drops its caches when it moved.

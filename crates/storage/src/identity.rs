@@ -28,6 +28,10 @@ pub struct PrincipalRecord {
     pub app_id: Option<String>,
     pub enabled: bool,
     pub created_at: i64,
+    /// Moves when every token issued to the principal so far must stop working (a secret
+    /// reset, a password change, `revoke_tokens`); tokens carry the value they were issued
+    /// under. A counter rather than a time, so that nodes' clocks never matter.
+    pub token_generation: i64,
 }
 
 /// A hashed secret of a principal (a user's password, a service principal's client secret).
@@ -146,10 +150,19 @@ pub trait IdentityStore: Send + Sync + 'static {
     ) -> Result<Vec<PrincipalRecord>, StorageError>;
     /// Delete a principal with its credentials and role assignments; `false` if absent.
     async fn delete_principal(&self, id: &str) -> Result<bool, StorageError>;
+    /// Enable or disable a principal (`enabled`), and/or end every token issued to it so
+    /// far (`revoke_tokens`: its token generation moves on); `false` if absent.
+    async fn update_principal(
+        &self,
+        id: &str,
+        enabled: Option<bool>,
+        revoke_tokens: bool,
+    ) -> Result<bool, StorageError>;
 
     async fn add_credential(&self, c: &CredentialRecord) -> Result<(), StorageError>;
     async fn credentials(&self, principal: &str) -> Result<Vec<CredentialRecord>, StorageError>;
-    /// Replace every credential of a principal with `c` (a reset).
+    /// Replace every credential of a principal with `c` (a reset); every token issued to
+    /// it before stops working (its token generation moves on), in the same transaction.
     async fn replace_credentials(&self, c: &CredentialRecord) -> Result<(), StorageError>;
 
     async fn put_role_definition(&self, r: &RoleDefinitionRecord) -> Result<bool, StorageError>;
@@ -211,7 +224,13 @@ pub trait IdentityStore: Send + Sync + 'static {
         name: &str,
     ) -> Result<Vec<TokenPasswordRecord>, StorageError>;
 
+    /// One stored password that was sealed (any), to check a sealing key against.
+    async fn a_sealed_password(&self) -> Result<Option<TokenPasswordRecord>, StorageError>;
+
     async fn add_signing_key(&self, k: &SigningKeyRecord) -> Result<(), StorageError>;
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StorageError>;
     async fn retire_signing_keys(&self, except: &str, at: i64) -> Result<(), StorageError>;
+    /// Delete the keys retired before `before` (ms); how many. Tokens they signed stop
+    /// verifying; a key in use (not retired) is never deleted.
+    async fn prune_signing_keys(&self, before: i64) -> Result<u64, StorageError>;
 }

@@ -32,7 +32,7 @@ pub use blob::{
     Appended, BlobStore, BlobWriter, ByteRange, ByteStream, Part, PartWritten, StoredBlob,
     StoredUpload,
 };
-pub use coordination::{Coordination, LockGuard};
+pub use coordination::{Coordination, HeldLock, LockGuard};
 pub use error::StorageError;
 pub use fs::{DEFAULT_READ_BUDGET, DEFAULT_WRITE_BUDGET, FsBlobStore, create_dir_durably};
 pub use identity::{
@@ -40,7 +40,7 @@ pub use identity::{
     RoleDefinitionRecord, ScopeMapRecord, SigningKeyRecord, TenantRecord, TokenPasswordRecord,
 };
 pub use meta::{
-    BlobRef, CommitBatch, CommitOutcome, CreateRegistryOutcome, JobRecord, ListOrder,
+    BlobRef, CommitBatch, CommitOutcome, CreateRegistryOutcome, JobFence, JobRecord, ListOrder,
     ManagementStore, ManifestMeta, ManifestRecord, ManifestSummary, MetadataStore, PutManifest,
     PutManifestOutcome, ReferrerRecord, RegistryRecord, RepoKey, RepositorySummary,
     ResourceGroupRecord, SubscriptionRecord, TagRecord, UploadRecord,

@@ -121,6 +121,20 @@ pub struct CommitBatch {
     pub tags: Vec<(RepoKey, Tag, Digest)>,
     /// Move tags that already point elsewhere (`Force`); otherwise such a tag fails the batch.
     pub force: bool,
+    /// The import job committing it, if any: the batch commits only while the job is still
+    /// its node's to run ([`CommitOutcome::Fenced`] otherwise).
+    pub fence: Option<JobFence>,
+}
+
+/// What a node holds an import job by: its node id and the lease epoch it claimed the job
+/// under. Every write for the job (its progress, outcome, the tag-moving commit) happens
+/// only while both still match — a node that lost the job (its lease ran out, another node
+/// took it over) changes nothing, even if it comes back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobFence {
+    pub id: String,
+    pub owner: String,
+    pub epoch: i64,
 }
 
 /// The result of [`MetadataStore::commit_batch`]. Anything but `Committed` stored nothing.
@@ -141,6 +155,8 @@ pub enum CommitOutcome {
         tag: Tag,
         current: Digest,
     },
+    /// The batch's job is no longer its node's (see [`JobFence`]).
+    Fenced,
 }
 
 /// What a HEAD needs of a manifest.
@@ -285,11 +301,14 @@ pub trait MetadataStore: Send + Sync + 'static {
         last: Option<&str>,
         limit: Option<u32>,
     ) -> Result<Vec<String>, StorageError>;
-    /// Manifests in `repo` whose subject is `subject`.
+    /// Manifests in `repo` whose subject is `subject` (of `artifact_type`, if given),
+    /// oldest first, at most `limit`.
     async fn referrers(
         &self,
         repo: &RepoKey,
         subject: &Digest,
+        artifact_type: Option<&str>,
+        limit: u32,
     ) -> Result<Vec<ReferrerRecord>, StorageError>;
 
     /// The tag records of a repository, after `last` (by name), at most `limit`; `None` if
@@ -384,9 +403,11 @@ pub struct JobRecord {
     pub updated_at: i64,
     /// The server running it (its node id), while it runs.
     pub owner: Option<String>,
-    /// Until when (ms) `owner` holds it: a server that dies stops renewing, and another
-    /// takes the job over once this has passed.
+    /// Until when (ms, by the database's clock) `owner` holds it: a server that dies stops
+    /// renewing, and another takes the job over once this has passed.
     pub lease_until: i64,
+    /// How many times the job was claimed: what its owner's writes are fenced with.
+    pub lease_epoch: i64,
 }
 
 /// The result of creating a registry.
@@ -446,34 +467,38 @@ pub trait ManagementStore: Send + Sync + 'static {
     ) -> Result<Vec<RegistryRecord>, StorageError>;
     async fn delete_registry(&self, id: i64) -> Result<bool, StorageError>;
 
-    async fn create_job(&self, job: &JobRecord) -> Result<(), StorageError>;
+    /// Record a new job, `job.owner`'s under epoch 0 for `lease_ms` from now (by the
+    /// database's clock; `job.lease_until` and `job.lease_epoch` are not read).
+    async fn create_job(&self, job: &JobRecord, lease_ms: i64) -> Result<(), StorageError>;
+    /// Record a job's status, progress and error while it is `fence`'s (unfinished, same
+    /// owner and epoch); `false` if it is not (nothing written).
     async fn update_job(
         &self,
-        id: &str,
+        fence: &JobFence,
         status: &str,
         progress: &str,
         error: Option<&str>,
-    ) -> Result<(), StorageError>;
+    ) -> Result<bool, StorageError>;
     async fn job(&self, id: &str) -> Result<Option<JobRecord>, StorageError>;
     /// Jobs not finished (for resuming or failing them after a restart).
     async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StorageError>;
-    /// Take the unfinished jobs that `owner` held before (a restart) or whose lease ran out
-    /// before `now`: they become `owner`'s until `lease_until`. Two servers never take the
-    /// same job. The jobs taken.
+    /// Take the unfinished jobs whose lease ran out, by the database's clock (nodes' clocks
+    /// never decide), and with `restarted` those `owner` held before (it restarted): they
+    /// become `owner`'s for `lease_ms`, each under a new lease epoch. Two servers never
+    /// take the same job. The jobs taken, with their new epochs.
     async fn claim_jobs(
         &self,
         owner: &str,
-        now: i64,
-        lease_until: i64,
+        lease_ms: i64,
+        restarted: bool,
     ) -> Result<Vec<JobRecord>, StorageError>;
-    /// Renew `owner`'s lease on an unfinished job and record its progress. The job's status,
-    /// or `None` if it is no longer `owner`'s to run (taken over, finished, deleted).
+    /// Renew `fence`'s lease on its job for `lease_ms` and record its progress. The job's
+    /// status, or `None` if it is no longer `fence`'s to run (taken over, finished, deleted).
     async fn heartbeat_job(
         &self,
-        id: &str,
-        owner: &str,
+        fence: &JobFence,
         progress: &str,
-        lease_until: i64,
+        lease_ms: i64,
     ) -> Result<Option<String>, StorageError>;
     /// Ask the server running an unfinished job to stop it (status `Canceling`, seen at its
     /// next heartbeat); `false` if the job has finished.

@@ -11,8 +11,11 @@
 //!   session is pieces: an append or attach at offset `o` first drops the pieces starting at
 //!   or after `o`, and a piece running past the next one's start (bytes of an append that was
 //!   never recorded) is cut there when the session is read.
-//! - `uploads/<uuid>/parts/<uuid>`: a chunk written beside its session, renamed into `data/`
-//!   when it is attached.
+//! - `uploads/<uuid>/parts/<uuid>`: a chunk written beside its session; attaching it at an
+//!   offset writes an empty marker `uploads/<uuid>/attached/<offset, 20 digits>.<part uuid>`
+//!   that makes the part a piece of the session. A part is never renamed or copied: an
+//!   object store renames by copying, and S3 copies at most 5 GiB in one request (a push
+//!   of a larger layer in one PATCH, as docker, podman and skopeo do, would fail).
 //!
 //! Memory is bounded per transfer and server-wide: bytes go out in parts of [`PART`] bytes,
 //! one part uploading while the next fills, and large transfers take their two parts' worth
@@ -128,6 +131,18 @@ pub struct ObjectBlobStore {
     parts: Arc<Semaphore>,
     /// Permits for read-ahead chunks ([`READ_BUDGET`]).
     reads: Arc<Semaphore>,
+    /// The largest object published by a server-side copy ([`MAX_COPY`]; smaller in tests).
+    max_copy: u64,
+}
+
+/// One piece of an upload session: bytes of the session from `offset` on, in the object at
+/// `path` — a piece written in place (`data/`) or an attached part (then `marker` says so).
+#[derive(Clone, Debug)]
+struct Piece {
+    offset: u64,
+    size: u64,
+    path: Path,
+    marker: Option<Path>,
 }
 
 impl ObjectBlobStore {
@@ -180,6 +195,7 @@ impl ObjectBlobStore {
             prefix: prefix.trim_matches('/').to_owned(),
             parts: Arc::new(Semaphore::new(permits)),
             reads: Arc::new(Semaphore::new(READ_BUDGET)),
+            max_copy: MAX_COPY,
         }
     }
 
@@ -204,8 +220,12 @@ impl ObjectBlobStore {
         self.path("uploads")
     }
 
-    fn data_dir(&self, id: Uuid) -> Path {
-        self.path(&format!("uploads/{id}/data"))
+    fn session_dir(&self, id: Uuid) -> Path {
+        self.path(&format!("uploads/{id}"))
+    }
+
+    fn marker_path(&self, id: Uuid, offset: u64, part: Uuid) -> Path {
+        self.path(&format!("uploads/{id}/attached/{offset:020}.{part}"))
     }
 
     fn piece_path(&self, id: Uuid, offset: u64) -> Path {
@@ -216,28 +236,67 @@ impl ObjectBlobStore {
         self.path(&format!("uploads/{id}/parts/{part}"))
     }
 
-    /// A session's pieces in order: (offset, object size, path).
-    async fn pieces(&self, id: Uuid) -> Result<Vec<(u64, u64, Path)>, StorageError> {
-        let dir = self.data_dir(id);
-        let mut pieces: Vec<(u64, u64, Path)> = self
+    /// A session's pieces in order: those written in place and the parts attached, from
+    /// one listing of the session.
+    async fn pieces(&self, id: Uuid) -> Result<Vec<Piece>, StorageError> {
+        let objects: Vec<_> = self
             .store
-            .list(Some(&dir))
-            .map_err(unavailable)
-            .try_filter_map(|meta| async move {
-                let offset = meta.location.filename().and_then(|f| f.parse::<u64>().ok());
-                Ok(offset.map(|o| (o, meta.size, meta.location)))
-            })
+            .list(Some(&self.session_dir(id)))
             .try_collect()
-            .await?;
-        pieces.sort_by_key(|p| p.0);
+            .await
+            .map_err(unavailable)?;
+        let part_size = |part: &str| {
+            objects.iter().find_map(|m| {
+                let parts: Vec<_> = m.location.parts().collect();
+                matches!(parts.as_slice(), [.., kind, name] if kind.as_ref() == "parts" && name.as_ref() == part)
+                    .then_some(m.size)
+            })
+        };
+        let mut pieces = Vec::new();
+        for meta in &objects {
+            let parts: Vec<_> = meta.location.parts().collect();
+            let [.., kind, name] = parts.as_slice() else { continue };
+            match kind.as_ref() {
+                "data" => {
+                    if let Ok(offset) = name.as_ref().parse::<u64>() {
+                        let path = meta.location.clone();
+                        pieces.push(Piece { offset, size: meta.size, path, marker: None });
+                    }
+                }
+                "attached" => {
+                    let Some((offset, part)) = name.as_ref().split_once('.') else { continue };
+                    let (Ok(offset), Ok(part)) = (offset.parse::<u64>(), Uuid::parse_str(part))
+                    else {
+                        continue;
+                    };
+                    // A marker whose part is gone (removed by hand) holds nothing: the
+                    // session then reads as missing those bytes, which `layout` reports.
+                    if let Some(size) = part_size(&part.to_string()) {
+                        let path = self.part_path(id, part);
+                        let marker = Some(meta.location.clone());
+                        pieces.push(Piece { offset, size, path, marker });
+                    }
+                }
+                _ => {}
+            }
+        }
+        pieces.sort_by_key(|p| p.offset);
         Ok(pieces)
+    }
+
+    /// Delete a piece (an attached part with its marker, the marker first).
+    async fn delete_piece(&self, piece: &Piece) -> Result<(), StorageError> {
+        if let Some(marker) = &piece.marker {
+            delete_quietly(&*self.store, marker).await?;
+        }
+        delete_quietly(&*self.store, &piece.path).await
     }
 
     /// Drop the pieces of a session that start at or after `offset`.
     async fn drop_pieces_from(&self, id: Uuid, offset: u64) -> Result<(), StorageError> {
-        for (start, _, path) in self.pieces(id).await? {
-            if start >= offset {
-                delete_quietly(&*self.store, &path).await?;
+        for piece in self.pieces(id).await? {
+            if piece.offset >= offset {
+                self.delete_piece(&piece).await?;
             }
         }
         Ok(())
@@ -251,22 +310,23 @@ impl ObjectBlobStore {
         len: u64,
     ) -> Result<(Vec<(Path, Range<u64>)>, bool), StorageError> {
         let pieces = self.pieces(id).await?;
-        let whole = matches!(pieces.as_slice(), [(0, size, _)] if *size == len);
+        let whole = matches!(pieces.as_slice(), [p] if p.offset == 0 && p.size == len);
         let mut out = Vec::new();
         let mut at = 0u64;
-        for (i, (start, size, path)) in pieces.iter().enumerate() {
+        for (i, piece) in pieces.iter().enumerate() {
             if at >= len {
                 break;
             }
-            if *start > at {
+            let start = piece.offset;
+            if start > at {
                 return Err(StorageError::Corrupt(format!(
                     "upload {id} has no bytes at {at} (next piece at {start})"
                 )));
             }
-            let next = pieces.get(i + 1).map_or(u64::MAX, |p| p.0);
-            let end = (start + size).min(next).min(len);
+            let next = pieces.get(i + 1).map_or(u64::MAX, |p| p.offset);
+            let end = (start + piece.size).min(next).min(len);
             if end > at {
-                out.push((path.clone(), at - start..end - start));
+                out.push((piece.path.clone(), at - start..end - start));
                 at = end;
             }
         }
@@ -550,8 +610,9 @@ impl BlobStore for ObjectBlobStore {
     async fn attach_part(&self, id: Uuid, offset: u64, part: &Part) -> Result<u64, StorageError> {
         self.drop_pieces_from(id, offset).await?;
         if part.len > 0 {
+            // A marker, not a rename: no bytes move, however large the part.
             self.store
-                .rename(&self.part_path(id, part.id), &self.piece_path(id, offset))
+                .put(&self.marker_path(id, offset, part.id), PutPayload::default())
                 .await
                 .map_err(unavailable)?;
         } else {
@@ -574,8 +635,9 @@ impl BlobStore for ObjectBlobStore {
             [] => {
                 self.store.put(&target, PutPayload::default()).await.map_err(unavailable)?;
             }
-            // The common case, a session written in one go: a server-side copy.
-            [(path, _)] if whole && len <= MAX_COPY => {
+            // The common case, a session written in one go: a server-side copy (up to the
+            // store's limit on one; beyond it the bytes are streamed into the blob).
+            [(path, _)] if whole && len <= self.max_copy => {
                 self.store.copy(path, &target).await.map_err(unavailable)?;
             }
             _ => {
@@ -620,8 +682,8 @@ impl BlobStore for ObjectBlobStore {
     }
 
     async fn abort_upload(&self, id: Uuid) -> Result<(), StorageError> {
-        for (_, _, path) in self.pieces(id).await? {
-            delete_quietly(&*self.store, &path).await?;
+        for piece in self.pieces(id).await? {
+            self.delete_piece(&piece).await?;
         }
         Ok(())
     }
@@ -629,24 +691,39 @@ impl BlobStore for ObjectBlobStore {
     async fn list_uploads(&self) -> Result<Vec<StoredUpload>, StorageError> {
         let objects: Vec<_> =
             self.store.list(Some(&self.uploads_root())).try_collect().await.map_err(unavailable)?;
+        // Parts attached to their session are its data, not loose parts.
+        let attached: std::collections::HashSet<String> = objects
+            .iter()
+            .filter_map(|m| {
+                let parts: Vec<_> = m.location.parts().collect();
+                match parts.as_slice() {
+                    [.., kind, name] if kind.as_ref() == "attached" => {
+                        name.as_ref().split_once('.').map(|(_, part)| part.to_owned())
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
         let mut out: Vec<StoredUpload> = Vec::new();
         for meta in objects {
-            // uploads/<id>/data/<offset> or uploads/<id>/parts/<part>
+            // uploads/<id>/data/<offset>, …/attached/<offset>.<part> or …/parts/<part>
             let parts: Vec<_> = meta.location.parts().collect();
             let [.., id, kind, name] = parts.as_slice() else { continue };
             let Ok(id) = Uuid::parse_str(id.as_ref()) else { continue };
             let modified = meta.last_modified.into();
-            match kind.as_ref() {
-                "parts" => {
-                    if let Ok(part) = Uuid::parse_str(name.as_ref()) {
-                        out.push(StoredUpload { id, part: Some(part), modified });
-                    }
+            let loose_part = kind.as_ref() == "parts" && !attached.contains(name.as_ref());
+            if loose_part {
+                if let Ok(part) = Uuid::parse_str(name.as_ref()) {
+                    out.push(StoredUpload { id, part: Some(part), modified });
                 }
-                "data" => match out.iter_mut().find(|u| u.id == id && u.part.is_none()) {
-                    Some(u) => u.modified = u.modified.max(modified),
-                    None => out.push(StoredUpload { id, part: None, modified }),
-                },
-                _ => {}
+                continue;
+            }
+            if !["data", "attached", "parts"].contains(&kind.as_ref()) {
+                continue;
+            }
+            match out.iter_mut().find(|u| u.id == id && u.part.is_none()) {
+                Some(u) => u.modified = u.modified.max(modified),
+                None => out.push(StoredUpload { id, part: None, modified }),
             }
         }
         Ok(out)
@@ -673,7 +750,148 @@ impl BlobStore for ObjectBlobStore {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use futures::stream::BoxStream;
+    use object_store::memory::InMemory;
+    use object_store::{
+        CopyOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, PutMultipartOptions,
+        PutOptions, PutResult,
+    };
+
     use super::*;
+
+    /// An in-memory store that refuses to copy an object larger than `max` in one request —
+    /// S3's CopyObject limit (5 GiB), scaled down — and counts the copies it made.
+    #[derive(Debug)]
+    struct CopyLimited {
+        inner: InMemory,
+        max: u64,
+        copies: AtomicU64,
+    }
+
+    impl std::fmt::Display for CopyLimited {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "CopyLimited({})", self.max)
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for CopyLimited {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            let size = self.inner.head(from).await?.size;
+            if size > self.max {
+                return Err(object_store::Error::Generic {
+                    store: "CopyLimited",
+                    source: format!("{from} is {size} bytes, over the {} a copy takes", self.max)
+                        .into(),
+                });
+            }
+            self.copies.fetch_add(1, Ordering::SeqCst);
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    fn bytes_stream(b: Vec<u8>) -> ByteStream {
+        Box::pin(futures::stream::iter([Ok(bytes::Bytes::from(b))]))
+    }
+
+    async fn read_all(store: &ObjectBlobStore, d: &Digest) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut s = store.read(d, None).await.unwrap().unwrap();
+        while let Some(chunk) = s.next().await {
+            out.extend_from_slice(&chunk.unwrap());
+        }
+        out
+    }
+
+    /// A chunk larger than what the store copies at once is attached and committed without
+    /// a copy: parts are attached by a marker, and a blob over the limit is composed by
+    /// streaming. (On S3, a layer over 5 GiB pushed in one PATCH then PUT.)
+    #[tokio::test]
+    async fn parts_over_the_copy_limit_are_never_copied() {
+        let limited =
+            Arc::new(CopyLimited { inner: InMemory::new(), max: 1024, copies: AtomicU64::new(0) });
+        let mut store = ObjectBlobStore::with_store(limited.clone(), "p", DEFAULT_PART_BUDGET);
+        store.max_copy = limited.max;
+        let big: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+        for chunks in [vec![big.clone()], vec![big[..3000].to_vec(), big[3000..].to_vec()]] {
+            let id = Uuid::new_v4();
+            store.create_upload(id).await.unwrap();
+            let mut at = 0;
+            for chunk in chunks {
+                let written = store.write_part(id, bytes_stream(chunk)).await.unwrap();
+                at = store.attach_part(id, at, &written.part).await.unwrap();
+            }
+            let digest = Digest::sha256_of(&big);
+            store.commit_upload(id, at, &digest).await.unwrap();
+            assert_eq!(read_all(&store, &digest).await, big);
+            // Nothing of the session is left, attached parts included.
+            assert!(store.list_uploads().await.unwrap().is_empty());
+            store.delete(&digest).await.unwrap();
+        }
+        assert_eq!(limited.copies.load(Ordering::SeqCst), 0, "no copy was asked for");
+        // A blob within the limit, in one piece, is still published by one copy.
+        let small = b"small enough to copy".to_vec();
+        let id = Uuid::new_v4();
+        let written = store.write_part(id, bytes_stream(small.clone())).await.unwrap();
+        store.attach_part(id, 0, &written.part).await.unwrap();
+        let digest = Digest::sha256_of(&small);
+        store.commit_upload(id, small.len() as u64, &digest).await.unwrap();
+        assert_eq!(read_all(&store, &digest).await, small);
+        assert_eq!(limited.copies.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn urls_name_a_store() {

@@ -68,6 +68,7 @@ macro_rules! record_rows {
                 app_id: r.try_get("app_id")?,
                 enabled: r.try_get("enabled")?,
                 created_at: r.try_get("created_at")?,
+                token_generation: r.try_get("token_generation")?,
             })
         }
 
@@ -172,6 +173,7 @@ macro_rules! record_rows {
                 updated_at: r.try_get("updated_at")?,
                 owner: r.try_get("owner")?,
                 lease_until: r.try_get("lease_until")?,
+                lease_epoch: r.try_get("lease_epoch")?,
             })
         }
 

@@ -298,9 +298,18 @@ async fn metadata_contract(meta: &dyn MetadataStore) {
     referrer.record.subject = Some(v1.digest.clone());
     referrer.record.artifact_type = Some("application/vnd.example.sig".into());
     meta.put_manifest(&referrer).await.unwrap();
-    let refs = meta.referrers(&r, &v1.digest).await.unwrap();
+    let refs = meta.referrers(&r, &v1.digest, None, 10).await.unwrap();
     assert_eq!(refs.len(), 1);
     assert_eq!(refs[0].artifact_type.as_deref(), Some("application/vnd.example.sig"));
+    // Filtered by artifact type, and never more than asked for.
+    let mut sbom = manifest(b"sbom", vec![], None, &r);
+    sbom.record.subject = Some(v1.digest.clone());
+    sbom.record.artifact_type = Some("application/vnd.example.sbom".into());
+    meta.put_manifest(&sbom).await.unwrap();
+    assert_eq!(meta.referrers(&r, &v1.digest, None, 10).await.unwrap().len(), 2);
+    assert_eq!(meta.referrers(&r, &v1.digest, None, 1).await.unwrap().len(), 1);
+    let sboms = meta.referrers(&r, &v1.digest, Some("application/vnd.example.sbom"), 10);
+    assert_eq!(sboms.await.unwrap()[0].digest, sbom.record.digest);
 
     // A batch is all or nothing.
     let staged = Digest::sha256_of(b"staged");
@@ -316,6 +325,7 @@ async fn metadata_contract(meta: &dyn MetadataStore) {
         manifests: vec![m3.clone()],
         tags: vec![(r.clone(), Tag::parse("v1").unwrap(), m3.record.digest.clone())],
         force: false,
+        fence: None,
     };
     assert!(matches!(
         meta.commit_batch(&conflicting).await.unwrap(),
@@ -342,6 +352,7 @@ async fn metadata_contract(meta: &dyn MetadataStore) {
         manifests: vec![m3.clone()],
         tags: vec![(other.clone(), Tag::parse("imported").unwrap(), m3.record.digest.clone())],
         force: false,
+        fence: None,
     };
     assert_eq!(meta.commit_batch(&ok).await.unwrap(), CommitOutcome::Committed);
     assert_eq!(meta.tags(&other, None, None).await.unwrap().unwrap(), ["imported"]);
@@ -461,39 +472,52 @@ async fn management_contract(m: &dyn ManagementStore) {
         created_at: 1,
         updated_at: 1,
         owner: Some("node-a".into()),
-        lease_until: now_millis() + 60_000,
+        lease_until: 0,
+        lease_epoch: 0,
     };
-    m.create_job(&job).await.unwrap();
+    m.create_job(&job, 60_000).await.unwrap();
     assert_eq!(m.unfinished_jobs().await.unwrap().len(), 1);
 
-    // Leases: a job runs on one node; another takes it only once the lease has run out.
-    let now = now_millis();
-    assert!(m.claim_jobs("node-b", now, now + 1000).await.unwrap().is_empty(), "leased");
+    // Leases, by the database's clock: a job runs on one node; another takes it only once
+    // the lease has run out. Every claim moves the epoch, and a node's writes name the
+    // epoch it holds: one that lost the job writes nothing.
+    let fence =
+        |owner: &str, epoch| JobFence { id: "registries-1".into(), owner: owner.into(), epoch };
+    assert!(m.claim_jobs("node-b", 1_000, false).await.unwrap().is_empty(), "leased");
     assert_eq!(
-        m.heartbeat_job("registries-1", "node-a", "{\"n\":1}", now + 60_000).await.unwrap(),
+        m.heartbeat_job(&fence("node-a", 0), "{\"n\":1}", 60_000).await.unwrap(),
         Some("Accepted".into())
     );
-    assert_eq!(m.heartbeat_job("registries-1", "node-b", "{}", now).await.unwrap(), None);
-    // node-a restarts: its own jobs come back to it at once.
-    let mine = m.claim_jobs("node-a", now, now + 1000).await.unwrap();
-    assert_eq!(mine.len(), 1);
+    assert_eq!(m.heartbeat_job(&fence("node-b", 0), "{}", 60_000).await.unwrap(), None);
+    // node-a restarts: its own jobs come back to it at once, under a new epoch, and what
+    // its previous run would still write is refused.
+    let mine = m.claim_jobs("node-a", 200, true).await.unwrap();
+    assert_eq!((mine.len(), mine[0].lease_epoch), (1, 1));
+    // A node's own sweep never takes back what it runs (that would move its epoch).
+    assert!(m.claim_jobs("node-a", 200, false).await.unwrap().is_empty());
     assert_eq!(mine[0].progress, "{\"n\":1}");
+    assert_eq!(m.heartbeat_job(&fence("node-a", 0), "{}", 60_000).await.unwrap(), None);
+    assert!(!m.update_job(&fence("node-a", 0), "Succeeded", "{}", None).await.unwrap());
     // node-a stops renewing; past the lease, node-b takes the job, and node-a has lost it.
-    let later = now + 2000;
-    let taken = m.claim_jobs("node-b", later, later + 1000).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let taken = m.claim_jobs("node-b", 60_000, false).await.unwrap();
     assert_eq!(taken.len(), 1);
-    assert_eq!(taken[0].owner.as_deref(), Some("node-b"));
-    assert_eq!(m.heartbeat_job("registries-1", "node-a", "{}", later).await.unwrap(), None);
+    assert_eq!((taken[0].owner.as_deref(), taken[0].lease_epoch), (Some("node-b"), 2));
+    assert_eq!(m.heartbeat_job(&fence("node-a", 1), "{}", 60_000).await.unwrap(), None);
+    assert!(!m.update_job(&fence("node-a", 1), "Succeeded", "{}", None).await.unwrap());
+    assert_eq!(m.job("registries-1").await.unwrap().unwrap().status, "Accepted");
     // A cancel asked anywhere is seen by the owner's next heartbeat.
     assert!(m.request_job_cancel("registries-1").await.unwrap());
     assert_eq!(
-        m.heartbeat_job("registries-1", "node-b", "{}", later + 1000).await.unwrap(),
+        m.heartbeat_job(&fence("node-b", 2), "{}", 60_000).await.unwrap(),
         Some("Canceling".into())
     );
-    m.update_job("registries-1", "Failed", "{}", Some("{\"code\":\"X\"}")).await.unwrap();
+    assert!(
+        m.update_job(&fence("node-b", 2), "Failed", "{}", Some("{\"code\":\"X\"}")).await.unwrap()
+    );
     assert!(m.unfinished_jobs().await.unwrap().is_empty());
     assert!(!m.request_job_cancel("registries-1").await.unwrap(), "finished");
-    assert!(m.claim_jobs("node-c", later + 5000, later + 6000).await.unwrap().is_empty());
+    assert!(m.claim_jobs("node-c", 1_000, true).await.unwrap().is_empty());
     assert_eq!(
         m.job("registries-1").await.unwrap().unwrap().error.as_deref(),
         Some("{\"code\":\"X\"}")
@@ -697,6 +721,7 @@ async fn identity_contract(ids: &dyn IdentityStore, m: &dyn ManagementStore) {
         app_id: None,
         enabled: true,
         created_at: 10,
+        token_generation: 0,
     };
     let alice = user("AAAA0001", "Alice@Contoso.com");
     assert!(ids.create_principal(&alice).await.unwrap());
@@ -705,6 +730,7 @@ async fn identity_contract(ids: &dyn IdentityStore, m: &dyn ManagementStore) {
     assert!(ids.create_principal(&user("bbbb0001", "bob@contoso.com")).await.unwrap());
     assert!(ids.create_principal(&user("cccc0001", "Carol@contoso.com")).await.unwrap());
     let sp = PrincipalRecord {
+        token_generation: 0,
         id: "dddd0001".into(),
         kind: "ServicePrincipal".into(),
         name: "builder".into(),
@@ -751,6 +777,14 @@ async fn identity_contract(ids: &dyn IdentityStore, m: &dyn ManagementStore) {
     assert_eq!(ids.credentials("AAAA0001").await.unwrap(), [cred("c1", 1), cred("c2", 2)]);
     ids.replace_credentials(&cred("c3", 3)).await.unwrap();
     assert_eq!(ids.credentials("aaaa0001").await.unwrap(), [cred("c3", 3)]);
+    // A reset ends the tokens issued before it; so does a revocation; disabling is kept.
+    let generation = |p: Option<PrincipalRecord>| p.map(|p| (p.enabled, p.token_generation));
+    assert_eq!(generation(ids.principal("aaaa0001").await.unwrap()), Some((true, 1)));
+    assert!(ids.update_principal("AAAA0001", Some(false), true).await.unwrap());
+    assert_eq!(generation(ids.principal("aaaa0001").await.unwrap()), Some((false, 2)));
+    assert!(ids.update_principal("aaaa0001", Some(true), false).await.unwrap());
+    assert_eq!(generation(ids.principal("aaaa0001").await.unwrap()), Some((true, 2)));
+    assert!(!ids.update_principal("nobody", Some(true), true).await.unwrap());
     assert!(ids.add_credential(&cred("c3", 4)).await.is_err(), "credential ids are unique");
     let orphan = CredentialRecord { id: "c9".into(), principal: "nobody".into(), ..cred("", 1) };
     assert!(ids.add_credential(&orphan).await.is_err(), "a credential needs its principal");
@@ -1376,8 +1410,8 @@ async fn an_embedded_store_copied_into_postgres_reads_back_the_same() {
                     (b.media_type, b.subject, b.created_at)
                 );
                 assert_eq!(
-                    pg.referrers(&r, &m.digest).await.unwrap(),
-                    lite.referrers(&r, &m.digest).await.unwrap()
+                    pg.referrers(&r, &m.digest, None, 1000).await.unwrap(),
+                    lite.referrers(&r, &m.digest, None, 1000).await.unwrap()
                 );
                 manifests += 1;
             }
@@ -1485,6 +1519,7 @@ async fn populate(s: &SqliteMetadataStore) {
         .await
         .unwrap();
     let sp = PrincipalRecord {
+        token_generation: 0,
         id: "P-Moved".into(),
         tenant: "t-moved".into(),
         kind: "ServicePrincipal".into(),
@@ -1566,19 +1601,23 @@ async fn populate(s: &SqliteMetadataStore) {
     .await
     .unwrap();
     for (id, status) in [("registries-done", "Succeeded"), ("registries-running", "Running")] {
-        s.create_job(&JobRecord {
-            id: id.into(),
-            registry_id: default.id,
-            request: r#"{"source":{"sourceImage":"x:1"}}"#.into(),
-            resumable: true,
-            status: status.into(),
-            progress: r#"{"blobsDone":1}"#.into(),
-            error: None,
-            created_at: 5,
-            updated_at: 6,
-            owner: Some("node-a".into()),
-            lease_until: 7,
-        })
+        s.create_job(
+            &JobRecord {
+                id: id.into(),
+                registry_id: default.id,
+                request: r#"{"source":{"sourceImage":"x:1"}}"#.into(),
+                resumable: true,
+                status: status.into(),
+                progress: r#"{"blobsDone":1}"#.into(),
+                error: None,
+                created_at: 5,
+                updated_at: 6,
+                owner: Some("node-a".into()),
+                lease_until: 0,
+                lease_epoch: 0,
+            },
+            7_000,
+        )
         .await
         .unwrap();
     }
@@ -1645,19 +1684,29 @@ async fn postgres_gc_looks_at_what_changed() {
 async fn postgres_shares_failures_access_changes_and_download_proofs() {
     let Some(db) = PgDatabase::create().await else { return };
     let (one, other) = (db.open().await, db.open().await);
-    let keys = ["name:x".to_owned(), "ip:10.0.0.1".to_owned()];
-    one.count_sign_in_failure(&keys, 1_000, 60_000).await.unwrap();
-    other.count_sign_in_failure(&keys[..1], 2_000, 60_000).await.unwrap();
-    let mut seen = one.sign_in_failures(&keys, 3_000, 60_000).await.unwrap();
-    seen.sort();
-    assert_eq!(seen, [("ip:10.0.0.1".to_owned(), 1, 1_000), ("name:x".to_owned(), 2, 1_000)]);
-    // A window that ended counts for nothing, and the next failure starts a new one.
-    assert!(other.sign_in_failures(&keys, 61_000, 60_000).await.unwrap().is_empty());
-    other.count_sign_in_failure(&keys[..1], 61_000, 60_000).await.unwrap();
+    // Sign-in attempts are reserved on every key or none, against each key's limit,
+    // whichever node asks; a success gives its slot back.
+    let keys = [("name:x".to_owned(), 3), ("ip:10.0.0.1".to_owned(), 2)];
+    let (base, max) = (60_000, 240_000);
+    assert_eq!(one.reserve_sign_in(&keys, 1_000, base, max).await.unwrap(), None);
+    assert_eq!(other.reserve_sign_in(&keys[..1], 2_000, base, max).await.unwrap(), None);
+    assert_eq!(other.reserve_sign_in(&keys, 3_000, base, max).await.unwrap(), None);
+    // The address is full (2): refused until its window ends, and the name not counted.
+    assert_eq!(one.reserve_sign_in(&keys, 4_000, base, max).await.unwrap(), Some(61_000));
+    assert_eq!(one.reserve_sign_in(&keys[..1], 4_000, base, max).await.unwrap(), Some(61_000));
+    other.release_sign_in(&["ip:10.0.0.1".to_owned()]).await.unwrap();
+    assert_eq!(one.reserve_sign_in(&keys[1..], 5_000, base, max).await.unwrap(), None);
+    // A window that ended full is followed by one twice as long (back-off); one that
+    // didn't, by the base window again.
+    assert_eq!(one.reserve_sign_in(&keys, 61_000, base, max).await.unwrap(), None);
+    for at in [62_000, 63_000] {
+        one.reserve_sign_in(&keys[..1], at, base, max).await.unwrap();
+    }
     assert_eq!(
-        one.sign_in_failures(&keys, 61_500, 60_000).await.unwrap(),
-        [("name:x".to_owned(), 1, 61_000)]
+        one.reserve_sign_in(&keys[..1], 64_000, base, max).await.unwrap(),
+        Some(61_000 + 120_000)
     );
+    assert_eq!(one.reserve_sign_in(&keys[1..], 121_000, base, max).await.unwrap(), None);
 
     let before = one.access_version().await.unwrap();
     // Registry content isn't access: pushing leaves the version alone.
@@ -1691,5 +1740,112 @@ async fn postgres_shares_failures_access_changes_and_download_proofs() {
     assert!(!one.claim_download("d", "node-1", 60_000, 90_000).await.unwrap());
     other.release_download("d", "node-2").await.unwrap();
     assert!(one.claim_download("d", "node-1", 61_000, 91_000).await.unwrap(), "released");
+    db.drop().await;
+}
+
+/// A cluster lock lives with its connection: cut the connection (a failover, a network
+/// partition) and the holder is told so before it publishes, while another node takes the
+/// lock. Locks are not nested and never wait on one another, so many holders at once on a
+/// small pool all get through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_lost_lock_is_noticed_and_many_holders_get_through() {
+    let Some(db) = PgDatabase::create().await else { return };
+    let (one, other) = (db.open().await, db.open().await);
+    let mut held = one.lock("blob/sha256:x").await.unwrap();
+    held.verify().await.unwrap();
+    assert!(other.try_lock("blob/sha256:x").await.unwrap().is_none());
+    let mut admin = db.connect().await;
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks
+          WHERE locktype = 'advisory' AND pid <> pg_backend_pid()",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    assert!(held.verify().await.unwrap_err().is_busy(), "a lost lock reads as lost");
+    drop(held);
+    let taken =
+        tokio::time::timeout(std::time::Duration::from_secs(5), other.lock("blob/sha256:x"));
+    assert!(taken.await.is_ok(), "the lock went with its connection");
+
+    let small = PostgresMetadataStore::open(
+        &db.url,
+        PostgresOptions { max_connections: 4, ..PostgresOptions::default() },
+    )
+    .await
+    .unwrap();
+    let holders = (0..32).map(|i| {
+        let small = small.clone();
+        tokio::spawn(async move {
+            let mut a = small.lock(&format!("upload/{i}")).await?;
+            a.verify().await?;
+            drop(a);
+            let mut b = small.lock(&format!("blob/{}", i % 4)).await?;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            b.verify().await
+        })
+    });
+    for h in futures::future::join_all(holders).await {
+        h.unwrap().unwrap();
+    }
+    admin.close().await.unwrap();
+    for s in [one, other, small] {
+        s.close().await;
+    }
+    db.drop().await;
+}
+
+/// An import's tag-moving commit is fenced like its other writes: after another node took
+/// the job over, the old owner's batch stores nothing.
+async fn commit_fencing_contract(meta: &dyn MetadataStore, m: &dyn ManagementStore) {
+    let registry = m.registries(None, None).await.unwrap()[0].id;
+    let job = JobRecord {
+        id: "registries-fenced".into(),
+        registry_id: registry,
+        request: "{}".into(),
+        resumable: true,
+        status: "Running".into(),
+        progress: "{}".into(),
+        error: None,
+        created_at: 1,
+        updated_at: 1,
+        owner: Some("node-a".into()),
+        lease_until: 0,
+        lease_epoch: 0,
+    };
+    m.create_job(&job, 0).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let taken = m.claim_jobs("node-b", 60_000, false).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    let r = repo(registry, "fenced/app");
+    let layer = Digest::sha256_of(b"fenced layer");
+    meta.add_blob(&layer, 12, None).await.unwrap();
+    let m1 = manifest(b"fenced", vec![BlobRef::new(layer.clone(), 12)], None, &r);
+    let batch = |owner: &str, epoch| CommitBatch {
+        links: vec![(r.clone(), layer.clone())],
+        manifests: vec![m1.clone()],
+        tags: vec![(r.clone(), Tag::parse("v1").unwrap(), m1.record.digest.clone())],
+        force: false,
+        fence: Some(JobFence { id: job.id.clone(), owner: owner.into(), epoch }),
+    };
+    assert_eq!(meta.commit_batch(&batch("node-a", 0)).await.unwrap(), CommitOutcome::Fenced);
+    assert!(meta.tags(&r, None, None).await.unwrap().is_none(), "nothing was stored");
+    assert_eq!(meta.commit_batch(&batch("node-b", 1)).await.unwrap(), CommitOutcome::Committed);
+    assert_eq!(meta.tags(&r, None, None).await.unwrap().unwrap(), ["v1"]);
+}
+
+#[tokio::test]
+async fn sqlite_fences_a_lost_jobs_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteMetadataStore::open(&dir.path().join("m.db")).await.unwrap();
+    commit_fencing_contract(&store, &store).await;
+}
+
+#[tokio::test]
+async fn postgres_fences_a_lost_jobs_commit() {
+    let Some(db) = PgDatabase::create().await else { return };
+    let store = db.open().await;
+    commit_fencing_contract(&store, &store).await;
+    store.close().await;
     db.drop().await;
 }

@@ -9,7 +9,8 @@ use wharf_registry::{Page, RegistryError};
 use super::blobs::value;
 use super::{Req, Result, parse_digest};
 
-/// `n` and `last` from the query.
+/// `n` (within [`wharf_registry::MAX_PAGE`], which is also the page without one) and
+/// `last` from the query.
 fn paging(req: &Req<'_>) -> std::result::Result<(Option<u32>, Option<String>), RegistryError> {
     let n = match req.query.get("n") {
         None => None,
@@ -18,6 +19,7 @@ fn paging(req: &Req<'_>) -> std::result::Result<(Option<u32>, Option<String>), R
             RegistryError::Unsupported(format!("n must be a non-negative integer, got {s:?}"))
         })?),
     };
+    let n = Some(wharf_registry::page_size(n));
     Ok((n, req.query.get("last").filter(|s| !s.is_empty()).cloned()))
 }
 

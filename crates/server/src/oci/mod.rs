@@ -11,11 +11,10 @@ mod manifests;
 mod uploads;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -171,10 +170,11 @@ async fn dispatch(
             Ok(c) => c,
             Err(res) => return res,
         };
-    // Transfers in flight are capped, server-wide and per client address: past a cap the
-    // client is told to come back.
+    // Transfers in flight are capped, server-wide and per client address — the address the
+    // network rules see (behind a trusted proxy, the client it names, not the proxy): past
+    // a cap the client is told to come back.
     let admission = &state.admission;
-    let client = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let client = crate::auth::client_ip(&state, &parts.headers, &parts.extensions);
     let slot = match (&route, &parts.method) {
         (Route::Blob { .. } | Route::Manifest { .. }, &Method::GET) => {
             Some(admission.download(client).map_err(|r| (r, "downloads")))

@@ -6,7 +6,19 @@
 use async_trait::async_trait;
 
 use super::PostgresMetadataStore;
+use crate::coordination::HeldLock;
 use crate::{Coordination, LockGuard, StorageError};
+
+/// A lock is its transaction: alive while a statement still runs on its connection.
+#[async_trait]
+impl HeldLock for sqlx::Transaction<'static, sqlx::Postgres> {
+    async fn verify(&mut self) -> Result<(), StorageError> {
+        sqlx::query("SELECT 1").execute(&mut **self).await.map_err(|e| {
+            StorageError::Busy(format!("a cluster lock was lost with its connection: {e}"))
+        })?;
+        Ok(())
+    }
+}
 
 /// How long [`Coordination::lock`] waits before the store reports itself busy (503): longer
 /// than any one holder keeps a lock (a copy in the object store, a row), short enough that
@@ -59,54 +71,68 @@ impl Coordination for PostgresMetadataStore {
             .await?)
     }
 
-    async fn count_sign_in_failure(
+    async fn reserve_sign_in(
         &self,
-        keys: &[String],
+        keys: &[(String, u32)],
         now: i64,
-        window_ms: i64,
-    ) -> Result<(), StorageError> {
-        // One statement, keys in order (two nodes counting the same keys lock them in the
-        // same order), a window that ended starting over in place.
+        base_ms: i64,
+        max_ms: i64,
+    ) -> Result<Option<i64>, StorageError> {
+        // Keys in order (two nodes reserving the same keys lock them in the same order); a
+        // key over its limit rolls the whole reservation back.
         let mut keys = keys.to_vec();
         keys.sort();
-        keys.dedup();
+        keys.dedup_by(|a, b| a.0 == b.0);
+        let mut tx = self.pool.begin().await?;
+        for (key, limit) in &keys {
+            let (count, ends): (i32, i64) = sqlx::query_as(
+                "INSERT INTO sign_in_failures AS f (key, count, since_ms, window_ms)
+                 VALUES ($1, 1, $2, $3)
+                 ON CONFLICT (key) DO UPDATE SET
+                   count = CASE WHEN f.since_ms + f.window_ms <= $2 THEN 1 ELSE f.count + 1 END,
+                   window_ms = CASE WHEN f.since_ms + f.window_ms > $2 THEN f.window_ms
+                                    WHEN f.count >= $4 THEN LEAST(f.window_ms * 2, $5)
+                                    ELSE $3 END,
+                   since_ms = CASE WHEN f.since_ms + f.window_ms <= $2 THEN $2 ELSE f.since_ms END
+                 RETURNING count, since_ms + window_ms",
+            )
+            .bind(key)
+            .bind(now)
+            .bind(base_ms)
+            .bind(i64::from(*limit))
+            .bind(max_ms)
+            .fetch_one(&mut *tx)
+            .await?;
+            if i64::from(count) > i64::from(*limit) {
+                tx.rollback().await?;
+                return Ok(Some(ends));
+            }
+        }
+        tx.commit().await?;
+        // Windows that ended long ago are no use to anyone: the table holds about the
+        // longest window's worth, however many names an attacker tries.
         sqlx::query(
-            "INSERT INTO sign_in_failures (key, count, since_ms)
-             SELECT k, 1, $2 FROM unnest($1::text[]) AS k ORDER BY k
-             ON CONFLICT (key) DO UPDATE SET
-               count = CASE WHEN sign_in_failures.since_ms <= $3 THEN 1
-                            ELSE sign_in_failures.count + 1 END,
-               since_ms = CASE WHEN sign_in_failures.since_ms <= $3 THEN excluded.since_ms
-                               ELSE sign_in_failures.since_ms END",
+            "DELETE FROM sign_in_failures WHERE key IN
+               (SELECT key FROM sign_in_failures WHERE since_ms + window_ms <= $1
+                 LIMIT 100 FOR UPDATE SKIP LOCKED)",
         )
-        .bind(&keys)
-        .bind(now)
-        .bind(now - window_ms)
+        .bind(now - max_ms)
         .execute(&self.pool)
         .await?;
-        // Windows that ended are no use to anyone: the table holds about one window's worth,
-        // however many names an attacker tries. Rows another node holds are left to it.
-        prune(&self.pool, "sign_in_failures", "since_ms", now - window_ms).await
+        Ok(None)
     }
 
-    async fn sign_in_failures(
-        &self,
-        keys: &[String],
-        now: i64,
-        window_ms: i64,
-    ) -> Result<Vec<(String, u32, i64)>, StorageError> {
-        let rows: Vec<(String, i32, i64)> = sqlx::query_as(
-            "SELECT key, count, since_ms FROM sign_in_failures
-             WHERE key = ANY($1) AND since_ms > $2",
+    async fn release_sign_in(&self, keys: &[String]) -> Result<(), StorageError> {
+        let mut keys = keys.to_vec();
+        keys.sort();
+        sqlx::query(
+            "UPDATE sign_in_failures SET count = GREATEST(count - 1, 0)
+              WHERE key IN (SELECT k FROM unnest($1::text[]) AS k ORDER BY k)",
         )
-        .bind(keys)
-        .bind(now - window_ms)
-        .fetch_all(&self.pool)
+        .bind(&keys)
+        .execute(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(k, n, since)| (k, u32::try_from(n).unwrap_or(0), since))
-            .collect())
+        Ok(())
     }
 
     async fn access_version(&self) -> Result<i64, StorageError> {

@@ -11,6 +11,11 @@ const INSERT_CREDENTIAL: &str = "INSERT INTO credentials
     (id, principal, hash, hint, display_name, expires_at, created_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
+const PRUNE_KEYS: &str =
+    "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1";
+const UPDATE_PRINCIPAL: &str = "UPDATE principals SET enabled = COALESCE($2, enabled),
+     token_generation = token_generation + $3 WHERE id_ci = lower($1)";
+
 #[async_trait]
 impl IdentityStore for PostgresMetadataStore {
     async fn put_tenant(&self, t: &TenantRecord) -> Result<(), StorageError> {
@@ -144,6 +149,26 @@ impl IdentityStore for PostgresMetadataStore {
         .await
     }
 
+    async fn update_principal(
+        &self,
+        id: &str,
+        enabled: Option<bool>,
+        revoke_tokens: bool,
+    ) -> Result<bool, StorageError> {
+        self.write_tx(|conn, _| {
+            Box::pin(async move {
+                let done = sqlx::query(UPDATE_PRINCIPAL)
+                    .bind(id)
+                    .bind(enabled)
+                    .bind(i64::from(revoke_tokens))
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        })
+        .await
+    }
+
     async fn add_credential(&self, c: &CredentialRecord) -> Result<(), StorageError> {
         self.write_tx(|conn, _| {
             Box::pin(async move {
@@ -188,6 +213,12 @@ impl IdentityStore for PostgresMetadataStore {
                     .bind(&c.display_name)
                     .bind(c.expires_at)
                     .bind(c.created_at)
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query(UPDATE_PRINCIPAL)
+                    .bind(&c.principal)
+                    .bind(None::<bool>)
+                    .bind(1_i64)
                     .execute(&mut *conn)
                     .await?;
                 Ok(())
@@ -518,6 +549,15 @@ impl IdentityStore for PostgresMetadataStore {
         rows.iter().map(token_password_row).collect()
     }
 
+    async fn a_sealed_password(&self) -> Result<Option<TokenPasswordRecord>, StorageError> {
+        sqlx::query("SELECT * FROM registry_token_passwords WHERE sealed IS NOT NULL LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(token_password_row)
+            .transpose()
+    }
+
     async fn add_signing_key(&self, k: &SigningKeyRecord) -> Result<(), StorageError> {
         self.write_tx(|conn, _| {
             Box::pin(async move {
@@ -565,6 +605,16 @@ impl IdentityStore for PostgresMetadataStore {
                 .execute(&mut *conn)
                 .await?;
                 Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn prune_signing_keys(&self, before: i64) -> Result<u64, StorageError> {
+        self.write_tx(|conn, _| {
+            Box::pin(async move {
+                let done = sqlx::query(PRUNE_KEYS).bind(before).execute(&mut *conn).await?;
+                Ok(done.rows_affected())
             })
         })
         .await

@@ -8,6 +8,8 @@ use crate::{StorageError, now_millis};
 
 /// Job states after which nothing changes.
 const FINISHED: &str = "('Succeeded', 'Failed', 'Canceled')";
+/// The database's clock in ms: leases are set and compared by it alone.
+const NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 #[async_trait]
 impl ManagementStore for PostgresMetadataStore {
@@ -276,14 +278,16 @@ impl ManagementStore for PostgresMetadataStore {
         .await
     }
 
-    async fn create_job(&self, job: &JobRecord) -> Result<(), StorageError> {
+    async fn create_job(&self, job: &JobRecord, lease_ms: i64) -> Result<(), StorageError> {
         self.write_tx(|conn, _| {
             Box::pin(async move {
-                sqlx::query(
+                // Only constant fragments are formatted into the SQL.
+                sqlx::query(AssertSqlSafe(format!(
                     "INSERT INTO import_jobs (id, registry_id, request, resumable, status, progress,
-                                              error, created_at, updated_at, owner, lease_until)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                )
+                                              error, created_at, updated_at, owner, lease_until,
+                                              lease_epoch)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, {NOW} + $11, 0)"
+                )))
                 .bind(&job.id)
                 .bind(job.registry_id)
                 .bind(&job.request)
@@ -294,7 +298,7 @@ impl ManagementStore for PostgresMetadataStore {
                 .bind(job.created_at)
                 .bind(job.updated_at)
                 .bind(&job.owner)
-                .bind(job.lease_until)
+                .bind(lease_ms)
                 .execute(&mut *conn)
                 .await?;
                 Ok(())
@@ -305,25 +309,29 @@ impl ManagementStore for PostgresMetadataStore {
 
     async fn update_job(
         &self,
-        id: &str,
+        fence: &JobFence,
         status: &str,
         progress: &str,
         error: Option<&str>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<bool, StorageError> {
         self.write_tx(|conn, _| {
             Box::pin(async move {
-                sqlx::query(
-                    "UPDATE import_jobs SET status = $2, progress = $3, error = $4, updated_at = $5
-                      WHERE id = $1",
-                )
-                .bind(id)
+                // Only constant fragments are formatted into the SQL.
+                let done = sqlx::query(AssertSqlSafe(format!(
+                    "UPDATE import_jobs SET status = $4, progress = $5, error = $6, updated_at = $7
+                      WHERE id = $1 AND owner = $2 AND lease_epoch = $3
+                        AND status NOT IN {FINISHED}"
+                )))
+                .bind(&fence.id)
+                .bind(&fence.owner)
+                .bind(fence.epoch)
                 .bind(status)
                 .bind(progress)
                 .bind(error)
                 .bind(now_millis())
                 .execute(&mut *conn)
                 .await?;
-                Ok(())
+                Ok(done.rows_affected() == 1)
             })
         })
         .await
@@ -352,21 +360,22 @@ impl ManagementStore for PostgresMetadataStore {
     async fn claim_jobs(
         &self,
         owner: &str,
-        now: i64,
-        lease_until: i64,
+        lease_ms: i64,
+        restarted: bool,
     ) -> Result<Vec<JobRecord>, StorageError> {
         // One statement: rows another node is claiming at the same moment are locked by its
         // UPDATE, and re-checked after it commits (their lease is then no longer past), so
-        // no job is taken twice.
+        // no job is taken twice. Only constant fragments are formatted into the SQL.
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE import_jobs SET owner = $1, lease_until = $3
+            "UPDATE import_jobs SET owner = $1, lease_until = {NOW} + $2,
+                                    lease_epoch = lease_epoch + 1
               WHERE status NOT IN {FINISHED}
-                AND (owner IS NULL OR owner = $1 OR lease_until < $2)
+                AND (owner IS NULL OR lease_until < {NOW} OR (owner = $1 AND $3))
              RETURNING *"
         )))
         .bind(owner)
-        .bind(now)
-        .bind(lease_until)
+        .bind(lease_ms)
+        .bind(restarted)
         .fetch_all(&self.pool)
         .await?;
         let mut jobs: Vec<JobRecord> = rows.iter().map(job_row).collect::<Result<_, _>>()?;
@@ -376,20 +385,21 @@ impl ManagementStore for PostgresMetadataStore {
 
     async fn heartbeat_job(
         &self,
-        id: &str,
-        owner: &str,
+        fence: &JobFence,
         progress: &str,
-        lease_until: i64,
+        lease_ms: i64,
     ) -> Result<Option<String>, StorageError> {
+        // Only constant fragments are formatted into the SQL.
         let status: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
-            "UPDATE import_jobs SET progress = $3, lease_until = $4, updated_at = $5
-              WHERE id = $1 AND owner = $2 AND status NOT IN {FINISHED}
+            "UPDATE import_jobs SET progress = $4, lease_until = {NOW} + $5, updated_at = $6
+              WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND status NOT IN {FINISHED}
              RETURNING status"
         )))
-        .bind(id)
-        .bind(owner)
+        .bind(&fence.id)
+        .bind(&fence.owner)
+        .bind(fence.epoch)
         .bind(progress)
-        .bind(lease_until)
+        .bind(lease_ms)
         .bind(now_millis())
         .fetch_optional(&self.pool)
         .await?;

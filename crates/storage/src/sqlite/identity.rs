@@ -6,6 +6,11 @@ use super::rows::*;
 use crate::StorageError;
 use crate::identity::*;
 
+const PRUNE_KEYS: &str =
+    "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1";
+const UPDATE_PRINCIPAL: &str = "UPDATE principals SET enabled = COALESCE($2, enabled),
+     token_generation = token_generation + $3 WHERE id = $1";
+
 #[async_trait]
 impl IdentityStore for SqliteMetadataStore {
     async fn put_tenant(&self, t: &TenantRecord) -> Result<(), StorageError> {
@@ -121,6 +126,21 @@ impl IdentityStore for SqliteMetadataStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn update_principal(
+        &self,
+        id: &str,
+        enabled: Option<bool>,
+        revoke_tokens: bool,
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query(UPDATE_PRINCIPAL)
+            .bind(id)
+            .bind(enabled)
+            .bind(i64::from(revoke_tokens))
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn add_credential(&self, c: &CredentialRecord) -> Result<(), StorageError> {
         sqlx::query(
             "INSERT INTO credentials (id, principal, hash, hint, display_name, expires_at, created_at)
@@ -166,6 +186,12 @@ impl IdentityStore for SqliteMetadataStore {
         .bind(c.created_at)
         .execute(&mut *tx)
         .await?;
+        sqlx::query(UPDATE_PRINCIPAL)
+            .bind(&c.principal)
+            .bind(None::<bool>)
+            .bind(1_i64)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -315,6 +341,11 @@ impl IdentityStore for SqliteMetadataStore {
         .execute(&self.write)
         .await?;
         Ok(())
+    }
+
+    async fn prune_signing_keys(&self, before: i64) -> Result<u64, StorageError> {
+        let done = sqlx::query(PRUNE_KEYS).bind(before).execute(&self.write).await?;
+        Ok(done.rows_affected())
     }
 
     async fn put_scope_map(&self, m: &ScopeMapRecord) -> Result<(), StorageError> {
@@ -476,5 +507,14 @@ impl IdentityStore for SqliteMetadataStore {
         .fetch_all(&self.read)
         .await?;
         rows.iter().map(token_password_row).collect()
+    }
+
+    async fn a_sealed_password(&self) -> Result<Option<TokenPasswordRecord>, StorageError> {
+        sqlx::query("SELECT * FROM registry_token_passwords WHERE sealed IS NOT NULL LIMIT 1")
+            .fetch_optional(&self.read)
+            .await?
+            .as_ref()
+            .map(token_password_row)
+            .transpose()
     }
 }

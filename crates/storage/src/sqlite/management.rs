@@ -7,6 +7,8 @@ use crate::{StorageError, now_millis};
 
 /// Job states after which nothing changes.
 const FINISHED: &str = "('Succeeded', 'Failed', 'Canceled')";
+/// The database's clock in ms: leases are set and compared by it alone.
+const NOW: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
 
 #[async_trait]
 impl ManagementStore for SqliteMetadataStore {
@@ -236,12 +238,13 @@ impl ManagementStore for SqliteMetadataStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn create_job(&self, job: &JobRecord) -> Result<(), StorageError> {
-        sqlx::query(
+    async fn create_job(&self, job: &JobRecord, lease_ms: i64) -> Result<(), StorageError> {
+        // Only constant fragments are formatted into the SQL.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO import_jobs (id, registry_id, request, resumable, status, progress, error,
-                                      created_at, updated_at, owner, lease_until)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
+                                      created_at, updated_at, owner, lease_until, lease_epoch)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, {NOW} + $11, 0)"
+        )))
         .bind(&job.id)
         .bind(job.registry_id)
         .bind(&job.request)
@@ -252,7 +255,7 @@ impl ManagementStore for SqliteMetadataStore {
         .bind(job.created_at)
         .bind(job.updated_at)
         .bind(&job.owner)
-        .bind(job.lease_until)
+        .bind(lease_ms)
         .execute(&self.write)
         .await?;
         Ok(())
@@ -260,22 +263,26 @@ impl ManagementStore for SqliteMetadataStore {
 
     async fn update_job(
         &self,
-        id: &str,
+        fence: &JobFence,
         status: &str,
         progress: &str,
         error: Option<&str>,
-    ) -> Result<(), StorageError> {
-        sqlx::query(
-            "UPDATE import_jobs SET status = $2, progress = $3, error = $4, updated_at = $5 WHERE id = $1",
-        )
-        .bind(id)
+    ) -> Result<bool, StorageError> {
+        // Only constant fragments are formatted into the SQL.
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE import_jobs SET status = $4, progress = $5, error = $6, updated_at = $7
+              WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND status NOT IN {FINISHED}"
+        )))
+        .bind(&fence.id)
+        .bind(&fence.owner)
+        .bind(fence.epoch)
         .bind(status)
         .bind(progress)
         .bind(error)
         .bind(now_millis())
         .execute(&self.write)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     async fn job(&self, id: &str) -> Result<Option<JobRecord>, StorageError> {
@@ -301,19 +308,20 @@ impl ManagementStore for SqliteMetadataStore {
     async fn claim_jobs(
         &self,
         owner: &str,
-        now: i64,
-        lease_until: i64,
+        lease_ms: i64,
+        restarted: bool,
     ) -> Result<Vec<JobRecord>, StorageError> {
         // Only constant fragments are formatted into the SQL.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE import_jobs SET owner = $1, lease_until = $3
+            "UPDATE import_jobs SET owner = $1, lease_until = {NOW} + $2,
+                                    lease_epoch = lease_epoch + 1
               WHERE status NOT IN {FINISHED}
-                AND (owner IS NULL OR owner = $1 OR lease_until < $2)
+                AND (owner IS NULL OR lease_until < {NOW} OR (owner = $1 AND $3))
              RETURNING *"
         )))
         .bind(owner)
-        .bind(now)
-        .bind(lease_until)
+        .bind(lease_ms)
+        .bind(restarted)
         .fetch_all(&self.write)
         .await?;
         let mut jobs: Vec<JobRecord> = rows.iter().map(job_row).collect::<Result<_, _>>()?;
@@ -323,21 +331,21 @@ impl ManagementStore for SqliteMetadataStore {
 
     async fn heartbeat_job(
         &self,
-        id: &str,
-        owner: &str,
+        fence: &JobFence,
         progress: &str,
-        lease_until: i64,
+        lease_ms: i64,
     ) -> Result<Option<String>, StorageError> {
         // Only constant fragments are formatted into the SQL.
         let status: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "UPDATE import_jobs SET progress = $3, lease_until = $4, updated_at = $5
-              WHERE id = $1 AND owner = $2 AND status NOT IN {FINISHED}
+            "UPDATE import_jobs SET progress = $4, lease_until = {NOW} + $5, updated_at = $6
+              WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND status NOT IN {FINISHED}
              RETURNING status"
         )))
-        .bind(id)
-        .bind(owner)
+        .bind(&fence.id)
+        .bind(&fence.owner)
+        .bind(fence.epoch)
         .bind(progress)
-        .bind(lease_until)
+        .bind(lease_ms)
         .bind(now_millis())
         .fetch_optional(&self.write)
         .await?;

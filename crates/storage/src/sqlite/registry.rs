@@ -76,6 +76,11 @@ impl SqliteMetadataStore {
     }
 }
 
+/// Whether the job committing a batch is still its node's (see `JobFence`), read in the
+/// batch's own transaction.
+const JOB_HELD: &str = "SELECT 1 FROM import_jobs WHERE id = $1 AND owner = $2
+                          AND lease_epoch = $3 AND status NOT IN ('Succeeded', 'Failed', 'Canceled')";
+
 #[async_trait]
 impl MetadataStore for SqliteMetadataStore {
     async fn default_registry(&self) -> Result<RegistryRecord, StorageError> {
@@ -316,6 +321,17 @@ impl MetadataStore for SqliteMetadataStore {
             }
         }
         let mut tx = self.write.begin().await?;
+        if let Some(fence) = &batch.fence {
+            let held: Option<i64> = sqlx::query_scalar(JOB_HELD)
+                .bind(&fence.id)
+                .bind(&fence.owner)
+                .bind(fence.epoch)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if held.is_none() {
+                return Ok(CommitOutcome::Fenced);
+            }
+        }
         for (repo, digests) in &by_repo {
             let digests = json_list(digests)?;
             let missing: Option<String> = sqlx::query_scalar(
@@ -496,16 +512,21 @@ impl MetadataStore for SqliteMetadataStore {
         &self,
         repo: &RepoKey,
         subject: &Digest,
+        artifact_type: Option<&str>,
+        limit: u32,
     ) -> Result<Vec<ReferrerRecord>, StorageError> {
         let Some(repo_id) = self.repo_id(repo).await? else {
             return Ok(Vec::new());
         };
         let rows = sqlx::query(
             "SELECT digest, media_type, size, artifact_type, annotations FROM manifests
-              WHERE repo_id = $1 AND subject = $2 ORDER BY created_at, digest",
+              WHERE repo_id = $1 AND subject = $2 AND ($3 IS NULL OR artifact_type = $3)
+              ORDER BY created_at, digest LIMIT $4",
         )
         .bind(repo_id)
         .bind(subject.to_string())
+        .bind(artifact_type)
+        .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await?;
         rows.iter()

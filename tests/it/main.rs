@@ -20,4 +20,5 @@ mod powerfs;
 mod powerloss;
 mod serve;
 mod tls;
+mod upgrade;
 mod util;

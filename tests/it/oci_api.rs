@@ -470,6 +470,23 @@ fn referrers_are_listed_and_filtered() {
     assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
     assert_eq!(index["manifests"][0]["annotations"]["n"], "1");
 
+    // Paged with `Link`, the filter carried along: the two SBOMs one at a time.
+    let mut url = format!("/v2/refs/referrers/{sd}?n=1&artifactType=application/vnd.example.sbom");
+    let mut seen = Vec::new();
+    loop {
+        let r = reg.get(&url);
+        let link = r.headers().get("link").map(|l| l.to_str().unwrap().to_owned());
+        let index: Value = r.json().unwrap();
+        let page = index["manifests"].as_array().unwrap();
+        assert!(page.len() <= 1);
+        seen.extend(page.iter().map(|m| m["annotations"]["n"].as_str().unwrap().to_owned()));
+        match link {
+            Some(l) => url = l.trim_start_matches('<').split('>').next().unwrap().to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["0", "2"]);
+
     // Unknown subject: an empty index, not an error.
     let r = reg.get(&format!("/v2/refs/referrers/{}", digest_of(b"none")));
     assert_eq!(r.status(), 200);

@@ -177,7 +177,7 @@ impl Identity {
     ) -> Result<(), AuthError> {
         self.check_may_manage(caller, principal).await?;
         if !enabled {
-            self.keep_a_root_owner(principal, "disabled").await?;
+            self.keep_a_keeper(&principal.id, None, "be disabled").await?;
         }
         self.store.update_principal(&principal.id, Some(enabled), !enabled).await?;
         self.forget_principal(&principal.id);
@@ -193,28 +193,6 @@ impl Identity {
         self.check_may_manage(caller, principal).await?;
         self.store.update_principal(&principal.id, None, true).await?;
         self.forget_principal(&principal.id);
-        Ok(())
-    }
-
-    /// Refuse to leave nobody who may manage access: `p` must not be the last enabled
-    /// principal holding Owner at `/`.
-    async fn keep_a_root_owner(&self, p: &PrincipalRecord, what: &str) -> Result<(), AuthError> {
-        let owners = self.root_owners().await?;
-        if !owners.iter().any(|o| o.eq_ignore_ascii_case(&p.id)) {
-            return Ok(());
-        }
-        let mut others = 0;
-        for o in owners.iter().filter(|o| !o.eq_ignore_ascii_case(&p.id)) {
-            if self.store.principal(o).await?.is_some_and(|q| q.enabled) {
-                others += 1;
-            }
-        }
-        if others == 0 {
-            return Err(AuthError::Conflict(format!(
-                "'{}' is the last enabled Owner of '/' and can't be {what}: assign Owner at '/' to someone else first.",
-                p.name
-            )));
-        }
         Ok(())
     }
 
@@ -268,7 +246,7 @@ impl Identity {
             return Err(AuthError::Conflict("The admin user can't be deleted.".into()));
         }
         self.check_may_manage(caller, &p).await?;
-        self.keep_a_root_owner(&p, "deleted").await?;
+        self.keep_a_keeper(&p.id, None, "be deleted").await?;
         self.store.delete_principal(&p.id).await?;
         self.forget_principal(&p.id);
         Ok(())

@@ -73,6 +73,10 @@ impl Identity {
             assignable_scopes: body.assignable_scopes.clone(),
         };
         check_directory_rights(caller, &role)?;
+        // Nor are directory rights taken out of a role by someone who doesn't hold them.
+        if let Some(before) = &before {
+            check_directory_rights(caller, before)?;
+        }
         let record = RoleDefinitionRecord {
             id: id.to_owned(),
             name: name.to_owned(),
@@ -207,30 +211,66 @@ impl Identity {
         if let Some(role) = self.role_definition(&a.role_definition_id).await? {
             check_directory_rights(caller, &role)?;
         }
-        if is_root_owner(&a) && self.root_owners().await?.len() <= 1 {
-            return Err(AuthError::Conflict(
-                "This is the last Owner assignment at '/': assign Owner to someone else first."
-                    .into(),
-            ));
+        if normalize_scope(&a.scope).is_empty() {
+            let role = a.role_definition_id.as_str();
+            self.keep_a_keeper(&a.principal_id, Some(role), "lose it").await?;
         }
         self.store.delete_role_assignment(id).await?;
         self.forget_grants(Some(&a.principal_id));
         Ok(Some(a))
     }
 
-    /// The principals holding Owner at `/` (someone must always be able to manage access).
-    pub(crate) async fn root_owners(&self) -> Result<Vec<String>, AuthError> {
-        let mut owners: Vec<String> = self
+    /// Refuse to leave no enabled principal holding one of the [`KEEPERS`] at `/` (Owner:
+    /// someone must manage access; Directory Administrator: someone must manage the
+    /// directory), when `principal` is about to lose `role` there (any keeper it holds
+    /// with `None`: it is disabled or deleted).
+    pub(crate) async fn keep_a_keeper(
+        &self,
+        principal: &str,
+        role: Option<&str>,
+        what: &str,
+    ) -> Result<(), AuthError> {
+        let at_root: Vec<RoleAssignmentRecord> = self
             .store
             .role_assignments()
             .await?
             .into_iter()
-            .filter(is_root_owner)
-            .map(|a| a.principal_id.to_ascii_lowercase())
+            .filter(|a| normalize_scope(&a.scope).is_empty() && a.condition.is_none())
             .collect();
-        owners.sort();
-        owners.dedup();
-        Ok(owners)
+        for (keeper, name) in KEEPERS {
+            if role.is_some_and(|r| !r.eq_ignore_ascii_case(keeper)) {
+                continue;
+            }
+            let holds = |a: &&RoleAssignmentRecord, p: &str| {
+                a.role_definition_id.eq_ignore_ascii_case(keeper)
+                    && a.principal_id.eq_ignore_ascii_case(p)
+            };
+            if !at_root.iter().any(|a| holds(&a, principal)) {
+                continue;
+            }
+            let mut others: Vec<&str> = at_root
+                .iter()
+                .filter(|a| {
+                    a.role_definition_id.eq_ignore_ascii_case(keeper)
+                        && !a.principal_id.eq_ignore_ascii_case(principal)
+                })
+                .map(|a| a.principal_id.as_str())
+                .collect();
+            others.dedup();
+            let mut enabled = false;
+            for other in others {
+                if self.store.principal(other).await?.is_some_and(|p| p.enabled) {
+                    enabled = true;
+                    break;
+                }
+            }
+            if !enabled {
+                return Err(AuthError::Conflict(format!(
+                    "This is the last enabled principal holding {name} at '/', which can't {what}: assign {name} at '/' to someone else first."
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Whether `caller` may set a secret on, disable or delete `target`: it needs the
@@ -268,10 +308,11 @@ impl Identity {
     }
 }
 
-fn is_root_owner(a: &RoleAssignmentRecord) -> bool {
-    let owner = find_built_in("Owner").map(|r| r.id.as_str()).unwrap_or_default();
-    normalize_scope(&a.scope).is_empty() && a.role_definition_id.eq_ignore_ascii_case(owner)
-}
+/// Roles someone enabled must always hold at `/`, unconditionally.
+const KEEPERS: [(&str, &str); 2] = [
+    ("8e3af657-a8ff-443c-a75c-2fe8c4bcb635", "Owner"),
+    (crate::roles::DIRECTORY_ADMINISTRATOR, "Directory Administrator"),
+];
 
 /// Whether a role grants any of the directory's actions.
 fn grants_directory(role: &RoleDefinition) -> bool {

@@ -279,14 +279,13 @@ mod tests {
 // ---- the identity provider's side: storing, showing and checking them ------------------
 
 use std::net::IpAddr;
-use std::time::Instant;
 
 use sha2::{Digest as _, Sha256};
 use wharf_storage::{RegistryTokenRecord, ScopeMapRecord, TokenPasswordRecord};
 
 use crate::caller::{Caller, RegistryPolicy};
 use crate::secret;
-use crate::service::{CACHE_MAX, Identity, Issuer, lock, now_ms};
+use crate::service::{Identity, Issuer, now_ms};
 
 /// A password of a registry credential, as `listCredentials` / `generateCredentials` show it.
 #[derive(Clone, Debug)]
@@ -446,11 +445,7 @@ impl Identity {
     /// After any change to a registry credential: nothing checked before it is remembered,
     /// including a check still running (it sees the generation move and doesn't cache).
     pub(crate) fn forget_registry_secrets(&self) {
-        {
-            let mut cache = lock(&self.registry_secrets);
-            self.cache_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            cache.clear();
-        }
+        self.forget_secrets();
         self.forget_issuers();
     }
 
@@ -721,8 +716,8 @@ impl Identity {
         Ok(Some(Caller::registry_credential(registry.id, &record.name, grant)))
     }
 
-    /// As a principal's secret is checked: remembered once verified, else an attempt
-    /// reserved on the limiter (under `credential`, this registry's own name for it).
+    /// As a principal's secret is checked ([`Identity::verify_secret`]), counted on the
+    /// limiter under `credential`, this registry's own name for it.
     async fn check_registry_password(
         &self,
         record: &RegistryTokenRecord,
@@ -730,8 +725,8 @@ impl Identity {
         credential: &str,
         client: Option<IpAddr>,
     ) -> Result<bool, AuthError> {
-        self.follow_access().await?;
         let key: [u8; 32] = Sha256::new()
+            .chain_update(b"registry credential\0")
             .chain_update(record.registry_id.to_be_bytes())
             .chain_update(record.kind.as_bytes())
             .chain_update([0])
@@ -740,27 +735,12 @@ impl Identity {
             .chain_update(password.as_bytes())
             .finalize()
             .into();
-        if lock(&self.registry_secrets).get(&key).is_some_and(|until| Instant::now() < *until) {
-            return Ok(true);
-        }
-        let attempt = self.failures.begin(credential, client).await?;
-        let generation = self.cache_generation.load(std::sync::atomic::Ordering::SeqCst);
-        let stored =
-            self.store.token_passwords(record.registry_id, &record.kind, &record.name).await?;
-        let candidates = stored.into_iter().map(|p| (p.hash, p.expires_at)).collect();
-        let Some(left) = self.verify_against(candidates, password).await? else {
-            return Ok(false);
+        let (registry, kind, name) = (record.registry_id, &record.kind, &record.name);
+        let load = || async move {
+            let stored = self.store.token_passwords(registry, kind, name).await?;
+            Ok(stored.into_iter().map(|p| (p.hash, p.expires_at)).collect())
         };
-        attempt.succeeded().await;
-        let mut cache = lock(&self.registry_secrets);
-        if self.cache_generation.load(std::sync::atomic::Ordering::SeqCst) != generation {
-            return Ok(true);
-        }
-        if cache.len() > CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(key, Instant::now() + left);
-        Ok(true)
+        self.verify_secret(key, credential, client, password, load).await
     }
 }
 

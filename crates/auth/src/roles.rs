@@ -108,7 +108,9 @@ impl Permission {
         } else {
             (&self.actions, &self.not_actions)
         };
-        yes.iter().any(|p| matches(p, action)) && !no.iter().any(|p| matches(p, action))
+        // An exclusion excludes whatever it matches, directory actions included.
+        yes.iter().any(|p| matches(p, action))
+            && !no.iter().any(|p| crate::glob::matches_ignore_case(p, action))
     }
 }
 
@@ -341,6 +343,19 @@ mod tests {
         assert!(!matches("Microsoft.Authorization/*/Write", actions::ROLE_ASSIGNMENT_READ));
         assert!(matches(actions::PULL, &actions::PULL.to_uppercase()));
         assert!(!matches("Microsoft.ContainerRegistry/registries/pull", actions::PULL));
+    }
+
+    #[test]
+    fn the_directory_is_reached_only_by_its_own_patterns_and_excluded_by_any() {
+        let allows = |actions: &[&str], not: &[&str], action: &str| {
+            Permission { actions: list(actions), not_actions: list(not), ..Permission::default() }
+                .allows(action, false)
+        };
+        assert!(!allows(&["*"], &[], actions::DIRECTORY_WRITE), "Owner's * doesn't reach it");
+        assert!(!allows(&["*/read"], &[], actions::DIRECTORY_READ));
+        assert!(allows(&["Wharf/directory/*"], &[], actions::DIRECTORY_WRITE));
+        assert!(!allows(&["Wharf/directory/*"], &["*/write"], actions::DIRECTORY_WRITE));
+        assert!(allows(&["Wharf/directory/*"], &["*/write"], actions::DIRECTORY_READ));
     }
 
     #[test]

@@ -151,9 +151,12 @@ pub struct Identity {
     pub(crate) tenant: String,
     pub(crate) keys: RwLock<Arc<KeyRing>>,
     pub(crate) grants: Mutex<HashMap<String, Cached<Arc<Vec<Grant>>>>>,
-    pub(crate) secrets: Mutex<HashMap<[u8; 32], (PrincipalRecord, Instant)>>,
-    /// Registry credentials' checked passwords (hash of registry, name and password → until).
-    pub(crate) registry_secrets: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Secrets verified lately (principals' and registry credentials'), by a hash of what
+    /// they are for and the secret, until when they may be trusted without hashing again.
+    pub(crate) verified: Mutex<HashMap<[u8; 32], Instant>>,
+    /// The verifications under way, one per secret: the same secret arriving many times at
+    /// once (a client's parallel pulls) is hashed once, the others wait for its answer.
+    pub(crate) verifying: crate::signin::PerKey,
     /// Principals and registry credentials as tokens last found them (enabled, token
     /// generation): a token is checked against these on every request without a query.
     pub(crate) issuers: Mutex<HashMap<String, Cached<Option<Issuer>>>>,
@@ -219,8 +222,8 @@ impl Identity {
             tenant,
             keys: RwLock::new(Arc::new(keys)),
             grants: Mutex::default(),
-            secrets: Mutex::default(),
-            registry_secrets: Mutex::default(),
+            verified: Mutex::default(),
+            verifying: Default::default(),
             issuers: Mutex::default(),
             failures: Limiter::new(settings_max_failures),
             dummy_hash: dummy_hash().await?,
@@ -295,7 +298,6 @@ impl Identity {
         if access.version.swap(version, SeqCst) != version {
             self.forget_grants(None);
             self.forget_secrets();
-            self.forget_registry_secrets();
             self.forget_issuers();
         }
         Ok(())
@@ -366,7 +368,7 @@ impl Identity {
 
     /// Drop every checked secret — and what checks still running read before now.
     pub(crate) fn forget_secrets(&self) {
-        let mut cache = lock(&self.secrets);
+        let mut cache = lock(&self.verified);
         self.cache_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         cache.clear();
     }
@@ -588,6 +590,70 @@ mod tests {
             id.sign_in(None, "admin", "an admin password", Some(ip)).await,
             Err(AuthError::Throttled(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_principals_names_share_one_budget_and_ipv6_hosts_are_keyed_by_prefix() {
+        let (id, _dir) = identity().await;
+        let sp = id.create_service_principal("twonames", 1).await.unwrap();
+        let app = sp.principal.app_id.clone().unwrap();
+        let ip: IpAddr = "10.2.2.2".parse().unwrap();
+        for name in [&app, "twonames"].into_iter().cycle().take(DEFAULT_MAX_FAILURES as usize) {
+            let e = id.sign_in(None, name, "wrong", Some(ip)).await.unwrap_err();
+            assert_eq!(e, AuthError::InvalidCredentials);
+        }
+        // Its display name and its app id were one budget: both are spent.
+        for name in [app.as_str(), "twonames"] {
+            let e = id.sign_in(None, name, &sp.secret, Some(ip)).await.unwrap_err();
+            assert!(matches!(e, AuthError::Throttled(_)), "{name}: {e:?}");
+        }
+        // Addresses of one IPv6 /64 are one client.
+        let v6 = |last: u16| Some(IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]));
+        for i in 0..DEFAULT_MAX_FAILURES as u16 {
+            let _ = id.sign_in(None, "admin", "wrong", v6(i + 1)).await;
+        }
+        let e = id.sign_in(None, "admin", "also wrong", v6(999)).await.unwrap_err();
+        assert!(matches!(e, AuthError::Throttled(_)), "{e:?}");
+        // From elsewhere the admin still signs in.
+        assert!(id.sign_in(None, "admin", "an admin password", Some(ip)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn someone_enabled_always_keeps_owner_and_the_directory() {
+        let (id, _dir) = identity().await;
+        let admin = id.sign_in(None, "admin", "an admin password", None).await.unwrap();
+        let caller = id.caller(&admin).await.unwrap();
+        let mine = id.store.role_assignments_of(&admin.id).await.unwrap();
+        let owner = mine.iter().find(|a| a.role_definition_id.starts_with("8e3af657")).unwrap();
+        // The only Owner: its assignment stays, and it can't be disabled.
+        let e = id.delete_role_assignment(&caller, &owner.id).await.unwrap_err();
+        assert!(matches!(e, AuthError::Conflict(_)), "{e:?}");
+        assert!(id.set_enabled(&caller, &admin, false).await.is_err());
+        // A second Owner who is disabled doesn't count.
+        let other = id.create_user("second-owner", Some("second owner password")).await.unwrap();
+        for role in ["Owner", "Directory Administrator"] {
+            let role = find_built_in(role).unwrap();
+            id.create_role_assignment(
+                &caller,
+                &RoleAssignmentRecord {
+                    id: secret::guid(),
+                    scope: "/".into(),
+                    role_definition_id: role.id.clone(),
+                    principal_id: other.principal.id.clone(),
+                    principal_type: "User".into(),
+                    condition: None,
+                    description: None,
+                    created_at: 0,
+                },
+            )
+            .await
+            .unwrap();
+        }
+        id.set_enabled(&caller, &other.principal, false).await.unwrap();
+        assert!(id.delete_role_assignment(&caller, &owner.id).await.is_err());
+        // Enabled again, it does.
+        id.set_enabled(&caller, &other.principal, true).await.unwrap();
+        assert!(id.delete_role_assignment(&caller, &owner.id).await.unwrap().is_some());
     }
 
     #[tokio::test]

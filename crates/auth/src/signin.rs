@@ -28,6 +28,36 @@ pub(crate) struct Limiter {
     pub(crate) shared: Option<Arc<dyn Coordination>>,
 }
 
+/// One async lock per key in use (a secret being verified), gone with its last holder.
+#[derive(Default)]
+pub(crate) struct PerKey {
+    map: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A key's lock, held; the map's entry goes with the last holder or waiter.
+pub(crate) struct KeyHeld<'a> {
+    owner: &'a PerKey,
+    key: [u8; 32],
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl PerKey {
+    pub(crate) async fn lock(&self, key: [u8; 32]) -> KeyHeld<'_> {
+        let mutex = lock(&self.map).entry(key).or_default().clone();
+        KeyHeld { owner: self, key, guard: Some(mutex.lock_owned().await) }
+    }
+}
+
+impl Drop for KeyHeld<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut map = lock(&self.owner.map);
+        if map.get(&self.key).is_some_and(|m| Arc::strong_count(m) == 1) {
+            map.remove(&self.key);
+        }
+    }
+}
+
 /// The first window of a key; each one that ends full doubles the next, up to
 /// [`MAX_WINDOW`].
 const BASE_WINDOW: Duration = Duration::from_secs(60);
@@ -58,10 +88,13 @@ impl Window {
     }
 }
 
-/// The slots one attempt holds; given back with [`Attempt::succeeded`], kept otherwise.
+/// The slots one attempt holds: kept when the secret was wrong ([`Attempt::failed`]),
+/// given back otherwise — a success, and also an error inside the server (a user isn't
+/// throttled for the server's trouble).
 pub(crate) struct Attempt<'a> {
     limiter: &'a Limiter,
     keys: Vec<(String, u32)>,
+    failed: bool,
 }
 
 impl Limiter {
@@ -69,10 +102,19 @@ impl Limiter {
         Limiter { windows: Mutex::default(), per_pair: per_pair.max(1), shared: None }
     }
 
-    /// The keys of an attempt by `name` from `client`, with their limits.
+    /// The keys of an attempt on `name` (a principal's id once known, so that its other
+    /// names share its budget) from `client` (an IPv6 client by its /64, which one host
+    /// holds whole), with their limits.
     fn keys(&self, name: &str, client: Option<IpAddr>) -> Vec<(String, u32)> {
-        let name = name.to_ascii_lowercase();
-        let ip = client.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
+        let name = name.to_lowercase();
+        let ip = match client {
+            None => "-".to_owned(),
+            Some(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+            Some(ip) => ip.to_canonical().to_string(),
+        };
         let ceiling = self.per_pair.saturating_mul(10);
         vec![
             (format!("pair:{name}|{ip}"), self.per_pair),
@@ -90,23 +132,22 @@ impl Limiter {
     ) -> Result<Attempt<'_>, AuthError> {
         let keys = self.keys(name, client);
         self.reserve_here(&keys)?;
-        let attempt = Attempt { limiter: self, keys };
         if let Some(shared) = &self.shared {
             let window = (BASE_WINDOW.as_millis() as i64, MAX_WINDOW.as_millis() as i64);
-            match shared.reserve_sign_in(&attempt.keys, now_ms(), window.0, window.1).await {
-                Ok(None) => {}
+            let refused = match shared.reserve_sign_in(&keys, now_ms(), window.0, window.1).await {
+                Ok(None) => None,
                 Ok(Some(until)) => {
-                    attempt.release_here();
                     let left = u64::try_from((until - now_ms()) / 1000).unwrap_or(0);
-                    return Err(AuthError::Throttled(left.max(1)));
+                    Some(AuthError::Throttled(left.max(1)))
                 }
-                Err(e) => {
-                    attempt.release_here();
-                    return Err(e.into());
-                }
+                Err(e) => Some(e.into()),
+            };
+            if let Some(e) = refused {
+                self.release_here(&keys);
+                return Err(e);
             }
         }
-        Ok(attempt)
+        Ok(Attempt { limiter: self, keys, failed: false })
     }
 
     fn reserve_here(&self, keys: &[(String, u32)]) -> Result<(), AuthError> {
@@ -131,22 +172,10 @@ impl Limiter {
     }
 }
 
-impl Attempt<'_> {
-    /// The secret was right: the slots go back.
-    pub(crate) async fn succeeded(self) {
-        self.release_here();
-        if let Some(shared) = &self.limiter.shared {
-            let keys: Vec<String> = self.keys.iter().map(|(k, _)| k.clone()).collect();
-            if let Err(e) = shared.release_sign_in(&keys).await {
-                // Counted as a failure on the cluster until its window ends: harmless.
-                tracing::warn!(error = %e, "cannot give back a sign-in slot in the shared store");
-            }
-        }
-    }
-
-    fn release_here(&self) {
-        let mut windows = lock(&self.limiter.windows);
-        for (key, _) in &self.keys {
+impl Limiter {
+    fn release_here(&self, keys: &[(String, u32)]) {
+        let mut windows = lock(&self.windows);
+        for (key, _) in keys {
             if let Some(w) = windows.get_mut(key) {
                 w.count = w.count.saturating_sub(1);
             }
@@ -154,46 +183,97 @@ impl Attempt<'_> {
     }
 }
 
+impl Attempt<'_> {
+    /// The secret was wrong: the slots stay taken until their windows end.
+    pub(crate) fn failed(mut self) {
+        self.failed = true;
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if self.failed {
+            return;
+        }
+        self.limiter.release_here(&self.keys);
+        if let Some(shared) = self.limiter.shared.clone() {
+            let keys: Vec<String> = self.keys.iter().map(|(k, _)| k.clone()).collect();
+            tokio::spawn(async move {
+                if let Err(e) = shared.release_sign_in(&keys).await {
+                    // Counted as a failure on the cluster until its window ends: harmless.
+                    tracing::warn!(error = %e, "cannot give back a sign-in slot in the shared store");
+                }
+            });
+        }
+    }
+}
+
 impl Identity {
     // --- signing in ---------------------------------------------------------------
 
-    /// Check a secret against a principal's credentials (not expired). A secret already
-    /// verified is remembered for a while (Basic credentials come with every request) and
-    /// passes without the limiter; anything else reserves an attempt first.
+    /// Check a secret against a principal's credentials (not expired).
     async fn check_secret(
         &self,
         p: &PrincipalRecord,
-        name: &str,
         secret: &str,
         client: Option<IpAddr>,
     ) -> Result<bool, AuthError> {
-        self.follow_access().await?;
         let key: [u8; 32] = Sha256::new()
+            .chain_update(b"principal\0")
             .chain_update(p.id.as_bytes())
             .chain_update([0])
             .chain_update(secret.as_bytes())
             .finalize()
             .into();
-        if let Some((_, until)) = lock(&self.secrets).get(&key)
-            && Instant::now() < *until
-        {
+        let load = || async move {
+            let credentials = self.store.credentials(&p.id).await?;
+            Ok(credentials.into_iter().map(|c| (c.hash, c.expires_at)).collect())
+        };
+        self.verify_secret(key, &p.id, client, secret, load).await
+    }
+
+    /// Whether `secret` (`key`: a hash of it and what it is for) is one of the live secrets
+    /// `load` reads. A secret verified lately is remembered until min(5 min, its expiry) —
+    /// Basic credentials come with every request — and passes without the limiter; anything
+    /// else reserves an attempt on the limiter under `who` first. One verification of a
+    /// secret runs at a time: the same one arriving many times at once waits for the first
+    /// answer rather than spending an attempt and a hash each.
+    pub(crate) async fn verify_secret<F, Fut>(
+        &self,
+        key: [u8; 32],
+        who: &str,
+        client: Option<IpAddr>,
+        secret: &str,
+        load: F,
+    ) -> Result<bool, AuthError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<(String, Option<i64>)>, AuthError>>,
+    {
+        self.follow_access().await?;
+        let remembered = || lock(&self.verified).get(&key).is_some_and(|t| Instant::now() < *t);
+        if remembered() {
             return Ok(true);
         }
-        let attempt = self.failures.begin(name, client).await?;
+        let _one_at_a_time = self.verifying.lock(key).await;
+        if remembered() {
+            return Ok(true);
+        }
+        let attempt = self.failures.begin(who, client).await?;
         let generation = self.cache_generation.load(std::sync::atomic::Ordering::SeqCst);
-        let credentials = self.store.credentials(&p.id).await?;
-        let candidates = credentials.into_iter().map(|c| (c.hash, c.expires_at)).collect();
-        let Some(left) = self.verify_against(candidates, secret).await? else {
+        let Some(left) = self.verify_against(load().await?, secret).await? else {
+            attempt.failed();
             return Ok(false);
         };
-        attempt.succeeded().await;
-        let mut cache = lock(&self.secrets);
-        // Caches dropped meanwhile (a change on another node): what was read may be stale.
+        drop(attempt);
+        let mut cache = lock(&self.verified);
+        // Caches dropped meanwhile (a change here or on another node): what was read may be
+        // stale, so it serves this request only.
         if self.cache_generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
             if cache.len() > CACHE_MAX {
                 cache.clear();
             }
-            cache.insert(key, (p.clone(), Instant::now() + left));
+            cache.insert(key, Instant::now() + left);
         }
         Ok(true)
     }
@@ -209,11 +289,16 @@ impl Identity {
         let now = now_ms();
         let _permit = self.hashing_permit().await?;
         let secret = secret.to_owned();
+        let mut live: Vec<_> =
+            candidates.into_iter().filter(|(_, expires)| expires.is_none_or(|e| e > now)).collect();
+        // No live secret (an unknown name, every secret expired): one hash all the same, so
+        // that the time taken tells nothing.
+        let dummy = live.is_empty();
+        if dummy {
+            live.push((self.dummy_hash.clone(), None));
+        }
         let matched = tokio::task::spawn_blocking(move || {
-            candidates
-                .into_iter()
-                .filter(|(_, expires)| expires.is_none_or(|e| e > now))
-                .find(|(hash, _)| secret::verify(&secret, hash))
+            live.into_iter().find(|(hash, _)| secret::verify(&secret, hash)).filter(|_| !dummy)
         })
         .await
         .map_err(|e| AuthError::Internal(e.to_string()))?;
@@ -254,11 +339,12 @@ impl Identity {
             None => self.store.principal_named(tenant, name).await?,
         };
         match found.filter(|p| p.enabled && p.tenant.eq_ignore_ascii_case(tenant)) {
-            Some(p) if self.check_secret(&p, name, secret, client).await? => Ok(p),
+            Some(p) if self.check_secret(&p, secret, client).await? => Ok(p),
             Some(_) => Err(AuthError::InvalidCredentials),
             None => {
-                let _attempt = self.failures.begin(name, client).await?;
-                self.verify_against(vec![(self.dummy_hash.clone(), None)], secret).await?;
+                let attempt = self.failures.begin(name, client).await?;
+                self.verify_against(Vec::new(), secret).await?;
+                attempt.failed();
                 Err(AuthError::InvalidCredentials)
             }
         }

@@ -165,11 +165,13 @@ pub(crate) async fn token(
         return Ok(Some(signed.await?.0));
     }
     match read_cache().get(&key(server)) {
-        Some(c) if c.expires_on > now() + 30 => Ok(if scope == DIRECTORY {
-            c.directory_token.clone()
-        } else {
-            Some(c.access_token.clone())
-        }),
+        Some(c) if c.expires_on > now() + 30 => match (scope == DIRECTORY, &c.directory_token) {
+            (false, _) => Ok(Some(c.access_token.clone())),
+            (true, Some(t)) => Ok(Some(t.clone())),
+            (true, None) => bail!(
+                "the sign-in to {server} has no directory token (it predates them): run `wharf login` again"
+            ),
+        },
         Some(_) => bail!("the sign-in to {server} has expired: run `wharf login` again"),
         None => Ok(None),
     }

@@ -566,7 +566,12 @@ impl ImportService {
     async fn take_over(&self, restarted: bool) -> Result<(), ArmError> {
         let lease = millis(self.inner.settings.job_lease);
         let node = &self.inner.settings.node;
-        let claimed = self.inner.store.claim_jobs(node, lease, restarted).await?;
+        let running: Vec<String> = {
+            let live = lock(&self.inner.live);
+            let starting = lock(&self.inner.starting);
+            live.keys().chain(starting.iter()).cloned().collect()
+        };
+        let claimed = self.inner.store.claim_jobs(node, lease, restarted, &running).await?;
         for job in claimed {
             let fence = JobFence {
                 id: job.id.clone(),
@@ -889,19 +894,27 @@ async fn heartbeat(
             () = tokio::time::sleep(lease / 3) => {}
         }
         let snapshot = progress.snapshot().to_string();
-        match inner.store.heartbeat_job(&fence, &snapshot, millis(lease)).await {
-            Ok(Some(status)) if status == "Canceling" => {
-                renewed = tokio::time::Instant::now();
+        // A renewal counts from when it was sent, and may take no longer than what is left
+        // of the lease: past it, another server may hold the job.
+        let sent = tokio::time::Instant::now();
+        let left = lease.saturating_sub(renewed.elapsed());
+        let renewal = inner.store.heartbeat_job(&fence, &snapshot, millis(lease));
+        match tokio::time::timeout(left, renewal).await {
+            Ok(Ok(Some(status))) if status == "Canceling" => {
+                renewed = sent;
                 tracing::info!(job = %id, "import cancellation requested on another server");
                 cancel.cancel();
             }
-            Ok(Some(_)) => renewed = tokio::time::Instant::now(),
-            Ok(None) => return give_up("import taken over by another server"),
-            Err(e) if renewed.elapsed() >= lease => {
+            Ok(Ok(Some(_))) => renewed = sent,
+            Ok(Ok(None)) => return give_up("import taken over by another server"),
+            Ok(Err(e)) if renewed.elapsed() < lease => {
+                tracing::warn!(job = %id, error = %e, "cannot renew an import's lease");
+            }
+            Ok(Err(e)) => {
                 tracing::warn!(job = %id, error = %e, "cannot renew an import's lease");
                 return give_up("no lease renewal got through for a whole lease");
             }
-            Err(e) => tracing::warn!(job = %id, error = %e, "cannot renew an import's lease"),
+            Err(_) => return give_up("no lease renewal got through for a whole lease"),
         }
     }
 }

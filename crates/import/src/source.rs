@@ -94,6 +94,9 @@ impl Source for RemoteSource {
     }
 }
 
+/// The most pages of referrers read of one manifest on this server (a thousand each).
+const MAX_REFERRER_PAGES: usize = 10;
+
 /// A registry on this server: read through the registry service, never over HTTP.
 pub(crate) struct LocalSource {
     pub(crate) registry: RegistryService,
@@ -174,6 +177,20 @@ impl Source for LocalSource {
         repo: &RepositoryName,
         digest: &Digest,
     ) -> Result<Vec<Descriptor>, ImportError> {
-        Ok(self.registry.referrers(&self.key(repo), digest, None).await?)
+        // Page by page, as the referrers API serves them; the plan bounds what it keeps.
+        let mut all = Vec::new();
+        let mut after = None;
+        for _ in 0..MAX_REFERRER_PAGES {
+            let (page, next) = self
+                .registry
+                .referrers(&self.key(repo), digest, None, after.as_ref(), None)
+                .await?;
+            all.extend(page);
+            match next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        Ok(all)
     }
 }

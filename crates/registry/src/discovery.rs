@@ -77,15 +77,27 @@ impl RegistryService {
         Ok(page(items, n))
     }
 
-    /// Manifests in `repo` whose subject is `subject`, optionally only of one artifact type.
+    /// Manifests in `repo` whose subject is `subject`, optionally only of one artifact type,
+    /// oldest first from after the referrer `after`, at most `n` (within
+    /// [`MAX_REFERRERS`]); the referrer to go on after when there are more.
     pub async fn referrers(
         &self,
         repo: &RepoKey,
         subject: &Digest,
         artifact_type: Option<&str>,
-    ) -> Result<Vec<Descriptor>, RegistryError> {
-        let records = self.meta.referrers(repo, subject, artifact_type, MAX_REFERRERS).await?;
-        Ok(records
+        after: Option<&Digest>,
+        n: Option<u32>,
+    ) -> Result<(Vec<Descriptor>, Option<Digest>), RegistryError> {
+        let n = n.unwrap_or(MAX_REFERRERS).min(MAX_REFERRERS);
+        let mut records =
+            self.meta.referrers(repo, subject, artifact_type, after, n.saturating_add(1)).await?;
+        let next = if records.len() > n as usize {
+            records.truncate(n as usize);
+            records.last().map(|r| r.digest.clone())
+        } else {
+            None
+        };
+        let descriptors = records
             .into_iter()
             .map(|r| Descriptor {
                 media_type: r.media_type,
@@ -98,6 +110,7 @@ impl RegistryService {
                     .annotations
                     .and_then(|a| serde_json::from_str::<BTreeMap<String, String>>(&a).ok()),
             })
-            .collect())
+            .collect();
+        Ok((descriptors, next))
     }
 }

@@ -53,6 +53,7 @@ pub struct GcReport {
 impl RegistryService {
     /// One garbage-collection pass; in a cluster, after any pass another node is running.
     pub async fn gc(&self, options: GcOptions) -> Result<GcReport, RegistryError> {
+        let _here = self.locks.gc.lock().await;
         let _lease = match &self.locks.cluster {
             Some(cluster) => Some(cluster.lock("gc").await?),
             None => None,
@@ -66,6 +67,7 @@ impl RegistryService {
         &self,
         options: GcOptions,
     ) -> Result<Option<GcReport>, RegistryError> {
+        let Ok(_here) = self.locks.gc.try_lock() else { return Ok(None) };
         let _lease = match &self.locks.cluster {
             Some(cluster) => match cluster.try_lock("gc").await? {
                 Some(lease) => Some(lease),

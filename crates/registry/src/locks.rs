@@ -110,6 +110,9 @@ pub(crate) struct Locks {
     sessions: KeyedLocks<Uuid>,
     digests: KeyedLocks<Digest>,
     pub(crate) writers: Writers,
+    /// One GC pass at a time on this server: a second waits here, not holding a database
+    /// connection while it waits for the cluster's `gc` lock.
+    pub(crate) gc: tokio::sync::Mutex<()>,
     /// Set when other servers share the store: each lock is then also taken there, after
     /// the in-process one (so a node's own contention never costs a database connection).
     pub(crate) cluster: Option<Arc<dyn Coordination>>,

@@ -119,8 +119,26 @@ pub fn self_signed(dir: &Path, domain: &str, ips: &[IpAddr]) -> Result<(Tls, Pat
     ca.name_constraints = Some(name_constraints(domain, ips));
     let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
     let ca_path = dir.join("ca.pem");
+    // The names the CA clients trust was made for: clients enforce its constraints, so a
+    // CA made before them, or for other names, is reported (it is never replaced behind
+    // the clients' back: deleting the files makes a new one, which they must trust anew).
+    let names_path = dir.join("ca.names");
+    let names = constrained_names(domain, ips);
     if made || !ca_path.exists() {
         write_file(&ca_path, &ca_cert.pem(), false)?;
+        write_file(&names_path, &names, false)?;
+    } else {
+        match std::fs::read_to_string(&names_path) {
+            Ok(before) if before == names => {}
+            Ok(before) => tracing::warn!(
+                ca = %ca_path.display(), before = %before.trim(), now = %names.trim(),
+                "the development CA was made for other names: clients will refuse certificates for the new ones; delete ca.pem and ca-key.pem to make a new CA, and trust it"
+            ),
+            Err(_) => tracing::warn!(
+                ca = %ca_path.display(),
+                "the development CA predates name constraints: clients trust it for any name; delete ca.pem and ca-key.pem to make a constrained one, and trust it"
+            ),
+        }
     }
     let issuer = Issuer { ca: ca_cert, key: ca_key };
     let default = Arc::new(issuer.issue(&["localhost".to_owned()], ips)?);
@@ -151,6 +169,18 @@ fn name_constraints(domain: &str, ips: &[IpAddr]) -> rcgen::NameConstraints {
         Vec::new()
     };
     rcgen::NameConstraints { permitted_subtrees: permitted, excluded_subtrees: excluded }
+}
+
+/// The names and addresses a development CA is constrained to, one per line.
+fn constrained_names(domain: &str, ips: &[IpAddr]) -> String {
+    let mut out = String::from("localhost\n");
+    if !domain.eq_ignore_ascii_case("localhost") {
+        out.push_str(&format!("{}\n", domain.to_ascii_lowercase()));
+    }
+    for ip in ips {
+        out.push_str(&format!("{ip}\n"));
+    }
+    out
 }
 
 /// The development CA.

@@ -302,12 +302,13 @@ pub trait MetadataStore: Send + Sync + 'static {
         limit: Option<u32>,
     ) -> Result<Vec<String>, StorageError>;
     /// Manifests in `repo` whose subject is `subject` (of `artifact_type`, if given),
-    /// oldest first, at most `limit`.
+    /// oldest first, after the referrer `after` (a page's last), at most `limit`.
     async fn referrers(
         &self,
         repo: &RepoKey,
         subject: &Digest,
         artifact_type: Option<&str>,
+        after: Option<&Digest>,
         limit: u32,
     ) -> Result<Vec<ReferrerRecord>, StorageError>;
 
@@ -483,14 +484,16 @@ pub trait ManagementStore: Send + Sync + 'static {
     /// Jobs not finished (for resuming or failing them after a restart).
     async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StorageError>;
     /// Take the unfinished jobs whose lease ran out, by the database's clock (nodes' clocks
-    /// never decide), and with `restarted` those `owner` held before (it restarted): they
-    /// become `owner`'s for `lease_ms`, each under a new lease epoch. Two servers never
-    /// take the same job. The jobs taken, with their new epochs.
+    /// never decide), and with `restarted` those `owner` held before (it restarted) —
+    /// never those in `running` (this node's live jobs, whose epoch must not move under
+    /// them): they become `owner`'s for `lease_ms`, each under a new lease epoch. Two
+    /// servers never take the same job. The jobs taken, with their new epochs.
     async fn claim_jobs(
         &self,
         owner: &str,
         lease_ms: i64,
         restarted: bool,
+        running: &[String],
     ) -> Result<Vec<JobRecord>, StorageError>;
     /// Renew `fence`'s lease on its job for `lease_ms` and record its progress. The job's
     /// status, or `None` if it is no longer `fence`'s to run (taken over, finished, deleted).

@@ -245,13 +245,19 @@ impl ObjectBlobStore {
             .try_collect()
             .await
             .map_err(unavailable)?;
-        let part_size = |part: &str| {
-            objects.iter().find_map(|m| {
+        let part_sizes: std::collections::HashMap<String, u64> = objects
+            .iter()
+            .filter_map(|m| {
                 let parts: Vec<_> = m.location.parts().collect();
-                matches!(parts.as_slice(), [.., kind, name] if kind.as_ref() == "parts" && name.as_ref() == part)
-                    .then_some(m.size)
+                match parts.as_slice() {
+                    [.., kind, name] if kind.as_ref() == "parts" => {
+                        Some((name.as_ref().to_owned(), m.size))
+                    }
+                    _ => None,
+                }
             })
-        };
+            .collect();
+        let part_size = |part: &str| part_sizes.get(part).copied();
         let mut pieces = Vec::new();
         for meta in &objects {
             let parts: Vec<_> = meta.location.parts().collect();

@@ -298,7 +298,7 @@ async fn metadata_contract(meta: &dyn MetadataStore) {
     referrer.record.subject = Some(v1.digest.clone());
     referrer.record.artifact_type = Some("application/vnd.example.sig".into());
     meta.put_manifest(&referrer).await.unwrap();
-    let refs = meta.referrers(&r, &v1.digest, None, 10).await.unwrap();
+    let refs = meta.referrers(&r, &v1.digest, None, None, 10).await.unwrap();
     assert_eq!(refs.len(), 1);
     assert_eq!(refs[0].artifact_type.as_deref(), Some("application/vnd.example.sig"));
     // Filtered by artifact type, and never more than asked for.
@@ -306,9 +306,14 @@ async fn metadata_contract(meta: &dyn MetadataStore) {
     sbom.record.subject = Some(v1.digest.clone());
     sbom.record.artifact_type = Some("application/vnd.example.sbom".into());
     meta.put_manifest(&sbom).await.unwrap();
-    assert_eq!(meta.referrers(&r, &v1.digest, None, 10).await.unwrap().len(), 2);
-    assert_eq!(meta.referrers(&r, &v1.digest, None, 1).await.unwrap().len(), 1);
-    let sboms = meta.referrers(&r, &v1.digest, Some("application/vnd.example.sbom"), 10);
+    assert_eq!(meta.referrers(&r, &v1.digest, None, None, 10).await.unwrap().len(), 2);
+    // A page of one, and the next after it.
+    let first = meta.referrers(&r, &v1.digest, None, None, 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    let next = meta.referrers(&r, &v1.digest, None, Some(&first[0].digest), 10).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_ne!(next[0].digest, first[0].digest);
+    let sboms = meta.referrers(&r, &v1.digest, Some("application/vnd.example.sbom"), None, 10);
     assert_eq!(sboms.await.unwrap()[0].digest, sbom.record.digest);
 
     // A batch is all or nothing.
@@ -483,7 +488,7 @@ async fn management_contract(m: &dyn ManagementStore) {
     // epoch it holds: one that lost the job writes nothing.
     let fence =
         |owner: &str, epoch| JobFence { id: "registries-1".into(), owner: owner.into(), epoch };
-    assert!(m.claim_jobs("node-b", 1_000, false).await.unwrap().is_empty(), "leased");
+    assert!(m.claim_jobs("node-b", 1_000, false, &[]).await.unwrap().is_empty(), "leased");
     assert_eq!(
         m.heartbeat_job(&fence("node-a", 0), "{\"n\":1}", 60_000).await.unwrap(),
         Some("Accepted".into())
@@ -491,16 +496,19 @@ async fn management_contract(m: &dyn ManagementStore) {
     assert_eq!(m.heartbeat_job(&fence("node-b", 0), "{}", 60_000).await.unwrap(), None);
     // node-a restarts: its own jobs come back to it at once, under a new epoch, and what
     // its previous run would still write is refused.
-    let mine = m.claim_jobs("node-a", 200, true).await.unwrap();
+    let mine = m.claim_jobs("node-a", 200, true, &[]).await.unwrap();
     assert_eq!((mine.len(), mine[0].lease_epoch), (1, 1));
     // A node's own sweep never takes back what it runs (that would move its epoch).
-    assert!(m.claim_jobs("node-a", 200, false).await.unwrap().is_empty());
+    assert!(m.claim_jobs("node-a", 200, false, &[]).await.unwrap().is_empty());
     assert_eq!(mine[0].progress, "{\"n\":1}");
     assert_eq!(m.heartbeat_job(&fence("node-a", 0), "{}", 60_000).await.unwrap(), None);
     assert!(!m.update_job(&fence("node-a", 0), "Succeeded", "{}", None).await.unwrap());
-    // node-a stops renewing; past the lease, node-b takes the job, and node-a has lost it.
+    // Past its lease, a node's own sweep leaves a job it still runs alone.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let taken = m.claim_jobs("node-b", 60_000, false).await.unwrap();
+    let running = ["registries-1".to_owned()];
+    assert!(m.claim_jobs("node-a", 200, false, &running).await.unwrap().is_empty());
+    // node-a stops renewing; past the lease, node-b takes the job, and node-a has lost it.
+    let taken = m.claim_jobs("node-b", 60_000, false, &[]).await.unwrap();
     assert_eq!(taken.len(), 1);
     assert_eq!((taken[0].owner.as_deref(), taken[0].lease_epoch), (Some("node-b"), 2));
     assert_eq!(m.heartbeat_job(&fence("node-a", 1), "{}", 60_000).await.unwrap(), None);
@@ -517,7 +525,7 @@ async fn management_contract(m: &dyn ManagementStore) {
     );
     assert!(m.unfinished_jobs().await.unwrap().is_empty());
     assert!(!m.request_job_cancel("registries-1").await.unwrap(), "finished");
-    assert!(m.claim_jobs("node-c", 1_000, true).await.unwrap().is_empty());
+    assert!(m.claim_jobs("node-c", 1_000, true, &[]).await.unwrap().is_empty());
     assert_eq!(
         m.job("registries-1").await.unwrap().unwrap().error.as_deref(),
         Some("{\"code\":\"X\"}")
@@ -1410,8 +1418,8 @@ async fn an_embedded_store_copied_into_postgres_reads_back_the_same() {
                     (b.media_type, b.subject, b.created_at)
                 );
                 assert_eq!(
-                    pg.referrers(&r, &m.digest, None, 1000).await.unwrap(),
-                    lite.referrers(&r, &m.digest, None, 1000).await.unwrap()
+                    pg.referrers(&r, &m.digest, None, None, 1000).await.unwrap(),
+                    lite.referrers(&r, &m.digest, None, None, 1000).await.unwrap()
                 );
                 manifests += 1;
             }
@@ -1815,7 +1823,7 @@ async fn commit_fencing_contract(meta: &dyn MetadataStore, m: &dyn ManagementSto
     };
     m.create_job(&job, 0).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let taken = m.claim_jobs("node-b", 60_000, false).await.unwrap();
+    let taken = m.claim_jobs("node-b", 60_000, false, &[]).await.unwrap();
     assert_eq!(taken.len(), 1);
     let r = repo(registry, "fenced/app");
     let layer = Digest::sha256_of(b"fenced layer");

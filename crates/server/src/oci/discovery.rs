@@ -56,8 +56,13 @@ pub(super) async fn referrers(req: Req<'_>, name: &str, digest: &str) -> Result 
     let repo = req.repo(name)?;
     let digest = parse_digest(digest)?;
     let artifact_type = req.query.get("artifactType").filter(|s| !s.is_empty());
-    let manifests =
-        req.state.registry.referrers(&repo, &digest, artifact_type.map(String::as_str)).await?;
+    let (n, last) = paging(&req)?;
+    let after = last.as_deref().map(parse_digest).transpose()?;
+    let (manifests, next) = req
+        .state
+        .registry
+        .referrers(&repo, &digest, artifact_type.map(String::as_str), after.as_ref(), n)
+        .await?;
     let body = json!({
         "schemaVersion": 2,
         "mediaType": media_type::OCI_INDEX,
@@ -67,6 +72,23 @@ pub(super) async fn referrers(req: Req<'_>, name: &str, digest: &str) -> Result 
         ([(header::CONTENT_TYPE, media_type::OCI_INDEX)], body.to_string()).into_response();
     if artifact_type.is_some() {
         res.headers_mut().insert("oci-filters-applied", value("artifactType".into()));
+    }
+    if let Some(last) = &next {
+        // The filter goes along to the next page (a media type is `type/subtype[+suffix]`).
+        let filter: String = artifact_type
+            .map(|a| {
+                format!(
+                    "&artifactType={}",
+                    url::form_urlencoded::byte_serialize(a.as_bytes()).collect::<String>()
+                )
+            })
+            .unwrap_or_default();
+        let link = format!(
+            "</v2/{}/referrers/{digest}?n={}&last={last}{filter}>; rel=\"next\"",
+            repo.name,
+            n.unwrap_or_default()
+        );
+        res.headers_mut().insert(header::LINK, value(link));
     }
     Ok(res)
 }

@@ -125,9 +125,13 @@ impl Coordination for PostgresMetadataStore {
     async fn release_sign_in(&self, keys: &[String]) -> Result<(), StorageError> {
         let mut keys = keys.to_vec();
         keys.sort();
+        // The rows locked in key order, as `reserve_sign_in` locks them (an UPDATE alone
+        // locks in whatever order it finds them, and two nodes could deadlock).
         sqlx::query(
-            "UPDATE sign_in_failures SET count = GREATEST(count - 1, 0)
-              WHERE key IN (SELECT k FROM unnest($1::text[]) AS k ORDER BY k)",
+            "UPDATE sign_in_failures f SET count = GREATEST(f.count - 1, 0)
+               FROM (SELECT key FROM sign_in_failures WHERE key = ANY($1)
+                      ORDER BY key FOR UPDATE) s
+              WHERE f.key = s.key",
         )
         .bind(&keys)
         .execute(&self.pool)

@@ -362,6 +362,7 @@ impl ManagementStore for PostgresMetadataStore {
         owner: &str,
         lease_ms: i64,
         restarted: bool,
+        running: &[String],
     ) -> Result<Vec<JobRecord>, StorageError> {
         // One statement: rows another node is claiming at the same moment are locked by its
         // UPDATE, and re-checked after it commits (their lease is then no longer past), so
@@ -371,11 +372,13 @@ impl ManagementStore for PostgresMetadataStore {
                                     lease_epoch = lease_epoch + 1
               WHERE status NOT IN {FINISHED}
                 AND (owner IS NULL OR lease_until < {NOW} OR (owner = $1 AND $3))
+                AND NOT (id = ANY($4))
              RETURNING *"
         )))
         .bind(owner)
         .bind(lease_ms)
         .bind(restarted)
+        .bind(running)
         .fetch_all(&self.pool)
         .await?;
         let mut jobs: Vec<JobRecord> = rows.iter().map(job_row).collect::<Result<_, _>>()?;

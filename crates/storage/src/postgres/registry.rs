@@ -513,20 +513,25 @@ impl MetadataStore for PostgresMetadataStore {
         repo: &RepoKey,
         subject: &Digest,
         artifact_type: Option<&str>,
+        after: Option<&Digest>,
         limit: u32,
     ) -> Result<Vec<ReferrerRecord>, StorageError> {
         let Some(repo_id) = self.repo_id(repo).await? else {
             return Ok(Vec::new());
         };
         let rows = sqlx::query(
-            "SELECT digest, media_type, size, artifact_type, annotations FROM manifests
+            "SELECT digest, media_type, size, artifact_type, annotations FROM manifests m
               WHERE repo_id = $1 AND subject = $2 AND ($3 IS NULL OR artifact_type = $3)
+                AND ($5 IS NULL OR (m.created_at, m.digest) >
+                     (SELECT a.created_at, a.digest FROM manifests a
+                       WHERE a.repo_id = $1 AND a.digest = $5))
               ORDER BY created_at, digest LIMIT $4",
         )
         .bind(repo_id)
         .bind(subject.to_string())
         .bind(artifact_type)
         .bind(i64::from(limit))
+        .bind(after.map(|d| d.to_string()))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -943,9 +948,12 @@ async fn move_tag_tx(
 }
 
 /// Whether the job committing a batch is still its node's (see `JobFence`), read in the
-/// batch's own transaction.
+/// batch's own transaction and locked until it commits (`FOR SHARE`): a claim by another
+/// node waits for the batch, or the batch sees its new epoch (claims write outside
+/// serializable transactions, so a plain read wouldn't conflict with them).
 const JOB_HELD: &str = "SELECT 1 FROM import_jobs WHERE id = $1 AND owner = $2
-                          AND lease_epoch = $3 AND status NOT IN ('Succeeded', 'Failed', 'Canceled')";
+                          AND lease_epoch = $3 AND status NOT IN ('Succeeded', 'Failed', 'Canceled')
+                          FOR SHARE";
 
 async fn commit_batch_tx(
     conn: &mut PgConnection,

@@ -310,18 +310,23 @@ impl ManagementStore for SqliteMetadataStore {
         owner: &str,
         lease_ms: i64,
         restarted: bool,
+        running: &[String],
     ) -> Result<Vec<JobRecord>, StorageError> {
+        let running = serde_json::to_string(running)
+            .map_err(|e| StorageError::Corrupt(format!("job ids: {e}")))?;
         // Only constant fragments are formatted into the SQL.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE import_jobs SET owner = $1, lease_until = {NOW} + $2,
                                     lease_epoch = lease_epoch + 1
               WHERE status NOT IN {FINISHED}
                 AND (owner IS NULL OR lease_until < {NOW} OR (owner = $1 AND $3))
+                AND id NOT IN (SELECT value FROM json_each($4))
              RETURNING *"
         )))
         .bind(owner)
         .bind(lease_ms)
         .bind(restarted)
+        .bind(running)
         .fetch_all(&self.write)
         .await?;
         let mut jobs: Vec<JobRecord> = rows.iter().map(job_row).collect::<Result<_, _>>()?;

@@ -513,20 +513,25 @@ impl MetadataStore for SqliteMetadataStore {
         repo: &RepoKey,
         subject: &Digest,
         artifact_type: Option<&str>,
+        after: Option<&Digest>,
         limit: u32,
     ) -> Result<Vec<ReferrerRecord>, StorageError> {
         let Some(repo_id) = self.repo_id(repo).await? else {
             return Ok(Vec::new());
         };
         let rows = sqlx::query(
-            "SELECT digest, media_type, size, artifact_type, annotations FROM manifests
+            "SELECT digest, media_type, size, artifact_type, annotations FROM manifests m
               WHERE repo_id = $1 AND subject = $2 AND ($3 IS NULL OR artifact_type = $3)
+                AND ($5 IS NULL OR (m.created_at, m.digest) >
+                     (SELECT a.created_at, a.digest FROM manifests a
+                       WHERE a.repo_id = $1 AND a.digest = $5))
               ORDER BY created_at, digest LIMIT $4",
         )
         .bind(repo_id)
         .bind(subject.to_string())
         .bind(artifact_type)
         .bind(i64::from(limit))
+        .bind(after.map(|d| d.to_string()))
         .fetch_all(&self.read)
         .await?;
         rows.iter()

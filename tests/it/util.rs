@@ -73,24 +73,44 @@ fn builder() -> reqwest::blocking::ClientBuilder {
     Client::builder().timeout(Duration::from_secs(300))
 }
 
+/// One client of a kind, made once and shared (making one costs ~20 ms: a runtime thread
+/// and TLS roots). Shared clients keep no idle connections, so that a server restarted on
+/// the same port, or a test counting a server's sockets, never meets one left open.
+fn shared(make: impl FnOnce() -> reqwest::blocking::ClientBuilder) -> Client {
+    make().pool_max_idle_per_host(0).build().unwrap()
+}
+
 /// A client that signs in to wharf's data plane as the admin (with `Basic` on every
 /// request; a request that sets its own `Authorization` replaces it). Registries without
 /// access control ignore the header.
 pub fn client() -> Client {
-    let mut h = HeaderMap::new();
-    h.insert(reqwest::header::AUTHORIZATION, admin_basic().parse().unwrap());
-    builder().default_headers(h).build().unwrap()
+    static CLIENT: std::sync::OnceLock<Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            let mut h = HeaderMap::new();
+            h.insert(reqwest::header::AUTHORIZATION, admin_basic().parse().unwrap());
+            shared(|| builder().default_headers(h))
+        })
+        .clone()
 }
 
 /// A client without credentials whose connections come from `ip` (any 127.0.0.0/8 address
 /// reaches a loopback server): for network rules.
 pub fn client_from(ip: &str) -> Client {
-    builder().local_address(ip.parse::<std::net::IpAddr>().unwrap()).build().unwrap()
+    static CLIENTS: std::sync::Mutex<Vec<(String, Client)>> = std::sync::Mutex::new(Vec::new());
+    let mut clients = CLIENTS.lock().unwrap();
+    if let Some((_, c)) = clients.iter().find(|(from, _)| from == ip) {
+        return c.clone();
+    }
+    let c = shared(|| builder().local_address(ip.parse::<std::net::IpAddr>().unwrap()));
+    clients.push((ip.to_owned(), c.clone()));
+    c
 }
 
 /// A client without credentials.
 pub fn anon_client() -> Client {
-    builder().build().unwrap()
+    static CLIENT: std::sync::OnceLock<Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| shared(builder)).clone()
 }
 
 /// A `wharf serve` process on its own port and data directory, killed on drop.
@@ -104,6 +124,10 @@ pub struct Wharf {
     token: std::sync::OnceLock<String>,
     /// The admin's directory token, fetched once.
     graph_token: std::sync::OnceLock<String>,
+    /// Clients made once: one trusting this server's CA, the admin's for ARM and Graph.
+    anon: std::sync::OnceLock<Client>,
+    arm: std::sync::OnceLock<Client>,
+    graph: std::sync::OnceLock<Client>,
     /// Serves TLS with its development CA (`--tls-self-signed`).
     pub tls: bool,
     _tmp: Option<tempfile::TempDir>,
@@ -161,6 +185,9 @@ impl Wharf {
             log: data.with_extension("log"),
             token: std::sync::OnceLock::new(),
             graph_token: std::sync::OnceLock::new(),
+            anon: std::sync::OnceLock::new(),
+            arm: std::sync::OnceLock::new(),
+            graph: std::sync::OnceLock::new(),
             tls: args.contains(&"--tls-self-signed") || args.contains(&"--tls-cert"),
             _tmp: None,
         };
@@ -237,7 +264,10 @@ impl Wharf {
 
     /// A client without credentials that trusts this server.
     pub fn anon(&self) -> Client {
-        self.builder().build().unwrap()
+        if !self.tls {
+            return anon_client();
+        }
+        self.anon.get_or_init(|| shared(|| self.builder())).clone()
     }
 
     /// `127.0.0.1:<port>`, as clients name the registry.
@@ -339,20 +369,24 @@ impl Wharf {
 
     /// A client that calls the management API as the admin (`Authorization: Bearer`).
     pub fn arm_client(&self) -> Client {
-        self.bearer_client(&self.admin_token())
+        self.arm.get_or_init(|| self.bearer_client(&self.admin_token())).clone()
     }
 
     /// A client that calls the directory (`/v1.0/…`) as the admin, with a Graph token.
     pub fn graph_client(&self) -> Client {
-        self.bearer_client(
-            self.graph_token.get_or_init(|| self.graph_token_for("admin", ADMIN_PASSWORD)),
-        )
+        self.graph
+            .get_or_init(|| {
+                let token =
+                    self.graph_token.get_or_init(|| self.graph_token_for("admin", ADMIN_PASSWORD));
+                self.bearer_client(token)
+            })
+            .clone()
     }
 
     fn bearer_client(&self, token: &str) -> Client {
         let mut h = HeaderMap::new();
         h.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
-        self.builder().default_headers(h).build().unwrap()
+        shared(|| self.builder().default_headers(h))
     }
 
     /// The admin's management token.

@@ -266,7 +266,7 @@ impl Identity {
             }
             if !enabled {
                 return Err(AuthError::Conflict(format!(
-                    "This is the last enabled principal holding {name} at '/', which can't {what}: assign {name} at '/' to someone else first."
+                    "This is the last {name} at '/' (no other enabled principal holds it), which can't {what}: assign {name} at '/' to someone else first."
                 )));
             }
         }

@@ -223,6 +223,7 @@ impl RegistryService {
         body: ByteStream,
     ) -> Result<(), RegistryError> {
         let hasher = Arc::new(Mutex::new(Sha256Hasher::new()));
+        let _publishing = self.locks.publishing.start(digest);
         let mut writer = self.blobs.write_blob(digest).await?;
         let written = match writer.write(hashing(body, hasher.clone())).await {
             Ok(written) => written,
@@ -570,6 +571,7 @@ impl RegistryService {
         // under their name outside any lock (composing a large upload on an object store
         // takes minutes), and the row is recorded under the lock.
         self.meta.touch_blob(digest).await?;
+        let _publishing = self.locks.publishing.start(digest);
         self.blobs.commit_upload(id, size, digest).await?;
         self.record_blob(repo, digest, size).await
     }

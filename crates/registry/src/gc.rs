@@ -87,6 +87,9 @@ impl RegistryService {
         report.links_removed = self.meta.unlink_stale_blobs(cutoff).await?;
         for digest in self.meta.unreferenced_blobs(cutoff).await? {
             let mut guard = self.locks.digest(&digest).await?;
+            if self.locks.publishing.busy(&digest) {
+                continue;
+            }
             if self.meta.forget_blob_if_unreferenced(&digest, cutoff).await? {
                 report.bytes_freed += self.blobs.stat(&digest).await?.unwrap_or(0);
                 // Bytes go only while the lock holds (a commit of the same digest waits).
@@ -121,6 +124,10 @@ impl RegistryService {
                 continue;
             }
             let mut guard = self.locks.digest(&stored.digest).await?;
+            // Bytes being published here have no row yet either: not leftovers.
+            if self.locks.publishing.busy(&stored.digest) {
+                continue;
+            }
             if self.meta.blob_size(&stored.digest).await?.is_none() {
                 guard.verify().await?;
                 self.blobs.delete(&stored.digest).await?;

@@ -69,6 +69,43 @@ impl<K: Hash + Eq + Clone> Drop for KeyGuard<'_, K> {
     }
 }
 
+/// Digests whose bytes are being put under their name, until their row is recorded: GC
+/// leaves such bytes alone even with no grace period (they have no row yet, like the
+/// leftovers of a crash it removes).
+#[derive(Default)]
+pub(crate) struct Publishing {
+    active: Mutex<HashMap<Digest, usize>>,
+}
+
+/// One digest being published; counted until dropped.
+pub(crate) struct Publish<'a> {
+    publishing: &'a Publishing,
+    digest: Digest,
+}
+
+impl Publishing {
+    pub(crate) fn start(&self, digest: &Digest) -> Publish<'_> {
+        *lock(&self.active).entry(digest.clone()).or_default() += 1;
+        Publish { publishing: self, digest: digest.clone() }
+    }
+
+    pub(crate) fn busy(&self, digest: &Digest) -> bool {
+        lock(&self.active).contains_key(digest)
+    }
+}
+
+impl Drop for Publish<'_> {
+    fn drop(&mut self) {
+        let mut active = lock(&self.publishing.active);
+        if let Some(n) = active.get_mut(&self.digest) {
+            *n -= 1;
+            if *n == 0 {
+                active.remove(&self.digest);
+            }
+        }
+    }
+}
+
 /// Upload sessions with a chunk streaming in right now.
 #[derive(Default)]
 pub(crate) struct Writers {
@@ -110,6 +147,7 @@ pub(crate) struct Locks {
     sessions: KeyedLocks<Uuid>,
     digests: KeyedLocks<Digest>,
     pub(crate) writers: Writers,
+    pub(crate) publishing: Publishing,
     /// One GC pass at a time on this server: a second waits here, not holding a database
     /// connection while it waits for the cluster's `gc` lock.
     pub(crate) gc: tokio::sync::Mutex<()>,

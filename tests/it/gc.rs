@@ -111,7 +111,7 @@ fn gc_while_pushing_keeps_every_pushed_image_whole() {
                 passes += 1;
                 // A pass every few milliseconds, as a busy schedule would run them (back to
                 // back, no push could ever get its manifest in between).
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(50));
             }
             passes
         })

@@ -1528,6 +1528,49 @@ fn abac_conditions_scope_a_role_to_repositories() {
     );
     assert_eq!(s, 400, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("condition"), "{v}");
+
+    // Conditions and patterns built to exhaust the server are refused with ARM's 400 (before
+    // the fix: a 500-deep condition overflowed the stack and aborted the process; 8 stars in
+    // an action took 35 s a check), and the server goes on answering.
+    let leaf = "ActionMatches{'a'}";
+    for depth in [1_000, 10_000] {
+        let deep = format!("{}{leaf}{}", "(".repeat(depth), ")".repeat(depth));
+        let (s, v) = arm(
+            &w,
+            Method::PUT,
+            &format!("{id}/providers/Microsoft.Authorization/roleAssignments/{}", uuid()),
+            Some(json!({"properties": {
+                "roleDefinitionId": role_id(&w, "Container Registry Repository Reader"),
+                "principalId": sp.id, "condition": deep, "conditionVersion": "2.0"}})),
+        );
+        assert_eq!(s, 400, "{depth} deep: {v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains("condition"), "{v}");
+    }
+    let stars = "*".repeat(40) + "x";
+    let (s, v) = arm(
+        &w,
+        Method::PUT,
+        &format!("{SUB}/providers/Microsoft.Authorization/roleDefinitions/{}", uuid()),
+        Some(json!({"properties": {"roleName": "stars", "assignableScopes": [SUB],
+            "permissions": [{"actions": [format!("Microsoft.ContainerRegistry/{stars}")]}]}})),
+    );
+    assert_eq!(s, 400, "{v}");
+    // A wildcard condition is allowed and costs nothing to evaluate on a long name.
+    let starry = format!(
+        "@Request[Microsoft.ContainerRegistry/registries/repositories:name] StringLike '{stars}'"
+    );
+    let (s, v) = arm(
+        &w,
+        Method::PUT,
+        &format!("{id}/providers/Microsoft.Authorization/roleAssignments/{}", uuid()),
+        Some(json!({"properties": {
+            "roleDefinitionId": role_id(&w, "Container Registry Repository Writer"),
+            "principalId": sp.id, "condition": starry, "conditionVersion": "2.0"}})),
+    );
+    assert_eq!(s, 201, "{v}");
+    let long = format!("/v2/{}/manifests/v1", "a".repeat(250));
+    assert_eq!(get(&long), 401);
+    assert_eq!(get("/v2/samples/app/manifests/v1"), 200);
 }
 
 /// A registry refresh token for `host` in exchange for an identity token (`/oauth2/exchange`).

@@ -1208,10 +1208,13 @@ fn an_imports_old_owner_coming_back_after_a_takeover_changes_nothing() {
         (r.status().as_u16(), r.json::<serde_json::Value>().unwrap_or_default())
     };
     assert!(eventually(Duration::from_secs(10), || status_on_1().0 == 202));
-    // Node 0 freezes mid-download; node 1 takes the job over and finishes it.
+    // Node 0 freezes mid-download; node 1 takes the job over and finishes it: after the job's
+    // lease (3 s), the download claim node 0 held (30 s) and, if node 0 froze holding a blob's
+    // lock, until PostgreSQL ends node 0's idle lock session (30 s; before that bound, node 1
+    // waited as long as node 0 stayed frozen).
     signal(c.nodes[0].pid(), "STOP");
     assert!(
-        eventually(Duration::from_secs(60), || status_on_1().0 == 200),
+        eventually(Duration::from_secs(120), || status_on_1().0 == 200),
         "node 1 never finished the job: {:?}\n{}",
         status_on_1(),
         c.nodes[1].log()

@@ -1,5 +1,5 @@
-//! The one place blob bytes are hashed: a stream adapter that feeds every chunk to a
-//! SHA-256 on its way into the blob store.
+//! The registry's one place blob bytes are hashed: a stream adapter that feeds every chunk
+//! to a SHA-256 on its way into the blob store.
 
 use std::sync::{Arc, Mutex, PoisonError};
 

@@ -25,16 +25,34 @@ impl HeldLock for sqlx::Transaction<'static, sqlx::Postgres> {
 /// a client isn't left hanging.
 const LOCK_WAIT: &str = "30s";
 
+/// How long a lock's transaction may sit idle before PostgreSQL ends its session, releasing
+/// the lock: a holder runs a statement at least this often (it keeps a lock for less than
+/// [`LOCK_WAIT`]), so only a node that froze (stopped, swapped out, partitioned with its
+/// socket open) loses its locks, and it notices before publishing (`LockGuard::verify`).
+/// Without it, a frozen node's lock holds every other node back for as long as it's frozen.
+const LOCK_IDLE: &str = "30s";
+
+/// A transaction for an advisory lock: bounded lock wait, no statement timeout (a lock wait
+/// isn't a statement that should be cancelled), bounded idleness.
+async fn lock_tx(
+    pool: &sqlx::PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StorageError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', '0', true),
+                set_config('idle_in_transaction_session_timeout', $2, true)",
+    )
+    .bind(LOCK_WAIT)
+    .bind(LOCK_IDLE)
+    .execute(&mut *tx)
+    .await?;
+    Ok(tx)
+}
+
 #[async_trait]
 impl Coordination for PostgresMetadataStore {
     async fn lock(&self, key: &str) -> Result<LockGuard, StorageError> {
-        let mut tx = self.locks.begin().await?;
-        sqlx::query("SELECT set_config('lock_timeout', $1, true)")
-            .bind(LOCK_WAIT)
-            .execute(&mut *tx)
-            .await?;
-        // A lock wait isn't a statement that should be cancelled by statement_timeout.
-        sqlx::query("SELECT set_config('statement_timeout', '0', true)").execute(&mut *tx).await?;
+        let mut tx = lock_tx(&self.locks).await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(key)
             .execute(&mut *tx)
@@ -43,7 +61,7 @@ impl Coordination for PostgresMetadataStore {
     }
 
     async fn try_lock(&self, key: &str) -> Result<Option<LockGuard>, StorageError> {
-        let mut tx = self.locks.begin().await?;
+        let mut tx = lock_tx(&self.locks).await?;
         let (taken,): (bool,) =
             sqlx::query_as("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
                 .bind(key)

@@ -176,10 +176,12 @@ impl Identity {
         enabled: bool,
     ) -> Result<(), AuthError> {
         self.check_may_manage(caller, principal).await?;
-        if !enabled {
-            self.keep_a_keeper(&principal.id, None, "be disabled").await?;
-        }
+        let hold = match enabled {
+            false => Some(self.keep_a_keeper(&principal.id, None, "be disabled").await?),
+            true => None,
+        };
         self.store.update_principal(&principal.id, Some(enabled), !enabled).await?;
+        drop(hold);
         self.forget_principal(&principal.id);
         Ok(())
     }
@@ -246,8 +248,9 @@ impl Identity {
             return Err(AuthError::Conflict("The admin user can't be deleted.".into()));
         }
         self.check_may_manage(caller, &p).await?;
-        self.keep_a_keeper(&p.id, None, "be deleted").await?;
+        let hold = self.keep_a_keeper(&p.id, None, "be deleted").await?;
         self.store.delete_principal(&p.id).await?;
+        drop(hold);
         self.forget_principal(&p.id);
         Ok(())
     }

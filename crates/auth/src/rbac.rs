@@ -9,6 +9,13 @@ use crate::roles::{RoleDefinition, find_built_in, validate_permissions};
 use crate::service::{Identity, RoleBody, now_ms};
 use crate::{AuthError, actions};
 
+/// Held from a keeper check until the change it allowed is written (in this process, and on
+/// a cluster in every node's), so that keeper checks and their changes go one at a time.
+pub(crate) struct KeeperHold<'a> {
+    _here: tokio::sync::MutexGuard<'a, ()>,
+    _cluster: Option<wharf_storage::LockGuard>,
+}
+
 impl Identity {
     // --- roles ----------------------------------------------------------------------
 
@@ -211,11 +218,13 @@ impl Identity {
         if let Some(role) = self.role_definition(&a.role_definition_id).await? {
             check_directory_rights(caller, &role)?;
         }
+        let mut hold = None;
         if normalize_scope(&a.scope).is_empty() {
             let role = a.role_definition_id.as_str();
-            self.keep_a_keeper(&a.principal_id, Some(role), "lose it").await?;
+            hold = Some(self.keep_a_keeper(&a.principal_id, Some(role), "lose it").await?);
         }
         self.store.delete_role_assignment(id).await?;
+        drop(hold);
         self.forget_grants(Some(&a.principal_id));
         Ok(Some(a))
     }
@@ -224,12 +233,21 @@ impl Identity {
     /// someone must manage access; Directory Administrator: someone must manage the
     /// directory), when `principal` is about to lose `role` there (any keeper it holds
     /// with `None`: it is disabled or deleted).
+    /// The hold it returns must be kept until the change it allowed is written: two
+    /// changes checked at once could otherwise each leave the other as the last keeper.
     pub(crate) async fn keep_a_keeper(
         &self,
         principal: &str,
         role: Option<&str>,
         what: &str,
-    ) -> Result<(), AuthError> {
+    ) -> Result<KeeperHold<'_>, AuthError> {
+        let hold = KeeperHold {
+            _here: self.keepers.lock().await,
+            _cluster: match &self.failures.shared {
+                Some(cluster) => Some(cluster.lock("wharf:keepers").await?),
+                None => None,
+            },
+        };
         let at_root: Vec<RoleAssignmentRecord> = self
             .store
             .role_assignments()
@@ -270,7 +288,7 @@ impl Identity {
                 )));
             }
         }
-        Ok(())
+        Ok(hold)
     }
 
     /// Whether `caller` may set a secret on, disable or delete `target`: it needs the

@@ -161,6 +161,8 @@ pub struct Identity {
     /// generation): a token is checked against these on every request without a query.
     pub(crate) issuers: Mutex<HashMap<String, Cached<Option<Issuer>>>>,
     pub(crate) failures: Limiter,
+    /// Keeper checks and the changes they allow, one at a time (see `keep_a_keeper`).
+    pub(crate) keepers: tokio::sync::Mutex<()>,
     /// An argon2 hash of nothing anyone knows: checked against when a name is unknown, so
     /// that a wrong name costs as long as a wrong secret.
     pub(crate) dummy_hash: String,
@@ -226,6 +228,7 @@ impl Identity {
             verifying: Default::default(),
             issuers: Mutex::default(),
             failures: Limiter::new(settings_max_failures),
+            keepers: tokio::sync::Mutex::new(()),
             dummy_hash: dummy_hash().await?,
             access: None,
             cache_generation: std::sync::atomic::AtomicU64::new(0),

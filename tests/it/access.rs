@@ -2838,3 +2838,58 @@ fn tokens_stop_working_when_what_issued_them_changes() {
         assert!(!w.log().contains(secret.as_str()));
     }
 }
+
+/// The last two principals holding Owner and Directory Administrator at `/`, each disabled
+/// at the same moment by one of them: one change goes through and the other is refused, so
+/// someone enabled keeps the keys (checked one at a time: before, each check could see the
+/// other still enabled and both went through).
+#[test]
+fn the_last_two_keepers_cannot_both_be_disabled_at_once() {
+    let w = Wharf::start();
+    let a = create_sp(&w, "keeper-a");
+    let b = create_sp(&w, "keeper-b");
+    for sp in [&a, &b] {
+        assign(&w, &sp.id, "Directory Administrator", "");
+        assign(&w, &sp.id, "Owner", "");
+    }
+    // admin steps down (Directory Administrator first: taking it away needs Owner).
+    let admin = cli(&w, &["ad", "user", "show", "--id", "admin"]).ok_json();
+    let filter = format!("$filter=principalId eq '{}'", admin["id"].as_str().unwrap());
+    let path = "/providers/Microsoft.Authorization/roleAssignments";
+    let (s, listed) = arm(&w, Method::GET, &format!("{path}?{filter}"), None);
+    assert_eq!(s, 200, "{listed}");
+    for role in ["Directory Administrator", "Owner"] {
+        let role = role_id(&w, role);
+        let held = listed["value"].as_array().unwrap().iter().find(|a| {
+            a["properties"]["roleDefinitionId"] == role.as_str() && a["properties"]["scope"] == "/"
+        });
+        let id = held.unwrap_or_else(|| panic!("admin holds {role} at /: {listed}"))["id"]
+            .as_str()
+            .unwrap();
+        let (s, v) = arm(&w, Method::DELETE, id, None);
+        assert_eq!(s, 200, "{v}");
+    }
+    let token = w.graph_token_for_app(&a.app, &a.secret);
+    let barrier = std::sync::Barrier::new(2);
+    let mut statuses: Vec<u16> = std::thread::scope(|s| {
+        let disable = |sp: &Sp| {
+            let (token, barrier, url) = (&token, &barrier, w.url());
+            let id = sp.id.clone();
+            s.spawn(move || {
+                barrier.wait();
+                anon_client()
+                    .patch(format!("{url}/v1.0/servicePrincipals/{id}"))
+                    .bearer_auth(token)
+                    .json(&json!({"accountEnabled": false}))
+                    .send()
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        };
+        let both = [disable(&a), disable(&b)];
+        both.map(|h| h.join().unwrap()).to_vec()
+    });
+    statuses.sort_unstable();
+    assert_eq!(statuses, [204, 409]);
+}

@@ -279,8 +279,6 @@ mod tests {
 // ---- the identity provider's side: storing, showing and checking them ------------------
 
 use std::net::IpAddr;
-
-use sha2::{Digest as _, Sha256};
 use wharf_storage::{RegistryTokenRecord, ScopeMapRecord, TokenPasswordRecord};
 
 use crate::caller::{Caller, RegistryPolicy};
@@ -725,16 +723,14 @@ impl Identity {
         credential: &str,
         client: Option<IpAddr>,
     ) -> Result<bool, AuthError> {
-        let key: [u8; 32] = Sha256::new()
-            .chain_update(b"registry credential\0")
-            .chain_update(record.registry_id.to_be_bytes())
-            .chain_update(record.kind.as_bytes())
-            .chain_update([0])
-            .chain_update(record.name.to_ascii_lowercase().as_bytes())
-            .chain_update([0])
-            .chain_update(password.as_bytes())
-            .finalize()
-            .into();
+        let name = record.name.to_ascii_lowercase();
+        let key = crate::signin::verified_key(&[
+            b"registry credential",
+            &record.registry_id.to_be_bytes(),
+            record.kind.as_bytes(),
+            name.as_bytes(),
+            password.as_bytes(),
+        ]);
         let (registry, kind, name) = (record.registry_id, &record.kind, &record.name);
         let load = || async move {
             let stored = self.store.token_passwords(registry, kind, name).await?;

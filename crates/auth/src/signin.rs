@@ -218,13 +218,7 @@ impl Identity {
         secret: &str,
         client: Option<IpAddr>,
     ) -> Result<bool, AuthError> {
-        let key: [u8; 32] = Sha256::new()
-            .chain_update(b"principal\0")
-            .chain_update(p.id.as_bytes())
-            .chain_update([0])
-            .chain_update(secret.as_bytes())
-            .finalize()
-            .into();
+        let key = verified_key(&[b"principal", p.id.as_bytes(), secret.as_bytes()]);
         let load = || async move {
             let credentials = self.store.credentials(&p.id).await?;
             Ok(credentials.into_iter().map(|c| (c.hash, c.expires_at)).collect())
@@ -360,4 +354,18 @@ impl Identity {
             .map_err(|e| AuthError::Internal(e.to_string()))?
             .map_err(AuthError::Internal)
     }
+}
+
+/// What a verified secret is remembered under (`Identity::verified`): a hash of what it is
+/// for and the secret, the parts separated by NULs (none holds one: names and ids are
+/// validated, and secrets are text that Basic auth or a form carried).
+pub(crate) fn verified_key(parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            h.update([0]);
+        }
+        h.update(part);
+    }
+    h.finalize().into()
 }

@@ -20,7 +20,7 @@ mod meta;
 pub mod migrate;
 mod object;
 mod postgres;
-mod rows;
+mod sql;
 mod sqlite;
 
 /// The subscription every fresh server has, holding the default resource group.

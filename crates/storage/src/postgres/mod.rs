@@ -21,13 +21,16 @@
 //! committed state only, as SQLite's read pool does.
 
 mod coordination;
-/// The row-to-record functions both stores share (`crate::rows`), for this store's rows.
-mod rows {
-    crate::rows::record_rows!(sqlx::postgres::PgRow);
-}
+mod dialect;
 mod identity;
 mod management;
+// The SQL both stores share, compiled here for PostgreSQL (see `crate::sql`).
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/registry.rs"]
 mod registry;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/rows.rs"]
+mod rows;
 
 use std::marker::PhantomData;
 use std::str::FromStr;
@@ -38,6 +41,12 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use crate::StorageError;
+pub(crate) use crate::sql::{Scope, TxError};
+
+/// What the shared SQL (`crate::sql`) runs on here.
+type Store = PostgresMetadataStore;
+type Conn = PgConnection;
+type DbRow = sqlx::postgres::PgRow;
 
 /// How a [`PostgresMetadataStore`] uses its database.
 #[derive(Clone, Debug)]
@@ -74,40 +83,6 @@ pub struct PostgresMetadataStore {
 
 /// How often a writing transaction is tried before the store reports itself busy.
 const MAX_ATTEMPTS: u32 = 10;
-
-/// Ties the connection's borrow (`'c`) to the caller's data (`'a`) in [`write_tx`]'s
-/// closures, so that they may capture references: `&'c &'a ()` implies `'a: 'c`.
-///
-/// [`write_tx`]: PostgresMetadataStore::write_tx
-pub(crate) type Scope<'c, 'a> = PhantomData<&'c &'a ()>;
-
-/// A failure inside a writing transaction, kept as sqlx reported it until the retry loop
-/// has decided whether it was a serialization conflict.
-pub(crate) enum TxError {
-    Sql(sqlx::Error),
-    Storage(StorageError),
-}
-
-impl From<sqlx::Error> for TxError {
-    fn from(e: sqlx::Error) -> Self {
-        TxError::Sql(e)
-    }
-}
-
-impl From<StorageError> for TxError {
-    fn from(e: StorageError) -> Self {
-        TxError::Storage(e)
-    }
-}
-
-impl From<TxError> for StorageError {
-    fn from(e: TxError) -> Self {
-        match e {
-            TxError::Sql(e) => e.into(),
-            TxError::Storage(e) => e,
-        }
-    }
-}
 
 /// Whether re-running the whole transaction may succeed: it lost a serialization
 /// conflict or a deadlock, and PostgreSQL rolled it back.
@@ -153,6 +128,11 @@ impl PostgresMetadataStore {
             .acquire_timeout(options.acquire_timeout)
             .connect_lazy_with(connect);
         Ok(PostgresMetadataStore { pool, locks })
+    }
+
+    /// The pool reads run on, one statement at a time.
+    fn reader(&self) -> &PgPool {
+        &self.pool
     }
 
     /// Close every connection, waiting for the calls using one to finish (at shutdown).

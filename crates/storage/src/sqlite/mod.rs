@@ -5,22 +5,34 @@
 //! the last committed state (WAL snapshots). The data directory is locked by the server,
 //! so no other process writes.
 
-/// The row-to-record functions both stores share (`crate::rows`), for this store's rows.
-mod rows {
-    crate::rows::record_rows!(sqlx::sqlite::SqliteRow);
-}
+mod dialect;
 mod identity;
 mod management;
+// The SQL both stores share, compiled here for SQLite (see `crate::sql`).
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/registry.rs"]
 mod registry;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/rows.rs"]
+mod rows;
 
+use std::marker::PhantomData;
 use std::path::Path;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 
 use crate::StorageError;
+use crate::sql::{Scope, TxError};
+
+/// What the shared SQL (`crate::sql`) runs on here.
+type Store = SqliteMetadataStore;
+type Conn = SqliteConnection;
+type DbRow = sqlx::sqlite::SqliteRow;
 
 /// How long a call waits for a connection or a lock before the store reports itself busy
 /// (the HTTP layer answers 503 with `Retry-After`): long enough for any one transaction of
@@ -64,6 +76,49 @@ impl SqliteMetadataStore {
             .connect_with(options.read_only(true))
             .await?;
         Ok(SqliteMetadataStore { read, write })
+    }
+
+    /// The pool reads run on: they see the last committed state (a WAL snapshot).
+    fn reader(&self) -> &SqlitePool {
+        &self.read
+    }
+
+    /// Run `f` in a transaction on the one writer connection and commit. The same shape as
+    /// PostgreSQL's, so that the shared SQL is written once; here nothing is ever re-run,
+    /// as no other writer can conflict.
+    pub(crate) async fn write_tx<'a, T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'a,
+        F: for<'c> Fn(&'c mut SqliteConnection, Scope<'c, 'a>) -> BoxFuture<'c, Result<T, TxError>>
+            + Send
+            + Sync,
+    {
+        self.write_tx_if(|conn, scope| {
+            let run = f(conn, scope);
+            Box::pin(async move { Ok((run.await?, true)) })
+        })
+        .await
+    }
+
+    /// [`write_tx`](Self::write_tx) for a body that may decide to store nothing: it returns
+    /// its result and whether to commit (`false` rolls everything back).
+    pub(crate) async fn write_tx_if<'a, T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        T: Send,
+        F: for<'c> Fn(
+                &'c mut SqliteConnection,
+                Scope<'c, 'a>,
+            ) -> BoxFuture<'c, Result<(T, bool), TxError>>
+            + Send
+            + Sync,
+    {
+        let mut tx = self.write.begin().await?;
+        // Dropping an uncommitted transaction rolls it back.
+        let (value, commit) = f(&mut tx, PhantomData).await?;
+        if commit {
+            tx.commit().await?;
+        }
+        Ok(value)
     }
 }
 

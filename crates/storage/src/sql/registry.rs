@@ -1,23 +1,24 @@
-use std::str::FromStr;
+//! [`MetadataStore`] for the store this file is compiled into (see [`crate::sql`]):
+//! blobs, links, uploads, manifests, tags, listings and GC's work list.
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
 use wharf_oci::{Digest, Reference, RepositoryName, Tag};
 
+use super::dialect::TAG_NAMES;
 use super::rows::*;
-use super::{PostgresMetadataStore, TxError};
+use super::{Conn, DbRow, Store, dialect};
 use crate::gc_worklist::{BLOB_CANDIDATES, GC_BATCH, STALE_LINK_CANDIDATES};
 use crate::meta::*;
-use crate::rows::parse_digest;
+use crate::sql::{TxError, order_by, parse_digest};
 use crate::{StorageError, now_millis};
 
 const KIND_BLOB: i64 = 0;
 const KIND_MANIFEST: i64 = 1;
 
 /// The id of a repository, creating it if needed.
-async fn repo_id_tx(conn: &mut PgConnection, repo: &RepoKey) -> Result<i64, TxError> {
+async fn repo_id_tx(conn: &mut Conn, repo: &RepoKey) -> Result<i64, TxError> {
     // Look first: `INSERT … ON CONFLICT` would spend an identity value on every call.
     let found: Option<i64> =
         sqlx::query_scalar("SELECT id FROM repositories WHERE registry_id = $1 AND name = $2")
@@ -49,7 +50,7 @@ async fn repo_id_tx(conn: &mut PgConnection, repo: &RepoKey) -> Result<i64, TxEr
     }
 }
 
-impl PostgresMetadataStore {
+impl Store {
     /// The id of a repository that holds at least one manifest (what "exists" means to
     /// clients: uploads alone, or a last manifest deleted, leave an empty row behind).
     async fn listed_repo_id(&self, repo: &RepoKey) -> Result<Option<i64>, StorageError> {
@@ -60,7 +61,7 @@ impl PostgresMetadataStore {
         )
         .bind(repo.registry)
         .bind(repo.name.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reader())
         .await?)
     }
 
@@ -68,7 +69,7 @@ impl PostgresMetadataStore {
         Ok(sqlx::query_scalar("SELECT id FROM repositories WHERE registry_id = $1 AND name = $2")
             .bind(repo.registry)
             .bind(repo.name.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reader())
             .await?)
     }
 
@@ -79,7 +80,7 @@ impl PostgresMetadataStore {
         repo: &RepoKey,
         reference: &Reference,
         columns: &'static str,
-    ) -> Result<Option<PgRow>, StorageError> {
+    ) -> Result<Option<DbRow>, StorageError> {
         let (sql, key) = match reference {
             Reference::Digest(d) => (
                 format!(
@@ -104,23 +105,24 @@ impl PostgresMetadataStore {
             .bind(repo.registry)
             .bind(repo.name.as_str())
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reader())
             .await?)
     }
 }
 
 #[async_trait]
-impl MetadataStore for PostgresMetadataStore {
+impl MetadataStore for Store {
     async fn default_registry(&self) -> Result<RegistryRecord, StorageError> {
-        let row =
-            sqlx::query("SELECT * FROM registries WHERE is_default").fetch_one(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM registries WHERE is_default")
+            .fetch_one(self.reader())
+            .await?;
         registry_row(&row)
     }
 
     async fn registry_by_name(&self, name: &str) -> Result<Option<RegistryRecord>, StorageError> {
         sqlx::query("SELECT * FROM registries WHERE name_ci = lower($1)")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reader())
             .await?
             .as_ref()
             .map(registry_row)
@@ -130,7 +132,7 @@ impl MetadataStore for PostgresMetadataStore {
     async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
         let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = $1")
             .bind(digest.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reader())
             .await?;
         Ok(size.map(|s| s as u64))
     }
@@ -149,7 +151,7 @@ impl MetadataStore for PostgresMetadataStore {
         .bind(repo.registry)
         .bind(repo.name.as_str())
         .bind(digest.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reader())
         .await?;
         Ok(size.map(|s| s as u64))
     }
@@ -174,7 +176,7 @@ impl MetadataStore for PostgresMetadataStore {
                 .await?;
                 if let Some(repo) = repo {
                     let repo_id = repo_id_tx(conn, repo).await?;
-                    link_tx(conn, repo_id, std::slice::from_ref(digest)).await?;
+                    dialect::link_tx(conn, repo_id, std::slice::from_ref(digest)).await?;
                 }
                 Ok(())
             })
@@ -195,7 +197,7 @@ impl MetadataStore for PostgresMetadataStore {
         )
         .bind(registry)
         .bind(digest.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reader())
         .await?;
         Ok(size.map(|s| s as u64))
     }
@@ -228,7 +230,7 @@ impl MetadataStore for PostgresMetadataStore {
                     return Ok(false);
                 }
                 let repo_id = repo_id_tx(conn, repo).await?;
-                link_tx(conn, repo_id, std::slice::from_ref(digest)).await?;
+                dialect::link_tx(conn, repo_id, std::slice::from_ref(digest)).await?;
                 Ok(true)
             })
         })
@@ -282,7 +284,7 @@ impl MetadataStore for PostgresMetadataStore {
                FROM uploads u JOIN repositories r ON r.id = u.repo_id WHERE u.id = $1",
         )
         .bind(id.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reader())
         .await?
         else {
             return Ok(None);
@@ -358,7 +360,7 @@ impl MetadataStore for PostgresMetadataStore {
     async fn idle_uploads(&self, cutoff: i64) -> Result<Vec<Uuid>, StorageError> {
         let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM uploads WHERE updated_at < $1")
             .bind(cutoff)
-            .fetch_all(&self.pool)
+            .fetch_all(self.reader())
             .await?;
         Ok(ids.iter().filter_map(|s| Uuid::parse_str(s).ok()).collect())
     }
@@ -483,8 +485,8 @@ impl MetadataStore for PostgresMetadataStore {
         )
         .bind(repo_id)
         .bind(last.unwrap_or(""))
-        .bind(sql_limit(limit))
-        .fetch_all(&self.pool)
+        .bind(dialect::sql_limit(limit))
+        .fetch_all(self.reader())
         .await?;
         Ok(Some(tags))
     }
@@ -503,8 +505,8 @@ impl MetadataStore for PostgresMetadataStore {
         )
         .bind(registry)
         .bind(last.unwrap_or(""))
-        .bind(sql_limit(limit))
-        .fetch_all(&self.pool)
+        .bind(dialect::sql_limit(limit))
+        .fetch_all(self.reader())
         .await?)
     }
 
@@ -532,7 +534,7 @@ impl MetadataStore for PostgresMetadataStore {
         .bind(artifact_type)
         .bind(i64::from(limit))
         .bind(after.map(|d| d.to_string()))
-        .fetch_all(&self.pool)
+        .fetch_all(self.reader())
         .await?;
         rows.iter()
             .map(|row| {
@@ -565,8 +567,8 @@ impl MetadataStore for PostgresMetadataStore {
         )))
         .bind(repo_id)
         .bind(last.unwrap_or(""))
-        .bind(sql_limit(limit))
-        .fetch_all(&self.pool)
+        .bind(dialect::sql_limit(limit))
+        .fetch_all(self.reader())
         .await?;
         rows.iter().map(tag_row).collect::<Result<Vec<_>, StorageError>>().map(Some)
     }
@@ -584,7 +586,7 @@ impl MetadataStore for PostgresMetadataStore {
         )
         .bind(repo_id)
         .bind(tag.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reader())
         .await?;
         Ok(Some(row.as_ref().map(tag_row).transpose()?))
     }
@@ -602,28 +604,20 @@ impl MetadataStore for PostgresMetadataStore {
         let order_by = order_by(order, "m.digest", "m.created_at");
         // Only constant fragments are formatted into the SQL.
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {SUMMARY_COLUMNS} FROM manifests m
+            "SELECT {SUMMARY_COLUMNS}, {TAG_NAMES} FROM manifests m
               WHERE m.repo_id = $1 AND m.digest > $2
               ORDER BY {order_by} LIMIT $3"
         )))
         .bind(repo_id)
         .bind(last.unwrap_or(""))
-        .bind(sql_limit(limit))
-        .fetch_all(&self.pool)
+        .bind(dialect::sql_limit(limit))
+        .fetch_all(self.reader())
         .await?;
         let mut out = rows.iter().map(summary_row).collect::<Result<Vec<_>, StorageError>>()?;
         // The children of the indexes on this page, in one query.
         let indexes: Vec<String> = out.iter().map(|m| m.digest.to_string()).collect();
         if !indexes.is_empty() {
-            let refs = sqlx::query(
-                "SELECT manifest_digest, target, platform FROM manifest_refs
-                  WHERE repo_id = $1 AND kind = 1 AND manifest_digest = ANY($2)
-                  ORDER BY manifest_digest, position",
-            )
-            .bind(repo_id)
-            .bind(&indexes)
-            .fetch_all(&self.pool)
-            .await?;
+            let refs = dialect::children_of(self.reader(), repo_id, &indexes).await?;
             let mut by_parent: std::collections::HashMap<String, Vec<(Digest, Option<String>)>> =
                 std::collections::HashMap::new();
             for r in &refs {
@@ -651,11 +645,12 @@ impl MetadataStore for PostgresMetadataStore {
         };
         // Only constant fragments are formatted into the SQL.
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {SUMMARY_COLUMNS} FROM manifests m WHERE m.repo_id = $1 AND m.digest = $2"
+            "SELECT {SUMMARY_COLUMNS}, {TAG_NAMES} FROM manifests m
+              WHERE m.repo_id = $1 AND m.digest = $2"
         )))
         .bind(repo_id)
         .bind(digest.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reader())
         .await?;
         let Some(row) = row else { return Ok(Some(None)) };
         let mut m = summary_row(&row)?;
@@ -665,7 +660,7 @@ impl MetadataStore for PostgresMetadataStore {
         )
         .bind(repo_id)
         .bind(digest.to_string())
-        .fetch_all(&self.pool)
+        .fetch_all(self.reader())
         .await?;
         m.references = refs
             .iter()
@@ -689,7 +684,7 @@ impl MetadataStore for PostgresMetadataStore {
                     (SELECT MAX(updated_at) FROM tags WHERE repo_id = $1) AS moved",
         )
         .bind(repo_id)
-        .fetch_one(&self.pool)
+        .fetch_one(self.reader())
         .await?;
         let pushed: Option<i64> = row.try_get("pushed")?;
         let moved: Option<i64> = row.try_get("moved")?;
@@ -746,51 +741,20 @@ impl MetadataStore for PostgresMetadataStore {
     }
 
     async fn unlink_stale_blobs(&self, cutoff: i64) -> Result<u64, StorageError> {
-        // As SQLite's: the link candidates older than `cutoff`, a batch per transaction.
+        // The links that became candidates before `cutoff` (gc_candidates, fed by
+        // triggers), a batch per transaction: each is dropped if no manifest of its
+        // repository references it, and leaves the list unless it is too young to judge.
         let mut removed = 0;
         loop {
             let (done, seen) = self
                 .write_tx(|conn, _| {
                     Box::pin(async move {
                         let batch: Vec<(i64, String)> = sqlx::query_as(STALE_LINK_CANDIDATES)
-                        .bind(cutoff)
-                        .bind(GC_BATCH)
-                        .fetch_all(&mut *conn)
-                        .await?;
-                        let (repos, digests): (Vec<i64>, Vec<String>) = batch.iter().cloned().unzip();
-                        let done = sqlx::query(
-                            "DELETE FROM repo_blobs l USING unnest($2::int8[], $3::text[]) AS b(r, d)
-                              WHERE l.repo_id = b.r AND l.digest = b.d AND l.linked_at < $1
-                                AND NOT EXISTS (SELECT 1 FROM manifest_refs m
-                                                 WHERE m.repo_id = l.repo_id AND m.target = l.digest)",
-                        )
-                        .bind(cutoff)
-                        .bind(&repos)
-                        .bind(&digests)
-                        .execute(&mut *conn)
-                        .await?
-                        .rows_affected();
-                        // Links too young to judge are looked at again when their grace is over.
-                        sqlx::query(
-                            "UPDATE gc_candidates c SET since = l.linked_at
-                               FROM unnest($2::int8[], $3::text[]) AS b(r, d), repo_blobs l
-                              WHERE c.repo_id = b.r AND c.digest = b.d
-                                AND l.repo_id = b.r AND l.digest = b.d AND l.linked_at >= $1",
-                        )
-                        .bind(cutoff)
-                        .bind(&repos)
-                        .bind(&digests)
-                        .execute(&mut *conn)
-                        .await?;
-                        sqlx::query(
-                            "DELETE FROM gc_candidates c USING unnest($2::int8[], $3::text[]) AS b(r, d)
-                              WHERE c.repo_id = b.r AND c.digest = b.d AND c.since < $1",
-                        )
-                        .bind(cutoff)
-                        .bind(&repos)
-                        .bind(&digests)
-                        .execute(&mut *conn)
-                        .await?;
+                            .bind(cutoff)
+                            .bind(GC_BATCH)
+                            .fetch_all(&mut *conn)
+                            .await?;
+                        let done = dialect::unlink_stale_links(conn, cutoff, &batch).await?;
                         Ok((done, batch.len()))
                     })
                 })
@@ -803,7 +767,10 @@ impl MetadataStore for PostgresMetadataStore {
     }
 
     async fn unreferenced_blobs(&self, cutoff: i64) -> Result<Vec<Digest>, StorageError> {
-        // As SQLite's: the blob candidates older than `cutoff` in (since, digest) order.
+        // The blob candidates older than `cutoff`, in (since, digest) order a batch per
+        // transaction: those linked or referenced somewhere (or gone) leave the list, those
+        // touched since wait for their grace period, the rest are garbage (listed until
+        // forgotten).
         let mut garbage = Vec::new();
         let mut from = (i64::MIN, String::new());
         loop {
@@ -828,19 +795,7 @@ impl MetadataStore for PostgresMetadataStore {
                                 _ => settled.push(digest.clone()),
                             }
                         }
-                        sqlx::query(
-                            "UPDATE gc_candidates c SET since = b.touched_at FROM blobs b
-                              WHERE c.repo_id = 0 AND c.digest = ANY($1) AND b.digest = c.digest",
-                        )
-                        .bind(&young)
-                        .execute(&mut *conn)
-                        .await?;
-                        sqlx::query(
-                            "DELETE FROM gc_candidates WHERE repo_id = 0 AND digest = ANY($1)",
-                        )
-                        .bind(&settled)
-                        .execute(&mut *conn)
-                        .await?;
+                        dialect::settle_blob_candidates(conn, &young, &settled).await?;
                         let next = match batch.last() {
                             Some((digest, since, ..)) if batch.len() as i64 == GC_BATCH => {
                                 Some((*since, digest.clone()))
@@ -852,10 +807,7 @@ impl MetadataStore for PostgresMetadataStore {
                 })
                 .await?;
             for d in found {
-                garbage.push(
-                    Digest::from_str(&d)
-                        .map_err(|e| StorageError::Corrupt(format!("stored digest {d:?}: {e}")))?,
-                );
+                garbage.push(parse_digest(&d)?);
             }
             match next {
                 Some(n) => from = n,
@@ -888,14 +840,12 @@ impl MetadataStore for PostgresMetadataStore {
     }
 }
 
-/// What a [`ManifestSummary`] reads of a manifest row (never `content`), with its tags in
-/// byte order.
+/// What a [`ManifestSummary`] reads of a manifest row (never `content`); its tags are
+/// `dialect::TAG_NAMES`.
 const SUMMARY_COLUMNS: &str = "m.digest, m.media_type, m.size, m.blob_bytes, m.created_at,
-    m.artifact_type, m.platform, m.config_media_type,
-    ARRAY(SELECT t.name FROM tags t
-           WHERE t.repo_id = m.repo_id AND t.digest = m.digest ORDER BY t.name) AS tag_names";
+    m.artifact_type, m.platform, m.config_media_type";
 
-fn summary_row(r: &PgRow) -> Result<ManifestSummary, StorageError> {
+fn summary_row(r: &DbRow) -> Result<ManifestSummary, StorageError> {
     Ok(ManifestSummary {
         digest: digest_col(r, "digest")?,
         media_type: r.try_get("media_type")?,
@@ -905,29 +855,13 @@ fn summary_row(r: &PgRow) -> Result<ManifestSummary, StorageError> {
         artifact_type: r.try_get("artifact_type")?,
         platform: r.try_get("platform")?,
         config_media_type: r.try_get("config_media_type")?,
-        tags: r.try_get("tag_names")?,
+        tags: dialect::tag_names(r)?,
         references: Vec::new(),
     })
 }
 
-/// Link blobs (each at most once in `digests`) into a repository, refreshing the links
-/// that exist.
-async fn link_tx(conn: &mut PgConnection, repo_id: i64, digests: &[String]) -> Result<(), TxError> {
-    sqlx::query(
-        "INSERT INTO repo_blobs (repo_id, digest, linked_at)
-         SELECT $1, d, $2 FROM unnest($3::text[]) AS d
-         ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
-    )
-    .bind(repo_id)
-    .bind(now_millis())
-    .bind(digests)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
 async fn move_tag_tx(
-    conn: &mut PgConnection,
+    conn: &mut Conn,
     repo_id: i64,
     tag: &Tag,
     digest: &Digest,
@@ -947,21 +881,13 @@ async fn move_tag_tx(
     Ok(())
 }
 
-/// Whether the job committing a batch is still its node's (see `JobFence`), read in the
-/// batch's own transaction and locked until it commits (`FOR SHARE`): a claim by another
-/// node waits for the batch, or the batch sees its new epoch (claims write outside
-/// serializable transactions, so a plain read wouldn't conflict with them).
-const JOB_HELD: &str = "SELECT 1 FROM import_jobs WHERE id = $1 AND owner = $2
-                          AND lease_epoch = $3 AND status NOT IN ('Succeeded', 'Failed', 'Canceled')
-                          FOR SHARE";
-
 async fn commit_batch_tx(
-    conn: &mut PgConnection,
+    conn: &mut Conn,
     batch: &CommitBatch,
     by_repo: &[(&RepoKey, Vec<String>)],
 ) -> Result<CommitOutcome, TxError> {
     if let Some(fence) = &batch.fence {
-        let held: Option<i32> = sqlx::query_scalar(JOB_HELD)
+        let held: Option<i32> = sqlx::query_scalar(dialect::JOB_HELD)
             .bind(&fence.id)
             .bind(&fence.owner)
             .bind(fence.epoch)
@@ -972,19 +898,12 @@ async fn commit_batch_tx(
         }
     }
     for (repo, digests) in by_repo {
-        let missing: Option<String> = sqlx::query_scalar(
-            "SELECT j.d FROM unnest($1::text[]) WITH ORDINALITY AS j(d, ord)
-              WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = j.d)
-              ORDER BY j.ord LIMIT 1",
-        )
-        .bind(digests)
-        .fetch_optional(&mut *conn)
-        .await?;
+        let missing = dialect::first_missing_blob(conn, digests).await?;
         if let Some(d) = missing {
             return Ok(CommitOutcome::BlobMissing(parse_digest(&d)?));
         }
         let repo_id = repo_id_tx(conn, repo).await?;
-        link_tx(conn, repo_id, digests).await?;
+        dialect::link_tx(conn, repo_id, digests).await?;
     }
     for put in &batch.manifests {
         let outcome = insert_manifest_tx(conn, put).await?;
@@ -1021,32 +940,14 @@ async fn commit_batch_tx(
 
 /// Check a manifest's references and store it (and its tag) inside the transaction.
 async fn insert_manifest_tx(
-    conn: &mut PgConnection,
+    conn: &mut Conn,
     put: &PutManifest,
 ) -> Result<PutManifestOutcome, TxError> {
     let repo_id = repo_id_tx(conn, &put.repo).await?;
     if !put.blobs.is_empty() {
         // Every blob in one query (a manifest may have thousands): the first missing one,
         // or the first whose stored size differs from the declared one.
-        let digests: Vec<String> = put.blobs.iter().map(|b| b.digest.to_string()).collect();
-        let sizes: Vec<i64> = put.blobs.iter().map(|b| b.size as i64).collect();
-        let required: Vec<bool> = put.blobs.iter().map(|b| b.required).collect();
-        let bad = sqlx::query(
-            "SELECT w.digest, w.declared, b.size AS actual
-               FROM unnest($2::text[], $3::int8[], $4::bool[])
-                    WITH ORDINALITY AS w(digest, declared, required, ord)
-               LEFT JOIN repo_blobs l ON l.repo_id = $1 AND l.digest = w.digest
-               LEFT JOIN blobs b ON b.digest = l.digest
-              WHERE (b.size IS NULL AND w.required)
-                 OR (b.size IS NOT NULL AND b.size <> w.declared)
-              ORDER BY w.ord LIMIT 1",
-        )
-        .bind(repo_id)
-        .bind(&digests)
-        .bind(&sizes)
-        .bind(&required)
-        .fetch_optional(&mut *conn)
-        .await?;
+        let bad = dialect::first_bad_blob(conn, repo_id, &put.blobs).await?;
         if let Some(row) = bad {
             let digest = digest_col(&row, "digest")?;
             let declared = row.try_get::<i64, _>("declared")? as u64;
@@ -1111,48 +1012,13 @@ async fn insert_manifest_tx(
         .iter()
         .map(|b| (b, KIND_BLOB))
         .chain(put.children.iter().map(|c| (c, KIND_MANIFEST)));
-    let mut targets = Vec::new();
-    let mut kinds = Vec::new();
-    let mut platforms = Vec::new();
-    for (r, kind) in refs {
-        targets.push(r.digest.to_string());
-        kinds.push(kind);
-        platforms.push(r.platform.clone());
-    }
-    if !targets.is_empty() {
-        sqlx::query(
-            "INSERT INTO manifest_refs (repo_id, manifest_digest, target, kind, platform, position)
-             SELECT $1, $2, t.target, t.kind, t.platform, t.ord - 1
-               FROM unnest($3::text[], $4::int8[], $5::text[])
-                    WITH ORDINALITY AS t(target, kind, platform, ord)
-              ORDER BY t.ord
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(repo_id)
-        .bind(&digest)
-        .bind(&targets)
-        .bind(&kinds)
-        .bind(&platforms)
-        .execute(&mut *conn)
-        .await?;
+    let refs: Vec<(String, i64, Option<&str>)> =
+        refs.map(|(r, kind)| (r.digest.to_string(), kind, r.platform.as_deref())).collect();
+    if !refs.is_empty() {
+        dialect::insert_refs(conn, repo_id, &digest, &refs).await?;
     }
     if let Some(tag) = &put.tag {
         move_tag_tx(conn, repo_id, tag, &rec.digest).await?;
     }
     Ok(PutManifestOutcome::Stored)
-}
-
-/// `LIMIT` for an optional limit (`NULL`: none).
-fn sql_limit(limit: Option<u32>) -> Option<i64> {
-    limit.map(i64::from)
-}
-
-/// The `ORDER BY` of a listing: by `name`, or by `time` with `name` breaking ties. Both are
-/// constant column names, never input.
-fn order_by(order: ListOrder, name: &'static str, time: &'static str) -> String {
-    match order {
-        ListOrder::Name => name.to_owned(),
-        ListOrder::TimeDesc => format!("{time} DESC, {name}"),
-        ListOrder::TimeAsc => format!("{time} ASC, {name}"),
-    }
 }

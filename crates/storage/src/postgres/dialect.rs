@@ -27,6 +27,17 @@ pub(crate) fn tag_names(r: &PgRow) -> Result<Vec<String>, StorageError> {
     Ok(r.try_get("tag_names")?)
 }
 
+/// The database's clock in ms: job leases are set and compared by it alone.
+pub(crate) const NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// A job's id is not in the list `$4` ([`text_list`]).
+pub(crate) const JOB_NOT_RUNNING: &str = "NOT (id = ANY($4))";
+
+/// A list of strings as one bound value: an array.
+pub(crate) fn text_list(items: &[String]) -> Result<&[String], StorageError> {
+    Ok(items)
+}
+
 /// `LIMIT` for an optional limit (`NULL`: none).
 pub(crate) fn sql_limit(limit: Option<u32>) -> Option<i64> {
     limit.map(i64::from)

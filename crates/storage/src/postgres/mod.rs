@@ -23,8 +23,10 @@
 mod coordination;
 mod dialect;
 mod identity;
-mod management;
 // The SQL both stores share, compiled here for PostgreSQL (see `crate::sql`).
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/management.rs"]
+mod management;
 #[allow(clippy::duplicate_mod)]
 #[path = "../sql/registry.rs"]
 mod registry;
@@ -132,6 +134,12 @@ impl PostgresMetadataStore {
 
     /// The pool reads run on, one statement at a time.
     fn reader(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The pool single-statement writes outside `write_tx` run on (job leases: see
+    /// `claim_jobs`).
+    fn writer(&self) -> &PgPool {
         &self.pool
     }
 

@@ -30,6 +30,17 @@ pub(crate) fn tag_names(r: &SqliteRow) -> Result<Vec<String>, StorageError> {
     Ok(tags)
 }
 
+/// The database's clock in ms: job leases are set and compared by it alone.
+pub(crate) const NOW: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
+
+/// A job's id is not in the list `$4` ([`text_list`]).
+pub(crate) const JOB_NOT_RUNNING: &str = "id NOT IN (SELECT value FROM json_each($4))";
+
+/// A list of strings as one bound value: a JSON array.
+pub(crate) fn text_list(items: &[String]) -> Result<String, StorageError> {
+    json(items)
+}
+
 /// `LIMIT` for an optional limit (`-1`: none).
 pub(crate) fn sql_limit(limit: Option<u32>) -> i64 {
     limit.map(i64::from).unwrap_or(-1)

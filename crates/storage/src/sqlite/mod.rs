@@ -7,8 +7,10 @@
 
 mod dialect;
 mod identity;
-mod management;
 // The SQL both stores share, compiled here for SQLite (see `crate::sql`).
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/management.rs"]
+mod management;
 #[allow(clippy::duplicate_mod)]
 #[path = "../sql/registry.rs"]
 mod registry;
@@ -81,6 +83,11 @@ impl SqliteMetadataStore {
     /// The pool reads run on: they see the last committed state (a WAL snapshot).
     fn reader(&self) -> &SqlitePool {
         &self.read
+    }
+
+    /// The one writer connection, for single-statement writes outside `write_tx`.
+    fn writer(&self) -> &SqlitePool {
+        &self.write
     }
 
     /// Run `f` in a transaction on the one writer connection and commit. The same shape as

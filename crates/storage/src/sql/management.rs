@@ -1,18 +1,20 @@
+//! [`ManagementStore`] for the store this file is compiled into (see [`crate::sql`]):
+//! subscriptions, resource groups, registries and import jobs.
+
 use async_trait::async_trait;
 use sqlx::AssertSqlSafe;
 
-use super::PostgresMetadataStore;
+use super::dialect::{JOB_NOT_RUNNING, NOW};
 use super::rows::*;
+use super::{Store, dialect};
 use crate::meta::*;
 use crate::{StorageError, now_millis};
 
 /// Job states after which nothing changes.
 const FINISHED: &str = "('Succeeded', 'Failed', 'Canceled')";
-/// The database's clock in ms: leases are set and compared by it alone.
-const NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 #[async_trait]
-impl ManagementStore for PostgresMetadataStore {
+impl ManagementStore for Store {
     async fn put_subscription(&self, id: &str, display_name: &str) -> Result<bool, StorageError> {
         self.write_tx(|conn, _| {
             Box::pin(async move {
@@ -39,7 +41,7 @@ impl ManagementStore for PostgresMetadataStore {
     async fn subscription(&self, id: &str) -> Result<Option<SubscriptionRecord>, StorageError> {
         sqlx::query("SELECT * FROM subscriptions WHERE id_ci = lower($1)")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reader())
             .await?
             .as_ref()
             .map(sub_row)
@@ -47,8 +49,9 @@ impl ManagementStore for PostgresMetadataStore {
     }
 
     async fn subscriptions(&self) -> Result<Vec<SubscriptionRecord>, StorageError> {
-        let rows =
-            sqlx::query("SELECT * FROM subscriptions ORDER BY id_ci").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM subscriptions ORDER BY id_ci")
+            .fetch_all(self.reader())
+            .await?;
         rows.iter().map(sub_row).collect()
     }
 
@@ -91,7 +94,7 @@ impl ManagementStore for PostgresMetadataStore {
         )
         .bind(subscription)
         .bind(name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reader())
         .await?
         .as_ref()
         .map(rg_row)
@@ -106,7 +109,7 @@ impl ManagementStore for PostgresMetadataStore {
             "SELECT * FROM resource_groups WHERE subscription_ci = lower($1) ORDER BY name_ci",
         )
         .bind(subscription)
-        .fetch_all(&self.pool)
+        .fetch_all(self.reader())
         .await?;
         rows.iter().map(rg_row).collect()
     }
@@ -217,7 +220,7 @@ impl ManagementStore for PostgresMetadataStore {
     async fn registry(&self, id: i64) -> Result<Option<RegistryRecord>, StorageError> {
         sqlx::query("SELECT * FROM registries WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reader())
             .await?
             .as_ref()
             .map(registry_row)
@@ -238,7 +241,7 @@ impl ManagementStore for PostgresMetadataStore {
         .bind(subscription)
         .bind(resource_group)
         .bind(name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reader())
         .await?
         .as_ref()
         .map(registry_row)
@@ -252,13 +255,13 @@ impl ManagementStore for PostgresMetadataStore {
     ) -> Result<Vec<RegistryRecord>, StorageError> {
         let rows = sqlx::query(
             "SELECT * FROM registries
-              WHERE ($1::text IS NULL OR subscription_ci = lower($1))
-                AND ($2::text IS NULL OR resource_group_ci = lower($2))
+              WHERE (CAST($1 AS TEXT) IS NULL OR subscription_ci = lower($1))
+                AND (CAST($2 AS TEXT) IS NULL OR resource_group_ci = lower($2))
               ORDER BY name_ci",
         )
         .bind(subscription)
         .bind(resource_group)
-        .fetch_all(&self.pool)
+        .fetch_all(self.reader())
         .await?;
         rows.iter().map(registry_row).collect()
     }
@@ -340,7 +343,7 @@ impl ManagementStore for PostgresMetadataStore {
     async fn job(&self, id: &str) -> Result<Option<JobRecord>, StorageError> {
         sqlx::query("SELECT * FROM import_jobs WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reader())
             .await?
             .as_ref()
             .map(job_row)
@@ -352,7 +355,7 @@ impl ManagementStore for PostgresMetadataStore {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT * FROM import_jobs WHERE status NOT IN {FINISHED} ORDER BY created_at, id"
         )))
-        .fetch_all(&self.pool)
+        .fetch_all(self.reader())
         .await?;
         rows.iter().map(job_row).collect()
     }
@@ -372,14 +375,14 @@ impl ManagementStore for PostgresMetadataStore {
                                     lease_epoch = lease_epoch + 1
               WHERE status NOT IN {FINISHED}
                 AND (owner IS NULL OR lease_until < {NOW} OR (owner = $1 AND $3))
-                AND NOT (id = ANY($4))
+                AND {JOB_NOT_RUNNING}
              RETURNING *"
         )))
         .bind(owner)
         .bind(lease_ms)
         .bind(restarted)
-        .bind(running)
-        .fetch_all(&self.pool)
+        .bind(dialect::text_list(running)?)
+        .fetch_all(self.writer())
         .await?;
         let mut jobs: Vec<JobRecord> = rows.iter().map(job_row).collect::<Result<_, _>>()?;
         jobs.sort_by_key(|j| j.created_at);
@@ -404,7 +407,7 @@ impl ManagementStore for PostgresMetadataStore {
         .bind(progress)
         .bind(lease_ms)
         .bind(now_millis())
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.writer())
         .await?;
         Ok(status)
     }
@@ -416,7 +419,7 @@ impl ManagementStore for PostgresMetadataStore {
         )))
         .bind(id)
         .bind(now_millis())
-        .execute(&self.pool)
+        .execute(self.writer())
         .await?;
         Ok(done.rows_affected() > 0)
     }

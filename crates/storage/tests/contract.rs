@@ -1764,8 +1764,11 @@ async fn postgres_a_lost_lock_is_noticed_and_many_holders_get_through() {
     assert!(other.try_lock("blob/sha256:x").await.unwrap().is_none());
     let mut admin = db.connect().await;
     sqlx::query(
+        // This database's sessions only: other tests' (their migrations hold advisory
+        // locks too) share the server.
         "SELECT pg_terminate_backend(pid) FROM pg_locks
-          WHERE locktype = 'advisory' AND pid <> pg_backend_pid()",
+          WHERE locktype = 'advisory' AND pid <> pg_backend_pid()
+            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
     )
     .execute(&mut admin)
     .await

@@ -22,8 +22,10 @@
 
 mod coordination;
 mod dialect;
-mod identity;
 // The SQL both stores share, compiled here for PostgreSQL (see `crate::sql`).
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/identity.rs"]
+mod identity;
 #[allow(clippy::duplicate_mod)]
 #[path = "../sql/management.rs"]
 mod management;

@@ -6,8 +6,10 @@
 //! so no other process writes.
 
 mod dialect;
-mod identity;
 // The SQL both stores share, compiled here for SQLite (see `crate::sql`).
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/identity.rs"]
+mod identity;
 #[allow(clippy::duplicate_mod)]
 #[path = "../sql/management.rs"]
 mod management;

@@ -1,7 +1,11 @@
+//! [`IdentityStore`] for the store this file is compiled into (see [`crate::sql`]):
+//! tenants, principals and their credentials, role definitions and assignments, signing
+//! keys, scope maps and registry tokens.
+
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::PostgresMetadataStore;
+use super::Store;
 use super::rows::*;
 use crate::StorageError;
 use crate::identity::*;
@@ -17,7 +21,7 @@ const UPDATE_PRINCIPAL: &str = "UPDATE principals SET enabled = COALESCE($2, ena
      token_generation = token_generation + $3 WHERE id_ci = lower($1)";
 
 #[async_trait]
-impl IdentityStore for PostgresMetadataStore {
+impl IdentityStore for Store {
     async fn put_tenant(&self, t: &TenantRecord) -> Result<(), StorageError> {
         self.write_tx(|conn, _| {
             Box::pin(async move {
@@ -38,7 +42,7 @@ impl IdentityStore for PostgresMetadataStore {
 
     async fn tenants(&self) -> Result<Vec<TenantRecord>, StorageError> {
         let rows = sqlx::query("SELECT * FROM tenants ORDER BY created_at, id_ci")
-            .fetch_all(&self.pool)
+            .fetch_all(self.reader())
             .await?;
         rows.iter()
             .map(|r| {
@@ -77,7 +81,7 @@ impl IdentityStore for PostgresMetadataStore {
     async fn principal(&self, id: &str) -> Result<Option<PrincipalRecord>, StorageError> {
         sqlx::query("SELECT * FROM principals WHERE id_ci = lower($1)")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reader())
             .await?
             .as_ref()
             .map(principal_row)
@@ -96,7 +100,7 @@ impl IdentityStore for PostgresMetadataStore {
         )
         .bind(tenant)
         .bind(name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reader())
         .await?
         .as_ref()
         .map(principal_row)
@@ -109,7 +113,7 @@ impl IdentityStore for PostgresMetadataStore {
     ) -> Result<Option<PrincipalRecord>, StorageError> {
         sqlx::query("SELECT * FROM principals WHERE app_id_ci = lower($1)")
             .bind(app_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reader())
             .await?
             .as_ref()
             .map(principal_row)
@@ -126,7 +130,7 @@ impl IdentityStore for PostgresMetadataStore {
         )
         .bind(tenant)
         .bind(kind)
-        .fetch_all(&self.pool)
+        .fetch_all(self.reader())
         .await?;
         rows.iter().map(principal_row).collect()
     }
@@ -193,7 +197,7 @@ impl IdentityStore for PostgresMetadataStore {
             "SELECT * FROM credentials WHERE principal_ci = lower($1) ORDER BY created_at, id",
         )
         .bind(principal)
-        .fetch_all(&self.pool)
+        .fetch_all(self.reader())
         .await?;
         rows.iter().map(credential_row).collect()
     }
@@ -258,7 +262,7 @@ impl IdentityStore for PostgresMetadataStore {
     ) -> Result<Option<RoleDefinitionRecord>, StorageError> {
         sqlx::query("SELECT * FROM role_definitions WHERE id_ci = lower($1)")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reader())
             .await?
             .as_ref()
             .map(role_definition_row)
@@ -267,7 +271,7 @@ impl IdentityStore for PostgresMetadataStore {
 
     async fn role_definitions(&self) -> Result<Vec<RoleDefinitionRecord>, StorageError> {
         let rows = sqlx::query("SELECT * FROM role_definitions ORDER BY name_ci")
-            .fetch_all(&self.pool)
+            .fetch_all(self.reader())
             .await?;
         rows.iter().map(role_definition_row).collect()
     }
@@ -316,7 +320,7 @@ impl IdentityStore for PostgresMetadataStore {
     ) -> Result<Option<RoleAssignmentRecord>, StorageError> {
         sqlx::query("SELECT * FROM role_assignments WHERE id_ci = lower($1)")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reader())
             .await?
             .as_ref()
             .map(assignment_row)
@@ -332,7 +336,7 @@ impl IdentityStore for PostgresMetadataStore {
               ORDER BY created_at, id_ci",
         )
         .bind(principal)
-        .fetch_all(&self.pool)
+        .fetch_all(self.reader())
         .await?;
         rows.iter().map(assignment_row).collect()
     }
@@ -340,7 +344,7 @@ impl IdentityStore for PostgresMetadataStore {
     async fn role_assignments(&self) -> Result<Vec<RoleAssignmentRecord>, StorageError> {
         let rows =
             sqlx::query("SELECT * FROM role_assignments ORDER BY scope_ci, created_at, id_ci")
-                .fetch_all(&self.pool)
+                .fetch_all(self.reader())
                 .await?;
         rows.iter().map(assignment_row).collect()
     }
@@ -390,7 +394,7 @@ impl IdentityStore for PostgresMetadataStore {
         sqlx::query("SELECT * FROM scope_maps WHERE registry_id = $1 AND name_ci = lower($2)")
             .bind(registry)
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reader())
             .await?
             .as_ref()
             .map(scope_map_row)
@@ -400,7 +404,7 @@ impl IdentityStore for PostgresMetadataStore {
     async fn scope_maps(&self, registry: i64) -> Result<Vec<ScopeMapRecord>, StorageError> {
         let rows = sqlx::query("SELECT * FROM scope_maps WHERE registry_id = $1 ORDER BY name_ci")
             .bind(registry)
-            .fetch_all(&self.pool)
+            .fetch_all(self.reader())
             .await?;
         rows.iter().map(scope_map_row).collect()
     }
@@ -458,7 +462,7 @@ impl IdentityStore for PostgresMetadataStore {
         .bind(registry)
         .bind(kind)
         .bind(name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reader())
         .await?
         .as_ref()
         .map(registry_token_row)
@@ -475,7 +479,7 @@ impl IdentityStore for PostgresMetadataStore {
         )
         .bind(registry)
         .bind(kind)
-        .fetch_all(&self.pool)
+        .fetch_all(self.reader())
         .await?;
         rows.iter().map(registry_token_row).collect()
     }
@@ -544,14 +548,14 @@ impl IdentityStore for PostgresMetadataStore {
         .bind(registry)
         .bind(kind)
         .bind(name)
-        .fetch_all(&self.pool)
+        .fetch_all(self.reader())
         .await?;
         rows.iter().map(token_password_row).collect()
     }
 
     async fn a_sealed_password(&self) -> Result<Option<TokenPasswordRecord>, StorageError> {
         sqlx::query("SELECT * FROM registry_token_passwords WHERE sealed IS NOT NULL LIMIT 1")
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reader())
             .await?
             .as_ref()
             .map(token_password_row)
@@ -579,7 +583,7 @@ impl IdentityStore for PostgresMetadataStore {
 
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StorageError> {
         let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY created_at, kid")
-            .fetch_all(&self.pool)
+            .fetch_all(self.reader())
             .await?;
         rows.iter()
             .map(|r| {

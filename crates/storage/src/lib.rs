@@ -14,7 +14,6 @@ mod blob;
 mod coordination;
 mod error;
 mod fs;
-mod gc_worklist;
 mod identity;
 mod meta;
 pub mod migrate;

@@ -24,6 +24,9 @@ mod coordination;
 mod dialect;
 // The SQL both stores share, compiled here for PostgreSQL (see `crate::sql`).
 #[allow(clippy::duplicate_mod)]
+#[path = "../sql/commit.rs"]
+mod commit;
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/identity.rs"]
 mod identity;
 #[allow(clippy::duplicate_mod)]

@@ -20,6 +20,8 @@
 //! - how a writing transaction runs ([`write_tx`](crate::SqliteMetadataStore)): SQLite's one
 //!   writer connection, or PostgreSQL's `SERIALIZABLE` transactions retried on conflict.
 
+pub(crate) mod gc_worklist;
+
 use std::marker::PhantomData;
 use std::str::FromStr;
 

@@ -8,6 +8,9 @@
 mod dialect;
 // The SQL both stores share, compiled here for SQLite (see `crate::sql`).
 #[allow(clippy::duplicate_mod)]
+#[path = "../sql/commit.rs"]
+mod commit;
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/identity.rs"]
 mod identity;
 #[allow(clippy::duplicate_mod)]

@@ -125,12 +125,13 @@ pub(super) async fn commit_batch_tx(
     Ok(CommitOutcome::Committed)
 }
 
-/// Check a manifest's references and store it (and its tag) inside the transaction.
-pub(super) async fn insert_manifest_tx(
+/// Why a manifest can't be stored, if it can't: a blob it names isn't linked into the
+/// repository (or has another size), or a child manifest isn't in it.
+async fn check_references(
     conn: &mut Conn,
+    repo_id: i64,
     put: &PutManifest,
-) -> Result<PutManifestOutcome, TxError> {
-    let repo_id = repo_id_tx(conn, &put.repo).await?;
+) -> Result<Option<PutManifestOutcome>, TxError> {
     if !put.blobs.is_empty() {
         // Every blob in one query (a manifest may have thousands): the first missing one,
         // or the first whose stored size differs from the declared one.
@@ -138,12 +139,12 @@ pub(super) async fn insert_manifest_tx(
         if let Some(row) = bad {
             let digest = digest_col(&row, "digest")?;
             let declared = row.try_get::<i64, _>("declared")? as u64;
-            return Ok(match row.try_get::<Option<i64>, _>("actual")? {
+            return Ok(Some(match row.try_get::<Option<i64>, _>("actual")? {
                 None => PutManifestOutcome::BlobUnknown(digest),
                 Some(actual) => {
                     PutManifestOutcome::SizeMismatch { digest, declared, actual: actual as u64 }
                 }
-            });
+            }));
         }
     }
     for child in &put.children {
@@ -159,16 +160,28 @@ pub(super) async fn insert_manifest_tx(
         .fetch_optional(&mut *conn)
         .await?;
         match size {
-            None => return Ok(PutManifestOutcome::ManifestUnknown(child.digest.clone())),
+            None => return Ok(Some(PutManifestOutcome::ManifestUnknown(child.digest.clone()))),
             Some(actual) if actual as u64 != child.size => {
-                return Ok(PutManifestOutcome::SizeMismatch {
+                return Ok(Some(PutManifestOutcome::SizeMismatch {
                     digest: child.digest.clone(),
                     declared: child.size,
                     actual: actual as u64,
-                });
+                }));
             }
             _ => {}
         }
+    }
+    Ok(None)
+}
+
+/// Check a manifest's references and store it (and its tag) inside the transaction.
+pub(super) async fn insert_manifest_tx(
+    conn: &mut Conn,
+    put: &PutManifest,
+) -> Result<PutManifestOutcome, TxError> {
+    let repo_id = repo_id_tx(conn, &put.repo).await?;
+    if let Some(refused) = check_references(conn, repo_id, put).await? {
+        return Ok(refused);
     }
 
     let rec = &put.record;

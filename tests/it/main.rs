@@ -19,6 +19,7 @@ mod oci_api;
 mod powerfs;
 mod powerloss;
 mod serve;
+mod shape;
 mod tidy;
 mod tls;
 mod upgrade;

@@ -294,6 +294,35 @@ pub async fn put_role_assignment(
     name: &str,
     body: &Value,
 ) -> Result<(bool, Value), ArmError> {
+    let record = role_assignment_record(identity, scope, name, body).await?;
+    if identity.create_role_assignment(caller, &record).await? {
+        return Ok((true, role_assignment_json(&record)));
+    }
+    // Not created: the same assignment again is fine; anything else is a conflict.
+    if let Some(existing) = identity.role_assignment(name).await? {
+        let same = normalize_scope(&existing.scope) == normalize_scope(&record.scope)
+            && existing.role_definition_id.eq_ignore_ascii_case(&record.role_definition_id)
+            && existing.principal_id.eq_ignore_ascii_case(&record.principal_id)
+            && existing.condition == record.condition;
+        if same {
+            return Ok((false, role_assignment_json(&existing)));
+        }
+        return Err(ArmError::conflict(
+            "RoleAssignmentUpdateNotPermitted",
+            "Tenant ID, application ID, principal ID, and scope are not allowed to be updated.",
+        ));
+    }
+    Err(ArmError::conflict("RoleAssignmentExists", "The role assignment already exists."))
+}
+
+/// The assignment a PUT body describes, checked: a GUID name, a role, a principal of the
+/// directory (of the type given, if one is), a supported condition version.
+async fn role_assignment_record(
+    identity: &Identity,
+    scope: &str,
+    name: &str,
+    body: &Value,
+) -> Result<RoleAssignmentRecord, ArmError> {
     if !is_guid(name) {
         return Err(ArmError::bad_request(
             "InvalidRoleAssignmentId",
@@ -340,7 +369,7 @@ pub async fn put_role_assignment(
             "Only condition version 2.0 is supported.",
         ));
     }
-    let record = RoleAssignmentRecord {
+    Ok(RoleAssignmentRecord {
         id: name.to_ascii_lowercase(),
         scope: if normalize_scope(scope).is_empty() { "/".into() } else { scope.to_owned() },
         role_definition_id: role_id.to_ascii_lowercase(),
@@ -349,25 +378,7 @@ pub async fn put_role_assignment(
         condition: condition.map(str::to_owned),
         description: props["description"].as_str().map(str::to_owned),
         created_at: wharf_storage::now_millis(),
-    };
-    if identity.create_role_assignment(caller, &record).await? {
-        return Ok((true, role_assignment_json(&record)));
-    }
-    // Not created: the same assignment again is fine; anything else is a conflict.
-    if let Some(existing) = identity.role_assignment(name).await? {
-        let same = normalize_scope(&existing.scope) == normalize_scope(&record.scope)
-            && existing.role_definition_id.eq_ignore_ascii_case(&record.role_definition_id)
-            && existing.principal_id.eq_ignore_ascii_case(&record.principal_id)
-            && existing.condition == record.condition;
-        if same {
-            return Ok((false, role_assignment_json(&existing)));
-        }
-        return Err(ArmError::conflict(
-            "RoleAssignmentUpdateNotPermitted",
-            "Tenant ID, application ID, principal ID, and scope are not allowed to be updated.",
-        ));
-    }
-    Err(ArmError::conflict("RoleAssignmentExists", "The role assignment already exists."))
+    })
 }
 
 /// Delete an assignment at `scope`; its JSON if it existed.

@@ -109,66 +109,8 @@ impl Manifest {
             Some(v) if v.as_u64() == Some(1) => return Err(ManifestError::Schema1),
             Some(v) => return Err(ManifestError::SchemaVersion(v.to_string())),
         }
-
-        let field_type = match obj.get("mediaType") {
-            None => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => {
-                return Err(ManifestError::Descriptor {
-                    field: "mediaType",
-                    reason: "must be a string".into(),
-                });
-            }
-        };
-        // A generic Content-Type says nothing about the manifest; fall back to the body.
-        let header_type = content_type.map(mt::essence).filter(|h| {
-            !h.is_empty() && h != "application/json" && h != "application/octet-stream"
-        });
-        if let (Some(field), Some(header)) = (&field_type, &header_type)
-            && !field.eq_ignore_ascii_case(header)
-        {
-            return Err(ManifestError::MediaTypeMismatch {
-                field: field.clone(),
-                header: header.clone(),
-            });
-        }
-        if matches!(
-            field_type.as_deref().or(header_type.as_deref()),
-            Some(mt::DOCKER_SCHEMA1 | mt::DOCKER_SCHEMA1_SIGNED)
-        ) {
-            return Err(ManifestError::Schema1);
-        }
-        let media_type = header_type.or(field_type).unwrap_or_else(|| {
-            if obj.contains_key("manifests") { mt::OCI_INDEX } else { mt::OCI_MANIFEST }.to_owned()
-        });
-
-        let content = if mt::is_index(&media_type)
-            || (!mt::is_image_manifest(&media_type) && obj.contains_key("manifests"))
-        {
-            let manifests = match obj.get("manifests") {
-                Some(v) => descriptors(v, "manifests")?,
-                None => return Err(ManifestError::MissingField(media_type, "manifests")),
-            };
-            Content::Index { manifests }
-        } else {
-            let config = match obj.get("config") {
-                Some(v) => Some(descriptor(v, "config")?),
-                None if mt::is_image_manifest(&media_type) => {
-                    return Err(ManifestError::MissingField(media_type, "config"));
-                }
-                None => None,
-            };
-            let mut layers = match obj.get("layers") {
-                Some(Value::Null) | None => Vec::new(),
-                Some(v) => descriptors(v, "layers")?,
-            };
-            // The OCI 1.1-rc artifact manifest names its blobs `blobs`.
-            if let Some(v) = obj.get("blobs") {
-                layers.extend(descriptors(v, "blobs")?);
-            }
-            Content::Image { config, layers }
-        };
-
+        let media_type = media_type(obj, content_type)?;
+        let content = content(obj, &media_type)?;
         let subject = match obj.get("subject") {
             None | Some(Value::Null) => None,
             Some(v) => Some(descriptor(v, "subject")?),
@@ -211,6 +153,73 @@ impl Manifest {
             Content::Image { .. } => &[],
         }
     }
+}
+
+/// A manifest's media type: its `mediaType` field and the request's Content-Type, which
+/// must agree when both say something, else guessed from the body.
+fn media_type(
+    obj: &serde_json::Map<String, Value>,
+    content_type: Option<&str>,
+) -> Result<String, ManifestError> {
+    let field_type = match obj.get("mediaType") {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            return Err(ManifestError::Descriptor {
+                field: "mediaType",
+                reason: "must be a string".into(),
+            });
+        }
+    };
+    // A generic Content-Type says nothing about the manifest; fall back to the body.
+    let header_type = content_type
+        .map(mt::essence)
+        .filter(|h| !h.is_empty() && h != "application/json" && h != "application/octet-stream");
+    if let (Some(field), Some(header)) = (&field_type, &header_type)
+        && !field.eq_ignore_ascii_case(header)
+    {
+        return Err(ManifestError::MediaTypeMismatch {
+            field: field.clone(),
+            header: header.clone(),
+        });
+    }
+    if matches!(
+        field_type.as_deref().or(header_type.as_deref()),
+        Some(mt::DOCKER_SCHEMA1 | mt::DOCKER_SCHEMA1_SIGNED)
+    ) {
+        return Err(ManifestError::Schema1);
+    }
+    Ok(header_type.or(field_type).unwrap_or_else(|| {
+        if obj.contains_key("manifests") { mt::OCI_INDEX } else { mt::OCI_MANIFEST }.to_owned()
+    }))
+}
+
+/// An index's children, or an image manifest's config and layers.
+fn content(
+    obj: &serde_json::Map<String, Value>,
+    media_type: &str,
+) -> Result<Content, ManifestError> {
+    let missing = |field| ManifestError::MissingField(media_type.to_owned(), field);
+    if mt::is_index(media_type)
+        || (!mt::is_image_manifest(media_type) && obj.contains_key("manifests"))
+    {
+        let manifests = obj.get("manifests").ok_or_else(|| missing("manifests"))?;
+        return Ok(Content::Index { manifests: descriptors(manifests, "manifests")? });
+    }
+    let config = match obj.get("config") {
+        Some(v) => Some(descriptor(v, "config")?),
+        None if mt::is_image_manifest(media_type) => return Err(missing("config")),
+        None => None,
+    };
+    let mut layers = match obj.get("layers") {
+        Some(Value::Null) | None => Vec::new(),
+        Some(v) => descriptors(v, "layers")?,
+    };
+    // The OCI 1.1-rc artifact manifest names its blobs `blobs`.
+    if let Some(v) = obj.get("blobs") {
+        layers.extend(descriptors(v, "blobs")?);
+    }
+    Ok(Content::Image { config, layers })
 }
 
 fn descriptors(v: &Value, field: &'static str) -> Result<Vec<Descriptor>, ManifestError> {

@@ -82,8 +82,22 @@ impl RegistryService {
         let mut report = GcReport::default();
         let now = now_millis();
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        let cutoff = now.saturating_sub(ms(options.grace));
+        self.collect_unreferenced(now.saturating_sub(ms(options.grace)), &mut report).await?;
+        self.collect_orphans(options.grace, &mut report).await?;
+        self.collect_idle_uploads(now.saturating_sub(ms(options.upload_ttl)), &mut report).await?;
+        self.collect_stray_upload_data(options.upload_ttl, &mut report).await?;
+        if report != GcReport::default() {
+            tracing::info!(?report, "garbage collection");
+        }
+        Ok(report)
+    }
 
+    /// Links no manifest needs and blobs nothing links or references, older than `cutoff`.
+    async fn collect_unreferenced(
+        &self,
+        cutoff: i64,
+        report: &mut GcReport,
+    ) -> Result<(), RegistryError> {
         report.links_removed = self.meta.unlink_stale_blobs(cutoff).await?;
         for digest in self.meta.unreferenced_blobs(cutoff).await? {
             let mut guard = self.locks.digest(&digest).await?;
@@ -98,13 +112,21 @@ impl RegistryService {
                 report.blobs_deleted += 1;
             }
         }
+        Ok(())
+    }
+
+    /// Stored bytes with no row, older than `grace`.
+    async fn collect_orphans(
+        &self,
+        grace: Duration,
+        report: &mut GcReport,
+    ) -> Result<(), RegistryError> {
         // Bytes without a row: left by a crash between a commit's rename and its row (or
         // between GC's forgetting a blob and deleting it). Rare, so each pass looks at one
         // page of the store, going on from where the last one stopped: every blob is
         // looked at within (blobs / ORPHAN_PAGE) passes, and a pass costs the same however
         // large the store grows.
-        let grace_start =
-            SystemTime::now().checked_sub(options.grace).unwrap_or(SystemTime::UNIX_EPOCH);
+        let grace_start = SystemTime::now().checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
         let after = self.orphan_cursor.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut page = self.blobs.list(after.as_ref(), ORPHAN_PAGE).await?;
         if let Some(start) = after.as_ref().filter(|_| page.len() < ORPHAN_PAGE) {
@@ -135,8 +157,15 @@ impl RegistryService {
                 report.bytes_freed += stored.size;
             }
         }
+        Ok(())
+    }
 
-        let upload_cutoff = now.saturating_sub(ms(options.upload_ttl));
+    /// Upload sessions idle since before `upload_cutoff`.
+    async fn collect_idle_uploads(
+        &self,
+        upload_cutoff: i64,
+        report: &mut GcReport,
+    ) -> Result<(), RegistryError> {
         for id in self.meta.idle_uploads(upload_cutoff).await? {
             // A chunk streaming in now makes it not idle: skip it.
             if self.locks.writers.busy(id) {
@@ -149,11 +178,19 @@ impl RegistryService {
                 report.uploads_removed += 1;
             }
         }
+        Ok(())
+    }
+
+    /// Upload data without a session, and parts never attached, older than `upload_ttl`.
+    async fn collect_stray_upload_data(
+        &self,
+        upload_ttl: Duration,
+        report: &mut GcReport,
+    ) -> Result<(), RegistryError> {
         // Upload data without a session (monolithic pushes cut off by a crash), and parts
         // never attached (chunks whose request broke off). Files being written to are
         // modified continuously, so an active one is never this old.
-        let ttl_start =
-            SystemTime::now().checked_sub(options.upload_ttl).unwrap_or(SystemTime::UNIX_EPOCH);
+        let ttl_start = SystemTime::now().checked_sub(upload_ttl).unwrap_or(SystemTime::UNIX_EPOCH);
         for stored in self.blobs.list_uploads().await? {
             if stored.modified >= ttl_start {
                 continue;
@@ -173,9 +210,6 @@ impl RegistryService {
                 report.uploads_removed += 1;
             }
         }
-        if report != GcReport::default() {
-            tracing::info!(?report, "garbage collection");
-        }
-        Ok(report)
+        Ok(())
     }
 }

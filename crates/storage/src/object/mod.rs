@@ -32,10 +32,16 @@ use bytes::BytesMut;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::signer::Signer;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 use wharf_oci::Digest;
+
+mod url;
+mod writer;
+
+pub use url::ObjectStoreUrl;
+use writer::ObjectBlobWriter;
 
 use crate::StorageError;
 use crate::blob::{
@@ -59,67 +65,6 @@ const READ_AHEAD: usize = 4;
 const READ_BUDGET: usize = 16;
 /// Part buffers server-wide, unless configured: enough for eight large transfers at once.
 pub const DEFAULT_PART_BUDGET: usize = 128 << 20;
-
-/// Where an [`ObjectBlobStore`] keeps its objects, parsed from a `--blobs` URL.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ObjectStoreUrl {
-    /// `s3://bucket[/prefix][?endpoint=…&region=…&allow_http=true&…]`; credentials from the
-    /// usual `AWS_*` environment variables.
-    S3 { bucket: String, prefix: String, options: Vec<(String, String)> },
-    /// `az://account/container[/prefix][?endpoint=…&use_emulator=true&…]`; credentials from
-    /// the usual `AZURE_STORAGE_*` environment variables.
-    Azure { account: String, container: String, prefix: String, options: Vec<(String, String)> },
-}
-
-impl FromStr for ObjectStoreUrl {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let url = reqwest::Url::parse(s)
-            .map_err(|e| format!("{s:?} is not a URL (s3://… or az://…): {e}"))?;
-        let mut options = Vec::new();
-        for (key, value) in url.query_pairs() {
-            // A URL ends up in command lines, config files and logs; secrets don't belong in it.
-            let lower = key.to_ascii_lowercase();
-            if ["secret", "key", "token", "sas", "password", "signature"]
-                .iter()
-                .any(|w| lower.contains(w) && lower != "skip_signature")
-            {
-                return Err(format!(
-                    "{key:?} can't be given in the blob store URL: credentials come from the \
-                     environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, \
-                     AZURE_STORAGE_ACCOUNT_KEY, …)"
-                ));
-            }
-            // A bare `?allow_http` means true.
-            let value = if value.is_empty() { "true".into() } else { value.into_owned() };
-            if key == "endpoint" && reqwest::Url::parse(&value).is_err() {
-                return Err(format!("endpoint {value:?} is not a URL"));
-            }
-            options.push((key.into_owned(), value));
-        }
-        let host = url.host_str().filter(|h| !h.is_empty()).map(str::to_owned);
-        let mut segments = url.path().split('/').filter(|p| !p.is_empty());
-        match url.scheme() {
-            "s3" | "s3a" => {
-                let bucket = host.ok_or("an s3:// URL needs a bucket: s3://bucket[/prefix]")?;
-                let prefix = segments.collect::<Vec<_>>().join("/");
-                Ok(ObjectStoreUrl::S3 { bucket, prefix, options })
-            }
-            "az" | "azure" => {
-                let account =
-                    host.ok_or("an az:// URL needs an account: az://account/container")?;
-                let container = segments
-                    .next()
-                    .ok_or("an az:// URL needs a container: az://account/container")?
-                    .to_owned();
-                let prefix = segments.collect::<Vec<_>>().join("/");
-                Ok(ObjectStoreUrl::Azure { account, container, prefix, options })
-            }
-            other => Err(format!("unknown blob store scheme {other:?} (s3://… or az://…)")),
-        }
-    }
-}
 
 /// A [`BlobStore`] on an object store.
 #[derive(Clone, Debug)]
@@ -410,96 +355,6 @@ impl ObjectBlobStore {
             multipart: None,
             len: 0,
         }
-    }
-}
-
-/// Parts a large transfer may have uploading at once, beyond the two parts' worth it holds
-/// already (one uploading, one filling): two more while the shared budget has room for them,
-/// taken without waiting — so a transfer goes faster when the server is quiet and no slower
-/// than before when it is busy.
-fn more_parts(parts: &Arc<Semaphore>) -> (usize, Option<tokio::sync::OwnedSemaphorePermit>) {
-    match parts.clone().try_acquire_many_owned(2) {
-        Ok(more) => (3, Some(more)),
-        Err(_) => (1, None),
-    }
-}
-
-/// One new object written in one go — a blob straight to its key
-/// ([`BlobStore::write_blob`]), or an upload's piece or part: the first [`SMALL`] bytes kept
-/// in memory (published with one PUT, taking nothing from the shared budget), beyond that a
-/// multipart upload completed only on publish (an incomplete one is never readable).
-struct ObjectBlobWriter {
-    store: Arc<dyn ObjectStore>,
-    path: Path,
-    parts: Arc<Semaphore>,
-    head: BytesMut,
-    /// The upload once the blob outgrew `head`, with its share of the budget and how many
-    /// parts it may have uploading at once ([`more_parts`]).
-    multipart: Option<(WriteMultipart, Vec<tokio::sync::OwnedSemaphorePermit>, usize)>,
-    len: u64,
-}
-
-#[async_trait]
-impl BlobWriter for ObjectBlobWriter {
-    async fn write(&mut self, mut data: ByteStream) -> Result<Appended, StorageError> {
-        let mut input_error = None;
-        while let Some(next) = data.next().await {
-            let b = match next {
-                Ok(b) => b,
-                Err(e) => {
-                    input_error = Some(e);
-                    break;
-                }
-            };
-            self.len += b.len() as u64;
-            match &mut self.multipart {
-                Some((writer, _, in_flight)) => {
-                    writer.wait_for_capacity(*in_flight).await.map_err(unavailable)?;
-                    writer.put(b);
-                }
-                None => {
-                    self.head.extend_from_slice(&b);
-                    if self.head.len() >= SMALL {
-                        // Both parts' worth at once, so that two transfers can't each
-                        // hold one and wait for the other.
-                        let permits =
-                            self.parts.clone().acquire_many_owned(2).await.map_err(|_| {
-                                StorageError::Busy("the blob store is shutting down".into())
-                            })?;
-                        let (in_flight, more) = more_parts(&self.parts);
-                        let upload =
-                            self.store.put_multipart(&self.path).await.map_err(unavailable)?;
-                        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
-                        writer.put(self.head.split().freeze());
-                        let permits = [Some(permits), more].into_iter().flatten().collect();
-                        self.multipart = Some((writer, permits, in_flight));
-                    }
-                }
-            }
-        }
-        Ok(Appended { len: self.len, input_error })
-    }
-
-    async fn publish(self: Box<Self>) -> Result<(), StorageError> {
-        match self.multipart {
-            Some((writer, _permits, _)) => {
-                writer.finish().await.map_err(unavailable)?;
-            }
-            None => {
-                self.store
-                    .put(&self.path, PutPayload::from(self.head.freeze()))
-                    .await
-                    .map_err(unavailable)?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn abort(self: Box<Self>) -> Result<(), StorageError> {
-        if let Some((writer, _permits, _)) = self.multipart {
-            writer.abort().await.map_err(unavailable)?;
-        }
-        Ok(())
     }
 }
 

@@ -38,6 +38,9 @@ mod registry;
 #[allow(clippy::duplicate_mod)]
 #[path = "../sql/rows.rs"]
 mod rows;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/tx.rs"]
+mod tx;
 
 use std::marker::PhantomData;
 use std::str::FromStr;
@@ -154,24 +157,8 @@ impl PostgresMetadataStore {
         self.locks.close().await;
     }
 
-    /// Run `f` in a `SERIALIZABLE` transaction and commit, re-running it whole when it
-    /// loses a serialization conflict (see the module's documentation).
-    pub(crate) async fn write_tx<'a, T, F>(&self, f: F) -> Result<T, StorageError>
-    where
-        T: Send + 'a,
-        F: for<'c> Fn(&'c mut PgConnection, Scope<'c, 'a>) -> BoxFuture<'c, Result<T, TxError>>
-            + Send
-            + Sync,
-    {
-        self.write_tx_if(|conn, scope| {
-            let run = f(conn, scope);
-            Box::pin(async move { Ok((run.await?, true)) })
-        })
-        .await
-    }
-
-    /// [`write_tx`](Self::write_tx) for a body that may decide to store nothing: it returns
-    /// its result and whether to commit (`false` rolls everything back).
+    /// Run `f` in a transaction and commit if it says so (see `sql/tx.rs` `write_tx`):
+    /// it returns its result and whether to commit (`false` rolls everything back).
     pub(crate) async fn write_tx_if<'a, T, F>(&self, f: F) -> Result<T, StorageError>
     where
         T: Send,

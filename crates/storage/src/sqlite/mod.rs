@@ -22,6 +22,9 @@ mod registry;
 #[allow(clippy::duplicate_mod)]
 #[path = "../sql/rows.rs"]
 mod rows;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/tx.rs"]
+mod tx;
 
 use std::marker::PhantomData;
 use std::path::Path;
@@ -95,25 +98,8 @@ impl SqliteMetadataStore {
         &self.write
     }
 
-    /// Run `f` in a transaction on the one writer connection and commit. The same shape as
-    /// PostgreSQL's, so that the shared SQL is written once; here nothing is ever re-run,
-    /// as no other writer can conflict.
-    pub(crate) async fn write_tx<'a, T, F>(&self, f: F) -> Result<T, StorageError>
-    where
-        T: Send + 'a,
-        F: for<'c> Fn(&'c mut SqliteConnection, Scope<'c, 'a>) -> BoxFuture<'c, Result<T, TxError>>
-            + Send
-            + Sync,
-    {
-        self.write_tx_if(|conn, scope| {
-            let run = f(conn, scope);
-            Box::pin(async move { Ok((run.await?, true)) })
-        })
-        .await
-    }
-
-    /// [`write_tx`](Self::write_tx) for a body that may decide to store nothing: it returns
-    /// its result and whether to commit (`false` rolls everything back).
+    /// Run `f` in a transaction and commit if it says so (see `sql/tx.rs` `write_tx`):
+    /// it returns its result and whether to commit (`false` rolls everything back).
     pub(crate) async fn write_tx_if<'a, T, F>(&self, f: F) -> Result<T, StorageError>
     where
         T: Send,

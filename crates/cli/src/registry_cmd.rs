@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::args::{GlobalArgs, NetworkRuleCommand, RegistryCommand, RegistryCredentialCommand};
 use crate::client::{Client, DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION};
-use crate::output::print;
+use crate::output::{confirm, print, print_credentials};
 
 const COLUMNS: &[(&str, &str)] = &[
     ("NAME", "/name"),
@@ -200,7 +200,7 @@ pub(crate) async fn run(global: &GlobalArgs, cmd: RegistryCommand) -> anyhow::Re
             let id = r["id"].as_str().unwrap_or_default().to_owned();
             let creds = client.arm(Method::POST, &format!("{id}/{action}"), body.as_ref()).await?;
             // The passwords are the point of this command: shown in both formats.
-            crate::tokens::print_credentials(global, &creds.body);
+            print_credentials(global, &creds.body);
         }
     }
     Ok(())
@@ -211,17 +211,4 @@ fn table_rows_or(global: &GlobalArgs, v: serde_json::Value) -> serde_json::Value
         crate::args::Output::Table => table_rows(&v),
         crate::args::Output::Json => v,
     }
-}
-
-/// Ask on the terminal; a non-interactive stdin answers no.
-pub(crate) fn confirm(question: &str) -> anyhow::Result<bool> {
-    use std::io::{BufRead, IsTerminal, Write};
-    if !std::io::stdin().is_terminal() {
-        bail!("{question} Pass --yes to confirm without a prompt.");
-    }
-    eprint!("{question} (y/N): ");
-    std::io::stderr().flush()?;
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
 }

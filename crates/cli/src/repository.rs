@@ -7,8 +7,7 @@ use serde_json::{Value, json};
 
 use crate::args::{GlobalArgs, RepositoryCommand};
 use crate::client::{Client, login_server};
-use crate::output::print;
-use crate::registry_cmd::confirm;
+use crate::output::{confirm, print};
 
 const PAGE: u32 = 100;
 

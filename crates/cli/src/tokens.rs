@@ -6,10 +6,10 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::args::{
-    GlobalArgs, OwnerRegistry, ScopeMapCommand, TokenCommand, TokenCredentialCommand,
+    GlobalArgs, Output, OwnerRegistry, ScopeMapCommand, TokenCommand, TokenCredentialCommand,
 };
 use crate::client::Client;
-use crate::output::print;
+use crate::output::{confirm, print, print_credentials};
 
 const TOKEN_COLUMNS: &[(&str, &str)] = &[
     ("NAME", "/name"),
@@ -19,13 +19,6 @@ const TOKEN_COLUMNS: &[(&str, &str)] = &[
 ];
 const MAP_COLUMNS: &[(&str, &str)] =
     &[("NAME", "/name"), ("TYPE", "/properties/type"), ("DESCRIPTION", "/properties/description")];
-const CREDENTIAL_COLUMNS: &[(&str, &str)] = &[
-    ("USERNAME", "/username"),
-    ("PASSWORD NAME", "/name"),
-    ("PASSWORD", "/value"),
-    ("EXPIRY", "/expiry"),
-];
-
 /// The actions a scope map may name.
 const ACTIONS: &[&str] =
     &["content/read", "content/write", "content/delete", "metadata/read", "metadata/write"];
@@ -66,25 +59,6 @@ fn expiry(days: Option<u32>) -> Option<String> {
         (chrono::Utc::now() + chrono::Duration::days(i64::from(d)))
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     })
-}
-
-/// A credential answer (`listCredentials`, `generateCredentials`): the JSON, or a row per
-/// password.
-pub(crate) fn print_credentials(global: &GlobalArgs, creds: &Value) {
-    match global.output {
-        crate::args::Output::Json => print(global.output, creds, &[]),
-        crate::args::Output::Table => {
-            let rows: Vec<Value> = creds["passwords"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|p| {
-                    json!({"username": creds["username"], "name": p["name"], "value": p["value"], "expiry": p["expiry"]})
-                })
-                .collect();
-            print(global.output, &Value::Array(rows), CREDENTIAL_COLUMNS);
-        }
-    }
 }
 
 async fn generate(
@@ -142,8 +116,8 @@ pub(crate) async fn token(global: &GlobalArgs, cmd: TokenCommand) -> anyhow::Res
                 created["properties"]["credentials"]["username"] = creds["username"].clone();
                 created["properties"]["credentials"]["passwords"] = creds["passwords"].clone();
                 match global.output {
-                    crate::args::Output::Json => print(global.output, &created, &[]),
-                    crate::args::Output::Table => print_credentials(global, &creds),
+                    Output::Json => print(global.output, &created, &[]),
+                    Output::Table => print_credentials(global, &creds),
                 }
             } else {
                 print(global.output, &created, TOKEN_COLUMNS);
@@ -182,7 +156,7 @@ pub(crate) async fn token(global: &GlobalArgs, cmd: TokenCommand) -> anyhow::Res
             print(global.output, &t, TOKEN_COLUMNS);
         }
         TokenCommand::Delete { name, owner, yes } => {
-            if !yes && !crate::registry_cmd::confirm(&format!("Delete token '{name}'?"))? {
+            if !yes && !confirm(&format!("Delete token '{name}'?"))? {
                 bail!("not deleted");
             }
             let reg = registry_id(&client, &owner).await?;
@@ -269,7 +243,7 @@ pub(crate) async fn scope_map(global: &GlobalArgs, cmd: ScopeMapCommand) -> anyh
             print(global.output, &m, MAP_COLUMNS);
         }
         ScopeMapCommand::Delete { name, owner, yes } => {
-            if !yes && !crate::registry_cmd::confirm(&format!("Delete scope map '{name}'?"))? {
+            if !yes && !confirm(&format!("Delete scope map '{name}'?"))? {
                 bail!("not deleted");
             }
             let reg = registry_id(&client, &owner).await?;

@@ -1,4 +1,5 @@
-//! The action strings wharf checks, named as in Azure's role definitions.
+//! The action strings wharf checks, named as in Azure's role definitions, and the data-plane
+//! operations ([`RepoOp`]) they grant.
 
 // Management (control-plane) actions.
 pub const REGISTRY_READ: &str = "Microsoft.ContainerRegistry/registries/read";
@@ -60,3 +61,58 @@ pub const GENERATE_CREDENTIALS: &str =
 pub const SCOPE_MAP_READ: &str = "Microsoft.ContainerRegistry/registries/scopeMaps/read";
 pub const SCOPE_MAP_WRITE: &str = "Microsoft.ContainerRegistry/registries/scopeMaps/write";
 pub const SCOPE_MAP_DELETE: &str = "Microsoft.ContainerRegistry/registries/scopeMaps/delete";
+
+/// What a data-plane request does in a repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RepoOp {
+    Pull,
+    Push,
+    Delete,
+    MetadataRead,
+    MetadataWrite,
+}
+
+impl RepoOp {
+    /// The action of a registry token scope (`repository:<name>:<action>`).
+    pub fn scope_action(self) -> &'static str {
+        match self {
+            RepoOp::Pull => "pull",
+            RepoOp::Push => "push",
+            RepoOp::Delete => "delete",
+            RepoOp::MetadataRead => "metadata_read",
+            RepoOp::MetadataWrite => "metadata_write",
+        }
+    }
+
+    /// The operation a registry token scope's action names.
+    pub fn from_scope_action(action: &str) -> Option<RepoOp> {
+        Some(match action {
+            "pull" => RepoOp::Pull,
+            "push" => RepoOp::Push,
+            "delete" => RepoOp::Delete,
+            "metadata_read" => RepoOp::MetadataRead,
+            "metadata_write" => RepoOp::MetadataWrite,
+            _ => return None,
+        })
+    }
+
+    /// The classic registry action that grants it (AcrPull, AcrPush, AcrDelete…).
+    pub(crate) fn classic_action(self) -> &'static str {
+        match self {
+            RepoOp::Pull | RepoOp::MetadataRead => PULL,
+            RepoOp::Push | RepoOp::MetadataWrite => PUSH,
+            RepoOp::Delete => DELETE_ARTIFACT,
+        }
+    }
+
+    /// The data action of the Repository roles (ABAC mode).
+    pub(crate) fn data_action(self) -> &'static str {
+        match self {
+            RepoOp::Pull => CONTENT_READ,
+            RepoOp::Push => CONTENT_WRITE,
+            RepoOp::Delete => CONTENT_DELETE,
+            RepoOp::MetadataRead => METADATA_READ,
+            RepoOp::MetadataWrite => METADATA_WRITE,
+        }
+    }
+}

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use crate::AuthError;
+use crate::actions::RepoOp;
 use crate::conditions::{Condition, Context};
-use crate::registry_credentials::RegistryGrant;
 use crate::roles::RoleDefinition;
 use crate::scope::Access;
+use crate::scope_map::RegistryGrant;
 
 /// A principal's kind, as ARM names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,10 +140,7 @@ impl Caller {
         Caller {
             subject: Subject::RegistryCredential {
                 registry,
-                kind: match grant {
-                    RegistryGrant::Admin => crate::registry_credentials::ADMIN,
-                    RegistryGrant::Rules(_) => crate::registry_credentials::TOKEN,
-                },
+                kind: grant.kind(),
                 name: name.to_owned(),
             },
             grants: Arc::default(),
@@ -264,63 +262,6 @@ impl Caller {
                 && g.role.allows(action, true)
                 && g.condition.as_ref().is_none_or(|c| c.holds(cx))
         })
-    }
-}
-
-/// What a data-plane request does in a repository.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RepoOp {
-    Pull,
-    Push,
-    Delete,
-    MetadataRead,
-    MetadataWrite,
-}
-
-impl RepoOp {
-    /// The action of a registry token scope (`repository:<name>:<action>`).
-    pub fn scope_action(self) -> &'static str {
-        match self {
-            RepoOp::Pull => "pull",
-            RepoOp::Push => "push",
-            RepoOp::Delete => "delete",
-            RepoOp::MetadataRead => "metadata_read",
-            RepoOp::MetadataWrite => "metadata_write",
-        }
-    }
-
-    /// The operation a registry token scope's action names.
-    pub fn from_scope_action(action: &str) -> Option<RepoOp> {
-        Some(match action {
-            "pull" => RepoOp::Pull,
-            "push" => RepoOp::Push,
-            "delete" => RepoOp::Delete,
-            "metadata_read" => RepoOp::MetadataRead,
-            "metadata_write" => RepoOp::MetadataWrite,
-            _ => return None,
-        })
-    }
-
-    /// The classic registry action that grants it (AcrPull, AcrPush, AcrDelete…).
-    fn classic_action(self) -> &'static str {
-        use crate::actions::*;
-        match self {
-            RepoOp::Pull | RepoOp::MetadataRead => PULL,
-            RepoOp::Push | RepoOp::MetadataWrite => PUSH,
-            RepoOp::Delete => DELETE_ARTIFACT,
-        }
-    }
-
-    /// The data action of the Repository roles (ABAC mode).
-    fn data_action(self) -> &'static str {
-        use crate::actions::*;
-        match self {
-            RepoOp::Pull => CONTENT_READ,
-            RepoOp::Push => CONTENT_WRITE,
-            RepoOp::Delete => CONTENT_DELETE,
-            RepoOp::MetadataRead => METADATA_READ,
-            RepoOp::MetadataWrite => METADATA_WRITE,
-        }
     }
 }
 

@@ -3,7 +3,8 @@
 use wharf_storage::{CredentialRecord, PrincipalRecord};
 
 use crate::caller::{Caller, PrincipalKind};
-use crate::service::{ADMIN_USER, Identity, NewSecret, now_ms};
+use crate::common::now_ms;
+use crate::service::{ADMIN_USER, Identity, NewSecret};
 use crate::{AuthError, secret};
 
 /// The shortest password a user may be given.

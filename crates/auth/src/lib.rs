@@ -16,22 +16,27 @@
 pub mod actions;
 mod caller;
 pub mod claims;
+mod common;
 pub mod conditions;
 mod directory;
 mod error;
 mod glob;
 mod keys;
+mod limiter;
 mod rbac;
 pub mod registry_credentials;
 pub mod roles;
 pub mod scope;
+mod scope_map;
+mod sealer;
 pub mod secret;
 mod service;
 mod signin;
 mod tokens;
 
+pub use actions::RepoOp;
 pub use caller::{
-    Caller, Grant, PrincipalKind, RegistryPolicy, RepoOp, Subject, covers, is_resource_scope,
+    Caller, Grant, PrincipalKind, RegistryPolicy, Subject, covers, is_resource_scope,
     normalize_scope,
 };
 pub use error::AuthError;

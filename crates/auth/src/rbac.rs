@@ -4,9 +4,10 @@
 use wharf_storage::{PrincipalRecord, RoleAssignmentRecord, RoleDefinitionRecord};
 
 use crate::caller::{Caller, covers, normalize_scope};
+use crate::common::now_ms;
 use crate::conditions::Condition;
 use crate::roles::{RoleDefinition, find_built_in, validate_permissions};
-use crate::service::{Identity, RoleBody, now_ms};
+use crate::service::{Identity, RoleBody};
 use crate::{AuthError, actions};
 
 /// Held from a keeper check until the change it allowed is written (in this process, and on

@@ -11,10 +11,12 @@ use wharf_storage::{
 };
 
 use crate::caller::{Caller, Grant, PrincipalKind, Subject, normalize_scope};
+use crate::common::{CACHE_MAX, lock, now_ms};
 use crate::conditions::Condition;
 use crate::keys::KeyRing;
+use crate::limiter::{Limiter, PerKey};
 use crate::roles::{Permission, find_built_in};
-use crate::signin::Limiter;
+use crate::sealer::Sealer;
 use crate::{AuthError, secret};
 
 /// How long tokens live and where they come from.
@@ -30,7 +32,7 @@ pub struct IdentitySettings {
     /// registries', and this server's management endpoint).
     pub audiences: Vec<String>,
     /// Failed sign-ins per (name, client address) in a window before more are refused for
-    /// a while (ten times as many per name, and per address; see `signin::Limiter`).
+    /// a while (ten times as many per name, and per address; see `limiter::Limiter`).
     pub max_failed_sign_ins: u32,
     /// Access control on: requests are authenticated and checked. Off, every request may do
     /// anything (a development server on a trusted machine).
@@ -71,10 +73,30 @@ const GRANTS_TTL: Duration = Duration::from_secs(30);
 /// How long a checked password is remembered, so that Basic credentials sent with every
 /// request are hashed once, not per request.
 pub(crate) const SECRET_CACHE_TTL: Duration = Duration::from_secs(300);
-pub(crate) const CACHE_MAX: usize = 10_000;
 /// Failed sign-ins allowed per principal name in a window, unless configured (ten times as
 /// many per client address).
 pub const DEFAULT_MAX_FAILURES: u32 = 10;
+
+/// The default tenant: the first there is, made on first start.
+async fn default_tenant(store: &dyn IdentityStore) -> Result<String, AuthError> {
+    if let Some(t) = store.tenants().await?.into_iter().next() {
+        return Ok(t.id);
+    }
+    let t = TenantRecord { id: secret::guid(), name: "default".into(), created_at: now_ms() };
+    store.put_tenant(&t).await?;
+    Ok(t.id)
+}
+
+/// The signing keys, with one made on first start.
+async fn signing_keys(store: &dyn IdentityStore) -> Result<KeyRing, AuthError> {
+    let mut records = store.signing_keys().await?;
+    if records.is_empty() {
+        let k = KeyRing::generate(now_ms())?;
+        store.add_signing_key(&k).await?;
+        records.push(k);
+    }
+    KeyRing::from_records(&records)
+}
 
 /// A hash of a random secret, made once at start (off the async threads).
 async fn dummy_hash() -> Result<String, AuthError> {
@@ -82,21 +104,6 @@ async fn dummy_hash() -> Result<String, AuthError> {
         .await
         .map_err(|e| AuthError::Internal(e.to_string()))?
         .map_err(AuthError::Internal)
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-pub(crate) fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-pub(crate) fn now_ms() -> i64 {
-    wharf_storage::now_millis()
 }
 
 /// How often a cluster node reads the access version (see [`Identity::share_with`]).
@@ -156,7 +163,7 @@ pub struct Identity {
     pub(crate) verified: Mutex<HashMap<[u8; 32], Instant>>,
     /// The verifications under way, one per secret: the same secret arriving many times at
     /// once (a client's parallel pulls) is hashed once, the others wait for its answer.
-    pub(crate) verifying: crate::signin::PerKey,
+    pub(crate) verifying: PerKey,
     /// Principals and registry credentials as tokens last found them (enabled, token
     /// generation): a token is checked against these on every request without a query.
     pub(crate) issuers: Mutex<HashMap<String, Cached<Option<Issuer>>>>,
@@ -172,7 +179,7 @@ pub struct Identity {
     /// so that a read that began before isn't cached after.
     pub(crate) cache_generation: std::sync::atomic::AtomicU64,
     /// Seals the registry admin users' passwords.
-    pub(crate) sealer: crate::registry_credentials::Sealer,
+    pub(crate) sealer: Sealer,
     /// Bounds the argon2 hashes computed at once (each takes memory and a core).
     pub(crate) hashing: tokio::sync::Semaphore,
 }
@@ -193,32 +200,26 @@ impl Identity {
         settings: IdentitySettings,
         admin_password: Option<String>,
     ) -> Result<(Identity, Bootstrap), AuthError> {
-        let tenant = match store.tenants().await?.into_iter().next() {
-            Some(t) => t.id,
-            None => {
-                let t = TenantRecord {
-                    id: secret::guid(),
-                    name: "default".into(),
-                    created_at: now_ms(),
-                };
-                store.put_tenant(&t).await?;
-                t.id
-            }
-        };
-        let mut records = store.signing_keys().await?;
-        if records.is_empty() {
-            let k = KeyRing::generate(now_ms())?;
-            store.add_signing_key(&k).await?;
-            records.push(k);
-        }
-        let keys = KeyRing::from_records(&records)?;
+        let tenant = default_tenant(store.as_ref()).await?;
+        let keys = signing_keys(store.as_ref()).await?;
+        let identity = Identity::new(store, settings, tenant, keys).await?;
+        let boot = identity.bootstrap_admin(admin_password).await?;
+        Ok((identity, boot))
+    }
+
+    async fn new(
+        store: Arc<dyn IdentityStore>,
+        settings: IdentitySettings,
+        tenant: String,
+        keys: KeyRing,
+    ) -> Result<Identity, AuthError> {
         let settings_max_failures = settings.max_failed_sign_ins;
         let sealing_key = match settings.sealing_key {
             Some(k) => k,
-            None => crate::registry_credentials::Sealer::generate_key()?,
+            None => Sealer::generate_key()?,
         };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let identity = Identity {
+        Ok(Identity {
             store,
             settings,
             tenant,
@@ -232,44 +233,47 @@ impl Identity {
             dummy_hash: dummy_hash().await?,
             access: None,
             cache_generation: std::sync::atomic::AtomicU64::new(0),
-            sealer: crate::registry_credentials::Sealer::new(&sealing_key)?,
+            sealer: Sealer::new(&sealing_key)?,
             hashing: tokio::sync::Semaphore::new(cores),
-        };
+        })
+    }
+
+    /// On first start, the `admin` user: Owner of everything, and administrator of the
+    /// directory (which Owner's `*` doesn't reach).
+    async fn bootstrap_admin(
+        &self,
+        admin_password: Option<String>,
+    ) -> Result<Bootstrap, AuthError> {
         let mut boot = Bootstrap::default();
-        if identity.store.principal_named(&identity.tenant, ADMIN_USER).await?.is_none() {
-            let generated = admin_password.is_none();
-            let password = admin_password.unwrap_or_else(|| secret::generate(24));
-            let admin = identity.create_user_with(ADMIN_USER, &password).await?;
-            // Owner of everything, and administrator of the directory (which Owner's `*`
-            // doesn't reach).
-            for (role, description) in [
-                ("Owner", "The first user owns everything."),
-                (
-                    crate::roles::DIRECTORY_ADMINISTRATOR,
-                    "The first user administers the directory.",
-                ),
-            ] {
-                let role = find_built_in(role)
-                    .ok_or_else(|| AuthError::Internal(format!("no built-in role {role}")))?;
-                identity
-                    .store_role_assignment(&RoleAssignmentRecord {
-                        id: secret::guid(),
-                        scope: "/".into(),
-                        role_definition_id: role.id.clone(),
-                        principal_id: admin.id.clone(),
-                        principal_type: "User".into(),
-                        condition: None,
-                        description: Some(description.into()),
-                        created_at: now_ms(),
-                    })
-                    .await?;
-            }
-            if generated {
-                boot.generated_admin_password = Some(password);
-            }
-            tracing::info!("created the admin user (Owner of everything)");
+        if self.store.principal_named(&self.tenant, ADMIN_USER).await?.is_some() {
+            return Ok(boot);
         }
-        Ok((identity, boot))
+        let generated = admin_password.is_none();
+        let password = admin_password.unwrap_or_else(|| secret::generate(24));
+        let admin = self.create_user_with(ADMIN_USER, &password).await?;
+        for (role, description) in [
+            ("Owner", "The first user owns everything."),
+            (crate::roles::DIRECTORY_ADMINISTRATOR, "The first user administers the directory."),
+        ] {
+            let role = find_built_in(role)
+                .ok_or_else(|| AuthError::Internal(format!("no built-in role {role}")))?;
+            self.store_role_assignment(&RoleAssignmentRecord {
+                id: secret::guid(),
+                scope: "/".into(),
+                role_definition_id: role.id.clone(),
+                principal_id: admin.id.clone(),
+                principal_type: "User".into(),
+                condition: None,
+                description: Some(description.into()),
+                created_at: now_ms(),
+            })
+            .await?;
+        }
+        if generated {
+            boot.generated_admin_password = Some(password);
+        }
+        tracing::info!("created the admin user (Owner of everything)");
+        Ok(boot)
     }
 
     /// Share sign-in failure counts and cache invalidation with the other servers of a

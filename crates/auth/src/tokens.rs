@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use wharf_storage::PrincipalRecord;
 
-use crate::caller::{Caller, PrincipalKind, RegistryPolicy, RepoOp, Subject};
+use crate::actions::RepoOp;
+use crate::caller::{Caller, PrincipalKind, RegistryPolicy, Subject};
 use crate::claims::{IdentityClaims, RegistryClaims};
+use crate::common::now_secs;
 use crate::scope::Access;
-use crate::service::{Identity, now_secs};
+use crate::service::Identity;
 use crate::{AuthError, secret};
 
 /// The user name that says "the password is a registry refresh token" (ACR's convention).

@@ -98,28 +98,7 @@ impl OwnerRegistry {
 #[derive(Subcommand, Debug)]
 pub(crate) enum TokenCommand {
     /// Create a token with a scope map (or one made from --repository), and its passwords.
-    Create {
-        #[arg(long, short = 'n')]
-        name: String,
-        #[command(flatten)]
-        owner: OwnerRegistry,
-        /// An existing scope map.
-        #[arg(long)]
-        scope_map: Option<String>,
-        /// A repository and its actions (content/read, content/write, content/delete,
-        /// metadata/read, metadata/write); repeatable. Makes a scope map `<name>-scope-map`.
-        #[arg(long, num_args = 2.., value_names = ["REPOSITORY", "ACTION"])]
-        repository: Vec<String>,
-        /// enabled or disabled.
-        #[arg(long, default_value = "enabled")]
-        status: String,
-        /// Days until the passwords expire (never by default).
-        #[arg(long)]
-        expiration_in_days: Option<u32>,
-        /// Don't make passwords now.
-        #[arg(long)]
-        no_passwords: bool,
-    },
+    Create(TokenCreateArgs),
     List {
         #[command(flatten)]
         owner: OwnerRegistry,
@@ -152,6 +131,31 @@ pub(crate) enum TokenCommand {
     /// A token's passwords.
     #[command(subcommand)]
     Credential(TokenCredentialCommand),
+}
+
+// `token create`.
+#[derive(Args, Debug)]
+pub(crate) struct TokenCreateArgs {
+    #[arg(long, short = 'n')]
+    pub(crate) name: String,
+    #[command(flatten)]
+    pub(crate) owner: OwnerRegistry,
+    /// An existing scope map.
+    #[arg(long)]
+    pub(crate) scope_map: Option<String>,
+    /// A repository and its actions (content/read, content/write, content/delete,
+    /// metadata/read, metadata/write); repeatable. Makes a scope map `<name>-scope-map`.
+    #[arg(long, num_args = 2.., value_names = ["REPOSITORY", "ACTION"])]
+    pub(crate) repository: Vec<String>,
+    /// enabled or disabled.
+    #[arg(long, default_value = "enabled")]
+    pub(crate) status: String,
+    /// Days until the passwords expire (never by default).
+    #[arg(long)]
+    pub(crate) expiration_in_days: Option<u32>,
+    /// Don't make passwords now.
+    #[arg(long)]
+    pub(crate) no_passwords: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -396,24 +400,7 @@ pub(crate) enum RoleDefinitionCommand {
 #[derive(Subcommand, Debug)]
 pub(crate) enum RoleAssignmentCommand {
     /// Assign a role to a user or service principal at a scope.
-    Create {
-        /// User name, app id or object id.
-        #[arg(long)]
-        assignee: String,
-        /// Role name or id.
-        #[arg(long)]
-        role: String,
-        /// A resource id (`/` for everything).
-        #[arg(long)]
-        scope: String,
-        /// An ABAC condition (version 2.0).
-        #[arg(long)]
-        condition: Option<String>,
-        #[arg(long)]
-        condition_version: Option<String>,
-        #[arg(long)]
-        description: Option<String>,
-    },
+    Create(RoleAssignmentCreateArgs),
     /// List role assignments.
     List {
         #[arg(long)]
@@ -437,6 +424,27 @@ pub(crate) enum RoleAssignmentCommand {
         #[arg(long)]
         scope: Option<String>,
     },
+}
+
+// `role assignment create`.
+#[derive(Args, Debug)]
+pub(crate) struct RoleAssignmentCreateArgs {
+    /// User name, app id or object id.
+    #[arg(long)]
+    pub(crate) assignee: String,
+    /// Role name or id.
+    #[arg(long)]
+    pub(crate) role: String,
+    /// A resource id (`/` for everything).
+    #[arg(long)]
+    pub(crate) scope: String,
+    /// An ABAC condition (version 2.0).
+    #[arg(long)]
+    pub(crate) condition: Option<String>,
+    #[arg(long)]
+    pub(crate) condition_version: Option<String>,
+    #[arg(long)]
+    pub(crate) description: Option<String>,
 }
 
 #[derive(Args, Debug, Default, Clone)]
@@ -601,35 +609,39 @@ pub(crate) enum RegistryCommand {
         yes: bool,
     },
     /// Change a registry's settings.
-    Update {
-        #[command(flatten)]
-        registry: RegistryRef,
-        /// The admin user (user name: the registry's name; `registry credential show`).
-        #[arg(long, value_name = "true|false")]
-        admin_enabled: Option<bool>,
-        /// Anyone may pull, without signing in.
-        #[arg(long, value_name = "true|false")]
-        anonymous_pull_enabled: Option<bool>,
-        /// Reachable from the public network (else only from the server's private networks
-        /// and by import through the trusted path).
-        #[arg(long, value_name = "true|false")]
-        public_network_enabled: Option<bool>,
-        /// Let import through network rules (networkRuleBypassOptions AzureServices|None).
-        #[arg(long, value_name = "true|false")]
-        allow_trusted_services: Option<bool>,
-        /// Allow or Deny: what network rules do with addresses no IP rule names.
-        #[arg(long, value_name = "Allow|Deny")]
-        default_action: Option<String>,
-        /// Whether images may be imported out of this registry (exportPolicy).
-        #[arg(long, value_name = "true|false")]
-        allow_exports: Option<bool>,
-    },
+    Update(RegistryUpdateArgs),
     /// IP rules of the registry's network rule set.
     #[command(subcommand)]
     NetworkRule(NetworkRuleCommand),
     /// The admin user's credentials.
     #[command(subcommand)]
     Credential(RegistryCredentialCommand),
+}
+
+// `registry update`: each setting is left as it is unless given.
+#[derive(Args, Debug)]
+pub(crate) struct RegistryUpdateArgs {
+    #[command(flatten)]
+    pub(crate) registry: RegistryRef,
+    /// The admin user (user name: the registry's name; `registry credential show`).
+    #[arg(long, value_name = "true|false")]
+    pub(crate) admin_enabled: Option<bool>,
+    /// Anyone may pull, without signing in.
+    #[arg(long, value_name = "true|false")]
+    pub(crate) anonymous_pull_enabled: Option<bool>,
+    /// Reachable from the public network (else only from the server's private networks
+    /// and by import through the trusted path).
+    #[arg(long, value_name = "true|false")]
+    pub(crate) public_network_enabled: Option<bool>,
+    /// Let import through network rules (networkRuleBypassOptions AzureServices|None).
+    #[arg(long, value_name = "true|false")]
+    pub(crate) allow_trusted_services: Option<bool>,
+    /// Allow or Deny: what network rules do with addresses no IP rule names.
+    #[arg(long, value_name = "Allow|Deny")]
+    pub(crate) default_action: Option<String>,
+    /// Whether images may be imported out of this registry (exportPolicy).
+    #[arg(long, value_name = "true|false")]
+    pub(crate) allow_exports: Option<bool>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -9,6 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::args::RegistryRef;
+use crate::session;
 
 /// The api-version the CLI sends (any well-formed one works with wharf).
 pub(crate) const API_VERSION: &str = "2025-11-01";
@@ -62,9 +63,9 @@ impl Client {
     /// A client for `server`, signed in with the environment's credentials or a cached
     /// `wharf login`.
     pub(crate) async fn new(server: &str) -> anyhow::Result<Client> {
-        let http = http_client()?;
+        let http = session::http_client()?;
         let base = server.trim_end_matches('/').to_owned();
-        let token = crate::session::token(&http, &base, crate::session::MANAGEMENT).await?;
+        let token = session::token(&http, &base, session::MANAGEMENT).await?;
         Ok(Client {
             http,
             base,
@@ -122,9 +123,7 @@ impl Client {
         }
         let token = self
             .directory_token
-            .get_or_try_init(|| {
-                crate::session::token(&self.http, &self.base, crate::session::DIRECTORY)
-            })
+            .get_or_try_init(|| session::token(&self.http, &self.base, session::DIRECTORY))
             .await?;
         Ok(token.as_ref())
     }
@@ -280,20 +279,4 @@ pub(crate) fn login_server(registry: &Value) -> anyhow::Result<String> {
         .as_str()
         .map(str::to_owned)
         .context("the registry resource has no loginServer")
-}
-
-/// The CLI's HTTP client: the system's trusted CAs, plus the one in `WHARF_CA_FILE` (PEM),
-/// e.g. a development server's `<data-dir>/tls/ca.pem`.
-pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
-    let mut b =
-        reqwest::Client::builder().user_agent(concat!("wharf-cli/", env!("CARGO_PKG_VERSION")));
-    if let Some(path) = std::env::var_os("WHARF_CA_FILE").filter(|p| !p.is_empty()) {
-        let pem = std::fs::read(&path)
-            .with_context(|| format!("cannot read WHARF_CA_FILE {}", path.to_string_lossy()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
-            format!("WHARF_CA_FILE {} holds no PEM certificate", path.to_string_lossy())
-        })?;
-        b = b.tls_certs_merge(certs);
-    }
-    b.build().context("cannot build the HTTP client")
 }

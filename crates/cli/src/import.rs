@@ -48,7 +48,26 @@ pub(crate) fn resolve(args: &ImportArgs, registries: &[Value]) -> anyhow::Result
         bail!("Authentication failed. Please provide password.");
     }
     let mut warnings = Vec::new();
-    let target = registries
+    let target = target_id(args, registries)?;
+    let credentials = args.password.as_ref().map(|p| match &args.username {
+        Some(u) => json!({"username": u, "password": p}),
+        None => json!({"password": p}),
+    });
+    let source = if let Some(reg) = &args.registry {
+        let source = source_in_registry(args, reg, registries, &mut warnings)?;
+        if credentials.is_some() {
+            warnings.push("--username/--password are not used with --registry: a registry on this server is read on behalf of the caller.".into());
+        }
+        source
+    } else {
+        source_by_uri(&args.source, registries, credentials)?
+    };
+    Ok(ResolvedImport { target, body: body(args, source), warnings })
+}
+
+/// The target registry's resource ID (`--name`, in `--resource-group` if given).
+fn target_id(args: &ImportArgs, registries: &[Value]) -> anyhow::Result<String> {
+    Ok(registries
         .iter()
         .find(|r| {
             r["name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(&args.target.name))
@@ -61,77 +80,87 @@ pub(crate) fn resolve(args: &ImportArgs, registries: &[Value]) -> anyhow::Result
         })
         .and_then(|r| r["id"].as_str())
         .with_context(|| format!("The registry '{}' could not be found.", args.target.name))?
-        .to_owned();
+        .to_owned())
+}
 
-    let credentials = args.password.as_ref().map(|p| match &args.username {
-        Some(u) => json!({"username": u, "password": p}),
-        None => json!({"password": p}),
-    });
-    let source = if let Some(reg) = &args.registry {
-        let (id, login) = if reg.to_ascii_lowercase().starts_with("/subscriptions/") {
-            let login = registries
-                .iter()
-                .find(|r| r["id"].as_str().is_some_and(|id| id.eq_ignore_ascii_case(reg)))
-                .and_then(|r| r["properties"]["loginServer"].as_str())
-                .map(str::to_owned);
-            (reg.clone(), login)
-        } else {
-            let found = find(registries, reg);
-            if found.len() > 1 {
-                warnings.push(format!("More than one registries were found by '{reg}'."));
-            }
-            match found.as_slice() {
-                [one] => (
-                    one["id"].as_str().unwrap_or_default().to_owned(),
-                    one["properties"]["loginServer"].as_str().map(str::to_owned),
-                ),
-                _ => bail!(
-                    "The source container registry can not be found in the current subscription. Please provide a valid address and/or credentials."
-                ),
-            }
-        };
-        let mut image = args.source.clone();
-        if let Some(login) = login {
-            for prefix in [format!("{login}/"), format!("{}/", host_of(&login))] {
-                if image.to_ascii_lowercase().starts_with(&prefix.to_ascii_lowercase()) {
-                    warnings.push(format!(
-                        "The login server name of \"{login}\" in the \"--source\" argument will be ignored as \"--registry\" already supplies the same information"
-                    ));
-                    image = image[prefix.len()..].to_owned();
-                    break;
-                }
-            }
-        }
-        if credentials.is_some() {
-            warnings.push("--username/--password are not used with --registry: a registry on this server is read on behalf of the caller.".into());
-        }
-        json!({"resourceId": id, "sourceImage": image})
+/// `--registry` (a resource ID, a name or a login server): the source is an image in it,
+/// and a `--source` prefixed with its login server loses the prefix.
+fn source_in_registry(
+    args: &ImportArgs,
+    reg: &str,
+    registries: &[Value],
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<Value> {
+    let (id, login) = if reg.to_ascii_lowercase().starts_with("/subscriptions/") {
+        let login = registries
+            .iter()
+            .find(|r| r["id"].as_str().is_some_and(|id| id.eq_ignore_ascii_case(reg)))
+            .and_then(|r| r["properties"]["loginServer"].as_str())
+            .map(str::to_owned);
+        (reg.to_owned(), login)
     } else {
-        let slash = args.source.find('/');
-        let (registry, image) = match slash {
-            Some(i) if i > 0 => (&args.source[..i], &args.source[i + 1..]),
-            _ => bail!(
-                "Source cannot be found. Please provide a valid image and source registry or a fully qualified source."
-            ),
-        };
-        // Relaxed from az: `localhost[:port]` and `host:port` are registries too.
-        let looks_like_host = registry.contains('.')
-            || registry.contains(':')
-            || registry.eq_ignore_ascii_case("localhost");
-        if !looks_like_host {
-            bail!(
-                "Login server of the registry is not valid because it is not a fully qualified domain name."
-            );
+        let found = find(registries, reg);
+        if found.len() > 1 {
+            warnings.push(format!("More than one registries were found by '{reg}'."));
         }
-        let ours = find(registries, registry);
-        match (credentials, ours.as_slice()) {
-            (None, [one]) => json!({"resourceId": one["id"], "sourceImage": image}),
-            (Some(c), _) => {
-                json!({"registryUri": registry, "sourceImage": image, "credentials": c})
-            }
-            (None, _) => json!({"registryUri": registry, "sourceImage": image}),
+        match found.as_slice() {
+            [one] => (
+                one["id"].as_str().unwrap_or_default().to_owned(),
+                one["properties"]["loginServer"].as_str().map(str::to_owned),
+            ),
+            _ => bail!(
+                "The source container registry can not be found in the current subscription. Please provide a valid address and/or credentials."
+            ),
         }
     };
+    let mut image = args.source.clone();
+    if let Some(login) = login {
+        for prefix in [format!("{login}/"), format!("{}/", host_of(&login))] {
+            if image.to_ascii_lowercase().starts_with(&prefix.to_ascii_lowercase()) {
+                warnings.push(format!(
+                    "The login server name of \"{login}\" in the \"--source\" argument will be ignored as \"--registry\" already supplies the same information"
+                ));
+                image = image[prefix.len()..].to_owned();
+                break;
+            }
+        }
+    }
+    Ok(json!({"resourceId": id, "sourceImage": image}))
+}
+
+/// A fully qualified `--source`: a registry on this server when one has that login server
+/// (and no credentials are given), else a registry elsewhere.
+fn source_by_uri(
+    source: &str,
+    registries: &[Value],
+    credentials: Option<Value>,
+) -> anyhow::Result<Value> {
+    let slash = source.find('/');
+    let (registry, image) = match slash {
+        Some(i) if i > 0 => (&source[..i], &source[i + 1..]),
+        _ => bail!(
+            "Source cannot be found. Please provide a valid image and source registry or a fully qualified source."
+        ),
+    };
+    // Relaxed from az: `localhost[:port]` and `host:port` are registries too.
+    let looks_like_host = registry.contains('.')
+        || registry.contains(':')
+        || registry.eq_ignore_ascii_case("localhost");
+    if !looks_like_host {
+        bail!(
+            "Login server of the registry is not valid because it is not a fully qualified domain name."
+        );
+    }
+    let ours = find(registries, registry);
+    Ok(match (credentials, ours.as_slice()) {
+        (None, [one]) => json!({"resourceId": one["id"], "sourceImage": image}),
+        (Some(c), _) => json!({"registryUri": registry, "sourceImage": image, "credentials": c}),
+        (None, _) => json!({"registryUri": registry, "sourceImage": image}),
+    })
+}
+
+/// The `ImportImageParameters` body: the source, the targets, the mode.
+fn body(args: &ImportArgs, source: Value) -> Value {
     let mut body = json!({"source": source, "mode": if args.force { "Force" } else { "NoForce" }});
     if !args.images.is_empty() {
         body["targetTags"] = json!(args.images);
@@ -148,7 +177,7 @@ pub(crate) fn resolve(args: &ImportArgs, registries: &[Value]) -> anyhow::Result
     if args.no_referrers {
         body["includeReferrers"] = json!(false);
     }
-    Ok(ResolvedImport { target, body, warnings })
+    body
 }
 
 fn arm_error(body: &Value) -> String {

@@ -46,9 +46,33 @@ pub(crate) async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let recorded = source.recorded_blobs().await?;
 
     // Check every target before any time goes into copying.
+    let target_meta_state = target_metadata_state(&args, &counts).await?;
+    let blob_copy = blob_stores(&args).await?;
+
+    let total_bytes: u64 = recorded.iter().map(|(_, s)| s).sum();
+    let mut report = json!({
+        "dryRun": args.dry_run,
+        "from": dir.display().to_string(),
+        "blobs": {"recorded": recorded.len(), "recordedBytes": total_bytes},
+        "tables": counts,
+    });
+    if let Some((from, to)) = &blob_copy {
+        migrate_blobs(from, to, &recorded, &args, &mut report).await?;
+    }
+    if let (Some(url), Some(state)) = (&args.to_metadata, &target_meta_state) {
+        report["metadata"] = json!(migrate_metadata(&source, url, state, args.dry_run).await?);
+    }
+    print_report(report, &args, started)
+}
+
+/// The target database's state, if there is one; refused if it holds data of its own.
+async fn target_metadata_state(
+    args: &MigrateArgs,
+    counts: &RowCounts,
+) -> anyhow::Result<Option<TargetState>> {
     let target_meta_state = match &args.to_metadata {
         Some(url) => Some(
-            wharf_storage::migrate::target_state(url, &counts)
+            wharf_storage::migrate::target_state(url, counts)
                 .await
                 .context("cannot reach the target PostgreSQL database")?,
         ),
@@ -61,72 +85,92 @@ pub(crate) async fn run(args: MigrateArgs) -> anyhow::Result<()> {
             nonzero(rows)
         );
     }
-    let blob_copy = match &args.to_blobs {
-        Some(to) => {
-            let target = open_object_store(to, "--to-blobs").await?;
-            let source_blobs: Arc<dyn BlobStore> =
-                match &args.from_blobs {
-                    Some(url) => open_object_store(url, "--from-blobs").await?,
-                    None => Arc::new(FsBlobStore::open(dir).await.with_context(|| {
-                        format!("cannot open the blob store in {}", dir.display())
-                    })?),
-                };
-            Some((source_blobs, target))
-        }
-        None => None,
+    Ok(target_meta_state)
+}
+
+/// The blob stores to copy from and to, if blobs move.
+async fn blob_stores(
+    args: &MigrateArgs,
+) -> anyhow::Result<Option<(Arc<dyn BlobStore>, Arc<dyn BlobStore>)>> {
+    let Some(to) = &args.to_blobs else { return Ok(None) };
+    let dir = &args.from;
+    let target = open_object_store(to, "--to-blobs").await?;
+    let source_blobs: Arc<dyn BlobStore> = match &args.from_blobs {
+        Some(url) => open_object_store(url, "--from-blobs").await?,
+        None => Arc::new(
+            FsBlobStore::open(dir)
+                .await
+                .with_context(|| format!("cannot open the blob store in {}", dir.display()))?,
+        ),
     };
+    Ok(Some((source_blobs, target)))
+}
 
-    let total_bytes: u64 = recorded.iter().map(|(_, s)| s).sum();
-    let mut report = json!({
-        "dryRun": args.dry_run,
-        "from": dir.display().to_string(),
-        "blobs": {"recorded": recorded.len(), "recordedBytes": total_bytes},
-        "tables": counts,
-    });
-
-    if let Some((from, to)) = &blob_copy {
-        let outcome = copy_blobs(from, to, &recorded, &args).await?;
-        report["blobs"]["alreadyInTarget"] = json!(outcome.present);
-        report["blobs"][if args.dry_run { "toCopy" } else { "copied" }] = json!(outcome.copied);
-        report["blobs"][if args.dry_run { "bytesToCopy" } else { "bytesCopied" }] =
-            json!(outcome.bytes);
-        if !outcome.missing.is_empty() {
-            bail!(
-                "{} blob(s) recorded in the metadata are missing from the source blob store \
-                 (the first: {}); nothing of the metadata was copied",
-                outcome.missing.len(),
-                outcome.missing[0]
-            );
-        }
-        if args.verify && !args.dry_run {
-            verify_blobs(to, &recorded, args.parallel.into()).await?;
-            report["blobs"]["verified"] = json!(recorded.len());
-        }
+/// Copy (or in a dry run, count) the blobs the target lacks, and verify them if asked.
+async fn migrate_blobs(
+    from: &Arc<dyn BlobStore>,
+    to: &Arc<dyn BlobStore>,
+    recorded: &[(Digest, u64)],
+    args: &MigrateArgs,
+    report: &mut serde_json::Value,
+) -> anyhow::Result<()> {
+    let outcome = copy_blobs(from, to, recorded, args).await?;
+    report["blobs"]["alreadyInTarget"] = json!(outcome.present);
+    report["blobs"][if args.dry_run { "toCopy" } else { "copied" }] = json!(outcome.copied);
+    report["blobs"][if args.dry_run { "bytesToCopy" } else { "bytesCopied" }] =
+        json!(outcome.bytes);
+    if !outcome.missing.is_empty() {
+        bail!(
+            "{} blob(s) recorded in the metadata are missing from the source blob store \
+             (the first: {}); nothing of the metadata was copied",
+            outcome.missing.len(),
+            outcome.missing[0]
+        );
     }
+    if args.verify && !args.dry_run {
+        verify_blobs(to, recorded, args.parallel.into()).await?;
+        report["blobs"]["verified"] = json!(recorded.len());
+    }
+    Ok(())
+}
 
-    if let (Some(url), Some(state)) = (&args.to_metadata, &target_meta_state) {
-        report["metadata"] = json!(match (args.dry_run, state) {
-            (true, TargetState::SameAsSource) => "alreadyCopied",
-            (true, _) => "wouldCopy",
-            (false, _) => {
-                let target = PostgresMetadataStore::open(url, PostgresOptions::default())
-                    .await
-                    .context("cannot open the target PostgreSQL database")?;
-                let outcome = wharf_storage::migrate::copy_metadata(&source, &target).await;
-                target.close().await;
-                match outcome.context("copying the metadata failed; nothing of it was stored")? {
-                    CopyOutcome::Copied(_) => "copied",
-                    CopyOutcome::AlreadyCopied => "alreadyCopied",
-                    CopyOutcome::TargetNotEmpty(rows) => bail!(
-                        "the target database already holds data of its own ({}); nothing \
-                         of the metadata was copied",
-                        nonzero(&rows)
-                    ),
-                }
+/// Copy the metadata in one transaction (in a dry run, say whether it would be); what
+/// happened, as the report names it.
+async fn migrate_metadata(
+    source: &SqliteMetadataStore,
+    url: &str,
+    state: &TargetState,
+    dry_run: bool,
+) -> anyhow::Result<&'static str> {
+    Ok(match (dry_run, state) {
+        (true, TargetState::SameAsSource) => "alreadyCopied",
+        (true, _) => "wouldCopy",
+        (false, _) => {
+            let target = PostgresMetadataStore::open(url, PostgresOptions::default())
+                .await
+                .context("cannot open the target PostgreSQL database")?;
+            let outcome = wharf_storage::migrate::copy_metadata(source, &target).await;
+            target.close().await;
+            match outcome.context("copying the metadata failed; nothing of it was stored")? {
+                CopyOutcome::Copied(_) => "copied",
+                CopyOutcome::AlreadyCopied => "alreadyCopied",
+                CopyOutcome::TargetNotEmpty(rows) => bail!(
+                    "the target database already holds data of its own ({}); nothing \
+                     of the metadata was copied",
+                    nonzero(&rows)
+                ),
             }
-        });
-    }
-    let sealing_key = dir.join("sealing-key");
+        }
+    })
+}
+
+/// The report on stdout, with the sealing key every node needs named (and noted on stderr).
+fn print_report(
+    mut report: serde_json::Value,
+    args: &MigrateArgs,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let sealing_key = args.from.join("sealing-key");
     if args.to_metadata.is_some() && sealing_key.is_file() {
         // Registries' admin passwords are sealed under this key: every node needs it.
         report["sealingKeyFile"] = json!(sealing_key.display().to_string());

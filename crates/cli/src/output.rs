@@ -1,8 +1,17 @@
-//! Printing results: JSON (as `az` does by default) or a plain table.
+//! Printing results: JSON (as `az` does by default) or a plain table; and asking the user
+//! to confirm on the terminal.
 
-use serde_json::Value;
+use anyhow::bail;
+use serde_json::{Value, json};
 
-use crate::args::Output;
+use crate::args::{GlobalArgs, Output};
+
+const CREDENTIAL_COLUMNS: &[(&str, &str)] = &[
+    ("USERNAME", "/username"),
+    ("PASSWORD NAME", "/name"),
+    ("PASSWORD", "/value"),
+    ("EXPIRY", "/expiry"),
+];
 
 /// Print `v` as pretty JSON, or as a table of the named columns (`(header, JSON pointer)`).
 pub(crate) fn print(format: Output, v: &Value, columns: &[(&str, &str)]) {
@@ -52,4 +61,36 @@ pub(crate) fn print(format: Output, v: &Value, columns: &[(&str, &str)]) {
             }
         }
     }
+}
+
+/// A credential answer (`listCredentials`, `generateCredentials`): the JSON, or a row per
+/// password.
+pub(crate) fn print_credentials(global: &GlobalArgs, creds: &Value) {
+    match global.output {
+        Output::Json => print(global.output, creds, &[]),
+        Output::Table => {
+            let rows: Vec<Value> = creds["passwords"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    json!({"username": creds["username"], "name": p["name"], "value": p["value"], "expiry": p["expiry"]})
+                })
+                .collect();
+            print(global.output, &Value::Array(rows), CREDENTIAL_COLUMNS);
+        }
+    }
+}
+
+/// Ask on the terminal; a non-interactive stdin answers no.
+pub(crate) fn confirm(question: &str) -> anyhow::Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        bail!("{question} Pass --yes to confirm without a prompt.");
+    }
+    eprint!("{question} (y/N): ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
 }

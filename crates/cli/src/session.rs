@@ -1,4 +1,5 @@
-//! Signing in: `wharf login`/`logout`, and the credentials every other command sends.
+//! Signing in: `wharf login`/`logout`, the credentials every other command sends, and the
+//! HTTP client they go over.
 //!
 //! A command is signed in, first match wins, by `WHARF_USERNAME`/`WHARF_PASSWORD` (a user,
 //! or a service principal's app id and secret — for scripts), or by the token `wharf login`
@@ -147,6 +148,22 @@ fn claim(token: &str, name: &str) -> Option<String> {
     v[name].as_str().map(str::to_owned)
 }
 
+/// The CLI's HTTP client: the system's trusted CAs, plus the one in `WHARF_CA_FILE` (PEM),
+/// e.g. a development server's `<data-dir>/tls/ca.pem`.
+pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
+    let mut b =
+        reqwest::Client::builder().user_agent(concat!("wharf-cli/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = std::env::var_os("WHARF_CA_FILE").filter(|p| !p.is_empty()) {
+        let pem = std::fs::read(&path)
+            .with_context(|| format!("cannot read WHARF_CA_FILE {}", path.to_string_lossy()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
+            format!("WHARF_CA_FILE {} holds no PEM certificate", path.to_string_lossy())
+        })?;
+        b = b.tls_certs_merge(certs);
+    }
+    b.build().context("cannot build the HTTP client")
+}
+
 /// The token a command sends for `scope` ([`MANAGEMENT`] or [`DIRECTORY`]), if it can be
 /// had: from the environment's credentials, else from `wharf login`'s cache.
 pub(crate) async fn token(
@@ -179,7 +196,7 @@ pub(crate) async fn token(
 
 /// `wharf login`: sign in and cache the token for this server.
 pub(crate) async fn login(global: &GlobalArgs, args: LoginArgs) -> anyhow::Result<()> {
-    let http = crate::client::http_client()?;
+    let http = http_client()?;
     let user = match args.username.or_else(|| std::env::var("WHARF_USERNAME").ok()) {
         Some(u) if !u.is_empty() => u,
         _ => bail!("give a user name: --username/-u (or WHARF_USERNAME)"),

@@ -32,64 +32,12 @@ fn push_image(
         layers.push(bytes(seed * 10 + i, 1024 + rng.next(3 << 20) as usize));
     }
     let config = format!("{{\"seed\":{seed}}}").into_bytes();
-    let err = |e: reqwest::Error| e.to_string();
     for blob in std::iter::once(&config).chain(layers.iter()) {
-        let d = digest_of(blob);
-        if rng.next(2) == 0 {
-            let r = reg
-                .http
-                .post(reg.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
-                .body(blob.clone())
-                .send()
-                .map_err(err)?;
-            if r.status() != 201 {
-                return Err(format!("monolithic push: {}", r.status()));
-            }
-        } else {
-            let r = reg
-                .http
-                .post(reg.url(&format!("/v2/{repo}/blobs/uploads/")))
-                .send()
-                .map_err(err)?;
-            let mut loc = reg.url(location(r.headers()));
-            let third = blob.len() / 3;
-            for (start, end) in [(0, third), (third, 2 * third)] {
-                let r = reg
-                    .http
-                    .patch(&loc)
-                    .header("content-range", format!("{start}-{}", end - 1))
-                    .body(blob[start..end].to_vec())
-                    .send()
-                    .map_err(err)?;
-                if r.status() != 202 {
-                    return Err(format!("chunk: {}", r.status()));
-                }
-                loc = reg.url(location(r.headers()));
-            }
-            let r = reg
-                .http
-                .put(format!("{loc}?digest={d}"))
-                .body(blob[2 * third..].to_vec())
-                .send()
-                .map_err(err)?;
-            if r.status() != 201 {
-                return Err(format!("closing chunk: {}", r.status()));
-            }
-        }
+        let parts = if rng.next(2) == 0 { 1 } else { 3 };
+        reg.try_push_blob(repo, blob, parts)?;
     }
     let refs: Vec<&[u8]> = layers.iter().map(|l| l.as_slice()).collect();
-    let manifest = image_manifest(&config, &refs);
-    let r = reg
-        .http
-        .put(reg.url(&format!("/v2/{repo}/manifests/{tag}")))
-        .header("content-type", OCI_MANIFEST)
-        .body(manifest.clone())
-        .send()
-        .map_err(err)?;
-    if r.status() != 201 {
-        return Err(format!("manifest: {}", r.status()));
-    }
-    Ok(digest_of(&manifest))
+    reg.try_put_manifest(repo, tag, &image_manifest(&config, &refs))
 }
 
 /// Every tag resolves to a manifest whose bytes match its digest and whose blobs are

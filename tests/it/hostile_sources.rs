@@ -2,55 +2,12 @@
 //! graphs, redirects to refused addresses; and the job controls that bound them (queue,
 //! deadline, cancel, a retry budget that counts only attempts without progress).
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::util::*;
-
-/// `tests/it/evilsource.py`: a registry where every repository is an attack.
-struct EvilSource {
-    port: u16,
-    child: Child,
-}
-
-impl EvilSource {
-    fn start() -> EvilSource {
-        let port = free_port();
-        let mut child = Command::new("python3")
-            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/evilsource.py"))
-            .arg(port.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert_eq!(line.trim(), "ready");
-        EvilSource { port, child }
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn stats(&self) -> Value {
-        client().get(format!("http://{}/_evil/stats", self.host())).send().unwrap().json().unwrap()
-    }
-}
-
-impl Drop for EvilSource {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Start an import into the default registry through the ARM API; its operation URL.
 fn submit(w: &Wharf, registry_uri: &str, image: &str, tag: &str) -> String {

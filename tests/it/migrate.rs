@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::cluster::{Balancer, Shared};
 use crate::util::*;
 
 /// Everything a registry serves, read through `node`: for each repository every tag's and

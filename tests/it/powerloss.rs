@@ -320,67 +320,19 @@ fn push_image(reg: &Reg, acked: &Mutex<Acked>, repo: &str, tag: &str, seed: u64)
     for blob in layers.iter().chain([&config]) {
         let d = digest_of(blob);
         // Alternate monolithic and two-chunk uploads.
-        let done = if seed.is_multiple_of(2) {
-            reg.http
-                .post(reg.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
-                .body(blob.clone())
-                .send()
-                .is_ok_and(|r| r.status() == 201)
-        } else {
-            chunked(reg, repo, blob)
-        };
+        let done =
+            reg.try_push_blob(repo, blob, if seed.is_multiple_of(2) { 1 } else { 2 }).is_ok();
         if !done {
             return false;
         }
         acked.lock().unwrap().blobs.push((repo.to_owned(), d, blob.clone()));
     }
     let refs: Vec<&[u8]> = layers.iter().map(Vec::as_slice).collect();
-    let manifest = image_manifest(&config, &refs);
-    let Ok(r) = reg
-        .http
-        .put(reg.url(&format!("/v2/{repo}/manifests/{tag}")))
-        .header("content-type", OCI_MANIFEST)
-        .body(manifest.clone())
-        .send()
-    else {
+    let Ok(digest) = reg.try_put_manifest(repo, tag, &image_manifest(&config, &refs)) else {
         return false;
     };
-    if r.status() != 201 {
-        return false;
-    }
-    acked.lock().unwrap().tags.push((repo.to_owned(), tag.to_owned(), digest_of(&manifest)));
+    acked.lock().unwrap().tags.push((repo.to_owned(), tag.to_owned(), digest));
     true
-}
-
-/// POST, PATCH the first half, PUT the rest with the digest.
-fn chunked(reg: &Reg, repo: &str, blob: &[u8]) -> bool {
-    let Ok(r) = reg.http.post(reg.url(&format!("/v2/{repo}/blobs/uploads/"))).send() else {
-        return false;
-    };
-    if r.status() != 202 {
-        return false;
-    }
-    let loc = reg.url(location(r.headers()));
-    let half = blob.len() / 2;
-    let Ok(r) = reg
-        .http
-        .patch(&loc)
-        .header("content-range", format!("0-{}", half - 1))
-        .body(blob[..half].to_vec())
-        .send()
-    else {
-        return false;
-    };
-    if r.status() != 202 {
-        return false;
-    }
-    let next = reg.url(location(r.headers()));
-    let sep = if next.contains('?') { '&' } else { '?' };
-    reg.http
-        .put(format!("{next}{sep}digest={}", digest_of(blob)))
-        .body(blob[half..].to_vec())
-        .send()
-        .is_ok_and(|r| r.status() == 201)
 }
 
 /// POST and one acknowledged PATCH; the session is resumed after the next cut.

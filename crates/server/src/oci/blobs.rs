@@ -7,6 +7,7 @@ use wharf_registry::{BlobDownload, RangeRequest};
 
 use super::{Req, Result, parse_digest};
 use crate::error::oci_error;
+use crate::headers::value;
 use crate::limits::WithPermit;
 
 pub(super) async fn handle(mut req: Req<'_>, method: &Method, name: &str, digest: &str) -> Result {
@@ -85,10 +86,6 @@ pub(super) async fn handle(mut req: Req<'_>, method: &Method, name: &str, digest
             "method not allowed on a blob",
         )),
     }
-}
-
-pub(super) fn value(s: String) -> HeaderValue {
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// `bytes=<start>-[<end>]` or `bytes=-<suffix>`. Anything else (including several

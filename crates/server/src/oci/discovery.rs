@@ -6,8 +6,8 @@ use serde_json::json;
 use wharf_oci::media_type;
 use wharf_registry::{Page, RegistryError};
 
-use super::blobs::value;
 use super::{Req, Result, parse_digest};
+use crate::headers::value;
 
 /// `n` (within [`wharf_registry::MAX_PAGE`], which is also the page without one) and
 /// `last` from the query.

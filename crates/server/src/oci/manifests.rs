@@ -6,9 +6,9 @@ use axum::response::{IntoResponse, Response};
 use wharf_oci::media_type;
 use wharf_registry::{MAX_MANIFEST_SIZE, RegistryError};
 
-use super::blobs::value;
 use super::{Req, Result, parse_reference};
 use crate::error::{oci_error, too_many_requests};
+use crate::headers::value;
 use crate::limits::{Admission, Permit, ReadError, WithPermit};
 
 pub(super) async fn handle(

@@ -276,12 +276,6 @@ fn parse_reference(s: &str) -> Result<Reference> {
     })
 }
 
-/// The value of an upload's `Range` header: `0-<last byte>` (`0-0` when empty, as
-/// distribution answers).
-pub(crate) fn range_value(size: u64) -> String {
-    format!("0-{}", size.saturating_sub(1))
-}
-
 type Result<T = Response> = std::result::Result<T, OciError>;
 
 #[cfg(test)]

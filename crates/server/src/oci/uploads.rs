@@ -8,10 +8,10 @@ use wharf_auth::RepoOp;
 use wharf_oci::{Digest, RepositoryName};
 use wharf_registry::{RegistryError, RepoKey, UploadStatus};
 
-use super::blobs::value;
-use super::{Req, Result, parse_digest, range_value};
+use super::{Req, Result, parse_digest};
 use crate::auth::{Wanted, challenge};
 use crate::error::oci_error;
+use crate::headers::{range_value, value};
 
 /// Start an upload: a monolithic push (`?digest=`), a mount (`?mount=&from=`), or a session.
 pub(super) async fn start(req: Req<'_>, name: &str) -> Result {

@@ -45,9 +45,9 @@ pub(super) async fn start(req: Req<'_>, name: RepositoryName, start: Start) -> R
             registry.put_blob(&repo, &digest, body).await?;
             return Ok(created(&repo, &digest));
         }
-        // Not mountable: fall back to a fresh session (202), as the spec asks.
         Start::Mount { from: None, .. } | Start::Session => {}
     }
+    // A session; also where a mount can't be done (a 202, as the spec asks).
     let status = registry.start_upload(&repo).await?;
     Ok(accepted(&repo, status))
 }

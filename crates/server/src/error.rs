@@ -68,7 +68,7 @@ impl IntoResponse for OciError {
         let mut res = oci_error(status, code, &message);
         match &self.0 {
             RegistryError::ChunkOutOfOrder { size } | RegistryError::UploadBusy { size } => {
-                if let Ok(v) = HeaderValue::from_str(&crate::oci::range_value(*size)) {
+                if let Ok(v) = HeaderValue::from_str(&crate::headers::range_value(*size)) {
                     res.headers_mut().insert(header::RANGE, v);
                 }
             }

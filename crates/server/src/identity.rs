@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use wharf_auth::{AuthError, PrincipalKind};
+use wharf_storage::PrincipalRecord;
 
 use crate::AppState;
 use crate::auth::{Presented, client_ip};
@@ -240,104 +241,9 @@ async fn token(State(state): State<AppState>, Path(t): Path<String>, request: Re
             ),
         );
     };
-    let client = client_ip(&state, &parts.headers, &parts.extensions);
-    // client_secret_basic: the client id and secret may come in the Authorization header.
-    let basic = match Presented::from_headers(&parts.headers) {
-        Presented::Basic { username, password } => Some((username, password)),
-        _ => None,
-    };
-    let (principal, kind) = match field("grant_type") {
-        Some("client_credentials") => {
-            let (id, secret) = match (field("client_id"), field("client_secret"), &basic) {
-                (Some(id), Some(secret), _) => (id.to_owned(), secret.to_owned()),
-                (_, _, Some((u, p))) => (u.clone(), p.clone()),
-                _ => {
-                    return oauth_error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_request",
-                        900144,
-                        "The request body must contain the following parameters: 'client_id' and 'client_secret'.",
-                    );
-                }
-            };
-            (
-                state.identity.sign_in(Some(&tenant), &id, &secret, client).await,
-                PrincipalKind::ServicePrincipal,
-            )
-        }
-        Some("password") => {
-            let (Some(user), Some(password)) = (field("username"), field("password")) else {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    900144,
-                    "The request body must contain the following parameters: 'username' and 'password'.",
-                );
-            };
-            (
-                state.identity.sign_in(Some(&tenant), user, password, client).await,
-                PrincipalKind::User,
-            )
-        }
-        Some(other) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                70003,
-                &format!(
-                    "The app requested an unsupported grant type '{}'.",
-                    other.chars().take(64).collect::<String>()
-                ),
-            );
-        }
-        None => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                900144,
-                "The request body must contain the following parameter: 'grant_type'.",
-            );
-        }
-    };
-    let principal = match principal {
-        Ok(p) if p.kind == kind.as_str() => p,
-        Ok(_) | Err(AuthError::InvalidCredentials) => {
-            return match kind {
-                PrincipalKind::ServicePrincipal => oauth_error(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_client",
-                    7000215,
-                    "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.",
-                ),
-                PrincipalKind::User => oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_grant",
-                    50126,
-                    "Error validating credentials due to invalid username or password.",
-                ),
-            };
-        }
-        Err(AuthError::Throttled(secs)) => {
-            let mut res = oauth_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "temporarily_unavailable",
-                50053,
-                "The account is locked because of too many failed sign-in attempts; retry later.",
-            );
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                res.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return res;
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "sign-in failed inside the server");
-            return oauth_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                90033,
-                "internal error",
-            );
-        }
+    let principal = match sign_in(&state, &tenant, &f, &parts).await {
+        Ok(p) => p,
+        Err(res) => return res,
     };
     match state.identity.issue_identity_token(&principal, &audience, field("client_id")) {
         Ok((token, ttl)) => {
@@ -355,6 +261,104 @@ async fn token(State(state): State<AppState>, Path(t): Path<String>, request: Re
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot sign a token");
+            oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", 90033, "internal error")
+        }
+    }
+}
+
+/// Sign in with a token request's grant (`client_credentials` or `password`): the principal,
+/// of the kind the grant is for, or the OAuth2 error to answer.
+async fn sign_in(
+    state: &AppState,
+    tenant: &str,
+    f: &HashMap<String, String>,
+    parts: &http::request::Parts,
+) -> Result<PrincipalRecord, Response> {
+    let field = |k: &str| f.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let client = client_ip(state, &parts.headers, &parts.extensions);
+    let missing = |what: &str| {
+        oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            &format!("The request body must contain the following {what}."),
+        )
+    };
+    let (principal, kind) = match field("grant_type") {
+        Some("client_credentials") => {
+            // client_secret_basic: the client id and secret may come in the Authorization
+            // header.
+            let basic = match Presented::from_headers(&parts.headers) {
+                Presented::Basic { username, password } => Some((username, password)),
+                _ => None,
+            };
+            let (id, secret) = match (field("client_id"), field("client_secret"), &basic) {
+                (Some(id), Some(secret), _) => (id.to_owned(), secret.to_owned()),
+                (_, _, Some((u, p))) => (u.clone(), p.clone()),
+                _ => return Err(missing("parameters: 'client_id' and 'client_secret'")),
+            };
+            let p = state.identity.sign_in(Some(tenant), &id, &secret, client).await;
+            (p, PrincipalKind::ServicePrincipal)
+        }
+        Some("password") => {
+            let (Some(user), Some(password)) = (field("username"), field("password")) else {
+                return Err(missing("parameters: 'username' and 'password'"));
+            };
+            let p = state.identity.sign_in(Some(tenant), user, password, client).await;
+            (p, PrincipalKind::User)
+        }
+        Some(other) => {
+            return Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                70003,
+                &format!(
+                    "The app requested an unsupported grant type '{}'.",
+                    other.chars().take(64).collect::<String>()
+                ),
+            ));
+        }
+        None => return Err(missing("parameter: 'grant_type'")),
+    };
+    match principal {
+        Ok(p) if p.kind == kind.as_str() => Ok(p),
+        Ok(_) => Err(refused(kind, AuthError::InvalidCredentials)),
+        Err(e) => Err(refused(kind, e)),
+    }
+}
+
+/// The answer to a failed sign-in: wrong credentials as Entra words them for the grant's
+/// kind of principal, a throttled name or address with `Retry-After`.
+fn refused(kind: PrincipalKind, e: AuthError) -> Response {
+    match e {
+        AuthError::InvalidCredentials => match kind {
+            PrincipalKind::ServicePrincipal => oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                7000215,
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.",
+            ),
+            PrincipalKind::User => oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                50126,
+                "Error validating credentials due to invalid username or password.",
+            ),
+        },
+        AuthError::Throttled(secs) => {
+            let mut res = oauth_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "temporarily_unavailable",
+                50053,
+                "The account is locked because of too many failed sign-in attempts; retry later.",
+            );
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                res.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            res
+        }
+        e => {
+            tracing::error!(error = %e, "sign-in failed inside the server");
             oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", 90033, "internal error")
         }
     }

@@ -28,6 +28,7 @@ mod arm;
 mod auth;
 mod directory;
 mod error;
+mod headers;
 mod identity;
 pub mod limits;
 mod listener;

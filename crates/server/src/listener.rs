@@ -35,9 +35,10 @@ use axum::extract::ConnectInfo;
 use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
@@ -55,10 +56,14 @@ pub(crate) async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let handshake_timeout = limits.header_read_timeout;
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let timers = Arc::new(Timers::from(limits));
-    let protocols = Arc::new(Protocols::new(limits));
+    let shared = Arc::new(Shared {
+        app,
+        protocols: Protocols::new(limits),
+        tls,
+        handshake_timeout: limits.header_read_timeout,
+    });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     let mut warned_at_cap = false;
@@ -96,9 +101,45 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let state = Arc::new(ConnState::new());
         let io = GuardedIo::new(stream, state.clone(), timers.clone());
-        let app = app.clone();
-        let conn = state.clone();
-        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        let conn = Conn { io, state, peer, permit };
+        tokio::spawn(connection(shared.clone(), conn, graceful.watcher()));
+    }
+    drop(listener);
+    tracing::info!("shutting down: finishing requests in flight");
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!(
+            "requests still in flight after {} s; stopping anyway",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
+    Ok(())
+}
+
+/// What every connection is served with.
+struct Shared {
+    app: Router,
+    protocols: Protocols,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    /// A TLS handshake is bounded like a request head.
+    handshake_timeout: Duration,
+}
+
+/// An accepted connection, and the slot it holds under `max_connections`.
+struct Conn {
+    io: GuardedIo,
+    state: Arc<ConnState>,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+}
+
+/// Serve one connection until it ends: requests go to the app, their responses are tracked
+/// in the connection's [`ConnState`].
+async fn connection(shared: Arc<Shared>, c: Conn, watcher: Watcher) {
+    let Conn { io, state, peer, permit } = c;
+    let app = shared.app.clone();
+    let conn = state.clone();
+    let service =
+        hyper::service::service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
             let guard = conn.request_started();
             let app = app.clone();
@@ -111,58 +152,47 @@ pub(crate) async fn serve(
                 }))
             }
         });
-        let protocols = protocols.clone();
-        let watcher = graceful.watcher();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            // Which protocol: over TLS, what ALPN agreed on; in the clear, HTTP/2 clients
-            // open with its preface (prior knowledge, h2c). A peer that sends nothing is
-            // dropped by GuardedIo's keep-alive timer; a handshake is bounded like a head.
-            let sniffed: io::Result<(Box<dyn Io>, bool)> = match tls {
-                Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(io)).await {
-                        Ok(Ok(stream)) => {
-                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                            Ok((Box::new(stream), h2))
-                        }
-                        Ok(Err(e)) => Err(e),
-                        Err(_) => Err(io::ErrorKind::TimedOut.into()),
-                    }
-                }
-                None => sniff(io).await.map(|(io, h2)| (Box::new(io) as Box<dyn Io>, h2)),
-            };
-            let (io, h2) = match sniffed {
-                Ok(sniffed) => {
-                    state.h2.store(sniffed.1, Ordering::Release);
-                    sniffed
-                }
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "connection closed before a request");
-                    drop(permit);
-                    return;
-                }
-            };
-            let io = TokioIo::new(io);
-            let result = if h2 {
-                watcher.watch(protocols.h2.serve_connection(io, service)).await
-            } else {
-                watcher.watch(protocols.h1.serve_connection(io, service)).await
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+    let (io, h2) = match handshake(&shared, io).await {
+        Ok(sniffed) => {
+            state.h2.store(sniffed.1, Ordering::Release);
+            sniffed
+        }
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "connection closed before a request");
             drop(permit);
-        });
+            return;
+        }
+    };
+    let io = TokioIo::new(io);
+    let protocols = &shared.protocols;
+    let result = if h2 {
+        watcher.watch(protocols.h2.serve_connection(io, service)).await
+    } else {
+        watcher.watch(protocols.h1.serve_connection(io, service)).await
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
-    drop(listener);
-    tracing::info!("shutting down: finishing requests in flight");
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
-        tracing::warn!(
-            "requests still in flight after {} s; stopping anyway",
-            SHUTDOWN_GRACE.as_secs()
-        );
+    drop(permit);
+}
+
+/// Which protocol: over TLS, what ALPN agreed on; in the clear, HTTP/2 clients open with its
+/// preface (prior knowledge, h2c). A peer that sends nothing is dropped by GuardedIo's
+/// keep-alive timer; a handshake is bounded like a head.
+async fn handshake(shared: &Shared, io: GuardedIo) -> io::Result<(Box<dyn Io>, bool)> {
+    match &shared.tls {
+        Some(acceptor) => {
+            match tokio::time::timeout(shared.handshake_timeout, acceptor.accept(io)).await {
+                Ok(Ok(stream)) => {
+                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    Ok((Box::new(stream), h2))
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(io::ErrorKind::TimedOut.into()),
+            }
+        }
+        None => sniff(io).await.map(|(io, h2)| (Box::new(io) as Box<dyn Io>, h2)),
     }
-    Ok(())
 }
 
 /// A connection's byte stream, in the clear or inside TLS.

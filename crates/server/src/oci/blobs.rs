@@ -1,94 +1,78 @@
 //! `GET|HEAD|DELETE /v2/<name>/blobs/<digest>`
 
 use axum::body::Body;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use wharf_oci::{Digest, RepositoryName};
 use wharf_registry::{BlobDownload, RangeRequest};
 
-use super::{Req, Result, parse_digest};
-use crate::error::oci_error;
+use super::{Req, Result};
+use crate::headers::value;
 use crate::limits::WithPermit;
 
-pub(super) async fn handle(mut req: Req<'_>, method: &Method, name: &str, digest: &str) -> Result {
-    let repo = req.repo(name)?;
-    let digest = parse_digest(digest)?;
-    let registry = &req.state.registry;
-    match *method {
-        Method::GET | Method::HEAD => {
-            let range = req.header(header::RANGE).and_then(parse_range);
-            if *method == Method::HEAD {
-                let size = registry.stat_blob(&repo, &digest).await?;
-                return Ok((
-                    [
-                        (header::CONTENT_LENGTH, size.to_string()),
-                        (header::CONTENT_TYPE, "application/octet-stream".into()),
-                        (header::ACCEPT_RANGES, "bytes".into()),
-                        (
-                            header::HeaderName::from_static("docker-content-digest"),
-                            digest.to_string(),
-                        ),
-                    ],
-                    Body::empty(),
-                )
-                    .into_response());
-            }
-            let read = match registry.download_blob(&repo, &digest, range).await? {
-                BlobDownload::Bytes(read) => read,
-                // The client reads from the blob store; this request holds nothing more.
-                BlobDownload::Redirect { url, .. } => {
-                    return Ok((
-                        StatusCode::TEMPORARY_REDIRECT,
-                        [
-                            (header::LOCATION, value(url)),
-                            (
-                                header::HeaderName::from_static("docker-content-digest"),
-                                value(digest.to_string()),
-                            ),
-                        ],
-                    )
-                        .into_response());
-                }
-            };
-            // The download slot is released when the body ends or the client goes away.
-            let body = match req.permit.take() {
-                Some(permit) => Body::from_stream(WithPermit::new(read.stream, permit)),
-                None => Body::from_stream(read.stream),
-            };
-            let mut res = Response::new(body);
-            let h = res.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-            h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-            h.insert("docker-content-digest", value(digest.to_string()));
-            h.insert(header::ETAG, value(format!("\"{digest}\"")));
-            match read.range {
-                Some(r) => {
-                    h.insert(header::CONTENT_LENGTH, value(r.len().to_string()));
-                    h.insert(
-                        header::CONTENT_RANGE,
-                        value(format!("bytes {}-{}/{}", r.start, r.end, read.size)),
-                    );
-                    *res.status_mut() = StatusCode::PARTIAL_CONTENT;
-                }
-                None => {
-                    h.insert(header::CONTENT_LENGTH, value(read.size.to_string()));
-                }
-            }
-            Ok(res)
-        }
-        Method::DELETE => {
-            registry.delete_blob(&repo, &digest).await?;
-            Ok(StatusCode::ACCEPTED.into_response())
-        }
-        _ => Ok(oci_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "UNSUPPORTED",
-            "method not allowed on a blob",
-        )),
-    }
+pub(super) async fn head(req: Req<'_>, name: RepositoryName, digest: Digest) -> Result {
+    let size = req.state.registry.stat_blob(&req.key(name), &digest).await?;
+    Ok((
+        [
+            (header::CONTENT_LENGTH, size.to_string()),
+            (header::CONTENT_TYPE, "application/octet-stream".into()),
+            (header::ACCEPT_RANGES, "bytes".into()),
+            (header::HeaderName::from_static("docker-content-digest"), digest.to_string()),
+        ],
+        Body::empty(),
+    )
+        .into_response())
 }
 
-pub(super) fn value(s: String) -> HeaderValue {
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
+pub(super) async fn get(mut req: Req<'_>, name: RepositoryName, digest: Digest) -> Result {
+    let range = req.header(header::RANGE).and_then(parse_range);
+    let read = match req.state.registry.download_blob(&req.key(name), &digest, range).await? {
+        BlobDownload::Bytes(read) => read,
+        // The client reads from the blob store; this request holds nothing more.
+        BlobDownload::Redirect { url, .. } => {
+            return Ok((
+                StatusCode::TEMPORARY_REDIRECT,
+                [
+                    (header::LOCATION, value(url)),
+                    (
+                        header::HeaderName::from_static("docker-content-digest"),
+                        value(digest.to_string()),
+                    ),
+                ],
+            )
+                .into_response());
+        }
+    };
+    // The download slot is released when the body ends or the client goes away.
+    let body = match req.permit.take() {
+        Some(permit) => Body::from_stream(WithPermit::new(read.stream, permit)),
+        None => Body::from_stream(read.stream),
+    };
+    let mut res = Response::new(body);
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert("docker-content-digest", value(digest.to_string()));
+    h.insert(header::ETAG, value(format!("\"{digest}\"")));
+    match read.range {
+        Some(r) => {
+            h.insert(header::CONTENT_LENGTH, value(r.len().to_string()));
+            h.insert(
+                header::CONTENT_RANGE,
+                value(format!("bytes {}-{}/{}", r.start, r.end, read.size)),
+            );
+            *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+        }
+        None => {
+            h.insert(header::CONTENT_LENGTH, value(read.size.to_string()));
+        }
+    }
+    Ok(res)
+}
+
+pub(super) async fn delete(req: Req<'_>, name: RepositoryName, digest: Digest) -> Result {
+    req.state.registry.delete_blob(&req.key(name), &digest).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
 }
 
 /// `bytes=<start>-[<end>]` or `bytes=-<suffix>`. Anything else (including several

@@ -3,11 +3,12 @@
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use wharf_oci::media_type;
+use wharf_oci::{Digest, RepositoryName, media_type};
 use wharf_registry::{Page, RegistryError};
 
-use super::blobs::value;
-use super::{Req, Result, parse_digest};
+use super::route::parse_digest;
+use super::{Req, Result};
+use crate::headers::value;
 
 /// `n` (within [`wharf_registry::MAX_PAGE`], which is also the page without one) and
 /// `last` from the query.
@@ -44,17 +45,16 @@ pub(super) async fn catalog(req: Req<'_>) -> Result {
     Ok(link_next(res, "/v2/_catalog", &page, n))
 }
 
-pub(super) async fn tags(req: Req<'_>, name: &str) -> Result {
-    let repo = req.repo(name)?;
+pub(super) async fn tags(req: Req<'_>, name: RepositoryName) -> Result {
+    let repo = req.key(name);
     let (n, last) = paging(&req)?;
     let page = req.state.registry.tags(&repo, last.as_deref(), n).await?;
     let res = axum::Json(json!({ "name": repo.name, "tags": page.items })).into_response();
     Ok(link_next(res, &format!("/v2/{}/tags/list", repo.name), &page, n))
 }
 
-pub(super) async fn referrers(req: Req<'_>, name: &str, digest: &str) -> Result {
-    let repo = req.repo(name)?;
-    let digest = parse_digest(digest)?;
+pub(super) async fn referrers(req: Req<'_>, name: RepositoryName, digest: Digest) -> Result {
+    let repo = req.key(name);
     let artifact_type = req.query.get("artifactType").filter(|s| !s.is_empty());
     let (n, last) = paging(&req)?;
     let after = last.as_deref().map(parse_digest).transpose()?;

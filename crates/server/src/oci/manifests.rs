@@ -1,117 +1,89 @@
 //! `GET|HEAD|PUT|DELETE /v2/<name>/manifests/<reference>`
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use wharf_oci::media_type;
+use wharf_oci::{Reference, RepositoryName, media_type};
 use wharf_registry::{MAX_MANIFEST_SIZE, RegistryError};
 
-use super::blobs::value;
-use super::{Req, Result, parse_reference};
-use crate::error::{oci_error, too_many_requests};
+use super::{Req, Result};
+use crate::error::too_many_requests;
+use crate::headers::value;
 use crate::limits::{Admission, Permit, ReadError, WithPermit};
 
-pub(super) async fn handle(
-    mut req: Req<'_>,
-    method: &Method,
-    name: &str,
-    reference: &str,
-) -> Result {
-    let repo = req.repo(name)?;
-    let reference = match parse_reference(reference) {
-        Ok(r) => r,
-        // Nothing can be stored under an invalid reference: reading it finds nothing.
-        Err(_) if *method != Method::PUT => {
-            return Err(
-                RegistryError::ManifestUnknown(reference.chars().take(200).collect()).into()
-            );
-        }
-        Err(e) => return Err(e),
+pub(super) async fn get(mut req: Req<'_>, name: RepositoryName, reference: Reference) -> Result {
+    let m = req.state.registry.get_manifest(&req.key(name), &reference).await?;
+    negotiate(req.headers, &m.media_type)?;
+    // The bytes stay in memory until the client has read them: count them.
+    let Some(memory) = req.state.admission.reserve(m.content.len()) else {
+        return Ok(too_many_requests("the server is busy serving manifests; retry shortly"));
     };
-    let registry = &req.state.registry;
-    match *method {
-        Method::GET => {
-            let m = registry.get_manifest(&repo, &reference).await?;
-            negotiate(req.headers, &m.media_type)?;
-            // The bytes stay in memory until the client has read them: count them.
-            let Some(memory) = req.state.admission.reserve(m.content.len()) else {
-                return Ok(too_many_requests(
-                    "the server is busy serving manifests; retry shortly",
-                ));
-            };
-            let permits = req.permit.take().into_iter().chain([memory]).collect::<Permit>();
-            let once = futures::stream::once(std::future::ready(Ok::<_, std::io::Error>(
-                m.content.clone(),
-            )));
-            let mut res = Response::new(Body::from_stream(WithPermit::new(once, permits)));
-            let h = res.headers_mut();
-            h.insert(header::CONTENT_TYPE, value(m.media_type));
-            h.insert(header::CONTENT_LENGTH, value(m.content.len().to_string()));
-            h.insert("docker-content-digest", value(m.digest.to_string()));
-            h.insert(header::ETAG, value(format!("\"{}\"", m.digest)));
-            Ok(res)
+    let permits = req.permit.take().into_iter().chain([memory]).collect::<Permit>();
+    let once =
+        futures::stream::once(std::future::ready(Ok::<_, std::io::Error>(m.content.clone())));
+    let mut res = Response::new(Body::from_stream(WithPermit::new(once, permits)));
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, value(m.media_type));
+    h.insert(header::CONTENT_LENGTH, value(m.content.len().to_string()));
+    h.insert("docker-content-digest", value(m.digest.to_string()));
+    h.insert(header::ETAG, value(format!("\"{}\"", m.digest)));
+    Ok(res)
+}
+
+pub(super) async fn head(req: Req<'_>, name: RepositoryName, reference: Reference) -> Result {
+    let m = req.state.registry.head_manifest(&req.key(name), &reference).await?;
+    negotiate(req.headers, &m.media_type)?;
+    let mut res = Response::new(Body::empty());
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, value(m.media_type));
+    h.insert(header::CONTENT_LENGTH, value(m.size.to_string()));
+    h.insert("docker-content-digest", value(m.digest.to_string()));
+    h.insert(header::ETAG, value(format!("\"{}\"", m.digest)));
+    Ok(res)
+}
+
+pub(super) async fn put(req: Req<'_>, name: RepositoryName, reference: Reference) -> Result {
+    let repo = req.key(name);
+    let content_type = req.header(header::CONTENT_TYPE).map(str::to_owned);
+    let (body, _memory) = match read_manifest_body(&req.state.admission, req.body).await {
+        Ok(read) => read,
+        Err(ReadError::Busy) => {
+            return Ok(too_many_requests("too many manifests being pushed; retry shortly"));
         }
-        Method::HEAD => {
-            let m = registry.head_manifest(&repo, &reference).await?;
-            negotiate(req.headers, &m.media_type)?;
-            let mut res = Response::new(Body::empty());
-            let h = res.headers_mut();
-            h.insert(header::CONTENT_TYPE, value(m.media_type));
-            h.insert(header::CONTENT_LENGTH, value(m.size.to_string()));
-            h.insert("docker-content-digest", value(m.digest.to_string()));
-            h.insert(header::ETAG, value(format!("\"{}\"", m.digest)));
-            Ok(res)
+        Err(ReadError::Incomplete(e)) => {
+            return Err(RegistryError::BodyIncomplete(e).into());
         }
-        Method::PUT => {
-            let content_type = req.header(header::CONTENT_TYPE).map(str::to_owned);
-            let (body, _memory) = match read_manifest_body(&req.state.admission, req.body).await {
-                Ok(read) => read,
-                Err(ReadError::Busy) => {
-                    return Ok(too_many_requests("too many manifests being pushed; retry shortly"));
-                }
-                Err(ReadError::Incomplete(e)) => {
-                    return Err(RegistryError::BodyIncomplete(e).into());
-                }
-                Err(ReadError::TooLarge) => {
-                    return Err(RegistryError::TooLarge {
-                        what: "manifest",
-                        limit: MAX_MANIFEST_SIZE as u64,
-                    }
-                    .into());
-                }
-            };
-            let stored =
-                registry.put_manifest(&repo, &reference, content_type.as_deref(), body).await?;
-            let mut res = (
-                StatusCode::CREATED,
-                [
-                    (
-                        header::LOCATION,
-                        value(format!("/v2/{}/manifests/{}", repo.name, stored.digest)),
-                    ),
-                    (
-                        header::HeaderName::from_static("docker-content-digest"),
-                        value(stored.digest.to_string()),
-                    ),
-                    (header::CONTENT_LENGTH, value("0".into())),
-                ],
-            )
-                .into_response();
-            if let Some(subject) = stored.subject {
-                res.headers_mut().insert("oci-subject", value(subject.to_string()));
+        Err(ReadError::TooLarge) => {
+            return Err(RegistryError::TooLarge {
+                what: "manifest",
+                limit: MAX_MANIFEST_SIZE as u64,
             }
-            Ok(res)
+            .into());
         }
-        Method::DELETE => {
-            registry.delete_manifest(&repo, &reference).await?;
-            Ok(StatusCode::ACCEPTED.into_response())
-        }
-        _ => Ok(oci_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "UNSUPPORTED",
-            "method not allowed on a manifest",
-        )),
+    };
+    let stored =
+        req.state.registry.put_manifest(&repo, &reference, content_type.as_deref(), body).await?;
+    let mut res = (
+        StatusCode::CREATED,
+        [
+            (header::LOCATION, value(format!("/v2/{}/manifests/{}", repo.name, stored.digest))),
+            (
+                header::HeaderName::from_static("docker-content-digest"),
+                value(stored.digest.to_string()),
+            ),
+            (header::CONTENT_LENGTH, value("0".into())),
+        ],
+    )
+        .into_response();
+    if let Some(subject) = stored.subject {
+        res.headers_mut().insert("oci-subject", value(subject.to_string()));
     }
+    Ok(res)
+}
+
+pub(super) async fn delete(req: Req<'_>, name: RepositoryName, reference: Reference) -> Result {
+    req.state.registry.delete_manifest(&req.key(name), &reference).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
 }
 
 /// Read a manifest body of at most [`MAX_MANIFEST_SIZE`] bytes, its memory counted in the

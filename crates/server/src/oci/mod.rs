@@ -1,13 +1,13 @@
 //! The OCI distribution API under `/v2/`.
 //!
-//! Repository names contain slashes, so `/v2/<name>/…` can't be matched by a router
-//! pattern; [`parse_route`] splits the path from the end, where the grammar is fixed
-//! (`manifests/<ref>`, `blobs/<digest>`, `blobs/uploads/[<id>]`, `tags/list`,
-//! `referrers/<digest>`), and validates the name that is left.
+//! [`dispatch`] parses each request once ([`route::parse_route`]) into a typed [`Route`] and
+//! the permission it needs, checks that, and hands the route to one function per route
+//! (in [`discovery`], [`manifests`], [`blobs`], [`uploads`]), which take typed values.
 
 mod blobs;
 mod discovery;
 mod manifests;
+mod route;
 mod uploads;
 
 use std::collections::HashMap;
@@ -15,19 +15,20 @@ use std::collections::HashMap;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use futures::TryStreamExt;
-use wharf_auth::{Caller, RegistryPolicy, RepoOp};
+use wharf_auth::{Caller, RegistryPolicy};
 use wharf_management::Management;
-use wharf_oci::{Digest, Reference, RepositoryName};
-use wharf_registry::{ByteStream, RegistryError, RepoKey};
+use wharf_oci::RepositoryName;
+use wharf_registry::{ByteStream, RepoKey};
 
 use crate::auth::Wanted;
-use crate::error::{oci_error, too_many_requests};
+use crate::error::too_many_requests;
 use crate::limits::{Permit, Refusal};
 use crate::{AppState, OciError};
+use route::{NoRoute, Route, Transfer, parse_route};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -69,134 +70,44 @@ async fn base(State(state): State<AppState>, request: Request) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()
 }
 
-/// A parsed `/v2/…` path.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Route<'a> {
-    Catalog,
-    Tags { name: &'a str },
-    Manifest { name: &'a str, reference: &'a str },
-    Blob { name: &'a str, digest: &'a str },
-    Uploads { name: &'a str },
-    Upload { name: &'a str, id: &'a str },
-    Referrers { name: &'a str, digest: &'a str },
-}
-
-impl Route<'_> {
-    /// The repository the route is about (none for the catalog).
-    fn name(&self) -> Option<&str> {
-        match self {
-            Route::Catalog => None,
-            Route::Tags { name }
-            | Route::Manifest { name, .. }
-            | Route::Blob { name, .. }
-            | Route::Uploads { name }
-            | Route::Upload { name, .. }
-            | Route::Referrers { name, .. } => Some(name),
-        }
-    }
-}
-
-/// Split a path after `/v2/` into a route; `None` if it matches no API.
-pub(crate) fn parse_route(path: &str) -> Option<Route<'_>> {
-    if path == "_catalog" {
-        return Some(Route::Catalog);
-    }
-    // name/<a>/<b>: the last two segments select the route.
-    let (rest, last) = path.rsplit_once('/')?;
-    if let Some(name) = rest.strip_suffix("/tags").filter(|_| last == "list") {
-        return Some(Route::Tags { name });
-    }
-    if let Some(name) = rest.strip_suffix("/blobs/uploads") {
-        return Some(if last.is_empty() {
-            Route::Uploads { name }
-        } else {
-            Route::Upload { name, id: last }
-        });
-    }
-    if last == "uploads"
-        && let Some(name) = rest.strip_suffix("/blobs")
-    {
-        return Some(Route::Uploads { name });
-    }
-    let (name, kind) = rest.rsplit_once('/')?;
-    match kind {
-        "manifests" => Some(Route::Manifest { name, reference: last }),
-        "blobs" => Some(Route::Blob { name, digest: last }),
-        "referrers" => Some(Route::Referrers { name, digest: last }),
-        _ => None,
-    }
-}
-
+/// Every `/v2/<name>/…` request (and `/v2/_catalog`): parsed, its registry found, the
+/// caller authorized and a transfer slot taken, then served.
 async fn dispatch(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let path = parts.uri.path().strip_prefix("/v2/").unwrap_or("");
     // `/v2/<name>/blobs/uploads/` ends in an empty segment: keep it for the parser.
-    let Some(route) = parse_route(path) else {
-        return oci_error(StatusCode::NOT_FOUND, "UNSUPPORTED", "no such API route");
-    };
+    let path = parts.uri.path().strip_prefix("/v2/").unwrap_or("");
+    let parsed = parse_route(&parts.method, path, &query);
+    if let Err(NoRoute::Unknown) = parsed {
+        return NoRoute::Unknown.into_response();
+    }
     let origin = crate::origin(&state, &parts);
     let registry = match crate::auth::addressed_registry(&state, &parts, &origin).await {
         Ok(r) => r,
         Err(res) => return res,
     };
     // The name is checked before the permission: a check reads the same name the handler does.
-    if let Some(name) = route.name()
-        && let Err(e) = RepositoryName::parse(name)
-    {
-        return OciError(RegistryError::NameInvalid(e.to_string())).into_response();
-    }
-    let mount_from = query.get("mount").and(query.get("from"));
-    let wanted = match (&route, &parts.method) {
-        (Route::Catalog, _) => Wanted::Catalog,
-        // A mount asks for pull on `from` too, in the same challenge (one round trip).
-        (Route::Uploads { name }, &Method::POST) if mount_from.is_some() => {
-            Wanted::Mount { name, from: mount_from.map(String::as_str).unwrap_or_default() }
-        }
-        (r, m) => {
-            let op = match *m {
-                Method::GET | Method::HEAD => RepoOp::Pull,
-                Method::DELETE => RepoOp::Delete,
-                _ => RepoOp::Push,
-            };
-            Wanted::Repository(r.name().unwrap_or_default(), op)
-        }
+    let parsed = match parsed {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
     };
+    let wanted = parsed.permission.wanted();
     let (caller, policy) =
         match crate::auth::authorize(&state, &parts, &origin, &registry, &wanted).await {
             Ok(c) => c,
             Err(res) => return res,
         };
-    // Transfers in flight are capped, server-wide and per client address — the address the
-    // network rules see (behind a trusted proxy, the client it names, not the proxy): past
-    // a cap the client is told to come back.
-    let admission = &state.admission;
-    let client = crate::auth::client_ip(&state, &parts.headers, &parts.extensions);
-    let slot = match (&route, &parts.method) {
-        (Route::Blob { .. } | Route::Manifest { .. }, &Method::GET) => {
-            Some(admission.download(client).map_err(|r| (r, "downloads")))
-        }
-        (Route::Uploads { .. }, &Method::POST)
-        | (Route::Upload { .. }, &Method::PATCH | &Method::PUT)
-        | (Route::Manifest { .. }, &Method::PUT) => {
-            Some(admission.upload(client).map_err(|r| (r, "uploads")))
-        }
-        _ => None,
+    let permit = match admit(&state, &parts, parsed.transfer) {
+        Ok(p) => p,
+        Err(res) => return res,
     };
-    let permit = match slot {
-        None => None,
-        Some(Ok(p)) => Some(p),
-        Some(Err((Refusal::Server, what))) => {
-            return too_many_requests(&format!("too many {what} in flight; retry shortly"));
-        }
-        Some(Err((Refusal::Client, what))) => {
-            return too_many_requests(&format!(
-                "too many {what} in flight from this client; retry shortly"
-            ));
-        }
+    // What is wrong past the name is said only now, to a caller allowed what it asked.
+    let route = match parsed.route {
+        Ok(r) => r,
+        Err(rejected) => return rejected.into_response(),
     };
     let req = Req {
         state: &state,
@@ -209,27 +120,55 @@ async fn dispatch(
         body,
         permit,
     };
-    let result = match (route, &parts.method) {
-        (Route::Catalog, &Method::GET) => discovery::catalog(req).await,
-        (Route::Tags { name }, &Method::GET) => discovery::tags(req, name).await,
-        (Route::Referrers { name, digest }, &Method::GET) => {
-            discovery::referrers(req, name, digest).await
-        }
-        (Route::Manifest { name, reference }, m) => {
-            manifests::handle(req, m, name, reference).await
-        }
-        (Route::Blob { name, digest }, m) => blobs::handle(req, m, name, digest).await,
-        (Route::Uploads { name }, &Method::POST) => uploads::start(req, name).await,
-        (Route::Upload { name, id }, m) => uploads::handle(req, m, name, id).await,
-        _ => {
-            return oci_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "UNSUPPORTED",
-                "method not allowed here",
-            );
-        }
+    serve(req, route).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The transfer slot a request takes, if it moves content. Transfers in flight are capped,
+/// server-wide and per client address — the address the network rules see (behind a
+/// trusted proxy, the client it names, not the proxy): past a cap the client is told to
+/// come back.
+fn admit(
+    state: &AppState,
+    parts: &http::request::Parts,
+    transfer: Option<Transfer>,
+) -> std::result::Result<Option<Permit>, Response> {
+    let admission = &state.admission;
+    let client = crate::auth::client_ip(state, &parts.headers, &parts.extensions);
+    let slot = match transfer {
+        None => return Ok(None),
+        Some(Transfer::Download) => admission.download(client).map_err(|r| (r, "downloads")),
+        Some(Transfer::Upload) => admission.upload(client).map_err(|r| (r, "uploads")),
     };
-    result.unwrap_or_else(IntoResponse::into_response)
+    match slot {
+        Ok(p) => Ok(Some(p)),
+        Err((Refusal::Server, what)) => {
+            Err(too_many_requests(&format!("too many {what} in flight; retry shortly")))
+        }
+        Err((Refusal::Client, what)) => Err(too_many_requests(&format!(
+            "too many {what} in flight from this client; retry shortly"
+        ))),
+    }
+}
+
+/// The function that serves each route.
+async fn serve(req: Req<'_>, route: Route) -> Result {
+    match route {
+        Route::Catalog => discovery::catalog(req).await,
+        Route::Tags(name) => discovery::tags(req, name).await,
+        Route::Referrers(name, digest) => discovery::referrers(req, name, digest).await,
+        Route::GetManifest(name, r) => manifests::get(req, name, r).await,
+        Route::HeadManifest(name, r) => manifests::head(req, name, r).await,
+        Route::PutManifest(name, r) => manifests::put(req, name, r).await,
+        Route::DeleteManifest(name, r) => manifests::delete(req, name, r).await,
+        Route::GetBlob(name, digest) => blobs::get(req, name, digest).await,
+        Route::HeadBlob(name, digest) => blobs::head(req, name, digest).await,
+        Route::DeleteBlob(name, digest) => blobs::delete(req, name, digest).await,
+        Route::StartUpload(name, start) => uploads::start(req, name, start).await,
+        Route::GetUpload(name, id) => uploads::status(req, name, id).await,
+        Route::PatchUpload(name, id) => uploads::patch(req, name, id).await,
+        Route::FinishUpload(name, id, digest) => uploads::finish(req, name, id, digest).await,
+        Route::CancelUpload(name, id) => uploads::cancel(req, name, id).await,
+    }
 }
 
 /// One request's parts, as handlers need them.
@@ -249,10 +188,8 @@ pub(crate) struct Req<'a> {
 }
 
 impl Req<'_> {
-    fn repo(&self, name: &str) -> Result<RepoKey> {
-        let name =
-            RepositoryName::parse(name).map_err(|e| RegistryError::NameInvalid(e.to_string()))?;
-        Ok(RepoKey { registry: self.registry, name })
+    fn key(&self, name: RepositoryName) -> RepoKey {
+        RepoKey { registry: self.registry, name }
     }
 
     fn header(&self, name: header::HeaderName) -> Option<&str> {
@@ -265,55 +202,4 @@ impl Req<'_> {
     }
 }
 
-fn parse_digest(s: &str) -> Result<Digest> {
-    s.parse::<Digest>().map_err(|e| RegistryError::DigestInvalid(e.to_string()).into())
-}
-
-fn parse_reference(s: &str) -> Result<Reference> {
-    Reference::parse(s).map_err(|e| match e {
-        wharf_oci::ReferenceError::Digest(d) => RegistryError::DigestInvalid(d.to_string()).into(),
-        wharf_oci::ReferenceError::Tag(t) => RegistryError::TagInvalid(t.to_string()).into(),
-    })
-}
-
-/// The value of an upload's `Range` header: `0-<last byte>` (`0-0` when empty, as
-/// distribution answers).
-pub(crate) fn range_value(size: u64) -> String {
-    format!("0-{}", size.saturating_sub(1))
-}
-
 type Result<T = Response> = std::result::Result<T, OciError>;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_parse_from_the_end() {
-        use Route::*;
-        assert_eq!(parse_route("_catalog"), Some(Catalog));
-        assert_eq!(parse_route("a/b/tags/list"), Some(Tags { name: "a/b" }));
-        assert_eq!(
-            parse_route("a/manifests/latest"),
-            Some(Manifest { name: "a", reference: "latest" })
-        );
-        assert_eq!(
-            parse_route("x/manifests/y/manifests/v1"),
-            Some(Manifest { name: "x/manifests/y", reference: "v1" })
-        );
-        assert_eq!(
-            parse_route("a/b/blobs/sha256:00"),
-            Some(Blob { name: "a/b", digest: "sha256:00" })
-        );
-        assert_eq!(parse_route("a/blobs/uploads/"), Some(Uploads { name: "a" }));
-        assert_eq!(parse_route("a/blobs/uploads"), Some(Uploads { name: "a" }));
-        assert_eq!(parse_route("a/blobs/uploads/abc"), Some(Upload { name: "a", id: "abc" }));
-        assert_eq!(
-            parse_route("a/referrers/sha256:00"),
-            Some(Referrers { name: "a", digest: "sha256:00" })
-        );
-        assert_eq!(parse_route("a/tags/lists"), None);
-        assert_eq!(parse_route("a"), None);
-        assert_eq!(parse_route("a/unknown/x"), None);
-    }
-}

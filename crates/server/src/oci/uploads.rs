@@ -1,33 +1,30 @@
 //! `POST /v2/<name>/blobs/uploads/` and `GET|PATCH|PUT|DELETE /v2/<name>/blobs/uploads/<id>`
 
 use axum::body::HttpBody;
-use axum::http::{Method, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 use wharf_auth::RepoOp;
 use wharf_oci::{Digest, RepositoryName};
 use wharf_registry::{RegistryError, RepoKey, UploadStatus};
 
-use super::blobs::value;
-use super::{Req, Result, parse_digest, range_value};
+use super::route::Start;
+use super::{Req, Result};
 use crate::auth::{Wanted, challenge};
-use crate::error::oci_error;
+use crate::headers::{range_value, value};
 
-/// Start an upload: a monolithic push (`?digest=`), a mount (`?mount=&from=`), or a session.
-pub(super) async fn start(req: Req<'_>, name: &str) -> Result {
-    let repo = req.repo(name)?;
+/// Start an upload: a monolithic push, a mount, or a session.
+pub(super) async fn start(req: Req<'_>, name: RepositoryName, start: Start) -> Result {
+    let repo = req.key(name);
     let registry = &req.state.registry;
-    if let Some(mount) = req.query.get("mount") {
-        let digest = parse_digest(mount)?;
-        if let Some(from) = req.query.get("from") {
-            let from = RepositoryName::parse(from)
-                .map_err(|e| RegistryError::NameInvalid(e.to_string()))?;
+    match start {
+        Start::Mount { digest, from: Some(from) } => {
             // A token that never asked about `from`: tell the client to ask (as distribution
             // does), so that token clients can mount.
             if let Some(access) = req.caller.registry_access(req.policy.id)
                 && !access.iter().any(|a| a.kind == "repository" && a.name == from.as_str())
             {
-                let wanted = Wanted::Mount { name, from: from.as_str() };
+                let wanted = Wanted::Mount { name: repo.name.as_str(), from: from.as_str() };
                 return Ok(challenge(
                     req.state,
                     &req.origin,
@@ -43,66 +40,58 @@ pub(super) async fn start(req: Req<'_>, name: &str) -> Result {
                 return Ok(created(&repo, &digest));
             }
         }
-        // Not mountable: fall back to a fresh session (202), as the spec asks.
-    } else if let Some(digest) = req.query.get("digest") {
-        let digest = parse_digest(digest)?;
-        let body = Req::body_stream(req.body);
-        registry.put_blob(&repo, &digest, body).await?;
-        return Ok(created(&repo, &digest));
+        Start::Monolithic(digest) => {
+            let body = Req::body_stream(req.body);
+            registry.put_blob(&repo, &digest, body).await?;
+            return Ok(created(&repo, &digest));
+        }
+        Start::Mount { from: None, .. } | Start::Session => {}
     }
+    // A session; also where a mount can't be done (a 202, as the spec asks).
     let status = registry.start_upload(&repo).await?;
     Ok(accepted(&repo, status))
 }
 
-pub(super) async fn handle(req: Req<'_>, method: &Method, name: &str, id: &str) -> Result {
-    let repo = req.repo(name)?;
-    let id = Uuid::parse_str(id).map_err(|_| RegistryError::BlobUploadUnknown)?;
-    let registry = &req.state.registry;
-    match *method {
-        Method::GET => {
-            let status = registry.upload_status(&repo, id).await?;
-            let mut res = accepted(&repo, status);
-            *res.status_mut() = StatusCode::NO_CONTENT;
-            Ok(res)
-        }
-        Method::PATCH => {
-            let (start, len) = match req.header(header::CONTENT_RANGE) {
-                None => (None, None),
-                Some(v) => match parse_content_range(v) {
-                    Some((start, len)) => (Some(start), Some(len)),
-                    None => {
-                        return Err(RegistryError::BlobUploadInvalid(format!(
-                            "Content-Range {v:?} is not <start>-<end>"
-                        ))
-                        .into());
-                    }
-                },
-            };
-            let body = Req::body_stream(req.body);
-            let status = registry.upload_chunk(&repo, id, start, len, body).await?;
-            Ok(accepted(&repo, status))
-        }
-        Method::PUT => {
-            let digest = req.query.get("digest").ok_or_else(|| {
-                RegistryError::DigestInvalid("the digest query parameter is required".into())
-            })?;
-            let digest = parse_digest(digest)?;
-            // From the body itself: HTTP/2 may send one without Content-Length.
-            let has_body = !req.body.is_end_stream();
-            let body = has_body.then(|| Req::body_stream(req.body));
-            registry.finish_upload(&repo, id, &digest, body).await?;
-            Ok(created(&repo, &digest))
-        }
-        Method::DELETE => {
-            registry.cancel_upload(&repo, id).await?;
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        _ => Ok(oci_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "UNSUPPORTED",
-            "method not allowed on an upload",
-        )),
-    }
+pub(super) async fn status(req: Req<'_>, name: RepositoryName, id: Uuid) -> Result {
+    let repo = req.key(name);
+    let status = req.state.registry.upload_status(&repo, id).await?;
+    let mut res = accepted(&repo, status);
+    *res.status_mut() = StatusCode::NO_CONTENT;
+    Ok(res)
+}
+
+pub(super) async fn patch(req: Req<'_>, name: RepositoryName, id: Uuid) -> Result {
+    let repo = req.key(name);
+    let (start, len) = match req.header(header::CONTENT_RANGE) {
+        None => (None, None),
+        Some(v) => match parse_content_range(v) {
+            Some((start, len)) => (Some(start), Some(len)),
+            None => {
+                return Err(RegistryError::BlobUploadInvalid(format!(
+                    "Content-Range {v:?} is not <start>-<end>"
+                ))
+                .into());
+            }
+        },
+    };
+    let body = Req::body_stream(req.body);
+    let status = req.state.registry.upload_chunk(&repo, id, start, len, body).await?;
+    Ok(accepted(&repo, status))
+}
+
+/// `PUT`: the upload ends, with this request's body if it has one.
+pub(super) async fn finish(req: Req<'_>, name: RepositoryName, id: Uuid, digest: Digest) -> Result {
+    let repo = req.key(name);
+    // From the body itself: HTTP/2 may send one without Content-Length.
+    let has_body = !req.body.is_end_stream();
+    let body = has_body.then(|| Req::body_stream(req.body));
+    req.state.registry.finish_upload(&repo, id, &digest, body).await?;
+    Ok(created(&repo, &digest))
+}
+
+pub(super) async fn cancel(req: Req<'_>, name: RepositoryName, id: Uuid) -> Result {
+    req.state.registry.cancel_upload(&req.key(name), id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// 201 for a blob now in the repository.

@@ -1,82 +1,20 @@
-//! The management API, shaped like Azure Resource Manager, under `/subscriptions/…`.
+//! Management paths parsed into a typed [`Route`], and the one permission check each route
+//! needs ([`Route::check`], [`authorize`]).
 //!
 //! ARM paths match case-insensitively (`resourceGroups` = `resourcegroups`), so the path
-//! is split by hand ([`parse`]) rather than by router patterns. Every route names the ARM
-//! action it needs ([`Route::permission`]) and it is checked, once, before anything is done.
-//! Errors are ARM's envelope: `{"error":{"code","message"}}`.
+//! is split by hand ([`parse`]) rather than by router patterns.
 
-use std::collections::HashMap;
-
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::any;
-use serde_json::{Value, json};
+use axum::http::Method;
 use wharf_auth::actions;
-use wharf_import::{CancelOutcome, JobStatus, Submitted, parse_parameters};
-use wharf_management::authorization as authz;
-use wharf_management::registry_credentials as creds;
-use wharf_management::{
-    ArmError, ErrorKind, Management, REGISTRY_TYPE, RegistryResourceId, check_api_version,
-};
+use wharf_management::{ArmError, ErrorKind, Management, RegistryResourceId};
 
 use crate::AppState;
-use crate::limits::ReadError;
-
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/subscriptions", any(dispatch))
-        .route("/subscriptions/{*rest}", any(dispatch))
-        .route("/tenants", any(dispatch))
-        .route("/providers/{*rest}", any(dispatch))
-}
-
-/// An ARM error response.
-pub(crate) struct ArmResponse(pub(crate) ArmError);
-
-impl IntoResponse for ArmResponse {
-    fn into_response(self) -> Response {
-        let e = self.0;
-        let status = match e.kind {
-            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
-            ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::Conflict => StatusCode::CONFLICT,
-            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        let retry = matches!(e.kind, ErrorKind::TooManyRequests | ErrorKind::Unavailable);
-        let mut error = json!({"code": e.code, "message": e.message});
-        if let Some(t) = e.target {
-            error["target"] = json!(t);
-        }
-        let mut res = (status, axum::Json(json!({ "error": error }))).into_response();
-        res.headers_mut().insert("x-ms-failure-cause", HeaderValue::from_static("service"));
-        if retry {
-            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        res
-    }
-}
-
-impl From<ArmError> for ArmResponse {
-    fn from(e: ArmError) -> Self {
-        ArmResponse(e)
-    }
-}
-
-type ArmResult = Result<Response, ArmResponse>;
 
 /// A management request, parsed once from its method and path. Each route names the
-/// permission it needs ([`Route::permission`]) and the handler receives the same value, so
+/// permission it needs ([`Route::check`]) and the handler receives the same value, so
 /// the check and the handler can't disagree about what the path says.
 #[derive(Debug, PartialEq, Eq)]
-enum Route {
+pub(super) enum Route {
     ListTenants,
     ListSubscriptions,
     GetSubscription(String),
@@ -122,7 +60,7 @@ enum Route {
 
 /// What a route needs of its caller, checked once, before anything is done.
 #[derive(Debug, PartialEq, Eq)]
-enum Check {
+pub(super) enum Check {
     /// An action on a scope.
     Action(&'static str, String),
     /// Any signed-in caller (what it lists is cut down to what it may read).
@@ -137,7 +75,7 @@ enum Check {
 
 impl Route {
     /// What the route needs: see [`Check`].
-    fn check(&self) -> Check {
+    pub(super) fn check(&self) -> Check {
         use Route::*;
         let sub = |s: &str| format!("/subscriptions/{s}");
         let rg = |s: &str, g: &str| format!("/subscriptions/{s}/resourceGroups/{g}");
@@ -193,7 +131,7 @@ impl Route {
 }
 
 /// Authorize `route` for `caller` (see [`Check`]).
-async fn authorize(
+pub(super) async fn authorize(
     state: &AppState,
     caller: &wharf_auth::Caller,
     route: &Route,
@@ -265,50 +203,67 @@ enum ChildKind {
     Tokens,
 }
 
+fn eq(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// `providers/Microsoft.ContainerRegistry`
+fn acr(p: &str, ns: &str) -> bool {
+    eq(p, "providers") && eq(ns, "Microsoft.ContainerRegistry")
+}
+
+fn reg(sub: &str, rg: &str, name: &str) -> RegistryResourceId {
+    RegistryResourceId { subscription: sub.into(), resource_group: rg.into(), name: name.into() }
+}
+
 fn parse_resource(path: &str) -> Option<PathKind> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
     // `{scope}/providers/Microsoft.Authorization/{roleDefinitions|roleAssignments}[/{name}]`
     if let Some(i) = segs.iter().enumerate().position(|(i, s)| {
         eq(s, "providers") && segs.get(i + 1).is_some_and(|n| eq(n, "Microsoft.Authorization"))
     }) {
-        let scope = &segs[..i];
-        let valid_scope = match scope {
-            [] => true,
-            [s, _] => eq(s, "subscriptions"),
-            [s, _, g, _] => eq(s, "subscriptions") && eq(g, "resourceGroups"),
-            [s, _, g, _, p, ns, r, _] => {
-                eq(s, "subscriptions")
-                    && eq(g, "resourceGroups")
-                    && eq(p, "providers")
-                    && eq(ns, "Microsoft.ContainerRegistry")
-                    && eq(r, "registries")
-            }
-            _ => false,
-        };
-        if !valid_scope {
-            return None;
-        }
-        let scope = format!("/{}", scope.join("/"));
-        return match &segs[i + 2..] {
-            [k] if eq(k, "roleDefinitions") => Some(PathKind::RoleDefinitions(scope, None)),
-            [k, n] if eq(k, "roleDefinitions") => {
-                Some(PathKind::RoleDefinitions(scope, Some(n.to_string())))
-            }
-            [k] if eq(k, "roleAssignments") => Some(PathKind::RoleAssignments(scope, None)),
-            [k, n] if eq(k, "roleAssignments") => {
-                Some(PathKind::RoleAssignments(scope, Some(n.to_string())))
-            }
-            _ => None,
-        };
+        return authorization_path(&segs[..i], &segs[i + 2..]);
     }
-    let acr = |p: &str, ns: &str| eq(p, "providers") && eq(ns, "Microsoft.ContainerRegistry");
-    let reg = |sub: &str, rg: &str, name: &str| RegistryResourceId {
-        subscription: sub.into(),
-        resource_group: rg.into(),
-        name: name.into(),
+    // Tried in order, as one match would be: the first that names the path wins.
+    subscription_path(&segs).or_else(|| operation_path(&segs)).or_else(|| registry_path(&segs))
+}
+
+/// `{scope}/providers/Microsoft.Authorization/{roleDefinitions|roleAssignments}[/{name}]`,
+/// split at the provider into the scope (a resource wharf knows, or `/`) and the rest.
+fn authorization_path(scope: &[&str], rest: &[&str]) -> Option<PathKind> {
+    let valid_scope = match scope {
+        [] => true,
+        [s, _] => eq(s, "subscriptions"),
+        [s, _, g, _] => eq(s, "subscriptions") && eq(g, "resourceGroups"),
+        [s, _, g, _, p, ns, r, _] => {
+            eq(s, "subscriptions")
+                && eq(g, "resourceGroups")
+                && eq(p, "providers")
+                && eq(ns, "Microsoft.ContainerRegistry")
+                && eq(r, "registries")
+        }
+        _ => false,
     };
-    Some(match segs.as_slice() {
+    if !valid_scope {
+        return None;
+    }
+    let scope = format!("/{}", scope.join("/"));
+    match rest {
+        [k] if eq(k, "roleDefinitions") => Some(PathKind::RoleDefinitions(scope, None)),
+        [k, n] if eq(k, "roleDefinitions") => {
+            Some(PathKind::RoleDefinitions(scope, Some(n.to_string())))
+        }
+        [k] if eq(k, "roleAssignments") => Some(PathKind::RoleAssignments(scope, None)),
+        [k, n] if eq(k, "roleAssignments") => {
+            Some(PathKind::RoleAssignments(scope, Some(n.to_string())))
+        }
+        _ => None,
+    }
+}
+
+/// Tenants, subscriptions, resource groups and what is listed in them.
+fn subscription_path(segs: &[&str]) -> Option<PathKind> {
+    Some(match segs {
         [t] if eq(t, "tenants") => PathKind::Tenants,
         [s] if eq(s, "subscriptions") => PathKind::Subscriptions,
         [s, sub] if eq(s, "subscriptions") => PathKind::Subscription(sub.to_string()),
@@ -334,6 +289,13 @@ fn parse_resource(path: &str) -> Option<PathKind> {
         {
             PathKind::CheckName(sub.to_string())
         }
+        _ => return None,
+    })
+}
+
+/// An import operation, at a subscription or a resource group.
+fn operation_path(segs: &[&str]) -> Option<PathKind> {
+    Some(match segs {
         [s, sub, p, ns, l, _loc, o, id]
             if eq(s, "subscriptions")
                 && acr(p, ns)
@@ -362,6 +324,13 @@ fn parse_resource(path: &str) -> Option<PathKind> {
         {
             PathKind::Operation(sub.to_string(), rest[rest.len() - 1].to_string())
         }
+        _ => return None,
+    })
+}
+
+/// A registry in a resource group, its actions and its scope maps and tokens.
+fn registry_path(segs: &[&str]) -> Option<PathKind> {
+    Some(match segs {
         [s, sub, g, rg, p, ns, r]
             if eq(s, "subscriptions")
                 && eq(g, "resourceGroups")
@@ -423,7 +392,7 @@ fn parse_resource(path: &str) -> Option<PathKind> {
 }
 
 /// The route of a method on a path.
-fn parse(method: &Method, path: &str) -> Result<Route, ArmError> {
+pub(super) fn parse(method: &Method, path: &str) -> Result<Route, ArmError> {
     let resource = parse_resource(path).ok_or_else(|| {
         ArmError::not_found(
             "InvalidResourceType",
@@ -496,386 +465,6 @@ fn method_not_allowed(method: &Method) -> ArmError {
         "MethodNotAllowed",
         format!("{method} is not supported here."),
     )
-}
-
-fn json_body(body: &Bytes) -> Result<Value, ArmError> {
-    if body.is_empty() {
-        return Err(ArmError::invalid_content("the request has no body"));
-    }
-    serde_json::from_slice(body).map_err(ArmError::invalid_content)
-}
-
-fn ok(status: StatusCode, v: Value) -> Response {
-    (status, axum::Json(v)).into_response()
-}
-
-async fn dispatch(
-    State(state): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
-    request: Request,
-) -> Response {
-    let (parts, body) = request.into_parts();
-    let request_id = uuid::Uuid::new_v4().to_string();
-    // The body is read whole (at most 4 MiB, counted in the server's body memory).
-    let read = state.admission.read_whole(body.into_data_stream(), 4 << 20, 4 << 20).await;
-    let mut res = match read {
-        Ok((body, _memory)) => handle(
-            &state,
-            crate::origin(&state, &parts),
-            &parts.method,
-            parts.uri.path(),
-            &query,
-            &parts.headers,
-            body,
-        )
-        .await
-        .unwrap_or_else(IntoResponse::into_response),
-        Err(ReadError::TooLarge) => ArmResponse(ArmError::bad_request(
-            "RequestTooLarge",
-            "The request body is larger than 4 MiB.",
-        ))
-        .into_response(),
-        Err(ReadError::Incomplete(e)) => {
-            ArmResponse(ArmError::invalid_content(format!("the body broke off: {e}")))
-                .into_response()
-        }
-        Err(ReadError::Busy) => ArmResponse(ArmError::new(
-            ErrorKind::TooManyRequests,
-            "TooManyRequests",
-            "The server is handling too many requests; retry shortly.",
-        ))
-        .into_response(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        res.headers_mut().insert("x-ms-request-id", v.clone());
-        res.headers_mut().insert("x-ms-correlation-request-id", v);
-    }
-    res
-}
-
-async fn handle(
-    state: &AppState,
-    origin: crate::Origin<'_>,
-    method: &Method,
-    path: &str,
-    query: &HashMap<String, String>,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> ArmResult {
-    let api_version = query.get("api-version").map(String::as_str);
-    check_api_version(api_version)?;
-    let route = parse(method, path)?;
-    // Who, then whether: one check per request, on the route's own action and scope.
-    let caller = crate::auth::arm_caller(state, headers).await?;
-    authorize(state, &caller, &route).await?;
-    let m = &state.management;
-    let identity = &*state.identity;
-    let filter = query.get("$filter").map(String::as_str);
-    let created =
-        |created: bool, v: Value| ok(if created { StatusCode::CREATED } else { StatusCode::OK }, v);
-    let deleted = |v: Option<Value>| match v {
-        Some(v) => ok(StatusCode::OK, v),
-        None => StatusCode::NO_CONTENT.into_response(),
-    };
-    match route {
-        Route::ListTenants => {
-            let tenants: Vec<Value> = identity
-                .tenants()
-                .await
-                .map_err(ArmError::from)?
-                .into_iter()
-                .map(|t| {
-                    json!({
-                        "id": format!("/tenants/{}", t.id),
-                        "tenantId": t.id,
-                        "displayName": t.name,
-                        "tenantCategory": "Home",
-                        "defaultDomain": state.settings.domain,
-                    })
-                })
-                .collect();
-            Ok(ok(StatusCode::OK, json!({ "value": tenants })))
-        }
-        Route::ListSubscriptions => {
-            let mut v = m.list_subscriptions().await?;
-            keep(&mut v, |id| caller.has_grant_within(id));
-            add_tenant(&mut v, identity.default_tenant());
-            Ok(ok(StatusCode::OK, v))
-        }
-        Route::GetSubscription(sub) => {
-            let mut v = m.get_subscription(&sub).await?;
-            add_tenant(&mut v, identity.default_tenant());
-            Ok(ok(StatusCode::OK, v))
-        }
-        Route::PutSubscription(sub) => {
-            let body = if body.is_empty() { json!({}) } else { json_body(&body)? };
-            let (c, v) = m.put_subscription(&sub, &body).await?;
-            Ok(created(c, v))
-        }
-        Route::ListResourceGroups(sub) => {
-            let mut v = m.list_resource_groups(&sub).await?;
-            keep(&mut v, |id| caller.allows(actions::RESOURCE_GROUP_READ, id));
-            Ok(ok(StatusCode::OK, v))
-        }
-        Route::GetResourceGroup(sub, rg) => {
-            Ok(ok(StatusCode::OK, m.get_resource_group(&sub, &rg).await?))
-        }
-        Route::HeadResourceGroup(sub, rg) => {
-            let exists = m.get_resource_group(&sub, &rg).await.is_ok();
-            Ok(if exists { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND }.into_response())
-        }
-        Route::PutResourceGroup(sub, rg) => {
-            let (c, v) = m.put_resource_group(&sub, &rg, &json_body(&body)?).await?;
-            Ok(created(c, v))
-        }
-        Route::DeleteResourceGroup(sub, rg) => {
-            let gone = m.delete_resource_group(&sub, &rg).await?;
-            Ok(if gone { StatusCode::OK } else { StatusCode::NO_CONTENT }.into_response())
-        }
-        Route::ListRegistries(sub, rg) => {
-            let mut v = m.list_registries(Some(&sub), rg.as_deref()).await?;
-            keep(&mut v, |id| caller.allows(actions::REGISTRY_READ, id));
-            Ok(ok(StatusCode::OK, v))
-        }
-        Route::ListResources(sub, rg) => {
-            let wanted = resource_type_filter(filter)?;
-            m.get_subscription(&sub).await?;
-            if let Some(g) = &rg {
-                m.get_resource_group(&sub, g).await?;
-            }
-            let mut v = m.list_registries(Some(&sub), rg.as_deref()).await?;
-            keep(&mut v, |id| caller.allows(actions::REGISTRY_READ, id));
-            let items: Vec<Value> = v["value"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|_| wanted.as_deref().is_none_or(|t| t.eq_ignore_ascii_case(REGISTRY_TYPE)))
-                .map(|r| {
-                    json!({"id": r["id"], "name": r["name"], "type": r["type"],
-                           "location": r["location"], "tags": r["tags"], "sku": r["sku"]})
-                })
-                .collect();
-            Ok(ok(StatusCode::OK, json!({ "value": items })))
-        }
-        Route::CheckName(sub) => {
-            Ok(ok(StatusCode::OK, m.check_name_availability(&sub, &json_body(&body)?).await?))
-        }
-        Route::GetRegistry(id) => Ok(ok(StatusCode::OK, m.get_registry(&id).await?)),
-        Route::PutRegistry(id) => {
-            let (c, v) = m.put_registry(&id, &json_body(&body)?).await?;
-            Ok(created(c, v))
-        }
-        Route::PatchRegistry(id) => {
-            Ok(ok(StatusCode::OK, m.patch_registry(&id, &json_body(&body)?).await?))
-        }
-        Route::DeleteRegistry(id) => {
-            let gone = m.delete_registry(&id).await?;
-            Ok(if gone { StatusCode::OK } else { StatusCode::NO_CONTENT }.into_response())
-        }
-        Route::ImportImage(id) => {
-            let target = m.registry(&id).await?;
-            let req = parse_parameters(&json_body(&body)?).map_err(|e| e.to_arm())?;
-            let location = operation_url(origin, &id.subscription, &target.location, api_version);
-            match state.imports.submit(&target, req, &caller).await? {
-                Submitted::Done { id: op, result: Ok(_) } => {
-                    let mut res = (StatusCode::OK, axum::Json(Value::Null)).into_response();
-                    set_header(&mut res, header::LOCATION, &location(&op));
-                    Ok(res)
-                }
-                Submitted::Done { result: Err(e), .. } => Err(e.into()),
-                Submitted::Running { id: op } => {
-                    let mut res = (StatusCode::ACCEPTED, axum::Json(Value::Null)).into_response();
-                    set_header(&mut res, header::LOCATION, &location(&op));
-                    set_header(
-                        &mut res,
-                        header::RETRY_AFTER,
-                        &state.imports.retry_after().as_secs().max(1).to_string(),
-                    );
-                    Ok(res)
-                }
-            }
-        }
-        Route::ListCredentials(id) => Ok(ok(
-            StatusCode::OK,
-            creds::list_credentials(identity, &m.registry(&id).await?).await?,
-        )),
-        Route::RegenerateCredential(id) => {
-            let r = m.registry(&id).await?;
-            Ok(ok(
-                StatusCode::OK,
-                creds::regenerate_credential(identity, &r, &json_body(&body)?).await?,
-            ))
-        }
-        Route::GenerateCredentials(id) => {
-            let r = m.registry(&id).await?;
-            Ok(ok(
-                StatusCode::OK,
-                creds::generate_credentials(identity, &r, &json_body(&body)?).await?,
-            ))
-        }
-        Route::ListScopeMaps(id) => {
-            Ok(ok(StatusCode::OK, creds::list_scope_maps(identity, &m.registry(&id).await?).await?))
-        }
-        Route::GetScopeMap(id, n) => Ok(ok(
-            StatusCode::OK,
-            creds::get_scope_map(identity, &m.registry(&id).await?, &n).await?,
-        )),
-        Route::PutScopeMap(id, n, patch) => {
-            let r = m.registry(&id).await?;
-            let (c, v) = creds::put_scope_map(identity, &r, &n, &json_body(&body)?, patch).await?;
-            Ok(created(c, v))
-        }
-        Route::DeleteScopeMap(id, n) => {
-            let gone = creds::delete_scope_map(identity, &m.registry(&id).await?, &n).await?;
-            Ok(if gone { StatusCode::OK } else { StatusCode::NO_CONTENT }.into_response())
-        }
-        Route::ListTokens(id) => {
-            Ok(ok(StatusCode::OK, creds::list_tokens(identity, &m.registry(&id).await?).await?))
-        }
-        Route::GetToken(id, n) => {
-            Ok(ok(StatusCode::OK, creds::get_token(identity, &m.registry(&id).await?, &n).await?))
-        }
-        Route::PutToken(id, n, patch) => {
-            let r = m.registry(&id).await?;
-            let (c, v) = creds::put_token(identity, &r, &n, &json_body(&body)?, patch).await?;
-            Ok(created(c, v))
-        }
-        Route::DeleteToken(id, n) => {
-            let gone = creds::delete_token(identity, &m.registry(&id).await?, &n).await?;
-            Ok(if gone { StatusCode::OK } else { StatusCode::NO_CONTENT }.into_response())
-        }
-        Route::GetOperation(sub, op) => match state.imports.status(&op, &sub).await? {
-            JobStatus::Running(v) => {
-                let mut res = (StatusCode::ACCEPTED, axum::Json(v)).into_response();
-                set_header(
-                    &mut res,
-                    header::RETRY_AFTER,
-                    &state.imports.retry_after().as_secs().max(1).to_string(),
-                );
-                Ok(res)
-            }
-            JobStatus::Succeeded(mut v) => {
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("status".into(), json!("Succeeded"));
-                }
-                Ok(ok(StatusCode::OK, v))
-            }
-            JobStatus::Failed(e) => Err(e.into()),
-        },
-        Route::CancelOperation(sub, op) => match state.imports.cancel(&op, &sub).await? {
-            CancelOutcome::Requested => Ok(StatusCode::ACCEPTED.into_response()),
-        },
-        Route::ListRoleDefinitions(scope) => {
-            Ok(ok(StatusCode::OK, authz::list_role_definitions(identity, &scope, filter).await?))
-        }
-        Route::GetRoleDefinition(scope, id) => {
-            Ok(ok(StatusCode::OK, authz::get_role_definition(identity, &scope, &id).await?))
-        }
-        Route::PutRoleDefinition(scope, id) => {
-            let (c, v) =
-                authz::put_role_definition(identity, &caller, &scope, &id, &json_body(&body)?)
-                    .await?;
-            Ok(created(c, v))
-        }
-        Route::DeleteRoleDefinition(scope, id) => {
-            Ok(deleted(authz::delete_role_definition(identity, &caller, &scope, &id).await?))
-        }
-        Route::ListRoleAssignments(scope) => {
-            Ok(ok(StatusCode::OK, authz::list_role_assignments(identity, &scope, filter).await?))
-        }
-        Route::GetRoleAssignment(scope, name) => {
-            Ok(ok(StatusCode::OK, authz::get_role_assignment(identity, &scope, &name).await?))
-        }
-        Route::PutRoleAssignment(scope, name) => {
-            let (c, v) =
-                authz::put_role_assignment(identity, &caller, &scope, &name, &json_body(&body)?)
-                    .await?;
-            Ok(created(c, v))
-        }
-        Route::DeleteRoleAssignment(scope, name) => {
-            Ok(deleted(authz::delete_role_assignment(identity, &caller, &scope, &name).await?))
-        }
-    }
-}
-
-/// The resource type of a generic list's `$filter=resourceType eq '…'` (the one form wharf
-/// understands; anything else is refused rather than ignored).
-fn resource_type_filter(filter: Option<&str>) -> Result<Option<String>, ArmError> {
-    let Some(f) = filter.map(str::trim).filter(|f| !f.is_empty()) else { return Ok(None) };
-    let invalid = || {
-        ArmError::bad_request(
-            "InvalidFilterInQueryString",
-            format!(
-                "The $filter '{}' is not supported: use resourceType eq '<type>'.",
-                f.chars().take(200).collect::<String>()
-            ),
-        )
-    };
-    let mut words = f.splitn(3, char::is_whitespace);
-    let (field, op, value) = (words.next(), words.next(), words.next().map(str::trim));
-    match (field, op, value) {
-        (Some(field), Some(op), Some(v))
-            if field.eq_ignore_ascii_case("resourceType")
-                && op.eq_ignore_ascii_case("eq")
-                && v.len() >= 2
-                && v.starts_with('\'')
-                && v.ends_with('\'') =>
-        {
-            Ok(Some(v[1..v.len() - 1].to_owned()))
-        }
-        _ => Err(invalid()),
-    }
-}
-
-/// Keep the items of a `{"value":[…]}` list whose `id` passes `visible`.
-fn keep(v: &mut Value, visible: impl Fn(&str) -> bool) {
-    if let Some(items) = v.get_mut("value").and_then(Value::as_array_mut) {
-        items.retain(|i| i["id"].as_str().is_some_and(&visible));
-    }
-}
-
-/// ARM's subscriptions name their tenant.
-fn add_tenant(v: &mut Value, tenant: &str) {
-    let one = |s: &mut Value| {
-        if let Some(o) = s.as_object_mut() {
-            o.insert("tenantId".into(), json!(tenant));
-            o.insert("managedByTenants".into(), json!([]));
-        }
-    };
-    match v.get_mut("value").and_then(Value::as_array_mut) {
-        Some(items) => items.iter_mut().for_each(one),
-        None => one(v),
-    }
-}
-
-fn set_header(res: &mut Response, name: header::HeaderName, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        res.headers_mut().insert(name, v);
-    }
-}
-
-/// The Location of an import operation, as ACR shapes it:
-/// `…/subscriptions/{sub}/providers/Microsoft.ContainerRegistry/locations/{LOCATION}/operationResults/{id}`.
-fn operation_url<'a>(
-    origin: crate::Origin<'_>,
-    sub: &'a str,
-    location: &'a str,
-    api_version: Option<&'a str>,
-) -> impl Fn(&str) -> String + 'a {
-    let host = origin.host().unwrap_or("localhost").to_owned();
-    let scheme = origin.scheme;
-    // Only letters and digits of the region go into the path (its segment is not parsed).
-    let mut region: String = location.chars().filter(char::is_ascii_alphanumeric).collect();
-    if region.is_empty() {
-        region = "LOCAL".into();
-    }
-    move |op: &str| {
-        format!(
-            "{scheme}://{host}/subscriptions/{sub}/providers/Microsoft.ContainerRegistry/locations/{}/operationResults/{op}?api-version={}",
-            region.to_ascii_uppercase(),
-            api_version.unwrap_or("2025-11-01")
-        )
-    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,6 @@ mod service;
 
 pub use api_version::check_api_version;
 pub use error::{ArmError, ErrorKind};
-pub use registry::{RegistryProperties, validate_registry_name};
+pub use registry::{Registry, RegistryProperties, validate_registry_name};
 pub use resource_id::{REGISTRY_TYPE, RegistryResourceId, ResourceId};
 pub use service::{LoginServers, Management, timestamp};

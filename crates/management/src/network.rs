@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use ipnet::Ipv4Net;
 use wharf_storage::RegistryRecord;
 
-use crate::Management;
+use crate::{Management, RegistryProperties};
 
 /// A registry's network settings, ready to check addresses against.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,7 +55,10 @@ impl Management {
     /// A registry's network settings (rules that don't parse admit nobody: they were
     /// validated when stored).
     pub fn network(r: &RegistryRecord) -> NetworkPolicy {
-        let p = Self::properties(r);
+        Self::network_of(&Self::properties(r))
+    }
+
+    pub(crate) fn network_of(p: &RegistryProperties) -> NetworkPolicy {
         let status = |name: &str| p.policies[name]["status"].as_str().map(str::to_ascii_lowercase);
         NetworkPolicy {
             public: p.public_network_access.eq_ignore_ascii_case("Enabled"),

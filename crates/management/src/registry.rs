@@ -305,3 +305,33 @@ mod tests {
         assert!(canonical_sku("Classic").is_err());
     }
 }
+
+/// A stored registry with its settings decoded once, where a request loaded it: the rest of
+/// the request reads who may do what in it (`policy`) and from where (`network`) without
+/// decoding its properties again.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    pub record: wharf_storage::RegistryRecord,
+    pub properties: RegistryProperties,
+    pub policy: wharf_auth::RegistryPolicy,
+    pub network: crate::network::NetworkPolicy,
+}
+
+impl Registry {
+    /// Decode a registry's stored settings (ACR's defaults where unset or unreadable).
+    pub fn decode(record: wharf_storage::RegistryRecord) -> Registry {
+        let properties = crate::Management::properties(&record);
+        let policy = crate::Management::policy_of(&record, &properties);
+        let network = crate::Management::network_of(&properties);
+        Registry { record, properties, policy, network }
+    }
+
+    /// wharf's number for it.
+    pub fn id(&self) -> i64 {
+        self.record.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.record.name
+    }
+}

@@ -234,7 +234,13 @@ impl Management {
 
     /// The settings of a registry that decide who may read and write its content.
     pub fn policy(r: &RegistryRecord) -> wharf_auth::RegistryPolicy {
-        let props = Self::properties(r);
+        Self::policy_of(r, &Self::properties(r))
+    }
+
+    pub(crate) fn policy_of(
+        r: &RegistryRecord,
+        props: &RegistryProperties,
+    ) -> wharf_auth::RegistryPolicy {
         wharf_auth::RegistryPolicy {
             id: r.id,
             scope: Self::resource_id(r).to_string(),

@@ -282,7 +282,7 @@ async fn dispatch(
     {
         return res;
     }
-    let ctx = Ctx { state: &state, registry: &registry, q: &q };
+    let ctx = Ctx { state: &state, registry: &registry.record, q: &q };
     let result = match route {
         Route::Catalog => catalog(ctx).await,
         Route::GetRepository(name) => get_repository(ctx, name).await,

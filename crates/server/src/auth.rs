@@ -9,8 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use wharf_auth::{AuthError, Caller, RegistryCredential, RegistryPolicy, RepoOp, Surface};
-use wharf_management::{ArmError, Management};
-use wharf_storage::RegistryRecord;
+use wharf_management::{ArmError, Registry};
 
 use crate::OciError;
 use crate::error::oci_error;
@@ -117,32 +116,34 @@ pub(crate) async fn addressed_registry(
     state: &AppState,
     parts: &http::request::Parts,
     origin: &Origin<'_>,
-) -> Result<RegistryRecord, Response> {
-    let registry = state
+) -> Result<Registry, Response> {
+    let record = state
         .registry
         .registry_for_host(origin.host(), &state.settings.domain)
         .await
         .map_err(|e| OciError(e).into_response())?;
+    // Its settings are decoded here, once for the whole request.
+    let registry = Registry::decode(record);
     crate::network::gate(state, &registry, &parts.headers, &parts.extensions)?;
     Ok(registry)
 }
 
-/// A data-plane request's caller, authenticated and allowed what it wants in `registry`;
-/// the registry's policy along. The one permission check of a `/v2` or `/acr/v1` request.
+/// A data-plane request's caller, authenticated and allowed what it wants in `registry`.
+/// The one permission check of a `/v2` or `/acr/v1` request.
 pub(crate) async fn authorize(
     state: &AppState,
     parts: &http::request::Parts,
     origin: &Origin<'_>,
-    registry: &RegistryRecord,
+    registry: &Registry,
     wanted: &Wanted<'_>,
-) -> Result<(Caller, RegistryPolicy), Response> {
-    let policy = Management::policy(registry);
-    let login = state.management.login_server(registry);
+) -> Result<Caller, Response> {
+    let policy = &registry.policy;
+    let login = state.management.login_server(&registry.record);
     let caller =
-        registry_caller(state, &parts.headers, &parts.extensions, origin, &policy, &login, wanted)
+        registry_caller(state, &parts.headers, &parts.extensions, origin, policy, &login, wanted)
             .await?;
-    require(state, &caller, wanted.allowed(&caller, &policy), origin, wanted)?;
-    Ok((caller, policy))
+    require(state, &caller, wanted.allowed(&caller, policy), origin, wanted)?;
+    Ok(caller)
 }
 
 /// A data-plane request's caller, or the `401` to answer: unreadable or refused

@@ -11,8 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use wharf_management::Management;
-use wharf_storage::RegistryRecord;
+use wharf_management::Registry;
 
 use crate::AppState;
 use crate::error::oci_error;
@@ -143,11 +142,11 @@ pub(crate) fn from_trusted_proxy(state: &AppState, extensions: &http::Extensions
 /// the request's client.
 pub(crate) fn gate(
     state: &AppState,
-    registry: &RegistryRecord,
+    registry: &Registry,
     headers: &HeaderMap,
     extensions: &http::Extensions,
 ) -> Result<(), Response> {
-    let net = Management::network(registry);
+    let net = &registry.network;
     if !net.restricted() {
         return Ok(());
     }
@@ -165,7 +164,7 @@ pub(crate) fn gate(
     } else {
         format!(
             "client with IP '{shown}' is not allowed access: the registry '{}' has public network access disabled.",
-            registry.name
+            registry.name()
         )
     };
     Err(oci_error(StatusCode::FORBIDDEN, "DENIED", &message))

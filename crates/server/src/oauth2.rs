@@ -17,8 +17,6 @@ use axum::routing::{get, post};
 use serde_json::json;
 use wharf_auth::scope::{Access, parse_all};
 use wharf_auth::{AuthError, Caller, RegistryCredential, RegistryPolicy};
-use wharf_management::Management;
-use wharf_storage::RegistryRecord;
 
 use crate::AppState;
 use crate::auth::{Presented, client_ip};
@@ -31,17 +29,16 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/oauth2/exchange", post(exchange))
 }
 
-/// The registry whose login server the request came to, with its policy and canonical
+/// The policy of the registry whose login server the request came to, and its canonical
 /// login server (the `aud` of its tokens).
 async fn registry(
     state: &AppState,
     parts: &http::request::Parts,
-) -> Result<(RegistryRecord, RegistryPolicy, String), Response> {
+) -> Result<(RegistryPolicy, String), Response> {
     let origin = crate::origin(state, parts);
     let r = crate::auth::addressed_registry(state, parts, &origin).await?;
-    let policy = Management::policy(&r);
-    let login = state.management.login_server(&r);
-    Ok((r, policy, login))
+    let login = state.management.login_server(&r.record);
+    Ok((r.policy, login))
 }
 
 fn unauthorized(message: &str) -> Response {
@@ -115,7 +112,7 @@ fn query_scopes(query: Option<&str>) -> Vec<String> {
 /// `GET /oauth2/token`: Basic credentials (or none) → an access token.
 async fn token_get(State(state): State<AppState>, request: Request) -> Response {
     let (parts, _) = request.into_parts();
-    let (_, policy, login) = match registry(&state, &parts).await {
+    let (policy, login) = match registry(&state, &parts).await {
         Ok(r) => r,
         Err(res) => return res,
     };
@@ -160,7 +157,7 @@ async fn token_post(State(state): State<AppState>, request: Request) -> Response
         Ok(b) => b,
         Err(res) => return res,
     };
-    let (_, policy, login) = match registry(&state, &parts).await {
+    let (policy, login) = match registry(&state, &parts).await {
         Ok(r) => r,
         Err(res) => return res,
     };
@@ -229,7 +226,7 @@ async fn exchange(State(state): State<AppState>, request: Request) -> Response {
         Ok(b) => b,
         Err(res) => return res,
     };
-    let (_, policy, login) = match registry(&state, &parts).await {
+    let (policy, login) = match registry(&state, &parts).await {
         Ok(r) => r,
         Err(res) => return res,
     };

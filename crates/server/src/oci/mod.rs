@@ -20,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use futures::TryStreamExt;
 use wharf_auth::{Caller, RegistryPolicy};
-use wharf_management::Management;
 use wharf_oci::RepositoryName;
 use wharf_registry::{ByteStream, RepoKey};
 
@@ -47,14 +46,14 @@ async fn base(State(state): State<AppState>, request: Request) -> Response {
         Err(res) => return res,
     };
     // As ACR: signing in is required here, even where anonymous pull is on.
-    let policy = Management::policy(&registry);
-    let login = state.management.login_server(&registry);
+    let policy = &registry.policy;
+    let login = state.management.login_server(&registry.record);
     let caller = match crate::auth::registry_caller(
         &state,
         &parts.headers,
         &parts.extensions,
         &origin,
-        &policy,
+        policy,
         &login,
         &Wanted::Nothing,
     )
@@ -95,11 +94,10 @@ async fn dispatch(
         Err(e) => return e.into_response(),
     };
     let wanted = parsed.permission.wanted();
-    let (caller, policy) =
-        match crate::auth::authorize(&state, &parts, &origin, &registry, &wanted).await {
-            Ok(c) => c,
-            Err(res) => return res,
-        };
+    let caller = match crate::auth::authorize(&state, &parts, &origin, &registry, &wanted).await {
+        Ok(c) => c,
+        Err(res) => return res,
+    };
     let permit = match admit(&state, &parts, parsed.transfer) {
         Ok(p) => p,
         Err(res) => return res,
@@ -111,8 +109,8 @@ async fn dispatch(
     };
     let req = Req {
         state: &state,
-        registry: registry.id,
-        policy: &policy,
+        registry: registry.id(),
+        policy: &registry.policy,
         caller: &caller,
         origin,
         query,

@@ -26,7 +26,7 @@ use wharf_oci::{Digest, Reference, RepositoryName, Sha256Hasher};
 use wharf_registry::{
     ByteStream, CommitBatch, CommitError, RegistryError, RegistryService, RepoKey,
 };
-use wharf_storage::{Coordination, JobFence, now_millis};
+use wharf_storage::{Coordination, JobFence, Phase, now_millis};
 
 use crate::ImportError;
 use crate::plan::{Plan, PlanLimits, PlannedBlob, plan};
@@ -291,7 +291,7 @@ impl Engine<'_> {
         req: &ImportRequest,
         target: i64,
     ) -> Result<(), ImportError> {
-        self.progress.set_phase("Resolving");
+        self.progress.set_phase(Phase::Resolving);
         let planning = plan(
             source,
             &req.source_repo,
@@ -328,7 +328,7 @@ impl Engine<'_> {
             }
         }
 
-        self.progress.set_phase("Copying");
+        self.progress.set_phase(Phase::Copying);
         // Cancelled with the job, or by the first blob that fails.
         let cancel = self.cancel.child_token();
         let missing = self.ensure_blobs(source, req, target, plan.blobs.iter(), &cancel).await?;
@@ -338,7 +338,7 @@ impl Engine<'_> {
         if self.cancel.is_cancelled() {
             return Err(canceled());
         }
-        self.progress.set_phase("Committing");
+        self.progress.set_phase(Phase::Committing);
         let mut attempts = 0;
         loop {
             let batch = self.batch(req, target, &plan, &missing).await?;
@@ -388,7 +388,7 @@ impl Engine<'_> {
             }
         }
         self.progress.manifests_succeeded();
-        self.progress.set_phase("Done");
+        self.progress.set_phase(Phase::Done);
         Ok(())
     }
 

@@ -33,3 +33,4 @@ pub use jobs::{CancelOutcome, ImportService, ImportSettings, JobStatus, Submitte
 pub use plan::PlanLimits;
 pub use policy::EgressPolicy;
 pub use request::{Credentials, ImportMode, ImportRequest, SourceLocation, parse_parameters};
+pub use wharf_storage::JobError;

@@ -23,6 +23,7 @@ use wharf_management::{
 };
 
 use crate::AppState;
+use crate::import_error;
 use crate::limits::ReadError;
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -212,7 +213,8 @@ async fn authorize(
             let (Route::GetOperation(sub, op) | Route::CancelOperation(sub, op)) = route else {
                 return Err(ArmError::internal("an operation check on another route"));
             };
-            let registry = state.imports.job_registry(op, sub).await?.ok_or_else(|| {
+            let registry = state.imports.job_registry(op, sub).await;
+            let registry = registry.map_err(import_error::to_arm)?.ok_or_else(|| {
                 ArmError::not_found(
                     "OperationNotFound",
                     format!("The operation '{op}' was not found."),
@@ -674,7 +676,7 @@ async fn handle(
         }
         Route::ImportImage(id) => {
             let target = m.registry(&id).await?;
-            let req = parse_parameters(&json_body(&body)?).map_err(|e| e.to_arm())?;
+            let req = parse_parameters(&json_body(&body)?)?;
             let location = operation_url(origin, &id.subscription, &target.location, api_version);
             match state.imports.submit(&target, req, &caller).await? {
                 Submitted::Done { id: op, result: Ok(_) } => {
@@ -682,7 +684,7 @@ async fn handle(
                     set_header(&mut res, header::LOCATION, &location(&op));
                     Ok(res)
                 }
-                Submitted::Done { result: Err(e), .. } => Err(e.into()),
+                Submitted::Done { result: Err(e), .. } => Err(import_error::job_to_arm(e).into()),
                 Submitted::Running { id: op } => {
                     let mut res = (StatusCode::ACCEPTED, axum::Json(Value::Null)).into_response();
                     set_header(&mut res, header::LOCATION, &location(&op));
@@ -760,7 +762,7 @@ async fn handle(
                 }
                 Ok(ok(StatusCode::OK, v))
             }
-            JobStatus::Failed(e) => Err(e.into()),
+            JobStatus::Failed(e) => Err(import_error::job_to_arm(e).into()),
         },
         Route::CancelOperation(sub, op) => match state.imports.cancel(&op, &sub).await? {
             CancelOutcome::Requested => Ok(StatusCode::ACCEPTED.into_response()),

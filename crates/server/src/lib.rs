@@ -29,6 +29,7 @@ mod auth;
 mod directory;
 mod error;
 mod identity;
+mod import_error;
 pub mod limits;
 mod listener;
 pub mod network;

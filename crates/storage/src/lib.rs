@@ -16,6 +16,7 @@ mod error;
 mod fs;
 mod gc_worklist;
 mod identity;
+mod job;
 mod meta;
 pub mod migrate;
 mod object;
@@ -39,6 +40,7 @@ pub use identity::{
     CredentialRecord, IdentityStore, PrincipalRecord, RegistryTokenRecord, RoleAssignmentRecord,
     RoleDefinitionRecord, ScopeMapRecord, SigningKeyRecord, TenantRecord, TokenPasswordRecord,
 };
+pub use job::{JobCounters, JobError, JobProgress, JobState, ManifestState, Phase};
 pub use meta::{
     BlobRef, CommitBatch, CommitOutcome, CreateRegistryOutcome, JobFence, JobRecord, ListOrder,
     ManagementStore, ManifestMeta, ManifestRecord, ManifestSummary, MetadataStore, PutManifest,

@@ -166,9 +166,12 @@ macro_rules! record_rows {
                 registry_id: r.try_get("registry_id")?,
                 request: r.try_get("request")?,
                 resumable: r.try_get("resumable")?,
-                status: r.try_get("status")?,
-                progress: r.try_get("progress")?,
-                error: r.try_get("error")?,
+                status: JobState::parse(r.try_get("status")?)?,
+                progress: JobProgress::from_text(r.try_get("progress")?)?,
+                error: r
+                    .try_get::<Option<&str>, _>("error")?
+                    .map(JobError::from_text)
+                    .transpose()?,
                 created_at: r.try_get("created_at")?,
                 updated_at: r.try_get("updated_at")?,
                 owner: r.try_get("owner")?,

@@ -471,8 +471,8 @@ async fn management_contract(m: &dyn ManagementStore) {
         registry_id: created.id,
         request: "{}".into(),
         resumable: true,
-        status: "Accepted".into(),
-        progress: "{}".into(),
+        status: JobState::Accepted,
+        progress: JobProgress::default(),
         error: None,
         created_at: 1,
         updated_at: 1,
@@ -488,21 +488,23 @@ async fn management_contract(m: &dyn ManagementStore) {
     // epoch it holds: one that lost the job writes nothing.
     let fence =
         |owner: &str, epoch| JobFence { id: "registries-1".into(), owner: owner.into(), epoch };
+    let empty = JobProgress::default();
+    let noted = JobProgress { message: Some("n".into()), ..JobProgress::default() };
     assert!(m.claim_jobs("node-b", 1_000, false, &[]).await.unwrap().is_empty(), "leased");
     assert_eq!(
-        m.heartbeat_job(&fence("node-a", 0), "{\"n\":1}", 60_000).await.unwrap(),
-        Some("Accepted".into())
+        m.heartbeat_job(&fence("node-a", 0), &noted, 60_000).await.unwrap(),
+        Some(JobState::Accepted)
     );
-    assert_eq!(m.heartbeat_job(&fence("node-b", 0), "{}", 60_000).await.unwrap(), None);
+    assert_eq!(m.heartbeat_job(&fence("node-b", 0), &empty, 60_000).await.unwrap(), None);
     // node-a restarts: its own jobs come back to it at once, under a new epoch, and what
     // its previous run would still write is refused.
     let mine = m.claim_jobs("node-a", 200, true, &[]).await.unwrap();
     assert_eq!((mine.len(), mine[0].lease_epoch), (1, 1));
     // A node's own sweep never takes back what it runs (that would move its epoch).
     assert!(m.claim_jobs("node-a", 200, false, &[]).await.unwrap().is_empty());
-    assert_eq!(mine[0].progress, "{\"n\":1}");
-    assert_eq!(m.heartbeat_job(&fence("node-a", 0), "{}", 60_000).await.unwrap(), None);
-    assert!(!m.update_job(&fence("node-a", 0), "Succeeded", "{}", None).await.unwrap());
+    assert_eq!(mine[0].progress, noted);
+    assert_eq!(m.heartbeat_job(&fence("node-a", 0), &empty, 60_000).await.unwrap(), None);
+    assert!(!m.update_job(&fence("node-a", 0), JobState::Succeeded, &empty, None).await.unwrap());
     // Past its lease, a node's own sweep leaves a job it still runs alone.
     tokio::time::sleep(Duration::from_millis(400)).await;
     let running = ["registries-1".to_owned()];
@@ -511,25 +513,23 @@ async fn management_contract(m: &dyn ManagementStore) {
     let taken = m.claim_jobs("node-b", 60_000, false, &[]).await.unwrap();
     assert_eq!(taken.len(), 1);
     assert_eq!((taken[0].owner.as_deref(), taken[0].lease_epoch), (Some("node-b"), 2));
-    assert_eq!(m.heartbeat_job(&fence("node-a", 1), "{}", 60_000).await.unwrap(), None);
-    assert!(!m.update_job(&fence("node-a", 1), "Succeeded", "{}", None).await.unwrap());
-    assert_eq!(m.job("registries-1").await.unwrap().unwrap().status, "Accepted");
+    assert_eq!(m.heartbeat_job(&fence("node-a", 1), &empty, 60_000).await.unwrap(), None);
+    assert!(!m.update_job(&fence("node-a", 1), JobState::Succeeded, &empty, None).await.unwrap());
+    assert_eq!(m.job("registries-1").await.unwrap().unwrap().status, JobState::Accepted);
     // A cancel asked anywhere is seen by the owner's next heartbeat.
     assert!(m.request_job_cancel("registries-1").await.unwrap());
     assert_eq!(
-        m.heartbeat_job(&fence("node-b", 2), "{}", 60_000).await.unwrap(),
-        Some("Canceling".into())
+        m.heartbeat_job(&fence("node-b", 2), &empty, 60_000).await.unwrap(),
+        Some(JobState::Canceling)
     );
+    let error = JobError { code: "X".into(), message: "m".into() };
     assert!(
-        m.update_job(&fence("node-b", 2), "Failed", "{}", Some("{\"code\":\"X\"}")).await.unwrap()
+        m.update_job(&fence("node-b", 2), JobState::Failed, &empty, Some(&error)).await.unwrap()
     );
     assert!(m.unfinished_jobs().await.unwrap().is_empty());
     assert!(!m.request_job_cancel("registries-1").await.unwrap(), "finished");
     assert!(m.claim_jobs("node-c", 1_000, true, &[]).await.unwrap().is_empty());
-    assert_eq!(
-        m.job("registries-1").await.unwrap().unwrap().error.as_deref(),
-        Some("{\"code\":\"X\"}")
-    );
+    assert_eq!(m.job("registries-1").await.unwrap().unwrap().error, Some(error));
     assert_eq!(m.delete_finished_jobs(0).await.unwrap(), 0, "too recent");
     assert_eq!(m.delete_finished_jobs(now_millis() + 1000).await.unwrap(), 1);
     assert!(m.job("registries-1").await.unwrap().is_none());
@@ -1608,15 +1608,20 @@ async fn populate(s: &SqliteMetadataStore) {
     })
     .await
     .unwrap();
-    for (id, status) in [("registries-done", "Succeeded"), ("registries-running", "Running")] {
+    for (id, status) in
+        [("registries-done", JobState::Succeeded), ("registries-running", JobState::Running)]
+    {
         s.create_job(
             &JobRecord {
                 id: id.into(),
                 registry_id: default.id,
                 request: r#"{"source":{"sourceImage":"x:1"}}"#.into(),
                 resumable: true,
-                status: status.into(),
-                progress: r#"{"blobsDone":1}"#.into(),
+                status,
+                progress: JobProgress {
+                    manifests: [("x@sha256:00".to_owned(), ManifestState::Pending)].into(),
+                    ..JobProgress::default()
+                },
                 error: None,
                 created_at: 5,
                 updated_at: 6,
@@ -1812,8 +1817,8 @@ async fn commit_fencing_contract(meta: &dyn MetadataStore, m: &dyn ManagementSto
         registry_id: registry,
         request: "{}".into(),
         resumable: true,
-        status: "Running".into(),
-        progress: "{}".into(),
+        status: JobState::Running,
+        progress: JobProgress::default(),
         error: None,
         created_at: 1,
         updated_at: 1,

@@ -249,9 +249,9 @@ impl ManagementStore for SqliteMetadataStore {
         .bind(job.registry_id)
         .bind(&job.request)
         .bind(job.resumable as i64)
-        .bind(&job.status)
-        .bind(&job.progress)
-        .bind(&job.error)
+        .bind(job.status.as_str())
+        .bind(job.progress.to_text()?)
+        .bind(job.error.as_ref().map(JobError::to_text).transpose()?)
         .bind(job.created_at)
         .bind(job.updated_at)
         .bind(&job.owner)
@@ -264,10 +264,11 @@ impl ManagementStore for SqliteMetadataStore {
     async fn update_job(
         &self,
         fence: &JobFence,
-        status: &str,
-        progress: &str,
-        error: Option<&str>,
+        status: JobState,
+        progress: &JobProgress,
+        error: Option<&JobError>,
     ) -> Result<bool, StorageError> {
+        let (progress, error) = (progress.to_text()?, error.map(JobError::to_text).transpose()?);
         // Only constant fragments are formatted into the SQL.
         let done = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE import_jobs SET status = $4, progress = $5, error = $6, updated_at = $7
@@ -276,7 +277,7 @@ impl ManagementStore for SqliteMetadataStore {
         .bind(&fence.id)
         .bind(&fence.owner)
         .bind(fence.epoch)
-        .bind(status)
+        .bind(status.as_str())
         .bind(progress)
         .bind(error)
         .bind(now_millis())
@@ -337,9 +338,10 @@ impl ManagementStore for SqliteMetadataStore {
     async fn heartbeat_job(
         &self,
         fence: &JobFence,
-        progress: &str,
+        progress: &JobProgress,
         lease_ms: i64,
-    ) -> Result<Option<String>, StorageError> {
+    ) -> Result<Option<JobState>, StorageError> {
+        let progress = progress.to_text()?;
         // Only constant fragments are formatted into the SQL.
         let status: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "UPDATE import_jobs SET progress = $4, lease_until = {NOW} + $5, updated_at = $6
@@ -349,12 +351,12 @@ impl ManagementStore for SqliteMetadataStore {
         .bind(&fence.id)
         .bind(&fence.owner)
         .bind(fence.epoch)
-        .bind(progress)
+        .bind(&progress)
         .bind(lease_ms)
         .bind(now_millis())
         .fetch_optional(&self.write)
         .await?;
-        Ok(status)
+        status.as_deref().map(JobState::parse).transpose()
     }
 
     async fn request_job_cancel(&self, id: &str) -> Result<bool, StorageError> {

@@ -26,6 +26,7 @@ use wharf_oci::{Digest, Reference, RepositoryName, Sha256Hasher};
 use wharf_registry::{
     ByteStream, CommitBatch, CommitError, RegistryError, RegistryService, RepoKey,
 };
+use wharf_storage::PutManifest;
 use wharf_storage::{Coordination, JobFence, Phase, now_millis};
 
 use crate::ImportError;
@@ -423,7 +424,8 @@ impl Engine<'_> {
             .await
     }
 
-    /// Everything the import stores, for one transaction.
+    /// Everything the import stores, for one transaction. Each manifest is prepared once
+    /// (from what the plan parsed) and stored in every target repository.
     async fn batch(
         &self,
         req: &ImportRequest,
@@ -440,29 +442,29 @@ impl Engine<'_> {
             fence: Some(self.fence.clone()),
             ..Default::default()
         };
+        let Some(first) = repos.first() else { return Ok(batch) };
+        let mut prepared = Vec::with_capacity(plan.manifests.len());
+        for m in &plan.manifests {
+            let key = RepoKey { registry: target, name: (*first).clone() };
+            let put = self
+                .registry
+                .prepare_parsed_manifest(&key, m.digest.clone(), &m.manifest, m.bytes.clone())
+                .await
+                .map_err(|e| {
+                    ImportError::SourceInvalidManifest(format!(
+                        "The manifest {first}@{} can't be stored: {e}.",
+                        m.digest
+                    ))
+                })?;
+            prepared.push(put);
+        }
         for repo in repos {
             let key = RepoKey { registry: target, name: repo.clone() };
             for digest in plan.blobs.keys().filter(|d| !missing.contains(d)) {
                 batch.links.push((key.clone(), digest.clone()));
             }
-            for m in &plan.manifests {
-                let prepared = match self
-                    .registry
-                    .prepare_manifest(&key, Some(&m.media_type), m.bytes.clone())
-                    .await
-                {
-                    // A source whose Content-Type disagrees with the body: trust the body.
-                    Err(RegistryError::ManifestInvalid(_)) => {
-                        self.registry.prepare_manifest(&key, None, m.bytes.clone()).await
-                    }
-                    other => other,
-                };
-                batch.manifests.push(prepared.map_err(|e| {
-                    ImportError::SourceInvalidManifest(format!(
-                        "The manifest {repo}@{} can't be stored: {e}.",
-                        m.digest
-                    ))
-                })?);
+            for put in &prepared {
+                batch.manifests.push(PutManifest { repo: key.clone(), ..put.clone() });
             }
         }
         for (repo, tag) in &req.target_tags {

@@ -25,7 +25,8 @@ use wharf_storage::{
 };
 
 use crate::ImportError;
-use crate::engine::{Engine, Inflight, MinThroughput};
+use crate::engine::{Engine, MinThroughput};
+use crate::inflight::Inflight;
 use crate::plan::PlanLimits;
 use crate::policy::{EgressPolicy, EgressRefused, PolicyResolver, redact_url};
 use crate::progress::Progress;

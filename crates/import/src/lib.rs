@@ -19,6 +19,7 @@
 
 mod engine;
 mod error;
+mod inflight;
 mod jobs;
 mod plan;
 mod policy;

@@ -170,7 +170,8 @@ fn not_found(id: &str) -> ImportError {
     ImportError::OperationNotFound(format!("The operation '{id}' was not found."))
 }
 
-/// A job's progress as its status reports it (a `Value`'s keys are sorted, as ACR's are).
+/// A job's progress as its status reports it (a `Value`'s keys are sorted, as the status
+/// has always listed them).
 fn report(progress: &JobProgress) -> Value {
     serde_json::to_value(progress).unwrap_or_else(|_| json!({}))
 }

@@ -213,6 +213,14 @@ pub(crate) async fn run(global: &GlobalArgs, args: ImportArgs) -> anyhow::Result
                 args.source
             );
         }
+        // The server names the setting; the command that changes it is the CLI's to give
+        // (on the error's line: scripts read one).
+        if msg.starts_with("(NetworkRestricted)") {
+            bail!(
+                "{msg} (wharf registry update -n {} --allow-trusted-services true)",
+                args.target.name
+            );
+        }
         bail!("{msg}")
     };
     let operation_id = |location: &str| {

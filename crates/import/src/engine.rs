@@ -12,23 +12,24 @@
 //!    another tenant's blob;
 //! 5. otherwise → fetched, hashed and written.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt, TryStreamExt};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use wharf_oci::{Digest, Reference, RepositoryName, Sha256Hasher};
 use wharf_registry::{
     ByteStream, CommitBatch, CommitError, RegistryError, RegistryService, RepoKey,
 };
-use wharf_storage::{Coordination, JobFence, now_millis};
+use wharf_storage::PutManifest;
+use wharf_storage::{JobFence, Phase};
 
 use crate::ImportError;
+use crate::inflight::{Claimed, Inflight, Role};
 use crate::plan::{Plan, PlanLimits, PlannedBlob, plan};
 use crate::progress::Progress;
 use crate::request::{ImportMode, ImportRequest};
@@ -40,214 +41,6 @@ use crate::source::Source;
 const MAX_STALLED_ATTEMPTS: u32 = 8;
 /// Commits retried when garbage collection took a staged blob in between.
 const MAX_COMMIT_ATTEMPTS: u32 = 3;
-
-/// Downloads in progress across all imports, by (digest, source identity), so that two
-/// imports of the same content from the same source share one download.
-#[derive(Default)]
-pub(crate) struct Inflight {
-    map: Mutex<HashMap<DownloadKey, watch::Receiver<Option<bool>>>>,
-    /// Blobs a source identity was seen to serve, and when (kept in memory, bounded; a
-    /// proof stands for [`PROOF_KEEP_MS`]: a source's content or access may change).
-    proven: Mutex<HashMap<DownloadKey, Instant>>,
-    /// Set on a cluster: downloads are claimed and proofs shared through it, so that a
-    /// blob another node is downloading, or saw this source serve, isn't downloaded here too.
-    shared: Option<SharedDownloads>,
-}
-
-/// A cluster's view of downloads: its coordination, this node's name in claims, and the
-/// secret the shared tables' keys are keyed with.
-struct SharedDownloads {
-    cluster: Arc<dyn Coordination>,
-    node: String,
-    secret: ring::hmac::Key,
-}
-
-impl SharedDownloads {
-    /// A download key as the cluster stores it: an HMAC under the cluster's secret. A
-    /// source identity names a registry, a repository and a credential's fingerprint;
-    /// unkeyed, a reader of the database could test guessed passwords against it offline.
-    fn key(&self, (digest, source): &DownloadKey) -> String {
-        let tag = ring::hmac::sign(&self.secret, format!("{digest}\n{source}").as_bytes());
-        tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-    }
-}
-
-/// How long a shared proof that a source serves a blob stands.
-const PROOF_KEEP_MS: i64 = 3600 * 1000;
-/// A download claim's lease, renewed every third of it while the download runs.
-const CLAIM_LEASE_MS: i64 = 30_000;
-/// How often a node waiting for another's download looks for its proof.
-const CLAIM_POLL: Duration = Duration::from_millis(500);
-
-/// Who downloads a blob that no import on this node is downloading yet.
-enum Claimed {
-    /// This node (holding the cluster's claim, if on a cluster).
-    Here(Option<ClaimGuard>),
-    /// Another node did, and proved the source serves it.
-    Elsewhere,
-}
-
-/// This node's claim on a download: renewed while held, given up when dropped.
-struct ClaimGuard {
-    renew: tokio::task::JoinHandle<()>,
-    release: Option<(Arc<dyn Coordination>, String, String)>,
-}
-
-impl Drop for ClaimGuard {
-    fn drop(&mut self) {
-        self.renew.abort();
-        if let Some((cluster, key, node)) = self.release.take() {
-            // Let a waiting node go on at once rather than when the lease runs out.
-            tokio::spawn(async move {
-                if let Err(e) = cluster.release_download(&key, &node).await {
-                    tracing::warn!(error = %e, "cannot release a download claim");
-                }
-            });
-        }
-    }
-}
-
-/// Proofs remembered before the set starts over.
-const MAX_PROVEN: usize = 100_000;
-
-/// A blob, and the identity of the source it is read from.
-type DownloadKey = (Digest, String);
-
-enum Role {
-    Lead(LeadGuard),
-    Follow(watch::Receiver<Option<bool>>),
-}
-
-/// Held while leading a download; finishing (or dropping) it wakes the followers.
-struct LeadGuard {
-    inflight: Arc<Inflight>,
-    key: DownloadKey,
-    done: watch::Sender<Option<bool>>,
-}
-
-impl LeadGuard {
-    fn finish(self, ok: bool) {
-        let _ = self.done.send(Some(ok));
-    }
-}
-
-impl Drop for LeadGuard {
-    fn drop(&mut self) {
-        self.inflight.map.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.key);
-    }
-}
-
-impl Inflight {
-    /// Downloads of the cluster node `node`: claims and proofs shared through `cluster`.
-    /// Downloads shared with a cluster's other nodes, whose shared keys are keyed with
-    /// `secret` (the same on every node).
-    pub(crate) fn shared(cluster: Arc<dyn Coordination>, node: String, secret: &[u8]) -> Inflight {
-        let secret = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
-        Inflight { shared: Some(SharedDownloads { cluster, node, secret }), ..Inflight::default() }
-    }
-
-    /// Decide who downloads `key`: this node, unless another node of the cluster holds a
-    /// live claim on it — then wait until it proves the blob (`Elsewhere`) or gives its
-    /// claim up (failed, or died and its lease ran out), and claim it then.
-    async fn claim(
-        &self,
-        key: &DownloadKey,
-        cancel: &CancellationToken,
-    ) -> Result<Claimed, ImportError> {
-        let Some(shared) = &self.shared else { return Ok(Claimed::Here(None)) };
-        let k = shared.key(key);
-        loop {
-            let now = now_millis();
-            match shared.cluster.claim_download(&k, &shared.node, now, now + CLAIM_LEASE_MS).await {
-                Ok(true) => {
-                    let (cluster, key, node) =
-                        (shared.cluster.clone(), k.clone(), shared.node.clone());
-                    let renew = tokio::spawn(async move {
-                        let every = Duration::from_millis(CLAIM_LEASE_MS as u64 / 3);
-                        loop {
-                            tokio::time::sleep(every).await;
-                            let now = now_millis();
-                            let until = now + CLAIM_LEASE_MS;
-                            if let Err(e) = cluster.claim_download(&key, &node, now, until).await {
-                                tracing::warn!(error = %e, "cannot renew a download claim");
-                            }
-                        }
-                    });
-                    let release = Some((shared.cluster.clone(), k, shared.node.clone()));
-                    return Ok(Claimed::Here(Some(ClaimGuard { renew, release })));
-                }
-                Ok(false) => {}
-                // Without the cluster's word, download here: at worst twice, never corrupt.
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot claim a download");
-                    return Ok(Claimed::Here(None));
-                }
-            }
-            tokio::select! {
-                () = tokio::time::sleep(CLAIM_POLL) => {}
-                () = cancel.cancelled() => return Err(canceled()),
-            }
-            if self.proven(key).await {
-                return Ok(Claimed::Elsewhere);
-            }
-        }
-    }
-
-    /// Whether the source was seen to serve the blob, here or (on a cluster) on any node.
-    async fn proven(&self, key: &DownloadKey) -> bool {
-        let keep = Duration::from_millis(PROOF_KEEP_MS as u64);
-        if self
-            .proven
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-            .is_some_and(|at| at.elapsed() < keep)
-        {
-            return true;
-        }
-        let Some(shared) = &self.shared else { return false };
-        match shared.cluster.download_proven(&shared.key(key), now_millis() - PROOF_KEEP_MS).await {
-            Ok(true) => {
-                self.prove_here(key.clone());
-                true
-            }
-            Ok(false) => false,
-            // Not known to be proven: the blob is downloaded, as it would be anyway.
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read shared download proofs");
-                false
-            }
-        }
-    }
-
-    async fn prove(&self, key: DownloadKey) {
-        if let Some(shared) = &self.shared
-            && let Err(e) =
-                shared.cluster.prove_download(&shared.key(&key), now_millis(), PROOF_KEEP_MS).await
-        {
-            tracing::warn!(error = %e, "cannot share a download proof");
-        }
-        self.prove_here(key);
-    }
-
-    fn prove_here(&self, key: DownloadKey) {
-        let mut set = self.proven.lock().unwrap_or_else(PoisonError::into_inner);
-        if set.len() >= MAX_PROVEN {
-            set.clear();
-        }
-        set.insert(key, Instant::now());
-    }
-
-    fn join(self: &Arc<Self>, key: DownloadKey) -> Role {
-        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(rx) = map.get(&key) {
-            return Role::Follow(rx.clone());
-        }
-        let (tx, rx) = watch::channel(None);
-        map.insert(key.clone(), rx);
-        Role::Lead(LeadGuard { inflight: self.clone(), key, done: tx })
-    }
-}
 
 /// What to do with fetched bytes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -285,13 +78,35 @@ pub(crate) struct Engine<'a> {
 }
 
 impl Engine<'_> {
+    /// The import: plan it, check its tags, have its blobs, commit.
     pub(crate) async fn run(
         &self,
         source: &dyn Source,
         req: &ImportRequest,
         target: i64,
     ) -> Result<(), ImportError> {
-        self.progress.set_phase("Resolving");
+        let plan = self.plan(source, req).await?;
+        self.check_tags(req, target).await?;
+        self.progress.set_phase(Phase::Copying);
+        // Cancelled with the job, or by the first blob that fails.
+        let cancel = self.cancel.child_token();
+        let missing = self.ensure_blobs(source, req, target, plan.blobs.iter(), &cancel).await?;
+
+        // The last moment a cancellation or the deadline stops the import: the commit
+        // below is all or nothing.
+        if self.cancel.is_cancelled() {
+            return Err(canceled());
+        }
+        self.progress.set_phase(Phase::Committing);
+        self.commit(source, req, target, &plan, &missing, &cancel).await?;
+        self.progress.manifests_succeeded();
+        self.progress.set_phase(Phase::Done);
+        Ok(())
+    }
+
+    /// Work out what the import copies (unless it is cancelled meanwhile).
+    async fn plan(&self, source: &dyn Source, req: &ImportRequest) -> Result<Plan, ImportError> {
+        self.progress.set_phase(Phase::Resolving);
         let planning = plan(
             source,
             &req.source_repo,
@@ -309,41 +124,47 @@ impl Engine<'_> {
             manifests = plan.manifests.len(), blobs = plan.blobs.len(), bytes = plan.bytes_total(),
             "import planned"
         );
+        Ok(plan)
+    }
 
-        // NoForce fails before anything is copied, as ACR documents it: "any existing
-        // target tags will fail the operation" — also one already pointing at this very
-        // manifest (scripts use the failure to learn that the tag exists).
-        if req.mode == ImportMode::NoForce {
-            for (repo, tag) in &req.target_tags {
-                let key = RepoKey { registry: target, name: repo.clone() };
-                match self.registry.head_manifest(&key, &Reference::Tag(tag.clone())).await {
-                    Ok(_) => {
-                        return Err(ImportError::TagAlreadyExists(format!(
-                            "Tag {repo}:{tag} already exists in target registry."
-                        )));
-                    }
-                    Err(RegistryError::ManifestUnknown(_)) => {}
-                    Err(e) => return Err(e.into()),
+    /// NoForce fails before anything is copied, as ACR documents it: "any existing target
+    /// tags will fail the operation" — also one already pointing at this very manifest
+    /// (scripts use the failure to learn that the tag exists).
+    async fn check_tags(&self, req: &ImportRequest, target: i64) -> Result<(), ImportError> {
+        if req.mode != ImportMode::NoForce {
+            return Ok(());
+        }
+        for (repo, tag) in &req.target_tags {
+            let key = RepoKey { registry: target, name: repo.clone() };
+            match self.registry.head_manifest(&key, &Reference::Tag(tag.clone())).await {
+                Ok(_) => {
+                    return Err(ImportError::TagAlreadyExists(format!(
+                        "Tag {repo}:{tag} already exists in target registry."
+                    )));
                 }
+                Err(RegistryError::ManifestUnknown(_)) => {}
+                Err(e) => return Err(e.into()),
             }
         }
+        Ok(())
+    }
 
-        self.progress.set_phase("Copying");
-        // Cancelled with the job, or by the first blob that fails.
-        let cancel = self.cancel.child_token();
-        let missing = self.ensure_blobs(source, req, target, plan.blobs.iter(), &cancel).await?;
-
-        // The last moment a cancellation or the deadline stops the import: the commit
-        // below is all or nothing.
-        if self.cancel.is_cancelled() {
-            return Err(canceled());
-        }
-        self.progress.set_phase("Committing");
+    /// Store everything in one transaction; blobs garbage collection took in the meantime
+    /// are fetched again first (a few times at most).
+    async fn commit(
+        &self,
+        source: &dyn Source,
+        req: &ImportRequest,
+        target: i64,
+        plan: &Plan,
+        missing: &[Digest],
+        cancel: &CancellationToken,
+    ) -> Result<(), ImportError> {
         let mut attempts = 0;
         loop {
-            let batch = self.batch(req, target, &plan, &missing).await?;
+            let batch = self.batch(req, target, plan, missing).await?;
             match self.registry.commit_batch(&batch).await {
-                Ok(()) => break,
+                Ok(()) => return Ok(()),
                 Err(CommitError::TagExists { repo, tag }) => {
                     return Err(ImportError::TagAlreadyExists(format!(
                         "Tag {}:{tag} already exists in target registry.",
@@ -366,7 +187,7 @@ impl Engine<'_> {
                         blobs = gone.len(),
                         "staged blobs were collected; fetching them again"
                     );
-                    self.ensure_blobs(source, req, target, gone.into_iter(), &cancel).await?;
+                    self.ensure_blobs(source, req, target, gone.into_iter(), cancel).await?;
                 }
                 Err(CommitError::BlobMissing(d)) => {
                     return Err(ImportError::internal(format!(
@@ -387,9 +208,6 @@ impl Engine<'_> {
                 }
             }
         }
-        self.progress.manifests_succeeded();
-        self.progress.set_phase("Done");
-        Ok(())
     }
 
     /// Have every blob (`--import-parallelism` at a time); the optional ones the source
@@ -423,7 +241,8 @@ impl Engine<'_> {
             .await
     }
 
-    /// Everything the import stores, for one transaction.
+    /// Everything the import stores, for one transaction. Each manifest is prepared once
+    /// (from what the plan parsed) and stored in every target repository.
     async fn batch(
         &self,
         req: &ImportRequest,
@@ -440,29 +259,29 @@ impl Engine<'_> {
             fence: Some(self.fence.clone()),
             ..Default::default()
         };
+        let Some(first) = repos.first() else { return Ok(batch) };
+        let mut prepared = Vec::with_capacity(plan.manifests.len());
+        for m in &plan.manifests {
+            let key = RepoKey { registry: target, name: (*first).clone() };
+            let put = self
+                .registry
+                .prepare_parsed_manifest(&key, m.digest.clone(), &m.manifest, m.bytes.clone())
+                .await
+                .map_err(|e| {
+                    ImportError::SourceInvalidManifest(format!(
+                        "The manifest {first}@{} can't be stored: {e}.",
+                        m.digest
+                    ))
+                })?;
+            prepared.push(put);
+        }
         for repo in repos {
             let key = RepoKey { registry: target, name: repo.clone() };
             for digest in plan.blobs.keys().filter(|d| !missing.contains(d)) {
                 batch.links.push((key.clone(), digest.clone()));
             }
-            for m in &plan.manifests {
-                let prepared = match self
-                    .registry
-                    .prepare_manifest(&key, Some(&m.media_type), m.bytes.clone())
-                    .await
-                {
-                    // A source whose Content-Type disagrees with the body: trust the body.
-                    Err(RegistryError::ManifestInvalid(_)) => {
-                        self.registry.prepare_manifest(&key, None, m.bytes.clone()).await
-                    }
-                    other => other,
-                };
-                batch.manifests.push(prepared.map_err(|e| {
-                    ImportError::SourceInvalidManifest(format!(
-                        "The manifest {repo}@{} can't be stored: {e}.",
-                        m.digest
-                    ))
-                })?);
+            for put in &prepared {
+                batch.manifests.push(PutManifest { repo: key.clone(), ..put.clone() });
             }
         }
         for (repo, tag) in &req.target_tags {
@@ -572,72 +391,75 @@ impl Engine<'_> {
             Fetch::Write => Sink::Store(self.registry.ingest_begin().await?),
             Fetch::Verify => Sink::Hash(Sha256Hasher::new()),
         };
+        let at = Download { source, repo, digest, blob };
+        match self.download(&at, cancel, &mut sink).await {
+            Ok(true) => {}
+            Ok(false) => {
+                sink.abort(self.registry).await;
+                return Ok(false);
+            }
+            Err(e) => {
+                sink.abort(self.registry).await;
+                return Err(e);
+            }
+        }
+        if sink.len() != blob.size {
+            let got = sink.len();
+            sink.abort(self.registry).await;
+            return Err(ImportError::SourceDigestMismatch(format!(
+                "The source {} sent {got} bytes for {digest}, whose descriptor says {}; nothing was stored.",
+                source.display(),
+                blob.size
+            )));
+        }
+        self.keep(source, digest, sink).await
+    }
+
+    /// Stream the blob into `sink`, from where it is, until it is whole; `false` if the
+    /// source doesn't have an optional blob.
+    async fn download(
+        &self,
+        at: &Download<'_>,
+        cancel: &CancellationToken,
+        sink: &mut Sink,
+    ) -> Result<bool, ImportError> {
+        let Download { source, repo, digest, blob } = *at;
         let meter = Arc::new(Mutex::new(Meter::new(self.min_throughput)));
         let mut stalled = 0;
         let mut attempts = 0;
-        let outcome = loop {
+        loop {
             if cancel.is_cancelled() {
-                break Err(canceled());
+                return Err(canceled());
             }
             // A connection can break after the last byte: then there is nothing to resume.
             if sink.len() == blob.size && attempts > 0 {
-                break Ok(());
+                return Ok(true);
             }
             attempts += 1;
             let before = sink.len();
-            // Time spent getting an answer counts against the throughput too (a source that
-            // answers slowly then sends a little is slow), except time paused by a 429.
-            let (asked, paused) = (Instant::now(), source.paused());
-            let stream = tokio::select! {
-                s = source.blob(repo, digest, before) => s,
-                () = cancel.cancelled() => Err(canceled()),
-            };
-            let waited = asked.elapsed().saturating_sub(source.paused().saturating_sub(paused));
-            lock(&meter).active += waited;
-            let stream = match stream {
-                Ok(Some(s)) => s,
-                Ok(None) if !blob.required => {
-                    sink.abort(self.registry).await;
-                    return Ok(false);
-                }
-                Ok(None) => {
-                    break Err(ImportError::SourceImageNotFound(format!(
+            let stream = match self.request(at, before, cancel, &meter).await? {
+                Some(s) => s,
+                None if !blob.required => return Ok(false),
+                None => {
+                    return Err(ImportError::SourceImageNotFound(format!(
                         "The blob {repo}@{digest} was not found in {}.",
                         source.display()
                     )));
                 }
-                Err(e) => break Err(e),
             };
             let left = blob.size.saturating_sub(before);
             let guarded = Guarded::new(stream, left, self.progress.clone(), cancel, meter.clone());
-            let e = match sink.append(self.registry, Box::pin(guarded)).await {
-                Ok(None) => break Ok(()),
-                Ok(Some(e)) => e,
-                Err(e) => break Err(e),
+            let Some(e) = sink.append(self.registry, Box::pin(guarded)).await? else {
+                return Ok(true);
             };
-            match GuardError::of(&e) {
-                Some(GuardError::TooLong) => {
-                    break Err(ImportError::SourceDigestMismatch(format!(
-                        "The source {} sent more bytes for {digest} than its descriptor's {}; nothing was stored.",
-                        source.display(),
-                        blob.size
-                    )));
-                }
-                Some(GuardError::Canceled) => break Err(canceled()),
-                Some(GuardError::TooSlow { bytes_per_sec }) => {
-                    break Err(ImportError::SourceTooSlow(format!(
-                        "The download of {digest} from {} averaged {bytes_per_sec} bytes/s, below this server's minimum of {} bytes/s.",
-                        source.display(),
-                        self.min_throughput.bytes_per_sec
-                    )));
-                }
-                None => {}
+            if let Some(failure) = self.guard_failure(at, &e) {
+                return Err(failure);
             }
             // Only a break without progress counts against the download.
             if sink.len() == before {
                 stalled += 1;
                 if stalled > MAX_STALLED_ATTEMPTS {
-                    break Err(ImportError::SourceUnreachable(format!(
+                    return Err(ImportError::SourceUnreachable(format!(
                         "The download of {digest} from {} broke off {stalled} times without progress: {e}.",
                         source.display()
                     )));
@@ -650,20 +472,56 @@ impl Engine<'_> {
             } else {
                 tracing::info!(%digest, at = sink.len(), error = %e, "download broke off; resuming with Range");
             }
+        }
+    }
+
+    /// Ask the source for the blob from `offset` on. Time spent getting an answer counts
+    /// against the throughput too (a source that answers slowly then sends a little is
+    /// slow), except time paused by a 429.
+    async fn request(
+        &self,
+        at: &Download<'_>,
+        offset: u64,
+        cancel: &CancellationToken,
+        meter: &Mutex<Meter>,
+    ) -> Result<Option<ByteStream>, ImportError> {
+        let (asked, paused) = (Instant::now(), at.source.paused());
+        let stream = tokio::select! {
+            s = at.source.blob(at.repo, at.digest, offset) => s,
+            () = cancel.cancelled() => Err(canceled()),
         };
-        if let Err(e) = outcome {
-            sink.abort(self.registry).await;
-            return Err(e);
-        }
-        if sink.len() != blob.size {
-            let got = sink.len();
-            sink.abort(self.registry).await;
-            return Err(ImportError::SourceDigestMismatch(format!(
-                "The source {} sent {got} bytes for {digest}, whose descriptor says {}; nothing was stored.",
+        let waited = asked.elapsed().saturating_sub(at.source.paused().saturating_sub(paused));
+        lock(meter).active += waited;
+        stream
+    }
+
+    /// The import's failure when [`Guarded`] ended a download; `None` for a connection that
+    /// broke off (resumed).
+    fn guard_failure(&self, at: &Download<'_>, e: &std::io::Error) -> Option<ImportError> {
+        let (source, digest) = (at.source, at.digest);
+        match GuardError::of(e)? {
+            GuardError::TooLong => Some(ImportError::SourceDigestMismatch(format!(
+                "The source {} sent more bytes for {digest} than its descriptor's {}; nothing was stored.",
                 source.display(),
-                blob.size
-            )));
+                at.blob.size
+            ))),
+            GuardError::Canceled => Some(canceled()),
+            GuardError::TooSlow { bytes_per_sec } => Some(ImportError::SourceTooSlow(format!(
+                "The download of {digest} from {} averaged {bytes_per_sec} bytes/s, below this server's minimum of {} bytes/s.",
+                source.display(),
+                self.min_throughput.bytes_per_sec
+            ))),
         }
+    }
+
+    /// Keep the whole blob if its bytes hash to its digest: stored, or (verified only) the
+    /// stored copy's grace period restarted.
+    async fn keep(
+        &self,
+        source: &dyn Source,
+        digest: &Digest,
+        sink: Sink,
+    ) -> Result<bool, ImportError> {
         let mismatch = |detail: String| {
             ImportError::SourceDigestMismatch(format!(
                 "The source {} served bytes that do not match their digest ({detail}); nothing was stored.",
@@ -693,6 +551,15 @@ impl Engine<'_> {
             }
         }
     }
+}
+
+/// A blob being downloaded, and from where.
+#[derive(Clone, Copy)]
+struct Download<'a> {
+    source: &'a dyn Source,
+    repo: &'a RepositoryName,
+    digest: &'a Digest,
+    blob: &'a PlannedBlob,
 }
 
 /// Where fetched bytes go.
@@ -737,7 +604,7 @@ impl Sink {
     }
 }
 
-fn canceled() -> ImportError {
+pub(crate) fn canceled() -> ImportError {
     ImportError::Canceled("The import was canceled.".into())
 }
 

@@ -1,7 +1,12 @@
-use wharf_management::{ArmError, ErrorKind};
+//! Why an import, or a call on the import service, failed: import's own error type. Each
+//! has a stable code (what a failed job records, and what clients match on); the server
+//! maps them to ARM's envelope at its edge.
 
-/// Why an import failed, each with the ARM code clients see.
-#[derive(Clone, Debug, thiserror::Error)]
+use wharf_management::ArmError;
+use wharf_storage::{JobError, StorageError};
+
+/// Why an import failed, each with the code clients see.
+#[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     /// The request itself is wrong.
     #[error("{0}")]
@@ -52,9 +57,31 @@ pub enum ImportError {
     TakenOver(String),
     #[error("{0}")]
     Internal(String),
-    /// An ARM error from the management plane (unknown target, permission...).
+    /// The job was interrupted (its server stopped) and can't be resumed.
     #[error("{0}")]
-    Arm(ArmError),
+    Interrupted(String),
+    /// This server runs or queues as many imports as it may.
+    #[error("{0}")]
+    TooManyImports(String),
+    /// The target registry's network rules close the path imports write through.
+    #[error("{0}")]
+    NetworkRestricted(String),
+    /// The caller may not read the source repository of a registry on this server.
+    #[error("{0}")]
+    AuthorizationFailed(String),
+    #[error("{0}")]
+    OperationNotFound(String),
+    /// The job has finished.
+    #[error("{0}")]
+    OperationNotCancelable(String),
+    /// The management plane's own error (an unknown target, a busy store), as it came.
+    #[error("{0}")]
+    Management(ArmError),
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    /// Who submitted a resumed job could not be looked up.
+    #[error("{0}")]
+    Auth(#[from] wharf_auth::AuthError),
 }
 
 impl ImportError {
@@ -79,25 +106,24 @@ impl ImportError {
             TagAlreadyExists(_) => "TagAlreadyExists",
             Canceled(_) => "ImportCanceled",
             TakenOver(_) => "ImportTakenOver",
-            Internal(_) => "InternalServerError",
-            Arm(e) => &e.code,
+            Internal(_) | Storage(_) | Auth(_) => "InternalServerError",
+            Interrupted(_) => "ImportInterrupted",
+            TooManyImports(_) => "TooManyRequests",
+            NetworkRestricted(_) => "NetworkRestricted",
+            AuthorizationFailed(_) => "AuthorizationFailed",
+            OperationNotFound(_) => "OperationNotFound",
+            OperationNotCancelable(_) => "OperationNotCancelable",
+            Management(e) => &e.code,
         }
     }
 
-    pub fn to_arm(&self) -> ArmError {
-        use ImportError::*;
-        match self {
-            Arm(e) => e.clone(),
-            other => {
-                let kind = match other {
-                    TagAlreadyExists(_) | TakenOver(_) => ErrorKind::Conflict,
-                    SourceRegistryNotFound(_) => ErrorKind::NotFound,
-                    Internal(_) => ErrorKind::Internal,
-                    _ => ErrorKind::BadRequest,
-                };
-                ArmError::new(kind, other.code(), other.to_string())
-            }
-        }
+    /// The error a job that ended with it records.
+    pub(crate) fn to_job_error(&self) -> JobError {
+        let message = match self {
+            ImportError::Management(e) => e.message.clone(),
+            other => other.to_string(),
+        };
+        JobError { code: self.code().to_owned(), message }
     }
 
     pub(crate) fn internal(e: impl std::fmt::Display) -> Self {
@@ -108,7 +134,7 @@ impl ImportError {
 
 impl From<ArmError> for ImportError {
     fn from(e: ArmError) -> Self {
-        ImportError::Arm(e)
+        ImportError::Management(e)
     }
 }
 

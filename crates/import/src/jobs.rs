@@ -4,30 +4,35 @@
 //! Every job runs inside a supervisor task: whatever the job does — fail, run out of time,
 //! be cancelled, panic — the supervisor records an outcome, so no job stays `Running`.
 
+mod lease;
+mod resolve;
+
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use wharf_auth::{Caller, Identity, RegistryCredential, RepoOp};
-use wharf_management::{ArmError, ErrorKind, Management, RegistryResourceId};
+use wharf_auth::{Caller, Identity};
+use wharf_management::Management;
 use wharf_registry::RegistryService;
 use wharf_storage::{
-    Coordination, JobFence, JobRecord, ManagementStore, RegistryRecord, now_millis,
+    Coordination, JobError, JobFence, JobProgress, JobRecord, JobState, ManagementStore, Phase,
+    RegistryRecord, now_millis,
 };
 
 use crate::ImportError;
-use crate::engine::{Engine, Inflight, MinThroughput};
+use crate::engine::{Engine, MinThroughput};
+use crate::inflight::Inflight;
 use crate::plan::PlanLimits;
 use crate::policy::{EgressPolicy, EgressRefused, PolicyResolver, redact_url};
 use crate::progress::Progress;
-use crate::remote::{HostLimiter, RemoteRegistry};
-use crate::request::{ImportRequest, SourceLocation, parse_parameters};
-use crate::source::{LocalSource, RemoteSource, Source};
+use crate::remote::HostLimiter;
+use crate::request::ImportRequest;
+use crate::source::Source;
 
 /// How long a cancelled or timed-out job gets to stop on its own (close its downloads,
 /// drop what it staged) before it is dropped.
@@ -99,7 +104,7 @@ impl Default for ImportSettings {
 /// What `submit` answers: done within the wait, or still running.
 #[derive(Debug)]
 pub enum Submitted {
-    Done { id: String, result: Result<Value, ArmError> },
+    Done { id: String, result: Result<(), JobError> },
     Running { id: String },
 }
 
@@ -109,66 +114,12 @@ pub enum JobStatus {
     /// Not finished (queued or running); ACR's status map with progress.
     Running(Value),
     Succeeded(Value),
-    Failed(ArmError),
+    /// Failed or canceled: the error it ended with.
+    Failed(JobError),
 }
 
-/// A job's state as stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum JobState {
-    /// Recorded, possibly waiting for an import slot.
-    Accepted,
-    Running,
-    Succeeded,
-    Failed,
-    Canceled,
-}
-
-impl JobState {
-    fn as_str(self) -> &'static str {
-        match self {
-            JobState::Accepted => "Accepted",
-            JobState::Running => "Running",
-            JobState::Succeeded => "Succeeded",
-            JobState::Failed => "Failed",
-            JobState::Canceled => "Canceled",
-        }
-    }
-
-    fn parse(s: &str) -> Option<JobState> {
-        [
-            JobState::Accepted,
-            JobState::Running,
-            JobState::Succeeded,
-            JobState::Failed,
-            JobState::Canceled,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
-    }
-}
-
-/// A job's error as stored: enough to answer a poll the same way before and after the job
-/// leaves memory.
-#[derive(Debug, Serialize, Deserialize)]
-struct StoredError {
-    code: String,
-    message: String,
-    kind: ErrorKind,
-}
-
-impl StoredError {
-    fn of(e: &ArmError) -> String {
-        let stored = StoredError { code: e.code.clone(), message: e.message.clone(), kind: e.kind };
-        serde_json::to_string(&stored).unwrap_or_default()
-    }
-
-    fn read(json: Option<&str>) -> ArmError {
-        match json.and_then(|j| serde_json::from_str::<StoredError>(j).ok()) {
-            Some(e) => ArmError::new(e.kind, &e.code, e.message),
-            None => ArmError::bad_request("ImportFailed", "The import failed."),
-        }
-    }
-}
+/// How a job ended, as its waiters learn it.
+type Outcome = Result<JobProgress, JobError>;
 
 /// What [`ImportService::cancel`] did.
 #[derive(Debug, PartialEq, Eq)]
@@ -180,7 +131,7 @@ pub enum CancelOutcome {
 struct Live {
     registry: i64,
     progress: Arc<Progress>,
-    done: watch::Receiver<Option<Result<Value, ArmError>>>,
+    done: watch::Receiver<Option<Outcome>>,
     cancel: CancellationToken,
 }
 
@@ -215,8 +166,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn not_found(id: &str) -> ArmError {
-    ArmError::not_found("OperationNotFound", format!("The operation '{id}' was not found."))
+fn not_found(id: &str) -> ImportError {
+    ImportError::OperationNotFound(format!("The operation '{id}' was not found."))
+}
+
+/// A job's progress as its status reports it (a `Value`'s keys are sorted, as the status
+/// has always listed them).
+fn report(progress: &JobProgress) -> Value {
+    serde_json::to_value(progress).unwrap_or_else(|_| json!({}))
+}
+
+/// What a job not finished reports: its progress, `Accepted`.
+fn running(progress: &JobProgress) -> JobStatus {
+    let mut v = report(progress);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("status".into(), json!("Accepted"));
+    }
+    JobStatus::Running(v)
 }
 
 impl ImportService {
@@ -295,32 +261,9 @@ impl ImportService {
         target: &RegistryRecord,
         req: ImportRequest,
         caller: &Caller,
-    ) -> Result<Submitted, ArmError> {
-        let waiting = lock(&self.inner.live).len();
-        let settings = &self.inner.settings;
-        if waiting >= settings.max_running.saturating_add(settings.max_queued) {
-            return Err(ArmError::new(
-                ErrorKind::TooManyRequests,
-                "TooManyRequests",
-                format!(
-                    "{waiting} imports are running or queued on this server (import.max_queued); retry later."
-                ),
-            ));
-        }
-        // A network-restricted target is written only through the trusted path, which its
-        // owner may have closed.
-        let net = Management::network(target);
-        if net.restricted() && !net.trusted_services {
-            return Err(ArmError::new(
-                ErrorKind::Forbidden,
-                "NetworkRestricted",
-                format!(
-                    "The registry '{}' restricts network access and doesn't allow trusted services (networkRuleBypassOptions: None), so nothing can be imported into it. Set networkRuleBypassOptions to AzureServices (wharf registry update --allow-trusted-services true) to allow import.",
-                    target.name
-                ),
-            ));
-        }
-        let source = self.source(&req, caller, target.id).await.map_err(|e| e.to_arm())?;
+    ) -> Result<Submitted, ImportError> {
+        self.admit(target)?;
+        let source = self.source(&req, caller, target.id).await?;
         let id = format!("registries-{}", Uuid::new_v4());
         let now = now_millis();
         lock(&self.inner.starting).insert(id.clone());
@@ -332,10 +275,32 @@ impl ImportService {
                 .await;
         match finished {
             Ok(Ok(result)) => {
-                Ok(Submitted::Done { id, result: result.clone().unwrap_or(Ok(Value::Null)) })
+                let result = result.as_ref().map_or(Ok(()), |r| r.as_ref().map(|_| ()));
+                Ok(Submitted::Done { id, result: result.map_err(Clone::clone) })
             }
             _ => Ok(Submitted::Running { id }),
         }
+    }
+
+    /// Whether an import into `target` may start now.
+    fn admit(&self, target: &RegistryRecord) -> Result<(), ImportError> {
+        let waiting = lock(&self.inner.live).len();
+        let settings = &self.inner.settings;
+        if waiting >= settings.max_running.saturating_add(settings.max_queued) {
+            return Err(ImportError::TooManyImports(format!(
+                "{waiting} imports are running or queued on this server (import.max_queued); retry later."
+            )));
+        }
+        // A network-restricted target is written only through the trusted path, which its
+        // owner may have closed.
+        let net = Management::network(target);
+        if net.restricted() && !net.trusted_services {
+            return Err(ImportError::NetworkRestricted(format!(
+                "The registry '{}' restricts network access and doesn't allow trusted services (networkRuleBypassOptions: None), so nothing can be imported into it. Set networkRuleBypassOptions to AzureServices to allow import.",
+                target.name
+            )));
+        }
+        Ok(())
     }
 
     async fn record_and_spawn(
@@ -346,10 +311,9 @@ impl ImportService {
         req: ImportRequest,
         source: Box<dyn Source>,
         caller: &Caller,
-    ) -> Result<watch::Receiver<Option<Result<Value, ArmError>>>, ArmError> {
-        let mut stored = req.stored();
-        stored.caller = caller.principal_id().map(str::to_owned);
-        let stored = serde_json::to_string(&stored).map_err(ArmError::internal)?;
+    ) -> Result<watch::Receiver<Option<Outcome>>, ImportError> {
+        let stored = req.stored(caller.principal_id().map(str::to_owned));
+        let stored = serde_json::to_string(&stored).map_err(ImportError::internal)?;
         self.inner
             .store
             .create_job(
@@ -358,8 +322,8 @@ impl ImportService {
                     registry_id: target.id,
                     request: stored,
                     resumable: !req.has_credentials(),
-                    status: JobState::Accepted.as_str().into(),
-                    progress: "{}".into(),
+                    status: JobState::Accepted,
+                    progress: JobProgress::default(),
                     error: None,
                     created_at: now,
                     updated_at: now,
@@ -387,11 +351,11 @@ impl ImportService {
         req: ImportRequest,
         source: Box<dyn Source>,
         link_in_target: bool,
-    ) -> watch::Receiver<Option<Result<Value, ArmError>>> {
+    ) -> watch::Receiver<Option<Outcome>> {
         let id = fence.id.clone();
         let (tx, rx) = watch::channel(None);
         let progress = Arc::new(Progress::default());
-        progress.set_phase("Queued");
+        progress.set_phase(Phase::Queued);
         if self.inner.running.available_permits() == 0 {
             progress.set_note(queued_note(self.inner.settings.max_running));
         }
@@ -409,9 +373,9 @@ impl ImportService {
         // The supervisor: records an outcome whatever the job does, a panic included, and
         // keeps the job's lease while it runs.
         tokio::spawn(async move {
-            let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let lost = Arc::new(AtomicBool::new(false));
             let beating = CancellationToken::new();
-            tokio::spawn(heartbeat(
+            tokio::spawn(lease::heartbeat(
                 inner.clone(),
                 fence.clone(),
                 progress.clone(),
@@ -430,7 +394,7 @@ impl ImportService {
             ));
             let result = supervised(job).await;
             beating.cancel();
-            let lost = lost.load(std::sync::atomic::Ordering::SeqCst);
+            let lost = lost.load(Ordering::SeqCst);
             finish(&inner, &fence, result, &progress, tx, lost).await;
         });
         rx
@@ -438,7 +402,7 @@ impl ImportService {
 
     /// Stop a job: it ends `Canceled` (nothing it copied becomes visible). Only a job of a
     /// registry in `subscription` is found there.
-    pub async fn cancel(&self, id: &str, subscription: &str) -> Result<CancelOutcome, ArmError> {
+    pub async fn cancel(&self, id: &str, subscription: &str) -> Result<CancelOutcome, ImportError> {
         let live = lock(&self.inner.live).get(id).map(|l| (l.registry, l.cancel.clone()));
         let registry = match &live {
             Some((registry, _)) => *registry,
@@ -461,10 +425,10 @@ impl ImportService {
             }
             None => {
                 let job = self.inner.store.job(id).await?.ok_or_else(|| not_found(id))?;
-                Err(ArmError::conflict(
-                    "OperationNotCancelable",
-                    format!("The operation '{id}' has already finished ({}).", job.status),
-                ))
+                Err(ImportError::OperationNotCancelable(format!(
+                    "The operation '{id}' has already finished ({}).",
+                    job.status.as_str()
+                )))
             }
         }
     }
@@ -475,7 +439,7 @@ impl ImportService {
         &self,
         id: &str,
         subscription: &str,
-    ) -> Result<Option<RegistryRecord>, ArmError> {
+    ) -> Result<Option<RegistryRecord>, ImportError> {
         let live = lock(&self.inner.live).get(id).map(|l| l.registry);
         let registry = match live {
             Some(r) => r,
@@ -492,7 +456,11 @@ impl ImportService {
             .filter(|r| r.subscription.eq_ignore_ascii_case(subscription)))
     }
 
-    async fn in_subscription(&self, registry: i64, subscription: &str) -> Result<bool, ArmError> {
+    async fn in_subscription(
+        &self,
+        registry: i64,
+        subscription: &str,
+    ) -> Result<bool, ImportError> {
         Ok(self
             .inner
             .management
@@ -503,7 +471,7 @@ impl ImportService {
 
     /// A job's status: live progress while it runs, the stored outcome after. Only a job
     /// of a registry in `subscription` is found there.
-    pub async fn status(&self, id: &str, subscription: &str) -> Result<JobStatus, ArmError> {
+    pub async fn status(&self, id: &str, subscription: &str) -> Result<JobStatus, ImportError> {
         let live = lock(&self.inner.live)
             .get(id)
             .map(|l| (l.registry, l.progress.clone(), l.done.clone()));
@@ -515,271 +483,29 @@ impl ImportService {
             return Err(not_found(id));
         }
         if let Some((_, progress, done)) = live {
-            if let Some(result) = done.borrow().clone() {
-                return Ok(match result {
-                    Ok(v) => JobStatus::Succeeded(v),
-                    Err(e) => JobStatus::Failed(e),
-                });
-            }
-            let mut v = progress.snapshot();
-            if let Some(o) = v.as_object_mut() {
-                o.insert("status".into(), json!("Accepted"));
-            }
-            return Ok(JobStatus::Running(v));
+            return Ok(match done.borrow().as_ref() {
+                Some(Ok(finished)) => JobStatus::Succeeded(report(finished)),
+                Some(Err(e)) => JobStatus::Failed(e.clone()),
+                None => running(&progress.snapshot()),
+            });
         }
         let job = self.inner.store.job(id).await?.ok_or_else(|| not_found(id))?;
-        let progress: Value = serde_json::from_str(&job.progress).unwrap_or_else(|_| json!({}));
-        Ok(match JobState::parse(&job.status) {
-            Some(JobState::Succeeded) => JobStatus::Succeeded(progress),
-            Some(JobState::Failed | JobState::Canceled) => {
-                JobStatus::Failed(StoredError::read(job.error.as_deref()))
+        Ok(match job.status {
+            JobState::Succeeded => JobStatus::Succeeded(report(&job.progress)),
+            JobState::Failed | JobState::Canceled => {
+                JobStatus::Failed(job.error.unwrap_or_else(|| JobError {
+                    code: "ImportFailed".into(),
+                    message: "The import failed.".into(),
+                }))
             }
             // Running on another server of the cluster: what its last heartbeat recorded.
-            _ => {
-                let mut v = progress;
-                match v.as_object_mut() {
-                    Some(o) => {
-                        o.insert("status".into(), json!("Accepted"));
-                    }
-                    None => v = json!({"status": "Accepted"}),
-                }
-                JobStatus::Running(v)
-            }
+            JobState::Accepted | JobState::Running | JobState::Canceling => running(&job.progress),
         })
     }
 
     /// Forget finished jobs older than `age` (their status can no longer be polled).
-    pub async fn forget_finished(&self, age: Duration) -> Result<u64, ArmError> {
+    pub async fn forget_finished(&self, age: Duration) -> Result<u64, ImportError> {
         Ok(self.inner.store.delete_finished_jobs(now_millis() - age.as_millis() as i64).await?)
-    }
-
-    /// Take over the jobs this server ran before a restart, and those of servers that
-    /// stopped renewing their leases: resume those that can be (no credentials), fail the
-    /// others cleanly.
-    pub async fn resume_unfinished(&self) -> Result<(), ArmError> {
-        self.take_over(true).await
-    }
-
-    /// Claim and resume (or fail) jobs whose lease ran out, and with `restarted` this
-    /// node's own from before its restart. (A node's sweeps never claim its own live jobs:
-    /// that would move their lease epoch under them.)
-    async fn take_over(&self, restarted: bool) -> Result<(), ArmError> {
-        let lease = millis(self.inner.settings.job_lease);
-        let node = &self.inner.settings.node;
-        let running: Vec<String> = {
-            let live = lock(&self.inner.live);
-            let starting = lock(&self.inner.starting);
-            live.keys().chain(starting.iter()).cloned().collect()
-        };
-        let claimed = self.inner.store.claim_jobs(node, lease, restarted, &running).await?;
-        for job in claimed {
-            let fence = JobFence {
-                id: job.id.clone(),
-                owner: self.inner.settings.node.clone(),
-                epoch: job.lease_epoch,
-            };
-            let here = lock(&self.inner.live).contains_key(&job.id)
-                || lock(&self.inner.starting).contains(&job.id);
-            if here {
-                continue;
-            }
-            if job.status == "Canceling" {
-                let e = ArmError::bad_request("ImportCanceled", "The import was canceled.");
-                self.inner
-                    .store
-                    .update_job(
-                        &fence,
-                        JobState::Canceled.as_str(),
-                        &job.progress,
-                        Some(&StoredError::of(&e)),
-                    )
-                    .await?;
-                continue;
-            }
-            let target = self.inner.management.registry_by_number(job.registry_id).await?;
-            let stored = serde_json::from_str::<Value>(&job.request).ok();
-            // Read on behalf of whoever submitted it, as when it started.
-            let principal = stored.as_ref().and_then(|v| v["caller"].as_str());
-            let caller =
-                self.inner.identity.caller_by_id(principal).await.map_err(ArmError::from)?;
-            let request = stored.and_then(|v| parse_parameters(&v).ok());
-            let resumed = match (job.resumable, target, request) {
-                (true, Some(target), Some(req)) => {
-                    match self.source(&req, &caller, target.id).await {
-                        Ok(source) => {
-                            tracing::info!(job = %job.id, "resuming an import its server stopped running");
-                            let link = caller.can_read_all(&Management::policy(&target));
-                            self.spawn(fence.clone(), target.id, req, source, link);
-                            true
-                        }
-                        Err(_) => false,
-                    }
-                }
-                _ => false,
-            };
-            if !resumed {
-                let e = ArmError::bad_request(
-                    "ImportInterrupted",
-                    "The import was interrupted (its server stopped) and could not be resumed (source credentials are never stored). Run it again.",
-                );
-                self.inner
-                    .store
-                    .update_job(
-                        &fence,
-                        JobState::Failed.as_str(),
-                        &job.progress,
-                        Some(&StoredError::of(&e)),
-                    )
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Every third of a lease: take over jobs whose server stopped renewing them. Runs until
-    /// the process ends.
-    pub async fn watch_jobs(self) {
-        let every = self.inner.settings.job_lease / 3;
-        loop {
-            tokio::time::sleep(every).await;
-            if let Err(e) = self.take_over(false).await {
-                tracing::warn!(code = %e.code, error = %e.message, "cannot take over import jobs");
-            }
-        }
-    }
-
-    /// The source an import reads from. A `registryUri` that is one of this server's login
-    /// servers is read locally, like a `resourceId`.
-    async fn source(
-        &self,
-        req: &ImportRequest,
-        caller: &Caller,
-        target: i64,
-    ) -> Result<Box<dyn Source>, ImportError> {
-        let inner = &self.inner;
-        // A registry on this server is read through the trusted in-server path: its network
-        // rules let that path through unless its owner closed it, and its export policy may
-        // forbid copying anything out of it.
-        let reachable = |r: &RegistryRecord| -> Result<(), ImportError> {
-            let net = Management::network(r);
-            if !net.export && r.id != target {
-                return Err(ImportError::SourceForbidden(format!(
-                    "The source registry '{}' has exports disabled (policies.exportPolicy): its images can't be imported into another registry.",
-                    r.name
-                )));
-            }
-            if net.restricted() && !net.trusted_services {
-                return Err(ImportError::SourceForbidden(format!(
-                    "The source registry '{}' restricts network access and doesn't allow trusted services (networkRuleBypassOptions: None).",
-                    r.name
-                )));
-            }
-            Ok(())
-        };
-        // A registry on this server is read as `reader`, who must be allowed to pull the
-        // source repository there.
-        let local = |r: RegistryRecord, reader: &Caller| -> Result<Box<dyn Source>, ImportError> {
-            let policy = Management::policy(&r);
-            if !reader.can(RepoOp::Pull, &policy, req.source_repo.as_str()) {
-                if reader.is_anonymous() {
-                    return Err(ImportError::SourceUnauthorized(format!(
-                        "The source registry '{}' requires valid credentials to read '{}'.",
-                        r.name, req.source_repo
-                    )));
-                }
-                let who = reader.display();
-                return Err(ImportError::Arm(ArmError::new(
-                    ErrorKind::Forbidden,
-                    "AuthorizationFailed",
-                    format!(
-                        "The client '{who}' with object id '{who}' does not have authorization to perform action '{}' over scope '{}/repositories/{}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
-                        wharf_auth::actions::PULL,
-                        policy.scope,
-                        req.source_repo
-                    ),
-                )));
-            }
-            Ok(Box::new(LocalSource {
-                registry: inner.registry.clone(),
-                registry_id: r.id,
-                name: r.name,
-            }))
-        };
-        match &req.source {
-            SourceLocation::Registry { resource_id } => {
-                let id = RegistryResourceId::parse(resource_id).map_err(|e| {
-                    ImportError::InvalidParameters(format!(
-                        "Invalid source.resourceId: {}",
-                        e.message
-                    ))
-                })?;
-                let r = inner.management.registry(&id).await.map_err(|e| match e.kind {
-                    ErrorKind::NotFound => ImportError::SourceRegistryNotFound(format!(
-                        "The source registry '{resource_id}' was not found on this server."
-                    )),
-                    _ => ImportError::Arm(e),
-                })?;
-                reachable(&r)?;
-                local(r, caller)
-            }
-            SourceLocation::Remote { registry_uri, credentials } => {
-                let host =
-                    registry_uri.split("://").last().unwrap_or("").split('/').next().unwrap_or("");
-                let domain = inner.management.login_servers().domain.clone();
-                // One of this server's login servers (port included: another server on this
-                // host may use the same domain) is read locally.
-                if let Some(r) = inner.registry.registry_named_by_host(host, &domain).await?
-                    && inner.management.login_server(&r).eq_ignore_ascii_case(host)
-                {
-                    // By its login server, a registry is reached as over its public network:
-                    // closed if that is; ACR's way around is the resourceId form.
-                    if Management::network(&r).restricted() {
-                        return Err(ImportError::SourceForbidden(format!(
-                            "The source registry '{host}' restricts network access (public access disabled or IP rules): give it by resource ID (source.resourceId, or --registry with the resource ID) to import through the trusted path."
-                        )));
-                    }
-                    reachable(&r)?;
-                    // Read as whoever the given credentials are (anonymous without any), as
-                    // a registry elsewhere would: not as the caller.
-                    let login = inner.management.login_server(&r);
-                    let policy = Management::policy(&r);
-                    let credential = credentials.as_ref().map(|c| RegistryCredential::Basic {
-                        username: c.username.as_deref().unwrap_or(""),
-                        password: &c.password,
-                    });
-                    let reader = inner
-                        .identity
-                        .registry_caller(&policy, &login, credential, None)
-                        .await
-                        .map_err(|e| match e {
-                            wharf_auth::AuthError::Internal(m) => ImportError::Internal(m),
-                            _ => ImportError::SourceUnauthorized(format!(
-                                "The source registry '{host}' refused the credentials."
-                            )),
-                        })?;
-                    return local(r, &reader);
-                }
-                let endpoint = inner.policy.endpoint(registry_uri)?;
-                let key = endpoint.base.as_str().to_owned();
-                let limiter = lock(&inner.limiters)
-                    .entry(key.clone())
-                    .or_insert_with(|| {
-                        Arc::new(match &inner.cluster {
-                            Some(cluster) => HostLimiter::shared(cluster.clone(), key),
-                            None => HostLimiter::default(),
-                        })
-                    })
-                    .clone();
-                Ok(Box::new(RemoteSource(RemoteRegistry::new(
-                    inner.http.clone(),
-                    endpoint,
-                    credentials.clone(),
-                    limiter,
-                    inner.policy.clone(),
-                    inner.settings.request_timeout,
-                ))))
-            }
-        }
     }
 }
 
@@ -800,8 +526,6 @@ async fn supervised(
     }
 }
 
-/// A job from its slot to its outcome: queued until an import slot is free, then run under
-/// the deadline, stopping early if cancelled.
 /// Where a job writes: the registry, and whether its caller may read all of it (then blobs
 /// already there are linked without a download).
 struct Target {
@@ -809,6 +533,8 @@ struct Target {
     link_in_target: bool,
 }
 
+/// A job from its slot to its outcome: queued until an import slot is free, then run under
+/// the deadline, stopping early if cancelled.
 async fn run_job(
     inner: Arc<Inner>,
     fence: JobFence,
@@ -828,8 +554,9 @@ async fn run_job(
         () = cancel.cancelled() => return Err(canceled()),
     };
     progress.set_note(String::new());
-    progress.set_phase("Resolving");
-    if let Err(e) = inner.store.update_job(&fence, JobState::Running.as_str(), "{}", None).await {
+    progress.set_phase(Phase::Resolving);
+    let started = JobProgress::default();
+    if let Err(e) = inner.store.update_job(&fence, JobState::Running, &started, None).await {
         tracing::warn!(job = %fence.id, error = %e, "cannot record that an import started");
     }
     let engine = Engine {
@@ -868,57 +595,6 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// While a job runs: renew its lease and record its progress every third of a lease; stop
-/// it when a cancel was asked on another server, when the job is no longer this server's
-/// (taken over), or when no renewal got through for a whole lease (another server may
-/// take it over now: this one must not go on writing as if it still held it).
-async fn heartbeat(
-    inner: Arc<Inner>,
-    fence: JobFence,
-    progress: Arc<Progress>,
-    cancel: CancellationToken,
-    lost: Arc<std::sync::atomic::AtomicBool>,
-    stop: CancellationToken,
-) {
-    let lease = inner.settings.job_lease;
-    let mut renewed = tokio::time::Instant::now();
-    let id = &fence.id;
-    let give_up = |why: &str| {
-        tracing::warn!(job = %id, "{why}; stopping it here");
-        lost.store(true, std::sync::atomic::Ordering::SeqCst);
-        cancel.cancel();
-    };
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(lease / 3) => {}
-        }
-        let snapshot = progress.snapshot().to_string();
-        // A renewal counts from when it was sent, and may take no longer than what is left
-        // of the lease: past it, another server may hold the job.
-        let sent = tokio::time::Instant::now();
-        let left = lease.saturating_sub(renewed.elapsed());
-        let renewal = inner.store.heartbeat_job(&fence, &snapshot, millis(lease));
-        match tokio::time::timeout(left, renewal).await {
-            Ok(Ok(Some(status))) if status == "Canceling" => {
-                renewed = sent;
-                tracing::info!(job = %id, "import cancellation requested on another server");
-                cancel.cancel();
-            }
-            Ok(Ok(Some(_))) => renewed = sent,
-            Ok(Ok(None)) => return give_up("import taken over by another server"),
-            Ok(Err(e)) if renewed.elapsed() < lease => {
-                tracing::warn!(job = %id, error = %e, "cannot renew an import's lease");
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(job = %id, error = %e, "cannot renew an import's lease");
-                return give_up("no lease renewal got through for a whole lease");
-            }
-            Err(_) => return give_up("no lease renewal got through for a whole lease"),
-        }
-    }
-}
-
 /// Record a job's outcome (unless another server has taken it over), tell the waiters,
 /// forget it from memory.
 async fn finish(
@@ -926,7 +602,7 @@ async fn finish(
     fence: &JobFence,
     result: Result<(), ImportError>,
     progress: &Progress,
-    tx: watch::Sender<Option<Result<Value, ArmError>>>,
+    tx: watch::Sender<Option<Outcome>>,
     lost: bool,
 ) {
     let snapshot = progress.snapshot();
@@ -934,10 +610,8 @@ async fn finish(
     let lost = lost || matches!(result, Err(ImportError::TakenOver(_)));
     let (state, error) = match &result {
         Ok(()) => (JobState::Succeeded, None),
-        Err(ImportError::Canceled(_)) => {
-            (JobState::Canceled, result.as_ref().err().map(ImportError::to_arm))
-        }
-        Err(e) => (JobState::Failed, Some(e.to_arm())),
+        Err(e @ ImportError::Canceled(_)) => (JobState::Canceled, Some(e.to_job_error())),
+        Err(e) => (JobState::Failed, Some(e.to_job_error())),
     };
     match &error {
         None => tracing::info!(job = %id, "import succeeded"),
@@ -946,15 +620,7 @@ async fn finish(
     if lost {
         // The server that took it over records the outcome.
     } else {
-        let stored = inner
-            .store
-            .update_job(
-                fence,
-                state.as_str(),
-                &snapshot.to_string(),
-                error.as_ref().map(StoredError::of).as_deref(),
-            )
-            .await;
+        let stored = inner.store.update_job(fence, state, &snapshot, error.as_ref()).await;
         match stored {
             Ok(true) => {}
             Ok(false) => {
@@ -1006,14 +672,12 @@ mod tests {
     }
 
     #[test]
-    fn stored_errors_keep_their_kind() {
-        let e =
-            ArmError::conflict("TagAlreadyExists", "Tag a:b already exists in target registry.");
-        let back = StoredError::read(Some(&StoredError::of(&e)));
-        assert_eq!(back, e);
-        assert_eq!(StoredError::read(Some("garbage")).code, "ImportFailed");
-        for st in ["Accepted", "Running", "Succeeded", "Failed", "Canceled"] {
-            assert_eq!(JobState::parse(st).map(JobState::as_str), Some(st));
-        }
+    fn a_jobs_error_keeps_its_code_and_message() {
+        let e = ImportError::TagAlreadyExists("Tag a:b already exists in target registry.".into());
+        let stored = e.to_job_error();
+        assert_eq!(stored.code, "TagAlreadyExists");
+        assert_eq!(stored.message, "Tag a:b already exists in target registry.");
+        let arm = wharf_management::ArmError::not_found("ResourceNotFound", "gone");
+        assert_eq!(ImportError::Management(arm).to_job_error().message, "gone");
     }
 }

@@ -19,6 +19,7 @@
 
 mod engine;
 mod error;
+mod inflight;
 mod jobs;
 mod plan;
 mod policy;
@@ -33,3 +34,4 @@ pub use jobs::{CancelOutcome, ImportService, ImportSettings, JobStatus, Submitte
 pub use plan::PlanLimits;
 pub use policy::EgressPolicy;
 pub use request::{Credentials, ImportMode, ImportRequest, SourceLocation, parse_parameters};
+pub use wharf_storage::JobError;

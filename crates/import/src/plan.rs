@@ -49,11 +49,12 @@ impl Default for PlanLimits {
     }
 }
 
-/// A manifest to store, with its bytes exactly as the source served them.
+/// A manifest to store, with its bytes exactly as the source served them, hashed and
+/// parsed once (as fetched) for every target repository.
 #[derive(Clone, Debug)]
 pub(crate) struct PlannedManifest {
     pub(crate) digest: Digest,
-    pub(crate) media_type: String,
+    pub(crate) manifest: Manifest,
     pub(crate) bytes: bytes::Bytes,
     /// Reached through the referrers API rather than the image itself.
     pub(crate) referrer: bool,
@@ -117,7 +118,7 @@ pub(crate) async fn plan(
         },
     };
     walker.charge_manifests(1, root.bytes.len() as u64)?;
-    let mut added = walker.walk(vec![root], false).await?;
+    let mut added = walker.walk(vec![(root, None)], false).await?;
     if include_referrers {
         // Referrers of everything copied, then referrers of those (a signature on an SBOM).
         let mut depth = 0;
@@ -248,17 +249,29 @@ impl Walker<'_> {
         Ok(fresh)
     }
 
-    /// Add `roots` (fetched and charged) and everything below them to the plan, children
-    /// first; the digests added.
+    /// The manifest `m` is.
+    fn parse(&self, m: &Fetched) -> Result<Manifest, ImportError> {
+        Manifest::parse(&m.bytes, Some(&m.media_type)).map_err(|e| {
+            ImportError::SourceInvalidManifest(format!(
+                "The manifest {}@{} from {} is invalid: {e}.",
+                self.repo,
+                m.digest,
+                self.source.display()
+            ))
+        })
+    }
+
+    /// Add `roots` (fetched and charged, parsed if they were already) and everything below
+    /// them to the plan, children first; the digests added.
     async fn walk(
         &mut self,
-        roots: Vec<Fetched>,
+        roots: Vec<(Fetched, Option<Manifest>)>,
         referrer: bool,
     ) -> Result<Vec<Digest>, ImportError> {
-        let root_digests: Vec<Digest> = roots.iter().map(|f| f.digest.clone()).collect();
+        let root_digests: Vec<Digest> = roots.iter().map(|(f, _)| f.digest.clone()).collect();
         // Fetch breadth-first (a level at a time, in parallel), remembering each manifest's
         // children; then order depth-first so that every child precedes its parents.
-        let mut fetched: HashMap<Digest, (Fetched, Vec<Digest>)> = HashMap::new();
+        let mut fetched: HashMap<Digest, Walked> = HashMap::new();
         self.seen.extend(root_digests.iter().cloned());
         let mut level = roots;
         let mut depth = 0;
@@ -268,15 +281,11 @@ impl Walker<'_> {
                 return Err(self.limit(format!("nests indexes more than {MAX_DEPTH} levels deep")));
             }
             let mut children = Vec::new();
-            for m in level {
-                let parsed = Manifest::parse(&m.bytes, Some(&m.media_type)).map_err(|e| {
-                    ImportError::SourceInvalidManifest(format!(
-                        "The manifest {}@{} from {} is invalid: {e}.",
-                        self.repo,
-                        m.digest,
-                        self.source.display()
-                    ))
-                })?;
+            for (m, parsed) in level {
+                let parsed = match parsed {
+                    Some(parsed) => parsed,
+                    None => self.parse(&m)?,
+                };
                 for child in parsed.children() {
                     if depth == 1
                         && !referrer
@@ -292,10 +301,10 @@ impl Walker<'_> {
                 self.subjects
                     .insert(m.digest.clone(), parsed.subject.as_ref().map(|s| s.digest.clone()));
                 let kids = parsed.children().iter().map(|c| c.digest.clone()).collect();
-                fetched.insert(m.digest.clone(), (m, kids));
+                fetched.insert(m.digest.clone(), (m, parsed, kids));
             }
             let wanted = self.admit(children)?;
-            level = self.fetch(wanted).await?;
+            level = self.fetch(wanted).await?.into_iter().map(|f| (f, None)).collect();
         }
         let mut added = Vec::new();
         let mut emitted = HashSet::new();
@@ -337,16 +346,16 @@ impl Walker<'_> {
             }
         }
         let wanted = self.admit(wanted)?;
-        let roots = self.fetch(wanted).await?;
-        for m in &roots {
-            let actual = Manifest::parse(&m.bytes, Some(&m.media_type))
-                .ok()
-                .and_then(|p| p.subject.map(|s| s.digest));
+        let mut roots = Vec::new();
+        for m in self.fetch(wanted).await? {
+            let parsed = Manifest::parse(&m.bytes, Some(&m.media_type)).ok();
+            let actual = parsed.as_ref().and_then(|p| p.subject.as_ref()).map(|s| &s.digest);
             if let Some(subject) = claimed.get(&m.digest)
-                && actual.as_ref() != Some(subject)
+                && actual != Some(subject)
             {
-                return Err(self.loop_error(&m.digest, subject, actual.as_ref()));
+                return Err(self.loop_error(&m.digest, subject, actual));
             }
+            roots.push((m, parsed));
         }
         self.walk(roots, true).await
     }
@@ -366,10 +375,13 @@ impl Walker<'_> {
     }
 }
 
+/// A manifest walked: as fetched, parsed, and its children's digests.
+type Walked = (Fetched, Manifest, Vec<Digest>);
+
 /// Emit `digest` after everything below it (iteratively: depth is bounded but stacks aren't free).
 fn post_order(
     root: &Digest,
-    fetched: &mut HashMap<Digest, (Fetched, Vec<Digest>)>,
+    fetched: &mut HashMap<Digest, Walked>,
     emitted: &mut HashSet<Digest>,
     added: &mut Vec<Digest>,
     referrer: bool,
@@ -381,12 +393,12 @@ fn post_order(
             continue;
         }
         if expanded {
-            if let Some((m, _)) = fetched.remove(&d) {
+            if let Some((m, manifest, _)) = fetched.remove(&d) {
                 emitted.insert(d.clone());
                 added.push(d);
                 plan.manifests.push(PlannedManifest {
                     digest: m.digest,
-                    media_type: m.media_type,
+                    manifest,
                     bytes: m.bytes,
                     referrer,
                 });
@@ -394,7 +406,7 @@ fn post_order(
             continue;
         }
         stack.push((d.clone(), true));
-        if let Some((_, children)) = fetched.get(&d) {
+        if let Some((_, _, children)) = fetched.get(&d) {
             for c in children.iter().rev() {
                 if !emitted.contains(c) {
                     stack.push((c.clone(), false));

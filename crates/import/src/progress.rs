@@ -3,17 +3,16 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use serde_json::{Map, Value, json};
+use wharf_storage::{JobCounters, JobProgress, ManifestState, Phase};
 
 use crate::plan::Plan;
 
-#[derive(Default)]
 pub(crate) struct Progress {
-    phase: Mutex<&'static str>,
+    phase: Mutex<Phase>,
     /// Why the job waits, when it does.
     note: Mutex<String>,
     /// `(<source repo>@<digest>, state)` per manifest, the keys ACR's status uses.
-    manifests: Mutex<Vec<(String, &'static str)>>,
+    manifests: Mutex<Vec<(String, ManifestState)>>,
     platforms: Mutex<Vec<String>>,
     referrers: AtomicU64,
     pub(crate) bytes_total: AtomicU64,
@@ -28,8 +27,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            phase: Mutex::new(Phase::Queued),
+            note: Mutex::default(),
+            manifests: Mutex::default(),
+            platforms: Mutex::default(),
+            referrers: AtomicU64::default(),
+            bytes_total: AtomicU64::default(),
+            bytes_done: AtomicU64::default(),
+            blobs_total: AtomicU64::default(),
+            blobs_done: AtomicU64::default(),
+            blobs_reused: AtomicU64::default(),
+        }
+    }
+}
+
 impl Progress {
-    pub(crate) fn set_phase(&self, phase: &'static str) {
+    pub(crate) fn set_phase(&self, phase: Phase) {
         *lock(&self.phase) = phase;
     }
 
@@ -38,8 +54,11 @@ impl Progress {
     }
 
     pub(crate) fn set_plan(&self, repo: &str, plan: &Plan) {
-        *lock(&self.manifests) =
-            plan.manifests.iter().map(|m| (format!("{repo}@{}", m.digest), "Pending")).collect();
+        *lock(&self.manifests) = plan
+            .manifests
+            .iter()
+            .map(|m| (format!("{repo}@{}", m.digest), ManifestState::Pending))
+            .collect();
         *lock(&self.platforms) = plan.platforms.clone();
         self.referrers
             .store(plan.manifests.iter().filter(|m| m.referrer).count() as u64, Ordering::Relaxed);
@@ -49,7 +68,7 @@ impl Progress {
 
     pub(crate) fn manifests_succeeded(&self) {
         for m in lock(&self.manifests).iter_mut() {
-            m.1 = "Succeeded";
+            m.1 = ManifestState::Succeeded;
         }
     }
 
@@ -65,30 +84,24 @@ impl Progress {
     }
 
     /// ACR's status map (`"<repo>@<digest>": "Pending"`), plus a `progress` object.
-    pub(crate) fn snapshot(&self) -> Value {
-        let mut out = Map::new();
-        for (key, state) in lock(&self.manifests).iter() {
-            out.insert(key.clone(), json!(state));
-        }
+    pub(crate) fn snapshot(&self) -> JobProgress {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let manifests = lock(&self.manifests);
         let note = lock(&self.note).clone();
-        if !note.is_empty() {
-            out.insert("message".into(), json!(note));
-        }
-        out.insert(
-            "progress".into(),
-            json!({
-                "phase": *lock(&self.phase),
-                "bytesTotal": l(&self.bytes_total),
-                "bytesDone": l(&self.bytes_done),
-                "blobsTotal": l(&self.blobs_total),
-                "blobsDone": l(&self.blobs_done),
-                "blobsReused": l(&self.blobs_reused),
-                "manifestsTotal": lock(&self.manifests).len(),
-                "referrers": l(&self.referrers),
-                "platforms": *lock(&self.platforms),
+        JobProgress {
+            message: (!note.is_empty()).then_some(note),
+            progress: Some(JobCounters {
+                phase: *lock(&self.phase),
+                bytes_total: l(&self.bytes_total),
+                bytes_done: l(&self.bytes_done),
+                blobs_total: l(&self.blobs_total),
+                blobs_done: l(&self.blobs_done),
+                blobs_reused: l(&self.blobs_reused),
+                manifests_total: manifests.len() as u64,
+                referrers: l(&self.referrers),
+                platforms: lock(&self.platforms).clone(),
             }),
-        );
-        Value::Object(out)
+            manifests: manifests.iter().cloned().collect(),
+        }
     }
 }

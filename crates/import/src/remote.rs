@@ -383,23 +383,7 @@ impl RemoteRegistry {
         for post in if use_post_first { [true, false] } else { [false, true] } {
             let req = if post {
                 let Some(c) = creds else { break };
-                let mut form = vec![
-                    ("service", service.unwrap_or("").to_owned()),
-                    ("scope", scope.to_owned()),
-                    ("client_id", "wharf".to_owned()),
-                ];
-                match &c.username {
-                    Some(u) => {
-                        form.push(("grant_type", "password".into()));
-                        form.push(("username", u.clone()));
-                        form.push(("password", c.password.clone()));
-                    }
-                    None => {
-                        form.push(("grant_type", "refresh_token".into()));
-                        form.push(("refresh_token", c.password.clone()));
-                    }
-                }
-                self.http.post(base.clone()).form(&form).timeout(self.request_timeout)
+                self.token_post(&base, c, service, scope)
             } else {
                 let mut r = self.http.get(url.clone()).timeout(self.request_timeout);
                 if let Some(c) = creds.filter(|c| c.username.is_some()) {
@@ -438,6 +422,34 @@ impl RemoteRegistry {
             "The source registry {} refused the credentials: its token service answered {last}.",
             self.display()
         )))
+    }
+
+    /// The OAuth2 form of a token request: a password grant with a username, a refresh
+    /// token grant without.
+    fn token_post(
+        &self,
+        base: &Url,
+        c: &Credentials,
+        service: Option<&str>,
+        scope: &str,
+    ) -> reqwest::RequestBuilder {
+        let mut form = vec![
+            ("service", service.unwrap_or("").to_owned()),
+            ("scope", scope.to_owned()),
+            ("client_id", "wharf".to_owned()),
+        ];
+        match &c.username {
+            Some(u) => {
+                form.push(("grant_type", "password".into()));
+                form.push(("username", u.clone()));
+                form.push(("password", c.password.clone()));
+            }
+            None => {
+                form.push(("grant_type", "refresh_token".into()));
+                form.push(("refresh_token", c.password.clone()));
+            }
+        }
+        self.http.post(base.clone()).form(&form).timeout(self.request_timeout)
     }
 
     /// Send a request, retrying connection errors and 5xx answers with backoff and waiting

@@ -96,7 +96,18 @@ impl RegistryService {
         let digest = Digest::sha256_of(&body);
         let manifest = Manifest::parse(&body, content_type)
             .map_err(|e| RegistryError::ManifestInvalid(e.to_string()))?;
+        self.prepare_parsed_manifest(repo, digest, &manifest, body).await
+    }
 
+    /// As [`RegistryService::prepare_manifest`], for a manifest its caller has hashed and
+    /// parsed already (an import parses each manifest once, for every target repository).
+    pub async fn prepare_parsed_manifest(
+        &self,
+        repo: &RepoKey,
+        digest: Digest,
+        manifest: &Manifest,
+        body: Bytes,
+    ) -> Result<PutManifest, RegistryError> {
         let blobs: Vec<BlobRef> = manifest
             .blobs()
             .map(|d| BlobRef {
@@ -135,7 +146,7 @@ impl RegistryService {
             .transpose()
             .map_err(|e| RegistryError::ManifestInvalid(e.to_string()))?;
         let platform =
-            self.config_platform(&manifest).await.and_then(|p| serde_json::to_string(&p).ok());
+            self.config_platform(manifest).await.and_then(|p| serde_json::to_string(&p).ok());
         Ok(PutManifest {
             repo: repo.clone(),
             record: ManifestRecord {

@@ -30,6 +30,7 @@ mod directory;
 mod error;
 mod headers;
 mod identity;
+mod import_error;
 pub mod limits;
 mod listener;
 pub mod network;

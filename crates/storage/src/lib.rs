@@ -15,6 +15,7 @@ mod coordination;
 mod error;
 mod fs;
 mod identity;
+mod job;
 mod meta;
 pub mod migrate;
 mod object;
@@ -38,6 +39,7 @@ pub use identity::{
     CredentialRecord, IdentityStore, PrincipalRecord, RegistryTokenRecord, RoleAssignmentRecord,
     RoleDefinitionRecord, ScopeMapRecord, SigningKeyRecord, TenantRecord, TokenPasswordRecord,
 };
+pub use job::{JobCounters, JobError, JobProgress, JobState, ManifestState, Phase};
 pub use meta::{
     BlobRef, CommitBatch, CommitOutcome, CreateRegistryOutcome, JobFence, JobRecord, ListOrder,
     ManagementStore, ManifestMeta, ManifestRecord, ManifestSummary, MetadataStore, PutManifest,

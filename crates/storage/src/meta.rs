@@ -4,6 +4,7 @@ use uuid::Uuid;
 use wharf_oci::{Digest, Reference, RepositoryName, Tag};
 
 use crate::StorageError;
+pub(crate) use crate::job::{JobError, JobProgress, JobState};
 
 /// A registry hosted by this server. Exactly one is the default, which answers any host
 /// that names no other registry.
@@ -397,9 +398,9 @@ pub struct JobRecord {
     pub request: String,
     /// Whether the job can be restarted after a server restart (it had no credentials).
     pub resumable: bool,
-    pub status: String,
-    pub progress: String,
-    pub error: Option<String>,
+    pub status: JobState,
+    pub progress: JobProgress,
+    pub error: Option<JobError>,
     pub created_at: i64,
     pub updated_at: i64,
     /// The server running it (its node id), while it runs.
@@ -476,9 +477,9 @@ pub trait ManagementStore: Send + Sync + 'static {
     async fn update_job(
         &self,
         fence: &JobFence,
-        status: &str,
-        progress: &str,
-        error: Option<&str>,
+        status: JobState,
+        progress: &JobProgress,
+        error: Option<&JobError>,
     ) -> Result<bool, StorageError>;
     async fn job(&self, id: &str) -> Result<Option<JobRecord>, StorageError>;
     /// Jobs not finished (for resuming or failing them after a restart).
@@ -500,9 +501,9 @@ pub trait ManagementStore: Send + Sync + 'static {
     async fn heartbeat_job(
         &self,
         fence: &JobFence,
-        progress: &str,
+        progress: &JobProgress,
         lease_ms: i64,
-    ) -> Result<Option<String>, StorageError>;
+    ) -> Result<Option<JobState>, StorageError>;
     /// Ask the server running an unfinished job to stop it (status `Canceling`, seen at its
     /// next heartbeat); `false` if the job has finished.
     async fn request_job_cancel(&self, id: &str) -> Result<bool, StorageError>;

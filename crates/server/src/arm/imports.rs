@@ -8,11 +8,12 @@ use wharf_import::{CancelOutcome, JobStatus, Submitted, parse_parameters};
 use wharf_management::RegistryResourceId;
 
 use super::{ArmResult, Ctx, ok};
+use crate::import_error;
 
 pub(super) async fn import_image(ctx: &Ctx<'_>, id: &RegistryResourceId) -> ArmResult {
     let state = ctx.state;
     let target = ctx.management().registry(id).await?;
-    let req = parse_parameters(&ctx.json()?).map_err(|e| e.to_arm())?;
+    let req = parse_parameters(&ctx.json()?)?;
     let location =
         operation_url(ctx.origin.clone(), &id.subscription, &target.location, ctx.api_version());
     match state.imports.submit(&target, req, ctx.caller).await? {
@@ -21,7 +22,7 @@ pub(super) async fn import_image(ctx: &Ctx<'_>, id: &RegistryResourceId) -> ArmR
             set_header(&mut res, header::LOCATION, &location(&op));
             Ok(res)
         }
-        Submitted::Done { result: Err(e), .. } => Err(e.into()),
+        Submitted::Done { result: Err(e), .. } => Err(import_error::job_to_arm(e).into()),
         Submitted::Running { id: op } => {
             let mut res = (StatusCode::ACCEPTED, axum::Json(Value::Null)).into_response();
             set_header(&mut res, header::LOCATION, &location(&op));
@@ -53,7 +54,7 @@ pub(super) async fn get_operation(ctx: &Ctx<'_>, sub: &str, op: &str) -> ArmResu
             }
             Ok(ok(StatusCode::OK, v))
         }
-        JobStatus::Failed(e) => Err(e.into()),
+        JobStatus::Failed(e) => Err(import_error::job_to_arm(e).into()),
     }
 }
 

@@ -295,9 +295,9 @@ impl ManagementStore for Store {
                 .bind(job.registry_id)
                 .bind(&job.request)
                 .bind(job.resumable)
-                .bind(&job.status)
-                .bind(&job.progress)
-                .bind(&job.error)
+                .bind(job.status.as_str())
+                .bind(job.progress.to_text()?)
+                .bind(job.error.as_ref().map(JobError::to_text).transpose()?)
                 .bind(job.created_at)
                 .bind(job.updated_at)
                 .bind(&job.owner)
@@ -313,10 +313,12 @@ impl ManagementStore for Store {
     async fn update_job(
         &self,
         fence: &JobFence,
-        status: &str,
-        progress: &str,
-        error: Option<&str>,
+        status: JobState,
+        progress: &JobProgress,
+        error: Option<&JobError>,
     ) -> Result<bool, StorageError> {
+        let (progress, error) = (progress.to_text()?, error.map(JobError::to_text).transpose()?);
+        let (progress, error) = (progress.as_str(), error.as_deref());
         self.write_tx(|conn, _| {
             Box::pin(async move {
                 // Only constant fragments are formatted into the SQL.
@@ -328,7 +330,7 @@ impl ManagementStore for Store {
                 .bind(&fence.id)
                 .bind(&fence.owner)
                 .bind(fence.epoch)
-                .bind(status)
+                .bind(status.as_str())
                 .bind(progress)
                 .bind(error)
                 .bind(now_millis())
@@ -392,9 +394,10 @@ impl ManagementStore for Store {
     async fn heartbeat_job(
         &self,
         fence: &JobFence,
-        progress: &str,
+        progress: &JobProgress,
         lease_ms: i64,
-    ) -> Result<Option<String>, StorageError> {
+    ) -> Result<Option<JobState>, StorageError> {
+        let progress = progress.to_text()?;
         // Only constant fragments are formatted into the SQL.
         let status: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
             "UPDATE import_jobs SET progress = $4, lease_until = {NOW} + $5, updated_at = $6
@@ -404,12 +407,12 @@ impl ManagementStore for Store {
         .bind(&fence.id)
         .bind(&fence.owner)
         .bind(fence.epoch)
-        .bind(progress)
+        .bind(&progress)
         .bind(lease_ms)
         .bind(now_millis())
         .fetch_optional(self.writer())
         .await?;
-        Ok(status)
+        status.as_deref().map(JobState::parse).transpose()
     }
 
     async fn request_job_cancel(&self, id: &str) -> Result<bool, StorageError> {

@@ -10,6 +10,7 @@ use wharf_oci::Digest;
 
 use crate::StorageError;
 use crate::identity::*;
+use crate::job::{JobError, JobProgress, JobState};
 use crate::meta::*;
 use crate::sql::parse_digest;
 
@@ -147,9 +148,9 @@ pub(crate) fn job_row(r: &DbRow) -> Result<JobRecord, StorageError> {
         registry_id: r.try_get("registry_id")?,
         request: r.try_get("request")?,
         resumable: r.try_get("resumable")?,
-        status: r.try_get("status")?,
-        progress: r.try_get("progress")?,
-        error: r.try_get("error")?,
+        status: JobState::parse(r.try_get("status")?)?,
+        progress: JobProgress::from_text(r.try_get("progress")?)?,
+        error: r.try_get::<Option<&str>, _>("error")?.map(JobError::from_text).transpose()?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
         owner: r.try_get("owner")?,

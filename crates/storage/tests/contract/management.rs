@@ -114,8 +114,8 @@ pub(crate) async fn job(m: &dyn ManagementStore) {
         registry_id: created.id,
         request: "{}".into(),
         resumable: true,
-        status: "Accepted".into(),
-        progress: "{}".into(),
+        status: JobState::Accepted,
+        progress: JobProgress::default(),
         error: None,
         created_at: 1,
         updated_at: 1,
@@ -124,6 +124,16 @@ pub(crate) async fn job(m: &dyn ManagementStore) {
         lease_epoch: 0,
     };
     m.create_job(&job, 60_000).await.unwrap();
+}
+
+/// No progress yet.
+fn empty() -> JobProgress {
+    JobProgress::default()
+}
+
+/// Some progress: a message.
+fn noted() -> JobProgress {
+    JobProgress { message: Some("n".into()), ..JobProgress::default() }
 }
 
 pub(crate) fn fence(owner: &str, epoch: i64) -> JobFence {
@@ -138,24 +148,24 @@ async fn a_leased_job_runs_on_one_node(m: &dyn ManagementStore) {
     assert_eq!(m.unfinished_jobs().await.unwrap().len(), 1);
     assert!(m.claim_jobs("node-b", 1_000, false, &[]).await.unwrap().is_empty(), "leased");
     assert_eq!(
-        m.heartbeat_job(&fence("node-a", 0), "{\"n\":1}", 60_000).await.unwrap(),
-        Some("Accepted".into())
+        m.heartbeat_job(&fence("node-a", 0), &noted(), 60_000).await.unwrap(),
+        Some(JobState::Accepted)
     );
-    assert_eq!(m.heartbeat_job(&fence("node-b", 0), "{}", 60_000).await.unwrap(), None);
+    assert_eq!(m.heartbeat_job(&fence("node-b", 0), &empty(), 60_000).await.unwrap(), None);
 }
 
 /// node-a restarts: its own jobs come back to it at once, under a new epoch, and what
 /// its previous run would still write is refused.
 async fn a_restarted_node_takes_its_jobs_back_under_a_new_epoch(m: &dyn ManagementStore) {
     job(m).await;
-    m.heartbeat_job(&fence("node-a", 0), "{\"n\":1}", 60_000).await.unwrap();
+    m.heartbeat_job(&fence("node-a", 0), &noted(), 60_000).await.unwrap();
     let mine = m.claim_jobs("node-a", 200, true, &[]).await.unwrap();
     assert_eq!((mine.len(), mine[0].lease_epoch), (1, 1));
     // A node's own sweep never takes back what it runs (that would move its epoch).
     assert!(m.claim_jobs("node-a", 200, false, &[]).await.unwrap().is_empty());
-    assert_eq!(mine[0].progress, "{\"n\":1}");
-    assert_eq!(m.heartbeat_job(&fence("node-a", 0), "{}", 60_000).await.unwrap(), None);
-    assert!(!m.update_job(&fence("node-a", 0), "Succeeded", "{}", None).await.unwrap());
+    assert_eq!(mine[0].progress, noted());
+    assert_eq!(m.heartbeat_job(&fence("node-a", 0), &empty(), 60_000).await.unwrap(), None);
+    assert!(!m.update_job(&fence("node-a", 0), JobState::Succeeded, &empty(), None).await.unwrap());
 }
 
 /// `job`, restarted on node-a under a lease of 200 ms (epoch 1), past that lease.
@@ -174,9 +184,9 @@ async fn a_lapsed_lease_goes_to_another_node(m: &dyn ManagementStore) {
     let taken = m.claim_jobs("node-b", 60_000, false, &[]).await.unwrap();
     assert_eq!(taken.len(), 1);
     assert_eq!((taken[0].owner.as_deref(), taken[0].lease_epoch), (Some("node-b"), 2));
-    assert_eq!(m.heartbeat_job(&fence("node-a", 1), "{}", 60_000).await.unwrap(), None);
-    assert!(!m.update_job(&fence("node-a", 1), "Succeeded", "{}", None).await.unwrap());
-    assert_eq!(m.job("registries-1").await.unwrap().unwrap().status, "Accepted");
+    assert_eq!(m.heartbeat_job(&fence("node-a", 1), &empty(), 60_000).await.unwrap(), None);
+    assert!(!m.update_job(&fence("node-a", 1), JobState::Succeeded, &empty(), None).await.unwrap());
+    assert_eq!(m.job("registries-1").await.unwrap().unwrap().status, JobState::Accepted);
 }
 
 /// A cancel asked anywhere is seen by the owner's next heartbeat.
@@ -185,25 +195,25 @@ async fn a_cancel_asked_anywhere_reaches_the_owner(m: &dyn ManagementStore) {
     m.claim_jobs("node-b", 60_000, false, &[]).await.unwrap();
     assert!(m.request_job_cancel("registries-1").await.unwrap());
     assert_eq!(
-        m.heartbeat_job(&fence("node-b", 2), "{}", 60_000).await.unwrap(),
-        Some("Canceling".into())
+        m.heartbeat_job(&fence("node-b", 2), &empty(), 60_000).await.unwrap(),
+        Some(JobState::Canceling)
     );
+    let error = JobError { code: "X".into(), message: "m".into() };
     assert!(
-        m.update_job(&fence("node-b", 2), "Failed", "{}", Some("{\"code\":\"X\"}")).await.unwrap()
+        m.update_job(&fence("node-b", 2), JobState::Failed, &empty(), Some(&error)).await.unwrap()
     );
     assert!(m.unfinished_jobs().await.unwrap().is_empty());
     assert!(!m.request_job_cancel("registries-1").await.unwrap(), "finished");
     assert!(m.claim_jobs("node-c", 1_000, true, &[]).await.unwrap().is_empty());
-    assert_eq!(
-        m.job("registries-1").await.unwrap().unwrap().error.as_deref(),
-        Some("{\"code\":\"X\"}")
-    );
+    assert_eq!(m.job("registries-1").await.unwrap().unwrap().error, Some(error));
 }
 
 async fn finished_jobs_are_deleted_once_old_enough(m: &dyn ManagementStore) {
     job(m).await;
     let owner = fence("node-a", 0);
-    let failed = m.update_job(&owner, "Failed", "{}", Some("{\"code\":\"X\"}"));
+    let error = JobError { code: "X".into(), message: "m".into() };
+    let progress = empty();
+    let failed = m.update_job(&owner, JobState::Failed, &progress, Some(&error));
     assert!(failed.await.unwrap());
     assert_eq!(m.delete_finished_jobs(0).await.unwrap(), 0, "too recent");
     assert_eq!(m.delete_finished_jobs(now_millis() + 1000).await.unwrap(), 1);
@@ -220,8 +230,8 @@ async fn a_lost_jobs_commit_is_fenced(db: &(impl MetadataStore + ManagementStore
         registry_id: registry,
         request: "{}".into(),
         resumable: true,
-        status: "Running".into(),
-        progress: "{}".into(),
+        status: JobState::Running,
+        progress: JobProgress::default(),
         error: None,
         created_at: 1,
         updated_at: 1,

@@ -177,7 +177,10 @@ async fn leftovers(s: &SqliteMetadataStore) {
 
     management::job(s).await;
     let owner = management::fence("node-a", 0);
-    assert!(s.update_job(&owner, "Failed", "{}", Some("{}")).await.unwrap());
+    let error = JobError { code: "X".into(), message: "m".into() };
+    let progress = JobProgress::default();
+    let failed = s.update_job(&owner, JobState::Failed, &progress, Some(&error));
+    assert!(failed.await.unwrap());
 
     identity::assigned(s).await;
     s.replace_credentials(&identity::cred("c3", 3)).await.unwrap();
@@ -303,15 +306,20 @@ async fn populate(s: &SqliteMetadataStore) {
     })
     .await
     .unwrap();
-    for (id, status) in [("registries-done", "Succeeded"), ("registries-running", "Running")] {
+    for (id, status) in
+        [("registries-done", JobState::Succeeded), ("registries-running", JobState::Running)]
+    {
         s.create_job(
             &JobRecord {
                 id: id.into(),
                 registry_id: default.id,
                 request: r#"{"source":{"sourceImage":"x:1"}}"#.into(),
                 resumable: true,
-                status: status.into(),
-                progress: r#"{"blobsDone":1}"#.into(),
+                status,
+                progress: JobProgress {
+                    manifests: [("x@sha256:00".to_owned(), ManifestState::Pending)].into(),
+                    ..JobProgress::default()
+                },
                 error: None,
                 created_at: 5,
                 updated_at: 6,

@@ -324,3 +324,20 @@ async fn poll(app: &App, location: &str) -> Reply {
     }
     panic!("the import did not finish");
 }
+
+#[tokio::test]
+async fn admin_endpoints() {
+    let app = App::start().await;
+    let token = app.token(ARM_SCOPE).await;
+    let r = app.call(Method::POST, "/_wharf/gc").bearer(&token).send().await;
+    app.snap("admin_gc_200", &r);
+    app.snap("admin_keys_200", &app.call(Method::GET, "/_wharf/keys").bearer(&token).send().await);
+    let r =
+        app.call(Method::POST, "/_wharf/keys/prune?allRetired=maybe").bearer(&token).send().await;
+    app.snap("admin_keys_prune_bad_parameter_400", &r);
+    app.snap("admin_gc_no_token_401", &app.call(Method::POST, "/_wharf/gc").send().await);
+    let password = app.create_user("nobody").await;
+    let nobody = app.token_of("nobody", &password, ARM_SCOPE).await;
+    let r = app.call(Method::POST, "/_wharf/gc").bearer(&nobody).send().await;
+    app.snap("admin_gc_forbidden_403", &r);
+}

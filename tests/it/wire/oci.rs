@@ -228,3 +228,37 @@ async fn a_client_past_its_transfer_cap_is_told_to_come_back() {
     app.snap("oci_too_many_downloads_from_a_client_429", &r);
     drop(held);
 }
+
+#[tokio::test]
+async fn registries_by_login_server_and_their_network_rules() {
+    let app = App::start().await;
+    let base = format!(
+        "/subscriptions/{SUB}/resourceGroups/default/providers/Microsoft.ContainerRegistry/registries"
+    );
+    let walled = json!({"location": "westus", "sku": {"name": "Premium"}, "properties": {
+        "networkRuleSet": {"defaultAction": "Deny", "ipRules": [{"action": "Allow", "value": "203.0.113.0/24"}]}}});
+    assert_eq!(app.arm(Method::PUT, &format!("{base}/walled1"), Some(walled)).await.status, 201);
+    let closed = json!({"location": "westus", "sku": {"name": "Premium"}, "properties": {"publicNetworkAccess": "Disabled"}});
+    assert_eq!(app.arm(Method::PUT, &format!("{base}/closed1"), Some(closed)).await.status, 201);
+    let walled = "walled1.localhost:5000";
+    let r = app.call(Method::GET, "/v2/").host(walled).send().await;
+    app.snap("oci_network_rules_deny_403", &r);
+    let r = app.call(Method::GET, "/v2/").host(walled).from("203.0.113.9").send().await;
+    app.snap("oci_named_registry_challenge_401", &r);
+    let r = app
+        .call(Method::GET, "/v2/")
+        .host("closed1.localhost:5000")
+        .auth(&app.basic())
+        .send()
+        .await;
+    app.snap("oci_public_access_disabled_403", &r);
+    let r = app
+        .call(Method::GET, &format!("/oauth2/token?service={walled}"))
+        .host(walled)
+        .auth(&app.basic())
+        .send()
+        .await;
+    app.snap("oauth2_token_network_rules_deny_403", &r);
+    let r = app.call(Method::GET, "/acr/v1/_catalog").host(walled).auth(&app.basic()).send().await;
+    app.snap("acr_network_rules_deny_403", &r);
+}

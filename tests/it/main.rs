@@ -24,3 +24,4 @@ mod tidy;
 mod tls;
 mod upgrade;
 mod util;
+mod wire;

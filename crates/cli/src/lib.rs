@@ -27,6 +27,8 @@ use clap::Parser;
 
 use crate::args::{Cli, Command};
 
+pub use crate::serve::{InProcess, in_process};
+
 /// Run the command line; the binary's whole `main`.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

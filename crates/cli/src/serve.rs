@@ -84,35 +84,84 @@ fn fit_connections(wanted: usize, files: usize) -> usize {
 async fn run(mut config: ServeConfig) -> anyhow::Result<()> {
     let _lock = take_data_dir(&mut config)?;
     let stores = open_stores(&config).await?;
-    let registry = registry_service(&config, &stores);
     let listener = wharf_server::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let management = Management::new(
-        stores.management.clone(),
-        LoginServers { domain: config.domain.clone(), port_suffix: port_suffix(&config, addr) },
-    );
-    let policy = EgressPolicy::new(&config.insecure_sources, &config.registry_mirrors)
-        .map_err(anyhow::Error::msg)?;
+    let services = services(&config, &stores, addr)?;
     let tls = open_tls(&config, addr)?;
-    let identity = first_start(&config, &stores, addr).await?;
-    let imports =
-        start_imports(&config, &stores, registry.clone(), management.clone(), policy, &identity)
-            .await?;
-    if stores.cluster.is_some() {
-        tokio::spawn(refresh_keys(identity.clone()));
-    }
-    let state = app_state(&config, registry.clone(), management, imports, identity, tls.is_some());
+    let state = start(&config, &stores, addr, services, tls.is_some()).await?;
     announce(&config, &stores, addr, tls.is_some());
     if let Some(tls) = tls.clone() {
         tokio::spawn(reload_on_sighup(tls));
     }
     if !config.gc_interval.is_zero() {
-        tokio::spawn(gc_loop(registry, state.imports.clone(), config.gc_interval, config.gc));
+        let (registry, imports) = (state.registry.clone(), state.imports.clone());
+        tokio::spawn(gc_loop(registry, imports, config.gc_interval, config.gc));
     }
     wharf_server::serve(listener, state, tls, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A server's application state, built as `wharf serve` builds it from the same flags
+/// (`args`, without `serve`) but with no listener: for tests that send requests to
+/// `wharf_server::router` in-process. The server is taken to be reached at `--listen`,
+/// which the login servers and the token issuer name.
+pub async fn in_process(args: &[&str]) -> anyhow::Result<InProcess> {
+    use clap::Parser as _;
+    let cli = crate::args::Cli::try_parse_from(["wharf", "serve"].iter().chain(args))?;
+    let crate::args::Command::Serve(args) = cli.command else {
+        anyhow::bail!("not serve's flags");
+    };
+    // As `main` does before any command.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut config = ServeConfig::resolve(args)?;
+    let lock = take_data_dir(&mut config)?;
+    let stores = open_stores(&config).await?;
+    let services = services(&config, &stores, config.listen)?;
+    let state = start(&config, &stores, config.listen, services, false).await?;
+    Ok(InProcess { state, _data_dir_lock: lock })
+}
+
+/// What [`in_process`] builds: the state, and the data directory held while it lives.
+pub struct InProcess {
+    pub state: AppState,
+    _data_dir_lock: std::fs::File,
+}
+
+/// The services that need nothing started: the registry, management, the egress policy.
+fn services(
+    config: &ServeConfig,
+    stores: &Stores,
+    addr: SocketAddr,
+) -> anyhow::Result<(RegistryService, Management, EgressPolicy)> {
+    let registry = registry_service(config, stores);
+    let management = Management::new(
+        stores.management.clone(),
+        LoginServers { domain: config.domain.clone(), port_suffix: port_suffix(config, addr) },
+    );
+    let policy = EgressPolicy::new(&config.insecure_sources, &config.registry_mirrors)
+        .map_err(anyhow::Error::msg)?;
+    Ok((registry, management, policy))
+}
+
+/// The identity provider (first start included) and imports started; the state handlers
+/// share.
+async fn start(
+    config: &ServeConfig,
+    stores: &Stores,
+    addr: SocketAddr,
+    (registry, management, policy): (RegistryService, Management, EgressPolicy),
+    tls: bool,
+) -> anyhow::Result<AppState> {
+    let identity = first_start(config, stores, addr).await?;
+    let imports =
+        start_imports(config, stores, registry.clone(), management.clone(), policy, &identity)
+            .await?;
+    if stores.cluster.is_some() {
+        tokio::spawn(refresh_keys(identity.clone()));
+    }
+    Ok(app_state(config, registry, management, imports, identity, tls))
 }
 
 /// Make the data directory (files private to this user), lock it, and learn this node's id.

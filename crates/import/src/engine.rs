@@ -95,7 +95,7 @@ impl Engine<'_> {
         // The last moment a cancellation or the deadline stops the import: the commit
         // below is all or nothing.
         if self.cancel.is_cancelled() {
-            return Err(canceled());
+            return Err(ImportError::canceled());
         }
         self.progress.set_phase(Phase::Committing);
         self.commit(source, req, target, &plan, &missing, &cancel).await?;
@@ -116,7 +116,7 @@ impl Engine<'_> {
         );
         let plan = tokio::select! {
             plan = planning => plan?,
-            () = self.cancel.cancelled() => return Err(canceled()),
+            () = self.cancel.cancelled() => return Err(ImportError::canceled()),
         };
         self.progress.set_plan(req.source_repo.as_str(), &plan);
         tracing::info!(
@@ -335,7 +335,7 @@ impl Engine<'_> {
                     // The same source is being read by another import: share its download.
                     let done = tokio::select! {
                         r = rx.wait_for(Option::is_some) => r.ok().and_then(|v| *v),
-                        () = cancel.cancelled() => return Err(canceled()),
+                        () = cancel.cancelled() => return Err(ImportError::canceled()),
                     };
                     if done == Some(true) && self.registry.retain_blob(digest).await?.is_some() {
                         return have(blob.size);
@@ -385,7 +385,7 @@ impl Engine<'_> {
         // One of the server's download slots, for the whole blob.
         let _slot = tokio::select! {
             slot = self.downloads.acquire() => slot.map_err(ImportError::internal)?,
-            () = cancel.cancelled() => return Err(canceled()),
+            () = cancel.cancelled() => return Err(ImportError::canceled()),
         };
         let mut sink = match how {
             Fetch::Write => Sink::Store(self.registry.ingest_begin().await?),
@@ -429,7 +429,7 @@ impl Engine<'_> {
         let mut attempts = 0;
         loop {
             if cancel.is_cancelled() {
-                return Err(canceled());
+                return Err(ImportError::canceled());
             }
             // A connection can break after the last byte: then there is nothing to resume.
             if sink.len() == blob.size && attempts > 0 {
@@ -488,7 +488,7 @@ impl Engine<'_> {
         let (asked, paused) = (Instant::now(), at.source.paused());
         let stream = tokio::select! {
             s = at.source.blob(at.repo, at.digest, offset) => s,
-            () = cancel.cancelled() => Err(canceled()),
+            () = cancel.cancelled() => Err(ImportError::canceled()),
         };
         let waited = asked.elapsed().saturating_sub(at.source.paused().saturating_sub(paused));
         lock(meter).active += waited;
@@ -505,7 +505,7 @@ impl Engine<'_> {
                 source.display(),
                 at.blob.size
             ))),
-            GuardError::Canceled => Some(canceled()),
+            GuardError::Canceled => Some(ImportError::canceled()),
             GuardError::TooSlow { bytes_per_sec } => Some(ImportError::SourceTooSlow(format!(
                 "The download of {digest} from {} averaged {bytes_per_sec} bytes/s, below this server's minimum of {} bytes/s.",
                 source.display(),
@@ -602,10 +602,6 @@ impl Sink {
             let _ = registry.ingest_abort(ingest).await;
         }
     }
-}
-
-pub(crate) fn canceled() -> ImportError {
-    ImportError::Canceled("The import was canceled.".into())
 }
 
 /// Why [`Guarded`] ended a download, carried inside the `io::Error` of the stream.

@@ -85,6 +85,11 @@ pub enum ImportError {
 }
 
 impl ImportError {
+    /// The job was canceled (asked to, or the server is stopping).
+    pub(crate) fn canceled() -> ImportError {
+        ImportError::Canceled("The import was canceled.".into())
+    }
+
     pub fn code(&self) -> &str {
         use ImportError::*;
         match self {

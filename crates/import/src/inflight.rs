@@ -13,7 +13,6 @@ use wharf_oci::Digest;
 use wharf_storage::{Coordination, now_millis};
 
 use crate::ImportError;
-use crate::engine::canceled;
 
 /// Downloads in progress across all imports, by (digest, source identity), so that two
 /// imports of the same content from the same source share one download.
@@ -159,7 +158,7 @@ impl Inflight {
             }
             tokio::select! {
                 () = tokio::time::sleep(CLAIM_POLL) => {}
-                () = cancel.cancelled() => return Err(canceled()),
+                () = cancel.cancelled() => return Err(ImportError::canceled()),
             }
             if self.proven(key).await {
                 return Ok(Claimed::Elsewhere);

@@ -43,7 +43,8 @@ const WIND_DOWN: Duration = Duration::from_secs(10);
 pub struct ImportSettings {
     /// Blobs downloaded at once per import.
     pub parallel_blobs: usize,
-    /// How long `importImage` waits before answering 202 instead of 200.
+    /// How long `importImage` waits before answering 202 instead of 200 (zero: it always
+    /// answers 202).
     pub sync_wait: Duration,
     /// The `Retry-After` answered with a 202.
     pub retry_after: Duration,
@@ -270,6 +271,11 @@ impl ImportService {
         let started = self.record_and_spawn(id.clone(), now, target, req, source, caller).await;
         lock(&self.inner.starting).remove(&id);
         let mut done = started?;
+        // No wait means none: the answer is 202 whatever the job did meanwhile (a timeout
+        // of zero would still look once, and that look races the job).
+        if self.inner.settings.sync_wait.is_zero() {
+            return Ok(Submitted::Running { id });
+        }
         let finished =
             tokio::time::timeout(self.inner.settings.sync_wait, done.wait_for(Option::is_some))
                 .await;
@@ -545,13 +551,12 @@ async fn run_job(
     cancel: CancellationToken,
 ) -> Result<(), ImportError> {
     let Target { id: target, link_in_target } = target;
-    let canceled = || ImportError::Canceled("The import was canceled.".into());
     if inner.running.available_permits() == 0 {
         progress.set_note(queued_note(inner.settings.max_running));
     }
     let _slot = tokio::select! {
         slot = inner.running.clone().acquire_owned() => slot.map_err(ImportError::internal)?,
-        () = cancel.cancelled() => return Err(canceled()),
+        () = cancel.cancelled() => return Err(ImportError::canceled()),
     };
     progress.set_note(String::new());
     progress.set_phase(Phase::Resolving);
@@ -580,7 +585,7 @@ async fn run_job(
             "The import did not finish within {} (import.deadline); nothing was changed.",
             humanize(deadline)
         )),
-        () = cancel.cancelled() => canceled(),
+        () = cancel.cancelled() => ImportError::canceled(),
     };
     // Let the downloads stop and drop what they staged, within bounds. Work that finished
     // meanwhile (its commit had begun) did what it said: that's the outcome.

@@ -30,7 +30,6 @@ mod directory;
 mod error;
 mod headers;
 mod identity;
-mod import_error;
 pub mod limits;
 mod listener;
 pub mod network;

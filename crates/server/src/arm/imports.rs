@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 use wharf_import::{CancelOutcome, JobStatus, Submitted, parse_parameters};
 use wharf_management::RegistryResourceId;
 
+use super::import_error;
 use super::{ArmResult, Ctx, ok};
-use crate::import_error;
 
 pub(super) async fn import_image(ctx: &Ctx<'_>, id: &RegistryResourceId) -> ArmResult {
     let state = ctx.state;

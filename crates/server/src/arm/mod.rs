@@ -8,6 +8,7 @@
 //! definitions and assignments). Errors are ARM's envelope: `{"error":{"code","message"}}`.
 
 mod credentials;
+mod import_error;
 mod imports;
 mod registries;
 mod roles;

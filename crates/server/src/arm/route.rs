@@ -151,7 +151,7 @@ pub(super) async fn authorize(
                 return Err(ArmError::internal("an operation check on another route"));
             };
             let registry = state.imports.job_registry(op, sub).await;
-            let registry = registry.map_err(crate::import_error::to_arm)?.ok_or_else(|| {
+            let registry = registry.map_err(super::import_error::to_arm)?.ok_or_else(|| {
                 ArmError::not_found(
                     "OperationNotFound",
                     format!("The operation '{op}' was not found."),

@@ -5,7 +5,7 @@
 use wharf_import::{ImportError, JobError};
 use wharf_management::{ArmError, ErrorKind};
 
-use crate::arm::ArmResponse;
+use super::ArmResponse;
 
 /// The status class of an import error code; any other code is the request's fault.
 fn kind_of(code: &str) -> ErrorKind {

@@ -1,5 +1,17 @@
-//! The embedded blob store: one file per blob under `blobs/sha256/<2 hex>/<hex>`, one file
-//! per upload session under `uploads/<uuid>`.
+//! The embedded blob store: one file per blob under `blobs/sha256/<2 hex>/<hex>` (all 256
+//! shard directories made, durably, at open), one file per upload session under
+//! `uploads/<uuid>`, and each chunk of a session first written to a part beside it,
+//! `uploads/<uuid>.<part>.part`, then attached: the first by rename, later ones by an
+//! in-kernel copy.
+//!
+//! Durable when acknowledged, power cut or not. The fsyncs, each one needed
+//! (`tests/it/powerloss.rs` fails without any one of them): new directories and their
+//! parents ([`create_dir_durably`]); the shards' parent at open; written data
+//! ([`BatchWriter::finish`]); a chunk attached by rename (the uploads directory) or by copy
+//! (its data) (`attach_part`); the shard directory after a commit's rename
+//! (`commit_upload`). One more guards a window random cuts can't reliably hit: a chunk
+//! attached but not yet recorded when the power went, then a bodiless `PUT` —
+//! `commit_upload` truncates to the recorded length and syncs.
 //!
 //! No transfer owns a thread. Incoming bytes are collected into batches on the async side
 //! and each batch is written by one short blocking task (the next batch is received while

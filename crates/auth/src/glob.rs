@@ -24,7 +24,7 @@ pub(crate) fn matches(pattern: &str, text: &str) -> bool {
     rest.len() >= last.len() && rest.ends_with(last)
 }
 
-/// [`matches`], ignoring ASCII case.
+/// [`matches()`], ignoring ASCII case.
 pub(crate) fn matches_ignore_case(pattern: &str, text: &str) -> bool {
     matches(&pattern.to_ascii_lowercase(), &text.to_ascii_lowercase())
 }

@@ -119,9 +119,9 @@ impl Identity {
     }
 
     /// Sign in with a name (a user's sign-in name, or a service principal's app id) and a
-    /// secret. Attempts are throttled per name and client address ([`Limiter`](crate::limiter::Limiter)); a name
-    /// that is unknown (or disabled) costs the same hash as a known one and fails alike, so
-    /// that neither the answer nor its timing tells which names exist.
+    /// secret. Attempts are throttled per name and client address (`Limiter`); a name that
+    /// is unknown (or disabled) costs the same hash as a known one and fails alike, so that
+    /// neither the answer nor its timing tells which names exist.
     pub async fn sign_in(
         &self,
         tenant: Option<&str>,

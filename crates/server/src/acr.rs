@@ -143,7 +143,7 @@ fn link(
 }
 
 /// A parsed `/acr/v1/…` request: the method and path, with the repository name, tag or
-/// digest already validated. It names the permission it needs ([`Route::action`]), and the
+/// digest already validated. It names the permission it needs ([`Route::wanted`]), and the
 /// handler receives it, so the check and the handler read the same path.
 #[derive(Debug, PartialEq, Eq)]
 enum Route {

@@ -100,6 +100,11 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError>;
 
     /// Read a blob, or a range of it (the caller checks the range against the size).
+    ///
+    /// A consumer lets go of each chunk it was given: a store may hand out the next chunk
+    /// only once few earlier ones are still alive (the filesystem's does — that is what
+    /// bounds a client that stops reading), so a consumer that keeps chunks rather than
+    /// copying their bytes out stalls its own stream.
     async fn read(
         &self,
         digest: &Digest,

@@ -1,13 +1,18 @@
-//! The embedded blob store: one file per blob under `blobs/sha256/<2 hex>/<hex>`, one file
-//! per upload session under `uploads/<uuid>`.
+//! The embedded blob store: one file per blob under `blobs/sha256/<2 hex>/<hex>` (the 256
+//! shards made durably at open), one per upload session under `uploads/<uuid>`; a chunk is
+//! a part beside it (`uploads/<uuid>.<part>.part`) until attached, by rename or copy.
 //!
-//! No transfer owns a thread. Incoming bytes are collected into batches on the async side
-//! and each batch is written by one short blocking task (the next batch is received while
-//! the previous one is written, so receiving, hashing and disk writes overlap); a client
-//! that stops sending holds at most one partial batch, flushed after [`FLUSH_IDLE`].
-//! Reads happen when the consumer asks for the next chunk: from the page cache without
-//! blocking (`preadv2(RWF_NOWAIT)`), else in a short blocking task; a consumer that stops
-//! reading holds at most two chunks (see [`FileChunks`]), and no thread.
+//! Each fsync is needed (`tests/it/powerloss.rs` fails without any one): new directories and
+//! their parents ([`create_dir_durably`]), the shards' parent at open, written data
+//! ([`BatchWriter::finish`]), an attach (the uploads directory after a rename, the data after
+//! a copy), the shard after a commit's rename, a commit cutting off an unrecorded chunk.
+//!
+//! No transfer owns a thread. Incoming bytes are batched on the async side, each batch
+//! written by one short blocking task while the next is received; a client that stops
+//! sending holds at most one partial batch, flushed after [`FLUSH_IDLE`]. A chunk is read
+//! when the consumer asks for it, from the page cache without blocking (`preadv2(RWF_NOWAIT)`)
+//! or else in a blocking task; a consumer that stops reading holds at most two chunks
+//! ([`FileChunks`]) and no thread.
 
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;

@@ -1,10 +1,16 @@
-//! Where wharf keeps things: two traits and their implementations.
+//! Where wharf keeps things: five traits, their embedded and scale-out implementations,
+//! and one contract suite (`tests/contract/`) that holds each to the same behaviour.
 //!
 //! - [`BlobStore`]: content-addressed bytes (layers, configs) and the upload sessions that
 //!   produce them. Streams in, streams out, ranged reads; no filesystem path crosses the
-//!   trait, so an object store can implement it. Embedded: [`FsBlobStore`].
+//!   trait. [`FsBlobStore`] (files), [`ObjectBlobStore`] (S3, Azure Blob).
 //! - [`MetadataStore`]: registries, repositories, manifests, tags, blob links, upload
-//!   session state. Every method is one transaction. Embedded: [`SqliteMetadataStore`].
+//!   session state, GC's work list; [`ManagementStore`]: subscriptions, resource groups,
+//!   registries, import jobs; [`IdentityStore`]: principals, credentials, roles, signing
+//!   keys. Every method that writes is one transaction. [`SqliteMetadataStore`],
+//!   [`PostgresMetadataStore`]; their SQL is written once, in `sql/`.
+//! - [`Coordination`]: locks and shared state across the servers on one store
+//!   ([`PostgresMetadataStore`]; one embedded server needs none).
 //!
 //! Architecture invariant: storage knows nothing about HTTP, auth or the wire formats;
 //! it never computes a digest (the registry layer hashes, once, as bytes arrive) and

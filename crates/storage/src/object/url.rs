@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-/// Where an [`ObjectBlobStore`] keeps its objects, parsed from a `--blobs` URL.
+/// Where an [`ObjectBlobStore`](crate::ObjectBlobStore) keeps its objects, parsed from a `--blobs` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ObjectStoreUrl {
     /// `s3://bucket[/prefix][?endpoint=…&region=…&allow_http=true&…]`; credentials from the

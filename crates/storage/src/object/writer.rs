@@ -26,9 +26,10 @@ fn more_parts(parts: &Arc<Semaphore>) -> (usize, Option<tokio::sync::OwnedSemaph
 }
 
 /// One new object written in one go — a blob straight to its key
-/// ([`BlobStore::write_blob`]), or an upload's piece or part: the first [`SMALL`] bytes kept
-/// in memory (published with one PUT, taking nothing from the shared budget), beyond that a
-/// multipart upload completed only on publish (an incomplete one is never readable).
+/// ([`BlobStore::write_blob`](crate::BlobStore::write_blob)), or an upload's piece or part:
+/// the first [`SMALL`] bytes kept in memory (published with one PUT, taking nothing from the
+/// shared budget), beyond that a multipart upload completed only on publish (an incomplete
+/// one is never readable).
 pub(super) struct ObjectBlobWriter {
     pub(super) store: Arc<dyn ObjectStore>,
     pub(super) path: Path,

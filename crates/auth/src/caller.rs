@@ -9,6 +9,7 @@ use crate::conditions::{Condition, Context};
 use crate::roles::RoleDefinition;
 use crate::scope::Access;
 use crate::scope_map::RegistryGrant;
+use wharf_storage::RegistryId;
 
 /// A principal's kind, as ARM names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,7 +51,7 @@ pub enum Subject {
     /// A credential of one registry that isn't a principal: its admin user, or one of its
     /// repository-scoped tokens.
     RegistryCredential {
-        registry: i64,
+        registry: RegistryId,
         /// `admin` (the admin user) or `token`.
         kind: &'static str,
         name: String,
@@ -73,9 +74,9 @@ pub struct Caller {
     grants: Arc<Vec<Grant>>,
     /// For a registry access token: exactly what it grants (then `grants` don't apply to
     /// that registry's content).
-    access: Option<Arc<(i64, Vec<Access>)>>,
+    access: Option<Arc<(RegistryId, Vec<Access>)>>,
     /// For a registry credential (admin user, token): what it may do in its registry.
-    registry_grant: Option<Arc<(i64, RegistryGrant)>>,
+    registry_grant: Option<Arc<(RegistryId, RegistryGrant)>>,
 }
 
 /// `/Subscriptions/X/` → `/subscriptions/x`; `/` → ``.
@@ -136,7 +137,7 @@ impl Caller {
     }
 
     /// A registry credential (its admin user, one of its tokens) of registry `registry`.
-    pub fn registry_credential(registry: i64, name: &str, grant: RegistryGrant) -> Caller {
+    pub fn registry_credential(registry: RegistryId, name: &str, grant: RegistryGrant) -> Caller {
         Caller {
             subject: Subject::RegistryCredential {
                 registry,
@@ -150,7 +151,7 @@ impl Caller {
     }
 
     /// A caller holding a registry access token for registry `registry`.
-    pub fn with_access(mut self, registry: i64, access: Vec<Access>) -> Caller {
+    pub fn with_access(mut self, registry: RegistryId, access: Vec<Access>) -> Caller {
         self.access = Some(Arc::new((registry, access)));
         self
     }
@@ -191,7 +192,7 @@ impl Caller {
     }
 
     /// The registry access a token grants, if the caller holds one for `registry`.
-    pub fn registry_access(&self, registry: i64) -> Option<&[Access]> {
+    pub fn registry_access(&self, registry: RegistryId) -> Option<&[Access]> {
         self.access.as_deref().filter(|(r, _)| *r == registry).map(|(_, a)| a.as_slice())
     }
 
@@ -269,7 +270,7 @@ impl Caller {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegistryPolicy {
     /// wharf's number for the registry.
-    pub id: i64,
+    pub id: RegistryId,
     /// Its ARM resource id.
     pub scope: String,
     /// `roleAssignmentMode: AbacRepositoryPermissions`: only the Repository roles' data

@@ -1,6 +1,7 @@
 //! What wharf's tokens say.
 
 use serde::{Deserialize, Serialize};
+use wharf_storage::RegistryId;
 
 use crate::scope::Access;
 
@@ -55,7 +56,7 @@ pub struct RegistryClaims {
     /// `refresh_token` or `access_token`.
     pub grant_type: String,
     /// The registry (wharf's number for it).
-    pub rid: i64,
+    pub rid: RegistryId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
     /// What an access token grants.

@@ -10,7 +10,7 @@
 
 use std::net::IpAddr;
 
-use wharf_storage::{RegistryTokenRecord, ScopeMapRecord, TokenPasswordRecord};
+use wharf_storage::{RegistryId, RegistryTokenRecord, ScopeMapRecord, TokenPasswordRecord};
 
 use crate::AuthError;
 use crate::caller::{Caller, RegistryPolicy};
@@ -191,7 +191,7 @@ impl Identity {
     /// checked against on every request; remembered like a principal).
     pub(crate) async fn registry_credential_enabled(
         &self,
-        registry: i64,
+        registry: RegistryId,
         kind: &str,
         name: &str,
     ) -> Result<bool, AuthError> {
@@ -208,7 +208,7 @@ impl Identity {
     // --- scope maps ----------------------------------------------------------------
 
     /// Every scope map of a registry: the system ones, then the registry's own.
-    pub async fn scope_maps(&self, registry: i64) -> Result<Vec<ScopeMapView>, AuthError> {
+    pub async fn scope_maps(&self, registry: RegistryId) -> Result<Vec<ScopeMapView>, AuthError> {
         let mut out: Vec<ScopeMapView> = system_scope_maps()
             .into_iter()
             .map(|(name, description, actions)| ScopeMapView {
@@ -225,7 +225,7 @@ impl Identity {
 
     pub async fn scope_map(
         &self,
-        registry: i64,
+        registry: RegistryId,
         name: &str,
     ) -> Result<Option<ScopeMapView>, AuthError> {
         if name.starts_with('_') {
@@ -241,7 +241,7 @@ impl Identity {
     /// Create or replace a scope map; whether it was created.
     pub async fn put_scope_map(
         &self,
-        registry: i64,
+        registry: RegistryId,
         name: &str,
         description: Option<String>,
         actions: Vec<String>,
@@ -271,7 +271,11 @@ impl Identity {
     }
 
     /// Delete a scope map no token uses; `false` if there was none.
-    pub async fn delete_scope_map(&self, registry: i64, name: &str) -> Result<bool, AuthError> {
+    pub async fn delete_scope_map(
+        &self,
+        registry: RegistryId,
+        name: &str,
+    ) -> Result<bool, AuthError> {
         if name.starts_with('_') {
             return Err(AuthError::BadRequest(format!(
                 "The scope map '{name}' is a system scope map and can't be deleted."
@@ -296,7 +300,7 @@ impl Identity {
 
     // --- tokens --------------------------------------------------------------------
 
-    pub async fn tokens(&self, registry: i64) -> Result<Vec<TokenView>, AuthError> {
+    pub async fn tokens(&self, registry: RegistryId) -> Result<Vec<TokenView>, AuthError> {
         let mut out = Vec::new();
         for t in self.store.registry_tokens(registry, TOKEN).await? {
             out.push(self.token_view(t).await?);
@@ -304,7 +308,11 @@ impl Identity {
         Ok(out)
     }
 
-    pub async fn token(&self, registry: i64, name: &str) -> Result<Option<TokenView>, AuthError> {
+    pub async fn token(
+        &self,
+        registry: RegistryId,
+        name: &str,
+    ) -> Result<Option<TokenView>, AuthError> {
         match self.store.registry_token(registry, TOKEN, name).await? {
             Some(t) => Ok(Some(self.token_view(t).await?)),
             None => Ok(None),
@@ -332,7 +340,7 @@ impl Identity {
     /// was created.
     pub async fn put_token(
         &self,
-        registry: i64,
+        registry: RegistryId,
         name: &str,
         scope_map: Option<&str>,
         enabled: bool,
@@ -363,7 +371,7 @@ impl Identity {
         Ok((self.token_view(record).await?, existing.is_none()))
     }
 
-    pub async fn delete_token(&self, registry: i64, name: &str) -> Result<bool, AuthError> {
+    pub async fn delete_token(&self, registry: RegistryId, name: &str) -> Result<bool, AuthError> {
         let done = self.store.delete_registry_token(registry, TOKEN, name).await?;
         self.forget_registry_secrets();
         Ok(done)
@@ -372,7 +380,7 @@ impl Identity {
     /// A new password in one of a token's slots (`password1`, `password2`), shown once.
     pub async fn generate_token_password(
         &self,
-        registry: i64,
+        registry: RegistryId,
         name: &str,
         slot: &str,
         expires_at: Option<i64>,
@@ -466,7 +474,7 @@ impl Identity {
         let name = record.name.to_ascii_lowercase();
         let key = crate::signin::verified_key(&[
             b"registry credential",
-            &record.registry_id.to_be_bytes(),
+            &record.registry_id.0.to_be_bytes(),
             record.kind.as_bytes(),
             name.as_bytes(),
             password.as_bytes(),
@@ -480,7 +488,7 @@ impl Identity {
     }
 }
 
-fn seal_context(registry: i64, slot: &str) -> String {
+fn seal_context(registry: RegistryId, slot: &str) -> String {
     format!("wharf admin password/{registry}/{slot}")
 }
 

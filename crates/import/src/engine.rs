@@ -26,7 +26,7 @@ use wharf_registry::{
     ByteStream, CommitBatch, CommitError, RegistryError, RegistryService, RepoKey,
 };
 use wharf_storage::PutManifest;
-use wharf_storage::{JobFence, Phase};
+use wharf_storage::{JobFence, Phase, RegistryId};
 
 use crate::ImportError;
 use crate::inflight::{Claimed, Inflight, Role};
@@ -83,7 +83,7 @@ impl Engine<'_> {
         &self,
         source: &dyn Source,
         req: &ImportRequest,
-        target: i64,
+        target: RegistryId,
     ) -> Result<(), ImportError> {
         let plan = self.plan(source, req).await?;
         self.check_tags(req, target).await?;
@@ -130,7 +130,7 @@ impl Engine<'_> {
     /// NoForce fails before anything is copied, as ACR documents it: "any existing target
     /// tags will fail the operation" — also one already pointing at this very manifest
     /// (scripts use the failure to learn that the tag exists).
-    async fn check_tags(&self, req: &ImportRequest, target: i64) -> Result<(), ImportError> {
+    async fn check_tags(&self, req: &ImportRequest, target: RegistryId) -> Result<(), ImportError> {
         if req.mode != ImportMode::NoForce {
             return Ok(());
         }
@@ -155,7 +155,7 @@ impl Engine<'_> {
         &self,
         source: &dyn Source,
         req: &ImportRequest,
-        target: i64,
+        target: RegistryId,
         plan: &Plan,
         missing: &[Digest],
         cancel: &CancellationToken,
@@ -216,7 +216,7 @@ impl Engine<'_> {
         &self,
         source: &dyn Source,
         req: &ImportRequest,
-        target: i64,
+        target: RegistryId,
         blobs: impl Iterator<Item = (&'b Digest, &'b PlannedBlob)>,
         cancel: &CancellationToken,
     ) -> Result<Vec<Digest>, ImportError> {
@@ -246,7 +246,7 @@ impl Engine<'_> {
     async fn batch(
         &self,
         req: &ImportRequest,
-        target: i64,
+        target: RegistryId,
         plan: &Plan,
         missing: &[Digest],
     ) -> Result<CommitBatch, ImportError> {
@@ -300,7 +300,7 @@ impl Engine<'_> {
         &self,
         source: &dyn Source,
         repo: &RepositoryName,
-        target: i64,
+        target: RegistryId,
         digest: &Digest,
         blob: &PlannedBlob,
         cancel: &CancellationToken,

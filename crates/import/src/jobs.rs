@@ -21,7 +21,7 @@ use wharf_management::Management;
 use wharf_registry::RegistryService;
 use wharf_storage::{
     Coordination, JobError, JobFence, JobProgress, JobRecord, JobState, ManagementStore, Phase,
-    RegistryRecord, now_millis,
+    RegistryId, RegistryRecord, now_millis,
 };
 
 use crate::ImportError;
@@ -130,7 +130,7 @@ pub enum CancelOutcome {
 }
 
 struct Live {
-    registry: i64,
+    registry: RegistryId,
     progress: Arc<Progress>,
     done: watch::Receiver<Option<Outcome>>,
     cancel: CancellationToken,
@@ -353,7 +353,7 @@ impl ImportService {
     fn spawn(
         &self,
         fence: JobFence,
-        target: i64,
+        target: RegistryId,
         req: ImportRequest,
         source: Box<dyn Source>,
         link_in_target: bool,
@@ -464,7 +464,7 @@ impl ImportService {
 
     async fn in_subscription(
         &self,
-        registry: i64,
+        registry: RegistryId,
         subscription: &str,
     ) -> Result<bool, ImportError> {
         Ok(self
@@ -535,7 +535,7 @@ async fn supervised(
 /// Where a job writes: the registry, and whether its caller may read all of it (then blobs
 /// already there are linked without a download).
 struct Target {
-    id: i64,
+    id: RegistryId,
     link_in_target: bool,
 }
 

@@ -7,6 +7,7 @@ use wharf_registry::{ByteStream, RegistryError, RegistryService, RepoKey};
 
 use crate::ImportError;
 use crate::remote::{Fetched, RemoteRegistry};
+use wharf_storage::RegistryId;
 
 #[async_trait]
 pub(crate) trait Source: Send + Sync {
@@ -100,7 +101,7 @@ const MAX_REFERRER_PAGES: usize = 10;
 /// A registry on this server: read through the registry service, never over HTTP.
 pub(crate) struct LocalSource {
     pub(crate) registry: RegistryService,
-    pub(crate) registry_id: i64,
+    pub(crate) registry_id: RegistryId,
     pub(crate) name: String,
 }
 

@@ -327,7 +327,7 @@ impl Registry {
     }
 
     /// wharf's number for it.
-    pub fn id(&self) -> i64 {
+    pub fn id(&self) -> wharf_storage::RegistryId {
         self.record.id
     }
 

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use wharf_storage::{
-    CreateRegistryOutcome, ManagementStore, RegistryRecord, ResourceGroupRecord, now_millis,
+    CreateRegistryOutcome, ManagementStore, RegistryId, RegistryRecord, ResourceGroupRecord,
+    now_millis,
 };
 
 use crate::registry::canonical_sku;
@@ -298,7 +299,10 @@ impl Management {
     }
 
     /// A registry by its internal id.
-    pub async fn registry_by_number(&self, id: i64) -> Result<Option<RegistryRecord>, ArmError> {
+    pub async fn registry_by_number(
+        &self,
+        id: RegistryId,
+    ) -> Result<Option<RegistryRecord>, ArmError> {
         Ok(self.store.registry(id).await?)
     }
 
@@ -337,7 +341,7 @@ impl Management {
             props.check_enforceable()?;
         }
         let record = RegistryRecord {
-            id: 0,
+            id: RegistryId(0),
             name: id.name.clone(),
             is_default: false,
             subscription: id.subscription.clone(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use uuid::Uuid;
 use wharf_oci::{Digest, RepositoryName, Sha256Hasher};
-use wharf_storage::{ByteRange, ByteStream, RepoKey, UploadRecord, now_millis};
+use wharf_storage::{ByteRange, ByteStream, RegistryId, RepoKey, UploadRecord, now_millis};
 
 use crate::hashing::{finish, hashing};
 use crate::locks::Held;
@@ -163,7 +163,7 @@ impl RegistryService {
     /// and return its size: an import into that registry may link it without a download.
     pub async fn retain_blob_in(
         &self,
-        registry: i64,
+        registry: RegistryId,
         digest: &Digest,
     ) -> Result<Option<u64>, RegistryError> {
         match self.meta.blob_in_registry(registry, digest).await? {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use wharf_oci::Digest;
 use wharf_oci::manifest::Descriptor;
-use wharf_storage::RepoKey;
+use wharf_storage::{RegistryId, RepoKey};
 
 use crate::{RegistryError, RegistryService};
 
@@ -66,7 +66,7 @@ impl RegistryService {
     /// Repositories of a registry in lexical order, after `last`, at most `n`.
     pub async fn catalog(
         &self,
-        registry: i64,
+        registry: RegistryId,
         last: Option<&str>,
         n: Option<u32>,
     ) -> Result<Page, RegistryError> {

@@ -137,7 +137,7 @@ fn fill_sql(d: Dialect, first_repo: i64, from: u64, to: u64) -> Vec<String> {
 }
 
 /// The 10 000 repositories.
-fn repos_sql(d: Dialect, registry: i64) -> Vec<String> {
+fn repos_sql(d: Dialect, registry: RegistryId) -> Vec<String> {
     vec![format!(
         "{} INSERT INTO repositories (registry_id, name, created_at) SELECT {registry}, {}, 0 FROM s",
         d.series(0, REPOS),
@@ -204,7 +204,7 @@ fn stats(mut t: Vec<Duration>) -> (f64, f64) {
     (ms(t[t.len() / 2]), ms(t[0]))
 }
 
-fn repo_key(registry: i64, r: u64) -> RepoKey {
+fn repo_key(registry: RegistryId, r: u64) -> RepoKey {
     RepoKey { registry, name: RepositoryName::parse(&format!("bench/repo-{r:05}")).unwrap() }
 }
 
@@ -221,7 +221,7 @@ struct Figures {
 /// Measure at the current size; `round` keeps each round's pushes apart.
 async fn measure(
     meta: &dyn MetadataStore,
-    registry: i64,
+    registry: RegistryId,
     size: u64,
     ops: usize,
     round: u32,
@@ -327,7 +327,7 @@ const ROUNDS: u32 = 3;
 /// call), the GC pass the median round's.
 async fn measure_rounds(
     meta: &dyn MetadataStore,
-    registry: i64,
+    registry: RegistryId,
     size: u64,
     ops: usize,
     step: u32,

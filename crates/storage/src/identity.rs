@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 
 use crate::StorageError;
+use crate::meta::RegistryId;
 
 /// A directory of principals (Entra ID's tenant).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,7 +88,7 @@ pub struct SigningKeyRecord {
 /// A scope map of a registry: the repository actions a token gets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScopeMapRecord {
-    pub registry_id: i64,
+    pub registry_id: RegistryId,
     pub name: String,
     pub description: Option<String>,
     /// `repositories/<repo>/<content|metadata>/<read|write|delete>`, checked by `wharf-auth`.
@@ -99,7 +100,7 @@ pub struct ScopeMapRecord {
 /// or a repository-scoped token (`kind` `token`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegistryTokenRecord {
-    pub registry_id: i64,
+    pub registry_id: RegistryId,
     pub kind: String,
     pub name: String,
     pub scope_map: Option<String>,
@@ -110,7 +111,7 @@ pub struct RegistryTokenRecord {
 /// One of a registry credential's two passwords.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenPasswordRecord {
-    pub registry_id: i64,
+    pub registry_id: RegistryId,
     pub kind: String,
     pub token: String,
     /// `password1`/`password2` (tokens), `password`/`password2` (the admin user).
@@ -189,29 +190,33 @@ pub trait IdentityStore: Send + Sync + 'static {
     async fn put_scope_map(&self, m: &ScopeMapRecord) -> Result<(), StorageError>;
     async fn scope_map(
         &self,
-        registry: i64,
+        registry: RegistryId,
         name: &str,
     ) -> Result<Option<ScopeMapRecord>, StorageError>;
-    async fn scope_maps(&self, registry: i64) -> Result<Vec<ScopeMapRecord>, StorageError>;
-    async fn delete_scope_map(&self, registry: i64, name: &str) -> Result<bool, StorageError>;
+    async fn scope_maps(&self, registry: RegistryId) -> Result<Vec<ScopeMapRecord>, StorageError>;
+    async fn delete_scope_map(
+        &self,
+        registry: RegistryId,
+        name: &str,
+    ) -> Result<bool, StorageError>;
 
     /// Create or replace a registry credential (its passwords are kept).
     async fn put_registry_token(&self, t: &RegistryTokenRecord) -> Result<(), StorageError>;
     async fn registry_token(
         &self,
-        registry: i64,
+        registry: RegistryId,
         kind: &str,
         name: &str,
     ) -> Result<Option<RegistryTokenRecord>, StorageError>;
     async fn registry_tokens(
         &self,
-        registry: i64,
+        registry: RegistryId,
         kind: &str,
     ) -> Result<Vec<RegistryTokenRecord>, StorageError>;
     /// Delete a registry credential with its passwords; `false` if absent.
     async fn delete_registry_token(
         &self,
-        registry: i64,
+        registry: RegistryId,
         kind: &str,
         name: &str,
     ) -> Result<bool, StorageError>;
@@ -219,7 +224,7 @@ pub trait IdentityStore: Send + Sync + 'static {
     async fn put_token_password(&self, p: &TokenPasswordRecord) -> Result<(), StorageError>;
     async fn token_passwords(
         &self,
-        registry: i64,
+        registry: RegistryId,
         kind: &str,
         name: &str,
     ) -> Result<Vec<TokenPasswordRecord>, StorageError>;

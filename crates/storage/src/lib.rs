@@ -49,7 +49,7 @@ pub use job::{JobCounters, JobError, JobProgress, JobState, ManifestState, Phase
 pub use meta::{
     BlobRef, CommitBatch, CommitOutcome, CreateRegistryOutcome, JobFence, JobRecord, ListOrder,
     ManagementStore, ManifestMeta, ManifestRecord, ManifestSummary, MetadataStore, PutManifest,
-    PutManifestOutcome, ReferrerRecord, RegistryRecord, RepoKey, RepositorySummary,
+    PutManifestOutcome, ReferrerRecord, RegistryId, RegistryRecord, RepoKey, RepositorySummary,
     ResourceGroupRecord, SubscriptionRecord, TagRecord, UploadRecord,
 };
 pub use object::{DEFAULT_PART_BUDGET, ObjectBlobStore, ObjectStoreUrl};

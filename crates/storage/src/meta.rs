@@ -1,5 +1,6 @@
 use async_trait::async_trait;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use wharf_oci::{Digest, Reference, RepositoryName, Tag};
 
@@ -10,7 +11,7 @@ pub(crate) use crate::job::{JobError, JobProgress, JobState};
 /// that names no other registry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegistryRecord {
-    pub id: i64,
+    pub id: RegistryId,
     pub name: String,
     pub is_default: bool,
     pub subscription: String,
@@ -24,10 +25,25 @@ pub struct RegistryRecord {
     pub created_at: i64,
 }
 
+/// wharf's number for a registry (its row's id): what every table that belongs to a
+/// registry holds, never its name or ARM id, and never another kind of number.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, sqlx::Type, Serialize, Deserialize,
+)]
+#[sqlx(transparent)]
+#[serde(transparent)]
+pub struct RegistryId(pub i64);
+
+impl std::fmt::Display for RegistryId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// A repository: a name within a registry.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RepoKey {
-    pub registry: i64,
+    pub registry: RegistryId,
     pub name: RepositoryName,
 }
 
@@ -243,7 +259,7 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// The size of a blob if it is visible in any repository of `registry`.
     async fn blob_in_registry(
         &self,
-        registry: i64,
+        registry: RegistryId,
         digest: &Digest,
     ) -> Result<Option<u64>, StorageError>;
     /// Restart a stored blob's GC grace period; `false` if the blob isn't stored.
@@ -298,7 +314,7 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Repositories with at least one manifest, in lexical order after `last`.
     async fn repositories(
         &self,
-        registry: i64,
+        registry: RegistryId,
         last: Option<&str>,
         limit: Option<u32>,
     ) -> Result<Vec<String>, StorageError>;
@@ -393,7 +409,7 @@ pub struct ResourceGroupRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobRecord {
     pub id: String,
-    pub registry_id: i64,
+    pub registry_id: RegistryId,
     /// The import request without credentials, as JSON.
     pub request: String,
     /// Whether the job can be restarted after a server restart (it had no credentials).
@@ -453,7 +469,7 @@ pub trait ManagementStore: Send + Sync + 'static {
     ) -> Result<CreateRegistryOutcome, StorageError>;
     /// Update location, sku, properties and tags of a registry.
     async fn update_registry(&self, r: &RegistryRecord) -> Result<(), StorageError>;
-    async fn registry(&self, id: i64) -> Result<Option<RegistryRecord>, StorageError>;
+    async fn registry(&self, id: RegistryId) -> Result<Option<RegistryRecord>, StorageError>;
     /// A registry by its ARM coordinates (case-insensitive).
     async fn registry_in(
         &self,
@@ -467,7 +483,7 @@ pub trait ManagementStore: Send + Sync + 'static {
         subscription: Option<&str>,
         resource_group: Option<&str>,
     ) -> Result<Vec<RegistryRecord>, StorageError>;
-    async fn delete_registry(&self, id: i64) -> Result<bool, StorageError>;
+    async fn delete_registry(&self, id: RegistryId) -> Result<bool, StorageError>;
 
     /// Record a new job, `job.owner`'s under epoch 0 for `lease_ms` from now (by the
     /// database's clock; `job.lease_until` and `job.lease_epoch` are not read).

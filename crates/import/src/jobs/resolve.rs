@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use wharf_auth::{Caller, RegistryCredential, RepoOp};
 use wharf_management::{ErrorKind, Management, RegistryResourceId};
-use wharf_storage::RegistryRecord;
+use wharf_storage::{RegistryId, RegistryRecord};
 
 use super::{ImportService, lock};
 use crate::ImportError;
@@ -21,7 +21,7 @@ impl ImportService {
         &self,
         req: &ImportRequest,
         caller: &Caller,
-        target: i64,
+        target: RegistryId,
     ) -> Result<Box<dyn Source>, ImportError> {
         match &req.source {
             SourceLocation::Registry { resource_id } => {
@@ -63,7 +63,7 @@ impl ImportService {
         &self,
         host: &str,
         credentials: Option<&Credentials>,
-        target: i64,
+        target: RegistryId,
     ) -> Result<Option<(RegistryRecord, Caller)>, ImportError> {
         let inner = &self.inner;
         let domain = inner.management.login_servers().domain.clone();
@@ -163,7 +163,7 @@ impl ImportService {
 /// A registry on this server is read through the trusted in-server path: its network rules
 /// let that path through unless its owner closed it, and its export policy may forbid
 /// copying anything out of it (into a registry other than `target`).
-fn reachable(r: &RegistryRecord, target: i64) -> Result<(), ImportError> {
+fn reachable(r: &RegistryRecord, target: RegistryId) -> Result<(), ImportError> {
     let net = Management::network(r);
     if !net.export && r.id != target {
         return Err(ImportError::SourceForbidden(format!(

@@ -28,6 +28,7 @@ use crate::error::too_many_requests;
 use crate::limits::{Permit, Refusal};
 use crate::{AppState, OciError};
 use route::{NoRoute, Route, Transfer, parse_route};
+use wharf_storage::RegistryId;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -172,7 +173,7 @@ async fn serve(req: Req<'_>, route: Route) -> Result {
 /// One request's parts, as handlers need them.
 pub(crate) struct Req<'a> {
     state: &'a AppState,
-    registry: i64,
+    registry: RegistryId,
     /// Who may do what in the registry, and who is asking.
     policy: &'a RegistryPolicy,
     caller: &'a Caller,

@@ -9,6 +9,7 @@ use super::Store;
 use super::rows::*;
 use crate::StorageError;
 use crate::identity::*;
+use crate::meta::RegistryId;
 
 /// The columns of `credentials` an insert sets, in bind order.
 const INSERT_CREDENTIAL: &str = "INSERT INTO credentials
@@ -388,7 +389,7 @@ impl IdentityStore for Store {
 
     async fn scope_map(
         &self,
-        registry: i64,
+        registry: RegistryId,
         name: &str,
     ) -> Result<Option<ScopeMapRecord>, StorageError> {
         sqlx::query("SELECT * FROM scope_maps WHERE registry_id = $1 AND name_ci = lower($2)")
@@ -401,7 +402,7 @@ impl IdentityStore for Store {
             .transpose()
     }
 
-    async fn scope_maps(&self, registry: i64) -> Result<Vec<ScopeMapRecord>, StorageError> {
+    async fn scope_maps(&self, registry: RegistryId) -> Result<Vec<ScopeMapRecord>, StorageError> {
         let rows = sqlx::query("SELECT * FROM scope_maps WHERE registry_id = $1 ORDER BY name_ci")
             .bind(registry)
             .fetch_all(self.reader())
@@ -409,7 +410,11 @@ impl IdentityStore for Store {
         rows.iter().map(scope_map_row).collect()
     }
 
-    async fn delete_scope_map(&self, registry: i64, name: &str) -> Result<bool, StorageError> {
+    async fn delete_scope_map(
+        &self,
+        registry: RegistryId,
+        name: &str,
+    ) -> Result<bool, StorageError> {
         self.write_tx(|conn, _| {
             Box::pin(async move {
                 let done = sqlx::query(
@@ -451,7 +456,7 @@ impl IdentityStore for Store {
 
     async fn registry_token(
         &self,
-        registry: i64,
+        registry: RegistryId,
         kind: &str,
         name: &str,
     ) -> Result<Option<RegistryTokenRecord>, StorageError> {
@@ -471,7 +476,7 @@ impl IdentityStore for Store {
 
     async fn registry_tokens(
         &self,
-        registry: i64,
+        registry: RegistryId,
         kind: &str,
     ) -> Result<Vec<RegistryTokenRecord>, StorageError> {
         let rows = sqlx::query(
@@ -486,7 +491,7 @@ impl IdentityStore for Store {
 
     async fn delete_registry_token(
         &self,
-        registry: i64,
+        registry: RegistryId,
         kind: &str,
         name: &str,
     ) -> Result<bool, StorageError> {
@@ -537,7 +542,7 @@ impl IdentityStore for Store {
 
     async fn token_passwords(
         &self,
-        registry: i64,
+        registry: RegistryId,
         kind: &str,
         name: &str,
     ) -> Result<Vec<TokenPasswordRecord>, StorageError> {

@@ -217,7 +217,7 @@ impl ManagementStore for Store {
         .await
     }
 
-    async fn registry(&self, id: i64) -> Result<Option<RegistryRecord>, StorageError> {
+    async fn registry(&self, id: RegistryId) -> Result<Option<RegistryRecord>, StorageError> {
         sqlx::query("SELECT * FROM registries WHERE id = $1")
             .bind(id)
             .fetch_optional(self.reader())
@@ -266,7 +266,7 @@ impl ManagementStore for Store {
         rows.iter().map(registry_row).collect()
     }
 
-    async fn delete_registry(&self, id: i64) -> Result<bool, StorageError> {
+    async fn delete_registry(&self, id: RegistryId) -> Result<bool, StorageError> {
         self.write_tx(|conn, _| {
             Box::pin(async move {
                 // Repositories, manifests, tags, links, jobs, scope maps and tokens go with

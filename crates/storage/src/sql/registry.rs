@@ -151,7 +151,7 @@ impl MetadataStore for Store {
 
     async fn blob_in_registry(
         &self,
-        registry: i64,
+        registry: RegistryId,
         digest: &Digest,
     ) -> Result<Option<u64>, StorageError> {
         let size: Option<i64> = sqlx::query_scalar(
@@ -458,7 +458,7 @@ impl MetadataStore for Store {
 
     async fn repositories(
         &self,
-        registry: i64,
+        registry: RegistryId,
         last: Option<&str>,
         limit: Option<u32>,
     ) -> Result<Vec<String>, StorageError> {

@@ -314,7 +314,7 @@ async fn deleting_a_principal_takes_its_credentials_and_assignments(ids: &dyn Id
 }
 
 /// Registry credentials live in a registry: `idsreg`, and the id of the default one.
-async fn ids_registry(m: &dyn ManagementStore) -> (RegistryRecord, i64) {
+async fn ids_registry(m: &dyn ManagementStore) -> (RegistryRecord, RegistryId) {
     m.put_subscription("ids-sub", "identity").await.unwrap();
     m.put_resource_group(&ResourceGroupRecord {
         subscription: "ids-sub".into(),
@@ -327,7 +327,7 @@ async fn ids_registry(m: &dyn ManagementStore) -> (RegistryRecord, i64) {
     .unwrap();
     let reg = match m
         .create_registry(&RegistryRecord {
-            id: 0,
+            id: RegistryId(0),
             name: "idsreg".into(),
             is_default: false,
             subscription: "ids-sub".into(),
@@ -350,7 +350,7 @@ async fn ids_registry(m: &dyn ManagementStore) -> (RegistryRecord, i64) {
 }
 
 /// The scope map `Pullers` as first put, and as replaced by a put of `PULLERS`.
-fn pullers(registry_id: i64) -> (ScopeMapRecord, ScopeMapRecord) {
+fn pullers(registry_id: RegistryId) -> (ScopeMapRecord, ScopeMapRecord) {
     let map = ScopeMapRecord {
         registry_id,
         name: "Pullers".into(),
@@ -367,7 +367,7 @@ fn pullers(registry_id: i64) -> (ScopeMapRecord, ScopeMapRecord) {
 }
 
 /// `pullers`, put and replaced.
-async fn put_pullers(ids: &dyn IdentityStore, registry_id: i64) -> ScopeMapRecord {
+async fn put_pullers(ids: &dyn IdentityStore, registry_id: RegistryId) -> ScopeMapRecord {
     let (map, replaced) = pullers(registry_id);
     ids.put_scope_map(&map).await.unwrap();
     ids.put_scope_map(&ScopeMapRecord {
@@ -414,7 +414,7 @@ async fn scope_maps_list_by_name_and_delete(db: &(impl IdentityStore + Managemen
 }
 
 /// The token `CI-Token`, scoped to `pullers`.
-fn ci_token(registry_id: i64) -> RegistryTokenRecord {
+fn ci_token(registry_id: RegistryId) -> RegistryTokenRecord {
     RegistryTokenRecord {
         registry_id,
         kind: "token".into(),
@@ -426,7 +426,7 @@ fn ci_token(registry_id: i64) -> RegistryTokenRecord {
 }
 
 /// The registry's admin user.
-pub(crate) fn admin(registry_id: i64) -> RegistryTokenRecord {
+pub(crate) fn admin(registry_id: RegistryId) -> RegistryTokenRecord {
     RegistryTokenRecord {
         kind: "admin".into(),
         name: "idsreg".into(),
@@ -483,7 +483,7 @@ async fn registry_tokens_list_by_kind(db: &(impl IdentityStore + ManagementStore
 }
 
 /// `CI-Token`'s password in `slot`.
-pub(crate) fn pw(registry_id: i64, slot: &str, hash: &str, at: i64) -> TokenPasswordRecord {
+pub(crate) fn pw(registry_id: RegistryId, slot: &str, hash: &str, at: i64) -> TokenPasswordRecord {
     TokenPasswordRecord {
         registry_id,
         kind: "token".into(),
@@ -497,7 +497,7 @@ pub(crate) fn pw(registry_id: i64, slot: &str, hash: &str, at: i64) -> TokenPass
 }
 
 /// The admin user's password, with its sealed bytes.
-pub(crate) fn sealed(registry_id: i64) -> TokenPasswordRecord {
+pub(crate) fn sealed(registry_id: RegistryId) -> TokenPasswordRecord {
     TokenPasswordRecord {
         kind: "admin".into(),
         token: "IDSREG".into(),

@@ -56,7 +56,7 @@ pub(crate) async fn read_all(mut s: ByteStream) -> Vec<u8> {
     all
 }
 
-pub(crate) fn repo(registry: i64, name: &str) -> RepoKey {
+pub(crate) fn repo(registry: RegistryId, name: &str) -> RepoKey {
     RepoKey { registry, name: RepositoryName::parse(name).unwrap() }
 }
 

@@ -51,7 +51,7 @@ async fn my_registry(m: &dyn ManagementStore) -> (RegistryRecord, RegistryRecord
     m.put_subscription("s1", "one").await.unwrap();
     m.put_resource_group(&group()).await.unwrap();
     let reg = RegistryRecord {
-        id: 0,
+        id: RegistryId(0),
         name: "MyReg1".into(),
         is_default: false,
         subscription: "s1".into(),

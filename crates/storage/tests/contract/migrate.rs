@@ -123,7 +123,7 @@ async fn an_embedded_store_copied_into_postgres_reads_back_the_same() {
     // with nothing.
     let highest = registries.iter().map(|r| r.id).max().unwrap();
     let reg = RegistryRecord {
-        id: 0,
+        id: RegistryId(0),
         name: "aftermove".into(),
         is_default: false,
         subscription: DEFAULT_SUBSCRIPTION.into(),

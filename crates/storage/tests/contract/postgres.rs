@@ -197,7 +197,7 @@ async fn nodes_creating_one_registry_name_one_wins() {
     let (a, b) = (db.open().await, db.open().await);
     for i in 0..20 {
         let reg = RegistryRecord {
-            id: 0,
+            id: RegistryId(0),
             name: format!("race{i}"),
             is_default: false,
             subscription: DEFAULT_SUBSCRIPTION.into(),

@@ -29,18 +29,26 @@ use crate::args::{Cli, Command};
 
 pub use crate::serve::{InProcess, in_process};
 
+/// Clap's usage error as one line: its first paragraph, which names the problem and, when
+/// arguments are missing, lists them on the lines below (the usage and tips follow a blank
+/// line).
+fn usage_error(text: &str) -> String {
+    let first = text.split("\n\n").next().unwrap_or_default();
+    let line = first.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>();
+    let line = line.join(" ");
+    let line = line.strip_prefix("error: ").unwrap_or(&line);
+    if line.is_empty() { "invalid arguments".to_owned() } else { line.to_owned() }
+}
+
 /// Run the command line; the binary's whole `main`.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // Help and version go to stdout as clap writes them; a usage error is one line on
-        // stderr (the first of clap's, which names the problem) and exit code 2.
+        // stderr and exit code 2.
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("wharf: error: {first} (see --help)");
+            eprintln!("wharf: error: {} (see --help)", usage_error(&e.to_string()));
             return ExitCode::from(2);
         }
     };
@@ -87,4 +95,24 @@ fn fail(e: anyhow::Error) -> ExitCode {
     let line = format!("{e:#}").replace('\n', " ");
     eprintln!("wharf: error: {line}");
     ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::usage_error;
+
+    #[test]
+    fn a_usage_error_names_what_is_missing_on_one_line() {
+        let clap = "error: the following required arguments were not provided:\n  --name <NAME>\n  --registry <REGISTRY>\n\nUsage: wharf import --name <NAME>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            usage_error(clap),
+            "the following required arguments were not provided: --name <NAME> --registry <REGISTRY>"
+        );
+        assert_eq!(
+            usage_error(
+                "error: unexpected argument '--x' found\n\n  tip: to pass '--x' as a value, use '-- --x'\n"
+            ),
+            "unexpected argument '--x' found"
+        );
+    }
 }

@@ -531,7 +531,7 @@ impl Engine<'_> {
         match sink {
             Sink::Store(ingest) => match self.registry.ingest_finish(ingest, digest, None).await {
                 Ok(()) => Ok(true),
-                Err(RegistryError::DigestInvalid(detail)) => Err(mismatch(detail)),
+                Err(RegistryError::DigestMismatch(detail)) => Err(mismatch(detail)),
                 Err(e) => Err(e.into()),
             },
             Sink::Hash(hasher) => {

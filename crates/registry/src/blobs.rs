@@ -240,7 +240,7 @@ impl RegistryService {
         let actual = hasher.digest();
         if &actual != digest || hasher.len() != written.len {
             writer.abort().await?;
-            return Err(RegistryError::DigestInvalid(format!(
+            return Err(RegistryError::DigestMismatch(format!(
                 "{digest} was claimed, the {} bytes received hash to {actual}",
                 hasher.len()
             )));
@@ -289,7 +289,7 @@ impl RegistryService {
         }
         let actual = hasher.digest();
         if &actual != digest {
-            return Err(RegistryError::DigestInvalid(format!(
+            return Err(RegistryError::DigestMismatch(format!(
                 "{digest} was claimed, the {} bytes received hash to {actual}",
                 hasher.len()
             )));
@@ -563,7 +563,7 @@ impl RegistryService {
         let actual = hasher.digest();
         if &actual != digest {
             self.blobs.abort_upload(id).await?;
-            return Err(RegistryError::DigestInvalid(format!(
+            return Err(RegistryError::DigestMismatch(format!(
                 "{digest} was claimed, the {size} bytes received hash to {actual}"
             )));
         }

@@ -11,8 +11,12 @@ pub enum RegistryError {
     BlobUploadUnknown,
     #[error("blob upload invalid: {0}")]
     BlobUploadInvalid(String),
-    #[error("provided digest did not match uploaded content: {0}")]
+    /// A digest that doesn't parse (its own error says how), or none where one is required.
+    #[error("{0}")]
     DigestInvalid(String),
+    /// Bytes that don't hash to the digest they were sent under.
+    #[error("provided digest did not match uploaded content: {0}")]
+    DigestMismatch(String),
     #[error("manifest references a blob unknown to the repository: {0}")]
     ManifestBlobUnknown(Digest),
     #[error("manifest invalid: {0}")]
@@ -21,7 +25,8 @@ pub enum RegistryError {
     ManifestUnknown(String),
     #[error("manifest refers to {0}, which is not in the repository")]
     ManifestChildUnknown(Digest),
-    #[error("invalid repository name: {0}")]
+    /// The name's own error says what is wrong with it.
+    #[error("{0}")]
     NameInvalid(String),
     #[error("there is no registry '{0}' on this server")]
     RegistryUnknown(String),
@@ -29,7 +34,7 @@ pub enum RegistryError {
     NameUnknown(String),
     #[error("{0}")]
     SizeInvalid(String),
-    #[error("invalid tag: {0}")]
+    #[error("{0}")]
     TagInvalid(String),
     #[error("{0}")]
     Unsupported(String),

@@ -65,7 +65,7 @@ impl RegistryService {
                     )));
                 }
                 if claimed != &digest {
-                    return Err(RegistryError::DigestInvalid(format!(
+                    return Err(RegistryError::DigestMismatch(format!(
                         "the manifest was pushed as {claimed} but its bytes hash to {digest}"
                     )));
                 }

@@ -128,23 +128,22 @@ fn two_nodes_pushing_one_tag_at_once_leave_one_winner() {
         let ma = image_manifest(config, &[&la]);
         let mb = image_manifest(config, &[&lb]);
         let barrier = Arc::new(Barrier::new(2));
-        let results: Vec<u16> = std::thread::scope(|s| {
+        let results: Vec<(u16, String)> = std::thread::scope(|s| {
             let handles: Vec<_> = [(a, &ma), (b, &mb)]
                 .into_iter()
                 .map(|(node, m)| {
                     let barrier = barrier.clone();
                     s.spawn(move || {
                         barrier.wait();
-                        node.reg()
-                            .put_manifest("race/app", "latest", OCI_MANIFEST, m)
-                            .status()
-                            .as_u16()
+                        let r = node.reg().put_manifest("race/app", "latest", OCI_MANIFEST, m);
+                        (r.status().as_u16(), r.text().unwrap_or_default())
                     })
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        assert_eq!(results, vec![201, 201], "round {round}");
+        let codes: Vec<u16> = results.iter().map(|r| r.0).collect();
+        assert_eq!(codes, vec![201, 201], "round {round}: {results:?}");
         // One of them won, the same seen from both nodes, and its bytes are whole.
         let got_a = a.reg().get("/v2/race/app/manifests/latest").bytes().unwrap().to_vec();
         let got_b = b.reg().get("/v2/race/app/manifests/latest").bytes().unwrap().to_vec();

@@ -1938,7 +1938,7 @@ fn bad_input_on_the_identity_endpoints_gets_each_protocols_error() {
         (
             &uuid(),
             json!({"properties": {"roleDefinitionId": "/x/roleDefinitions/00000000-0000-4000-8000-000000000009", "principalId": admin["id"]}}),
-            "BadRequest",
+            "RoleDefinitionDoesNotExist",
         ),
         (
             &uuid(),

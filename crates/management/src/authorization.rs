@@ -342,6 +342,11 @@ async fn role_assignment_record(
     };
     let role_id = text("roleDefinitionId")?;
     let role_id = role_id.rsplit('/').next().unwrap_or(role_id);
+    if identity.role_definition(role_id).await?.is_none() {
+        // As Azure answers it (400, where a GET of the definition is a 404).
+        let e = no_definition(role_id);
+        return Err(ArmError::bad_request(&e.code, e.message));
+    }
     let principal = identity.principal(text("principalId")?).await.map_err(|_| {
         ArmError::bad_request(
             "PrincipalNotFound",

@@ -101,10 +101,18 @@ fn parse_filter(filter: Option<&str>) -> Result<Filter, ArmError> {
     Ok(f)
 }
 
+/// Where ARM names role definitions read at `scope`: under its subscription (as Azure does
+/// whatever the scope below it), or at the root outside any subscription.
+fn definitions_scope(scope: &str) -> &str {
+    let Some(rest) = scope.strip_prefix("/subscriptions/") else { return "" };
+    let end = rest.find('/').map_or(scope.len(), |i| "/subscriptions/".len() + i);
+    &scope[..end]
+}
+
 /// A role definition's ARM JSON, as seen at `scope`.
 pub fn role_definition_json(scope: &str, r: &RoleDefinition) -> Value {
     json!({
-        "id": under(scope, DEFINITIONS, &r.id),
+        "id": under(definitions_scope(scope), DEFINITIONS, &r.id),
         "name": r.id,
         "type": DEFINITIONS,
         "properties": {
@@ -222,7 +230,7 @@ pub fn role_assignment_json(a: &RoleAssignmentRecord) -> Value {
         "name": a.id,
         "type": ASSIGNMENTS,
         "properties": {
-            "roleDefinitionId": under(definition_scope, DEFINITIONS, &a.role_definition_id),
+            "roleDefinitionId": under(definitions_scope(scope), DEFINITIONS, &a.role_definition_id),
             "principalId": a.principal_id,
             "principalType": a.principal_type,
             "scope": scope,
@@ -422,5 +430,19 @@ mod tests {
         let f = parse_filter(Some("roleName eq 'Ünïcode and más'")).unwrap();
         assert_eq!(f.role_name.as_deref(), Some("Ünïcode and más"));
         assert!(parse_filter(Some(&"x".repeat(MAX_FILTER + 1))).is_err());
+    }
+}
+
+#[cfg(test)]
+mod definition_ids {
+    use super::definitions_scope;
+
+    #[test]
+    fn role_definitions_are_named_under_their_subscription() {
+        let sub = "/subscriptions/00000000-0000-0000-0000-000000000000";
+        assert_eq!(definitions_scope(sub), sub);
+        assert_eq!(definitions_scope(&format!("{sub}/resourceGroups/rg/providers/x/y")), sub);
+        assert_eq!(definitions_scope("/"), "");
+        assert_eq!(definitions_scope(""), "");
     }
 }

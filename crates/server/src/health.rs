@@ -17,7 +17,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Map, Value, json};
-use uuid::Uuid;
 use wharf_storage::{BlobStore, MetadataStore, StorageError};
 
 use crate::AppState;
@@ -121,10 +120,10 @@ impl Health {
     }
 
     /// Write a small upload session, check its length, drop it: never a content-addressed
-    /// blob, so listings and GC's blob pass never see it; one left behind by a crash is an
-    /// abandoned upload GC removes.
+    /// blob, so listings and GC's blob pass never see it; its id is a probe's
+    /// (`probe_upload_id`), which GC leaves alone unless a crash left it behind.
     async fn probe_blobs(&self) -> Result<(), String> {
-        let id = Uuid::new_v4();
+        let id = wharf_storage::probe_upload_id();
         let result = async {
             self.blobs.create_upload(id).await?;
             let data = futures::stream::iter([Ok(bytes::Bytes::from_static(PROBE_BYTES))]);
@@ -212,6 +211,14 @@ async fn ready(State(state): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probe_uploads_are_told_from_clients_uploads() {
+        let id = wharf_storage::probe_upload_id();
+        assert!(wharf_storage::is_probe_upload(&id), "{id}");
+        assert_ne!(id, wharf_storage::probe_upload_id());
+        assert!(!wharf_storage::is_probe_upload(&uuid::Uuid::new_v4()));
+    }
 
     #[test]
     fn urls_are_never_reported() {

@@ -10,6 +10,22 @@ use wharf_oci::Digest;
 
 use crate::StorageError;
 
+/// What the ids of health probes' upload sessions start with (`/readyz` writes one per
+/// probe round): version-8 UUIDs, while clients' uploads are version 4, so never one.
+const PROBE_MARK: [u8; 6] = *b"health";
+
+/// A fresh id for a health probe's upload session.
+pub fn probe_upload_id() -> Uuid {
+    let mut bytes = *Uuid::new_v4().as_bytes();
+    bytes[..PROBE_MARK.len()].copy_from_slice(&PROBE_MARK);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// Whether `id` is a health probe's upload session (GC leaves a live one alone).
+pub fn is_probe_upload(id: &Uuid) -> bool {
+    id.get_version_num() == 8 && id.as_bytes().starts_with(&PROBE_MARK)
+}
+
 /// A stream of bytes in or out of a store.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'static>>;
 

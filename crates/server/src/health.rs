@@ -119,7 +119,7 @@ impl Health {
         self.meta.registry_by_name("").await.map(|_| ()).map_err(|e| described(&e))
     }
 
-    /// Write a small upload session, check its length, drop it: never a content-addressed
+    /// Write a small upload session, read it back, drop it: never a content-addressed
     /// blob, so listings and GC's blob pass never see it; its id is a probe's
     /// (`probe_upload_id`), which GC leaves alone unless a crash left it behind.
     async fn probe_blobs(&self) -> Result<(), String> {
@@ -135,7 +135,12 @@ impl Health {
                     appended.len
                 )));
             }
-            Ok(())
+            match self.blobs.read_probe(id).await? {
+                Some(read) if read != PROBE_BYTES => Err(StorageError::Corrupt(
+                    "the probe's bytes read back differ from those written".into(),
+                )),
+                _ => Ok(()),
+            }
         }
         .await;
         let dropped = self.blobs.abort_upload(id).await;

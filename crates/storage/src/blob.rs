@@ -177,6 +177,14 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Every upload and part whose data is stored (for cleaning up abandoned ones).
     async fn list_uploads(&self) -> Result<Vec<StoredUpload>, StorageError>;
 
+    /// What a health probe's upload session `id` holds (the probe appends a few bytes at 0
+    /// and reads them back), or `None` from a store that can't read an upload's bytes (the
+    /// probe then trusts the length the append reported).
+    async fn read_probe(&self, id: Uuid) -> Result<Option<Bytes>, StorageError> {
+        let _ = id;
+        Ok(None)
+    }
+
     /// Start writing the blob `digest` in one go (see [`BlobWriter`]).
     async fn write_blob(&self, digest: &Digest) -> Result<Box<dyn BlobWriter>, StorageError>;
 

@@ -108,6 +108,7 @@ impl Health {
     pub async fn watch(self) {
         let mut tick = tokio::time::interval(self.settings.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // immediate: the first round ran before the server started
         loop {
             tick.tick().await;
             self.probe().await;

@@ -429,7 +429,12 @@ impl BlobStore for FsBlobStore {
                 if name.ends_with(".part") && part.is_none() {
                     continue;
                 }
-                out.push(StoredUpload { id, part, modified: entry.metadata()?.modified()? });
+                // Gone since the directory was read (finished, aborted, a health probe's).
+                let meta = match entry.metadata() {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    meta => meta?,
+                };
+                out.push(StoredUpload { id, part, modified: meta.modified()? });
             }
             Ok(out)
         })

@@ -13,6 +13,8 @@ use serde_json::json;
 
 use crate::util::*;
 
+mod health;
+
 #[test]
 fn any_node_serves_what_another_stored() {
     let Some(c) = Cluster::start(3, "", &[]) else { return };

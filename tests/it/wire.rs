@@ -12,6 +12,7 @@
 mod acr;
 mod arm;
 mod cli;
+mod health;
 mod identity;
 mod oci;
 

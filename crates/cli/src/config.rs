@@ -34,6 +34,11 @@
 //! grace = "1h"
 //! upload_ttl = "24h"
 //!
+//! [health]
+//! interval = "3s"             # how often /readyz's probe checks the stores
+//! timeout = "2s"              # a check slower than this fails
+//! failure_threshold = 2       # failures in a row before /readyz answers 503
+//!
 //! [import]
 //! insecure_sources = ["127.0.0.1:5001"]
 //! registry_mirrors = { "docker.io" = "http://127.0.0.1:5001" }
@@ -101,6 +106,8 @@ pub(crate) struct FileConfig {
     pub(crate) import: ImportConfig,
     #[serde(default)]
     pub(crate) limits: LimitsConfig,
+    #[serde(default)]
+    pub(crate) health: HealthConfig,
 }
 
 /// `[storage]`: where metadata and blobs live (the embedded store in `data_dir` unless set).
@@ -242,6 +249,17 @@ pub(crate) struct GcConfig {
     pub(crate) grace: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     pub(crate) upload_ttl: Option<Duration>,
+}
+
+/// `[health]`: the readiness probe of the stores.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HealthConfig {
+    #[serde(default, with = "opt_duration")]
+    pub(crate) interval: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) failure_threshold: Option<u32>,
 }
 
 impl FileConfig {

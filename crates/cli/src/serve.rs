@@ -12,7 +12,7 @@ use anyhow::Context;
 use wharf_import::{EgressPolicy, ImportService};
 use wharf_management::{LoginServers, Management};
 use wharf_registry::{GcOptions, RegistryService};
-use wharf_server::{Admission, AppState, Settings};
+use wharf_server::{Admission, AppState, Health, Settings};
 use wharf_storage::{
     BlobStore, FsBlobStore, IdentityStore, ManagementStore, MetadataStore, ObjectBlobStore,
     ObjectStoreUrl, PostgresMetadataStore, PostgresOptions, SqliteMetadataStore,
@@ -98,7 +98,10 @@ async fn run(mut config: ServeConfig) -> anyhow::Result<()> {
         let (registry, imports) = (state.registry.clone(), state.imports.clone());
         tokio::spawn(gc_loop(registry, imports, config.gc_interval, config.gc));
     }
-    wharf_server::serve(listener, state, tls, shutdown_signal()).await?;
+    let probes = tokio::spawn(state.health.clone().watch());
+    let served = wharf_server::serve(listener, state, tls, shutdown_signal()).await;
+    probes.abort();
+    served?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -161,7 +164,10 @@ async fn start(
     if stores.cluster.is_some() {
         tokio::spawn(refresh_keys(identity.clone()));
     }
-    Ok(app_state(config, registry, management, imports, identity, tls))
+    let health = Health::new(stores.meta.clone(), stores.blobs.clone(), config.health);
+    // `/readyz` answers from the first round on; later rounds run in the background.
+    health.probe().await;
+    Ok(app_state(config, (registry, management, imports), identity, health, tls))
 }
 
 /// Make the data directory (files private to this user), lock it, and learn this node's id.
@@ -263,10 +269,9 @@ async fn refresh_keys(identity: Arc<wharf_auth::Identity>) {
 
 fn app_state(
     config: &ServeConfig,
-    registry: RegistryService,
-    management: Management,
-    imports: ImportService,
+    (registry, management, imports): (RegistryService, Management, ImportService),
     identity: Arc<wharf_auth::Identity>,
+    health: Health,
     tls: bool,
 ) -> AppState {
     AppState {
@@ -285,6 +290,7 @@ fn app_state(
             forwarded: config.forwarded,
         }),
         admission: Admission::new(&config.limits),
+        health,
     }
 }
 

@@ -15,6 +15,9 @@ use wharf_storage::now_millis;
 
 use crate::{RegistryError, RegistryService};
 
+/// How old a health probe's upload session must be before GC takes it for a leftover.
+const PROBE_LEFTOVER: Duration = Duration::from_secs(600);
+
 /// Blobs of the store a GC pass checks for a row.
 const ORPHAN_PAGE: usize = 4096;
 
@@ -191,8 +194,14 @@ impl RegistryService {
         // never attached (chunks whose request broke off). Files being written to are
         // modified continuously, so an active one is never this old.
         let ttl_start = SystemTime::now().checked_sub(upload_ttl).unwrap_or(SystemTime::UNIX_EPOCH);
+        // A health probe's session lives for milliseconds, whatever `upload_ttl` says: only
+        // one a crash or a timed-out probe left behind is removed.
+        let probe_start =
+            SystemTime::now().checked_sub(PROBE_LEFTOVER).unwrap_or(SystemTime::UNIX_EPOCH);
         for stored in self.blobs.list_uploads().await? {
-            if stored.modified >= ttl_start {
+            if stored.modified >= ttl_start
+                || (wharf_storage::is_probe_upload(&stored.id) && stored.modified >= probe_start)
+            {
                 continue;
             }
             if let Some(part) = stored.part {

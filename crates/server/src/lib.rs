@@ -10,7 +10,8 @@
 //! - `/oauth2/token`, `/oauth2/exchange` — each registry's token service ([`oauth2`]);
 //! - `/{tenant}/oauth2/v2.0/token`, OIDC discovery, `/metadata/endpoints` — the identity
 //!   provider, shaped like Entra ID ([`identity`]); `/v1.0/…` — its directory ([`directory`]);
-//! - `/_wharf/…` — admin endpoints ([`admin`]) used by the CLI (`wharf gc`).
+//! - `/_wharf/…` — admin endpoints ([`admin`]) used by the CLI (`wharf gc`);
+//! - `/livez`, `/startupz`, `/readyz` — health probes ([`health`]), on any host, no auth.
 //!
 //! Every request is authenticated in [`auth`] and checked once against the permission its
 //! parsed route names.
@@ -29,6 +30,7 @@ mod auth;
 mod directory;
 mod error;
 mod headers;
+mod health;
 mod identity;
 pub mod limits;
 mod listener;
@@ -53,6 +55,7 @@ use wharf_management::Management;
 use wharf_registry::{GcOptions, RegistryService};
 
 pub use error::OciError;
+pub use health::{Health, HealthSettings};
 pub use limits::{Admission, Limits};
 pub use listener::bind;
 
@@ -67,6 +70,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Caps on transfers and body memory, shared by every request.
     pub admission: Admission,
+    /// The stores' health as the background probe last found it (`/readyz`).
+    pub health: Health,
 }
 
 /// Server settings handlers need.
@@ -110,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .merge(identity::routes().layer(oauth()))
         .merge(oauth2::routes().layer(oci()))
         .merge(directory::routes().layer(arm()))
+        .merge(health::routes().layer(arm()))
         .with_state(state)
         // A request body that sends nothing for this long fails its request.
         .layer(axum::middleware::map_request(move |req: Request| async move {

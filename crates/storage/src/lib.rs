@@ -36,7 +36,7 @@ pub const DEFAULT_RESOURCE_GROUP: &str = "default";
 
 pub use blob::{
     Appended, BlobStore, BlobWriter, ByteRange, ByteStream, Part, PartWritten, StoredBlob,
-    StoredUpload,
+    StoredUpload, is_probe_upload, probe_upload_id,
 };
 pub use coordination::{Coordination, HeldLock, LockGuard};
 pub use error::StorageError;

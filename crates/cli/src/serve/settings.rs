@@ -8,14 +8,14 @@ use std::time::Duration;
 use anyhow::Context;
 use wharf_import::{ImportSettings, MinThroughput, PlanLimits};
 use wharf_registry::{DownloadRedirects, GcOptions};
-use wharf_server::Limits;
 use wharf_server::network::ForwardedHeader;
+use wharf_server::{HealthSettings, Limits};
 use wharf_storage::{ObjectStoreUrl, PostgresOptions};
 
 use crate::args::{LogFormat, ServeArgs};
 use crate::config::{
-    AuthConfig, FileConfig, GcConfig, ImportConfig, LimitsConfig, NetworkConfig, StorageConfig,
-    TlsConfig,
+    AuthConfig, FileConfig, GcConfig, HealthConfig, ImportConfig, LimitsConfig, NetworkConfig,
+    StorageConfig, TlsConfig,
 };
 
 /// Everything `wharf serve` needs, resolved: flag, else environment, else config file,
@@ -62,6 +62,8 @@ pub(crate) struct ServeConfig {
     pub(crate) redirects: Option<DownloadRedirects>,
     /// Where the sealing key is, if not `<data-dir>/sealing-key`.
     pub(crate) sealing_key_file: Option<PathBuf>,
+    /// How `/readyz`'s probe checks the stores.
+    pub(crate) health: HealthSettings,
 }
 
 /// How the server speaks TLS.
@@ -121,6 +123,7 @@ impl ServeConfig {
             max_failed_sign_ins: max_failed_sign_ins(&file.auth)?,
             token_lifetimes: token_lifetimes(&file.auth)?,
             public_url: public_url(args.public_url.or(file.public_url))?,
+            health: health(&file.health)?,
         };
         config.refuse_unsafe_cluster()?;
         Ok(config)
@@ -176,6 +179,25 @@ fn limits(l: &LimitsConfig) -> anyhow::Result<Limits> {
         }
     }
     Ok(limits)
+}
+
+/// `[health]`: the readiness probe's rhythm.
+fn health(file: &HealthConfig) -> anyhow::Result<HealthSettings> {
+    let d = HealthSettings::default();
+    let health = HealthSettings {
+        interval: file.interval.unwrap_or(d.interval),
+        timeout: file.timeout.unwrap_or(d.timeout),
+        threshold: file.failure_threshold.unwrap_or(d.threshold),
+    };
+    for (key, v) in [("health.interval", health.interval), ("health.timeout", health.timeout)] {
+        if v < Duration::from_millis(100) || v > Duration::from_secs(3600) {
+            anyhow::bail!("{key} must be between 100ms and 1h");
+        }
+    }
+    if health.threshold == 0 {
+        anyhow::bail!("health.failure_threshold must be at least 1");
+    }
+    Ok(health)
 }
 
 /// `[gc]`: how often GC runs, and what it leaves alone.

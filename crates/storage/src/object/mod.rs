@@ -542,6 +542,11 @@ impl BlobStore for ObjectBlobStore {
         self.abort_upload(id).await
     }
 
+    async fn read_probe(&self, id: Uuid) -> Result<Option<bytes::Bytes>, StorageError> {
+        let got = self.store.get(&self.piece_path(id, 0)).await.map_err(unavailable)?;
+        Ok(Some(got.bytes().await.map_err(unavailable)?))
+    }
+
     async fn abort_upload(&self, id: Uuid) -> Result<(), StorageError> {
         for piece in self.pieces(id).await? {
             self.delete_piece(&piece).await?;

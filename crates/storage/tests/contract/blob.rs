@@ -23,6 +23,7 @@ contract_tests!([fs, s3, azure] [
     a_written_blob_is_published_whole_or_not_at_all,
     listing_pages_in_digest_order,
     large_uploads_are_multipart,
+    a_health_probe_reads_back_what_it_wrote_and_leaves_nothing,
 ]);
 
 contract_tests!([s3, azure][presigned_downloads]);
@@ -326,4 +327,16 @@ async fn large_uploads_are_multipart(store: &dyn BlobStore) {
     writer.write(owned(whole[..3 << 20].to_vec())).await.unwrap();
     drop(writer);
     assert_eq!(store.stat(&digest).await.unwrap(), None);
+}
+
+/// `/readyz`'s blob probe: a few bytes appended, read back, the session dropped — no blob,
+/// and no upload left for GC to find.
+async fn a_health_probe_reads_back_what_it_wrote_and_leaves_nothing(store: &dyn BlobStore) {
+    let id = probe_upload_id();
+    store.create_upload(id).await.unwrap();
+    assert_eq!(store.append_upload(id, 0, stream(&[b"probe"])).await.unwrap().len, 5);
+    assert_eq!(store.read_probe(id).await.unwrap().as_deref(), Some(&b"probe"[..]));
+    store.abort_upload(id).await.unwrap();
+    assert!(store.list_uploads().await.unwrap().iter().all(|u| u.id != id));
+    assert!(store.list(None, 10).await.unwrap().is_empty());
 }

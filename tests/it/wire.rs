@@ -13,6 +13,7 @@ mod acr;
 mod arm;
 mod cli;
 mod identity;
+mod metrics;
 mod oci;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

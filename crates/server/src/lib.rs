@@ -10,7 +10,8 @@
 //! - `/oauth2/token`, `/oauth2/exchange` — each registry's token service ([`oauth2`]);
 //! - `/{tenant}/oauth2/v2.0/token`, OIDC discovery, `/metadata/endpoints` — the identity
 //!   provider, shaped like Entra ID ([`identity`]); `/v1.0/…` — its directory ([`directory`]);
-//! - `/_wharf/…` — admin endpoints ([`admin`]) used by the CLI (`wharf gc`).
+//! - `/_wharf/…` — admin endpoints ([`admin`]) used by the CLI (`wharf gc`);
+//! - `/metrics` — Prometheus metrics ([`metrics`]).
 //!
 //! Every request is authenticated in [`auth`] and checked once against the permission its
 //! parsed route names.
@@ -32,6 +33,7 @@ mod headers;
 mod identity;
 pub mod limits;
 mod listener;
+pub mod metrics;
 pub mod network;
 mod oauth2;
 mod oci;
@@ -91,6 +93,8 @@ pub struct Settings {
     pub tls: bool,
     /// Which header trusted proxies write.
     pub forwarded: network::ForwardedHeader,
+    /// Client networks that may read `/metrics` without signing in (`[metrics] allow`).
+    pub metrics_allow: Vec<ipnet::IpNet>,
 }
 
 /// The whole HTTP application.
@@ -110,12 +114,15 @@ pub fn router(state: AppState) -> Router {
         .merge(identity::routes().layer(oauth()))
         .merge(oauth2::routes().layer(oci()))
         .merge(directory::routes().layer(arm()))
+        .merge(metrics::routes().layer(arm()))
         .with_state(state)
         // A request body that sends nothing for this long fails its request.
         .layer(axum::middleware::map_request(move |req: Request| async move {
             req.map(|body| axum::body::Body::new(limits::IdleBody::new(body, body_idle)))
         }))
         .layer(axum::middleware::map_response(api_version_header))
+        // Every request counted and timed by its bounded route name (see `metrics`).
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(
             TraceLayer::new_for_http()
                 // Paths only: queries and headers may carry secrets in later APIs.

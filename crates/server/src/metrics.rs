@@ -161,7 +161,11 @@ pub(crate) fn route_name(method: &Method, path: &str, query: Option<&str>) -> St
         "metrics"
     } else if matches!(path, "/livez" | "/readyz" | "/startupz") {
         "health"
-    } else if path.contains("/oauth2/") || path.contains("/.well-known/") || family("/metadata") {
+    } else if path.contains("/oauth2/")
+        || path.contains("/.well-known/")
+        || path.contains("/discovery/")
+        || family("/metadata")
+    {
         "identity"
     } else {
         "unknown"
@@ -180,5 +184,35 @@ fn named(route: Result<impl std::fmt::Debug, &'static str>) -> String {
             debug[..end].to_owned()
         }
         Err(name) => name.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_named_by_their_type_or_family() {
+        let name = |m: Method, p: &str, q: Option<&str>| route_name(&m, p, q);
+        assert_eq!(name(Method::GET, "/v2/", None), "Base");
+        assert_eq!(name(Method::GET, "/v2/a/b/manifests/v1", None), "GetManifest");
+        assert_eq!(
+            name(Method::PATCH, "/v2/a/blobs/uploads/0a5b2e61-54a6-4c6a-9d3c-6f5d4c3b2a10", None),
+            "PatchUpload"
+        );
+        assert_eq!(name(Method::GET, "/v2/a/manifests/bad:tag!", None), "v2_invalid");
+        assert_eq!(name(Method::GET, "/v2/nothing", None), "unknown");
+        assert_eq!(name(Method::GET, "/acr/v1/a/_tags/v1", None), "GetTag");
+        assert_eq!(name(Method::GET, "/subscriptions", None), "ListSubscriptions");
+        assert_eq!(name(Method::GET, "/tenants", None), "ListTenants");
+        assert_eq!(name(Method::POST, "/oauth2/token", None), "oauth2");
+        assert_eq!(name(Method::POST, "/common/oauth2/v2.0/token", None), "identity");
+        assert_eq!(name(Method::GET, "/common/discovery/v2.0/keys", None), "identity");
+        assert_eq!(name(Method::GET, "/metadata/endpoints", None), "identity");
+        assert_eq!(name(Method::GET, "/v1.0/users/x", None), "graph");
+        assert_eq!(name(Method::POST, "/_wharf/gc", None), "admin");
+        assert_eq!(name(Method::GET, "/readyz", None), "health");
+        assert_eq!(name(Method::GET, "/metrics", None), "metrics");
+        assert_eq!(name(Method::GET, "/anything/else", None), "unknown");
     }
 }

@@ -10,8 +10,13 @@
 //! digest or tag, so pushing to new repositories adds no series.
 
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::OnceLock;
+use std::task::{Context, Poll};
 use std::time::Instant;
+
+use axum::body::Body;
+use bytes::Bytes;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -58,6 +63,11 @@ fn describe() {
         "Time to answer an HTTP request (headers; bodies stream afterwards)."
     );
     metrics::describe_gauge!("wharf_http_requests_in_flight", "HTTP requests being answered.");
+    metrics::describe_counter!(
+        "wharf_registry_bytes_total",
+        metrics::Unit::Bytes,
+        "Blob bytes received (in: uploads) and sent (out: downloads served by this node)."
+    );
 }
 
 /// Set `wharf_build_info` for this process's backends (`db`: embedded/postgresql,
@@ -102,9 +112,12 @@ fn allowed_address(state: &AppState, headers: &HeaderMap, ext: &http::Extensions
     ip.is_some_and(|ip| allow.iter().any(|n| n.contains(&ip)))
 }
 
-/// Counts, times and gauges every request under its [`route_name`].
+/// Counts, times and gauges every request under its [`route_name`]; blob bytes are counted
+/// as they pass, in or out ([`Counted`]).
 pub(crate) async fn track(req: Request, next: Next) -> Response {
     let route = route_name(req.method(), req.uri().path(), req.uri().query());
+    let blob_in = matches!(route.as_str(), "StartUpload" | "PatchUpload" | "FinishUpload");
+    let req = if blob_in { req.map(|b| Counted::wrap(b, "in")) } else { req };
     let method = method_label(req.method());
     let in_flight = metrics::gauge!("wharf_http_requests_in_flight", "route" => route.clone());
     in_flight.increment(1.0);
@@ -112,12 +125,58 @@ pub(crate) async fn track(req: Request, next: Next) -> Response {
     let res = next.run(req).await;
     in_flight.decrement(1.0);
     let code = res.status().as_u16().to_string();
+    // A redirected download (307) sends no blob bytes from here.
+    let res = if route == "GetBlob" && res.status().is_success() {
+        res.map(|b| Counted::wrap(b, "out"))
+    } else {
+        res
+    };
     metrics::counter!("wharf_http_requests_total",
         "route" => route.clone(), "method" => method, "code" => code)
     .increment(1);
     metrics::histogram!("wharf_http_request_duration_seconds", "route" => route, "method" => method)
         .record(start.elapsed().as_secs_f64());
     res
+}
+
+/// A body whose data bytes are added to `wharf_registry_bytes_total{direction}` as they
+/// are read: what actually crossed the socket, not what a header announced.
+struct Counted {
+    inner: Body,
+    bytes: metrics::Counter,
+}
+
+impl Counted {
+    fn wrap(inner: Body, direction: &'static str) -> Body {
+        let bytes = metrics::counter!("wharf_registry_bytes_total", "direction" => direction);
+        Body::new(Counted { inner, bytes })
+    }
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.bytes.increment(data.len() as u64);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Methods as a bounded set: anything unusual is `other`.

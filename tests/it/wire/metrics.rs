@@ -54,6 +54,10 @@ async fn counters_move_by_exactly_the_requests_made() {
     let missing =
         app.call(Method::GET, "/v2/team/app/manifests/nope").auth(&app.basic()).send().await;
     assert_eq!(missing.status, 404);
+    let layer = super::digest_of(b"layer one");
+    let blob = app.call(Method::GET, &format!("/v2/team/app/blobs/{layer}")).auth(&app.basic());
+    assert_eq!(blob.send().await.body, b"layer one");
+    app.push_blob(HOST, "team/app", b"twelve bytes").await;
     let after = scrape(&app).await;
 
     let moved = |route, method, code| {
@@ -74,6 +78,10 @@ async fn counters_move_by_exactly_the_requests_made() {
     assert_eq!(value(&after, "wharf_http_requests_in_flight", &[("route", "GetManifest")]), 0.0);
     // The scrape itself is in flight while it renders.
     assert_eq!(value(&after, "wharf_http_requests_in_flight", &[("route", "metrics")]), 1.0);
+    let bytes =
+        |text, direction| value(text, "wharf_registry_bytes_total", &[("direction", direction)]);
+    assert_eq!(bytes(&after, "out") - bytes(&before, "out"), 9.0);
+    assert_eq!(bytes(&after, "in") - bytes(&before, "in"), 12.0);
     let build =
         [("db", "sqlite"), ("storage", "filesystem"), ("version", env!("CARGO_PKG_VERSION"))];
     assert_eq!(value(&after, "wharf_build_info", &build), 1.0);

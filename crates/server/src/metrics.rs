@@ -77,8 +77,8 @@ fn describe() {
     );
 }
 
-/// Set `wharf_build_info` for this process's backends (`db`: embedded/postgresql,
-/// `storage`: the blob store's kind).
+/// Set `wharf_build_info` for this process's backends, as kinds (`db`: sqlite/postgresql,
+/// `storage`: filesystem/s3/az).
 pub fn build_info(db: &str, storage: &str) {
     handle();
     let labels = [

@@ -61,12 +61,12 @@ trap 'kill $build 2>/dev/null || true' EXIT
 
 # Debian packages: real peers and clients the integration tests drive (fuse3: the
 # power-loss test mounts its own filesystem; containerd: a daemon of the test's own, for
-# `ctr`).
+# `ctr`; prometheus: `promtool check metrics` on a scrape).
 if [ $fast = 0 ]; then
   missing=()
   for want in skopeo:skopeo podman:podman docker-registry:docker-registry htpasswd:apache2-utils \
               jq:jq curl:curl python3:python3 fusermount3:fuse3 containerd:containerd \
-              npm:npm; do
+              npm:npm promtool:prometheus; do
     command -v "${want%%:*}" >/dev/null 2>&1 || missing+=("${want##*:}")
   done
   python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)

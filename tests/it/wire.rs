@@ -14,6 +14,7 @@ mod arm;
 mod cli;
 mod health;
 mod identity;
+mod metrics;
 mod oci;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

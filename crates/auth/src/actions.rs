@@ -33,6 +33,8 @@ pub const GARBAGE_COLLECT: &str = "Wharf/garbageCollect/action";
 /// wharf's own: the keys that sign every token (list; rotate and prune).
 pub const SIGNING_KEYS_READ: &str = "Wharf/signingKeys/read";
 pub const SIGNING_KEYS_WRITE: &str = "Wharf/signingKeys/write";
+/// wharf's own: read `/metrics` (checked at `/`).
+pub const METRICS_READ: &str = "Wharf/metrics/read";
 
 // Registry content, as ACR's classic roles name it (checked at the registry).
 pub const PULL: &str = "Microsoft.ContainerRegistry/registries/pull/read";

@@ -29,6 +29,9 @@
 //! forwarded_header = "x-forwarded-for" # or "forwarded" (RFC 7239): the one they write
 //! private_networks = ["10.8.0.0/16"]  # like ACR's private endpoints: past the network rules
 //!
+//! [metrics]
+//! allow = ["127.0.0.0/8"]   # may scrape /metrics unsigned-in; others need Wharf/metrics/read
+//!
 //! [gc]
 //! interval = "1h"
 //! grace = "1h"
@@ -103,6 +106,8 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     pub(crate) gc: GcConfig,
     #[serde(default)]
+    pub(crate) metrics: MetricsConfig,
+    #[serde(default)]
     pub(crate) import: ImportConfig,
     #[serde(default)]
     pub(crate) limits: LimitsConfig,
@@ -168,6 +173,14 @@ pub(crate) struct NetworkConfig {
     pub(crate) private_networks: Vec<String>,
     /// `x-forwarded-for` (default) or `forwarded`.
     pub(crate) forwarded_header: Option<String>,
+}
+
+/// `[metrics]`: who may scrape `/metrics` without signing in.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MetricsConfig {
+    #[serde(default)]
+    pub(crate) allow: Vec<String>,
 }
 
 /// `[limits]`: see `wharf_server::Limits` for what each one bounds.

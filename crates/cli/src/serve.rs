@@ -164,6 +164,13 @@ async fn start(
     if stores.cluster.is_some() {
         tokio::spawn(refresh_keys(identity.clone()));
     }
+    // Kinds only: a bucket or container name would be one more label value per deployment.
+    let db = if stores.metadata_name == "embedded" { "sqlite" } else { stores.metadata_name };
+    let storage = match stores.blobs_name.split_once("://") {
+        Some((scheme, _)) => scheme,
+        None => "filesystem",
+    };
+    wharf_server::metrics::build_info(db, storage);
     let health = Health::new(stores.meta.clone(), stores.blobs.clone(), config.health);
     // `/readyz` answers from the first round on; later rounds run in the background.
     health.probe().await;
@@ -288,6 +295,7 @@ fn app_state(
             public_url: config.public_url.clone(),
             tls,
             forwarded: config.forwarded,
+            metrics_allow: config.metrics_allow.clone(),
         }),
         admission: Admission::new(&config.limits),
         health,

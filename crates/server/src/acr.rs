@@ -261,6 +261,15 @@ impl Route {
     }
 }
 
+/// An `/acr/v1/<path>` request's [`Route`], for metrics to name; else the fixed name that
+/// stands for it.
+pub(crate) fn route_for_metrics(
+    method: &Method,
+    path: &str,
+) -> std::result::Result<impl std::fmt::Debug, &'static str> {
+    Route::parse(method, path).map_err(|_| "acr_invalid")
+}
+
 async fn dispatch(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,

@@ -12,6 +12,7 @@
 //!   provider, shaped like Entra ID ([`identity`]); `/v1.0/…` — its directory ([`directory`]);
 //! - `/_wharf/…` — admin endpoints ([`admin`]) used by the CLI (`wharf gc`);
 //! - `/livez`, `/startupz`, `/readyz` — health probes ([`health`]), on any host, no auth.
+//! - `/metrics` — Prometheus metrics ([`metrics`]).
 //!
 //! Every request is authenticated in [`auth`] and checked once against the permission its
 //! parsed route names.
@@ -34,6 +35,7 @@ mod health;
 mod identity;
 pub mod limits;
 mod listener;
+pub mod metrics;
 pub mod network;
 mod oauth2;
 mod oci;
@@ -96,6 +98,8 @@ pub struct Settings {
     pub tls: bool,
     /// Which header trusted proxies write.
     pub forwarded: network::ForwardedHeader,
+    /// Client networks that may read `/metrics` without signing in (`[metrics] allow`).
+    pub metrics_allow: Vec<ipnet::IpNet>,
 }
 
 /// The whole HTTP application.
@@ -116,12 +120,15 @@ pub fn router(state: AppState) -> Router {
         .merge(oauth2::routes().layer(oci()))
         .merge(directory::routes().layer(arm()))
         .merge(health::routes().layer(arm()))
+        .merge(metrics::routes().layer(arm()))
         .with_state(state)
         // A request body that sends nothing for this long fails its request.
         .layer(axum::middleware::map_request(move |req: Request| async move {
             req.map(|body| axum::body::Body::new(limits::IdleBody::new(body, body_idle)))
         }))
         .layer(axum::middleware::map_response(api_version_header))
+        // Every request counted and timed by its bounded route name (see `metrics`).
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(
             TraceLayer::new_for_http()
                 // Paths only: queries and headers may carry secrets in later APIs.

@@ -52,6 +52,8 @@ pub(crate) struct ServeConfig {
     pub(crate) forwarded: ForwardedHeader,
     /// Networks that pass registries' network rules (ACR's private endpoints).
     pub(crate) private_networks: Vec<ipnet::IpNet>,
+    /// Client networks that may read `/metrics` without signing in.
+    pub(crate) metrics_allow: Vec<ipnet::IpNet>,
     /// PostgreSQL, if metadata isn't kept in the embedded SQLite.
     pub(crate) metadata: Option<String>,
     /// An object store, if blobs aren't kept in the data directory.
@@ -114,6 +116,7 @@ impl ServeConfig {
             trusted_proxies: networks("network.trusted_proxies", &file.network.trusted_proxies)?,
             forwarded: forwarded_header(&file.network)?,
             private_networks: networks("network.private_networks", &file.network.private_networks)?,
+            metrics_allow: networks("metrics.allow", &file.metrics.allow)?,
             metadata: metadata(args.metadata, &file.storage)?,
             redirects: redirects(args.redirect_downloads, &file.storage, args.blobs.is_some())?,
             blobs: blobs(args.blobs, &file.storage)?,

@@ -78,6 +78,15 @@ impl From<ArmError> for ArmResponse {
 
 type ArmResult = Result<Response, ArmResponse>;
 
+/// A management request's [`route::Route`], for metrics to name; else the fixed name that
+/// stands for it.
+pub(crate) fn route_for_metrics(
+    method: &axum::http::Method,
+    path: &str,
+) -> Result<impl std::fmt::Debug, &'static str> {
+    route::parse(method, path).map_err(|_| "arm_invalid")
+}
+
 async fn dispatch(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,

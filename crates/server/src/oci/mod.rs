@@ -30,6 +30,26 @@ use crate::{AppState, OciError};
 use route::{NoRoute, Route, Transfer, parse_route};
 use wharf_storage::RegistryId;
 
+/// A `/v2/<path>` request's [`Route`], for metrics to name (see [`crate::metrics`]); else
+/// the fixed name that stands for it.
+pub(crate) fn route_for_metrics(
+    method: &axum::http::Method,
+    path: &str,
+    query: Option<&str>,
+) -> std::result::Result<impl std::fmt::Debug, &'static str> {
+    if path.is_empty() {
+        return Err("Base");
+    }
+    let query: HashMap<String, String> = query
+        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    match parse_route(method, path, &query) {
+        Ok(route::Parsed { route: Ok(route), .. }) => Ok(route),
+        Ok(_) | Err(NoRoute::Name(_)) => Err("v2_invalid"),
+        Err(NoRoute::Unknown) => Err("unknown"),
+    }
+}
+
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v2/", get(base))

@@ -35,13 +35,8 @@ const DURATION_BUCKETS: &[f64] =
 
 /// The process's recorder, installed on first use (one per process: metrics are global).
 pub fn handle() -> &'static PrometheusHandle {
-    &recorder().0
-}
-
-/// The recorder's handle, and the collector of `process_*` (read at each scrape).
-fn recorder() -> &'static (PrometheusHandle, metrics_process::Collector) {
-    static RECORDER: OnceLock<(PrometheusHandle, metrics_process::Collector)> = OnceLock::new();
-    RECORDER.get_or_init(|| {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(
                 Matcher::Full("wharf_http_request_duration_seconds".into()),
@@ -55,9 +50,7 @@ fn recorder() -> &'static (PrometheusHandle, metrics_process::Collector) {
         // handle then renders nothing, which is what that program asked for.
         let _ = metrics::set_global_recorder(recorder);
         describe();
-        let process = metrics_process::Collector::default();
-        process.describe();
-        (handle, process)
+        handle
     })
 }
 
@@ -105,9 +98,7 @@ async fn scrape(State(state): State<AppState>, req: Request) -> Response {
             return crate::arm::ArmResponse(e.into()).into_response();
         }
     }
-    let (handle, process) = recorder();
-    process.collect();
-    let body = handle.render();
+    let body = handle().render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 

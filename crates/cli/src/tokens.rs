@@ -160,15 +160,27 @@ async fn token_create(
     Ok(())
 }
 
+/// GET `path` under the owner registry and print it (a list's `value`, or one resource).
+async fn show(
+    client: &Client,
+    global: &GlobalArgs,
+    owner: &OwnerRegistry,
+    path: &str,
+    list: bool,
+    columns: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let reg = registry_id(client, owner).await?;
+    let body = client.arm(Method::GET, &format!("{reg}/{path}"), None).await?.body;
+    print(global.output, if list { &body["value"] } else { &body }, columns);
+    Ok(())
+}
+
 async fn token_list(
     client: &Client,
     global: &GlobalArgs,
     owner: &OwnerRegistry,
 ) -> anyhow::Result<()> {
-    let reg = registry_id(client, owner).await?;
-    let list = client.arm(Method::GET, &format!("{reg}/tokens"), None).await?.body;
-    print(global.output, &list["value"], TOKEN_COLUMNS);
-    Ok(())
+    show(client, global, owner, "tokens", true, TOKEN_COLUMNS).await
 }
 
 async fn token_show(
@@ -177,10 +189,7 @@ async fn token_show(
     name: &str,
     owner: &OwnerRegistry,
 ) -> anyhow::Result<()> {
-    let reg = registry_id(client, owner).await?;
-    let t = client.arm(Method::GET, &format!("{reg}/tokens/{name}"), None).await?.body;
-    print(global.output, &t, TOKEN_COLUMNS);
-    Ok(())
+    show(client, global, owner, &format!("tokens/{name}"), false, TOKEN_COLUMNS).await
 }
 
 async fn token_update(
@@ -294,10 +303,7 @@ async fn scope_map_list(
     global: &GlobalArgs,
     owner: &OwnerRegistry,
 ) -> anyhow::Result<()> {
-    let reg = registry_id(client, owner).await?;
-    let list = client.arm(Method::GET, &format!("{reg}/scopeMaps"), None).await?.body;
-    print(global.output, &list["value"], MAP_COLUMNS);
-    Ok(())
+    show(client, global, owner, "scopeMaps", true, MAP_COLUMNS).await
 }
 
 async fn scope_map_show(
@@ -306,10 +312,7 @@ async fn scope_map_show(
     name: &str,
     owner: &OwnerRegistry,
 ) -> anyhow::Result<()> {
-    let reg = registry_id(client, owner).await?;
-    let m = client.arm(Method::GET, &format!("{reg}/scopeMaps/{name}"), None).await?.body;
-    print(global.output, &m, MAP_COLUMNS);
-    Ok(())
+    show(client, global, owner, &format!("scopeMaps/{name}"), false, MAP_COLUMNS).await
 }
 
 async fn scope_map_update(

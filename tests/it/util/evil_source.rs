@@ -11,20 +11,7 @@ pub struct EvilSource {
 impl EvilSource {
     pub fn start() -> EvilSource {
         let port = free_port();
-        let mut child = Command::new("python3")
-            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/evilsource.py"))
-            .arg(port.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert_eq!(line.trim(), "ready");
+        let child = start_python_helper("evilsource.py", &[&port.to_string()]);
         EvilSource { port, child }
     }
 

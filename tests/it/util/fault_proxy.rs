@@ -15,22 +15,10 @@ impl FaultProxy {
 
     /// Start on a given port (to stand in for one that was stopped).
     pub fn start_on(port: u16, upstream: &str, args: &[&str]) -> FaultProxy {
-        let mut child = Command::new("python3")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/faultproxy.py"))
-            .arg(port.to_string())
-            .arg(upstream)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert_eq!(line.trim(), "ready");
+        let port_arg = port.to_string();
+        let mut all = vec![port_arg.as_str(), upstream];
+        all.extend_from_slice(args);
+        let child = start_python_helper("faultproxy.py", &all);
         FaultProxy { port, child }
     }
 
